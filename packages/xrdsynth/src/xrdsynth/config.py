@@ -6,7 +6,7 @@ why it departs from it. Units are in the field names or docstrings.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -122,3 +122,184 @@ class BankConfig(_Strict):
     @property
     def wavelength_angstrom(self) -> float:
         return resolve_wavelength(self.wavelength)
+
+
+def _ordered_range(name: str, value: tuple[float, float]) -> tuple[float, float]:
+    if not value[0] <= value[1]:
+        raise ValueError(f"{name} = {value}: the lower bound must not exceed the upper bound; swap the two values")
+    return value
+
+
+Range = tuple[float, float]
+
+
+class RecipeConfig(_Strict):
+    """How one augmented multi-phase mixture is drawn and rendered (A.1).
+
+    Every range is sampled uniformly unless the field says otherwise. Where A.1 is silent or ambiguous the
+    choice is a field here and is explained in docs/physics.md.
+    """
+
+    # --- phase set (A.1 "Phase set sampling") ---
+    phase_count_probabilities: tuple[float, float, float, float, float] = Field(
+        (0.20, 0.40, 0.25, 0.10, 0.05),
+        description="P(K* = 1..5), the number of phases in a mixture (A.1).",
+    )
+    dirichlet_alpha: float = Field(1.0, gt=0.0, description="Concentration of the Dirichlet mixture weights (A.1).")
+    min_phase_weight: float = Field(
+        0.03,
+        ge=0.0,
+        lt=0.2,
+        description="Smallest phase weight (A.1: 0.03). Enforced as w = w_min + (1 - K w_min) w_dirichlet, "
+        "which keeps the sum at 1 (docs/physics.md).",
+    )
+    pre_mix_normalization: Literal["strongest_line", "total_intensity"] = Field(
+        "strongest_line",
+        description="What each phase is scaled to before the convex combination (A1): 'strongest_line' divides "
+        "the sticks by the strongest stick (the bank profile of A.1 at unit maximum); 'total_intensity' divides "
+        "by the sum of the sticks, making w the fraction of diffracted intensity (docs/physics.md).",
+    )
+
+    # --- preferred orientation (A.1 "Phase-wise structural perturbations", first) ---
+    preferred_orientation_probability: float = Field(
+        0.6, ge=0.0, le=1.0, description="Probability that a phase gets the orientation envelope (A.1)."
+    )
+    preferred_orientation_strength: Range = Field(
+        (-0.18, 0.18), description="Envelope strength s, uniform; the envelope is 1 + s b(2θ) with |b| <= 1 (A.1)."
+    )
+    preferred_orientation_chebyshev_order: int = Field(
+        3, ge=0, le=8, description="Chebyshev terms T_1..T_order of the envelope basis (A.1: up to order 3)."
+    )
+    preferred_orientation_fourier_terms: int = Field(
+        2, ge=0, le=8, description="Fourier pairs sin/cos(k π t), k = 1..n, of the envelope basis (A.1: 'a few')."
+    )
+    preferred_orientation_clip: Range = Field(
+        (0.85, 1.2), description="The unit-mean envelope is clipped to this range (A.1)."
+    )
+
+    # --- sample broadening (A.1 "Phase-wise structural perturbations", second) ---
+    microstrain: Range = Field(
+        (0.0, 0.0025),
+        description="Microstrain ε, uniform (A.1). Gaussian FWHM = strain_fwhm_factor · ε · tanθ in radians.",
+    )
+    strain_fwhm_factor: float = Field(
+        4.0, gt=0.0, description="FWHM_G = factor · ε · tanθ (rad); 4 is the Stokes-Wilson apparent-strain constant."
+    )
+    crystallite_size_log10_nm: Range = Field(
+        (2.0, 2.4), description="log10 of the crystallite size L in nm, uniform, i.e. L log-uniform (A.1)."
+    )
+    scherrer_k: float = Field(
+        0.9, gt=0.0, le=2.0, description="Scherrer constant K in FWHM_L = K λ / (L cosθ) (rad); 0.9 for spheres."
+    )
+    wavelength_angstrom: float = Field(
+        CU_KA_ANGSTROM, gt=0.05, le=5.0, description="Wavelength of the Scherrer term, Å (A.1: 1.54184 Å)."
+    )
+
+    # --- global measurement effects (A.1 "Mixture formation and global measurement effects") ---
+    zero_shift_deg: Range = Field((-0.06, 0.06), description="Global 2θ zero shift Δ in degrees, uniform (A.1).")
+    instrument_u_deg2: float = Field(
+        0.0, ge=0.0, description="Base Caglioti U (deg²) to which ΔU is added; A.1 gives only increments, so 0."
+    )
+    instrument_v_deg2: float = Field(
+        0.0, description="Base Caglioti V (deg²) to which ΔV is added; A.1 gives only increments, so 0."
+    )
+    instrument_w_deg2: float = Field(
+        0.0, ge=0.0, description="Base Caglioti W (deg²) to which ΔW is added; A.1 gives only increments, so 0."
+    )
+    instrument_du_deg2: Range = Field((0.0, 0.004), description="Caglioti increment ΔU in deg², uniform (A.1).")
+    instrument_dv_deg2: Range = Field((0.0, 0.0), description="Caglioti increment ΔV in deg² (A.1: 0).")
+    instrument_dw_deg2: Range = Field(
+        (0.0018, 0.002), description="Caglioti increment ΔW in deg², uniform (A.1 prints it as [0.002, 0.0018])."
+    )
+
+    # --- window, background, noise (A.1 "Measurement windowing, background, and noise") ---
+    window_low_deg: Range = Field((5.0, 20.0), description="Lower window bound 2θ_lo in degrees, uniform (A.1).")
+    window_high_deg: Range = Field((80.0, 120.0), description="Upper window bound 2θ_hi in degrees, uniform (A.1).")
+    baseline_order: int = Field(4, ge=0, le=10, description="Order of the softplus baseline polynomial (A.1: 4).")
+    baseline_coefficient: Range = Field(
+        (-0.12, 0.12), description="Each baseline polynomial coefficient, uniform (A.1)."
+    )
+    baseline_amplitude: Range = Field((0.06, 0.18), description="Baseline amplitude a, uniform (A.1).")
+    baseline_mode: Literal["multiplicative", "additive"] = Field(
+        "multiplicative",
+        description="'multiplicative' (A.1 wording): x · (1 + a · softplus(p(t))); 'additive': x + a · softplus(p(t)).",
+    )
+    floor_offset: Range = Field((0.003, 0.03), description="Additive floor constant, uniform (A.1).")
+    floor_slope: Range = Field(
+        (-0.01, 0.01), description="Additive floor slope per unit of normalised angle t in [0, 1], uniform (A.1)."
+    )
+    noise_sigma: Range = Field((0.0008, 0.0025), description="Per-sample Gaussian noise std, uniform (A.1).")
+    normalization_percentile: float = Field(
+        99.0, gt=0.0, le=100.0, description="In-window percentile the pattern is divided by (A.1: 99th)."
+    )
+
+    # --- rendering ---
+    engine: Literal["exact", "lut"] = Field(
+        "exact",
+        description="'exact': each stick rendered analytically, bin-integrated; 'lut': A.1's variable-width "
+        "convolution of the dense clean profile with log-spaced width levels (needs PhaseLibrary.dense_profile).",
+    )
+    lut_levels: int = Field(32, ge=2, le=4096, description="Number of log-spaced FWHM levels of the LUT engine (A.1).")
+    tail_tolerance: float = Field(
+        1e-5,
+        gt=0.0,
+        le=1e-2,
+        description="A peak's Lorentzian tail is rendered out to where one bin would receive less than this "
+        "(units: before the final normalisation, where a phase's strongest line has area w); peaks with total "
+        "area below it are skipped. 1e-5 is ~100x below the smallest noise std.",
+    )
+
+    @field_validator(
+        "preferred_orientation_strength",
+        "preferred_orientation_clip",
+        "microstrain",
+        "crystallite_size_log10_nm",
+        "zero_shift_deg",
+        "instrument_du_deg2",
+        "instrument_dv_deg2",
+        "instrument_dw_deg2",
+        "window_low_deg",
+        "window_high_deg",
+        "baseline_coefficient",
+        "baseline_amplitude",
+        "floor_offset",
+        "floor_slope",
+        "noise_sigma",
+    )
+    @classmethod
+    def _range_ordered(cls, v: Range, info) -> Range:
+        return _ordered_range(info.field_name, v)
+
+    @field_validator("phase_count_probabilities")
+    @classmethod
+    def _probabilities(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(p < 0.0 for p in v) or abs(sum(v) - 1.0) > 1e-9:
+            raise ValueError(f"phase_count_probabilities {v} must be non-negative and sum to 1")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RecipeConfig:
+        max_k = max(k + 1 for k, p in enumerate(self.phase_count_probabilities) if p > 0)
+        if self.min_phase_weight * max_k >= 1.0:
+            raise ValueError(
+                f"min_phase_weight ({self.min_phase_weight}) times the largest phase count ({max_k}) must be < 1"
+            )
+        lo, hi = self.preferred_orientation_clip
+        if not lo <= 1.0 <= hi:
+            raise ValueError(f"preferred_orientation_clip {self.preferred_orientation_clip} must contain 1")
+        if self.microstrain[0] < 0.0:
+            raise ValueError(f"microstrain {self.microstrain} must be >= 0")
+        if self.window_low_deg[1] >= self.window_high_deg[0]:
+            raise ValueError(
+                f"window_low_deg {self.window_low_deg} must end below window_high_deg {self.window_high_deg}"
+            )
+        if self.instrument_du_deg2[0] + self.instrument_u_deg2 < 0 or self.instrument_dw_deg2[0] + self.instrument_w_deg2 <= 0:
+            raise ValueError("instrument U + ΔU must be >= 0 and W + ΔW must be > 0 (Caglioti FWHM² at 2θ -> 0)")
+        if self.noise_sigma[0] < 0.0:
+            raise ValueError(f"noise_sigma {self.noise_sigma} must be >= 0")
+        return self
+
+    @property
+    def n_orientation_basis(self) -> int:
+        """Number of envelope basis functions: Chebyshev T_1..T_order plus sin/cos pairs."""
+        return self.preferred_orientation_chebyshev_order + 2 * self.preferred_orientation_fourier_terms

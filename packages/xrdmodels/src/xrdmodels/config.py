@@ -1,0 +1,149 @@
+"""Model configuration: one pydantic `ModelConfig`, and the named presets `paper` and `small`.
+
+Section references such as "(A.2)" point to Appendix A of the paper
+(`shared/paper/space-group-multiphase-xrd.md`): A.1 data grid, A.2 CNN front-end, A.3 encoders,
+A.4 phase clustering, A.5 training objective. Fields the paper leaves open say so in their description.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: Number of crystallographic space groups; space group s (1..230) is class index s - 1 (A.5).
+N_SPACE_GROUPS = 230
+#: Class index of the NONE class in the (230 + 1)-way slot distribution (A.4).
+NONE_CLASS = N_SPACE_GROUPS
+
+EncoderKind = Literal["transformer", "cnn"]
+HeadKind = Literal["presence", "phase_cluster"]
+
+
+class ModelConfig(BaseModel):
+    """Every size of a `SpaceGroupModel`. Shapes use B = batch, N = n_bins, L = tokens, d = d_model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- input grid (A.1) ---
+    n_bins: int = Field(2048, gt=0, description="Input length N: bins of the fixed 2θ grid, input x is (B, N) (A.1).")
+    two_theta_min_deg: float = Field(
+        5.0, description="Lower bound of the global 2θ grid, degrees; maps to -1 in the angle conditioning (A.1, A.3)."
+    )
+    two_theta_max_deg: float = Field(
+        120.0, description="Upper bound of the global 2θ grid, degrees; maps to +1 in the angle conditioning (A.1, A.3)."
+    )
+
+    # --- CNN front-end (A.2) ---
+    cnn_channels: list[int] = Field(
+        [64, 128, 256, 256], min_length=1, description="Output channels C_l of each front-end stage (A.2)."
+    )
+    cnn_strides: list[int] = Field(
+        [2, 2, 2, 2],
+        min_length=1,
+        description="Stride s_l of each front-end stage; tokens L = N / prod(s_l) (up to rounding up) (A.2).",
+    )
+    branch_kernel_sizes: list[int] = Field(
+        [3, 7, 15], min_length=1, description="Kernel size (bins) of each parallel multi-scale branch (A.2)."
+    )
+    branch_dilations: list[int] = Field(
+        [1, 2, 4], min_length=1, description="Dilation of each parallel multi-scale branch, paired with kernels (A.2)."
+    )
+    cnn_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout after the 1x1 mix of each block (A.2).")
+
+    # --- encoder (A.3) ---
+    encoder: EncoderKind = Field("transformer", description="Token encoder: 'transformer' (default) or 'cnn' (A.3).")
+    d_model: int = Field(768, gt=0, description="Token width d; front-end features are projected to it (A.3).")
+    n_layers: int = Field(
+        18, gt=0, description="Transformer layers, or residual blocks of the token CNN (same depth) (A.3)."
+    )
+    n_heads: int = Field(
+        12, gt=0, description="Attention heads of self-attention (A.3) and of the slot cross-attention (A.4)."
+    )
+    ffn_dim: int = Field(
+        4096,
+        gt=0,
+        description="Hidden width of the feed-forward networks (A.3); the paper does not size the slot FFN (A.4), "
+        "which reuses it.",
+    )
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout of attention, FFN and token-CNN blocks (A.3).")
+    rope_base: float = Field(
+        10000.0, gt=1.0, description="RoPE frequency base along the token (2θ) axis; not stated in the paper (A.3)."
+    )
+    token_cnn_kernel_size: int = Field(7, gt=0, description="Kernel size (tokens) of the token-CNN convolutions (A.3).")
+    token_cnn_dilations: list[int] = Field(
+        [1, 2, 4, 8], min_length=1, description="Dilation cycle of the token-CNN blocks, repeated over depth (A.3)."
+    )
+
+    # --- head (A.3 pooling + presence, A.4 phase clustering) ---
+    head: HeadKind = Field(
+        "phase_cluster",
+        description="'presence': masked mean pooling + 230 logits (A.3, A.5); "
+        "'phase_cluster': K latent slots with (230 + NONE)-way logits (A.4).",
+    )
+    n_slots: int = Field(5, gt=0, description="Number K of latent phase slots, the bound on phases per mixture (A.4).")
+    n_slot_layers: int = Field(
+        3,
+        gt=0,
+        description="Cross-attention + FFN slot update layers; the paper says only 'multiple', 3 follows Slot "
+        "Attention [20] (A.4).",
+    )
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> ModelConfig:
+        if len(self.cnn_channels) != len(self.cnn_strides):
+            raise ValueError(
+                f"cnn_channels has {len(self.cnn_channels)} stages but cnn_strides has {len(self.cnn_strides)}; "
+                "give one stride per stage"
+            )
+        if len(self.branch_kernel_sizes) != len(self.branch_dilations):
+            raise ValueError(
+                f"branch_kernel_sizes {self.branch_kernel_sizes} and branch_dilations {self.branch_dilations} "
+                "must have the same length (one dilation per branch)"
+            )
+        if any(k % 2 == 0 for k in [*self.branch_kernel_sizes, self.token_cnn_kernel_size]):
+            raise ValueError("kernel sizes must be odd so that 'same' padding is symmetric")
+        if self.d_model % self.n_heads != 0 or (self.d_model // self.n_heads) % 2 != 0:
+            raise ValueError(
+                f"d_model={self.d_model} must be divisible by n_heads={self.n_heads} into an even head width "
+                "(RoPE rotates pairs of channels)"
+            )
+        if self.two_theta_max_deg <= self.two_theta_min_deg:
+            raise ValueError(
+                f"two_theta_max_deg ({self.two_theta_max_deg}) must exceed two_theta_min_deg ({self.two_theta_min_deg})"
+            )
+        return self
+
+    @property
+    def n_tokens(self) -> int:
+        """Token count L after the strided front-end (each stage rounds up: ceil(L / s))."""
+        length = self.n_bins
+        for stride in self.cnn_strides:
+            length = -(-length // stride)
+        return length
+
+
+_PRESETS: dict[str, dict[str, object]] = {
+    # Exactly the sizes of Appendix A.2-A.4.
+    "paper": {},
+    # CPU-friendly: same structure, narrow and shallow, for tests and smoke runs.
+    "small": {
+        "cnn_channels": [16, 32, 64, 64],
+        "d_model": 64,
+        "n_layers": 2,
+        "n_heads": 4,
+        "ffn_dim": 128,
+        "n_slot_layers": 2,
+    },
+}
+
+
+def preset(name: str, **overrides: object) -> ModelConfig:
+    """The named preset (`paper` or `small`), with any field replaced by `overrides` (validated).
+
+    The paper's three variants are `preset("paper", encoder="cnn", head="presence")`,
+    `preset("paper", encoder="transformer", head="presence")` and `preset("paper")` (phase clustering).
+    """
+    if name not in _PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(_PRESETS)}")
+    return ModelConfig.model_validate({**_PRESETS[name], **overrides})

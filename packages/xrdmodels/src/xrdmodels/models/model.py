@@ -1,0 +1,81 @@
+"""The full space-group model: CNN front-end (A.2) -> token encoder (A.3) -> presence or phase-cluster head (A.4).
+
+    pattern x (B, N), mask (B, N) bool
+      -> CNNFrontEnd        tokens (B, L, d), valid (B, L)      L = N / 16 for the paper's strides
+      -> encoder            Z (B, L, d)                          Transformer (RoPE) or token CNN
+      -> head               presence logits (B, 230)             or slots (B, K, d) + slot logits (B, K, 231)
+      -> ModelOutput        set-level scores (B, 230) for evaluation
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from xrdmodels.config import ModelConfig
+from xrdmodels.models.encoders import build_encoder
+from xrdmodels.models.frontend import CNNFrontEnd
+from xrdmodels.models.heads import (
+    PhaseClusterHead,
+    PresenceHead,
+    slot_gates,
+    slot_noisy_or_probs,
+    slot_union_scores,
+)
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """What a forward pass returns. Class index c = space group c + 1; index 230 of slot logits is NONE.
+
+    set_probs: (B, 230) probability that each space group is in the mixture: sigmoid of the presence logits,
+        or the soft slot union 1 - prod_k (1 - π_{k,c}) for phase-cluster models. Use it to rank classes.
+    presence_logits: (B, 230), presence models only (A.5).
+    slot_logits: (B, K, 231), phase-cluster models only (A.4).
+    slot_gates: (B, K) g_k = 1 - π_{k,NONE} (A.4), phase-cluster models only.
+    slots: (B, K, d) slot representations, for `PhaseClusterHead.slot_diversity` (Fig. A2).
+    slot_union_scores: (B, 230) the paper's slot-union read-out (A.7): thresholding it at a gate τ gives the
+        set of per-slot argmax space groups whose gate reaches τ. Phase-cluster models only.
+    """
+
+    set_probs: Tensor
+    presence_logits: Tensor | None = None
+    slot_logits: Tensor | None = None
+    slot_gates: Tensor | None = None
+    slots: Tensor | None = None
+    slot_union_scores: Tensor | None = None
+
+
+class SpaceGroupModel(nn.Module):
+    """One of the paper's three variants, chosen by `config.encoder` and `config.head` (Sec. 2.1, A.2-A.4)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.frontend = CNNFrontEnd(config)
+        self.encoder = build_encoder(config)
+        self.head: PresenceHead | PhaseClusterHead = (
+            PresenceHead(config) if config.head == "presence" else PhaseClusterHead(config)
+        )
+
+    def forward(self, x: Tensor, mask: Tensor) -> ModelOutput:
+        """x: (B, N) normalised intensity; mask: (B, N) bool, True = measured bin. Unmeasured bins are ignored."""
+        tokens, valid = self.frontend(x, mask)
+        z = self.encoder(tokens, valid)
+        if isinstance(self.head, PresenceHead):
+            logits = self.head(z, valid)
+            return ModelOutput(set_probs=torch.sigmoid(logits.float()), presence_logits=logits)
+        slots, slot_logits = self.head(z, valid)
+        return ModelOutput(
+            set_probs=slot_noisy_or_probs(slot_logits),
+            slot_logits=slot_logits,
+            slot_gates=slot_gates(slot_logits),
+            slots=slots,
+            slot_union_scores=slot_union_scores(slot_logits),
+        )
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -1,0 +1,398 @@
+"""The bank store: exact peaks and clean dense profiles of single-phase patterns (format in docs/formats.md).
+
+Layout of a bank (a Zarr v3 group, local path or any fsspec URL)::
+
+    attrs   format="xrdsynth.bank", format_version, complete, wavelength_angstrom, grid, config,
+            fingerprint, n_entries, n_skipped, skipped (list of {source, provenance, reason})
+    entries/<column>   one value per entry (table below)
+    peaks/offsets      int64 (M+1,): peaks of entry m are [offsets[m], offsets[m+1])
+    peaks/two_theta_deg, peaks/d_spacing_angstrom, peaks/intensity   float64 (P,)
+    profile            float32 (M, n_bins): clean sticks deposited area-preserving on the grid
+
+Building is resumable: each chunk of entries is computed once and kept as a part file under
+``<bank>.parts/`` until the final assembly, which writes the store and only then sets ``complete``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+import zarr
+
+from .config import BankConfig, GridConfig
+
+BANK_FORMAT = "xrdsynth.bank"
+BANK_FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+
+# Per-entry columns: name -> numpy dtype ("str" for variable-length text).
+ENTRY_COLUMNS: dict[str, str] = {
+    "id": "str",
+    "source": "str",
+    "provenance": "str",
+    "reduced_formula": "str",
+    "spacegroup_number": "int16",
+    "spacegroup_symbol": "str",
+    "crystal_system": "str",
+    "given_spacegroup": "int16",  # 0 when the input carried no label
+    "spacegroup_disagrees": "bool",
+    "lattice_abc_angstrom": "float64",  # (M, 3)
+    "lattice_angles_deg": "float64",  # (M, 3)
+    "n_sites": "int32",
+    "disordered": "bool",
+    "synthetic": "bool",
+    "e_above_hull_ev_per_atom": "float64",  # NaN when unknown
+    "split": "str",
+}
+
+
+class BankError(ValueError):
+    """A bank that is missing, incomplete or of an unknown format version."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    source: str
+    provenance: str
+    reason: str
+
+
+def split_of(key: str, seed: int, fractions: tuple[float, float, float]) -> str:
+    """Deterministic split of a material key (id or reduced formula): a hash, so independent of order and workers."""
+    digest = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
+    u = int.from_bytes(digest, "little") / 2.0**64
+    edges = np.cumsum(fractions)
+    for name, edge in zip(SPLITS, edges, strict=True):
+        if u < edge:
+            return name
+    return SPLITS[-1]
+
+
+def compute_chunk(items: list, config: BankConfig, seed: int) -> dict[str, Any]:
+    """Parse, describe and diffract one chunk of source items; bad items become skip records, never errors."""
+    import warnings
+
+    from .diffraction import compute_peaks
+    from .profiles import deposit_sticks
+    from .structures import describe, load_entry
+
+    rows: list[dict[str, Any]] = []
+    peaks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    profiles: list[np.ndarray] = []
+    structures: list[str] = []
+    skipped: list[dict[str, str]] = []
+    wavelength = config.wavelength_angstrom
+    grid = config.grid
+    for item in items:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                entry = load_entry(item, seed=seed)
+                info = describe(entry, config)
+                p = compute_peaks(
+                    entry.structure, wavelength, (grid.two_theta_min_deg, grid.two_theta_max_deg)
+                )
+            if len(p.two_theta_deg) == 0:
+                raise ValueError(f"no reflections between {grid.two_theta_min_deg} and {grid.two_theta_max_deg} deg 2θ")
+        except Exception as exc:  # noqa: BLE001 - any failure of one structure is reported, never fatal
+            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+            skipped.append({"source": item.source, "provenance": item.locator, "reason": str(reason)[:500]})
+            continue
+        e_hull = entry.metadata.get("e_above_hull")
+        rows.append(
+            {
+                "id": entry.entry_id,
+                "source": entry.source,
+                "provenance": entry.provenance,
+                "reduced_formula": info.reduced_formula,
+                "spacegroup_number": info.spacegroup_number,
+                "spacegroup_symbol": info.spacegroup_symbol,
+                "crystal_system": info.crystal_system,
+                "given_spacegroup": entry.given_spacegroup or 0,
+                "spacegroup_disagrees": info.spacegroup_disagrees,
+                "lattice_abc_angstrom": info.lattice_abc_angstrom,
+                "lattice_angles_deg": info.lattice_angles_deg,
+                "n_sites": info.n_sites,
+                "disordered": info.disordered,
+                "synthetic": entry.synthetic,
+                "e_above_hull_ev_per_atom": float(e_hull) if e_hull is not None else float("nan"),
+            }
+        )
+        peaks.append((p.two_theta_deg, p.d_spacing_angstrom, p.intensity))
+        profiles.append(deposit_sticks(p.two_theta_deg, p.intensity, grid))
+        if config.deduplicate:
+            structures.append(json.dumps(entry.structure.as_dict()))
+    return {"rows": rows, "peaks": peaks, "profiles": profiles, "structures": structures, "skipped": skipped}
+
+
+def _fingerprint(ids: Iterable[str], offsets: np.ndarray, intensity: np.ndarray, config_json: str) -> str:
+    h = hashlib.sha256()
+    h.update(config_json.encode())
+    for i in ids:
+        h.update(i.encode() + b"\x00")
+    h.update(np.ascontiguousarray(offsets).tobytes())
+    h.update(np.ascontiguousarray(intensity).tobytes())
+    return h.hexdigest()[:32]
+
+
+class PartStore:
+    """Finished chunks of an interrupted build, one atomically written file each, keyed by chunk index."""
+
+    def __init__(self, bank_url: str, build_key: str):
+        self.url = bank_url.rstrip("/") + ".parts"
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.build_key = build_key
+
+    def _path(self, index: int) -> str:
+        return f"{self.root}/{self.build_key}/chunk-{index:06d}.pkl"
+
+    def done(self) -> set[int]:
+        prefix = f"{self.root}/{self.build_key}"
+        if not self.fs.exists(prefix):
+            return set()
+        names = [Path(p).name for p in self.fs.ls(prefix, detail=False)]
+        return {int(n[6:12]) for n in names if n.startswith("chunk-") and n.endswith(".pkl")}
+
+    def write(self, index: int, result: dict[str, Any]) -> None:
+        import pickle
+
+        path = self._path(index)
+        tmp = path + ".tmp"
+        self.fs.makedirs(str(Path(path).parent), exist_ok=True)
+        with self.fs.open(tmp, "wb") as f:
+            pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+        self.fs.mv(tmp, path)  # the rename makes a part visible only once it is whole
+
+    def read(self, index: int) -> dict[str, Any]:
+        import pickle
+
+        with self.fs.open(self._path(index), "rb") as f:
+            return pickle.load(f)
+
+    def remove(self) -> None:
+        if self.fs.exists(self.root):
+            self.fs.rm(self.root, recursive=True)
+
+
+def _deduplicate(rows: list[dict], structures: list[str]) -> tuple[np.ndarray, list[dict[str, str]]]:
+    """Keep the first of each group of StructureMatcher-equivalent entries from different sources."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.core import Structure
+
+    matcher = StructureMatcher()
+    keep = np.ones(len(rows), dtype=bool)
+    skipped = []
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault((r["reduced_formula"], r["spacegroup_number"]), []).append(i)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        parsed = {i: Structure.from_dict(json.loads(structures[i])) for i in members}
+        for a_pos, a in enumerate(members):
+            if not keep[a]:
+                continue
+            for b in members[a_pos + 1 :]:
+                if keep[b] and rows[a]["source"] != rows[b]["source"] and matcher.fit(parsed[a], parsed[b]):
+                    keep[b] = False
+                    skipped.append(
+                        {
+                            "source": rows[b]["source"],
+                            "provenance": rows[b]["provenance"],
+                            "reason": f"near-duplicate of {rows[a]['id']} (StructureMatcher)",
+                        }
+                    )
+    return keep, skipped
+
+
+def assemble(
+    url: str, config: BankConfig, parts: list[dict[str, Any]], seed: int, sources: list[str], build_key: str = ""
+) -> Bank:
+    """Write the final store from computed chunks (in chunk order, so output is independent of scheduling)."""
+    rows = [r for p in parts for r in p["rows"]]
+    peaks = [pk for p in parts for pk in p["peaks"]]
+    profiles = [pr for p in parts for pr in p["profiles"]]
+    skipped = [s for p in parts for s in p["skipped"]]
+    keep = np.ones(len(rows), dtype=bool)
+    if config.deduplicate:
+        keep, dup_skipped = _deduplicate(rows, [s for p in parts for s in p["structures"]])
+        skipped += dup_skipped
+    # Duplicate ids (the same file given twice) would make splits and labels ambiguous.
+    seen: set[str] = set()
+    for i, r in enumerate(rows):
+        if keep[i] and r["id"] in seen:
+            keep[i] = False
+            skipped.append({"source": r["source"], "provenance": r["provenance"], "reason": f"duplicate id {r['id']}"})
+        seen.add(r["id"])
+    rows = [r for r, k in zip(rows, keep, strict=True) if k]
+    peaks = [p for p, k in zip(peaks, keep, strict=True) if k]
+    profiles = [p for p, k in zip(profiles, keep, strict=True) if k]
+    for r in rows:
+        key = r["reduced_formula"] if config.group_polymorphs else r["id"]
+        r["split"] = split_of(key, config.split_seed, config.split_fractions)
+
+    n = len(rows)
+    n_bins = config.grid.n_bins
+    counts = np.array([len(p[0]) for p in peaks], dtype=np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    cat = (lambda k: np.concatenate([p[k] for p in peaks]) if peaks else np.zeros(0))  # noqa: E731
+    two_theta, d_spacing, intensity = cat(0), cat(1), cat(2)
+    profile = np.stack(profiles).astype(np.float32) if profiles else np.zeros((0, n_bins), np.float32)
+    config_json = config.model_dump_json()
+
+    root = zarr.open_group(url, mode="w")
+    root.attrs.update({"format": BANK_FORMAT, "format_version": BANK_FORMAT_VERSION, "complete": False})
+    entries = root.create_group("entries")
+    chunk = max(1, min(n, 65536))
+    for name, dtype in ENTRY_COLUMNS.items():
+        values = [r[name] for r in rows]
+        if dtype == "str":
+            arr = np.array(values, dtype=str) if n else np.zeros(0, dtype=str)
+            entries.create_array(name, shape=(n,), dtype=str, chunks=(chunk,))[:] = arr
+        else:
+            arr = np.array(values, dtype=dtype) if n else np.zeros((0, 3) if "lattice" in name else 0, dtype)
+            z = entries.create_array(name, shape=arr.shape, dtype=dtype, chunks=(chunk,) + arr.shape[1:])
+            if n:
+                z[...] = arr
+    pk = root.create_group("peaks")
+    for name, arr in (("offsets", offsets), ("two_theta_deg", two_theta), ("d_spacing_angstrom", d_spacing), ("intensity", intensity)):
+        z = pk.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=(max(1, min(len(arr), 1 << 20)),))
+        if len(arr):
+            z[:] = arr
+    zp = root.create_array("profile", shape=profile.shape, dtype="float32", chunks=(max(1, min(n, 256)), n_bins))
+    if n:
+        zp[:] = profile
+    root.attrs.update(
+        {
+            "wavelength_angstrom": config.wavelength_angstrom,
+            "grid": config.grid.model_dump(),
+            "config": json.loads(config_json),
+            "seed": seed,
+            "sources": sources,
+            "build_key": build_key,
+            "n_entries": n,
+            "n_skipped": len(skipped),
+            "skipped": skipped,
+            "fingerprint": _fingerprint((r["id"] for r in rows), offsets, intensity, config_json),
+        }
+    )
+    root.attrs["complete"] = True  # last: a store without it is an interrupted write
+    return Bank.open(url)
+
+
+class Bank:
+    """Read access to a complete bank store."""
+
+    def __init__(self, group: zarr.Group, url: str):
+        self.group = group
+        self.url = url
+        self.attrs = dict(group.attrs)
+
+    @classmethod
+    def open(cls, url: str | os.PathLike) -> Bank:
+        url = str(url)
+        try:
+            group = zarr.open_group(url, mode="r")
+        except Exception as exc:  # noqa: BLE001
+            raise BankError(f"no bank store at {url} ({exc}); build one with `xrdsynth bank build`") from exc
+        attrs = group.attrs
+        if attrs.get("format") != BANK_FORMAT:
+            raise BankError(f"{url} is not an xrdsynth bank (format attribute {attrs.get('format')!r})")
+        if attrs.get("format_version") != BANK_FORMAT_VERSION:
+            raise BankError(
+                f"{url} has bank format version {attrs.get('format_version')}, this xrdsynth reads "
+                f"version {BANK_FORMAT_VERSION}; rebuild it with this version's `xrdsynth bank build`"
+            )
+        if not attrs.get("complete"):
+            raise BankError(f"{url} is incomplete (its build was interrupted); rerun `xrdsynth bank build` to resume")
+        return cls(group, url)
+
+    def __len__(self) -> int:
+        return int(self.attrs["n_entries"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.attrs["fingerprint"])
+
+    @property
+    def grid(self) -> GridConfig:
+        return GridConfig(**self.attrs["grid"])
+
+    @property
+    def wavelength_angstrom(self) -> float:
+        return float(self.attrs["wavelength_angstrom"])
+
+    @property
+    def skipped(self) -> list[Skipped]:
+        return [Skipped(**s) for s in self.attrs.get("skipped", [])]
+
+    def column(self, name: str) -> np.ndarray:
+        return np.asarray(self.group["entries"][name][...])
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Entry indices of one split ("train", "val" or "test"), ascending."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        return np.flatnonzero(self.column("split") == split)
+
+    def peaks(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(two_theta_deg, d_spacing_angstrom, intensity) of one entry."""
+        off = self.group["peaks"]["offsets"]
+        lo, hi = int(off[index]), int(off[index + 1])
+        g = self.group["peaks"]
+        return g["two_theta_deg"][lo:hi], g["d_spacing_angstrom"][lo:hi], g["intensity"][lo:hi]
+
+    def library(self, with_profiles: bool = False):
+        """The whole bank as the in-memory PhaseLibrary the mixture recipe draws from."""
+        from .recipe import PhaseLibrary
+
+        g = self.group["peaks"]
+        return PhaseLibrary(
+            peak_offsets=np.asarray(g["offsets"][:], dtype=np.int64),
+            peak_two_theta_deg=np.asarray(g["two_theta_deg"][:], dtype=np.float64),
+            peak_intensity=np.asarray(g["intensity"][:], dtype=np.float64),
+            spacegroup=self.column("spacegroup_number").astype(np.int16),
+            dense_profile=np.asarray(self.group["profile"][:], dtype=np.float32) if with_profiles else None,
+        )
+
+    def summary(self) -> str:
+        """Human-readable counts per split and crystal system, the space-group histogram and skip reasons."""
+        out = io.StringIO()
+        n = len(self)
+        out.write(f"bank {self.url}\n  format {BANK_FORMAT} v{self.attrs['format_version']}, fingerprint {self.fingerprint}\n")
+        out.write(f"  wavelength {self.wavelength_angstrom:.5f} Å, grid {self.grid.two_theta_min_deg}-{self.grid.two_theta_max_deg}° "
+                  f"in {self.grid.n_bins} bins\n  entries {n}, skipped {self.attrs.get('n_skipped', 0)}\n")
+        if n:
+            split = self.column("split")
+            out.write("  per split: " + ", ".join(f"{s} {int((split == s).sum())}" for s in SPLITS) + "\n")
+            systems, counts = np.unique(self.column("crystal_system"), return_counts=True)
+            out.write("  per crystal system: " + ", ".join(f"{s} {c}" for s, c in zip(systems, counts, strict=True)) + "\n")
+            synthetic = int(self.column("synthetic").sum())
+            disagree = int(self.column("spacegroup_disagrees").sum())
+            out.write(f"  synthetic {synthetic}, disordered {int(self.column('disordered').sum())}, "
+                      f"detected space group differs from the given label: {disagree}\n")
+            sg = self.column("spacegroup_number")
+            hist = np.bincount(sg, minlength=231)[1:]
+            out.write(f"  space groups present: {int((hist > 0).sum())} of 230\n  space-group histogram (sg:count):\n")
+            present = [f"{i + 1}:{c}" for i, c in enumerate(hist) if c]
+            for k in range(0, len(present), 12):
+                out.write("    " + " ".join(present[k : k + 12]) + "\n")
+        if self.skipped:
+            reasons: dict[str, int] = {}
+            for s in self.skipped:
+                key = s.reason.split(":")[0][:80]
+                reasons[key] = reasons.get(key, 0) + 1
+            out.write("  skip reasons:\n")
+            for key, c in sorted(reasons.items(), key=lambda kv: -kv[1]):
+                out.write(f"    {c:6d}  {key}\n")
+        return out.getvalue()

@@ -1,0 +1,111 @@
+"""Looking at a mixture store as a person: summary statistics and a plot of one sample."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import zarr
+
+from .store import MIXTURE_FORMAT, MIXTURE_FORMAT_VERSION, completed_shards
+
+
+def open_store(url: str) -> zarr.Group:
+    try:
+        root = zarr.open_group(url, mode="r")
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"no mixture store at {url} ({exc})") from exc
+    if root.attrs.get("format") != MIXTURE_FORMAT:
+        raise ValueError(f"{url} is not an xrdsynth mixture store (format {root.attrs.get('format')!r})")
+    if root.attrs.get("format_version") != MIXTURE_FORMAT_VERSION:
+        raise ValueError(f"{url} has mixture format version {root.attrs.get('format_version')}; "
+                         f"this xrdsynth reads {MIXTURE_FORMAT_VERSION}")
+    return root
+
+
+def describe_store(url: str) -> str:
+    """Counts, K* and space-group histograms, and the min/mean/max of every sampled parameter."""
+    root = open_store(url)
+    a = root.attrs
+    done = completed_shards(root)
+    out = io.StringIO()
+    out.write(f"store {url}\n  format {a['format']} v{a['format_version']}, split {a['split']}, seed {a['seed']}, "
+              f"complete {a.get('complete')}\n  samples {a['n_samples']}, shards {int(done.sum())}/{len(done)} written, "
+              f"bank {a['bank_fingerprint']}\n")
+    n_phases = np.asarray(root["n_phases"][:])
+    written = np.repeat(done, a["shard_size"])[: a["n_samples"]]
+    n_phases = n_phases[written]
+    ks, counts = np.unique(n_phases, return_counts=True)
+    out.write("  K* histogram: " + ", ".join(f"{k}: {c} ({c / max(len(n_phases), 1):.1%})" for k, c in zip(ks, counts, strict=True)) + "\n")
+    sg = np.asarray(root["phase_spacegroup"][:])[written]
+    hist = np.bincount(sg[sg > 0].ravel(), minlength=231)[1:]
+    out.write(f"  space groups seen: {int((hist > 0).sum())} of 230; most frequent: "
+              + ", ".join(f"{i + 1}:{hist[i]}" for i in np.argsort(-hist)[:10] if hist[i]) + "\n")
+    w = np.asarray(root["phase_weight"][:])[written]
+    if len(w):
+        out.write(f"  phase weight: min {w[w > 0].min():.3f}, max {w.max():.3f}\n")
+    out.write("  parameters (min / mean / max over written samples; per-phase ones over present phases):\n")
+    for name in sorted(root["params"].array_keys()):
+        v = np.asarray(root["params"][name][:])[written]
+        if v.ndim == 2:
+            v = v[np.arange(v.shape[1])[None, :] < n_phases[:, None]]
+        if v.size:
+            out.write(f"    {name:32s} {v.min():12.5g} {v.mean():12.5g} {v.max():12.5g}\n")
+    return out.getvalue()
+
+
+def plot_sample(url: str, index: int, png: str, bank_url: str | None = None) -> str:
+    """PNG of one sample: its pattern, the measurement window, and each phase's sticks in its own colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root = open_store(url)
+    a = root.attrs
+    n = a["n_samples"]
+    if not 0 <= index < n:
+        raise ValueError(f"--index {index} is outside the store's 0..{n - 1}")
+    grid = a["grid"]
+    width = (grid["two_theta_max_deg"] - grid["two_theta_min_deg"]) / grid["n_bins"]
+    centers = grid["two_theta_min_deg"] + width * (np.arange(grid["n_bins"]) + 0.5)
+    pattern = np.asarray(root["pattern"][index], dtype=np.float32)
+    lo, hi = (int(x) for x in root["window_bins"][index])
+    k = int(root["n_phases"][index])
+    materials = np.asarray(root["phase_material"][index])[:k]
+    sgs = np.asarray(root["phase_spacegroup"][index])[:k]
+    weights = np.asarray(root["phase_weight"][index])[:k]
+    ids = np.asarray(root["materials"]["id"][:])
+
+    bank = None
+    try:
+        from .bank import Bank
+
+        bank = Bank.open(bank_url or a["bank_url"])
+        if bank.fingerprint != a["bank_fingerprint"]:
+            bank = None
+    except Exception:  # noqa: BLE001 - sticks are optional; the plot says when they are missing
+        bank = None
+
+    fig, (ax, ax_sticks) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1.4]})
+    ax.axvspan(centers[0] - width / 2, centers[lo] - width / 2 if lo < len(centers) else centers[-1], color="0.9", lw=0)
+    ax.axvspan(centers[hi - 1] + width / 2, centers[-1] + width / 2, color="0.9", lw=0, label="outside window")
+    ax.plot(centers, pattern, color="k", lw=0.8, label="pattern")
+    ax.set_ylabel("intensity (normalised)")
+    ax.set_title(f"{url} — sample {index}, K* = {k}")
+    ax.legend(loc="upper right", fontsize=8)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, (m, sg, wt) in enumerate(zip(materials, sgs, weights, strict=True)):
+        label = f"{ids[m]}  SG {sg}  w={wt:.2f}"
+        if bank is not None:
+            two_theta, _, inten = bank.peaks(int(m))
+            ax_sticks.vlines(two_theta, 0, wt * inten / 100.0, color=colors[j % len(colors)], lw=1, label=label)
+        else:
+            ax_sticks.plot([], [], color=colors[j % len(colors)], label=label + " (bank not found: no sticks)")
+    ax_sticks.set_xlabel("2θ (degrees)")
+    ax_sticks.set_ylabel("weight × I/I_max")
+    ax_sticks.legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png

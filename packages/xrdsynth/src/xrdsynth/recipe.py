@@ -1,0 +1,329 @@
+"""The augmented multi-phase mixture recipe of A.1, one small function per step, and batch generation.
+
+All random numbers are drawn with numpy, vectorised over the batch, in a fixed order (the order of the
+functions in `sample_mixture_parameters`); rendering is deterministic numba code that parallelises over
+samples only, so the same generator state gives byte-identical patterns for any numba thread count.
+
+Normalisation contract (mirrored by the measured-data reader in xrdmodels): bins outside the measurement
+window are 0; inside it values are clipped at 0 and divided by the 99th percentile (numpy's default linear
+interpolation) of the in-window values, if that percentile is > 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from xrdsynth import _profile_kernels as _k
+from xrdsynth.config import GridConfig, RecipeConfig
+from xrdsynth.profiles import build_width_lut
+
+MAX_PHASES = 5
+
+
+@dataclass(frozen=True)
+class PhaseLibrary:
+    """Stick patterns of the bank, the input of the recipe.
+
+    peak_offsets: int64 (M+1,), peaks of material m are [peak_offsets[m], peak_offsets[m+1]).
+    peak_two_theta_deg: float64 (P,), ascending within each material.
+    peak_intensity: float64 (P,), each material scaled to max 100 (pymatgen convention).
+    spacegroup: int16 (M,), 1..230.
+    dense_profile: float32 (M, n_bins) clean sticks from profiles.deposit_sticks(); needed by engine "lut".
+    """
+
+    peak_offsets: np.ndarray
+    peak_two_theta_deg: np.ndarray
+    peak_intensity: np.ndarray
+    spacegroup: np.ndarray
+    dense_profile: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n_materials = self.spacegroup.shape[0]
+        if self.peak_offsets.shape != (n_materials + 1,):
+            raise ValueError(
+                f"PhaseLibrary.peak_offsets has shape {self.peak_offsets.shape}; "
+                f"{n_materials} materials need ({n_materials + 1},)"
+            )
+        n_peaks = self.peak_two_theta_deg.shape[0]
+        if self.peak_intensity.shape != (n_peaks,) or int(self.peak_offsets[-1]) != n_peaks:
+            raise ValueError(
+                f"PhaseLibrary: peak_intensity {self.peak_intensity.shape}, peak_two_theta_deg ({n_peaks},) and "
+                f"peak_offsets[-1] = {int(self.peak_offsets[-1])} must agree"
+            )
+        if self.dense_profile is not None and self.dense_profile.shape[0] != n_materials:
+            raise ValueError(
+                f"PhaseLibrary.dense_profile has {self.dense_profile.shape[0]} rows for {n_materials} materials"
+            )
+
+    @property
+    def n_materials(self) -> int:
+        return int(self.spacegroup.shape[0])
+
+
+@dataclass(frozen=True)
+class MixtureParameters:
+    """Everything drawn for a batch: the phase set plus `params` (name -> (n,), (n, 5) or (n, 5, b) array)."""
+
+    n_phases: np.ndarray  # int8 (n,)
+    phase_material: np.ndarray  # int32 (n, 5), -1 pad
+    phase_weight: np.ndarray  # float64 (n, 5), 0 pad, rows sum to 1
+    params: dict[str, np.ndarray]
+    standard_normal: np.ndarray  # float32 (n, n_bins), unit noise scaled by params["noise_sigma"]
+
+
+@dataclass(frozen=True)
+class MixtureBatch:
+    """Generated mixtures and their targets; see the module docstring for the normalisation contract."""
+
+    pattern: np.ndarray  # float32 (n, n_bins)
+    window_bins: np.ndarray  # int32 (n, 2): first bin inside, first bin after the window
+    n_phases: np.ndarray  # int8 (n,)
+    phase_material: np.ndarray  # int32 (n, 5), index into the library, -1 pad
+    phase_spacegroup: np.ndarray  # int16 (n, 5), 0 pad
+    phase_weight: np.ndarray  # float32 (n, 5), 0 pad, rows sum to 1
+    params: dict[str, np.ndarray]
+
+
+def _uniform(rng: np.random.Generator, bounds: tuple[float, float], size) -> np.ndarray:
+    return rng.uniform(bounds[0], bounds[1], size)
+
+
+def _phase_slots(n_phases: np.ndarray) -> np.ndarray:
+    """Boolean (n, 5): slot k holds a phase."""
+    return np.arange(MAX_PHASES)[None, :] < n_phases[:, None]
+
+
+def sample_phase_counts(rng: np.random.Generator, n: int, config: RecipeConfig) -> np.ndarray:
+    """K* in 1..5 with probabilities `phase_count_probabilities` (A.1), int8 (n,)."""
+    return (rng.choice(MAX_PHASES, size=n, p=np.asarray(config.phase_count_probabilities)) + 1).astype(np.int8)
+
+
+def sample_materials(rng: np.random.Generator, pool: np.ndarray, n_phases: np.ndarray) -> np.ndarray:
+    """K* distinct materials per sample from `pool` (A.1 mixture sampler), int32 (n, 5), -1 pad.
+
+    Rows with a repeated material are redrawn until none is left (rejection keeps the draw uniform over sets).
+    """
+    max_k = int(n_phases.max(initial=0))
+    if pool.size < max_k:
+        raise ValueError(f"the material pool has {pool.size} materials, fewer than the {max_k} phases drawn")
+    slots = _phase_slots(n_phases)
+    picks = rng.integers(0, pool.size, size=(n_phases.size, MAX_PHASES))
+    while True:
+        ordered = np.sort(np.where(slots, picks, -1 - np.arange(MAX_PHASES)), axis=1)
+        repeated = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
+        if repeated.size == 0:
+            break
+        picks[repeated] = rng.integers(0, pool.size, size=(repeated.size, MAX_PHASES))
+    return np.where(slots, pool[picks], -1).astype(np.int32)
+
+
+def sample_weights(rng: np.random.Generator, n_phases: np.ndarray, config: RecipeConfig) -> np.ndarray:
+    """Dirichlet(α) proportions with the minimum weight enforced affinely (A.1), float64 (n, 5), 0 pad.
+
+    w = w_min + (1 - K w_min)·d keeps Σw = 1 and w >= w_min and leaves the shape of the Dirichlet unchanged.
+    """
+    slots = _phase_slots(n_phases)
+    gamma = rng.gamma(config.dirichlet_alpha, 1.0, size=(n_phases.size, MAX_PHASES)) * slots
+    # A gamma draw can underflow to 0 for tiny α; fall back to equal shares rather than dividing by 0.
+    gamma[gamma.sum(axis=1) == 0] = 1.0
+    gamma *= slots
+    dirichlet = gamma / gamma.sum(axis=1, keepdims=True)
+    k = n_phases[:, None].astype(np.float64)
+    return np.where(slots, config.min_phase_weight + (1.0 - k * config.min_phase_weight) * dirichlet, 0.0)
+
+
+def orientation_basis(t: np.ndarray, config: RecipeConfig) -> np.ndarray:
+    """Envelope basis at normalised angle t in [0, 1] (A.1): T_1..T_order(2t-1), then sin/cos(kπt); (len(t), b)."""
+    u = 2.0 * np.asarray(t, dtype=np.float64) - 1.0
+    columns = [
+        np.polynomial.chebyshev.chebval(u, np.eye(config.preferred_orientation_chebyshev_order + 1)[j])
+        for j in range(1, config.preferred_orientation_chebyshev_order + 1)
+    ]
+    for k in range(1, config.preferred_orientation_fourier_terms + 1):
+        columns += [np.sin(k * np.pi * t), np.cos(k * np.pi * t)]
+    return np.stack(columns, axis=-1) if columns else np.zeros((np.size(t), 0))
+
+
+def sample_preferred_orientation(
+    rng: np.random.Generator, n_phases: np.ndarray, config: RecipeConfig, grid: GridConfig
+) -> dict[str, np.ndarray]:
+    """Per-phase orientation envelope (A.1): applied flag, strength s and basis coefficients.
+
+    The envelope is clip((1 + s Σ c_j φ_j / Σ|c_j|) / mean, clip range) with c_j ~ U(-1, 1), so |s| bounds
+    the relative modulation; the mean is over the grid centres. Returns the flag (n, 5), strength (n, 5),
+    raw coefficients (n, 5, b), plus the kernel's inputs `_coefficients` (s c / Σ|c|, 0 when not applied)
+    and `_mean`.
+    """
+    n = n_phases.size
+    n_basis = config.n_orientation_basis
+    slots = _phase_slots(n_phases)
+    applied = (rng.random((n, MAX_PHASES)) < config.preferred_orientation_probability) & slots
+    strength = np.where(applied, _uniform(rng, config.preferred_orientation_strength, (n, MAX_PHASES)), 0.0)
+    raw = np.where(applied[..., None], rng.uniform(-1.0, 1.0, (n, MAX_PHASES, n_basis)), 0.0)
+    bound = np.abs(raw).sum(axis=-1, keepdims=True)
+    scaled = strength[..., None] * np.divide(raw, bound, out=np.zeros_like(raw), where=bound > 0)
+    basis_mean = orientation_basis((np.arange(grid.n_bins) + 0.5) / grid.n_bins, config).mean(axis=0)
+    return {
+        "orientation_applied": applied,
+        "orientation_strength": strength,
+        "orientation_coefficients": raw,
+        "_coefficients": scaled,
+        "_mean": 1.0 + scaled @ basis_mean,
+    }
+
+
+def sample_microstructure(
+    rng: np.random.Generator, n_phases: np.ndarray, config: RecipeConfig
+) -> dict[str, np.ndarray]:
+    """Per-phase microstrain ε (uniform) and crystallite size L in nm (log-uniform) (A.1); 0 pad."""
+    slots = _phase_slots(n_phases)
+    shape = (n_phases.size, MAX_PHASES)
+    strain = np.where(slots, _uniform(rng, config.microstrain, shape), 0.0)
+    size_nm = np.where(slots, 10.0 ** _uniform(rng, config.crystallite_size_log10_nm, shape), 0.0)
+    return {"microstrain": strain, "crystallite_size_nm": size_nm}
+
+
+def sample_instrument(rng: np.random.Generator, n: int, config: RecipeConfig) -> dict[str, np.ndarray]:
+    """Zero shift Δ (deg) and Caglioti increments ΔU, ΔV, ΔW (deg²) (A.1), each (n,)."""
+    return {
+        "zero_shift_deg": _uniform(rng, config.zero_shift_deg, n),
+        "instrument_du_deg2": _uniform(rng, config.instrument_du_deg2, n),
+        "instrument_dv_deg2": _uniform(rng, config.instrument_dv_deg2, n),
+        "instrument_dw_deg2": _uniform(rng, config.instrument_dw_deg2, n),
+    }
+
+
+def sample_window(rng: np.random.Generator, n: int, config: RecipeConfig) -> dict[str, np.ndarray]:
+    """Measurement window bounds 2θ_lo, 2θ_hi in degrees (A.1), each (n,)."""
+    return {
+        "window_low_deg": _uniform(rng, config.window_low_deg, n),
+        "window_high_deg": _uniform(rng, config.window_high_deg, n),
+    }
+
+
+def sample_background(rng: np.random.Generator, n: int, config: RecipeConfig) -> dict[str, np.ndarray]:
+    """Softplus baseline coefficients c_0..c_order (n, order+1) and amplitude, floor offset and slope (A.1)."""
+    return {
+        "baseline_coefficients": _uniform(rng, config.baseline_coefficient, (n, config.baseline_order + 1)),
+        "baseline_amplitude": _uniform(rng, config.baseline_amplitude, n),
+        "floor_offset": _uniform(rng, config.floor_offset, n),
+        "floor_slope": _uniform(rng, config.floor_slope, n),
+    }
+
+
+def sample_noise(rng: np.random.Generator, n: int, config: RecipeConfig, grid: GridConfig) -> tuple:
+    """Per-sample noise std (n,) and unit Gaussian noise float32 (n, n_bins) (A.1)."""
+    sigma = _uniform(rng, config.noise_sigma, n)
+    return sigma, rng.standard_normal((n, grid.n_bins), dtype=np.float32)
+
+
+def sample_mixture_parameters(
+    rng: np.random.Generator, pool: np.ndarray, n: int, config: RecipeConfig, grid: GridConfig
+) -> MixtureParameters:
+    """Draw every random quantity of `n` mixtures, in the fixed order of A.1."""
+    pool = np.asarray(pool, dtype=np.int64)
+    n_phases = sample_phase_counts(rng, n, config)
+    materials = sample_materials(rng, pool, n_phases)
+    weights = sample_weights(rng, n_phases, config)
+    params: dict[str, np.ndarray] = {}
+    params.update(sample_preferred_orientation(rng, n_phases, config, grid))
+    params.update(sample_microstructure(rng, n_phases, config))
+    params.update(sample_instrument(rng, n, config))
+    params.update(sample_window(rng, n, config))
+    params.update(sample_background(rng, n, config))
+    params["noise_sigma"], standard_normal = sample_noise(rng, n, config, grid)
+    return MixtureParameters(n_phases, materials, weights, params, standard_normal)
+
+
+def window_bins(low_deg: np.ndarray, high_deg: np.ndarray, grid: GridConfig) -> np.ndarray:
+    """int32 (n, 2): [first bin whose centre is >= low, first bin whose centre is > high)."""
+    centers = grid.centers_deg()
+    return np.stack(
+        [np.searchsorted(centers, low_deg, side="left"), np.searchsorted(centers, high_deg, side="right")], axis=1
+    ).astype(np.int32)
+
+
+def render_mixtures(
+    parameters: MixtureParameters, library: PhaseLibrary, config: RecipeConfig, grid: GridConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render sampled parameters into normalised patterns float32 (n, n_bins) and window bins int32 (n, 2)."""
+    p = parameters.params
+    n = parameters.n_phases.size
+    windows = window_bins(p["window_low_deg"], p["window_high_deg"], grid)
+    mixture = np.zeros((n, grid.n_bins))
+    span = grid.two_theta_max_deg - grid.two_theta_min_deg
+    normalization = {"strongest_line": _k.STRONGEST_LINE, "total_intensity": _k.TOTAL_INTENSITY}
+    mode = normalization[config.pre_mix_normalization]
+    common = (
+        parameters.phase_material,
+        parameters.n_phases,
+        parameters.phase_weight,
+        p["_coefficients"],
+        p["_mean"],
+        config.preferred_orientation_chebyshev_order,
+        *config.preferred_orientation_clip,
+        p["microstrain"],
+        p["crystallite_size_nm"],
+        p["zero_shift_deg"],
+        config.instrument_u_deg2 + p["instrument_du_deg2"],
+        config.instrument_v_deg2 + p["instrument_dv_deg2"],
+        config.instrument_w_deg2 + p["instrument_dw_deg2"],
+        config.strain_fwhm_factor,
+        config.scherrer_k,
+        config.wavelength_angstrom / 10.0,
+    )
+    geometry = (windows, grid.two_theta_min_deg, grid.bin_width_deg, span)
+    if config.engine == "exact":
+        _k.render_exact_batch(
+            mixture, *geometry, library.peak_offsets, library.peak_two_theta_deg, library.peak_intensity,
+            *common, mode, config.tail_tolerance,
+        )  # fmt: skip
+    else:
+        if library.dense_profile is None or library.dense_profile.shape[1] != grid.n_bins:
+            raise ValueError(
+                "engine 'lut' needs PhaseLibrary.dense_profile of shape (materials, grid.n_bins); build the "
+                "library with dense profiles or set RecipeConfig.engine = 'exact'"
+            )
+        lut = build_width_lut(config, grid)
+        _k.render_lut_batch(
+            mixture, *geometry, library.dense_profile, library.peak_offsets, library.peak_intensity, *common,
+            mode, lut.log_fwhm_min, lut.log_fwhm_step, lut.gauss_table, lut.lorentz_table, config.tail_tolerance,
+        )  # fmt: skip
+    pattern = np.empty((n, grid.n_bins), dtype=np.float32)
+    _k.finish_batch(
+        mixture, pattern, *geometry, p["baseline_coefficients"], p["baseline_amplitude"],
+        _k.MULTIPLICATIVE if config.baseline_mode == "multiplicative" else _k.ADDITIVE,
+        p["floor_offset"], p["floor_slope"], p["noise_sigma"], parameters.standard_normal,
+        config.normalization_percentile,
+    )  # fmt: skip
+    return pattern, windows
+
+
+def generate_batch(
+    rng: np.random.Generator,
+    library: PhaseLibrary,
+    pool: np.ndarray,
+    n: int,
+    config: RecipeConfig,
+    grid: GridConfig,
+) -> MixtureBatch:
+    """`n` augmented mixtures of materials from `pool` (indices into `library`), following A.1."""
+    pool = np.asarray(pool, dtype=np.int64)
+    if pool.size and (pool.min() < 0 or pool.max() >= library.n_materials):
+        raise ValueError(f"pool holds indices outside the library's 0..{library.n_materials - 1}")
+    parameters = sample_mixture_parameters(rng, pool, n, config, grid)
+    pattern, windows = render_mixtures(parameters, library, config, grid)
+    materials = parameters.phase_material
+    spacegroup = np.where(materials >= 0, library.spacegroup[np.maximum(materials, 0)], 0).astype(np.int16)
+    params = {k: v for k, v in parameters.params.items() if not k.startswith("_")}
+    return MixtureBatch(
+        pattern=pattern,
+        window_bins=windows,
+        n_phases=parameters.n_phases,
+        phase_material=materials,
+        phase_spacegroup=spacegroup,
+        phase_weight=parameters.phase_weight.astype(np.float32),
+        params=params,
+    )

@@ -1,0 +1,119 @@
+"""The mixture store format (docs/formats.md), owned here: layout, attributes and shard completion records.
+
+One store holds one split. Rows are grouped in shards of `shard_size` samples; every array is sharded on the
+same row boundaries, so one task writes exactly one whole shard of each array and nothing else. A shard
+counts as written only once its flag in `shard_complete` is set, after all its arrays; the store counts as
+complete only once the `complete` attribute is true, after all shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+MIXTURE_FORMAT = "xrdsynth.mixtures"
+MIXTURE_FORMAT_VERSION = 1
+MAX_PHASES = 5
+
+# Per-sample label arrays: name -> (dtype, trailing shape).
+LABEL_ARRAYS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "window_bins": ("int32", (2,)),
+    "n_phases": ("int8", ()),
+    "phase_spacegroup": ("int16", (MAX_PHASES,)),
+    "phase_material": ("int32", (MAX_PHASES,)),
+    "phase_weight": ("float32", (MAX_PHASES,)),
+}
+
+
+class StoreError(ValueError):
+    """A mixture store that cannot be used as asked (wrong format, other config, incomplete)."""
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    n_samples: int
+    n_bins: int
+    shard_size: int
+    chunk_rows: int
+    pattern_dtype: str
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n_samples // self.shard_size)
+
+    def shard_rows(self, shard: int) -> tuple[int, int]:
+        lo = shard * self.shard_size
+        return lo, min(lo + self.shard_size, self.n_samples)
+
+
+def config_fingerprint(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _compressor(dtype: str) -> BloscCodec:
+    # Byte shuffle groups the exponent bytes of float16 patterns, which is where zstd finds its gain.
+    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle", typesize=np.dtype(dtype).itemsize)
+
+
+def create_store(
+    url: str,
+    layout: StoreLayout,
+    params: dict[str, tuple[int, ...]],
+    attrs: dict[str, Any],
+    material_ids: np.ndarray,
+    material_spacegroups: np.ndarray,
+    storage_options: dict | None = None,
+) -> zarr.Group:
+    """Create an empty store: every array allocated (no shard written yet) and the attributes set."""
+    root = zarr.open_group(url, mode="w", storage_options=storage_options)
+    root.attrs.update({**attrs, "format": MIXTURE_FORMAT, "format_version": MIXTURE_FORMAT_VERSION, "complete": False})
+    n, s, c = layout.n_samples, layout.shard_size, layout.chunk_rows
+
+    def rows_array(group: zarr.Group, name: str, dtype: str, tail: tuple[int, ...]) -> None:
+        group.create_array(
+            name, shape=(n, *tail), dtype=dtype, chunks=(c, *tail), shards=(s, *tail),
+            compressors=_compressor(dtype), fill_value=0,
+        )
+
+    rows_array(root, "pattern", layout.pattern_dtype, (layout.n_bins,))
+    for name, (dtype, tail) in LABEL_ARRAYS.items():
+        rows_array(root, name, dtype, tail)
+    pg = root.create_group("params")
+    for name, tail in params.items():
+        rows_array(pg, name, "float32", tail)
+    root.create_array("shard_complete", shape=(layout.n_shards,), dtype="bool", chunks=(1,), fill_value=False)
+    mg = root.create_group("materials")
+    m = len(material_ids)
+    mg.create_array("id", shape=(m,), dtype=str, chunks=(max(1, m),))[:] = material_ids.astype(str)
+    mg.create_array("spacegroup", shape=(m,), dtype="int16", chunks=(max(1, m),))[:] = material_spacegroups
+    return root
+
+
+def write_shard(root: zarr.Group, layout: StoreLayout, shard: int, arrays: dict[str, np.ndarray]) -> int:
+    """Write one whole shard of every array, then its completion flag. Returns uncompressed bytes written."""
+    lo, hi = layout.shard_rows(shard)
+    written = 0
+    for name, values in arrays.items():
+        target = root[name]
+        target[lo:hi] = values.astype(target.dtype, copy=False)
+        written += values.nbytes
+    root["shard_complete"][shard] = True
+    return written
+
+
+def completed_shards(root: zarr.Group) -> np.ndarray:
+    return np.asarray(root["shard_complete"][:], dtype=bool)
+
+
+def read_attrs(url: str, storage_options: dict | None = None) -> dict[str, Any] | None:
+    """Attributes of an existing store, or None when nothing is there."""
+    try:
+        return dict(zarr.open_group(url, mode="r", storage_options=storage_options).attrs)
+    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+        return None

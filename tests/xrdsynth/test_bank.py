@@ -1,0 +1,187 @@
+"""Bank store: build from mixed sources, skipped inputs, splits, resume, info, and the format itself."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+
+from xrdsynth import bank as bank_mod
+from xrdsynth.bank import SPLITS, Bank, BankError, split_of
+from xrdsynth.bank_build import build_bank
+from xrdsynth.cli import main
+from xrdsynth.config import BankConfig
+from xrdsynth.diffraction import compute_peaks
+from xrdsynth.structures import describe, list_items, load_entry
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared" / "data" / "structures"
+
+
+@pytest.fixture(scope="module")
+def cif_dir(tmp_path_factory) -> Path:
+    """A few real CIFs plus three bad files, in nested folders."""
+    if not SHARED.exists():
+        pytest.skip(f"shared structures not found at {SHARED}")
+    d = tmp_path_factory.mktemp("cifs")
+    (d / "sub").mkdir()
+    for i, p in enumerate(sorted((SHARED / "xrd_autoanalyzer").glob("*.cif"))[:6]):
+        shutil.copy(p, (d / "sub" if i % 2 else d) / p.name)
+    (d / "garbage.cif").write_text("data_x\n_this is not a cif at all\n")
+    (d / "empty.cif").write_text("")
+    # Uranium-free but unknown element symbol: parses as nothing useful.
+    (d / "zz_bad_element.cif").write_text(
+        "data_bad\n_cell_length_a 4\n_cell_length_b 4\n_cell_length_c 4\n_cell_angle_alpha 90\n"
+        "_cell_angle_beta 90\n_cell_angle_gamma 90\n_symmetry_space_group_name_H-M 'P 1'\n"
+        "loop_\n_atom_site_label\n_atom_site_type_symbol\n_atom_site_fract_x\n_atom_site_fract_y\n"
+        "_atom_site_fract_z\n_atom_site_occupancy\nXx1 Xx 0 0 0 1\n"
+    )
+    return d
+
+
+@pytest.fixture(scope="module")
+def built(cif_dir, tmp_path_factory) -> Bank:
+    out = tmp_path_factory.mktemp("bank") / "bank.zarr"
+    config = BankConfig(chunk_size=4)
+    return build_bank([str(cif_dir), "random:1:1-12"], str(out), config, seed=3, workers=0)
+
+
+def test_bank_contents_match_independent_calculation(built: Bank, cif_dir: Path) -> None:
+    assert len(built) == 6 + 12
+    ids = built.column("id")
+    assert len(set(ids)) == len(ids)
+    # Peaks stored equal a fresh calculation from the parsed structure, entry by entry.
+    config = BankConfig()
+    for source in (str(cif_dir), "random:1:1-12"):
+        for item in list_items(source, seed=3):
+            try:
+                entry = load_entry(item, seed=3)
+            except ValueError:
+                continue
+            if entry.entry_id not in ids:  # parsed, but failed later (no scattering factors): must be reported
+                assert item.locator in {s.provenance for s in built.skipped}
+                continue
+            idx = int(np.flatnonzero(ids == entry.entry_id)[0])
+            two_theta, d, intensity = built.peaks(idx)
+            ref = compute_peaks(entry.structure, config.wavelength_angstrom, (5.0, 120.0))
+            np.testing.assert_array_equal(two_theta, ref.two_theta_deg)
+            np.testing.assert_array_equal(d, ref.d_spacing_angstrom)
+            np.testing.assert_array_equal(intensity, ref.intensity)
+            info = describe(entry, config)
+            assert built.column("spacegroup_number")[idx] == info.spacegroup_number
+            assert built.column("reduced_formula")[idx] == info.reduced_formula
+    # Random crystals are tagged synthetic and carry their target group as the given label.
+    synthetic = built.column("synthetic")
+    assert synthetic.sum() == 12
+    assert set(built.column("given_spacegroup")[synthetic]) == set(range(1, 13))
+
+
+def test_dense_profile_preserves_stick_area(built: Bank) -> None:
+    profile = np.asarray(built.group["profile"][:])
+    assert profile.shape == (len(built), 2048)
+    for i in range(len(built)):
+        _, _, intensity = built.peaks(i)
+        assert profile[i].sum() == pytest.approx(intensity.sum(), rel=1e-4)
+
+
+def test_bad_inputs_are_skipped_with_reasons(built: Bank) -> None:
+    reasons = {Path(s.provenance).name: s.reason for s in built.skipped}
+    assert {"garbage.cif", "empty.cif", "zz_bad_element.cif"} <= set(reasons)
+    assert all(r for r in reasons.values())
+    assert "skip reasons" in built.summary()
+
+
+def test_splits_are_deterministic_and_follow_fractions() -> None:
+    fractions = (0.8, 0.1, 0.1)
+    keys = [f"material-{i}" for i in range(20000)]
+    splits = [split_of(k, 7, fractions) for k in keys]
+    assert splits == [split_of(k, 7, fractions) for k in keys]
+    counts = np.array([splits.count(s) for s in SPLITS]) / len(keys)
+    np.testing.assert_allclose(counts, fractions, atol=0.01)
+    assert splits != [split_of(k, 8, fractions) for k in keys]
+
+
+def test_polymorphs_share_a_split(built: Bank) -> None:
+    formula = built.column("reduced_formula")
+    split = built.column("split")
+    for f in set(formula):
+        assert len(set(split[formula == f])) == 1
+
+
+def test_resume_after_interruption_gives_identical_bank(cif_dir, tmp_path, monkeypatch) -> None:
+    config = BankConfig(chunk_size=2)
+    sources = [str(cif_dir), "random:1:1-4"]
+    reference = build_bank(sources, str(tmp_path / "ref.zarr"), config, seed=1, workers=0)
+
+    calls = {"n": 0}
+    real = bank_mod.compute_chunk
+
+    def flaky(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C during the third chunk
+        return real(*args)
+
+    monkeypatch.setattr("xrdsynth.bank_build.compute_chunk", flaky)
+    url = str(tmp_path / "resumed.zarr")
+    with pytest.raises(KeyboardInterrupt):
+        build_bank(sources, url, config, seed=1, workers=0)
+    with pytest.raises(BankError):
+        Bank.open(url)  # nothing that reads as a complete bank exists yet
+    done_before = len(list((tmp_path / "resumed.zarr.parts").rglob("chunk-*.pkl")))
+    assert done_before == 2
+
+    calls["n"] = 100
+    resumed = build_bank(sources, url, config, seed=1, workers=0)
+    n_items = sum(len(list_items(s, seed=1)) for s in sources)
+    assert calls["n"] - 100 == -(-n_items // 2) - done_before  # only the unfinished chunks were computed
+    assert resumed.fingerprint == reference.fingerprint
+    for name in ("id", "split", "spacegroup_number"):
+        np.testing.assert_array_equal(resumed.column(name), reference.column(name))
+    assert not (tmp_path / "resumed.zarr.parts").exists()
+
+
+def test_dask_workers_give_the_same_bank(cif_dir, tmp_path) -> None:
+    config = BankConfig(chunk_size=3)
+    sources = [str(cif_dir), "random:1:200-206"]
+    inline = build_bank(sources, str(tmp_path / "a.zarr"), config, seed=5, workers=0)
+    dask = build_bank(sources, str(tmp_path / "b.zarr"), config, seed=5, workers=2)
+    assert inline.fingerprint == dask.fingerprint
+    np.testing.assert_array_equal(inline.group["profile"][:], dask.group["profile"][:])
+
+
+def test_existing_bank_is_reused_or_refused(built: Bank, cif_dir) -> None:
+    again = build_bank([str(cif_dir), "random:1:1-12"], built.url, BankConfig(chunk_size=4), seed=3, workers=0)
+    assert again.fingerprint == built.fingerprint
+    with pytest.raises(BankError, match="--overwrite"):
+        build_bank([str(cif_dir)], built.url, BankConfig(chunk_size=4), seed=3, workers=0)
+
+
+def test_open_refuses_wrong_format_version(built: Bank, tmp_path) -> None:
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(built.url, copy)
+    zarr.open_group(str(copy), mode="r+").attrs["format_version"] = 999
+    with pytest.raises(BankError, match="version 999"):
+        Bank.open(str(copy))
+    with pytest.raises(BankError, match="no bank store"):
+        Bank.open(str(tmp_path / "missing.zarr"))
+
+
+def test_cli_build_and_info(cif_dir, tmp_path) -> None:
+    runner = CliRunner()
+    out = str(tmp_path / "cli.zarr")
+    result = runner.invoke(main, ["bank", "build", "--source", str(cif_dir), "--out", out, "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert "per crystal system" in result.output
+    info = runner.invoke(main, ["bank", "info", out, "--skipped"])
+    assert info.exit_code == 0, info.output
+    assert "garbage.cif" in info.output
+    bad = runner.invoke(main, ["bank", "build", "--source", str(cif_dir), "--out", out, "--split-fractions", "0.5,0.5,0.5"])
+    assert bad.exit_code != 0 and "split_fractions" in bad.output
+    nothing = runner.invoke(main, ["bank", "build", "--source", str(cif_dir / "garbage.cif"), "--out", str(tmp_path / "n.zarr"),
+                                   "--workers", "0"])
+    assert nothing.exit_code != 0 and "no structure could be built" in nothing.output

@@ -1,0 +1,303 @@
+"""xrdsynth.diffraction against its reference, pymatgen 2026.10.24 XRDCalculator itself.
+
+Tolerances, for every compared pattern:
+- same number of peaks;
+- 2-theta within 1e-6 deg and d-spacings within 1e-9 relative (in practice bit-identical: |g|, arcsin and
+  the merge keys are computed with the very same float operations);
+- intensities within 1e-6 *relative to each peak* (not to the maximum). Per-peak is the strict choice and it
+  holds for the tiny peaks too: every kept peak exceeds 1e-5 of the maximum (SCALED_INTENSITY_TOL), and the
+  two codes differ only by rounding in the phase sums (~1e-13 of the largest |F|**2), so even the smallest
+  kept peak agrees to ~1e-8.
+Any structure that differs beyond this must be listed in KNOWN_MISMATCHES with its explanation; an
+unlisted mismatch fails, and so does a listed one that no longer differs.
+"""
+
+from __future__ import annotations
+
+import csv
+import pickle
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymatgen.analysis.diffraction.xrd import WAVELENGTHS, XRDCalculator
+from pymatgen.core import DummySpecies, Lattice, Structure
+from pymatgen.io.cif import CifParser
+
+from xrdsynth import _peak_kernels
+from xrdsynth.diffraction import (
+    Peaks,
+    ScatteringError,
+    compute_peaks,
+    compute_peaks_arrays,
+    structure_to_arrays,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+STRUCTURES = REPO.parent / "shared" / "data" / "structures"
+CIF_SOURCES = ("bgmn", "iucr", "xrd_autoanalyzer", "robocrys", "aflow")
+CSV_SETS = ("perov5/test.csv", "perov5/val.csv", "carbon24/test.csv", "carbon24/val.csv")
+CSV_SUBSET_STRIDE = 40  # every 40th row of each CSV: ~290 structures in the default run
+
+POSITION_TOL_DEG = 1e-6
+D_SPACING_RTOL = 1e-9
+INTENSITY_RTOL = 1e-6
+
+# "<source>/<id>" (or "<csv>#<row>", "pyxtal/<sg>") -> why pymatgen and xrdsynth legitimately differ.
+# Empty: no structure of any set differs beyond the tolerances above.
+KNOWN_MISMATCHES: dict[str, str] = {}
+
+def _require_structures() -> None:
+    if not STRUCTURES.is_dir():
+        pytest.skip(f"shared structure collection not found at {STRUCTURES}")
+
+
+def _load_cif(path: Path) -> Structure:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return CifParser(path).parse_structures(primitive=False)[0]
+
+
+def _cif_paths(source: str) -> list[Path]:
+    return sorted((STRUCTURES / source).glob("*.cif"))
+
+
+def _csv_structures(name: str, stride: int) -> Iterator[tuple[str, Structure]]:
+    csv.field_size_limit(1 << 30)
+    with open(STRUCTURES / name, newline="") as handle:
+        for row_index, row in enumerate(csv.DictReader(handle)):
+            if row_index % stride == 0:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    structure = Structure.from_str(row["cif"], fmt="cif")
+                yield f"{name}#{row_index}", structure
+
+
+def _reference(
+    structure: Structure,
+    wavelength: str | float = "CuKa",
+    two_theta_range: tuple[float, float] | None = (5.0, 120.0),
+    debye_waller_factors: dict[str, float] | None = None,
+) -> Peaks:
+    calculator = XRDCalculator(wavelength=wavelength, debye_waller_factors=debye_waller_factors)
+    pattern = calculator.get_pattern(structure, scaled=True, two_theta_range=two_theta_range)
+    return Peaks(
+        two_theta_deg=np.asarray(pattern.x, dtype=float),
+        d_spacing_angstrom=np.asarray(pattern.d_hkls, dtype=float),
+        intensity=np.asarray(pattern.y, dtype=float),
+    )
+
+
+def _mismatch(ours: Peaks, ref: Peaks) -> str | None:
+    """Describe how ``ours`` differs from ``ref`` beyond the tolerances, or None."""
+    if ours.two_theta_deg.shape != ref.two_theta_deg.shape:
+        return f"{len(ours.two_theta_deg)} peaks, pymatgen {len(ref.two_theta_deg)}"
+    if ours.two_theta_deg.size == 0:
+        return None
+    position_err = np.abs(ours.two_theta_deg - ref.two_theta_deg).max()
+    if position_err > POSITION_TOL_DEG:
+        return f"2-theta differs by up to {position_err:.3g} deg"
+    d_err = (np.abs(ours.d_spacing_angstrom - ref.d_spacing_angstrom) / ref.d_spacing_angstrom).max()
+    if d_err > D_SPACING_RTOL:
+        return f"d-spacing differs by up to {d_err:.3g} relative"
+    intensity_err = (np.abs(ours.intensity - ref.intensity) / ref.intensity).max()
+    if intensity_err > INTENSITY_RTOL:
+        return f"intensity differs by up to {intensity_err:.3g} relative"
+    return None
+
+
+def _check_all(
+    cases: Iterator[tuple[str, Structure]],
+    wavelength: str | float = "CuKa",
+    two_theta_range: tuple[float, float] | None = (5.0, 120.0),
+) -> int:
+    """Compare every case; fail on unexplained mismatches and on stale KNOWN_MISMATCHES entries."""
+    wavelength_angstrom = WAVELENGTHS[wavelength] if isinstance(wavelength, str) else wavelength
+    unexplained: dict[str, str] = {}
+    stale: list[str] = []
+    n_cases = 0
+    for case_id, structure in cases:
+        n_cases += 1
+        ours = compute_peaks(structure, wavelength_angstrom, two_theta_range)
+        problem = _mismatch(ours, _reference(structure, wavelength, two_theta_range))
+        if problem is not None and case_id not in KNOWN_MISMATCHES:
+            unexplained[case_id] = problem
+        elif problem is None and case_id in KNOWN_MISMATCHES:
+            stale.append(case_id)
+    assert not unexplained, f"{len(unexplained)}/{n_cases} structures differ from pymatgen: {unexplained}"
+    assert not stale, f"KNOWN_MISMATCHES entries that now agree (remove them): {stale}"
+    return n_cases
+
+
+def _cif_cases(source: str, stride: int = 1) -> Iterator[tuple[str, Structure]]:
+    for path in _cif_paths(source)[::stride]:
+        yield f"{source}/{path.stem}", _load_cif(path)
+
+
+# (a) every curated CIF: ~1,219 structures, about 2 minutes (pymatgen's own time dominates).
+@pytest.mark.parametrize("source", CIF_SOURCES)
+def test_every_shared_cif_matches_pymatgen(source: str) -> None:
+    _require_structures()
+    n_cases = _check_all(_cif_cases(source))
+    assert n_cases == len(_cif_paths(source)) > 0
+
+
+# (b) CDVAE CSV sets: a deterministic subset by default, all ~11.6k rows when slow tests run.
+@pytest.mark.parametrize("csv_name", CSV_SETS)
+def test_csv_subset_matches_pymatgen(csv_name: str) -> None:
+    _require_structures()
+    assert _check_all(_csv_structures(csv_name, CSV_SUBSET_STRIDE)) > 40
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("csv_name", CSV_SETS)
+def test_full_csv_sets_match_pymatgen(csv_name: str) -> None:
+    _require_structures()
+    assert _check_all(_csv_structures(csv_name, 1)) > 2000
+
+
+# (c) one seeded random crystal for each of the 230 space groups.
+def _pyxtal_crystal(space_group: int) -> Structure:
+    """Small random crystal of ``space_group``; falls back to other compositions when pyxtal fails."""
+    from pyxtal import pyxtal
+    from pyxtal.symmetry import Group
+
+    multiplicities = sorted({wp.multiplicity for wp in Group(space_group).Wyckoff_positions})
+    attempts = [
+        (["Mg", "O"], [multiplicities[0], multiplicities[min(1, len(multiplicities) - 1)]]),
+        (["Si"], [multiplicities[0]]),
+        (["C"], [multiplicities[-1]]),
+    ]
+    for attempt, (species, counts) in enumerate(attempts):
+        crystal = pyxtal()
+        try:
+            crystal.from_random(3, space_group, species, counts, random_state=10 * space_group + attempt)
+        except Exception:  # pyxtal signals "could not place atoms" with several exception types
+            continue
+        if crystal.valid:
+            return crystal.to_pymatgen()
+    raise AssertionError(f"pyxtal could not generate space group {space_group} with any of {attempts}")
+
+
+def test_random_crystal_of_every_space_group_matches_pymatgen() -> None:
+    pytest.importorskip("pyxtal")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = [(f"pyxtal/{sg}", _pyxtal_crystal(sg)) for sg in range(1, 231)]
+    assert _check_all(iter(cases)) == 230
+
+
+# (d) other wavelengths and ranges, including max |g| < 1/Å (pymatgen's neighbour search then
+# switches to a radius-1 search plus a distance filter) and the whole limiting sphere (range None).
+@pytest.mark.parametrize(
+    ("wavelength", "two_theta_range"),
+    [("MoKa", (5.0, 120.0)), ("CuKa", (20.0, 60.0)), ("CrKa", (10.0, 80.0)), ("AgKa", None)],
+)
+def test_other_wavelengths_and_ranges_match_pymatgen(
+    wavelength: str, two_theta_range: tuple[float, float] | None
+) -> None:
+    _require_structures()
+    cases = (case for source in CIF_SOURCES for case in _cif_cases(source, stride=25))
+    assert _check_all(cases, wavelength=wavelength, two_theta_range=two_theta_range) > 40
+
+
+def test_float_wavelength_matches_pymatgen() -> None:
+    structure = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    ours = compute_peaks(structure, wavelength_angstrom=1.2, two_theta_range_deg=(3.0, 170.0))
+    assert _mismatch(ours, _reference(structure, wavelength=1.2, two_theta_range=(3.0, 170.0))) is None
+
+
+def _sample_structure() -> Structure:
+    """A low-symmetry disordered structure from the shared set, or a built-in one when it is absent."""
+    path = STRUCTURES / "bgmn"
+    disordered = sorted(path.glob("*.cif"))[:200] if path.is_dir() else []
+    for candidate in disordered:
+        structure = _load_cif(candidate)
+        if not structure.is_ordered and len(structure) < 60:
+            return structure
+    return Structure(
+        Lattice.monoclinic(5.1, 6.3, 7.2, 101.0),
+        [{"Fe": 0.6, "Mg": 0.4}, "O", "Si", "O"],
+        [[0.1, 0.2, 0.3], [0.4, 0.15, 0.8], [0.7, 0.6, 0.05], [0.25, 0.9, 0.55]],
+    )
+
+
+def test_half_sphere_points_are_pymatgens_reciprocal_points() -> None:
+    """Same hkl set and bit-identical |g| as Lattice.get_points_in_sphere, for r above and below 1/Å."""
+    structure = _sample_structure()
+    recip = structure.lattice.reciprocal_lattice_crystallographic
+    bound = (np.floor(2.5 * np.linalg.norm(structure.lattice.matrix, axis=1)) + 1).astype(np.int64)
+    for max_r, min_r in [(1.1234, 0.0567), (0.7, 0.0), (0.999999, 0.3), (2.4, 0.0)]:
+        points = recip.get_points_in_sphere([[0, 0, 0]], [0, 0, 0], max_r)
+        expected = {}
+        for frac, dist, *_ in points:
+            h, k, ell = (int(v) for v in np.round(frac))
+            if (h, k, ell) > (0, 0, 0) and (not min_r or dist >= min_r):
+                expected[(h, k, ell)] = dist
+        hkl, g = _peak_kernels.half_sphere_points(np.array(recip.matrix), bound, max_r, min_r)
+        ours = {tuple(int(v) for v in row): gm for row, gm in zip(hkl, g, strict=True)}
+        assert ours.keys() == expected.keys()
+        assert all(ours[key] == expected[key] for key in ours)  # bit-identical, not approximately equal
+
+
+def test_oxidation_states_use_the_element_factors_like_pymatgen() -> None:
+    structure = Structure(
+        Lattice.hexagonal(5.03, 13.75),
+        ["Fe", "Fe", "O", "O", "O"],
+        [[0, 0, 0.355], [0, 0, 0.645], [0.306, 0, 0.25], [0, 0.306, 0.25], [0.694, 0.694, 0.25]],
+    )
+    charged = structure.copy()
+    charged.add_oxidation_state_by_element({"Fe": 3, "O": -2})
+    ours = compute_peaks(charged)
+    assert _mismatch(ours, _reference(charged)) is None
+    assert _mismatch(ours, compute_peaks(structure)) is None
+
+
+def test_debye_waller_factors_match_pymatgen() -> None:
+    structure = _sample_structure()
+    elements = sorted({el.symbol for el in structure.composition.elements})
+    factors = {symbol: 0.3 + 0.4 * i for i, symbol in enumerate(elements)}
+    ours = compute_peaks(structure, debye_waller_factors=factors)
+    assert _mismatch(ours, _reference(structure, debye_waller_factors=factors)) is None
+    assert _mismatch(ours, compute_peaks(structure)) is not None  # the factors really changed something
+
+
+def test_anisotropic_displacement_site_properties_match_pymatgen() -> None:
+    structure = _sample_structure().copy()
+    rng = np.random.default_rng(7)
+    n_sites = len(structure)
+    diagonal = rng.uniform(0.005, 0.03, size=(n_sites, 3))
+    off_diagonal = rng.uniform(-0.002, 0.002, size=(n_sites, 3))
+    for column, name in enumerate(("U11_cif", "U22_cif", "U33_cif")):
+        structure.add_site_property(name, diagonal[:, column].tolist())
+    for column, name in enumerate(("U23_cif", "U13_cif", "U12_cif")):
+        structure.add_site_property(name, off_diagonal[:, column].tolist())
+    assert _mismatch(compute_peaks(structure), _reference(structure)) is None
+    with pytest.raises(ValueError, match="debye_waller_factors"):
+        compute_peaks(structure, debye_waller_factors={"O": 0.5})
+
+
+def test_arrays_survive_pickling() -> None:
+    arrays = structure_to_arrays(_sample_structure())
+    restored = pickle.loads(pickle.dumps(arrays))
+    first, second = compute_peaks_arrays(arrays), compute_peaks_arrays(restored)
+    for field in ("two_theta_deg", "d_spacing_angstrom", "intensity"):
+        np.testing.assert_array_equal(getattr(first, field), getattr(second, field))
+
+
+def test_peaks_are_ascending_and_scaled() -> None:
+    peaks = compute_peaks(_sample_structure())
+    assert peaks.two_theta_deg.dtype == np.float64
+    assert np.all(np.diff(peaks.two_theta_deg) > 0)
+    assert peaks.intensity.max() == pytest.approx(100.0, rel=1e-15)
+    assert 5.0 <= peaks.two_theta_deg.min() and peaks.two_theta_deg.max() <= 120.0
+
+
+def test_unknown_species_raises_scattering_error_naming_it() -> None:
+    structure = Structure(Lattice.cubic(4.0), ["Na", DummySpecies("Xx")], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.raises(ScatteringError, match="Xx"):
+        compute_peaks(structure)
+    with pytest.raises(ValueError, match="Xx"):  # pymatgen refuses it too
+        XRDCalculator().get_pattern(structure)
