@@ -191,16 +191,18 @@ def test_random_crystal_of_every_space_group_matches_pymatgen() -> None:
 
 # (d) other wavelengths and ranges, including max |g| < 1/Å (pymatgen's neighbour search then
 # switches to a radius-1 search plus a distance filter) and the whole limiting sphere (range None).
+# MoKa's sphere holds ~9x the reflections of CuKa's (pymatgen then needs ~0.3 s per structure), hence a
+# sparser sample there.
 @pytest.mark.parametrize(
-    ("wavelength", "two_theta_range"),
-    [("MoKa", (5.0, 120.0)), ("CuKa", (20.0, 60.0)), ("CrKa", (10.0, 80.0)), ("AgKa", None)],
+    ("wavelength", "two_theta_range", "stride"),
+    [("MoKa", (5.0, 120.0), 60), ("CuKa", (20.0, 60.0), 25), ("CrKa", (10.0, 80.0), 25), ("CuKa", None, 40)],
 )
 def test_other_wavelengths_and_ranges_match_pymatgen(
-    wavelength: str, two_theta_range: tuple[float, float] | None
+    wavelength: str, two_theta_range: tuple[float, float] | None, stride: int
 ) -> None:
     _require_structures()
-    cases = (case for source in CIF_SOURCES for case in _cif_cases(source, stride=25))
-    assert _check_all(cases, wavelength=wavelength, two_theta_range=two_theta_range) > 40
+    cases = (case for source in CIF_SOURCES for case in _cif_cases(source, stride=stride))
+    assert _check_all(cases, wavelength=wavelength, two_theta_range=two_theta_range) > 15
 
 
 def test_float_wavelength_matches_pymatgen() -> None:

@@ -26,12 +26,16 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # --- input grid (A.1) ---
-    n_bins: int = Field(2048, gt=0, description="Input length N: bins of the fixed 2θ grid, input x is (B, N) (A.1).")
+    n_bins: int = Field(
+        2048, gt=0, description="Input length N: bins of the fixed 2θ grid, input x is (B, N) (A.1)."
+    )
     two_theta_min_deg: float = Field(
-        5.0, description="Lower bound of the global 2θ grid, degrees; maps to -1 in the angle conditioning (A.1, A.3)."
+        5.0,
+        description="Lower bound of the global 2θ grid, degrees; maps to -1 in the angle conditioning (A.1, A.3).",
     )
     two_theta_max_deg: float = Field(
-        120.0, description="Upper bound of the global 2θ grid, degrees; maps to +1 in the angle conditioning (A.1, A.3)."
+        120.0,
+        description="Upper bound of the global 2θ grid, degrees; maps to +1 in the angle conditioning (A.1, A.3).",
     )
 
     # --- CNN front-end (A.2) ---
@@ -47,13 +51,21 @@ class ModelConfig(BaseModel):
         [3, 7, 15], min_length=1, description="Kernel size (bins) of each parallel multi-scale branch (A.2)."
     )
     branch_dilations: list[int] = Field(
-        [1, 2, 4], min_length=1, description="Dilation of each parallel multi-scale branch, paired with kernels (A.2)."
+        [1, 2, 4],
+        min_length=1,
+        description="Dilation of each parallel multi-scale branch, paired with kernels (A.2).",
     )
-    cnn_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout after the 1x1 mix of each block (A.2).")
+    cnn_dropout: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Dropout after the 1x1 mix of each block (A.2)."
+    )
 
     # --- encoder (A.3) ---
-    encoder: EncoderKind = Field("transformer", description="Token encoder: 'transformer' (default) or 'cnn' (A.3).")
-    d_model: int = Field(768, gt=0, description="Token width d; front-end features are projected to it (A.3).")
+    encoder: EncoderKind = Field(
+        "transformer", description="Token encoder: 'transformer' (default) or 'cnn' (A.3)."
+    )
+    d_model: int = Field(
+        768, gt=0, description="Token width d; front-end features are projected to it (A.3)."
+    )
     n_layers: int = Field(
         18, gt=0, description="Transformer layers, or residual blocks of the token CNN (same depth) (A.3)."
     )
@@ -66,13 +78,21 @@ class ModelConfig(BaseModel):
         description="Hidden width of the feed-forward networks (A.3); the paper does not size the slot FFN (A.4), "
         "which reuses it.",
     )
-    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout of attention, FFN and token-CNN blocks (A.3).")
-    rope_base: float = Field(
-        10000.0, gt=1.0, description="RoPE frequency base along the token (2θ) axis; not stated in the paper (A.3)."
+    dropout: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Dropout of attention, FFN and token-CNN blocks (A.3)."
     )
-    token_cnn_kernel_size: int = Field(7, gt=0, description="Kernel size (tokens) of the token-CNN convolutions (A.3).")
+    rope_base: float = Field(
+        10000.0,
+        gt=1.0,
+        description="RoPE frequency base along the token (2θ) axis; not stated in the paper (A.3).",
+    )
+    token_cnn_kernel_size: int = Field(
+        7, gt=0, description="Kernel size (tokens) of the token-CNN convolutions (A.3)."
+    )
     token_cnn_dilations: list[int] = Field(
-        [1, 2, 4, 8], min_length=1, description="Dilation cycle of the token-CNN blocks, repeated over depth (A.3)."
+        [1, 2, 4, 8],
+        min_length=1,
+        description="Dilation cycle of the token-CNN blocks, repeated over depth (A.3).",
     )
 
     # --- head (A.3 pooling + presence, A.4 phase clustering) ---
@@ -81,7 +101,9 @@ class ModelConfig(BaseModel):
         description="'presence': masked mean pooling + 230 logits (A.3, A.5); "
         "'phase_cluster': K latent slots with (230 + NONE)-way logits (A.4).",
     )
-    n_slots: int = Field(5, gt=0, description="Number K of latent phase slots, the bound on phases per mixture (A.4).")
+    n_slots: int = Field(
+        5, gt=0, description="Number K of latent phase slots, the bound on phases per mixture (A.4)."
+    )
     n_slot_layers: int = Field(
         3,
         gt=0,

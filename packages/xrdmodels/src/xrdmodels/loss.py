@@ -104,7 +104,9 @@ def model_loss(output: ModelOutput, labels: Tensor) -> Tensor:
     """The paper's objective L = λ_pres L_pres + λ_assign L_assign with (1, 0) for presence models and (0, 1)
     for phase-cluster models (A.5): whichever head produced `output` decides. Returns a 0-d tensor."""
     if output.presence_logits is not None:
-        return presence_bce_loss(output.presence_logits, labels_to_multi_hot(labels).to(output.presence_logits))
+        return presence_bce_loss(
+            output.presence_logits, labels_to_multi_hot(labels).to(output.presence_logits)
+        )
     if output.slot_logits is None:
         raise ValueError("model output has neither presence logits nor slot logits")
     return assignment_loss(output.slot_logits, labels)

@@ -295,9 +295,16 @@ def read_pattern(path: str | Path, *, format: str | None = None) -> MeasuredPatt
 # --------------------------------------------------------------------------------------------------------
 
 _COMMENT_PREFIXES = ("#", ";", "!")
-_NUMBER_START = re.compile(r"^[+-]?(\d|\.\d)")
 _SEPARATORS = re.compile(r"[,;\s]+")
 _NUM = r"(\d+\.\d*|\.\d+|\d+)"
+
+
+def _is_numeric_line(line: str) -> bool:
+    try:
+        [float(f) for f in _SEPARATORS.split(line) if f]
+    except ValueError:
+        return False
+    return True
 
 
 def _wavelength_from_header(lines: list[str]) -> tuple[float | None, dict[str, str]]:
@@ -392,7 +399,7 @@ def _read_text_columns(path: Path) -> MeasuredPattern:
             continue
         if "#" in line:
             line = line.split("#", 1)[0].strip()
-        if not rows and not _NUMBER_START.match(line):
+        if not rows and not _is_numeric_line(line):
             header.append(line)
             continue
         rows.append((line_no, line))

@@ -116,8 +116,9 @@ def add_pseudo_voigt_binned(
     if eta > 0.0:
         # Far tail of one bin: η·area·Δ·γ / (π x²) = tolerance.
         half = max(half, math.sqrt(eta * area * bin_width_deg * gamma / (math.pi * tail_tolerance)))
-    b0 = max(first_bin, int(math.floor((center_deg - half - grid_lo_deg) / bin_width_deg)))
-    b1 = min(end_bin, int(math.floor((center_deg + half - grid_lo_deg) / bin_width_deg)) + 1)
+    # Clamp in floating point first: `half` can be astronomically large for a tiny tolerance.
+    b0 = int(max(float(first_bin), math.floor((center_deg - half - grid_lo_deg) / bin_width_deg)))
+    b1 = int(min(float(end_bin), math.floor((center_deg + half - grid_lo_deg) / bin_width_deg) + 1.0))
     if b0 >= b1:
         return
     inv_g = 1.0 / (sigma * _SQRT2)
@@ -291,7 +292,7 @@ def add_lut_kernel(
     half_deg = _GAUSS_HALF_WIDTH_SIGMA * fwhm_deg * _FWHM_TO_SIGMA
     if eta > 0.0:
         half_deg = max(half_deg, math.sqrt(eta * amount * bin_width_deg * 0.5 * fwhm_deg / (math.pi * tail_tolerance)))
-    half = min(int(half_deg / bin_width_deg) + 1, max_offset)
+    half = int(min(half_deg / bin_width_deg + 1.0, float(max_offset)))
     lo = max(first_bin - source_bin, -half)
     hi = min(end_bin - source_bin, half + 1)
     a0 = amount * (1.0 - frac) * (1.0 - eta)

@@ -337,7 +337,11 @@ class Bank:
         return [Skipped(**s) for s in self.attrs.get("skipped", [])]
 
     def column(self, name: str) -> np.ndarray:
-        return np.asarray(self.group["entries"][name][...])
+        """One per-entry column; text columns come back as a plain numpy str array."""
+        values = self.group["entries"][name][...]
+        if ENTRY_COLUMNS[name] == "str":
+            return np.array(values.tolist(), dtype=str)
+        return np.asarray(values)
 
     def split_indices(self, split: str) -> np.ndarray:
         """Entry indices of one split ("train", "val" or "test"), ascending."""

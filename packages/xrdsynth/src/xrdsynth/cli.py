@@ -195,6 +195,10 @@ def mixtures_generate(bank_url, out, n_train, n_eval, splits, config_file, engin
     overrides = {"seed": seed, "shard_size": shard_size, "pattern_dtype": pattern_dtype,
                  "n_eval": parse_count(n_eval) if n_eval else None}
     fields.update({k: v for k, v in overrides.items() if v is not None})
+    if shard_size and "chunk_rows" not in fields:
+        import math
+
+        fields["chunk_rows"] = math.gcd(shard_size, 256)  # inner chunks must tile the shard
     if engine:
         fields.setdefault("recipe", {})["engine"] = engine
     try:

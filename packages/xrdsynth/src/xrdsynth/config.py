@@ -303,3 +303,24 @@ class RecipeConfig(_Strict):
     def n_orientation_basis(self) -> int:
         """Number of envelope basis functions: Chebyshev T_1..T_order plus sin/cos pairs."""
         return self.preferred_orientation_chebyshev_order + 2 * self.preferred_orientation_fourier_terms
+
+
+class GenerateConfig(_Strict):
+    """`xrdsynth mixtures generate`: the recipe plus how samples are seeded, sized and stored."""
+
+    recipe: RecipeConfig = Field(default_factory=RecipeConfig, description="The augmentation recipe (A.1).")
+    seed: int = Field(0, ge=0, description="Master seed; each shard's stream is SeedSequence([seed, split, shard]).")
+    n_eval: int | None = Field(
+        None, ge=1, description="Samples in each of val, test and in-library; None = 2.5/95 of the train size (A.1 ratio)."
+    )
+    shard_size: int = Field(4096, ge=1, le=1 << 20, description="Samples per shard: one Dask task, one object per array.")
+    chunk_rows: int = Field(256, ge=1, description="Rows per inner chunk, the smallest unit a reader fetches.")
+    pattern_dtype: Literal["float16", "float32"] = Field(
+        "float16", description="Stored pattern precision; float16 keeps 3 significant digits of the normalised pattern."
+    )
+
+    @model_validator(mode="after")
+    def _chunks_divide_shards(self) -> GenerateConfig:
+        if self.shard_size % self.chunk_rows:
+            raise ValueError(f"chunk_rows ({self.chunk_rows}) must divide shard_size ({self.shard_size})")
+        return self

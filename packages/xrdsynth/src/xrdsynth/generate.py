@@ -136,6 +136,8 @@ def generate_split(
     }
     fingerprint = config_fingerprint(identity)
     existing = read_attrs(url, storage_options)
+    if existing is not None and existing.get("format") == "xrdsynth.mixtures" and "config_fingerprint" not in existing:
+        existing = None  # our own store whose creation was interrupted: nothing in it to keep
     if existing is not None and not overwrite:
         if existing.get("config_fingerprint") != fingerprint:
             raise StoreError(

@@ -72,7 +72,7 @@ def create_store(
 ) -> zarr.Group:
     """Create an empty store: every array allocated (no shard written yet) and the attributes set."""
     root = zarr.open_group(url, mode="w", storage_options=storage_options)
-    root.attrs.update({**attrs, "format": MIXTURE_FORMAT, "format_version": MIXTURE_FORMAT_VERSION, "complete": False})
+    root.attrs.update({"format": MIXTURE_FORMAT, "format_version": MIXTURE_FORMAT_VERSION, "complete": False})
     n, s, c = layout.n_samples, layout.shard_size, layout.chunk_rows
 
     def rows_array(group: zarr.Group, name: str, dtype: str, tail: tuple[int, ...]) -> None:
@@ -90,8 +90,10 @@ def create_store(
     root.create_array("shard_complete", shape=(layout.n_shards,), dtype="bool", chunks=(1,), fill_value=False)
     mg = root.create_group("materials")
     m = len(material_ids)
-    mg.create_array("id", shape=(m,), dtype=str, chunks=(max(1, m),))[:] = material_ids.astype(str)
+    mg.create_array("id", shape=(m,), dtype=str, chunks=(max(1, m),))[:] = np.array([str(x) for x in material_ids])
     mg.create_array("spacegroup", shape=(m,), dtype="int16", chunks=(max(1, m),))[:] = material_spacegroups
+    # Attributes last: a store whose creation was interrupted has no config_fingerprint and is recreated.
+    root.attrs.update(attrs)
     return root
 
 

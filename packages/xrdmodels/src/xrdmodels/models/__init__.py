@@ -2,7 +2,13 @@
 
 from xrdmodels.models.encoders import TokenCNNEncoder, TransformerEncoder
 from xrdmodels.models.frontend import CNNFrontEnd
-from xrdmodels.models.heads import PhaseClusterHead, PresenceHead, slot_gates, slot_noisy_or_probs, slot_union_scores
+from xrdmodels.models.heads import (
+    PhaseClusterHead,
+    PresenceHead,
+    slot_gates,
+    slot_noisy_or_probs,
+    slot_union_scores,
+)
 from xrdmodels.models.model import ModelOutput, SpaceGroupModel
 
 __all__ = [

@@ -146,7 +146,9 @@ class TokenCNNEncoder(nn.Module):
         super().__init__()
         cycle = config.token_cnn_dilations
         self.blocks = nn.ModuleList(
-            TokenConvBlock(config.d_model, config.token_cnn_kernel_size, cycle[i % len(cycle)], config.dropout)
+            TokenConvBlock(
+                config.d_model, config.token_cnn_kernel_size, cycle[i % len(cycle)], config.dropout
+            )
             for i in range(config.n_layers)
         )
         self.norm = nn.LayerNorm(config.d_model)

@@ -1,10 +1,10 @@
 """The full space-group model: CNN front-end (A.2) -> token encoder (A.3) -> presence or phase-cluster head (A.4).
 
-    pattern x (B, N), mask (B, N) bool
-      -> CNNFrontEnd        tokens (B, L, d), valid (B, L)      L = N / 16 for the paper's strides
-      -> encoder            Z (B, L, d)                          Transformer (RoPE) or token CNN
-      -> head               presence logits (B, 230)             or slots (B, K, d) + slot logits (B, K, 231)
-      -> ModelOutput        set-level scores (B, 230) for evaluation
+pattern x (B, N), mask (B, N) bool
+  -> CNNFrontEnd        tokens (B, L, d), valid (B, L)      L = N / 16 for the paper's strides
+  -> encoder            Z (B, L, d)                          Transformer (RoPE) or token CNN
+  -> head               presence logits (B, 230)             or slots (B, K, d) + slot logits (B, K, 231)
+  -> ModelOutput        set-level scores (B, 230) for evaluation
 """
 
 from __future__ import annotations

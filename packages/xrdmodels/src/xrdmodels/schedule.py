@@ -1,0 +1,62 @@
+"""Optimiser and learning-rate schedule of the training protocol (A.6).
+
+AdamW, learning rate 1e-4, weight decay 1e-2; linear warmup over the first 4,000 optimisation steps, then
+cosine decay until step 1,000,000 (A.6). Gradient clipping (global L2 norm 1.0) is the training loop's job.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+#: AdamW learning rate (A.6).
+PAPER_LR = 1e-4
+#: AdamW weight decay (A.6).
+PAPER_WEIGHT_DECAY = 1e-2
+#: Linear warmup length, optimisation steps (A.6).
+PAPER_WARMUP_STEPS = 4_000
+#: Total optimisation steps; the cosine reaches its floor here (A.6).
+PAPER_TOTAL_STEPS = 1_000_000
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> float:
+    """Multiplier of the base learning rate for 0-based optimisation step `step`.
+
+    Warmup: (step + 1) / warmup_steps, so the first step already moves the weights and step warmup_steps - 1
+    runs at the full rate. Then min_lr_ratio + (1 - min_lr_ratio) * (1 + cos(π p)) / 2 with
+    p = (step - warmup_steps) / (total_steps - warmup_steps), held at min_lr_ratio after total_steps.
+    The paper gives no floor, hence the default 0.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_cosine_schedule(
+    optimizer: torch.optim.Optimizer,
+    warmup_steps: int = PAPER_WARMUP_STEPS,
+    total_steps: int = PAPER_TOTAL_STEPS,
+    min_lr_ratio: float = 0.0,
+) -> LambdaLR:
+    """LambdaLR applying `lr_factor`; call `scheduler.step()` once after every `optimizer.step()` (A.6)."""
+    if warmup_steps < 0 or total_steps <= warmup_steps:
+        raise ValueError(
+            f"need 0 <= warmup_steps < total_steps, got warmup_steps={warmup_steps}, total_steps={total_steps}"
+        )
+    if not 0.0 <= min_lr_ratio <= 1.0:
+        raise ValueError(f"min_lr_ratio must lie in [0, 1] (a fraction of the base lr), got {min_lr_ratio}")
+    return LambdaLR(optimizer, lambda step: lr_factor(step, warmup_steps, total_steps, min_lr_ratio))
+
+
+def build_adamw(
+    params: Iterable[torch.nn.Parameter],
+    lr: float = PAPER_LR,
+    weight_decay: float = PAPER_WEIGHT_DECAY,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.AdamW:
+    """AdamW with the A.6 settings. The paper names no parameters exempt from weight decay, so all decay."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)

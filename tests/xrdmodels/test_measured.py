@@ -1,0 +1,760 @@
+"""Readers for measured patterns and their mapping onto the model grid (xrdmodels.measured).
+
+Real files come from the shared experimental set; every other format is built here from known arrays
+following its published layout, and the reader must return those arrays.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xrdmodels.measured import (
+    MIN_TRAINING_WINDOW_DEG,
+    MeasuredFormatError,
+    MeasuredPattern,
+    convert_two_theta_deg,
+    read_pattern,
+    to_model_grid,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+EXPERIMENTAL = REPO.parent / "shared" / "data" / "experimental"
+
+# The paper's grid (A.1): 2048 uniform bins over [5, 120] deg at Cu K-alpha 1.54184 A.
+GRID = {"two_theta_min_deg": 5.0, "two_theta_max_deg": 120.0, "n_bins": 2048}
+CU_KA = 1.54184
+CU_KA1, CU_KA2 = 1.540598, 1.544426
+MO_KA1 = 0.709300
+BIN_WIDTH = (GRID["two_theta_max_deg"] - GRID["two_theta_min_deg"]) / GRID["n_bins"]
+CENTRES = GRID["two_theta_min_deg"] + (np.arange(GRID["n_bins"]) + 0.5) * BIN_WIDTH
+
+
+def _require_experimental() -> Path:
+    if not (EXPERIMENTAL / "all_labels.csv").is_file():
+        pytest.skip(f"shared experimental data not found at {EXPERIMENTAL}")
+    return EXPERIMENTAL
+
+
+def _labels() -> list[dict[str, str]]:
+    with (_require_experimental() / "all_labels.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _gaussian_pattern(two_theta: np.ndarray, centres: list[float], sigma_deg: float) -> np.ndarray:
+    return sum(np.exp(-0.5 * ((two_theta - c) / sigma_deg) ** 2) for c in centres)
+
+
+def _bragg_two_theta_deg(d_angstrom: float, wavelength_angstrom: float) -> float:
+    return 2.0 * math.degrees(math.asin(wavelength_angstrom / (2.0 * d_angstrom)))
+
+
+# ------------------------------------------------------------------------------------------------------
+# Real measured files
+# ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("set_name", ["rruff", "xrd_autoanalyzer", "nist_duplex_steel"])
+def test_experimental_xy_files_read_like_loadtxt(set_name: str) -> None:
+    rows = [r for r in _labels() if r["set"] == set_name]
+    assert rows, f"no {set_name} rows in all_labels.csv"
+    if set_name == "rruff":
+        rows = rows[:: max(1, len(rows) // 12)]  # a spread of ids keeps the test fast
+    for row in rows:
+        path = EXPERIMENTAL / row["file"]
+        pattern = read_pattern(path)
+        reference = np.loadtxt(path, comments="#")
+        np.testing.assert_array_equal(pattern.two_theta_deg, reference[:, 0])
+        np.testing.assert_array_equal(pattern.intensity, reference[:, 1])
+        assert pattern.two_theta_deg.dtype == np.float64 and pattern.intensity.dtype == np.float64
+        assert pattern.source == str(path)
+        nonzero = pattern.two_theta_deg[pattern.intensity != 0]
+        # all_labels gives the native range (rruff: first and last non-zero point).
+        observed = nonzero if set_name == "rruff" else pattern.two_theta_deg
+        assert observed[0] == pytest.approx(float(row["two_theta_min"]), abs=2e-3)
+        assert observed[-1] == pytest.approx(float(row["two_theta_max"]), abs=2e-3)
+        gridded = to_model_grid(
+            pattern,
+            wavelength_angstrom=float(row["wavelength_angstrom"]),
+            model_wavelength_angstrom=CU_KA,
+            **GRID,
+        )
+        first, end = gridded.window_bins
+        assert gridded.pattern.shape == (GRID["n_bins"],) and gridded.pattern.dtype == np.float32
+        assert np.all(gridded.pattern[:first] == 0) and np.all(gridded.pattern[end:] == 0)
+
+
+def test_rruff_header_states_its_wavelength() -> None:
+    pattern = read_pattern(_require_experimental() / "rruff" / "1.xy")
+    # Header: "radiation: Cu K-alpha (lambda 1.5418 A)".
+    assert pattern.wavelength_angstrom == pytest.approx(1.5418)
+    assert pattern.metadata["wavelength_kind"] == "stated"
+
+
+def test_autoanalyzer_files_state_no_wavelength_and_mapping_demands_one() -> None:
+    pattern = read_pattern(_require_experimental() / "xrd_autoanalyzer" / "MnO.xy")
+    assert pattern.wavelength_angstrom is None
+    with pytest.raises(MeasuredFormatError, match="MnO.xy.*wavelength"):
+        to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+
+
+def _nist_pairs() -> list[tuple[Path, Path, dict[str, str]]]:
+    folder = _require_experimental() / "nist_duplex_steel"
+    with (folder / "labels.csv").open(newline="") as handle:
+        return [(folder / row["xrdml"], folder / row["file"], row) for row in csv.DictReader(handle)]
+
+
+def test_nist_xrdml_matches_its_companion_xy() -> None:
+    pairs = _nist_pairs()
+    assert len(pairs) == 5
+    for xrdml_path, xy_path, row in pairs:
+        from_xrdml = read_pattern(xrdml_path)
+        from_xy = read_pattern(xy_path)
+        assert from_xrdml.metadata["format"] == "xrdml"
+        # The .xy prints 2theta to 5 decimals and raw counts; the xrdml reader returns counts per second.
+        np.testing.assert_allclose(from_xrdml.two_theta_deg, from_xy.two_theta_deg, atol=6e-6, rtol=0)
+        counting_time = float(from_xrdml.metadata["counting_time_s"])
+        np.testing.assert_allclose(from_xrdml.intensity * counting_time, from_xy.intensity, rtol=1e-12)
+        ka1, ka2, ratio = (float(row[k]) for k in ("wavelength_ka1", "wavelength_ka2", "ka2_ka1_ratio"))
+        assert from_xrdml.wavelength_angstrom == pytest.approx((ka1 + ratio * ka2) / (1 + ratio), abs=1e-9)
+        assert from_xrdml.metadata["wavelength_kind"] == "K-alpha weighted mean"
+        assert float(from_xrdml.metadata["wavelength_kalpha1_angstrom"]) == pytest.approx(ka1)
+        assert from_xy.wavelength_angstrom == pytest.approx(from_xrdml.wavelength_angstrom, abs=1e-9)
+        grid_a = to_model_grid(from_xrdml, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+        grid_b = to_model_grid(from_xy, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+        assert grid_a.window_bins == grid_b.window_bins
+        np.testing.assert_allclose(grid_a.pattern, grid_b.pattern, rtol=1e-5, atol=1e-6)
+
+
+def test_nist_control_scan_peaks_land_at_austenite_and_ferrite_lines() -> None:
+    control = next(p for p, _, _ in _nist_pairs() if "Control" in p.name)
+    gridded = to_model_grid(
+        read_pattern(control), wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID
+    )
+    # Independent reference: fcc (a = 3.59 A) 111/200/220 and bcc (a = 2.87 A) 110/200 by Bragg's law.
+    # Lattice constants are rounded textbook values for duplex steel, so allow 0.4 deg.
+    lines = [3.59 / math.sqrt(3), 3.59 / 2, 3.59 / math.sqrt(8), 2.87 / math.sqrt(2), 2.87 / 2]
+    for d in lines:
+        expected = _bragg_two_theta_deg(d, CU_KA)
+        near = np.abs(CENTRES - expected) < 0.4
+        local = gridded.pattern[near]
+        assert local.max() > 0.5, f"no peak near {expected:.2f} deg (d = {d:.4f} A)"
+
+
+# ------------------------------------------------------------------------------------------------------
+# Constructed files, one per format
+# ------------------------------------------------------------------------------------------------------
+
+
+def _reference_scan(n: int = 301, start: float = 10.0, step: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    two_theta = start + step * np.arange(n)
+    intensity = 100.0 + 5000.0 * _gaussian_pattern(two_theta, [18.0, 22.5], 0.1)
+    return two_theta, np.round(intensity, 1)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "text"),
+    [
+        (".xy", "# comment\n; another\n! third\n{rows_space}"),
+        (".csv", "2theta,intensity\n{rows_comma}"),
+        (".dat", "Angle\tCounts\tError\n{rows_tab_error}"),
+        (".txt", "Sample: test\nStep 0.05\n{rows_semicolon}"),
+        (".xye", "{rows_descending}"),
+    ],
+)
+def test_text_column_variants(tmp_path: Path, suffix: str, text: str) -> None:
+    two_theta, intensity = _reference_scan()
+    rows = list(zip(two_theta, intensity, strict=True))
+    variants = {
+        "rows_space": "\n".join(f"{x:.4f} {y}" for x, y in rows),
+        "rows_comma": "\n".join(f"{x:.4f},{y}" for x, y in rows),
+        "rows_tab_error": "\n".join(f"{x:.4f}\t{y}\t{math.sqrt(y):.3f}" for x, y in rows),
+        "rows_semicolon": "\n".join(f"{x:.4f}; {y}" for x, y in rows),
+        "rows_descending": "\n".join(f"{x:.4f} {y} 1.0" for x, y in rows[::-1]),
+    }
+    path = tmp_path / f"scan{suffix}"
+    path.write_text(text.format(**variants) + "\n")
+    pattern = read_pattern(path)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    np.testing.assert_array_equal(pattern.intensity, intensity)
+    assert pattern.wavelength_angstrom is None
+
+
+def test_text_header_wavelength_forms(tmp_path: Path) -> None:
+    two_theta, intensity = _reference_scan(11)
+    body = "\n".join(f"{x} {y}" for x, y in zip(two_theta, intensity, strict=True))
+    single = tmp_path / "single.xy"
+    single.write_text(f"# Wavelength: 0.45920 A (synchrotron)\n{body}\n")
+    assert read_pattern(single).wavelength_angstrom == pytest.approx(0.4592)
+    assert read_pattern(single).metadata["wavelength_kind"] == "stated"
+    mono = tmp_path / "mono.xy"
+    mono.write_text(f"# Cu Ka1 = 1.540598\n{body}\n")
+    assert read_pattern(mono).wavelength_angstrom == pytest.approx(1.540598)
+    assert read_pattern(mono).metadata["wavelength_kind"] == "K-alpha1"
+
+
+def _xrdml(positions_xml: str, data_xml: str, namespace: str = "2.1") -> str:
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<xrdMeasurements xmlns="http://www.xrdml.com/XRDMeasurement/{namespace}" status="Completed">
+  <xrdMeasurement measurementType="Scan" status="Completed">
+    <usedWavelength intended="K-Alpha 1">
+      <kAlpha1 unit="Angstrom">{CU_KA1}</kAlpha1>
+      <kAlpha2 unit="Angstrom">{CU_KA2}</kAlpha2>
+      <kBeta unit="Angstrom">1.3922500</kBeta>
+      <ratioKAlpha2KAlpha1>0.5000</ratioKAlpha2KAlpha1>
+    </usedWavelength>
+    <scan appendNumber="0" mode="Continuous" scanAxis="Gonio" status="Completed">
+      <dataPoints>
+        {positions_xml}
+        <positions axis="Omega" unit="deg"><startPosition>5</startPosition><endPosition>20</endPosition></positions>
+        {data_xml}
+      </dataPoints>
+    </scan>
+  </xrdMeasurement>
+</xrdMeasurements>
+"""
+
+
+def test_xrdml_list_positions_with_counting_times_and_attenuation(tmp_path: Path) -> None:
+    two_theta, intensity = _reference_scan(50)
+    times = np.linspace(1.0, 2.0, two_theta.size)
+    attenuation = np.where(intensity > 3000, 10.0, 1.0)
+    raw_counts = intensity * times / attenuation
+    path = tmp_path / "listed.xrdml"
+    path.write_text(
+        _xrdml(
+            '<positions axis="2Theta" unit="deg"><listPositions>'
+            + " ".join(f"{x:.6f}" for x in two_theta)
+            + "</listPositions></positions>",
+            "<beamAttenuationFactors>"
+            + " ".join(f"{a:g}" for a in attenuation)
+            + "</beamAttenuationFactors><countingTimes unit=\"seconds\">"
+            + " ".join(f"{t!r}" for t in times)
+            + "</countingTimes><counts unit=\"counts\">"
+            + " ".join(f"{c!r}" for c in raw_counts)
+            + "</counts>",
+        )
+    )
+    pattern = read_pattern(path)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    np.testing.assert_allclose(pattern.intensity, intensity, rtol=1e-12)
+    assert pattern.metadata["intensity_unit"] == "counts per second"
+
+
+def test_xrdml_schema_1_intensities_are_not_attenuation_corrected_twice(tmp_path: Path) -> None:
+    two_theta, intensity = _reference_scan(40)
+    path = tmp_path / "old.xrdml"
+    path.write_text(
+        _xrdml(
+            f'<positions axis="2Theta" unit="deg"><startPosition>{two_theta[0]}</startPosition>'
+            f"<endPosition>{two_theta[-1]}</endPosition></positions>",
+            "<commonCountingTime>2.0</commonCountingTime><beamAttenuationFactors>"
+            + " ".join("3" for _ in intensity)
+            + "</beamAttenuationFactors><intensities unit=\"counts\">"
+            + " ".join(f"{c!r}" for c in intensity)
+            + "</intensities>",
+            namespace="1.5",
+        )
+    )
+    pattern = read_pattern(path)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    np.testing.assert_allclose(pattern.intensity, intensity / 2.0, rtol=1e-12)
+
+
+def test_xrdml_omega_only_scan_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "rocking.xrdml"
+    path.write_text(
+        _xrdml(
+            '<positions axis="2Theta" unit="deg"><commonPosition>30</commonPosition></positions>',
+            '<counts unit="counts">1 2 3 4</counts>',
+        )
+    )
+    with pytest.raises(MeasuredFormatError, match="rocking.xrdml.*2Theta"):
+        read_pattern(path)
+
+
+def test_gsas_fxye_with_instrument_parameter_file(tmp_path: Path) -> None:
+    two_theta, intensity = _reference_scan(120, start=2.0, step=0.002)
+    (tmp_path / "11bmb.instprm").write_text("#GSAS-II instrument parameter file\nType:PXC\nLam:0.4138\nZero:0.0\n")
+    rows = "\n".join(
+        f"{100 * x:15.6f}{y:15.4f}{math.sqrt(y):15.4f}" for x, y in zip(two_theta, intensity, strict=True)
+    )
+    path = tmp_path / "sample.fxye"
+    path.write_text(
+        "Synthetic 11-BM style scan\nInstrument parameter file:11bmb.instprm\n# temperature 295 K\n"
+        f"BANK 1 {two_theta.size} {two_theta.size} CONS {100 * two_theta[0]:.4f} 0.2 0 0 FXYE\n{rows}\n"
+    )
+    pattern = read_pattern(path)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    np.testing.assert_allclose(pattern.intensity, intensity, atol=1e-4)
+    assert pattern.wavelength_angstrom == pytest.approx(0.4138)
+    assert pattern.metadata["wavelength_kind"] == "stated"
+
+
+def test_gsas_fxye_calibrated_wavelength_comment(tmp_path: Path) -> None:
+    two_theta, intensity = _reference_scan(20, start=2.0, step=0.01)
+    rows = "\n".join(f"{100 * x:.3f} {y:.2f} 1.0" for x, y in zip(two_theta, intensity, strict=True))
+    path = tmp_path / "scan.fxye"
+    path.write_text(f"title\n# 0.4579 Calibrated wavelength\nBANK 1 20 20 CONS 200 1 0 0 FXYE\n{rows}\n")
+    assert read_pattern(path).wavelength_angstrom == pytest.approx(0.4579)
+
+
+def _fixed(values: list[float], width: int, per_line: int) -> str:
+    fields = [f"{v:{width}.2f}"[-width:] for v in values]
+    return "\n".join("".join(fields[i : i + per_line]).ljust(80) for i in range(0, len(fields), per_line))
+
+
+def test_gsas_esd_and_std_constant_step_banks(tmp_path: Path) -> None:
+    n, start_cdeg, step_cdeg = 23, 1000.0, 2.0
+    intensity = np.round(50 + 900 * _gaussian_pattern(np.arange(n, dtype=float), [11.0], 2.0), 1)
+    two_theta = (start_cdeg + step_cdeg * np.arange(n)) / 100.0
+    esd_values = [v for y in intensity for v in (y, math.sqrt(y))]
+    prm = tmp_path / "inst.prm"
+    # GSAS .prm ICONS record: 10-character fields, lambda1, lambda2, zero, ..., ratio at [55:65].
+    icons = f"{CU_KA1:10.6f}{CU_KA2:10.6f}{0.0:10.3f}{'':10}{0.8:10.3f}{0:5d}{0.5:10.4f}"
+    prm.write_text(f"INS   BANK      1\nINS  1 ICONS{icons}\n")
+    esd = tmp_path / "esd.gsa"
+    esd.write_text(
+        f"ESD bank\nInstrument parameter file:inst.prm\nBANK 1 {n} 5 CONS {start_cdeg} {step_cdeg} 0 0 ESD\n"
+        + _fixed(esd_values, 8, 10)
+        + "\n"
+    )
+    # STD records: a 2-character count then a 6-character intensity.
+    std_fields = "".join(f" 1{y:6.1f}" for y in intensity)
+    std = tmp_path / "std.gsa"
+    std.write_text(
+        f"STD bank\nBANK 1 {n} 3 CONS {start_cdeg} {step_cdeg} 0 0 STD\n"
+        + "\n".join(std_fields[i : i + 80] for i in range(0, len(std_fields), 80))
+        + "\n"
+    )
+    for path in (esd, std):
+        pattern = read_pattern(path)
+        np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-12)
+        np.testing.assert_allclose(pattern.intensity, intensity, atol=1e-9)
+    esd_pattern = read_pattern(esd)
+    assert esd_pattern.wavelength_angstrom == pytest.approx((CU_KA1 + 0.5 * CU_KA2) / 1.5)
+    assert esd_pattern.metadata["wavelength_kind"] == "K-alpha weighted mean"
+
+
+def test_rigaku_ras_multiplies_attenuation_and_reads_wavelength(tmp_path: Path) -> None:
+    two_theta, intensity = _reference_scan(60)
+    attenuation = np.where(intensity > 2000, 4.0, 1.0)
+    rows = "\n".join(
+        f"{x:.4f} {y / a:.4f} {a:.4f}" for x, y, a in zip(two_theta, intensity, attenuation, strict=True)
+    )
+    path = tmp_path / "scan.ras"
+    path.write_bytes(
+        (
+            "*RAS_DATA_START\n*RAS_HEADER_START\n*FILE_SAMPLE \"Probe \xb5\"\n*HW_XG_TARGET_NAME \"Cu\"\n"
+            f'*HW_XG_WAVE_LENGTH_ALPHA1 "{CU_KA1}"\n*HW_XG_WAVE_LENGTH_ALPHA2 "{CU_KA2}"\n'
+            '*MEAS_SCAN_AXIS_X "TwoThetaOmega"\n*MEAS_SCAN_UNIT_X "deg"\n*RAS_HEADER_END\n'
+            f"*RAS_INT_START\n{rows}\n*RAS_INT_END\n*RAS_DATA_END\n"
+        ).encode("latin-1")
+    )
+    pattern = read_pattern(path)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    np.testing.assert_allclose(pattern.intensity, intensity, rtol=1e-6)
+    assert pattern.metadata["format"] == "ras"
+    assert pattern.wavelength_angstrom == pytest.approx((CU_KA1 + 0.5 * CU_KA2) / 1.5)
+
+
+def test_rigaku_rasx_first_scan_with_kalpha1_wave_type(tmp_path: Path) -> None:
+    two_theta, intensity = _reference_scan(45)
+    profile = "\ufeff" + "\n".join(f"{x:.4f}\t{y:.4f}\t1" for x, y in zip(two_theta, intensity, strict=True))
+    conditions = (
+        '<?xml version="1.0" encoding="utf-8"?><MeasurementConditions><GeneralInformation>'
+        "<SampleName>S</SampleName></GeneralInformation><HWConfigurations><XrayGenerator>"
+        f"<TargetName>Cu</TargetName><WaveType>Ka1</WaveType><WavelengthKalpha1>{CU_KA1}</WavelengthKalpha1>"
+        f"<WavelengthKalpha2>{CU_KA2}</WavelengthKalpha2></XrayGenerator></HWConfigurations>"
+        "<ScanInformation><AxisName>TwoThetaTheta</AxisName></ScanInformation></MeasurementConditions>"
+    )
+    path = tmp_path / "scan.rasx"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("Data10/Profile10.txt", "50\t1\t1\n60\t1\t1\n")
+        archive.writestr("Data0/Profile0.txt", profile.encode("utf-8"))
+        archive.writestr("Data0/MesurementConditions0.xml", conditions)
+    pattern = read_pattern(path)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    np.testing.assert_allclose(pattern.intensity, intensity, atol=1e-9)
+    assert pattern.wavelength_angstrom == pytest.approx(CU_KA1)
+    assert pattern.metadata["wavelength_kind"] == "K-alpha1"
+
+
+def _brml(tmp_path: Path, two_theta: np.ndarray, counts: np.ndarray, time_s: float) -> Path:
+    # Real BRML rows: time, absorption factor, 2theta, theta, three other drives, then the counts (column 7).
+    datums = "".join(
+        f"<Datum>{time_s},1,{x:.4f},{x / 2:.4f},0,0,0,{c:g}</Datum>" for x, c in zip(two_theta, counts, strict=True)
+    )
+    xsi = 'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+    raw = f"""<?xml version="1.0"?><RawData {xsi}>
+<FixedInformation><Instrument><PrimaryTracks><TrackInfoData><MountedTube>
+<WaveLengthAlpha1 Value="{CU_KA1}"/><WaveLengthAlpha2 Value="{CU_KA2}"/><WaveLengthRatio Value="0.5"/>
+</MountedTube></TrackInfoData></PrimaryTracks></Instrument></FixedInformation>
+<DataRoutes>
+<DataRoute RouteFlag="Planned"><Datum>1,1,0,0,0,0,0,999</Datum></DataRoute>
+<DataRoute RouteFlag="Measured">
+<ScanInformation ScanName="TwoThetaOmegaScan"><ScanAxes><ScanAxisInfo AxisId="TwoTheta">
+<Start>{two_theta[0]}</Start><Increment>0.05</Increment></ScanAxisInfo></ScanAxes></ScanInformation>
+{datums}
+<DataViews>
+<RawDataView xsi:type="FixedRawDataView" Start="0" Length="1" LogicName="MeasuredTime"/>
+<RawDataView xsi:type="FixedRawDataView" Start="1" Length="1" LogicName="AbsorptionFactor"/>
+<RawDataView xsi:type="VaryingRawDataView" Start="2" Length="5"><Varying>
+<FieldDefinitions FieldName="TwoTheta" AxisId="TwoTheta"/><FieldDefinitions FieldName="Theta" AxisId="Theta"/>
+</Varying></RawDataView>
+<RawDataView xsi:type="RecordedRawDataView" Start="7" Length="1"><Recording LogicName="ScanCounter">
+<Unit Base="Counts"/></Recording></RawDataView>
+</DataViews></DataRoute></DataRoutes></RawData>"""
+    container = (
+        '<?xml version="1.0"?><DataContainer><RawDataReferenceList><string>Experiment0/RawData0.xml</string>'
+        "</RawDataReferenceList></DataContainer>"
+    )
+    path = tmp_path / "scan.brml"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("Experiment0/DataContainer.xml", container)
+        archive.writestr("Experiment0/RawData0.xml", raw)
+    return path
+
+
+def test_bruker_brml_columns_from_data_views(tmp_path: Path) -> None:
+    two_theta, intensity = _reference_scan(70)
+    counts = np.round(intensity * 0.5)
+    pattern = read_pattern(_brml(tmp_path, two_theta, counts, time_s=0.5))
+    np.testing.assert_allclose(pattern.two_theta_deg, np.round(two_theta, 4), atol=1e-12)
+    np.testing.assert_allclose(pattern.intensity, counts / 0.5, rtol=1e-12)
+    assert pattern.metadata["format"] == "brml"
+    assert pattern.wavelength_angstrom == pytest.approx((CU_KA1 + 0.5 * CU_KA2) / 1.5)
+
+
+def _raw_v3(two_theta: np.ndarray, intensity: np.ndarray, ratio: float) -> bytes:
+    """DIFFRAC-plus RAW1.01: 712-byte file header, 304-byte range header, supplementary record, float32 data."""
+    header = bytearray(712)
+    header[0:8] = b"RAW1.01\x00"
+    struct.pack_into("<II", header, 8, 1, 1)  # file status done, one range
+    header[326:335] = b"quartz-01"
+    kalpha_mean = (CU_KA1 + ratio * CU_KA2) / (1 + ratio)
+    struct.pack_into("<5d", header, 616, kalpha_mean, CU_KA1, CU_KA2, 1.39222, ratio)
+    supplementary = 40
+    rng = bytearray(304)
+    struct.pack_into("<IIdd", rng, 0, 304, two_theta.size, two_theta[0] / 2, two_theta[0])
+    struct.pack_into("<d", rng, 176, two_theta[1] - two_theta[0])
+    struct.pack_into("<f", rng, 192, 1.5)
+    struct.pack_into("<II", rng, 252, 4, supplementary)
+    return bytes(header) + bytes(rng) + bytes(supplementary) + intensity.astype("<f4").tobytes()
+
+
+def test_bruker_raw_version_3(tmp_path: Path) -> None:
+    two_theta, intensity = _reference_scan(80)
+    path = tmp_path / "scan.raw"
+    path.write_bytes(_raw_v3(two_theta, intensity, ratio=0.5))
+    pattern = read_pattern(path)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    np.testing.assert_allclose(pattern.intensity, intensity.astype(np.float32), rtol=0)
+    assert pattern.metadata["sample"] == "quartz-01"
+    assert pattern.wavelength_angstrom == pytest.approx((CU_KA1 + 0.5 * CU_KA2) / 1.5)
+    monochromated = tmp_path / "mono.raw"
+    monochromated.write_bytes(_raw_v3(two_theta, intensity, ratio=0.0))
+    assert read_pattern(monochromated).wavelength_angstrom == pytest.approx(CU_KA1)
+
+
+def _raw_v4_range(scan_type: str, two_theta: np.ndarray, intensity: np.ndarray) -> bytes:
+    header = bytearray(160)
+    struct.pack_into("<I", header, 0, 160)
+    header[32 : 32 + len(scan_type)] = scan_type.encode()
+    struct.pack_into("<ddIf", header, 72, two_theta[0], two_theta[1] - two_theta[0], two_theta.size, 0.8)
+    struct.pack_into("<d", header, 112, CU_KA1)
+    drive = bytearray(64)  # one type-50 drive record naming 2Theta with its start at +56
+    struct.pack_into("<II", drive, 0, 50, 64)
+    drive[12:18] = b"2Theta"
+    struct.pack_into("<d", drive, 56, two_theta[0])
+    struct.pack_into("<II", header, 136, 4, len(drive))
+    return bytes(header) + bytes(drive) + intensity.astype("<f4").tobytes()
+
+
+def test_bruker_raw_version_4_skips_non_2theta_ranges(tmp_path: Path) -> None:
+    two_theta, intensity = _reference_scan(90)
+    head = bytearray(61)
+    head[0:7] = b"RAW4.00"
+    head[12:22] = b"03/14/2024"
+    text_value = b"corundum\n"
+    text_record = bytearray(36 + len(text_value))
+    struct.pack_into("<II", text_record, 0, 10, len(text_record))
+    text_record[12:20] = b"SAMPLEID"
+    text_record[36:] = text_value
+    source = bytearray(120)
+    struct.pack_into("<II", source, 0, 30, 120)
+    struct.pack_into("<5d", source, 72, (CU_KA1 + 0.5 * CU_KA2) / 1.5, CU_KA1, CU_KA2, 1.39222, 0.5)
+    source[116:118] = b"Cu"
+    rocking = _raw_v4_range("Rocking Curve", np.array([10.0, 10.01, 10.02]), np.array([1.0, 2.0, 3.0]))
+    coupled = _raw_v4_range("Locked Coupled", two_theta, intensity)
+    path = tmp_path / "scan.raw"
+    path.write_bytes(bytes(head) + bytes(text_record) + bytes(source) + rocking + coupled)
+    pattern = read_pattern(path)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    np.testing.assert_allclose(pattern.intensity, intensity.astype(np.float32), rtol=0)
+    assert pattern.metadata["raw_sampleid"] == "corundum"
+    assert pattern.metadata["anode"] == "Cu"
+    assert pattern.wavelength_angstrom == pytest.approx((CU_KA1 + 0.5 * CU_KA2) / 1.5)
+
+
+def test_dispatch_by_content_then_extension(tmp_path: Path) -> None:
+    two_theta, intensity = _reference_scan(30)
+    disguised = tmp_path / "bruker.dat"
+    disguised.write_bytes(_raw_v3(two_theta, intensity, ratio=0.5))
+    assert read_pattern(disguised).metadata["format"] == "bruker_raw"
+    gsas_as_dat = tmp_path / "gsas.dat"
+    rows = "\n".join(f"{100 * x:.3f} {y} 1" for x, y in zip(two_theta, intensity, strict=True))
+    gsas_as_dat.write_text(f"title\nBANK 1 30 30 CONS 1000 5 0 0 FXYE\n{rows}\n")
+    assert read_pattern(gsas_as_dat).metadata["format"] == "gsas"
+    plain = tmp_path / "plain.xy"
+    plain.write_text("\n".join(f"{x} {y}" for x, y in zip(two_theta, intensity, strict=True)))
+    forced = read_pattern(plain, format="txt")
+    assert forced.metadata["format"] == "xy"
+    with pytest.raises(MeasuredFormatError, match="plain.xy.*unknown format 'spc'"):
+        read_pattern(plain, format="spc")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Bad files
+# ------------------------------------------------------------------------------------------------------
+
+
+def _bad_files(tmp_path: Path) -> dict[str, Path]:
+    files = {
+        "empty.xy": b"",
+        "garbage.xy": bytes(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8)),
+        "words.txt": b"this is not\na diffraction pattern\n",
+        "one_column.xy": b"10.0\n10.1\n10.2\n",
+        "four_columns.csv": b"10,1,2,3\n11,1,2,3\n",
+        "ragged.xy": b"10 1\n11 2\n12 3 4\n",
+        "swapped.xy": b"# intensity first\n500 10.0\n20 10.1\n800 10.2\n",
+        "trailing_text.xy": b"10 1\n11 2\nend of data\n",
+        "radians.xy": b"0.1 5\n0.2 6\n3.5 7\n200 8\n",
+        "broken.xrdml": b"<?xml version='1.0'?><xrdMeasurements><xrdMeasurement>",
+        "truncated.raw": b"RAW1.01\x00" + bytes(100),
+        "old.raw": b"RAW " + bytes(300),
+        "nozip.rasx": b"PK\x03\x04 not really a zip",
+        "nodata.ras": b"*RAS_DATA_START\n*RAS_HEADER_START\n*RAS_HEADER_END\n*RAS_INT_START\n*RAS_INT_END\n",
+        "nobank.fxye": b"title only\n# comment\n",
+    }
+    paths = {}
+    for name, content in files.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        paths[name] = path
+    empty_zip = tmp_path / "empty.brml"
+    with zipfile.ZipFile(empty_zip, "w") as archive:
+        archive.writestr("Experiment0/readme.txt", "nothing")
+    paths["empty.brml"] = empty_zip
+    return paths
+
+
+def test_bad_files_raise_measured_format_error_naming_the_file(tmp_path: Path) -> None:
+    for name, path in _bad_files(tmp_path).items():
+        with pytest.raises(MeasuredFormatError) as caught:
+            read_pattern(path, format="brml" if name == "empty.brml" else None)
+        message = str(caught.value)
+        assert name in message, message
+        assert isinstance(caught.value, ValueError)
+    with pytest.raises(MeasuredFormatError, match="missing.xy: no such file"):
+        read_pattern(tmp_path / "missing.xy")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Wavelength conversion
+# ------------------------------------------------------------------------------------------------------
+
+SILICON_A = 5.431020  # NIST SRM 640 lattice constant, angstrom
+SILICON_HKL = [(1, 1, 1), (2, 2, 0), (3, 1, 1), (4, 0, 0), (3, 3, 1), (4, 2, 2), (5, 1, 1)]
+
+
+def _silicon_d() -> list[float]:
+    return [SILICON_A / math.sqrt(h * h + k * k + l * l) for h, k, l in SILICON_HKL]
+
+
+def test_mo_peaks_land_at_the_cu_two_theta_of_their_d_spacing() -> None:
+    mo_two_theta = np.arange(3.0, 60.0, 0.004)
+    mo_peaks = [_bragg_two_theta_deg(d, MO_KA1) for d in _silicon_d()]
+    pattern = MeasuredPattern(
+        mo_two_theta, 10 + 1000 * _gaussian_pattern(mo_two_theta, mo_peaks, 0.02), MO_KA1, "synthetic-Mo", {}
+    )
+    gridded = to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA1, **GRID)
+    for d in _silicon_d():
+        expected = _bragg_two_theta_deg(d, CU_KA1)
+        near = np.flatnonzero(np.abs(CENTRES - expected) < 1.0)
+        peak_bin = near[np.argmax(gridded.pattern[near])]
+        assert abs(CENTRES[peak_bin] - expected) <= BIN_WIDTH, (d, expected, CENTRES[peak_bin])
+    # Mo 2theta above 2 asin(lambda_Mo / lambda_Cu) = 54.8 deg has no Cu counterpart.
+    assert any("dropped" in w for w in gridded.warnings)
+    limit = 2 * math.degrees(math.asin(MO_KA1 / CU_KA1))
+    assert CENTRES[gridded.window_bins[1] - 1] < 180 and limit < 60
+
+
+def test_two_theta_conversion_round_trip_preserves_d_spacing() -> None:
+    two_theta = np.linspace(5.0, 150.0, 500)
+    to_mo = convert_two_theta_deg(two_theta, from_wavelength_angstrom=CU_KA1, to_wavelength_angstrom=MO_KA1)
+    back = convert_two_theta_deg(to_mo, from_wavelength_angstrom=MO_KA1, to_wavelength_angstrom=CU_KA1)
+    np.testing.assert_allclose(back, two_theta, rtol=0, atol=1e-9)
+    d_cu = CU_KA1 / (2 * np.sin(np.radians(two_theta / 2)))
+    d_mo = MO_KA1 / (2 * np.sin(np.radians(to_mo / 2)))
+    np.testing.assert_allclose(d_mo, d_cu, rtol=1e-12)
+    unreachable = convert_two_theta_deg(
+        np.array([40.0, 80.0]), from_wavelength_angstrom=MO_KA1, to_wavelength_angstrom=CU_KA1
+    )
+    assert math.isfinite(unreachable[0]) and math.isnan(unreachable[1])
+
+
+def test_gridded_round_trip_cu_to_mo_grid_and_back() -> None:
+    cu_two_theta = np.arange(5.0, 120.0, 0.01)
+    cu_peaks = [_bragg_two_theta_deg(d, CU_KA1) for d in _silicon_d()]
+    cu = MeasuredPattern(cu_two_theta, _gaussian_pattern(cu_two_theta, cu_peaks, 0.08), CU_KA1, "synthetic-Cu", {})
+    direct = to_model_grid(cu, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA1, **GRID)
+    mo_grid = {"two_theta_min_deg": 2.0, "two_theta_max_deg": 60.0, "n_bins": 4096}
+    on_mo = to_model_grid(cu, wavelength_angstrom=None, model_wavelength_angstrom=MO_KA1, **mo_grid)
+    mo_width = (mo_grid["two_theta_max_deg"] - mo_grid["two_theta_min_deg"]) / mo_grid["n_bins"]
+    first, end = on_mo.window_bins
+    mo_centres = mo_grid["two_theta_min_deg"] + (np.arange(first, end) + 0.5) * mo_width
+    back = to_model_grid(
+        MeasuredPattern(mo_centres, on_mo.pattern[first:end], MO_KA1, "Mo grid", {}),
+        wavelength_angstrom=None,
+        model_wavelength_angstrom=CU_KA1,
+        **GRID,
+    )
+    overlap = slice(max(direct.window_bins[0], back.window_bins[0]), min(direct.window_bins[1], back.window_bins[1]))
+    a, b = direct.pattern[overlap], back.pattern[overlap]
+    assert np.corrcoef(a, b)[0, 1] > 0.99
+    for peak in cu_peaks:
+        near = np.flatnonzero(np.abs(CENTRES - peak) < 0.5)
+        assert abs(np.argmax(direct.pattern[near]) - np.argmax(back.pattern[near])) <= 1
+
+
+# ------------------------------------------------------------------------------------------------------
+# Resampling, window, normalisation, warnings
+# ------------------------------------------------------------------------------------------------------
+
+
+def _bin_averaged_gaussians(centres: list[float], sigma: float) -> np.ndarray:
+    """Exact mean of a sum of unit Gaussians over each grid bin (erf), the reference for averaging."""
+    edges = GRID["two_theta_min_deg"] + np.arange(GRID["n_bins"] + 1) * BIN_WIDTH
+    total = np.zeros(GRID["n_bins"])
+    erf = np.vectorize(math.erf)
+    for c in centres:
+        cdf = 0.5 * (1 + erf((edges - c) / (sigma * math.sqrt(2))))
+        total += np.diff(cdf) * sigma * math.sqrt(2 * math.pi) / BIN_WIDTH
+    return total
+
+
+def _shape_residual(observed: np.ndarray, reference: np.ndarray) -> float:
+    """Largest deviation after the best least-squares scale, relative to the reference maximum."""
+    scale = float(observed @ reference / (reference @ reference))
+    return float(np.max(np.abs(observed / scale - reference)) / reference.max())
+
+
+def test_resampling_fine_measurement_is_the_bin_average() -> None:
+    peaks, sigma = [25.3, 47.81, 88.0], 0.05
+    two_theta = np.arange(4.0, 121.0, 0.002)
+    pattern = MeasuredPattern(two_theta, _gaussian_pattern(two_theta, peaks, sigma), CU_KA, "fine", {})
+    gridded = to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+    assert gridded.window_bins == (0, GRID["n_bins"])
+    reference = _bin_averaged_gaussians(peaks, sigma)
+    assert _shape_residual(gridded.pattern.astype(float), reference) < 0.02
+    for c in peaks:
+        near = np.abs(CENTRES - c) < 0.5
+        centroid = np.sum(CENTRES[near] * gridded.pattern[near]) / np.sum(gridded.pattern[near])
+        assert abs(centroid - c) < 0.1 * BIN_WIDTH
+
+
+def test_resampling_coarse_measurement_interpolates_and_says_so() -> None:
+    peaks, sigma = [30.0, 61.7], 0.3
+    two_theta = np.arange(5.0, 120.05, 0.1)
+    pattern = MeasuredPattern(two_theta, _gaussian_pattern(two_theta, peaks, sigma), CU_KA, "coarse", {})
+    gridded = to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+    reference = _gaussian_pattern(CENTRES, peaks, sigma)
+    assert _shape_residual(gridded.pattern.astype(float), reference) < 0.02
+    assert any("interpolated" in w for w in gridded.warnings)
+    # The integrated intensity of each peak is conserved to within the interpolation error.
+    areas = [np.sum(gridded.pattern[np.abs(CENTRES - c) < 2]) * BIN_WIDTH for c in peaks]
+    assert areas[0] == pytest.approx(areas[1], rel=0.01)
+
+
+def test_window_is_the_bins_mostly_inside_the_measured_range() -> None:
+    grid = {"two_theta_min_deg": 5.0, "two_theta_max_deg": 120.0, "n_bins": 115}  # 1-degree bins
+    centres = 5.0 + np.arange(115) + 0.5
+    for low, high in [(30.0, 60.0), (30.4, 60.6), (30.6, 60.4), (2.0, 130.0), (5.0, 120.0)]:
+        two_theta = np.linspace(low, high, 3001)
+        pattern = MeasuredPattern(two_theta, np.ones_like(two_theta), CU_KA, "flat", {})
+        gridded = to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **grid)
+        inside = np.flatnonzero((centres >= low) & (centres <= high))  # over half of the bin is measured
+        assert gridded.window_bins == (inside[0], inside[-1] + 1), (low, high)
+
+
+def test_normalisation_contract() -> None:
+    rng = np.random.default_rng(3)
+    two_theta = np.arange(15.0, 95.0, 0.02)
+    intensity = 200 * _gaussian_pattern(two_theta, [20.0, 33.3, 70.0], 0.1) + rng.normal(0, 2, two_theta.size)
+    assert intensity.min() < 0  # noise dips below zero and must be clipped
+    pattern = MeasuredPattern(two_theta, intensity, CU_KA, "noisy", {})
+    gridded = to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+    first, end = gridded.window_bins
+    inside = gridded.pattern[first:end]
+    assert np.all(gridded.pattern[:first] == 0) and np.all(gridded.pattern[end:] == 0)
+    assert inside.min() >= 0
+    assert np.quantile(inside.astype(np.float64), 0.99) == pytest.approx(1.0, rel=1e-5)
+    scaled = MeasuredPattern(two_theta, 1234.5 * intensity, CU_KA, "scaled", {})
+    again = to_model_grid(scaled, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+    np.testing.assert_allclose(again.pattern, gridded.pattern, rtol=1e-5, atol=1e-7)
+
+
+def test_all_negative_pattern_is_left_unscaled_and_flagged_empty() -> None:
+    two_theta = np.arange(5.0, 120.0, 0.02)
+    pattern = MeasuredPattern(two_theta, -np.ones_like(two_theta), CU_KA, "negative", {})
+    gridded = to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+    assert np.all(gridded.pattern == 0)
+    assert any("empty" in w for w in gridded.warnings)
+
+
+def test_warnings_narrow_late_and_mostly_empty() -> None:
+    two_theta = np.arange(30.0, 50.0, 0.01)
+    intensity = np.where(two_theta < 36.0, 1.0 + np.sin(two_theta) ** 2, 0.0)  # 70 % of the range is zero
+    pattern = MeasuredPattern(two_theta, intensity, CU_KA, "narrow", {})
+    gridded = to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+    text = " | ".join(gridded.warnings)
+    covered = 100 * (gridded.window_bins[1] - gridded.window_bins[0]) / GRID["n_bins"]
+    assert f"covers only {covered:.0f}% of the model grid" in text
+    assert f"{MIN_TRAINING_WINDOW_DEG:.0f} deg" in text
+    assert "outside the training windows" in text
+    assert "mostly empty" in text
+    full = MeasuredPattern(np.arange(5.0, 120.0, 0.02), np.ones(5750), CU_KA, "full", {})
+    clean = to_model_grid(full, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+    assert clean.warnings == []
+
+
+def test_option_wavelength_overrides_file_with_a_warning() -> None:
+    two_theta = np.arange(10.0, 100.0, 0.02)
+    pattern = MeasuredPattern(two_theta, _gaussian_pattern(two_theta, [40.0], 0.1), CU_KA, "cu", {})
+    gridded = to_model_grid(pattern, wavelength_angstrom=MO_KA1, model_wavelength_angstrom=CU_KA, **GRID)
+    assert any("from the option" in w for w in gridded.warnings)
+    expected = _bragg_two_theta_deg(MO_KA1 / (2 * math.sin(math.radians(20.0))), CU_KA)
+    assert abs(CENTRES[np.argmax(gridded.pattern)] - expected) <= BIN_WIDTH
+
+
+def test_no_overlap_with_the_grid_is_an_error() -> None:
+    two_theta = np.arange(125.0, 150.0, 0.02)
+    pattern = MeasuredPattern(two_theta, np.ones_like(two_theta), CU_KA, "high-angle", {})
+    with pytest.raises(ValueError, match="high-angle.*does not cover any bin"):
+        to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+
+
+def test_measured_pattern_validates_its_arrays() -> None:
+    with pytest.raises(MeasuredFormatError, match="src: 3 2θ values but 2 intensities"):
+        MeasuredPattern(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0]), None, "src", {})
+    with pytest.raises(MeasuredFormatError, match="not strictly ascending"):
+        MeasuredPattern(np.array([1.0, 1.0, 3.0]), np.ones(3), None, "src", {})
+    with pytest.raises(MeasuredFormatError, match="wavelength 154.0"):
+        MeasuredPattern(np.array([1.0, 2.0]), np.ones(2), 154.0, "src", {})

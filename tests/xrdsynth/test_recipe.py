@@ -1,0 +1,218 @@
+"""The A.1 mixture recipe: sampling distributions, fast engines against the numpy reference, contracts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from xrdsynth.config import GridConfig, RecipeConfig
+from xrdsynth.recipe import (
+    generate_batch,
+    render_mixtures,
+    sample_materials,
+    sample_microstructure,
+    sample_mixture_parameters,
+    sample_phase_counts,
+    sample_weights,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_recipe import render_reference, synthetic_library  # noqa: E402
+
+GRID = GridConfig()
+
+
+@pytest.fixture(scope="module")
+def library():
+    return synthetic_library(np.random.default_rng(11), 40, GRID, peaks=(50, 300))
+
+
+def test_config_rejects_bad_values_naming_the_field():
+    with pytest.raises(ValidationError, match="zero_shift_deg"):
+        RecipeConfig(zero_shift_deg=(0.06, -0.06))
+    with pytest.raises(ValidationError, match="sum to 1"):
+        RecipeConfig(phase_count_probabilities=(0.2, 0.4, 0.25, 0.1, 0.1))
+    with pytest.raises(ValidationError, match="min_phase_weight"):
+        RecipeConfig(min_phase_weight=0.19999)
+    with pytest.raises(ValidationError, match="engine"):
+        RecipeConfig(engine="fast")
+
+
+def test_phase_counts_follow_the_categorical():
+    n = 40_000
+    config = RecipeConfig()
+    counts = np.bincount(sample_phase_counts(np.random.default_rng(0), n, config), minlength=6)[1:]
+    expected = n * np.asarray(config.phase_count_probabilities)
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < 18.47  # chi-square, 4 degrees of freedom, p = 0.001
+
+
+def test_materials_distinct_from_pool_and_weights_floored():
+    rng = np.random.default_rng(1)
+    config = RecipeConfig()
+    n_phases = sample_phase_counts(rng, 20_000, config)
+    pool = np.array([3, 7, 8, 20, 21, 33, 39])
+    materials = sample_materials(rng, pool, n_phases)
+    weights = sample_weights(rng, n_phases, config)
+    for k in range(1, 6):
+        rows = materials[n_phases == k]
+        assert np.isin(rows[:, :k], pool).all() and (rows[:, k:] == -1).all()
+        assert all(len(set(r[:k])) == k for r in rows)
+        assert (weights[n_phases == k, :k] >= config.min_phase_weight - 1e-12).all()
+        assert (weights[n_phases == k, k:] == 0).all()
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-12)
+    # Every pool member is drawn about equally often.
+    frequency = np.bincount(materials[materials >= 0], minlength=40)[pool]
+    assert frequency.min() > 0.9 * frequency.mean()
+    with pytest.raises(ValueError, match="fewer than"):
+        sample_materials(rng, pool[:2], np.array([3], dtype=np.int8))
+
+
+def test_two_phase_weights_are_affine_dirichlet():
+    # K = 2, α = 1: w_1 = 0.03 + 0.94·U(0, 1), so its mean is 0.5 and its variance 0.94²/12.
+    rng = np.random.default_rng(2)
+    w = sample_weights(rng, np.full(50_000, 2, dtype=np.int8), RecipeConfig())[:, 0]
+    assert w.min() >= 0.03 and w.max() <= 0.97
+    assert w.mean() == pytest.approx(0.5, abs=0.005)
+    assert w.var() == pytest.approx(0.94**2 / 12, rel=0.03)
+
+
+def test_every_sampled_parameter_lies_in_its_range(library):
+    config = RecipeConfig()
+    parameters = sample_mixture_parameters(np.random.default_rng(3), np.arange(40), 3000, config, GRID)
+    p = parameters.params
+    slots = np.arange(5)[None, :] < parameters.n_phases[:, None]
+    ranges = {
+        "zero_shift_deg": config.zero_shift_deg,
+        "instrument_du_deg2": config.instrument_du_deg2,
+        "instrument_dv_deg2": config.instrument_dv_deg2,
+        "instrument_dw_deg2": config.instrument_dw_deg2,
+        "window_low_deg": config.window_low_deg,
+        "window_high_deg": config.window_high_deg,
+        "baseline_coefficients": config.baseline_coefficient,
+        "baseline_amplitude": config.baseline_amplitude,
+        "floor_offset": config.floor_offset,
+        "floor_slope": config.floor_slope,
+        "noise_sigma": config.noise_sigma,
+    }
+    for name, (lo, hi) in ranges.items():
+        assert lo <= p[name].min() and p[name].max() <= hi, name
+        if hi > lo:  # the draw covers the range
+            assert p[name].min() < lo + 0.01 * (hi - lo) and p[name].max() > hi - 0.01 * (hi - lo), name
+    assert p["baseline_coefficients"].shape == (3000, config.baseline_order + 1)
+    strain, size = p["microstrain"][slots], p["crystallite_size_nm"][slots]
+    assert 0 <= strain.min() and strain.max() <= 0.0025
+    assert 100.0 <= size.min() and size.max() <= 10**2.4
+    # Log-uniform: log10 L is uniform, so its mean is the midpoint 2.2.
+    assert np.log10(size).mean() == pytest.approx(2.2, abs=0.01)
+    applied = p["orientation_applied"][slots]
+    assert applied.mean() == pytest.approx(0.6, abs=0.02)
+    assert not p["orientation_applied"][~slots].any()
+    strength = p["orientation_strength"][slots][applied]
+    assert -0.18 <= strength.min() and strength.max() <= 0.18
+    for name in ("microstrain", "crystallite_size_nm", "orientation_strength"):
+        assert (p[name][~slots] == 0).all(), name
+
+
+def test_microstructure_uses_the_config_ranges():
+    config = RecipeConfig(microstrain=(0.001, 0.002), crystallite_size_log10_nm=(1.0, 1.5))
+    p = sample_microstructure(np.random.default_rng(4), np.full(500, 5, dtype=np.int8), config)
+    assert 0.001 <= p["microstrain"].min() and p["microstrain"].max() <= 0.002
+    assert 10.0 <= p["crystallite_size_nm"].min() and p["crystallite_size_nm"].max() <= 10**1.5
+
+
+@pytest.mark.parametrize("baseline_mode", ["multiplicative", "additive"])
+@pytest.mark.parametrize("pre_mix_normalization", ["strongest_line", "total_intensity"])
+def test_exact_engine_matches_numpy_reference(library, baseline_mode, pre_mix_normalization):
+    # Tail truncation is the only approximation of the exact engine; a tiny tolerance leaves float rounding.
+    config = RecipeConfig(
+        tail_tolerance=1e-9, baseline_mode=baseline_mode, pre_mix_normalization=pre_mix_normalization
+    )
+    parameters = sample_mixture_parameters(np.random.default_rng(5), np.arange(40), 6, config, GRID)
+    fast, _ = render_mixtures(parameters, library, config, GRID)
+    reference = render_reference(parameters, library, config, GRID)
+    np.testing.assert_allclose(fast, reference, atol=2e-5, rtol=1e-5)
+
+
+def test_default_tail_tolerance_is_invisible_next_to_noise(library):
+    config = RecipeConfig()
+    parameters = sample_mixture_parameters(np.random.default_rng(6), np.arange(40), 6, config, GRID)
+    fast, _ = render_mixtures(parameters, library, config, GRID)
+    reference = render_reference(parameters, library, config, GRID)
+    difference = np.abs(fast - reference).max()
+    print(f"exact engine (tail_tolerance 1e-5) vs reference: max |Δ| = {difference:.2e} (normalised units)")
+    assert difference < 0.1 * config.noise_sigma[0]
+
+
+def _lut_vs_exact(library, levels: int) -> float:
+    config = RecipeConfig(engine="lut", lut_levels=levels)
+    parameters = sample_mixture_parameters(np.random.default_rng(7), np.arange(40), 8, config, GRID)
+    lut, _ = render_mixtures(parameters, library, config, GRID)
+    exact, _ = render_mixtures(parameters, library, config.model_copy(update={"engine": "exact"}), GRID)
+    return float(np.abs(lut - exact).mean())
+
+
+def test_lut_engine_approaches_exact_engine(library):
+    errors = {levels: _lut_vs_exact(library, levels) for levels in (2, 4, 32)}
+    print("LUT vs exact, mean |Δ| (normalised units) by lut_levels:", errors)
+    assert errors[2] > errors[4] > errors[32]
+    # What remains at 32 levels is mostly the stick deposition and the resampled zero shift, not the LUT.
+    assert errors[32] < 0.01
+
+
+def test_lut_engine_needs_dense_profiles(library):
+    bare = synthetic_library(np.random.default_rng(0), 5, GRID, with_dense=False)
+    with pytest.raises(ValueError, match="dense_profile"):
+        generate_batch(np.random.default_rng(0), bare, np.arange(5), 2, RecipeConfig(engine="lut"), GRID)
+
+
+@pytest.mark.parametrize("engine", ["exact", "lut"])
+def test_batch_contract_and_normalisation(library, engine):
+    config = RecipeConfig(engine=engine)
+    pool = np.arange(5, 35)
+    batch = generate_batch(np.random.default_rng(8), library, pool, 32, config, GRID)
+    assert batch.pattern.dtype == np.float32 and batch.pattern.shape == (32, GRID.n_bins)
+    assert batch.window_bins.dtype == np.int32 and batch.n_phases.dtype == np.int8
+    assert batch.phase_material.dtype == np.int32 and batch.phase_spacegroup.dtype == np.int16
+    assert batch.phase_weight.dtype == np.float32
+    centers = GRID.centers_deg()
+    for s in range(32):
+        lo, hi = batch.window_bins[s]
+        inside = (centers >= batch.params["window_low_deg"][s]) & (centers <= batch.params["window_high_deg"][s])
+        assert np.array_equal(np.flatnonzero(inside), np.arange(lo, hi))
+        assert (batch.pattern[s, :lo] == 0).all() and (batch.pattern[s, hi:] == 0).all()
+        values = batch.pattern[s, lo:hi].astype(np.float64)
+        assert values.min() >= 0.0
+        assert np.percentile(values, 99) == pytest.approx(1.0, rel=1e-6)
+        k = batch.n_phases[s]
+        m = batch.phase_material[s]
+        assert np.isin(m[:k], pool).all() and (m[k:] == -1).all()
+        np.testing.assert_array_equal(batch.phase_spacegroup[s, :k], library.spacegroup[m[:k]])
+        assert (batch.phase_spacegroup[s, k:] == 0).all()
+    np.testing.assert_allclose(batch.phase_weight.sum(axis=1), 1.0, rtol=1e-6)
+    assert not any(name.startswith("_") for name in batch.params)
+    for value in batch.params.values():
+        assert value.shape[0] == 32
+
+
+@pytest.mark.parametrize("engine", ["exact", "lut"])
+def test_deterministic_across_thread_counts(library, engine):
+    config = RecipeConfig(engine=engine)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = generate_batch(np.random.default_rng(9), library, np.arange(40), 16, config, GRID)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = generate_batch(np.random.default_rng(9), library, np.arange(40), 16, config, GRID)
+    finally:
+        numba.set_num_threads(threads)
+    assert one.pattern.tobytes() == many.pattern.tobytes()
+    for name in one.params:
+        assert one.params[name].tobytes() == many.params[name].tobytes(), name
+    other = generate_batch(np.random.default_rng(10), library, np.arange(40), 16, config, GRID)
+    assert one.pattern.tobytes() != other.pattern.tobytes()

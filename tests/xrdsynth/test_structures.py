@@ -1,0 +1,396 @@
+"""Tests of `xrdsynth.structures`: every --source form, the shared structure collection, and bad inputs.
+
+Expected structures come from pymatgen directly (CifParser on the original file, or the Structure the
+test built); expected space groups come from the shared collection's index.csv, which was made
+independently of this module.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import pickle
+import tarfile
+import time
+import warnings
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.cif import CifParser, CifWriter
+
+from xrdsynth.config import BankConfig
+from xrdsynth.structures import (
+    Entry,
+    SourceItem,
+    StructureError,
+    describe,
+    list_items,
+    load_entry,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+STRUCTURES = REPO.parent / "shared" / "data" / "structures"
+CURATED_COUNTS = {"bgmn": 887, "iucr": 14, "xrd_autoanalyzer": 74, "robocrys": 140, "aflow": 104}
+
+
+def _shared() -> Path:
+    if not (STRUCTURES / "index.csv").is_file():
+        pytest.skip(f"shared structure collection not found at {STRUCTURES}")
+    return STRUCTURES
+
+
+@pytest.fixture(scope="module")
+def index_rows() -> dict[tuple[str, str], dict[str, str]]:
+    with open(_shared() / "index.csv", newline="", encoding="utf-8") as fh:
+        return {(row["source"], row["id"]): row for row in csv.DictReader(fh)}
+
+
+@pytest.fixture(scope="module")
+def sample_cifs() -> list[Path]:
+    """Three small shared CIFs: ordered cubic, hexagonal, and a monoclinic one."""
+    root = _shared()
+    names = ["xrd_autoanalyzer/La2O3_164.cif", "aflow/A12B_cF52_225_i_a.cif", "robocrys/A2BC4D_tI16_121_d_a_i_b.cif"]
+    paths = [root / n for n in names]
+    for p in paths:
+        if not p.is_file():
+            pytest.skip(f"missing shared CIF {p}")
+    return paths
+
+
+def _reference(path: Path) -> Structure:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rounding notices about the shared P1 listings
+        return CifParser(path).parse_structures(primitive=False)[0]
+
+
+def _assert_same_structure(a: Structure, b: Structure) -> None:
+    assert [str(s.species) for s in a] == [str(s.species) for s in b]
+    np.testing.assert_allclose(a.lattice.matrix, b.lattice.matrix, atol=1e-6)
+    np.testing.assert_allclose(a.frac_coords, b.frac_coords, atol=1e-6)
+
+
+def _nacl() -> Structure:
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def _rutile() -> Structure:
+    return Structure.from_spacegroup(
+        "P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"], [[0, 0, 0], [0.3053, 0.3053, 0]]
+    )
+
+
+# ------------------------------------------------------------------------------------------ file forms
+
+
+def test_single_cif_and_multi_block_cif(tmp_path: Path, sample_cifs: list[Path]) -> None:
+    items = list_items(str(sample_cifs[0]))
+    assert [(i.kind, i.entry_id) for i in items] == [("cif", "La2O3_164")]
+    entry = load_entry(items[0])
+    _assert_same_structure(entry.structure, _reference(sample_cifs[0]))
+    # The collection's header states the labelled group (the CIF symmetry fields say P1).
+    assert entry.given_spacegroup == 164
+    assert entry.metadata["licence"] == "MIT (njszym/XRD-AutoAnalyzer)"
+    assert entry.provenance == str(sample_cifs[0])
+
+    multi = tmp_path / "two.cif"
+    multi.write_text(
+        "\n".join(CifWriter(_reference(p), symprec=0.01).__str__() for p in sample_cifs[:2]), encoding="utf-8"
+    )
+    items = list_items(str(multi))
+    assert len(items) == 2
+    assert len({i.entry_id for i in items}) == 2
+    for item, path in zip(items, sample_cifs[:2], strict=True):
+        entry = load_entry(item)
+        assert entry.structure.composition.reduced_formula == _reference(path).composition.reduced_formula
+        # CifWriter with symprec writes the detected group, which the loader must report as the label.
+        assert entry.given_spacegroup == describe(entry, BankConfig()).spacegroup_number
+
+
+def test_directory_and_glob(tmp_path: Path, sample_cifs: list[Path]) -> None:
+    (tmp_path / "b" / "deep").mkdir(parents=True)
+    (tmp_path / "a.cif").write_bytes(sample_cifs[0].read_bytes())
+    (tmp_path / "b" / "deep" / "c.cif").write_bytes(sample_cifs[1].read_bytes())
+    (tmp_path / "b" / "x.CIF").write_bytes(sample_cifs[2].read_bytes())
+    (tmp_path / "notes.txt").write_text("not a structure")
+
+    items = list_items(str(tmp_path))
+    assert [i.entry_id for i in items] == ["a", "b/deep/c", "b/x"]
+    for item, path in zip(items, sample_cifs, strict=True):
+        _assert_same_structure(load_entry(item).structure, _reference(path))
+
+    globbed = list_items(str(tmp_path / "**" / "*.cif"))
+    assert [i.entry_id for i in globbed] == ["a", "b/deep/c"]
+
+
+def test_zip_and_tar_archives(tmp_path: Path, sample_cifs: list[Path]) -> None:
+    zpath = tmp_path / "set.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for p in sample_cifs:
+            zf.write(p, f"inner/{p.name}")
+        zf.writestr("README.txt", "ignored")
+    tpath = tmp_path / "set.tar.gz"
+    with tarfile.open(tpath, "w:gz") as tf:
+        for p in sample_cifs:
+            tf.add(p, arcname=f"inner/{p.name}")
+    expected = {f"inner/{p.name}": _reference(p) for p in sample_cifs}
+    for archive in (zpath, tpath):
+        items = list_items(str(archive))
+        assert {i.kind for i in items} == {"archive_cif"}
+        assert sorted(i.entry_id for i in items) == sorted(f"set/{n[:-4]}" for n in expected)
+        for item in items:
+            entry = load_entry(item)
+            member = item.locator.split("::", 1)[1]
+            assert item.locator.startswith(str(archive))
+            _assert_same_structure(entry.structure, expected[member])
+        # Items are what Dask ships to workers.
+        assert pickle.loads(pickle.dumps(items)) == items
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_json_and_jsonl(tmp_path: Path, compressed: bool) -> None:
+    nacl, rutile = _nacl(), _rutile()
+    records = [
+        nacl.as_dict(),
+        {"structure": rutile.as_dict(), "material_id": "mp-2657", "e_above_hull": 0.0, "spacegroup": "P4_2/mnm"},
+    ]
+    suffix = ".gz" if compressed else ""
+    opener = gzip.open if compressed else open
+    jpath = tmp_path / f"set.json{suffix}"
+    with opener(jpath, "wt", encoding="utf-8") as fh:
+        json.dump(records, fh)
+    lpath = tmp_path / f"set.jsonl{suffix}"
+    with opener(lpath, "wt", encoding="utf-8") as fh:
+        fh.write("\n".join(json.dumps(r) for r in records) + "\n\n")
+
+    for path, kind, first_id in ((jpath, "json", "set#item=1"), (lpath, "jsonl", "set#L1")):
+        items = list_items(str(path))
+        assert [i.kind for i in items] == [kind, kind]
+        assert [i.entry_id for i in items] == [first_id, "mp-2657"]
+        first, second = (load_entry(i) for i in items)
+        _assert_same_structure(first.structure, nacl)
+        _assert_same_structure(second.structure, rutile)
+        assert first.given_spacegroup is None
+        assert second.given_spacegroup == 136
+        assert second.metadata["e_above_hull"] == 0.0
+        assert not describe(second, BankConfig()).spacegroup_disagrees
+
+
+def test_csv_with_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "set.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["", "material_id", "cif", "e_above_hull", "spacegroup_number"])
+        writer.writeheader()
+        writer.writerow({"": 7, "material_id": "007", "cif": str(CifWriter(_nacl())), "e_above_hull": "0.02",
+                         "spacegroup_number": "225"})  # fmt: skip
+        writer.writerow({"": 8, "material_id": "x2", "cif": str(CifWriter(_rutile())), "e_above_hull": "",
+                         "spacegroup_number": ""})  # fmt: skip
+    items = list_items(str(path))
+    assert [(i.entry_id, i.locator) for i in items] == [("007", f"{path}#row=1"), ("x2", f"{path}#row=2")]
+    first, second = (load_entry(i) for i in items)
+    _assert_same_structure(first.structure, _nacl())
+    assert first.metadata["material_id"] == "007"
+    assert first.metadata["e_above_hull"] == pytest.approx(0.02)
+    assert first.given_spacegroup == 225
+    assert second.metadata["e_above_hull"] is None
+    assert second.given_spacegroup is None
+    assert describe(first, BankConfig()).spacegroup_number == 225
+
+
+# ----------------------------------------------------------------------------------- shared collection
+
+
+def test_shared_collection_counts_ids_and_spacegroups(index_rows: dict[tuple[str, str], dict[str, str]]) -> None:
+    items = list_items(str(_shared()))
+    curated = [i for i in items if i.entry_id.split("/")[0] in CURATED_COUNTS]
+    assert len(items) == len(curated) == sum(CURATED_COUNTS.values()) == 1219
+    for source, count in CURATED_COUNTS.items():
+        assert sum(i.entry_id.startswith(source + "/") for i in items) == count
+    assert len({i.entry_id for i in items}) == len(items)
+
+    by_id = {f"{src}/{id_}": row for (src, id_), row in index_rows.items()}
+    assert all(i.entry_id in by_id for i in items)
+    supergroup_ids = {k for k, row in by_id.items() if row["sg_check"] == "disordered_supergroup"}
+    sample = sorted({i.entry_id for i in items[::13]} | supergroup_ids)
+    assert len(sample) >= 95
+    config = BankConfig()
+    wanted = {i.entry_id: i for i in items}
+    for entry_id in sample:
+        row = by_id[entry_id]
+        entry = load_entry(wanted[entry_id])
+        info = describe(entry, config)
+        assert entry.given_spacegroup == int(row["labelled_sg"]), entry_id
+        assert info.spacegroup_number == int(row["sg_symprec_0.01"]), entry_id
+        assert info.disordered == (row["disordered"] == "True"), entry_id
+        if entry_id not in supergroup_ids:  # index.csv gives the labelled group's system
+            assert info.crystal_system == row["crystal_system"], entry_id
+        # Disordered supergroup entries are exactly those whose detection disagrees with the label.
+        assert info.spacegroup_disagrees == (entry_id in supergroup_ids), entry_id
+
+
+def test_perov5_csv(index_rows: dict[tuple[str, str], dict[str, str]]) -> None:
+    path = _shared() / "perov5" / "test.csv"
+    items = list_items(str(path))
+    expected = {row["id"]: row for (src, _), row in index_rows.items() if row["path"] == "perov5/test.csv"}
+    assert len(items) == len(expected)
+    assert {f"test_{i.entry_id}" for i in items} == set(expected)
+    # index.csv's space groups for the computed CDVAE rows were detected at symprec 0.1.
+    config = BankConfig(symprec=0.1)
+    for item in items[:: len(items) // 25]:
+        entry = load_entry(item)
+        info = describe(entry, config)
+        row = expected[f"test_{item.entry_id}"]
+        assert info.spacegroup_number == int(row["spacegroup_number"]), item.locator
+        assert info.n_sites == int(row["nsites"])
+        assert entry.metadata["formula"] == row["formula"] or info.reduced_formula == row["formula"]
+
+
+def test_builtin_aflow_prototypes() -> None:
+    start = time.perf_counter()
+    items = list_items("builtin")
+    assert time.perf_counter() - start < 5.0
+    assert len(items) >= 250
+    assert len({i.entry_id for i in items}) == len(items)
+    assert all(i.entry_id.startswith("aflow:") for i in items)
+    config = BankConfig()
+    disagree = []
+    for item in items:
+        entry = load_entry(item)
+        assert "AFLOW" in str(entry.metadata["licence"])
+        assert entry.given_spacegroup is not None
+        if describe(entry, config).spacegroup_disagrees:
+            disagree.append(item.entry_id)
+    # Measured: 285 of 288 agree with spglib at symprec 0.01 (pymatgen 2026.10.24); the shared collection
+    # dropped 3 AFLOW prototypes for a symmetry mismatch as well.
+    assert len(disagree) <= 0.05 * len(items), disagree
+
+
+# ---------------------------------------------------------------------------------------------- random
+
+
+def test_random_listing_forms() -> None:
+    assert len(list_items("random:2")) == 460
+    items = list_items("random:3:1-4,225,2", seed=7)
+    assert [i.entry_id for i in items[:3]] == ["random:1:0:s7", "random:1:1:s7", "random:1:2:s7"]
+    assert sorted({int(i.locator.split(":")[1]) for i in items}) == [1, 2, 3, 4, 225]
+    assert {i.kind for i in items} == {"random"}
+    for bad in ("random:0", "random:x", "random:1:0-3", "random:1:231", "random:1:a-b"):
+        with pytest.raises(ValueError, match="random"):
+            list_items(bad)
+
+
+def _load_all(items: list[SourceItem], seed: int) -> list[tuple[str, list[list[float]], list[str]]]:
+    entries = [load_entry(i, seed=seed) for i in items]
+    return [(e.entry_id, e.structure.frac_coords.tolist(), [str(s.specie) for s in e.structure]) for e in entries]
+
+
+def test_random_is_deterministic_across_order_and_process() -> None:
+    items = list_items("random:2:14,166,221", seed=3)
+    forward = _load_all(items, 3)
+    backward = _load_all(items[::-1], 3)[::-1]
+    assert forward == backward
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(_load_all, items, 3).result() == forward
+    assert len({json.dumps(f[1:]) for f in forward}) == len(forward)
+    other = _load_all(list_items("random:2:14,166,221", seed=4), 4)
+    assert [f[1:] for f in other] != [f[1:] for f in forward]
+    entry = load_entry(items[0], seed=3)
+    assert entry.synthetic and entry.given_spacegroup == 14
+    with pytest.raises(ValueError, match="seed"):
+        load_entry(items[0], seed=4)
+
+
+@pytest.mark.slow
+def test_random_one_per_group_matches_target() -> None:
+    start = time.perf_counter()
+    config = BankConfig()
+    exceptions = []
+    for item in list_items("random:1"):
+        entry = load_entry(item)
+        info = describe(entry, config)
+        if info.spacegroup_number != entry.given_spacegroup:
+            exceptions.append((item.entry_id, info.spacegroup_number))
+        assert entry.metadata["target_spacegroup"] == entry.given_spacegroup
+    elapsed = time.perf_counter() - start
+    assert exceptions == []
+    # Measured 29-49 s for all 230 groups on a shared 2-core machine.
+    assert elapsed < 120.0
+
+
+# ------------------------------------------------------------------------------------------ bad inputs
+
+
+def _entry(structure: Structure, **metadata: float) -> Entry:
+    return Entry("t", "test", "test://made-in-test", structure, None, dict(metadata), False)
+
+
+def test_bad_files_name_file_and_reason(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.cif"
+    garbage.write_text("data_x\n_cell_length_a banana\nloop_\n_atom_site_label\nFe1\n")
+    empty = tmp_path / "empty.cif"
+    empty.write_text("")
+    for path, reason in ((garbage, "unparseable CIF"), (empty, "empty")):
+        (item,) = list_items(str(path))
+        with pytest.raises(StructureError, match=reason) as info:
+            load_entry(item)
+        assert str(path) in str(info.value)
+        assert info.value.reason.startswith("unparseable CIF")
+
+    with pytest.raises(ValueError, match="nonexistent.*accepted"):
+        list_items(str(tmp_path / "nonexistent"))
+    odd = tmp_path / "structures.xyz"
+    odd.write_text("1\n\nH 0 0 0\n")
+    with pytest.raises(ValueError, match=r"structures\.xyz.*unknown format"):
+        list_items(str(odd))
+    with pytest.raises(ValueError, match="glob pattern matches no files"):
+        list_items(str(tmp_path / "*.nothing"))
+
+    nocif = tmp_path / "table.csv"
+    nocif.write_text("id,formula\n1,NaCl\n")
+    with pytest.raises(ValueError, match="no 'cif' column"):
+        list_items(str(nocif))
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text("\n".join(json.dumps({"id": "same", "structure": _nacl().as_dict()}) for _ in range(2)))
+    with pytest.raises(ValueError, match="'same' is used by both"):
+        list_items(str(dup))
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps([{"structure": {"lattice": "no"}}]))
+    (item,) = list_items(str(broken))
+    with pytest.raises(StructureError, match=r"broken\.json#item=1.*invalid pymatgen Structure dict"):
+        load_entry(item)
+
+
+def test_describe_rejects_absurd_cells_and_filters_hull() -> None:
+    config = BankConfig()
+    squashed = Structure(Lattice.cubic(0.5), ["Fe"], [[0, 0, 0]])
+    with pytest.raises(StructureError, match="absurd cell.*per site") as info:
+        describe(_entry(squashed), config)
+    assert "test://made-in-test" in str(info.value)
+    empty_box = Structure(Lattice.cubic(20.0), ["Fe"], [[0, 0, 0]])
+    with pytest.raises(StructureError, match="absurd cell"):
+        describe(_entry(empty_box), config)
+    with pytest.raises(StructureError, match="empty cell"):
+        describe(_entry(Structure(Lattice.cubic(4.0), [], [])), config)
+
+    big = _nacl() * (2, 2, 2)
+    with pytest.raises(StructureError, match=r"too many sites: 64 > max_sites=10"):
+        describe(_entry(big), BankConfig(max_sites=10))
+    assert describe(_entry(big), config).n_sites == 64
+
+    with pytest.raises(StructureError, match=r"e_above_hull 0\.25 eV/atom exceeds"):
+        describe(_entry(_nacl(), e_above_hull=0.25), config)
+    assert describe(_entry(_nacl(), e_above_hull=0.25), BankConfig(max_e_above_hull_ev_per_atom=None))
+    assert describe(_entry(_nacl(), e_above_hull=0.1), config).spacegroup_number == 225
+
+
+def test_unknown_element_parses(tmp_path: Path) -> None:
+    # Diffraction reports missing scattering factors; loading only has to succeed.
+    exotic = Structure(Lattice.cubic(5.0), ["Og"], [[0, 0, 0]])
+    path = tmp_path / "og.json"
+    path.write_text(json.dumps([exotic.as_dict()]))
+    (item,) = list_items(str(path))
+    assert load_entry(item).structure.composition.reduced_formula == "Og"
