@@ -97,6 +97,19 @@ def test_rruff_header_states_its_wavelength() -> None:
     assert pattern.metadata["wavelength_kind"] == "stated"
 
 
+def test_sparse_rruff_pattern_is_flagged_mostly_empty() -> None:
+    folder = _require_experimental() / "rruff"
+    # 369.xy has 570 non-zero points out of 8500; 1.xy is a dense pattern.
+    sparse, dense = (
+        to_model_grid(
+            read_pattern(folder / name), wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID
+        )
+        for name in ("369.xy", "1.xy")
+    )
+    assert any("mostly empty" in w for w in sparse.warnings)
+    assert dense.warnings == []
+
+
 def test_autoanalyzer_files_state_no_wavelength_and_mapping_demands_one() -> None:
     pattern = read_pattern(_require_experimental() / "xrd_autoanalyzer" / "MnO.xy")
     assert pattern.wavelength_angstrom is None
@@ -186,6 +199,17 @@ def test_text_column_variants(tmp_path: Path, suffix: str, text: str) -> None:
     assert pattern.wavelength_angstrom is None
 
 
+def test_text_leading_numeric_header_lines_are_not_data(tmp_path: Path) -> None:
+    two_theta, intensity = _reference_scan(40)
+    body = "\n".join(f"{x:.3f} {y}" for x, y in zip(two_theta, intensity, strict=True))
+    path = tmp_path / "counted.xy"
+    # Some exporters write the point count and "start, step, end, time" before the columns.
+    path.write_text(f"{two_theta.size}\n10.0, 0.05, 11.95, 1\n{body}\n")
+    pattern = read_pattern(path)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    assert pattern.metadata["header"].splitlines() == [str(two_theta.size), "10.0, 0.05, 11.95, 1"]
+
+
 def test_text_header_wavelength_forms(tmp_path: Path) -> None:
     two_theta, intensity = _reference_scan(11)
     body = "\n".join(f"{x} {y}" for x, y in zip(two_theta, intensity, strict=True))
@@ -234,10 +258,10 @@ def test_xrdml_list_positions_with_counting_times_and_attenuation(tmp_path: Path
             + "</listPositions></positions>",
             "<beamAttenuationFactors>"
             + " ".join(f"{a:g}" for a in attenuation)
-            + "</beamAttenuationFactors><countingTimes unit=\"seconds\">"
-            + " ".join(f"{t!r}" for t in times)
-            + "</countingTimes><counts unit=\"counts\">"
-            + " ".join(f"{c!r}" for c in raw_counts)
+            + '</beamAttenuationFactors><countingTimes unit="seconds">'
+            + " ".join(repr(float(t)) for t in times)
+            + '</countingTimes><counts unit="counts">'
+            + " ".join(repr(float(c)) for c in raw_counts)
             + "</counts>",
         )
     )
@@ -256,8 +280,8 @@ def test_xrdml_schema_1_intensities_are_not_attenuation_corrected_twice(tmp_path
             f"<endPosition>{two_theta[-1]}</endPosition></positions>",
             "<commonCountingTime>2.0</commonCountingTime><beamAttenuationFactors>"
             + " ".join("3" for _ in intensity)
-            + "</beamAttenuationFactors><intensities unit=\"counts\">"
-            + " ".join(f"{c!r}" for c in intensity)
+            + '</beamAttenuationFactors><intensities unit="counts">'
+            + " ".join(repr(float(c)) for c in intensity)
             + "</intensities>",
             namespace="1.5",
         )
@@ -281,7 +305,9 @@ def test_xrdml_omega_only_scan_is_refused(tmp_path: Path) -> None:
 
 def test_gsas_fxye_with_instrument_parameter_file(tmp_path: Path) -> None:
     two_theta, intensity = _reference_scan(120, start=2.0, step=0.002)
-    (tmp_path / "11bmb.instprm").write_text("#GSAS-II instrument parameter file\nType:PXC\nLam:0.4138\nZero:0.0\n")
+    (tmp_path / "11bmb.instprm").write_text(
+        "#GSAS-II instrument parameter file\nType:PXC\nLam:0.4138\nZero:0.0\n"
+    )
     rows = "\n".join(
         f"{100 * x:15.6f}{y:15.4f}{math.sqrt(y):15.4f}" for x, y in zip(two_theta, intensity, strict=True)
     )
@@ -351,7 +377,7 @@ def test_rigaku_ras_multiplies_attenuation_and_reads_wavelength(tmp_path: Path) 
     path = tmp_path / "scan.ras"
     path.write_bytes(
         (
-            "*RAS_DATA_START\n*RAS_HEADER_START\n*FILE_SAMPLE \"Probe \xb5\"\n*HW_XG_TARGET_NAME \"Cu\"\n"
+            '*RAS_DATA_START\n*RAS_HEADER_START\n*FILE_SAMPLE "Probe \xb5"\n*HW_XG_TARGET_NAME "Cu"\n'
             f'*HW_XG_WAVE_LENGTH_ALPHA1 "{CU_KA1}"\n*HW_XG_WAVE_LENGTH_ALPHA2 "{CU_KA2}"\n'
             '*MEAS_SCAN_AXIS_X "TwoThetaOmega"\n*MEAS_SCAN_UNIT_X "deg"\n*RAS_HEADER_END\n'
             f"*RAS_INT_START\n{rows}\n*RAS_INT_END\n*RAS_DATA_END\n"
@@ -389,7 +415,8 @@ def test_rigaku_rasx_first_scan_with_kalpha1_wave_type(tmp_path: Path) -> None:
 def _brml(tmp_path: Path, two_theta: np.ndarray, counts: np.ndarray, time_s: float) -> Path:
     # Real BRML rows: time, absorption factor, 2theta, theta, three other drives, then the counts (column 7).
     datums = "".join(
-        f"<Datum>{time_s},1,{x:.4f},{x / 2:.4f},0,0,0,{c:g}</Datum>" for x, c in zip(two_theta, counts, strict=True)
+        f"<Datum>{time_s},1,{x:.4f},{x / 2:.4f},0,0,0,{c:g}</Datum>"
+        for x, c in zip(two_theta, counts, strict=True)
     )
     xsi = 'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
     raw = f"""<?xml version="1.0"?><RawData {xsi}>
@@ -537,6 +564,10 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
         "trailing_text.xy": b"10 1\n11 2\nend of data\n",
         "radians.xy": b"0.1 5\n0.2 6\n3.5 7\n200 8\n",
         "broken.xrdml": b"<?xml version='1.0'?><xrdMeasurements><xrdMeasurement>",
+        "short_times.xrdml": _xrdml(
+            '<positions axis="2Theta"><startPosition>10</startPosition><endPosition>11</endPosition></positions>',
+            "<countingTimes>1 1</countingTimes><counts>5 6 7</counts>",
+        ).encode(),
         "truncated.raw": b"RAW1.01\x00" + bytes(100),
         "old.raw": b"RAW " + bytes(300),
         "nozip.rasx": b"PK\x03\x04 not really a zip",
@@ -575,7 +606,7 @@ SILICON_HKL = [(1, 1, 1), (2, 2, 0), (3, 1, 1), (4, 0, 0), (3, 3, 1), (4, 2, 2),
 
 
 def _silicon_d() -> list[float]:
-    return [SILICON_A / math.sqrt(h * h + k * k + l * l) for h, k, l in SILICON_HKL]
+    return [SILICON_A / math.sqrt(sum(i * i for i in hkl)) for hkl in SILICON_HKL]
 
 
 def test_mo_peaks_land_at_the_cu_two_theta_of_their_d_spacing() -> None:
@@ -593,7 +624,10 @@ def test_mo_peaks_land_at_the_cu_two_theta_of_their_d_spacing() -> None:
     # Mo 2theta above 2 asin(lambda_Mo / lambda_Cu) = 54.8 deg has no Cu counterpart.
     assert any("dropped" in w for w in gridded.warnings)
     limit = 2 * math.degrees(math.asin(MO_KA1 / CU_KA1))
-    assert CENTRES[gridded.window_bins[1] - 1] < 180 and limit < 60
+    assert limit < mo_two_theta[-1]
+    # The window starts at the bin centre of the first Mo point's Cu angle and runs to the grid's end.
+    first_cu = _bragg_two_theta_deg(MO_KA1 / (2 * math.sin(math.radians(mo_two_theta[0] / 2))), CU_KA1)
+    assert gridded.window_bins == (int(np.flatnonzero(CENTRES >= first_cu)[0]), GRID["n_bins"])
 
 
 def test_two_theta_conversion_round_trip_preserves_d_spacing() -> None:
@@ -613,7 +647,9 @@ def test_two_theta_conversion_round_trip_preserves_d_spacing() -> None:
 def test_gridded_round_trip_cu_to_mo_grid_and_back() -> None:
     cu_two_theta = np.arange(5.0, 120.0, 0.01)
     cu_peaks = [_bragg_two_theta_deg(d, CU_KA1) for d in _silicon_d()]
-    cu = MeasuredPattern(cu_two_theta, _gaussian_pattern(cu_two_theta, cu_peaks, 0.08), CU_KA1, "synthetic-Cu", {})
+    cu = MeasuredPattern(
+        cu_two_theta, _gaussian_pattern(cu_two_theta, cu_peaks, 0.08), CU_KA1, "synthetic-Cu", {}
+    )
     direct = to_model_grid(cu, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA1, **GRID)
     mo_grid = {"two_theta_min_deg": 2.0, "two_theta_max_deg": 60.0, "n_bins": 4096}
     on_mo = to_model_grid(cu, wavelength_angstrom=None, model_wavelength_angstrom=MO_KA1, **mo_grid)
@@ -626,7 +662,9 @@ def test_gridded_round_trip_cu_to_mo_grid_and_back() -> None:
         model_wavelength_angstrom=CU_KA1,
         **GRID,
     )
-    overlap = slice(max(direct.window_bins[0], back.window_bins[0]), min(direct.window_bins[1], back.window_bins[1]))
+    overlap = slice(
+        max(direct.window_bins[0], back.window_bins[0]), min(direct.window_bins[1], back.window_bins[1])
+    )
     a, b = direct.pattern[overlap], back.pattern[overlap]
     assert np.corrcoef(a, b)[0, 1] > 0.99
     for peak in cu_peaks:
@@ -728,8 +766,13 @@ def test_warnings_narrow_late_and_mostly_empty() -> None:
     covered = 100 * (gridded.window_bins[1] - gridded.window_bins[0]) / GRID["n_bins"]
     assert f"covers only {covered:.0f}% of the model grid" in text
     assert f"{MIN_TRAINING_WINDOW_DEG:.0f} deg" in text
-    assert "outside the training windows" in text
+    assert "outside the paper's training windows" in text
     assert "mostly empty" in text
+    # On a wider grid the same rule holds as a fraction: 70 deg of a 170 deg grid is below 52 %.
+    wide = {"two_theta_min_deg": 0.0, "two_theta_max_deg": 170.0, "n_bins": 1700}
+    seventy = MeasuredPattern(np.arange(10.0, 80.0, 0.05), np.ones(1400), CU_KA, "seventy", {})
+    on_wide = to_model_grid(seventy, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **wide)
+    assert any("covers only 41% of the model grid" in w for w in on_wide.warnings)
     full = MeasuredPattern(np.arange(5.0, 120.0, 0.02), np.ones(5750), CU_KA, "full", {})
     clean = to_model_grid(full, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
     assert clean.warnings == []

@@ -55,6 +55,7 @@ def test_lambda_lr_drives_adamw_with_paper_settings() -> None:
 
 
 def test_schedule_state_round_trips() -> None:
+    """Resuming from optimizer + scheduler state dicts continues the same learning-rate sequence."""
     opt = build_adamw([torch.nn.Parameter(torch.zeros(1))])
     sched = warmup_cosine_schedule(opt, 10, 100)
     for _ in range(37):
@@ -62,9 +63,11 @@ def test_schedule_state_round_trips() -> None:
         sched.step()
     fresh_opt = build_adamw([torch.nn.Parameter(torch.zeros(1))])
     fresh = warmup_cosine_schedule(fresh_opt, 10, 100)
+    fresh_opt.load_state_dict(opt.state_dict())
     fresh.load_state_dict(sched.state_dict())
-    fresh_opt.param_groups[0]["lr"] = opt.param_groups[0]["lr"]
-    opt.step(), sched.step(), fresh_opt.step(), fresh.step()
+    for optimizer, scheduler in ((opt, sched), (fresh_opt, fresh)):
+        optimizer.step()
+        scheduler.step()
     assert fresh.get_last_lr() == sched.get_last_lr()
     assert fresh.get_last_lr()[0] == pytest.approx(1e-4 * lr_factor(38, 10, 100))
 

@@ -39,15 +39,20 @@ def envelope(t: np.ndarray, strength: float, raw: np.ndarray, config: RecipeConf
 
 
 def render_reference(
-    parameters: MixtureParameters, library: PhaseLibrary, config: RecipeConfig, grid: GridConfig
-) -> np.ndarray:
-    """Normalised patterns float64 (n, n_bins) for the drawn parameters."""
+    parameters: MixtureParameters,
+    library: PhaseLibrary,
+    config: RecipeConfig,
+    grid: GridConfig,
+    return_levels: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Normalised patterns float64 (n, n_bins) for the drawn parameters (and the percentile levels (n,))."""
     p = parameters.params
     edges = grid.two_theta_min_deg + grid.bin_width_deg * np.arange(grid.n_bins + 1)
     centers = 0.5 * (edges[1:] + edges[:-1])
     span = grid.two_theta_max_deg - grid.two_theta_min_deg
     t_centers = (centers - grid.two_theta_min_deg) / span
     out = np.zeros((parameters.n_phases.size, grid.n_bins))
+    levels = np.zeros(parameters.n_phases.size)
     for s in range(parameters.n_phases.size):
         mixture = np.zeros(grid.n_bins)
         u = config.instrument_u_deg2 + p["instrument_du_deg2"][s]
@@ -91,9 +96,9 @@ def render_reference(
         mixture += p["noise_sigma"][s] * parameters.standard_normal[s].astype(np.float64)
         inside = (centers >= p["window_low_deg"][s]) & (centers <= p["window_high_deg"][s])
         values = np.clip(mixture[inside], 0, None)
-        level = np.percentile(values, config.normalization_percentile)
+        levels[s] = level = np.percentile(values, config.normalization_percentile)
         out[s, inside] = values / level if level > 0 else values
-    return out
+    return (out, levels) if return_levels else out
 
 
 def synthetic_library(

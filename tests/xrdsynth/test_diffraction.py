@@ -49,6 +49,7 @@ INTENSITY_RTOL = 1e-6
 # Empty: no structure of any set differs beyond the tolerances above.
 KNOWN_MISMATCHES: dict[str, str] = {}
 
+
 def _require_structures() -> None:
     if not STRUCTURES.is_dir():
         pytest.skip(f"shared structure collection not found at {STRUCTURES}")

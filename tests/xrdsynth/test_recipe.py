@@ -38,7 +38,7 @@ def test_config_rejects_bad_values_naming_the_field():
     with pytest.raises(ValidationError, match="sum to 1"):
         RecipeConfig(phase_count_probabilities=(0.2, 0.4, 0.25, 0.1, 0.1))
     with pytest.raises(ValidationError, match="min_phase_weight"):
-        RecipeConfig(min_phase_weight=0.19999)
+        RecipeConfig(min_phase_weight=0.2)
     with pytest.raises(ValidationError, match="engine"):
         RecipeConfig(engine="fast")
 
@@ -139,14 +139,15 @@ def test_exact_engine_matches_numpy_reference(library, baseline_mode, pre_mix_no
     np.testing.assert_allclose(fast, reference, atol=2e-5, rtol=1e-5)
 
 
-def test_default_tail_tolerance_is_invisible_next_to_noise(library):
+def test_default_tail_tolerance_is_small_next_to_noise(library):
     config = RecipeConfig()
     parameters = sample_mixture_parameters(np.random.default_rng(6), np.arange(40), 6, config, GRID)
     fast, _ = render_mixtures(parameters, library, config, GRID)
-    reference = render_reference(parameters, library, config, GRID)
-    difference = np.abs(fast - reference).max()
-    print(f"exact engine (tail_tolerance 1e-5) vs reference: max |Δ| = {difference:.2e} (normalised units)")
-    assert difference < 0.1 * config.noise_sigma[0]
+    reference, levels = render_reference(parameters, library, config, GRID, return_levels=True)
+    # Truncated Lorentzian tails leave a smooth deficit; compare it with each pattern's normalised noise std.
+    ratio = np.abs(fast - reference).max(axis=1) / (parameters.params["noise_sigma"] / levels)
+    print(f"exact engine (default tail_tolerance) vs reference: max |Δ| / noise std = {ratio.max():.3f}")
+    assert ratio.max() < 0.25
 
 
 def _lut_vs_exact(library, levels: int) -> float:

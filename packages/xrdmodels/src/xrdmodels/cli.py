@@ -96,5 +96,104 @@ def train_cmd(config_file: str | None, resume: bool, overrides: tuple[str, ...])
                f"-> {summary['out_dir']}")
 
 
+@main.command("evaluate")
+@click.argument("checkpoints", nargs=-1, required=True, metavar="CHECKPOINT...")
+@click.option("--mixtures", "mixtures_dir", default=None, metavar="DIR",
+              help="Folder of mixture stores: evaluates DIR/in_library.zarr and DIR/test.zarr (A.7).")
+@click.option("--store", "stores", multiple=True, metavar="NAME=URL",
+              help="A store to evaluate under a name, repeatable (e.g. test=s3://bucket/mix/test.zarr).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for table.md, results.csv/json, strata.csv and the figures.")
+@click.option("--name", "names", multiple=True, help="Method name per checkpoint, in order (default from the model).")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Samples per forward pass.")
+@click.option("--max-samples", type=int, default=None, help="Evaluate only the first N samples of each store.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+def evaluate_cmd(checkpoints, mixtures_dir, stores, out_dir, names, batch_size, max_samples, device) -> None:
+    """Score checkpoints as in the paper (A.7-A.8): micro-F1 sweeps, cover/recall/IoU@K, strata; Table 1.
+
+    Several checkpoints are compared in one table.
+    """
+    from .data import StoreFormatError
+    from .evaluate import evaluate_checkpoints, markdown_table
+
+    named: dict[str, str] = {}
+    if mixtures_dir:
+        named.update({"in_library": f"{mixtures_dir.rstrip('/')}/in_library.zarr",
+                      "test": f"{mixtures_dir.rstrip('/')}/test.zarr"})
+    for item in stores:
+        key, sep, url = item.partition("=")
+        if not sep:
+            _fail(f"--store {item!r} must look like NAME=URL")
+        named[key] = url
+    if not named:
+        _fail("nothing to evaluate: give --mixtures DIR or --store NAME=URL")
+    if names and len(names) != len(checkpoints):
+        _fail(f"{len(names)} --name for {len(checkpoints)} checkpoints; give one per checkpoint or none")
+    try:
+        rows = evaluate_checkpoints(list(checkpoints), named, out_dir, batch_size=batch_size, device=device,
+                                    max_samples=max_samples, names=list(names) or None)
+    except (StoreFormatError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    click.echo(markdown_table(rows))
+    click.echo(f"evaluate: table.md, results.csv, results.json, strata.csv and figures in {out_dir}")
+
+
+@main.command("predict")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.argument("files", nargs=-1, required=True, metavar="FILE_OR_FOLDER...")
+@click.option("--wavelength", default=None,
+              help="Wavelength in Å (or CuKa, CuKa1, MoKa, MoKa1, CoKa, FeKa, CrKa, AgKa) when the file does not say; "
+              "overrides the file when given.")
+@click.option("--format", "file_format", default=None,
+              help="Force a reader: xy, xrdml, fxye, ras, rasx, brml, raw (default: by extension and content).")
+@click.option("--top", "top_k", type=int, default=10, show_default=True, help="Ranked space groups to show.")
+@click.option("--threshold", type=float, default=None,
+              help="Presence threshold or slot gate for the predicted set (default: the best on validation).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--plot", "plot_dir", default=None, type=click.Path(file_okay=False),
+              help="Write a PNG per file (pattern on the model grid + ranked space groups) into this folder.")
+def predict_cmd(checkpoint, files, wavelength, file_format, top_k, threshold, as_json, plot_dir) -> None:
+    """Space groups present in measured patterns: .xy/.xye/.csv/.dat, .xrdml, .fxye/.gsa, .ras/.rasx, .brml, .raw.
+
+    Patterns at another wavelength are mapped through d-spacing to the model's; folders are searched for files,
+    and a file that cannot be read is reported while the others are predicted.
+    """
+    from .predict import format_prediction, predict_files, to_json
+
+    wl = _wavelength(wavelength)
+    try:
+        predictions, failures = predict_files(checkpoint, list(files), wavelength_angstrom=wl, top_k=top_k,
+                                              threshold=threshold, plot_dir=plot_dir, file_format=file_format)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(to_json(predictions, failures))
+    else:
+        for p in predictions:
+            click.echo(format_prediction(p) + "\n")
+        for f, err in failures:
+            click.echo(f"could not predict {f}: {err}", err=True)
+    if failures and not predictions:
+        raise SystemExit(1)
+
+
+_LINES_ANGSTROM = {"CuKa": 1.54184, "CuKa1": 1.54056, "MoKa": 0.71073, "MoKa1": 0.70930, "CoKa": 1.79026,
+                   "FeKa": 1.93735, "CrKa": 2.29100, "AgKa": 0.560885}
+
+
+def _wavelength(text: str | None) -> float | None:
+    if text is None:
+        return None
+    if text in _LINES_ANGSTROM:
+        return _LINES_ANGSTROM[text]
+    try:
+        value = float(text)
+    except ValueError:
+        _fail(f"--wavelength {text!r}: give Å or one of {', '.join(_LINES_ANGSTROM)}")
+    if not 0.05 <= value <= 5:
+        _fail(f"--wavelength {value} Å is outside the X-ray range 0.05-5 Å")
+    return value
+
+
 if __name__ == "__main__":
     sys.exit(main())

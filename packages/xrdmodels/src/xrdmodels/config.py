@@ -169,3 +169,53 @@ def preset(name: str, **overrides: object) -> ModelConfig:
     if name not in _PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(_PRESETS)}")
     return ModelConfig.model_validate({**_PRESETS[name], **overrides})
+
+
+Precision = Literal["fp32", "bf16"]
+
+
+class TrainConfig(BaseModel):
+    """`xrdmodels train --config FILE`: data, model choice and the optimisation protocol of A.6."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train_store: str = Field(..., description="Training mixture store (path or fsspec URL), e.g. runs/demo/mixtures/train.zarr.")
+    val_store: str | None = Field(None, description="Validation store; micro-F1 on it selects the best checkpoint (A.6).")
+    storage_options: dict | None = Field(None, description="fsspec options for s3:// stores (e.g. client_kwargs.endpoint_url).")
+    out_dir: str = Field("runs/train", description="Folder for checkpoints (last.pt, best.pt, step-*.pt), metrics.csv, TensorBoard.")
+    model_preset: str = Field("paper", description="`paper` (A.2-A.4 sizes) or `small` (CPU-sized).")
+    model_overrides: dict = Field(
+        default_factory=dict,
+        description="ModelConfig fields replacing the preset's, e.g. {\"encoder\": \"cnn\", \"head\": \"presence\"}.",
+    )
+    batch_size: int = Field(256, gt=0, description="Global batch size in samples, split evenly over DDP ranks (A.6).")
+    lr: float = Field(1e-4, gt=0, description="AdamW peak learning rate (A.6).")
+    weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay (A.6).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas (PyTorch defaults; not stated in A.6).")
+    warmup_steps: int = Field(4000, ge=0, description="Linear warmup steps (A.6).")
+    total_steps: int = Field(1_000_000, gt=0, description="Length of the cosine schedule in steps (A.6).")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Cosine floor as a fraction of lr (A.6 decays to 0).")
+    max_steps: int | None = Field(None, gt=0, description="Stop this run after this many steps (default total_steps).")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clipping (A.6).")
+    precision: Precision = Field("fp32", description="fp32 (A.6) or bf16 autocast.")
+    compile: bool = Field(False, description="Wrap the model in torch.compile.")
+    val_every: int = Field(2000, gt=0, description="Validate every this many steps (A.6).")
+    val_max_batches: int | None = Field(None, gt=0, description="Cap on validation batches (None = the whole store).")
+    checkpoint_every: int = Field(50_000, gt=0, description="Write step-N.pt and last.pt every this many steps (A.6).")
+    log_every: int = Field(50, gt=0, description="Log training loss, lr and samples/s every this many steps.")
+    seed: int = Field(0, ge=0, description="Seed of weights, dropout and the data order.")
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes per rank.")
+    shuffle_shards: int = Field(4, gt=0, description="Rows are shuffled within windows of this many shards.")
+    device: str = Field("auto", description="auto (cuda when available), cuda or cpu.")
+    tensorboard: bool = Field(True, description="Also write TensorBoard scalars.")
+
+    @model_validator(mode="after")
+    def _steps(self) -> TrainConfig:
+        if self.max_steps is None:
+            object.__setattr__(self, "max_steps", self.total_steps)
+        if self.warmup_steps >= self.total_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below total_steps ({self.total_steps})")
+        return self
+
+    def build_model_config(self) -> ModelConfig:
+        return preset(self.model_preset, **self.model_overrides)

@@ -14,8 +14,9 @@ Readers (all return a :class:`MeasuredPattern`, 2θ in degrees ascending, intens
 No maintained PyPI reader installs cleanly in this environment: ``xylib-py`` has no wheel for this Python,
 ``xylib-py-wheels`` is a source distribution that needs SWIG and Boost, ``xrdtools`` only reads XRDML and
 has been unmaintained since 2018. The binary layouts below therefore follow the published descriptions
-(DIFFRAC\\ :sup:`plus` XCH v5 manual appendix A as transcribed in xylib's ``bruker_raw.cpp``; GSAS manual
-"raw data file" chapter; XRDML schema 1.5/2.1 annotations).
+(RAW1.01: the DIFFRAC-plus XCH v5 manual, appendix A, as transcribed in xylib's ``bruker_raw.cpp``; RAW4.00
+has no published specification, its layout is the one xylib and GSAS-II read; GSAS manual "raw data file"
+chapter; XRDML schema 1.5/2.1 annotations).
 
 Wavelength convention: ``MeasuredPattern.wavelength_angstrom`` is the single wavelength that places the
 peak positions of the measurement, ``metadata["wavelength_kind"]`` says which one it is:
@@ -45,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "MIN_GRID_COVERAGE_FRACTION",
     "MIN_TRAINING_WINDOW_DEG",
     "MAX_TRAINING_WINDOW_START_DEG",
     "MIN_TRAINING_WINDOW_END_DEG",
@@ -63,6 +65,9 @@ MIN_TRAINING_WINDOW_END_DEG = 80.0
 """Earliest window end seen in training: 2θ_hi ~ U(80°, 120°) (A.1, measurement windowing)."""
 MIN_TRAINING_WINDOW_DEG = MIN_TRAINING_WINDOW_END_DEG - MAX_TRAINING_WINDOW_START_DEG
 """Shortest measurement window seen in training, degrees 2θ (A.1): 80° - 20° = 60°."""
+MIN_GRID_COVERAGE_FRACTION = MIN_TRAINING_WINDOW_DEG / (120.0 - 5.0)
+"""Shortest training window over the span of the paper's [5°, 120°] grid (A.1), about 0.52: a window
+covering less of whatever grid the model uses is narrower than anything it was trained on."""
 MOSTLY_EMPTY_FRACTION = 0.5
 """A gridded pattern is 'mostly empty' when more than this fraction of its in-window bins are zero."""
 
@@ -335,8 +340,14 @@ def _parse_numeric_rows(path: Path, rows: list[tuple[int, str]], what: str) -> n
         raise MeasuredFormatError(path, f"no numeric data in the {what}", "Is this a powder pattern file?")
     fields = [[f for f in _SEPARATORS.split(text.strip()) if f] for _, text in rows]
     width = len(fields[0])
-    for (line_no, _), line_fields in zip(rows, fields, strict=True):
+    for (line_no, text), line_fields in zip(rows, fields, strict=True):
         if len(line_fields) != width:
+            if not _is_numeric_line(text):
+                raise MeasuredFormatError(
+                    path,
+                    f"line {line_no} of the {what} is not numeric: {text.strip()[:60]!r}",
+                    "Comment it out with '#' or remove it",
+                )
             raise MeasuredFormatError(
                 path,
                 f"line {line_no} has {len(line_fields)} columns but the data started with {width}",
@@ -368,7 +379,7 @@ def _columns_to_pattern(
     if table.shape[1] not in (2, 3):
         raise MeasuredFormatError(
             path,
-            f"{table.shape[1]} columns per data line",
+            f"{table.shape[1]} column{'s' if table.shape[1] != 1 else ''} per data line",
             "Expected 2θ and intensity, optionally a third column of errors; export those columns only",
         )
     two_theta, intensity = table[:, 0], table[:, 1]
@@ -387,7 +398,15 @@ def _columns_to_pattern(
 
 
 def _read_text_columns(path: Path) -> MeasuredPattern:
+    """Two or three numeric columns (2θ deg, intensity[, error]); comments and header lines are kept in
+    ``metadata["header"]`` and searched for a stated wavelength."""
     text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    if "\x00" in text or text.count("\ufffd") > 0.01 * len(text):
+        raise MeasuredFormatError(
+            path,
+            "binary content in what was read as a text pattern",
+            "Give format= for a binary format, or export the pattern as text",
+        )
     header: list[str] = []
     rows: list[tuple[int, str]] = []
     for line_no, raw in enumerate(text.splitlines(), start=1):
@@ -403,6 +422,14 @@ def _read_text_columns(path: Path) -> MeasuredPattern:
             header.append(line)
             continue
         rows.append((line_no, line))
+    # Some exporters put numeric header lines (a point count, "start step end") before the columns: leading
+    # rows whose width differs from the most common one are header, not data.
+    widths = [len([f for f in _SEPARATORS.split(line) if f]) for _, line in rows]
+    if widths:
+        common = max(set(widths), key=widths.count)
+        leading = widths.index(common)
+        header += [line for _, line in rows[:leading]]
+        rows = rows[leading:]
     if not rows:
         raise MeasuredFormatError(
             path,
@@ -472,6 +499,21 @@ def _floats(path: Path, text: str | None, what: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------
 
 
+def _per_point(path: Path, points: ET.Element, listed_name: str, common_name: str, n: int) -> np.ndarray:
+    """A per-point XRDML factor given as a list (``listed_name``) or one value (``common_name``); 1 if absent."""
+    listed = _child(points, listed_name)
+    if listed is not None:
+        values = _floats(path, listed.text, f"<{listed_name}>")
+        if values.size != n:
+            raise MeasuredFormatError(
+                path, f"{values.size} <{listed_name}> values for {n} points", "The file is corrupt"
+            )
+        return values
+    common = _child(points, common_name)
+    value = _float_or_none(common.text) if common is not None else None
+    return np.full(n, 1.0 if value is None else value)
+
+
 def _read_xrdml(path: Path) -> MeasuredPattern:
     """XRDML: 2θ from ``positions axis="2Theta"`` (start/end or list), ``intensities`` (1.x, already
     attenuation-corrected) or ``counts`` (2.x, multiplied here by the beam attenuation factors), divided by
@@ -526,22 +568,16 @@ def _read_xrdml(path: Path) -> MeasuredPattern:
             path, f"{two_theta.size} 2Theta positions for {n} intensities", "The file is corrupt"
         )
 
-    if raw_counts:
-        common = _child(points, "commonBeamAttenuationFactor")
-        listed = _child(points, "beamAttenuationFactors")
-        if listed is not None:
-            intensity = intensity * _floats(path, listed.text, "<beamAttenuationFactors>")
-        elif common is not None and _float_or_none(common.text):
-            intensity = intensity * float(common.text or 1.0)
     metadata: dict[str, str] = {"intensity_unit": "counts"}
-    common_time = _child(points, "commonCountingTime")
-    times = _child(points, "countingTimes")
-    if times is not None:
-        intensity = intensity / _floats(path, times.text, "<countingTimes>")
-        metadata["intensity_unit"] = "counts per second"
-    elif common_time is not None and (_float_or_none(common_time.text) or 0) > 0:
-        metadata["counting_time_s"] = str(float(common_time.text or 0))
-        intensity = intensity / float(common_time.text or 1.0)
+    if raw_counts:
+        intensity = intensity * _per_point(
+            path, points, "beamAttenuationFactors", "commonBeamAttenuationFactor", n
+        )
+    times = _per_point(path, points, "countingTimes", "commonCountingTime", n)
+    if _child(points, "commonCountingTime") is not None:
+        metadata["counting_time_s"] = repr(float(times[0]))
+    if np.all(times > 0):
+        intensity = intensity / times
         metadata["intensity_unit"] = "counts per second"
 
     lines = {}
@@ -661,8 +697,8 @@ def _read_gsas(path: Path) -> MeasuredPattern:
     metadata["bank"] = " ".join(bank)
     metadata["banks_in_file"] = str(sum(1 for line in lines if line.startswith("BANK")))
     try:
-        n_channels = int(bank[2])
-        bin_type = bank[4]
+        n_channels, bin_type = int(bank[2]), bank[4]
+        start_cdeg, step_cdeg = float(bank[5]), float(bank[6])
     except (IndexError, ValueError):
         raise MeasuredFormatError(
             path,
@@ -691,7 +727,6 @@ def _read_gsas(path: Path) -> MeasuredPattern:
                 f"{data_type} bank with bin type {bin_type!r}",
                 "Only constant-step (CONS) 2θ banks are supported; export as FXYE",
             )
-        start_cdeg, step_cdeg = float(bank[5]), float(bank[6])
         values: list[float] = []
         for line_no, line in body:
             # ESD records: intensity (8) + esd (8); STD records: count (2) + intensity (6).
@@ -700,7 +735,9 @@ def _read_gsas(path: Path) -> MeasuredPattern:
         intensity = np.asarray(values[:n_channels], dtype=np.float64)
         two_theta = (start_cdeg + step_cdeg * np.arange(intensity.size)) / 100.0
     else:
-        raise MeasuredFormatError(path, "ALT (time-of-flight) banks are not 2θ data", "Export a CW FXYE bank")
+        raise MeasuredFormatError(
+            path, "ALT banks (compressed time-of-flight) are not read", "Export an FXYE bank"
+        )
     if two_theta.size != n_channels:
         metadata["note"] = f"BANK record declares {n_channels} channels, {two_theta.size} read"
     return _columns_to_pattern(path, np.column_stack([two_theta, intensity]), wavelength, metadata)
@@ -770,12 +807,15 @@ def _read_ras(path: Path) -> MeasuredPattern:
     ):
         if key in header:
             metadata[key] = header[key]
+    scans = sum(1 for line in lines if line.strip().startswith("*RAS_INT_START"))
+    if scans > 1:
+        metadata["scans_in_file"] = str(scans)
     _check_rigaku_axis(path, metadata.get("MEAS_SCAN_AXIS_X", ""))
     return _columns_to_pattern(path, np.column_stack([two_theta, intensity]), wavelength, metadata)
 
 
 def _check_rigaku_axis(path: Path, axis: str) -> None:
-    if axis and not re.search(r"two\s*theta|2\s*theta|2θ", axis, flags=re.IGNORECASE):
+    if axis and not re.search(r"(?:two|2)\s*-?\s*theta|2θ", axis, flags=re.IGNORECASE):
         raise MeasuredFormatError(
             path,
             f"scan axis is {axis!r}, not a 2θ axis",
@@ -973,7 +1013,13 @@ def _cstring(raw: bytes) -> str:
 
 
 def _raw_intensities(path: Path, data: bytes, offset: int, steps: int, record_size: int) -> np.ndarray:
-    """Data records of ``record_size`` bytes; the first float32 of each is the intensity."""
+    """Data records of ``record_size`` bytes (0 in the header means 4); the first float32 of each is the
+    intensity, the rest are per-point drive positions."""
+    record_size = record_size or 4
+    if record_size < 4:
+        raise MeasuredFormatError(
+            path, f"data record size {record_size} bytes is smaller than one float32", "Corrupt range header"
+        )
     end = offset + steps * record_size
     if steps <= 0 or end > len(data):
         raise MeasuredFormatError(
@@ -1000,7 +1046,7 @@ def _read_raw_v3(path: Path, data: bytes) -> MeasuredPattern:
         raise MeasuredFormatError(
             path, f"{n_ranges} ranges, range header size {header_size}", "Not a readable RAW1.01 file"
         )
-    intensity = _raw_intensities(path, data, offset + header_size + supplementary, steps, record_size or 4)
+    intensity = _raw_intensities(path, data, offset + header_size + supplementary, steps, record_size)
     wavelength, metadata = _wavelength_metadata(kalpha1, kalpha2, ratio)
     metadata.update(
         raw_version="3 (RAW1.01)",
@@ -1054,7 +1100,7 @@ def _read_raw_v4(path: Path, data: bytes) -> MeasuredPattern:
         data_offset = offset + 160 + supplementary
         scan_types.append(scan_type)
         if scan_type in _RAW4_TWO_THETA_SCANS:
-            intensity = _raw_intensities(path, data, data_offset, steps, record_size or 4)
+            intensity = _raw_intensities(path, data, data_offset, steps, record_size)
             metadata.update(scan_type=scan_type, time_per_step_s=repr(time_per_step))
             two_theta = start + step * np.arange(steps)
             return _columns_to_pattern(path, np.column_stack([two_theta, intensity]), wavelength, metadata)
@@ -1121,10 +1167,10 @@ def to_model_grid(
        (``numpy.quantile``, linear) of the in-window values when that is > 0.
 
     Warnings are added for a window shorter than the shortest training window
-    (:data:`MIN_TRAINING_WINDOW_DEG`), a window that starts after :data:`MAX_TRAINING_WINDOW_START_DEG` or
+    (:data:`MIN_TRAINING_WINDOW_DEG` or :data:`MIN_GRID_COVERAGE_FRACTION` of the grid), a window that starts after :data:`MAX_TRAINING_WINDOW_START_DEG` or
     ends before :data:`MIN_TRAINING_WINDOW_END_DEG` (outside the training distribution), a mostly empty
-    pattern (:data:`MOSTLY_EMPTY_FRACTION`), dropped points, interpolated bins and a wavelength option
-    that contradicts the file.
+    pattern (:data:`MOSTLY_EMPTY_FRACTION`), points dropped by the wavelength conversion, more than 10% of
+    the window bins interpolated, and a wavelength option that contradicts the file (by more than 0.1%).
 
     Raises:
         MeasuredFormatError: no wavelength in the file or the option.
@@ -1216,18 +1262,18 @@ def to_model_grid(
 
     window_deg = (end - first) * width
     grid_deg = two_theta_max_deg - two_theta_min_deg
-    if window_deg < MIN_TRAINING_WINDOW_DEG:
+    if window_deg < MIN_TRAINING_WINDOW_DEG or window_deg < MIN_GRID_COVERAGE_FRACTION * grid_deg:
         warnings.append(
             f"measured range covers only {100 * window_deg / grid_deg:.0f}% of the model grid "
-            f"({window_deg:.1f} of {grid_deg:.1f} deg); training windows were at least "
-            f"{MIN_TRAINING_WINDOW_DEG:.0f} deg wide (A.1)"
+            f"({window_deg:.1f} of {grid_deg:.1f} deg); the paper's training windows were at least "
+            f"{MIN_TRAINING_WINDOW_DEG:.0f} deg wide, {100 * MIN_GRID_COVERAGE_FRACTION:.0f}% of its grid (A.1)"
         )
     window_start, window_end = two_theta_min_deg + first * width, two_theta_min_deg + end * width
     if window_start > MAX_TRAINING_WINDOW_START_DEG or window_end < MIN_TRAINING_WINDOW_END_DEG:
         warnings.append(
-            f"window {window_start:.1f}-{window_end:.1f} deg lies outside the training windows "
+            f"window {window_start:.1f}-{window_end:.1f} deg lies outside the paper's training windows "
             f"(start <= {MAX_TRAINING_WINDOW_START_DEG:.0f} deg, end >= {MIN_TRAINING_WINDOW_END_DEG:.0f} deg, "
-            "A.1): peaks the model expects there are missing"
+            "A.1): the model never saw that part of the grid unmeasured"
         )
     empty_fraction = float(np.mean(values[window] <= 0))
     if scale <= 0:

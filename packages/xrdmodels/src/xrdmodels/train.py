@@ -220,7 +220,17 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                                   betas=tuple(config.betas))
     scheduler = warmup_cosine_schedule(optimizer, config.warmup_steps, config.total_steps, config.min_lr_ratio)
     stream, loader = build_loader(config, rt)
+    grid = stream.store.grid
+    if (grid.n_bins, grid.two_theta_min_deg, grid.two_theta_max_deg) != (
+            model_config.n_bins, model_config.two_theta_min_deg, model_config.two_theta_max_deg):
+        raise ValueError(f"{config.train_store} has a grid of {grid.n_bins} bins over {grid.two_theta_min_deg}-"
+                         f"{grid.two_theta_max_deg}° but the model expects {model_config.n_bins} bins over "
+                         f"{model_config.two_theta_min_deg}-{model_config.two_theta_max_deg}°; set "
+                         "model_overrides.n_bins / two_theta_min_deg / two_theta_max_deg to match")
+    data_info = {"wavelength_angstrom": float(stream.store.attrs.get("wavelength_angstrom", 1.54184)),
+                 "grid": dict(stream.store.attrs["grid"]), "train_store": config.train_store}
     step, best_f1, epoch = 0, -1.0, 0
+    best_val: dict[str, float] = {}
     last = out_dir / "last.pt"
     if resume:
         if not last.exists():
@@ -231,6 +241,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         scheduler.load_state_dict(state["scheduler"])
         loader.load_state_dict(state["loader"][rt.rank] if rt.world_size > 1 else state["loader"])
         step, best_f1, epoch = state["step"], state["best_val_micro_f1"], state["epoch"]
+        best_val = state.get("val_metrics", {})
         set_rng_state(state["rng"])
         log.info("resumed from %s at step %d", last, step)
     net: nn.Module = model
@@ -250,7 +261,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             save_checkpoint(path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "loader": loader_state, "step": step, "epoch": epoch, "best_val_micro_f1": best_f1,
-                "rng": rng_state(), "config": config.model_dump(mode="json"),
+                "rng": rng_state(), "config": config.model_dump(mode="json"), "data": data_info,
+                "val_metrics": best_val,
                 "model_config": model_config.model_dump(mode="json"),
             })
 
@@ -295,7 +307,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                         metrics.log(step, "val", val)
                         log.info("step %d: val micro-F1 %.4f (loss %.4f)", step, val["micro_f1"], val["loss"])
                         if val["micro_f1"] > best_f1:
-                            best_f1 = val["micro_f1"]
+                            best_f1, best_val = val["micro_f1"], val
                             checkpoint(out_dir / "best.pt")
                     if rt.world_size > 1:
                         best_t = torch.tensor([best_f1], device=rt.device)

@@ -113,31 +113,36 @@ def _axis_phase_table(coords, index_min, index_max):
 
 # Reassociation lets LLVM vectorise the sums over atoms; it changes only the rounding of |F|**2 (~1e-15).
 @njit(cache=True, fastmath={"reassoc", "contract", "nsz"})
-def _element_phase_sum(weight_re, weight_im, row_re, row_im, start, stop):
-    """sum_j w_j t_j over entries start:stop for complex w (split re/im) and t (one phase-table row)."""
+def _phase_sum(weight_re, weight_im, row_re, row_im):
+    """sum_j w_j t_j for complex w (split re/im) and t (a phase-table row), all of equal length.
+
+    Callers pass slices so that j runs from 0: numba then emits no negative-index wraparound and the
+    loop vectorises with contiguous loads instead of gathers.
+    """
     s_re = 0.0
     s_im = 0.0
-    for j in range(start, stop):
+    for j in range(weight_re.shape[0]):
         s_re += weight_re[j] * row_re[j] - weight_im[j] * row_im[j]
         s_im += weight_re[j] * row_im[j] + weight_im[j] * row_re[j]
     return s_re, s_im
 
 
 @njit(cache=True)
-def structure_factor_squared(hkl, form_factor, frac_coords, site_weight, element_start):
-    """|F(hkl)|**2 in electrons**2 for F = sum_e f_e(hkl) sum_j w_j(hkl) exp(2 pi i hkl.r_j).
+def structure_factor_squared(hkl, form_factor, frac_coords, occupancy, element_start, ustar):
+    """|F(hkl)|**2 in electrons**2 for F = sum_e f_e(hkl) sum_j occ_j T_j(hkl) exp(2 pi i hkl.r_j).
 
     Entries (one per site and species) are grouped by element: element e owns entries
     element_start[e]:element_start[e + 1]. ``form_factor`` (n_elements, M) holds f_e per point (with any
-    isotropic Debye-Waller factor); ``site_weight`` is (1, n_entries) occupancies, or (M, n_entries)
-    occupancy times an anisotropic Debye-Waller factor per point. The phase factorises into per-axis tables
+    isotropic Debye-Waller factor). T_j = exp(-2 pi**2 hkl U*_j hkl) is the anisotropic Debye-Waller
+    factor when ``ustar`` is (n_entries, 3, 3), and 1 when it is empty (0, 3, 3). The phase factorises into per-axis tables
     exp(2 pi i h x) exp(2 pi i k y) exp(2 pi i l z); points arrive with l innermost, so the (h, k) part
     is recomputed only when h or k changes and each point costs one complex product per entry.
     """
     n_points = hkl.shape[0]
     n_entries = frac_coords.shape[0]
     n_elements = element_start.shape[0] - 1
-    per_point_weight = site_weight.shape[0] > 1
+    has_ustar = ustar.shape[0] > 0
+    two_pi_sq = 2.0 * math.pi * math.pi
     out = np.empty(n_points, dtype=np.float64)
     if n_points == 0:
         return out
@@ -155,21 +160,29 @@ def structure_factor_squared(hkl, form_factor, frac_coords, site_weight, element
         ih = hkl[m, 0] - h_lo
         ik = hkl[m, 1] - k_lo
         il = hkl[m, 2] - l_lo
-        if per_point_weight or ih != previous_h or ik != previous_k:
+        if has_ustar or ih != previous_h or ik != previous_k:
             previous_h = ih
             previous_k = ik
-            weight = site_weight[m if per_point_weight else 0]
             for j in range(n_entries):
+                weight = occupancy[j]
+                if has_ustar:
+                    quad = 0.0
+                    for a in range(3):
+                        for b in range(3):
+                            quad += hkl[m, a] * ustar[j, a, b] * hkl[m, b]
+                    weight *= math.exp(-two_pi_sq * quad)
                 hk_re = th_re[ih, j] * tk_re[ik, j] - th_im[ih, j] * tk_im[ik, j]
                 hk_im = th_re[ih, j] * tk_im[ik, j] + th_im[ih, j] * tk_re[ik, j]
-                w_re[j] = weight[j] * hk_re
-                w_im[j] = weight[j] * hk_im
+                w_re[j] = weight * hk_re
+                w_im[j] = weight * hk_im
         f_re = 0.0
         f_im = 0.0
+        row_re = tl_re[il]
+        row_im = tl_im[il]
         for e in range(n_elements):
-            s_re, s_im = _element_phase_sum(
-                w_re, w_im, tl_re[il], tl_im[il], element_start[e], element_start[e + 1]
-            )
+            lo = element_start[e]
+            hi = element_start[e + 1]
+            s_re, s_im = _phase_sum(w_re[lo:hi], w_im[lo:hi], row_re[lo:hi], row_im[lo:hi])
             f_re += form_factor[e, m] * s_re
             f_im += form_factor[e, m] * s_im
         out[m] = f_re * f_re + f_im * f_im

@@ -16,8 +16,6 @@ _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 _SQRT2 = math.sqrt(2.0)
 # erf(4.6) = 1 - 2e-11: beyond this the Gaussian CDF is flat to float64 rendering precision.
 _ERF_SATURATION = 4.6
-# Gaussian support in σ: mass outside ±6.5σ is 8e-11.
-_GAUSS_HALF_WIDTH_SIGMA = 6.5
 _DEG = math.pi / 180.0
 
 STRONGEST_LINE = 0
@@ -82,12 +80,34 @@ def _atan_difference(a: float, b: float) -> float:
 
 
 @nb.njit(cache=True)
-def _clipped_erf(z: float) -> float:
-    if z > _ERF_SATURATION:
+def _clipped_erf(z: float, z_cut: float) -> float:
+    """erf(z), saturated to ±1 beyond ±z_cut (the Gaussian tail there is below the rendering tolerance)."""
+    if z >= z_cut:
         return 1.0
-    if z < -_ERF_SATURATION:
+    if z <= -z_cut:
         return -1.0
     return math.erf(z)
+
+
+@nb.njit(cache=True)
+def rendering_extent(
+    area: float, fwhm_deg: float, eta: float, bin_width_deg: float, tail_tolerance: float
+) -> tuple[float, float]:
+    """(erf argument beyond which the Gaussian part is dropped, half-width in degrees of the rendered support).
+
+    Each part is rendered out to where one bin would receive less than `tail_tolerance`: for the Gaussian
+    where its bin value (1-η)·area·min(1, Δ/(σ√2π))·exp(-z²) falls below it (z = x/(σ√2), at most 4.6), for
+    the Lorentzian where the far tail η·area·Δ·γ/(π x²) does. A half-width of 0 means: skip the peak.
+    """
+    sigma = fwhm_deg * _FWHM_TO_SIGMA
+    gauss_peak = (1.0 - eta) * area * min(1.0, bin_width_deg / (sigma * math.sqrt(2.0 * math.pi)))
+    z_cut = 0.0
+    if gauss_peak > tail_tolerance:
+        z_cut = min(math.sqrt(math.log(gauss_peak / tail_tolerance)), _ERF_SATURATION)
+    half = z_cut * sigma * _SQRT2
+    if eta > 0.0 and eta * area > tail_tolerance:
+        half = max(half, math.sqrt(eta * area * bin_width_deg * 0.5 * fwhm_deg / (math.pi * tail_tolerance)))
+    return z_cut, half
 
 
 @nb.njit(cache=True)
@@ -105,32 +125,29 @@ def add_pseudo_voigt_binned(
 ) -> None:
     """Add a pseudo-Voigt of `area`, integrated exactly over each bin (CDF differences), to out[first:end].
 
-    The support is ±6.5σ for the Gaussian part and, for the Lorentzian part, out to where a bin would get
-    less than `tail_tolerance`; a peak whose whole area is below the tolerance is skipped.
+    The support is limited by `rendering_extent`: bins that would receive less than `tail_tolerance`.
     """
     if area < tail_tolerance or fwhm_deg <= 0.0:
         return
-    sigma = fwhm_deg * _FWHM_TO_SIGMA
-    gamma = 0.5 * fwhm_deg
-    half = _GAUSS_HALF_WIDTH_SIGMA * sigma
-    if eta > 0.0:
-        # Far tail of one bin: η·area·Δ·γ / (π x²) = tolerance.
-        half = max(half, math.sqrt(eta * area * bin_width_deg * gamma / (math.pi * tail_tolerance)))
+    z_cut, half = rendering_extent(area, fwhm_deg, eta, bin_width_deg, tail_tolerance)
+    if half <= 0.0:
+        return
     # Clamp in floating point first: `half` can be astronomically large for a tiny tolerance.
     b0 = int(max(float(first_bin), math.floor((center_deg - half - grid_lo_deg) / bin_width_deg)))
     b1 = int(min(float(end_bin), math.floor((center_deg + half - grid_lo_deg) / bin_width_deg) + 1.0))
     if b0 >= b1:
         return
+    sigma = fwhm_deg * _FWHM_TO_SIGMA
     inv_g = 1.0 / (sigma * _SQRT2)
-    inv_l = 1.0 / gamma
-    w_gauss = 0.5 * (1.0 - eta) * area
+    inv_l = 2.0 / fwhm_deg
+    w_gauss = 0.5 * (1.0 - eta) * area if z_cut > 0.0 else 0.0
     w_lorentz = eta * area / math.pi
     x = grid_lo_deg + b0 * bin_width_deg - center_deg
-    erf_prev = _clipped_erf(x * inv_g)
+    erf_prev = _clipped_erf(x * inv_g, z_cut)
     zl_prev = x * inv_l
     for b in range(b0, b1):
         x = grid_lo_deg + (b + 1) * bin_width_deg - center_deg
-        erf_next = _clipped_erf(x * inv_g)
+        erf_next = _clipped_erf(x * inv_g, z_cut)
         zl_next = x * inv_l
         out[b] += w_gauss * (erf_next - erf_prev) + w_lorentz * _atan_difference(zl_prev, zl_next)
         erf_prev = erf_next
@@ -139,7 +156,12 @@ def add_pseudo_voigt_binned(
 
 @nb.njit(cache=True)
 def orientation_envelope(
-    t: float, coefficients: np.ndarray, chebyshev_order: int, mean_value: float, clip_lo: float, clip_hi: float
+    t: float,
+    coefficients: np.ndarray,
+    chebyshev_order: int,
+    mean_value: float,
+    clip_lo: float,
+    clip_hi: float,
 ) -> float:
     """Unit-mean, clipped envelope 1 + Σ c_j φ_j(t) at normalised angle t in [0, 1].
 
@@ -217,8 +239,17 @@ def render_exact_sample(
         for p in range(peak_offsets[m], peak_offsets[m + 1]):
             two_theta = peak_two_theta_deg[p]
             t = (two_theta - grid_lo_deg) / grid_span_deg
-            area = scale * peak_intensity[p] * orientation_envelope(
-                t, coefficients, orientation_order, orientation_mean[k], orientation_clip_lo, orientation_clip_hi
+            area = (
+                scale
+                * peak_intensity[p]
+                * orientation_envelope(
+                    t,
+                    coefficients,
+                    orientation_order,
+                    orientation_mean[k],
+                    orientation_clip_lo,
+                    orientation_clip_hi,
+                )
             )
             gauss, lorentz = sample_fwhms_deg(
                 two_theta,
@@ -289,9 +320,9 @@ def add_lut_kernel(
     position = min(max(position, 0.0), n_levels - 1.0)
     level = min(int(position), n_levels - 2)
     frac = position - level
-    half_deg = _GAUSS_HALF_WIDTH_SIGMA * fwhm_deg * _FWHM_TO_SIGMA
-    if eta > 0.0:
-        half_deg = max(half_deg, math.sqrt(eta * amount * bin_width_deg * 0.5 * fwhm_deg / (math.pi * tail_tolerance)))
+    half_deg = rendering_extent(amount, fwhm_deg, eta, bin_width_deg, tail_tolerance)[1]
+    if half_deg <= 0.0:
+        return
     half = int(min(half_deg / bin_width_deg + 1.0, float(max_offset)))
     lo = max(first_bin - source_bin, -half)
     hi = min(end_bin - source_bin, half + 1)
@@ -367,8 +398,17 @@ def render_lut_sample(
                 continue
             two_theta = grid_lo_deg + (j + 0.5) * bin_width_deg
             t = (j + 0.5) * bin_width_deg / grid_span_deg
-            amount = scale * value * orientation_envelope(
-                t, coefficients, orientation_order, orientation_mean[k], orientation_clip_lo, orientation_clip_hi
+            amount = (
+                scale
+                * value
+                * orientation_envelope(
+                    t,
+                    coefficients,
+                    orientation_order,
+                    orientation_mean[k],
+                    orientation_clip_lo,
+                    orientation_clip_hi,
+                )
             )
             gauss, lorentz = sample_fwhms_deg(
                 two_theta,
@@ -393,6 +433,23 @@ def render_lut_sample(
         left = scratch[i0] if 0 <= i0 < n_bins else 0.0
         right = scratch[i0 + 1] if 0 <= i0 + 1 < n_bins else 0.0
         out[i] += (1.0 - frac) * left + frac * right
+
+
+@nb.njit(cache=True)
+def percentile_linear(values: np.ndarray, percentile: float) -> float:
+    """np.percentile(values, percentile) with numpy's default linear interpolation, by selection not sorting."""
+    n = values.shape[0]
+    position = percentile / 100.0 * (n - 1)
+    lo = int(math.floor(position))
+    frac = position - lo
+    part = np.partition(values, lo)
+    a = part[lo]
+    if lo + 1 >= n:
+        return a
+    b = part[lo + 1 :].min()
+    # numpy's _lerp, written the same way so that the results agree to the last bit.
+    diff = b - a
+    return b - diff * (1.0 - frac) if frac >= 0.5 else a + diff * frac
 
 
 @nb.njit(cache=True)
@@ -432,7 +489,7 @@ def finish_sample(
             x += baseline_amplitude * softplus
         x += floor_offset + floor_slope * t + noise_sigma * standard_normal[i]
         values[i - first_bin] = max(x, 0.0)
-    level = np.percentile(values, percentile)
+    level = percentile_linear(values, percentile)
     if level > 0.0:
         values /= level
     for i in range(first_bin, end_bin):

@@ -102,7 +102,9 @@ def compute_chunk(items: list, config: BankConfig, seed: int) -> dict[str, Any]:
                     entry.structure, wavelength, (grid.two_theta_min_deg, grid.two_theta_max_deg)
                 )
             if len(p.two_theta_deg) == 0:
-                raise ValueError(f"no reflections between {grid.two_theta_min_deg} and {grid.two_theta_max_deg} deg 2θ")
+                raise ValueError(
+                    f"no reflections between {grid.two_theta_min_deg} and {grid.two_theta_max_deg} deg 2θ"
+                )
         except Exception as exc:  # noqa: BLE001 - any failure of one structure is reported, never fatal
             reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
             skipped.append({"source": item.source, "provenance": item.locator, "reason": str(reason)[:500]})
@@ -215,7 +217,12 @@ def _deduplicate(rows: list[dict], structures: list[str]) -> tuple[np.ndarray, l
 
 
 def assemble(
-    url: str, config: BankConfig, parts: list[dict[str, Any]], seed: int, sources: list[str], build_key: str = ""
+    url: str,
+    config: BankConfig,
+    parts: list[dict[str, Any]],
+    seed: int,
+    sources: list[str],
+    build_key: str = "",
 ) -> Bank:
     """Write the final store from computed chunks (in chunk order, so output is independent of scheduling)."""
     rows = [r for p in parts for r in p["rows"]]
@@ -231,7 +238,9 @@ def assemble(
     for i, r in enumerate(rows):
         if keep[i] and r["id"] in seen:
             keep[i] = False
-            skipped.append({"source": r["source"], "provenance": r["provenance"], "reason": f"duplicate id {r['id']}"})
+            skipped.append(
+                {"source": r["source"], "provenance": r["provenance"], "reason": f"duplicate id {r['id']}"}
+            )
         seen.add(r["id"])
     rows = [r for r, k in zip(rows, keep, strict=True) if k]
     peaks = [p for p, k in zip(peaks, keep, strict=True) if k]
@@ -245,7 +254,7 @@ def assemble(
     counts = np.array([len(p[0]) for p in peaks], dtype=np.int64)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    cat = (lambda k: np.concatenate([p[k] for p in peaks]) if peaks else np.zeros(0))  # noqa: E731
+    cat = lambda k: np.concatenate([p[k] for p in peaks]) if peaks else np.zeros(0)  # noqa: E731
     two_theta, d_spacing, intensity = cat(0), cat(1), cat(2)
     profile = np.stack(profiles).astype(np.float32) if profiles else np.zeros((0, n_bins), np.float32)
     config_json = config.model_dump_json()
@@ -265,11 +274,18 @@ def assemble(
             if n:
                 z[...] = arr
     pk = root.create_group("peaks")
-    for name, arr in (("offsets", offsets), ("two_theta_deg", two_theta), ("d_spacing_angstrom", d_spacing), ("intensity", intensity)):
+    for name, arr in (
+        ("offsets", offsets),
+        ("two_theta_deg", two_theta),
+        ("d_spacing_angstrom", d_spacing),
+        ("intensity", intensity),
+    ):
         z = pk.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=(max(1, min(len(arr), 1 << 20)),))
         if len(arr):
             z[:] = arr
-    zp = root.create_array("profile", shape=profile.shape, dtype="float32", chunks=(max(1, min(n, 256)), n_bins))
+    zp = root.create_array(
+        "profile", shape=profile.shape, dtype="float32", chunks=(max(1, min(n, 256)), n_bins)
+    )
     if n:
         zp[:] = profile
     root.attrs.update(
@@ -314,7 +330,9 @@ class Bank:
                 f"version {BANK_FORMAT_VERSION}; rebuild it with this version's `xrdsynth bank build`"
             )
         if not attrs.get("complete"):
-            raise BankError(f"{url} is incomplete (its build was interrupted); rerun `xrdsynth bank build` to resume")
+            raise BankError(
+                f"{url} is incomplete (its build was interrupted); rerun `xrdsynth bank build` to resume"
+            )
         return cls(group, url)
 
     def __len__(self) -> int:
@@ -373,21 +391,33 @@ class Bank:
         """Human-readable counts per split and crystal system, the space-group histogram and skip reasons."""
         out = io.StringIO()
         n = len(self)
-        out.write(f"bank {self.url}\n  format {BANK_FORMAT} v{self.attrs['format_version']}, fingerprint {self.fingerprint}\n")
-        out.write(f"  wavelength {self.wavelength_angstrom:.5f} Å, grid {self.grid.two_theta_min_deg}-{self.grid.two_theta_max_deg}° "
-                  f"in {self.grid.n_bins} bins\n  entries {n}, skipped {self.attrs.get('n_skipped', 0)}\n")
+        out.write(
+            f"bank {self.url}\n  format {BANK_FORMAT} v{self.attrs['format_version']}, fingerprint {self.fingerprint}\n"
+        )
+        out.write(
+            f"  wavelength {self.wavelength_angstrom:.5f} Å, grid {self.grid.two_theta_min_deg}-{self.grid.two_theta_max_deg}° "
+            f"in {self.grid.n_bins} bins\n  entries {n}, skipped {self.attrs.get('n_skipped', 0)}\n"
+        )
         if n:
             split = self.column("split")
             out.write("  per split: " + ", ".join(f"{s} {int((split == s).sum())}" for s in SPLITS) + "\n")
             systems, counts = np.unique(self.column("crystal_system"), return_counts=True)
-            out.write("  per crystal system: " + ", ".join(f"{s} {c}" for s, c in zip(systems, counts, strict=True)) + "\n")
+            out.write(
+                "  per crystal system: "
+                + ", ".join(f"{s} {c}" for s, c in zip(systems, counts, strict=True))
+                + "\n"
+            )
             synthetic = int(self.column("synthetic").sum())
             disagree = int(self.column("spacegroup_disagrees").sum())
-            out.write(f"  synthetic {synthetic}, disordered {int(self.column('disordered').sum())}, "
-                      f"detected space group differs from the given label: {disagree}\n")
+            out.write(
+                f"  synthetic {synthetic}, disordered {int(self.column('disordered').sum())}, "
+                f"detected space group differs from the given label: {disagree}\n"
+            )
             sg = self.column("spacegroup_number")
             hist = np.bincount(sg, minlength=231)[1:]
-            out.write(f"  space groups present: {int((hist > 0).sum())} of 230\n  space-group histogram (sg:count):\n")
+            out.write(
+                f"  space groups present: {int((hist > 0).sum())} of 230\n  space-group histogram (sg:count):\n"
+            )
             present = [f"{i + 1}:{c}" for i, c in enumerate(hist) if c]
             for k in range(0, len(present), 12):
                 out.write("    " + " ".join(present[k : k + 12]) + "\n")

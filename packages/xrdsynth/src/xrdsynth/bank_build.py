@@ -71,8 +71,16 @@ def build_bank(
     if done:
         log.info("resuming: %d of %d chunks already computed", len(done), len(chunks))
     with dask_client(workers, scheduler) as client:
-        run_tasks(client, compute_chunk, todo, parts.write, desc="bank", unit="chunk",
-                  total=len(chunks), already_done=len(done))
+        run_tasks(
+            client,
+            compute_chunk,
+            todo,
+            parts.write,
+            desc="bank",
+            unit="chunk",
+            total=len(chunks),
+            already_done=len(done),
+        )
     results = [parts.read(i) for i in range(len(chunks))]
     bank = assemble(url, config, results, seed, sources, build_key)
     parts.remove()

@@ -47,31 +47,94 @@ def bank() -> None:
 
 
 @bank.command("build")
-@click.option("--source", "sources", multiple=True, required=True, metavar="SPEC",
-              help="Structures to include; repeatable. A directory (searched recursively) or glob of CIF files, a .cif, "
-              "a .zip/.tar.gz of CIFs, a .json/.jsonl of pymatgen Structure dicts, a .csv with a `cif` column "
-              "(optional id, e_above_hull...), `builtin` (the AFLOW prototype library shipped with pymatgen) or "
-              "`random:N` (N pyxtal crystals per space group for all 230; `random:N:1-10` limits the groups).")
-@click.option("--out", "out", required=True, metavar="URL", help="Bank store to write: a path or fsspec URL (s3://...).")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="JSON file with BankConfig fields (docs/config.md); options below override it.")
-@click.option("--wavelength", default=None, help="X-ray wavelength: value in Å or line name (CuKa, MoKa, CuKa1...). Default CuKa 1.54184 Å.")
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    required=True,
+    metavar="SPEC",
+    help="Structures to include; repeatable. A directory (searched recursively) or glob of CIF files, a .cif, "
+    "a .zip/.tar.gz of CIFs, a .json/.jsonl of pymatgen Structure dicts, a .csv with a `cif` column "
+    "(optional id, e_above_hull...), `builtin` (the AFLOW prototype library shipped with pymatgen) or "
+    "`random:N` (N pyxtal crystals per space group for all 230; `random:N:1-10` limits the groups).",
+)
+@click.option(
+    "--out", "out", required=True, metavar="URL", help="Bank store to write: a path or fsspec URL (s3://...)."
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="JSON file with BankConfig fields (docs/config.md); options below override it.",
+)
+@click.option(
+    "--wavelength",
+    default=None,
+    help="X-ray wavelength: value in Å or line name (CuKa, MoKa, CuKa1...). Default CuKa 1.54184 Å.",
+)
 @click.option("--symprec", type=float, default=None, help="spglib distance tolerance in Å (default 0.01).")
-@click.option("--max-e-above-hull", type=float, default=None,
-              help="Drop entries whose metadata give e_above_hull above this, in eV/atom (default 0.1, paper A.1).")
-@click.option("--split-fractions", default=None, metavar="TRAIN,VAL,TEST", help="Split fractions (default 0.95,0.025,0.025).")
+@click.option(
+    "--max-e-above-hull",
+    type=float,
+    default=None,
+    help="Drop entries whose metadata give e_above_hull above this, in eV/atom (default 0.1, paper A.1).",
+)
+@click.option(
+    "--split-fractions",
+    default=None,
+    metavar="TRAIN,VAL,TEST",
+    help="Split fractions (default 0.95,0.025,0.025).",
+)
 @click.option("--split-seed", type=int, default=None, help="Seed of the split hash (default 0).")
-@click.option("--group-polymorphs/--no-group-polymorphs", default=None,
-              help="Keep all entries of one reduced formula in the same split (default on).")
-@click.option("--deduplicate", is_flag=True, default=None, help="Drop near-duplicates across sources (StructureMatcher).")
-@click.option("--chunk-size", type=int, default=None, help="Entries per Dask task / resumable chunk (default 64).")
+@click.option(
+    "--group-polymorphs/--no-group-polymorphs",
+    default=None,
+    help="Keep all entries of one reduced formula in the same split (default on).",
+)
+@click.option(
+    "--deduplicate",
+    is_flag=True,
+    default=None,
+    help="Drop near-duplicates across sources (StructureMatcher).",
+)
+@click.option(
+    "--chunk-size", type=int, default=None, help="Entries per Dask task / resumable chunk (default 64)."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random:N structures.")
-@click.option("--workers", type=int, default=2, show_default=True,
-              help="Dask LocalCluster worker processes; 0 runs in this process without Dask.")
-@click.option("--scheduler", default=None, metavar="ADDRESS", help="Use an existing Dask scheduler (tcp://host:8786) instead.")
-@click.option("--overwrite", is_flag=True, help="Replace a bank built from other sources or settings at --out.")
-def bank_build(sources, out, config_file, wavelength, symprec, max_e_above_hull, split_fractions, split_seed,
-               group_polymorphs, deduplicate, chunk_size, seed, workers, scheduler, overwrite) -> None:
+@click.option(
+    "--workers",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Dask LocalCluster worker processes; 0 runs in this process without Dask.",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Use an existing Dask scheduler (tcp://host:8786) instead.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace a bank built from other sources or settings at --out."
+)
+def bank_build(
+    sources,
+    out,
+    config_file,
+    wavelength,
+    symprec,
+    max_e_above_hull,
+    split_fractions,
+    split_seed,
+    group_polymorphs,
+    deduplicate,
+    chunk_size,
+    seed,
+    workers,
+    scheduler,
+    overwrite,
+) -> None:
     """Compute exact peaks (pymatgen-identical, numba) and clean profiles for every structure in the sources.
 
     Bad structures are reported and skipped; the command fails only when nothing could be built. An interrupted
@@ -82,8 +145,12 @@ def bank_build(sources, out, config_file, wavelength, symprec, max_e_above_hull,
 
     fields = _load_config_file(config_file)
     overrides = {
-        "wavelength": wavelength, "symprec": symprec, "max_e_above_hull_ev_per_atom": max_e_above_hull,
-        "split_seed": split_seed, "group_polymorphs": group_polymorphs, "deduplicate": deduplicate,
+        "wavelength": wavelength,
+        "symprec": symprec,
+        "max_e_above_hull_ev_per_atom": max_e_above_hull,
+        "split_seed": split_seed,
+        "group_polymorphs": group_polymorphs,
+        "deduplicate": deduplicate,
         "chunk_size": chunk_size,
         "split_fractions": tuple(float(x) for x in split_fractions.split(",")) if split_fractions else None,
     }
@@ -93,8 +160,9 @@ def bank_build(sources, out, config_file, wavelength, symprec, max_e_above_hull,
     except ValidationError as exc:
         _fail(_validation_message(exc))
     try:
-        result = build_bank(list(sources), out, config, seed=seed, workers=workers, scheduler=scheduler,
-                            overwrite=overwrite)
+        result = build_bank(
+            list(sources), out, config, seed=seed, workers=workers, scheduler=scheduler, overwrite=overwrite
+        )
     except ValueError as exc:
         _fail(str(exc))
     click.echo(result.summary())
@@ -142,7 +210,9 @@ def _storage_options(pairs: tuple[str, ...]) -> dict | None:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            _fail(f"--storage-option {pair!r} must look like KEY=VALUE (e.g. endpoint_url=http://127.0.0.1:9000)")
+            _fail(
+                f"--storage-option {pair!r} must look like KEY=VALUE (e.g. endpoint_url=http://127.0.0.1:9000)"
+            )
         if key == "endpoint_url":
             opts.setdefault("client_kwargs", {})["endpoint_url"] = value
         else:
@@ -156,31 +226,91 @@ def mixtures() -> None:
 
 
 @mixtures.command("generate")
-@click.option("--bank", "bank_url", required=True, metavar="BANK", help="Bank store made by `xrdsynth bank build`.")
-@click.option("--out", required=True, metavar="URL",
-              help="Folder or fsspec URL (s3://bucket/prefix) that receives one store per split: <out>/<split>.zarr.")
-@click.option("--n", "n_train", required=True, metavar="COUNT", help="Training mixtures: 20000, 250k, 10M, 1e6.")
-@click.option("--n-eval", default=None, metavar="COUNT",
-              help="Mixtures in each of val, test and in-library (default: 2.5/95 of --n, the A.1 split ratio).")
-@click.option("--splits", default="train,val,test,in_library", show_default=True,
-              help="Comma-separated splits to generate. in_library draws from training materials with the size of "
-              "test (A.7); test draws from the bank's test pool (out-of-library).")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="JSON file with GenerateConfig fields, including a `recipe` object (docs/config.md).")
-@click.option("--engine", type=click.Choice(["exact", "lut"]), default=None,
-              help="Broadening engine: exact per-peak rendering (default) or the paper's LUT convolution.")
-@click.option("--seed", type=int, default=None, help="Master seed (default 0). Same seed + config = identical bytes.")
-@click.option("--shard-size", type=int, default=None, help="Samples per shard, one Dask task each (default 4096).")
-@click.option("--dtype", "pattern_dtype", type=click.Choice(["float16", "float32"]), default=None,
-              help="Stored pattern precision (default float16).")
-@click.option("--workers", type=int, default=2, show_default=True, help="LocalCluster worker processes; 0 = no Dask.")
+@click.option(
+    "--bank", "bank_url", required=True, metavar="BANK", help="Bank store made by `xrdsynth bank build`."
+)
+@click.option(
+    "--out",
+    required=True,
+    metavar="URL",
+    help="Folder or fsspec URL (s3://bucket/prefix) that receives one store per split: <out>/<split>.zarr.",
+)
+@click.option(
+    "--n", "n_train", required=True, metavar="COUNT", help="Training mixtures: 20000, 250k, 10M, 1e6."
+)
+@click.option(
+    "--n-eval",
+    default=None,
+    metavar="COUNT",
+    help="Mixtures in each of val, test and in-library (default: 2.5/95 of --n, the A.1 split ratio).",
+)
+@click.option(
+    "--splits",
+    default="train,val,test,in_library",
+    show_default=True,
+    help="Comma-separated splits to generate. in_library draws from training materials with the size of "
+    "test (A.7); test draws from the bank's test pool (out-of-library).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="JSON file with GenerateConfig fields, including a `recipe` object (docs/config.md).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["exact", "lut"]),
+    default=None,
+    help="Broadening engine: exact per-peak rendering (default) or the paper's LUT convolution.",
+)
+@click.option(
+    "--seed", type=int, default=None, help="Master seed (default 0). Same seed + config = identical bytes."
+)
+@click.option(
+    "--shard-size", type=int, default=None, help="Samples per shard, one Dask task each (default 4096)."
+)
+@click.option(
+    "--dtype",
+    "pattern_dtype",
+    type=click.Choice(["float16", "float32"]),
+    default=None,
+    help="Stored pattern precision (default float16).",
+)
+@click.option(
+    "--workers", type=int, default=2, show_default=True, help="LocalCluster worker processes; 0 = no Dask."
+)
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Use an existing Dask scheduler instead.")
-@click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
-              help="fsspec option for --out, repeatable (e.g. endpoint_url=http://127.0.0.1:9000, anon=false).")
-@click.option("--resume", is_flag=True, help="Finish an interrupted store (or reuse a finished one) made with this config.")
+@click.option(
+    "--storage-option",
+    "storage_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="fsspec option for --out, repeatable (e.g. endpoint_url=http://127.0.0.1:9000, anon=false).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Finish an interrupted store (or reuse a finished one) made with this config.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing stores, whatever config made them.")
-def mixtures_generate(bank_url, out, n_train, n_eval, splits, config_file, engine, seed, shard_size, pattern_dtype,
-                      workers, scheduler, storage_option, resume, overwrite) -> None:
+def mixtures_generate(
+    bank_url,
+    out,
+    n_train,
+    n_eval,
+    splits,
+    config_file,
+    engine,
+    seed,
+    shard_size,
+    pattern_dtype,
+    workers,
+    scheduler,
+    storage_option,
+    resume,
+    overwrite,
+) -> None:
     """Draw augmented mixtures from BANK and write them as sharded Zarr stores, one per split.
 
     Every task writes one whole shard; a shard counts only once its completion flag is set, so a killed run
@@ -192,8 +322,12 @@ def mixtures_generate(bank_url, out, n_train, n_eval, splits, config_file, engin
     from .store import StoreError
 
     fields = _load_config_file(config_file)
-    overrides = {"seed": seed, "shard_size": shard_size, "pattern_dtype": pattern_dtype,
-                 "n_eval": parse_count(n_eval) if n_eval else None}
+    overrides = {
+        "seed": seed,
+        "shard_size": shard_size,
+        "pattern_dtype": pattern_dtype,
+        "n_eval": parse_count(n_eval) if n_eval else None,
+    }
     fields.update({k: v for k, v in overrides.items() if v is not None})
     if shard_size and "chunk_rows" not in fields:
         import math
@@ -210,16 +344,30 @@ def mixtures_generate(bank_url, out, n_train, n_eval, splits, config_file, engin
     if unknown:
         _fail(f"unknown split(s) {sorted(unknown)} in --splits; choose from train, val, test, in_library")
     try:
-        reports = generate_all(bank_url, out, parse_count(n_train), config, splits=wanted, workers=workers,
-                               scheduler=scheduler, resume=resume, overwrite=overwrite,
-                               storage_options=_storage_options(storage_option))
+        reports = generate_all(
+            bank_url,
+            out,
+            parse_count(n_train),
+            config,
+            splits=wanted,
+            workers=workers,
+            scheduler=scheduler,
+            resume=resume,
+            overwrite=overwrite,
+            storage_options=_storage_options(storage_option),
+        )
     except (BankError, StoreError, ValueError) as exc:
         _fail(str(exc))
     for r in reports:
-        size = f", {r.stored_bytes / 1e6:.1f} MB stored ({r.uncompressed_bytes / max(r.stored_bytes or 1, 1):.1f}x)" \
-            if r.stored_bytes and r.uncompressed_bytes else ""
-        click.echo(f"{r.split}: {r.n_samples} samples, {r.shards_written} shards written, {r.shards_skipped} reused, "
-                   f"{r.seconds:.1f} s{size} -> {r.url}")
+        size = (
+            f", {r.stored_bytes / 1e6:.1f} MB stored ({r.uncompressed_bytes / max(r.stored_bytes or 1, 1):.1f}x)"
+            if r.stored_bytes and r.uncompressed_bytes
+            else ""
+        )
+        click.echo(
+            f"{r.split}: {r.n_samples} samples, {r.shards_written} shards written, {r.shards_skipped} reused, "
+            f"{r.seconds:.1f} s{size} -> {r.url}"
+        )
 
 
 @mixtures.command("inspect")
@@ -237,8 +385,12 @@ def mixtures_inspect(store_url: str) -> None:
 @mixtures.command("plot")
 @click.argument("store_url", metavar="STORE")
 @click.option("--index", "index", type=int, required=True, help="Sample to plot (0-based).")
-@click.option("--out", "png", type=click.Path(dir_okay=False), default=None, help="PNG path (default mixture-<I>.png).")
-@click.option("--bank", "bank_url", default=None, help="Bank for the phases' sticks (default: the one the store names).")
+@click.option(
+    "--out", "png", type=click.Path(dir_okay=False), default=None, help="PNG path (default mixture-<I>.png)."
+)
+@click.option(
+    "--bank", "bank_url", default=None, help="Bank for the phases' sticks (default: the one the store names)."
+)
 def mixtures_plot(store_url: str, index: int, png: str | None, bank_url: str | None) -> None:
     """Draw sample I: the pattern, its measurement window and each phase's sticks with space group and weight."""
     from .inspect_store import plot_sample

@@ -29,9 +29,16 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
             client.close()
         return
     logging.getLogger("distributed").setLevel(logging.ERROR)
-    with LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 
@@ -51,8 +58,14 @@ def run_tasks(
     Results are handled as they arrive so memory stays bounded and finished work is saved before the next
     one completes; with client None tasks run in this process, in order.
     """
-    bar = tqdm(total=total if total is not None else len(keyed_args) + already_done, initial=already_done,
-               desc=desc, unit=unit, dynamic_ncols=True, mininterval=0.5)
+    bar = tqdm(
+        total=total if total is not None else len(keyed_args) + already_done,
+        initial=already_done,
+        desc=desc,
+        unit=unit,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
     try:
         if client is None:
             for key, args in keyed_args:

@@ -26,7 +26,9 @@ def resolve_wavelength(wavelength: str | float) -> float:
 
             if wavelength not in WAVELENGTHS:
                 known = ", ".join(sorted(WAVELENGTHS))
-                raise ValueError(f"unknown X-ray line {wavelength!r}; use a value in Å or one of: {known}") from None
+                raise ValueError(
+                    f"unknown X-ray line {wavelength!r}; use a value in Å or one of: {known}"
+                ) from None
             value = float(WAVELENGTHS[wavelength])
     if not 0.05 <= value <= 5.0:
         raise ValueError(f"wavelength {value} Å is outside the plausible X-ray range 0.05-5 Å")
@@ -41,7 +43,9 @@ class GridConfig(_Strict):
     """The shared fixed 2θ grid of every clean profile and mixture (A.1, first paragraph)."""
 
     two_theta_min_deg: float = Field(5.0, ge=0.0, lt=180.0, description="Lower grid bound, degrees 2θ (A.1).")
-    two_theta_max_deg: float = Field(120.0, gt=0.0, le=180.0, description="Upper grid bound, degrees 2θ (A.1).")
+    two_theta_max_deg: float = Field(
+        120.0, gt=0.0, le=180.0, description="Upper grid bound, degrees 2θ (A.1)."
+    )
     n_bins: int = Field(2048, ge=16, le=1 << 20, description="Number of uniform bins (A.1: 2,048).")
 
     @model_validator(mode="after")
@@ -75,7 +79,9 @@ class BankConfig(_Strict):
         description="X-ray wavelength: a value in Å or a pymatgen line name. A.1 uses Cu Kα, λ = 1.54184 Å.",
     )
     grid: GridConfig = Field(default_factory=GridConfig, description="Dense-profile grid (A.1).")
-    symprec: float = Field(0.01, gt=0.0, le=1.0, description="spglib distance tolerance in Å for space-group detection.")
+    symprec: float = Field(
+        0.01, gt=0.0, le=1.0, description="spglib distance tolerance in Å for space-group detection."
+    )
     angle_tolerance_deg: float = Field(5.0, gt=0.0, le=30.0, description="spglib angle tolerance in degrees.")
     max_e_above_hull_ev_per_atom: float | None = Field(
         0.1,
@@ -84,13 +90,19 @@ class BankConfig(_Strict):
         "Entries without the field are kept. None disables the filter.",
     )
     max_sites: int = Field(
-        1000, ge=1, description="Cells with more sites than this are skipped as too large (kernel cost grows with sites × reflections)."
+        1000,
+        ge=1,
+        description="Cells with more sites than this are skipped as too large (kernel cost grows with sites × reflections).",
     )
     min_volume_per_site_a3: float = Field(
-        1.0, gt=0.0, description="Cells with less volume per site (Å³) are skipped as absurd (overlapping atoms)."
+        1.0,
+        gt=0.0,
+        description="Cells with less volume per site (Å³) are skipped as absurd (overlapping atoms).",
     )
     max_volume_per_site_a3: float = Field(
-        500.0, gt=0.0, description="Cells with more volume per site (Å³) are skipped as absurd (nearly empty)."
+        500.0,
+        gt=0.0,
+        description="Cells with more volume per site (Å³) are skipped as absurd (nearly empty).",
     )
     split_fractions: tuple[Fraction, Fraction, Fraction] = Field(
         (0.95, 0.025, 0.025), description="train / val / test fractions by material (A.1)."
@@ -102,9 +114,12 @@ class BankConfig(_Strict):
         "material is really unseen. False splits by material id only (the paper's behaviour).",
     )
     deduplicate: bool = Field(
-        False, description="Drop near-duplicates across sources with pymatgen's StructureMatcher (first source wins)."
+        False,
+        description="Drop near-duplicates across sources with pymatgen's StructureMatcher (first source wins).",
     )
-    chunk_size: int = Field(64, ge=1, le=100_000, description="Entries per Dask task and per resumable chunk.")
+    chunk_size: int = Field(
+        64, ge=1, le=100_000, description="Entries per Dask task and per resumable chunk."
+    )
 
     @field_validator("wavelength")
     @classmethod
@@ -126,7 +141,9 @@ class BankConfig(_Strict):
 
 def _ordered_range(name: str, value: tuple[float, float]) -> tuple[float, float]:
     if not value[0] <= value[1]:
-        raise ValueError(f"{name} = {value}: the lower bound must not exceed the upper bound; swap the two values")
+        raise ValueError(
+            f"{name} = {value}: the lower bound must not exceed the upper bound; swap the two values"
+        )
     return value
 
 
@@ -145,12 +162,14 @@ class RecipeConfig(_Strict):
         (0.20, 0.40, 0.25, 0.10, 0.05),
         description="P(K* = 1..5), the number of phases in a mixture (A.1).",
     )
-    dirichlet_alpha: float = Field(1.0, gt=0.0, description="Concentration of the Dirichlet mixture weights (A.1).")
+    dirichlet_alpha: float = Field(
+        1.0, gt=0.0, description="Concentration of the Dirichlet mixture weights (A.1)."
+    )
     min_phase_weight: float = Field(
         0.03,
         ge=0.0,
         lt=0.2,
-        description="Smallest phase weight (A.1: 0.03). Enforced as w = w_min + (1 - K w_min) w_dirichlet, "
+        description="Smallest phase weight (A.1: 0.03); below 1/5 so that five phases can all reach it. Enforced as w = w_min + (1 - K w_min) w_dirichlet, "
         "which keeps the sum at 1 (docs/physics.md).",
     )
     pre_mix_normalization: Literal["strongest_line", "total_intensity"] = Field(
@@ -165,13 +184,17 @@ class RecipeConfig(_Strict):
         0.6, ge=0.0, le=1.0, description="Probability that a phase gets the orientation envelope (A.1)."
     )
     preferred_orientation_strength: Range = Field(
-        (-0.18, 0.18), description="Envelope strength s, uniform; the envelope is 1 + s b(2θ) with |b| <= 1 (A.1)."
+        (-0.18, 0.18),
+        description="Envelope strength s, uniform; the envelope is 1 + s b(2θ) with |b| <= 1 (A.1).",
     )
     preferred_orientation_chebyshev_order: int = Field(
         3, ge=0, le=8, description="Chebyshev terms T_1..T_order of the envelope basis (A.1: up to order 3)."
     )
     preferred_orientation_fourier_terms: int = Field(
-        2, ge=0, le=8, description="Fourier pairs sin/cos(k π t), k = 1..n, of the envelope basis (A.1: 'a few')."
+        2,
+        ge=0,
+        le=8,
+        description="Fourier pairs sin/cos(k π t), k = 1..n, of the envelope basis (A.1: 'a few').",
     )
     preferred_orientation_clip: Range = Field(
         (0.85, 1.2), description="The unit-mean envelope is clipped to this range (A.1)."
@@ -183,39 +206,59 @@ class RecipeConfig(_Strict):
         description="Microstrain ε, uniform (A.1). Gaussian FWHM = strain_fwhm_factor · ε · tanθ in radians.",
     )
     strain_fwhm_factor: float = Field(
-        4.0, gt=0.0, description="FWHM_G = factor · ε · tanθ (rad); 4 is the Stokes-Wilson apparent-strain constant."
+        4.0,
+        gt=0.0,
+        description="FWHM_G = factor · ε · tanθ (rad); 4 is the Stokes-Wilson apparent-strain constant.",
     )
     crystallite_size_log10_nm: Range = Field(
         (2.0, 2.4), description="log10 of the crystallite size L in nm, uniform, i.e. L log-uniform (A.1)."
     )
     scherrer_k: float = Field(
-        0.9, gt=0.0, le=2.0, description="Scherrer constant K in FWHM_L = K λ / (L cosθ) (rad); 0.9 for spheres."
+        0.9,
+        gt=0.0,
+        le=2.0,
+        description="Scherrer constant K in FWHM_L = K λ / (L cosθ) (rad); 0.9 for spheres.",
     )
     wavelength_angstrom: float = Field(
         CU_KA_ANGSTROM, gt=0.05, le=5.0, description="Wavelength of the Scherrer term, Å (A.1: 1.54184 Å)."
     )
 
     # --- global measurement effects (A.1 "Mixture formation and global measurement effects") ---
-    zero_shift_deg: Range = Field((-0.06, 0.06), description="Global 2θ zero shift Δ in degrees, uniform (A.1).")
+    zero_shift_deg: Range = Field(
+        (-0.06, 0.06), description="Global 2θ zero shift Δ in degrees, uniform (A.1)."
+    )
     instrument_u_deg2: float = Field(
-        0.0, ge=0.0, description="Base Caglioti U (deg²) to which ΔU is added; A.1 gives only increments, so 0."
+        0.0,
+        ge=0.0,
+        description="Base Caglioti U (deg²) to which ΔU is added; A.1 gives only increments, so 0.",
     )
     instrument_v_deg2: float = Field(
         0.0, description="Base Caglioti V (deg²) to which ΔV is added; A.1 gives only increments, so 0."
     )
     instrument_w_deg2: float = Field(
-        0.0, ge=0.0, description="Base Caglioti W (deg²) to which ΔW is added; A.1 gives only increments, so 0."
+        0.0,
+        ge=0.0,
+        description="Base Caglioti W (deg²) to which ΔW is added; A.1 gives only increments, so 0.",
     )
-    instrument_du_deg2: Range = Field((0.0, 0.004), description="Caglioti increment ΔU in deg², uniform (A.1).")
+    instrument_du_deg2: Range = Field(
+        (0.0, 0.004), description="Caglioti increment ΔU in deg², uniform (A.1)."
+    )
     instrument_dv_deg2: Range = Field((0.0, 0.0), description="Caglioti increment ΔV in deg² (A.1: 0).")
     instrument_dw_deg2: Range = Field(
-        (0.0018, 0.002), description="Caglioti increment ΔW in deg², uniform (A.1 prints it as [0.002, 0.0018])."
+        (0.0018, 0.002),
+        description="Caglioti increment ΔW in deg², uniform (A.1 prints it as [0.002, 0.0018]).",
     )
 
     # --- window, background, noise (A.1 "Measurement windowing, background, and noise") ---
-    window_low_deg: Range = Field((5.0, 20.0), description="Lower window bound 2θ_lo in degrees, uniform (A.1).")
-    window_high_deg: Range = Field((80.0, 120.0), description="Upper window bound 2θ_hi in degrees, uniform (A.1).")
-    baseline_order: int = Field(4, ge=0, le=10, description="Order of the softplus baseline polynomial (A.1: 4).")
+    window_low_deg: Range = Field(
+        (5.0, 20.0), description="Lower window bound 2θ_lo in degrees, uniform (A.1)."
+    )
+    window_high_deg: Range = Field(
+        (80.0, 120.0), description="Upper window bound 2θ_hi in degrees, uniform (A.1)."
+    )
+    baseline_order: int = Field(
+        4, ge=0, le=10, description="Order of the softplus baseline polynomial (A.1: 4)."
+    )
     baseline_coefficient: Range = Field(
         (-0.12, 0.12), description="Each baseline polynomial coefficient, uniform (A.1)."
     )
@@ -226,7 +269,8 @@ class RecipeConfig(_Strict):
     )
     floor_offset: Range = Field((0.003, 0.03), description="Additive floor constant, uniform (A.1).")
     floor_slope: Range = Field(
-        (-0.01, 0.01), description="Additive floor slope per unit of normalised angle t in [0, 1], uniform (A.1)."
+        (-0.01, 0.01),
+        description="Additive floor slope per unit of normalised angle t in [0, 1], uniform (A.1).",
     )
     noise_sigma: Range = Field((0.0008, 0.0025), description="Per-sample Gaussian noise std, uniform (A.1).")
     normalization_percentile: float = Field(
@@ -239,7 +283,9 @@ class RecipeConfig(_Strict):
         description="'exact': each stick rendered analytically, bin-integrated; 'lut': A.1's variable-width "
         "convolution of the dense clean profile with log-spaced width levels (needs PhaseLibrary.dense_profile).",
     )
-    lut_levels: int = Field(32, ge=2, le=4096, description="Number of log-spaced FWHM levels of the LUT engine (A.1).")
+    lut_levels: int = Field(
+        32, ge=2, le=4096, description="Number of log-spaced FWHM levels of the LUT engine (A.1)."
+    )
     tail_tolerance: float = Field(
         1e-5,
         gt=0.0,
@@ -279,11 +325,6 @@ class RecipeConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> RecipeConfig:
-        max_k = max(k + 1 for k, p in enumerate(self.phase_count_probabilities) if p > 0)
-        if self.min_phase_weight * max_k >= 1.0:
-            raise ValueError(
-                f"min_phase_weight ({self.min_phase_weight}) times the largest phase count ({max_k}) must be < 1"
-            )
         lo, hi = self.preferred_orientation_clip
         if not lo <= 1.0 <= hi:
             raise ValueError(f"preferred_orientation_clip {self.preferred_orientation_clip} must contain 1")
@@ -293,8 +334,13 @@ class RecipeConfig(_Strict):
             raise ValueError(
                 f"window_low_deg {self.window_low_deg} must end below window_high_deg {self.window_high_deg}"
             )
-        if self.instrument_du_deg2[0] + self.instrument_u_deg2 < 0 or self.instrument_dw_deg2[0] + self.instrument_w_deg2 <= 0:
-            raise ValueError("instrument U + ΔU must be >= 0 and W + ΔW must be > 0 (Caglioti FWHM² at 2θ -> 0)")
+        if (
+            self.instrument_du_deg2[0] + self.instrument_u_deg2 < 0
+            or self.instrument_dw_deg2[0] + self.instrument_w_deg2 <= 0
+        ):
+            raise ValueError(
+                "instrument U + ΔU must be >= 0 and W + ΔW must be > 0 (Caglioti FWHM² at 2θ -> 0)"
+            )
         if self.noise_sigma[0] < 0.0:
             raise ValueError(f"noise_sigma {self.noise_sigma} must be >= 0")
         return self
@@ -309,14 +355,23 @@ class GenerateConfig(_Strict):
     """`xrdsynth mixtures generate`: the recipe plus how samples are seeded, sized and stored."""
 
     recipe: RecipeConfig = Field(default_factory=RecipeConfig, description="The augmentation recipe (A.1).")
-    seed: int = Field(0, ge=0, description="Master seed; each shard's stream is SeedSequence([seed, split, shard]).")
-    n_eval: int | None = Field(
-        None, ge=1, description="Samples in each of val, test and in-library; None = 2.5/95 of the train size (A.1 ratio)."
+    seed: int = Field(
+        0, ge=0, description="Master seed; each shard's stream is SeedSequence([seed, split, shard])."
     )
-    shard_size: int = Field(4096, ge=1, le=1 << 20, description="Samples per shard: one Dask task, one object per array.")
-    chunk_rows: int = Field(256, ge=1, description="Rows per inner chunk, the smallest unit a reader fetches.")
+    n_eval: int | None = Field(
+        None,
+        ge=1,
+        description="Samples in each of val, test and in-library; None = 2.5/95 of the train size (A.1 ratio).",
+    )
+    shard_size: int = Field(
+        4096, ge=1, le=1 << 20, description="Samples per shard: one Dask task, one object per array."
+    )
+    chunk_rows: int = Field(
+        256, ge=1, description="Rows per inner chunk, the smallest unit a reader fetches."
+    )
     pattern_dtype: Literal["float16", "float32"] = Field(
-        "float16", description="Stored pattern precision; float16 keeps 3 significant digits of the normalised pattern."
+        "float16",
+        description="Stored pattern precision; float16 keeps 3 significant digits of the normalised pattern.",
     )
 
     @model_validator(mode="after")

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 from pymatgen.analysis.diffraction.core import (
     AbstractDiffractionPatternCalculator,
-    get_anisotropic_debye_waller_factors,
     get_ustar,
 )
 from pymatgen.analysis.diffraction.xrd import ATOMIC_SCATTERING_PARAMS
@@ -123,11 +122,15 @@ def structure_to_arrays(structure: Structure) -> StructureArrays:
         scattering_coeffs=np.array([ATOMIC_SCATTERING_PARAMS[s] for s in symbols], dtype=np.float64).reshape(
             len(symbols), -1, 2
         ),
-        ustar=None if site_ustar is None else np.ascontiguousarray(site_ustar[site_indices], dtype=np.float64),
+        ustar=None
+        if site_ustar is None
+        else np.ascontiguousarray(site_ustar[site_indices], dtype=np.float64),
     )
 
 
-def _shell_radii(wavelength_angstrom: float, two_theta_range_deg: tuple[float, float] | None) -> tuple[float, float]:
+def _shell_radii(
+    wavelength_angstrom: float, two_theta_range_deg: tuple[float, float] | None
+) -> tuple[float, float]:
     """(min_r, max_r) in 1/Å, with XRDCalculator's exact float expression."""
     if two_theta_range_deg is None:
         return 0.0, 2 / wavelength_angstrom
@@ -179,21 +182,19 @@ def compute_peaks_arrays(
     two_theta = np.degrees(2 * theta)
     bin_key = np.round(two_theta / TWO_THETA_TOL_DEG).astype(np.int64)
 
-    # Form factors per element with pymatgen's numpy expression: (n_elements, M).
+    # f_e = Z - 41.78214 s2 sum_i a_i exp(-b_i s2) for all elements at once: (n_elements, M).
     s2 = (g / 2) ** 2
-    form_factor = np.empty((len(arrays.element_symbols), g.shape[0]), dtype=np.float64)
+    a_coeff = arrays.scattering_coeffs[:, :, 0, None]
+    b_coeff = arrays.scattering_coeffs[:, :, 1, None]
+    form_factor = arrays.atomic_number[:, None] - 41.78214 * s2 * np.sum(
+        a_coeff * np.exp(-b_coeff * s2), axis=1
+    )
     for e, symbol in enumerate(arrays.element_symbols):
-        coeff = arrays.scattering_coeffs[e]
-        fs = arrays.atomic_number[e] - 41.78214 * s2 * np.sum(coeff[:, 0] * np.exp(-coeff[:, 1] * s2[:, None]), axis=1)
         if dw_map.get(symbol, 0):
-            fs = fs * np.exp(-dw_map[symbol] * s2)
-        form_factor[e] = fs
-    if arrays.ustar is None:
-        site_weight = arrays.occupancy[None, :]
-    else:
-        site_weight = arrays.occupancy * get_anisotropic_debye_waller_factors(hkl.astype(float), arrays.ustar)
+            form_factor[e] *= np.exp(-dw_map[symbol] * s2)
+    ustar = np.empty((0, 3, 3), dtype=np.float64) if arrays.ustar is None else arrays.ustar
     f_squared = _peak_kernels.structure_factor_squared(
-        hkl, form_factor, arrays.frac_coords, np.ascontiguousarray(site_weight), arrays.element_start
+        hkl, form_factor, arrays.frac_coords, arrays.occupancy, arrays.element_start, ustar
     )
     lorentz = (1 + np.cos(2 * theta) ** 2) / (np.sin(theta) ** 2 * np.cos(theta))
     # Factor 2: the -g half-space is identical (Friedel's law; scattering factors are real).

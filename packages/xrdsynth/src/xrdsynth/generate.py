@@ -94,8 +94,14 @@ def _param_shapes(recipe: RecipeConfig, bank: Bank, pool: np.ndarray) -> dict[st
     """Names and trailing shapes of the sampled parameters, read off a one-sample batch."""
     from .recipe import generate_batch
 
-    probe = generate_batch(np.random.default_rng(0), _library(bank.url, bank.fingerprint, recipe.engine == "lut"),
-                           pool, 1, recipe, bank.grid)
+    probe = generate_batch(
+        np.random.default_rng(0),
+        _library(bank.url, bank.fingerprint, recipe.engine == "lut"),
+        pool,
+        1,
+        recipe,
+        bank.grid,
+    )
     return {k: tuple(v.shape[1:]) for k, v in probe.params.items()}
 
 
@@ -123,7 +129,9 @@ def generate_split(
             f"{max_k} distinct phases need at least that many. Add structures to the bank "
             "or lower recipe.phase_count_probabilities for large K."
         )
-    layout = StoreLayout(n_samples, bank.grid.n_bins, config.shard_size, config.chunk_rows, config.pattern_dtype)
+    layout = StoreLayout(
+        n_samples, bank.grid.n_bins, config.shard_size, config.chunk_rows, config.pattern_dtype
+    )
     identity = {
         "recipe": config.recipe.model_dump(mode="json"),
         "seed": config.seed,
@@ -136,7 +144,11 @@ def generate_split(
     }
     fingerprint = config_fingerprint(identity)
     existing = read_attrs(url, storage_options)
-    if existing is not None and existing.get("format") == "xrdsynth.mixtures" and "config_fingerprint" not in existing:
+    if (
+        existing is not None
+        and existing.get("format") == "xrdsynth.mixtures"
+        and "config_fingerprint" not in existing
+    ):
         existing = None  # our own store whose creation was interrupted: nothing in it to keep
     if existing is not None and not overwrite:
         if existing.get("config_fingerprint") != fingerprint:
@@ -145,22 +157,31 @@ def generate_split(
                 "pass --overwrite to replace it (or choose another --out)"
             )
         if not resume:
-            raise StoreError(f"{url} already exists; pass --resume to finish or reuse it, or --overwrite to redo it")
+            raise StoreError(
+                f"{url} already exists; pass --resume to finish or reuse it, or --overwrite to redo it"
+            )
     if existing is None or overwrite or existing.get("config_fingerprint") != fingerprint:
         grid = bank.grid
         create_store(
-            url, layout, _param_shapes(config.recipe, bank, pool),
+            url,
+            layout,
+            _param_shapes(config.recipe, bank, pool),
             {
                 **identity,
                 "config_fingerprint": fingerprint,
-                "grid": {"two_theta_min_deg": grid.two_theta_min_deg, "two_theta_max_deg": grid.two_theta_max_deg,
-                         "n_bins": grid.n_bins},
+                "grid": {
+                    "two_theta_min_deg": grid.two_theta_min_deg,
+                    "two_theta_max_deg": grid.two_theta_max_deg,
+                    "n_bins": grid.n_bins,
+                },
                 "wavelength_angstrom": bank.wavelength_angstrom,
                 "bank_url": bank.url,
                 "n_shards": layout.n_shards,
                 "max_phases": 5,
             },
-            bank.column("id"), bank.column("spacegroup_number").astype(np.int16), storage_options,
+            bank.column("id"),
+            bank.column("spacegroup_number").astype(np.int16),
+            storage_options,
         )
     root = zarr.open_group(url, mode="r+", storage_options=storage_options)
     done = completed_shards(root)
@@ -172,17 +193,47 @@ def generate_split(
 
     t0 = time.perf_counter()
     args = [
-        (s, (url, storage_options, layout, s, bank.url, bank.fingerprint, bank.grid, pool, config.recipe, config.seed,
-             split))
+        (
+            s,
+            (
+                url,
+                storage_options,
+                layout,
+                s,
+                bank.url,
+                bank.fingerprint,
+                bank.grid,
+                pool,
+                config.recipe,
+                config.seed,
+                split,
+            ),
+        )
         for s in todo
     ]
-    run_tasks(client, make_shard, args, on_result, desc=f"mixtures {split}", unit="shard",
-              total=layout.n_shards, already_done=int(done.sum()))
+    run_tasks(
+        client,
+        make_shard,
+        args,
+        on_result,
+        desc=f"mixtures {split}",
+        unit="shard",
+        total=layout.n_shards,
+        already_done=int(done.sum()),
+    )
     if not completed_shards(root).all():
         raise StoreError(f"{url}: some shards did not complete; rerun with --resume")
     root.attrs["complete"] = True
-    return SplitReport(split, url, n_samples, len(todo), int(done.sum()), time.perf_counter() - t0, stats["bytes"],
-                       _stored_bytes(url, storage_options))
+    return SplitReport(
+        split,
+        url,
+        n_samples,
+        len(todo),
+        int(done.sum()),
+        time.perf_counter() - t0,
+        stats["bytes"],
+        _stored_bytes(url, storage_options),
+    )
 
 
 def _stored_bytes(url: str, storage_options: dict | None) -> int | None:
@@ -222,6 +273,17 @@ def generate_all(
     with dask_client(workers, scheduler) as client:
         for split in splits:
             url = f"{out.rstrip('/')}/{split}.zarr"
-            reports.append(generate_split(bank, url, split, sizes[split], config, client=client, resume=resume,
-                                          overwrite=overwrite, storage_options=storage_options))
+            reports.append(
+                generate_split(
+                    bank,
+                    url,
+                    split,
+                    sizes[split],
+                    config,
+                    client=client,
+                    resume=resume,
+                    overwrite=overwrite,
+                    storage_options=storage_options,
+                )
+            )
     return reports

@@ -18,8 +18,10 @@ def open_store(url: str) -> zarr.Group:
     if root.attrs.get("format") != MIXTURE_FORMAT:
         raise ValueError(f"{url} is not an xrdsynth mixture store (format {root.attrs.get('format')!r})")
     if root.attrs.get("format_version") != MIXTURE_FORMAT_VERSION:
-        raise ValueError(f"{url} has mixture format version {root.attrs.get('format_version')}; "
-                         f"this xrdsynth reads {MIXTURE_FORMAT_VERSION}")
+        raise ValueError(
+            f"{url} has mixture format version {root.attrs.get('format_version')}; "
+            f"this xrdsynth reads {MIXTURE_FORMAT_VERSION}"
+        )
     return root
 
 
@@ -29,18 +31,27 @@ def describe_store(url: str) -> str:
     a = root.attrs
     done = completed_shards(root)
     out = io.StringIO()
-    out.write(f"store {url}\n  format {a['format']} v{a['format_version']}, split {a['split']}, seed {a['seed']}, "
-              f"complete {a.get('complete')}\n  samples {a['n_samples']}, shards {int(done.sum())}/{len(done)} written, "
-              f"bank {a['bank_fingerprint']}\n")
+    out.write(
+        f"store {url}\n  format {a['format']} v{a['format_version']}, split {a['split']}, seed {a['seed']}, "
+        f"complete {a.get('complete')}\n  samples {a['n_samples']}, shards {int(done.sum())}/{len(done)} written, "
+        f"bank {a['bank_fingerprint']}\n"
+    )
     n_phases = np.asarray(root["n_phases"][:])
     written = np.repeat(done, a["shard_size"])[: a["n_samples"]]
     n_phases = n_phases[written]
     ks, counts = np.unique(n_phases, return_counts=True)
-    out.write("  K* histogram: " + ", ".join(f"{k}: {c} ({c / max(len(n_phases), 1):.1%})" for k, c in zip(ks, counts, strict=True)) + "\n")
+    out.write(
+        "  K* histogram: "
+        + ", ".join(f"{k}: {c} ({c / max(len(n_phases), 1):.1%})" for k, c in zip(ks, counts, strict=True))
+        + "\n"
+    )
     sg = np.asarray(root["phase_spacegroup"][:])[written]
     hist = np.bincount(sg[sg > 0].ravel(), minlength=231)[1:]
-    out.write(f"  space groups seen: {int((hist > 0).sum())} of 230; most frequent: "
-              + ", ".join(f"{i + 1}:{hist[i]}" for i in np.argsort(-hist)[:10] if hist[i]) + "\n")
+    out.write(
+        f"  space groups seen: {int((hist > 0).sum())} of 230; most frequent: "
+        + ", ".join(f"{i + 1}:{hist[i]}" for i in np.argsort(-hist)[:10] if hist[i])
+        + "\n"
+    )
     w = np.asarray(root["phase_weight"][:])[written]
     if len(w):
         out.write(f"  phase weight: min {w[w > 0].min():.3f}, max {w.max():.3f}\n")
@@ -87,9 +98,18 @@ def plot_sample(url: str, index: int, png: str, bank_url: str | None = None) -> 
     except Exception:  # noqa: BLE001 - sticks are optional; the plot says when they are missing
         bank = None
 
-    fig, (ax, ax_sticks) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1.4]})
-    ax.axvspan(centers[0] - width / 2, centers[lo] - width / 2 if lo < len(centers) else centers[-1], color="0.9", lw=0)
-    ax.axvspan(centers[hi - 1] + width / 2, centers[-1] + width / 2, color="0.9", lw=0, label="outside window")
+    fig, (ax, ax_sticks) = plt.subplots(
+        2, 1, figsize=(11, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1.4]}
+    )
+    ax.axvspan(
+        centers[0] - width / 2,
+        centers[lo] - width / 2 if lo < len(centers) else centers[-1],
+        color="0.9",
+        lw=0,
+    )
+    ax.axvspan(
+        centers[hi - 1] + width / 2, centers[-1] + width / 2, color="0.9", lw=0, label="outside window"
+    )
     ax.plot(centers, pattern, color="k", lw=0.8, label="pattern")
     ax.set_ylabel("intensity (normalised)")
     ax.set_title(f"{url} — sample {index}, K* = {k}")
@@ -99,9 +119,13 @@ def plot_sample(url: str, index: int, png: str, bank_url: str | None = None) -> 
         label = f"{ids[m]}  SG {sg}  w={wt:.2f}"
         if bank is not None:
             two_theta, _, inten = bank.peaks(int(m))
-            ax_sticks.vlines(two_theta, 0, wt * inten / 100.0, color=colors[j % len(colors)], lw=1, label=label)
+            ax_sticks.vlines(
+                two_theta, 0, wt * inten / 100.0, color=colors[j % len(colors)], lw=1, label=label
+            )
         else:
-            ax_sticks.plot([], [], color=colors[j % len(colors)], label=label + " (bank not found: no sticks)")
+            ax_sticks.plot(
+                [], [], color=colors[j % len(colors)], label=label + " (bank not found: no sticks)"
+            )
     ax_sticks.set_xlabel("2θ (degrees)")
     ax_sticks.set_ylabel("weight × I/I_max")
     ax_sticks.legend(loc="upper right", fontsize=7)

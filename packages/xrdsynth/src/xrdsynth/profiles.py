@@ -17,7 +17,9 @@ from xrdsynth import _profile_kernels as _k
 from xrdsynth.config import GridConfig, RecipeConfig
 
 
-def tch_fwhm_eta(fwhm_gauss_deg: np.ndarray | float, fwhm_lorentz_deg: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+def tch_fwhm_eta(
+    fwhm_gauss_deg: np.ndarray | float, fwhm_lorentz_deg: np.ndarray | float
+) -> tuple[np.ndarray, np.ndarray]:
     """Thompson-Cox-Hastings (1987) pseudo-Voigt FWHM and Lorentzian fraction η.
 
     H = (G⁵ + 2.69269 G⁴L + 2.42843 G³L² + 4.47163 G²L³ + 0.07842 GL⁴ + L⁵)^(1/5),
@@ -27,7 +29,14 @@ def tch_fwhm_eta(fwhm_gauss_deg: np.ndarray | float, fwhm_lorentz_deg: np.ndarra
     lo = np.asarray(fwhm_lorentz_deg, dtype=np.float64)
     if np.any(g < 0) or np.any(lo < 0):
         raise ValueError("tch_fwhm_eta: FWHMs must be >= 0")
-    fwhm = (g**5 + 2.69269 * g**4 * lo + 2.42843 * g**3 * lo**2 + 4.47163 * g**2 * lo**3 + 0.07842 * g * lo**4 + lo**5) ** 0.2
+    fwhm = (
+        g**5
+        + 2.69269 * g**4 * lo
+        + 2.42843 * g**3 * lo**2
+        + 4.47163 * g**2 * lo**3
+        + 0.07842 * g * lo**4
+        + lo**5
+    ) ** 0.2
     q = np.divide(lo, fwhm, out=np.zeros_like(fwhm), where=fwhm > 0)
     eta = np.clip(1.36603 * q - 0.47719 * q**2 + 0.11116 * q**3, 0.0, 1.0)
     return fwhm, eta
@@ -47,7 +56,9 @@ def scherrer_fwhm_deg(
     return np.degrees(k * (wavelength_angstrom / 10.0) / (crystallite_size_nm * np.cos(theta)))
 
 
-def caglioti_fwhm_deg(two_theta_deg: np.ndarray | float, u_deg2: float, v_deg2: float, w_deg2: float) -> np.ndarray:
+def caglioti_fwhm_deg(
+    two_theta_deg: np.ndarray | float, u_deg2: float, v_deg2: float, w_deg2: float
+) -> np.ndarray:
     """Instrument Gaussian FWHM in degrees 2θ: sqrt(U tan²θ + V tanθ + W), negative squares clamped to 0."""
     tan_t = np.tan(np.radians(np.asarray(two_theta_deg, dtype=np.float64) / 2.0))
     return np.sqrt(np.maximum(u_deg2 * tan_t**2 + v_deg2 * tan_t + w_deg2, 0.0))
@@ -77,9 +88,9 @@ def deposit_sticks(two_theta_deg: np.ndarray, intensity: np.ndarray, grid: GridC
         raise ValueError(
             f"deposit_sticks: two_theta_deg {two_theta.shape} and intensity {weights.shape} must be equal 1-D shapes"
         )
-    return _k.deposit_sticks(two_theta, weights, grid.two_theta_min_deg, grid.bin_width_deg, grid.n_bins).astype(
-        np.float32
-    )
+    return _k.deposit_sticks(
+        two_theta, weights, grid.two_theta_min_deg, grid.bin_width_deg, grid.n_bins
+    ).astype(np.float32)
 
 
 def render_pseudo_voigt(
@@ -96,7 +107,9 @@ def render_pseudo_voigt(
     `tail_tolerance` (same units as `area`).
     """
     centers = np.atleast_1d(np.asarray(center_deg, dtype=np.float64))
-    areas, fwhms, etas = (np.broadcast_to(np.asarray(a, dtype=np.float64), centers.shape) for a in (area, fwhm_deg, eta))
+    areas, fwhms, etas = (
+        np.broadcast_to(np.asarray(a, dtype=np.float64), centers.shape) for a in (area, fwhm_deg, eta)
+    )
     out = np.zeros(grid.n_bins)
     for c, a, f, e in zip(centers, areas, fwhms, etas, strict=True):
         _k.add_pseudo_voigt_binned(
@@ -165,7 +178,9 @@ def convolve_variable_width(
     """
     values = np.asarray(profile, dtype=np.float64)
     if values.shape != (grid.n_bins,):
-        raise ValueError(f"convolve_variable_width: profile has shape {values.shape}, the grid needs ({grid.n_bins},)")
+        raise ValueError(
+            f"convolve_variable_width: profile has shape {values.shape}, the grid needs ({grid.n_bins},)"
+        )
     fwhm, eta = tch_fwhm_eta(
         np.broadcast_to(fwhm_gauss_deg, values.shape), np.broadcast_to(fwhm_lorentz_deg, values.shape)
     )

@@ -97,7 +97,9 @@ def _phase_slots(n_phases: np.ndarray) -> np.ndarray:
 
 def sample_phase_counts(rng: np.random.Generator, n: int, config: RecipeConfig) -> np.ndarray:
     """K* in 1..5 with probabilities `phase_count_probabilities` (A.1), int8 (n,)."""
-    return (rng.choice(MAX_PHASES, size=n, p=np.asarray(config.phase_count_probabilities)) + 1).astype(np.int8)
+    return (rng.choice(MAX_PHASES, size=n, p=np.asarray(config.phase_count_probabilities)) + 1).astype(
+        np.int8
+    )
 
 
 def sample_materials(rng: np.random.Generator, pool: np.ndarray, n_phases: np.ndarray) -> np.ndarray:
@@ -241,7 +243,8 @@ def window_bins(low_deg: np.ndarray, high_deg: np.ndarray, grid: GridConfig) -> 
     """int32 (n, 2): [first bin whose centre is >= low, first bin whose centre is > high)."""
     centers = grid.centers_deg()
     return np.stack(
-        [np.searchsorted(centers, low_deg, side="left"), np.searchsorted(centers, high_deg, side="right")], axis=1
+        [np.searchsorted(centers, low_deg, side="left"), np.searchsorted(centers, high_deg, side="right")],
+        axis=1,
     ).astype(np.int32)
 
 

@@ -77,8 +77,13 @@ def create_store(
 
     def rows_array(group: zarr.Group, name: str, dtype: str, tail: tuple[int, ...]) -> None:
         group.create_array(
-            name, shape=(n, *tail), dtype=dtype, chunks=(c, *tail), shards=(s, *tail),
-            compressors=_compressor(dtype), fill_value=0,
+            name,
+            shape=(n, *tail),
+            dtype=dtype,
+            chunks=(c, *tail),
+            shards=(s, *tail),
+            compressors=_compressor(dtype),
+            fill_value=0,
         )
 
     rows_array(root, "pattern", layout.pattern_dtype, (layout.n_bins,))
@@ -90,7 +95,9 @@ def create_store(
     root.create_array("shard_complete", shape=(layout.n_shards,), dtype="bool", chunks=(1,), fill_value=False)
     mg = root.create_group("materials")
     m = len(material_ids)
-    mg.create_array("id", shape=(m,), dtype=str, chunks=(max(1, m),))[:] = np.array([str(x) for x in material_ids])
+    mg.create_array("id", shape=(m,), dtype=str, chunks=(max(1, m),))[:] = np.array(
+        [str(x) for x in material_ids]
+    )
     mg.create_array("spacegroup", shape=(m,), dtype="int16", chunks=(max(1, m),))[:] = material_spacegroups
     # Attributes last: a store whose creation was interrupted has no config_fingerprint and is recreated.
     root.attrs.update(attrs)

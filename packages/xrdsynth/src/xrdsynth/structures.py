@@ -286,7 +286,7 @@ def _list_cif_file(source: str, path: Path, id_stem: str) -> list[SourceItem]:
 def _list_zip(source: str, path: Path) -> list[SourceItem]:
     stem = _archive_stem(path)
     items = []
-    with _open_zip(path) as zf:
+    with zipfile.ZipFile(path) as zf:
         for name in sorted(n for n in zf.namelist() if n.lower().endswith(_CIF_SUFFIXES)):
             text = zf.read(name).decode("utf-8", errors="replace")
             items.extend(
@@ -408,10 +408,6 @@ def _file_key(path: Path) -> tuple[int, int]:
 # re-reading it for every entry. Keys include (mtime_ns, size) so an edited file is re-read.
 
 
-def _open_zip(path: Path) -> zipfile.ZipFile:
-    return zipfile.ZipFile(path)
-
-
 @functools.lru_cache(maxsize=2)
 def _tar_cif_texts(path: str, mtime_ns: int, size: int) -> dict[str, str]:
     """All CIF members of a tar archive; gzip streams have no random access, so one pass reads them all."""
@@ -427,7 +423,7 @@ def _tar_cif_texts(path: str, mtime_ns: int, size: int) -> dict[str, str]:
 
 def _read_archive_member(archive: Path, member: str) -> str:
     if _file_kind(archive) == "zip":
-        with _open_zip(archive) as zf:
+        with zipfile.ZipFile(archive) as zf:
             return zf.read(member).decode("utf-8", errors="replace")
     texts = _tar_cif_texts(str(archive), *_file_key(archive))
     if member not in texts:
@@ -866,18 +862,19 @@ def random_structure(sg: int, k: int, seed: int) -> tuple[Structure, dict[str, M
         if sum(counts) > _RANDOM_MAX_ATOMS * lattice_points:
             continue
         crystal = pyxtal()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+        # pyxtal and spglib warn on every rejected placement; the reasons are kept below instead.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
                 crystal.from_random(3, sg, species, counts, random_state=rng)
-        except Exception as exc:  # noqa: BLE001 - pyxtal signals incompatible compositions with many types
-            reasons.append(f"{species}{counts}: {type(exc).__name__}")
-            continue
-        if not crystal.valid:
-            reasons.append(f"{species}{counts}: not valid")
-            continue
-        structure = crystal.to_pymatgen()
-        detected = SpacegroupAnalyzer(structure, symprec=_RANDOM_CHECK_SYMPREC).get_space_group_number()
+            except Exception as exc:  # noqa: BLE001 - pyxtal signals incompatible compositions with many types
+                reasons.append(f"{species}{counts}: {type(exc).__name__}")
+                continue
+            if not crystal.valid:
+                reasons.append(f"{species}{counts}: not valid")
+                continue
+            structure = crystal.to_pymatgen()
+            detected = SpacegroupAnalyzer(structure, symprec=_RANDOM_CHECK_SYMPREC).get_space_group_number()
         if detected != sg:
             reasons.append(f"{species}{counts}: spglib finds {detected}")
             continue

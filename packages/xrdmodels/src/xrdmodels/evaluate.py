@@ -1,0 +1,233 @@
+"""`xrdmodels evaluate`: the paper's evaluation (A.7-A.8, Table 1, Figs. A1-A3) for one or more checkpoints.
+
+For every checkpoint and every store (in-library and out-of-library test by default) it computes micro
+precision / recall / F1 at the best threshold (presence models: 101 thresholds in [0, 1]) or gate
+(phase-cluster models: slot-union rule, gates 0.10..0.90 step 0.02, also reported at gate 0.5), cover@K,
+recall@K and IoU for K = K*, 3K*, 5K*, and the same split into strata by K* and by minimum phase fraction
+<= 10 %. It writes table.md (Table-1 shaped), results.csv, results.json and PNG figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint
+from .config import ModelConfig
+from .data import MixtureStore, to_batch
+from .metrics import (
+    TABLE1_COLUMNS,
+    EvaluationResult,
+    evaluate_presence,
+    evaluate_slot_union,
+    evaluate_strata,
+    strata_by_low_fraction,
+    strata_by_phase_count,
+    table1_row,
+)
+from .models.heads import PhaseClusterHead
+from .models.model import SpaceGroupModel
+
+
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[SpaceGroupModel, dict[str, Any]]:
+    """The model of a checkpoint, in eval mode, and the checkpoint's other contents."""
+    state = load_checkpoint(checkpoint, map_location=device)
+    model = SpaceGroupModel(ModelConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state
+
+
+@dataclass
+class StorePredictions:
+    """Everything the metrics need for one model on one store."""
+
+    set_probs: np.ndarray  # (N, 230)
+    slot_probs: np.ndarray | None  # (N, K, 231) for phase-cluster models
+    targets: np.ndarray  # bool (N, 230)
+    n_phases: np.ndarray  # (N,)
+    phase_weight: np.ndarray  # (N, 5)
+    slot_diversity: float | None
+
+
+@torch.no_grad()
+def predict_store(model: SpaceGroupModel, url: str, *, batch_size: int = 256, device: str | torch.device = "cpu",
+                  max_samples: int | None = None, storage_options: dict | None = None) -> StorePredictions:
+    store = MixtureStore(url, storage_options)
+    n = store.n_samples if max_samples is None else min(max_samples, store.n_samples)
+    set_probs, slot_probs, targets, n_phases, weights, div = [], [], [], [], [], []
+    for lo in range(0, n, batch_size):
+        rows = store.read_rows(lo, min(lo + batch_size, n))
+        batch = to_batch(rows, store.grid.n_bins)
+        out = model(batch["pattern"].to(device), batch["mask"].to(device))
+        set_probs.append(out.set_probs.float().cpu().numpy())
+        if out.slot_logits is not None:
+            slot_probs.append(torch.softmax(out.slot_logits.float(), dim=-1).cpu().numpy())
+            div.append(float(PhaseClusterHead.slot_diversity(out.slots.float())) * len(rows["pattern"]))
+        targets.append(batch["targets"].numpy() > 0.5)
+        n_phases.append(rows["n_phases"])
+        weights.append(rows["phase_weight"])
+    return StorePredictions(
+        set_probs=np.concatenate(set_probs),
+        slot_probs=np.concatenate(slot_probs) if slot_probs else None,
+        targets=np.concatenate(targets),
+        n_phases=np.concatenate(n_phases),
+        phase_weight=np.concatenate(weights),
+        slot_diversity=sum(div) / n if div else None,
+    )
+
+
+def score(pred: StorePredictions) -> tuple[EvaluationResult, dict[str, EvaluationResult | None]]:
+    """Split-level result and the Fig. A3 strata, each stratum at the split's operating threshold/gate."""
+    if pred.slot_probs is not None:
+        result = evaluate_slot_union(pred.slot_probs, pred.targets)
+        op = [result.sweep.best_threshold]
+
+        def ev(m):
+            return evaluate_slot_union(pred.slot_probs[m], pred.targets[m], gate_thresholds=op)
+    else:
+        result = evaluate_presence(pred.set_probs, pred.targets)
+        op = [result.sweep.best_threshold]
+
+        def ev(m):
+            return evaluate_presence(pred.set_probs[m], pred.targets[m], thresholds=op)
+    strata: dict[str, np.ndarray] = {f"K*={k}": m for k, m in strata_by_phase_count(pred.n_phases).items()}
+    strata.update(strata_by_low_fraction(pred.n_phases, pred.phase_weight))
+    return result, evaluate_strata(strata, ev)
+
+
+def method_name(model_config: ModelConfig) -> str:
+    encoder = {"transformer": "Transformer", "cnn": "CNN"}[model_config.encoder]
+    return f"{encoder} + phase clustering" if model_config.head == "phase_cluster" else f"{encoder} (presence)"
+
+
+def evaluate_checkpoints(checkpoints: list[str], stores: dict[str, str], out_dir: str | Path, *,
+                         batch_size: int = 256, device: str = "cpu", max_samples: int | None = None,
+                         names: list[str] | None = None) -> list[dict[str, Any]]:
+    """Evaluate every checkpoint on every store; write table.md, results.csv, results.json and figures."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    strata_rows: list[dict[str, Any]] = []
+    for i, ckpt in enumerate(checkpoints):
+        model, state = load_model(ckpt, device)
+        method = names[i] if names else f"{method_name(model.config)} [{Path(ckpt).parent.name}/{Path(ckpt).name}]"
+        for split, url in stores.items():
+            pred = predict_store(model, url, batch_size=batch_size, device=device, max_samples=max_samples)
+            result, strata = score(pred)
+            row = table1_row(result, method, split)
+            row["checkpoint"] = str(ckpt)
+            row["step"] = state.get("step")
+            row["n_samples"] = len(pred.targets)
+            if pred.slot_diversity is not None:
+                row["slot_diversity"] = pred.slot_diversity
+            rows.append(row)
+            for key, r in strata.items():
+                if r is not None:
+                    strata_rows.append({"method": method, "split": split, "stratum": key,
+                                        "n_samples": int(r.ranking[1].n_samples), **{
+                                            k: v for k, v in table1_row(r, method, split).items()
+                                            if k in TABLE1_COLUMNS}})
+    write_report(rows, strata_rows, out)
+    plot_training_curves(checkpoints, out)
+    plot_strata(strata_rows, out / "fig_a3_strata.png")
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Table 1 of the paper: one line per method, in-library and out-of-library columns side by side."""
+    splits = list(dict.fromkeys(r["split"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    cols = ["micro_f1", "cover@K*", "recall@K*", "cover@3K*", "recall@3K*"]
+    head = "| Method | " + " | ".join(f"{s}: {c}" for s in splits for c in cols) + " |"
+    sep = "|---|" + "---|" * (len(splits) * len(cols))
+    lines = [head, sep]
+    for m in methods:
+        cells = []
+        for s in splits:
+            r = next((r for r in rows if r["method"] == m and r["split"] == s), None)
+            cells += [f"{r[c]:.3f}" if r else "" for c in cols]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    extra = [f"- {r['method']} on {r['split']}: operating threshold/gate {r['threshold']:.2f}"
+             + (f", micro-F1 at gate 0.5 = {r['micro_f1@gate0.50']:.3f}" if "micro_f1@gate0.50" in r else "")
+             + (f", slot diversity {r['slot_diversity']:.3f}" if "slot_diversity" in r else "")
+             + f" ({r['n_samples']} samples)" for r in rows]
+    return "\n".join(lines) + "\n\n" + "\n".join(extra) + "\n"
+
+
+def write_report(rows: list[dict[str, Any]], strata_rows: list[dict[str, Any]], out: Path) -> None:
+    (out / "table.md").write_text(markdown_table(rows))
+    (out / "results.json").write_text(json.dumps({"results": rows, "strata": strata_rows}, indent=2, default=float))
+    for name, data in (("results.csv", rows), ("strata.csv", strata_rows)):
+        keys = list(dict.fromkeys(k for r in data for k in r))
+        with (out / name).open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(data)
+
+
+def _read_metrics(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    path = run_dir / "metrics.csv"
+    series: dict[str, list[tuple[int, float]]] = {}
+    if path.exists():
+        with path.open() as f:
+            for r in csv.DictReader(f):
+                series.setdefault(f"{r['split']}/{r['name']}", []).append((int(r["step"]), float(r["value"])))
+    return series
+
+
+def plot_training_curves(checkpoints: list[str], out: Path) -> None:
+    """Fig. A1 (validation micro-F1 over steps) and Fig. A2 (slot diversity over steps) from each run's metrics.csv."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for key, fname, ylabel in (("val/micro_f1", "fig_a1_val_micro_f1.png", "validation micro-F1"),
+                               ("val/slot_diversity", "fig_a2_slot_diversity.png", "mean |cos| between slots")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        plotted = False
+        for run in dict.fromkeys(Path(c).parent for c in checkpoints):
+            points = _read_metrics(run).get(key)
+            if points:
+                steps, values = zip(*points, strict=True)
+                ax.plot(steps, values, marker="o", ms=3, label=run.name)
+                plotted = True
+        if plotted:
+            ax.set_xlabel("step")
+            ax.set_ylabel(ylabel)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            fig.savefig(out / fname, dpi=110)
+        plt.close(fig)
+
+
+def plot_strata(strata_rows: list[dict[str, Any]], png: Path) -> None:
+    """Fig. A3: micro-F1 per stratum (K* and minimum phase fraction), one group of bars per method and split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not strata_rows:
+        return
+    keys = list(dict.fromkeys(r["stratum"] for r in strata_rows))
+    groups = list(dict.fromkeys((r["method"], r["split"]) for r in strata_rows))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(keys) * max(1, len(groups)) ** 0.5), 4))
+    width = 0.8 / len(groups)
+    for g, (method, split) in enumerate(groups):
+        vals = [next((r["micro_f1"] for r in strata_rows if r["method"] == method and r["split"] == split
+                      and r["stratum"] == k), np.nan) for k in keys]
+        ax.bar(np.arange(len(keys)) + g * width, vals, width, label=f"{method} — {split}")
+    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, keys, rotation=20)
+    ax.set_ylabel("micro-F1")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,91 @@
+"""Benchmark of the A.1 mixture recipe on one core: mixtures/s per engine and the speed-up over numpy.
+
+    .venv/bin/python pipelines/bench_mixtures.py [--bank URL] [--n 4000] [--reference-n 20]
+
+Without --bank a synthetic library of realistic size is used (1,000 phases with 50-400 sticks in 5-120°,
+heavy-tailed intensities). The numpy reference (tests/xrdsynth/reference_recipe.py) renders the same kind of
+mixtures in the same run. Numba runs on one thread; compilation is excluded by a warm-up batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from xrdsynth.config import GridConfig, RecipeConfig
+from xrdsynth.recipe import generate_batch, sample_mixture_parameters
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO / "tests" / "xrdsynth" / "reference_recipe.py"
+
+
+def _reference_module():
+    if not REFERENCE.exists():
+        raise SystemExit(f"bench_mixtures: the numpy reference {REFERENCE} is missing; run from a full checkout")
+    spec = importlib.util.spec_from_file_location("reference_recipe", REFERENCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rate(run, n: int, repeats: int = 3) -> float:
+    """Best-of-`repeats` items per second of run() producing `n` items."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bank", help="bank URL to draw from instead of the synthetic library")
+    parser.add_argument("--materials", type=int, default=1000, help="synthetic library size")
+    parser.add_argument("--n", type=int, default=4000, help="mixtures per timed batch of the fast engines")
+    parser.add_argument("--reference-n", type=int, default=20, help="mixtures rendered by the numpy reference")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    numba.set_num_threads(1)
+    reference = _reference_module()
+    rng = np.random.default_rng(args.seed)
+    if args.bank:
+        from xrdsynth.bank import Bank
+
+        bank = Bank.open(args.bank)
+        grid, library = bank.grid, bank.library(with_profiles=True)
+    else:
+        grid = GridConfig()
+        library = reference.synthetic_library(rng, args.materials, grid)
+    pool = np.arange(library.n_materials)
+    peaks = np.diff(library.peak_offsets)
+    print(f"library: {library.n_materials} phases, {peaks.mean():.0f} sticks/phase on average; numba threads: 1")
+
+    results: dict[str, float] = {}
+    for engine in ("exact", "lut"):
+        config = RecipeConfig(engine=engine)
+        generate_batch(rng, library, pool, 8, config, grid)  # compile
+        results[f"{engine}_mixtures_per_s"] = _rate(lambda c=config: generate_batch(rng, library, pool, args.n, c, grid), args.n)
+
+    config = RecipeConfig()
+    parameters = sample_mixture_parameters(rng, pool, args.reference_n, config, grid)
+    results["numpy_reference_mixtures_per_s"] = _rate(
+        lambda: reference.render_reference(parameters, library, config, grid), args.reference_n, repeats=1
+    )
+    for engine in ("exact", "lut"):
+        results[f"{engine}_speedup_vs_numpy"] = (
+            results[f"{engine}_mixtures_per_s"] / results["numpy_reference_mixtures_per_s"]
+        )
+    print(json.dumps({k: round(v, 1) for k, v in results.items()}, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
