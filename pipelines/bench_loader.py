@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "xrdmodels"))
@@ -50,6 +51,19 @@ def store_size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
+def reusable(path: Path, spec: Any) -> bool:
+    """Whether `path` already holds a complete store of this shape (reruns with --out skip the writing)."""
+    from xrdmodels.data import MixtureStore, StoreFormatError
+
+    if not path.exists():
+        return False
+    try:
+        store = MixtureStore(str(path))
+    except StoreFormatError:
+        return False
+    return (store.n_samples, store.grid.n_bins, store.shard_size) == (spec.n_samples, spec.n_bins, spec.shard_size)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-samples", type=int, default=65536, help="samples in the store (default 65536)")
@@ -58,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="batch size (default 256, the paper's)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers (default 0 2)")
     parser.add_argument("--epochs", type=int, default=1, help="passes per measurement (default 1)")
-    parser.add_argument("--out", default=None, help="folder for the store (default: a temporary folder)")
+    parser.add_argument("--out", default=None,
+                        help="folder for the store, reused by reruns (default: a temporary folder)")
     parser.add_argument("--no-s3", action="store_true", help="skip the loopback S3 measurement")
     args = parser.parse_args(argv)
 
@@ -69,11 +84,15 @@ def main(argv: list[str] | None = None) -> None:
         out.mkdir(parents=True, exist_ok=True)
         local = out / "bench.zarr"
         spec = StoreSpec(n_samples=args.n_samples, n_bins=args.n_bins, shard_size=args.shard_size, chunk_rows=256)
-        t0 = time.perf_counter()
-        write_store(str(local), spec, seed=0, realistic=True, keep=False)
         raw_mb = args.n_samples * args.n_bins * 2 / 2**20
-        print(f"wrote {local}: {args.n_samples} x {args.n_bins} float16 in {time.perf_counter() - t0:.0f} s, "
-              f"{store_size_mb(local):.0f} MiB on disk ({raw_mb:.0f} MiB of patterns uncompressed)", flush=True)
+        if reusable(local, spec):
+            print(f"reusing {local}", flush=True)
+        else:
+            t0 = time.perf_counter()
+            write_store(str(local), spec, seed=0, realistic=True, keep=False)
+            print(f"wrote {local}: {args.n_samples} x {args.n_bins} float16 in {time.perf_counter() - t0:.0f} s",
+                  flush=True)
+        print(f"store: {store_size_mb(local):.0f} MiB on disk ({raw_mb:.0f} MiB of patterns uncompressed)")
 
         sources: list[tuple[str, str, dict | None]] = [("local", str(local), None)]
         server = None

@@ -177,6 +177,29 @@ def predict_cmd(checkpoint, files, wavelength, file_format, top_k, threshold, as
         raise SystemExit(1)
 
 
+@main.command("score-measured")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--labels", "labels_csv", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="CSV of measured files with known phases (columns set, file, spacegroups, spacegroups_accept, "
+              "wavelength_angstrom), e.g. ../shared/data/experimental/all_labels.csv; files are relative to it.")
+@click.option("--set", "sets", multiple=True, help="Only these sets (repeatable), e.g. --set xrd_autoanalyzer.")
+@click.option("--limit", type=int, default=None, help="Score only the first N files.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for measured.md and measured.json.")
+def score_measured_cmd(checkpoint, labels_csv, sets, limit, out_dir) -> None:
+    """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set."""
+    from .measured_eval import markdown, score_measured, write
+
+    scores, failures = score_measured(checkpoint, labels_csv, sets=list(sets) or None, limit=limit)
+    if not scores:
+        _fail(f"no file of {labels_csv} could be scored; first error: {failures[0] if failures else 'no rows'}")
+    summary = write(scores, failures, out_dir)
+    click.echo(markdown(summary))
+    for f, err in failures:
+        click.echo(f"could not score {f}: {err}", err=True)
+    click.echo(f"score-measured: {len(scores)} files scored, {len(failures)} failed -> {out_dir}")
+
+
 _LINES_ANGSTROM = {"CuKa": 1.54184, "CuKa1": 1.54056, "MoKa": 0.71073, "MoKa1": 0.70930, "CoKa": 1.79026,
                    "FeKa": 1.93735, "CrKa": 2.29100, "AgKa": 0.560885}
 

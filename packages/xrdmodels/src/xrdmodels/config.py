@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 #: Number of crystallographic space groups; space group s (1..230) is class index s - 1 (A.5).
 N_SPACE_GROUPS = 230
@@ -175,47 +175,92 @@ Precision = Literal["fp32", "bf16"]
 
 
 class TrainConfig(BaseModel):
-    """`xrdmodels train --config FILE`: data, model choice and the optimisation protocol of A.6."""
+    """`xrdmodels train --config FILE`: data, model choice and the optimisation protocol of A.6.
+
+    Steps count optimizer updates of one global batch. Defaults are the paper's protocol (A.6).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    train_store: str = Field(..., description="Training mixture store (path or fsspec URL), e.g. runs/demo/mixtures/train.zarr.")
-    val_store: str | None = Field(None, description="Validation store; micro-F1 on it selects the best checkpoint (A.6).")
-    storage_options: dict | None = Field(None, description="fsspec options for s3:// stores (e.g. client_kwargs.endpoint_url).")
-    out_dir: str = Field("runs/train", description="Folder for checkpoints (last.pt, best.pt, step-*.pt), metrics.csv, TensorBoard.")
-    model_preset: str = Field("paper", description="`paper` (A.2-A.4 sizes) or `small` (CPU-sized).")
+    # --- data ---
+    train_store: str = Field(
+        ..., description="Training mixture store (path or fsspec URL), e.g. runs/demo/mixtures/train.zarr (A.1)."
+    )
+    val_store: str | None = Field(
+        None, description="Validation store; its micro-F1 selects best.pt (A.6). None: no validation."
+    )
+    storage_options: dict | None = Field(
+        None, description="fsspec options for s3:// stores (e.g. {'client_kwargs': {'endpoint_url': ...}})."
+    )
+    out_dir: str = Field(
+        "runs/train",
+        description="Folder for last.pt, best.pt, step-NNNNNNNN.pt, metrics.csv, config.json and tensorboard/.",
+    )
+
+    # --- model ---
+    model_preset: str = Field("paper", description="Model preset: `paper` (A.2-A.4 sizes) or `small` (CPU-sized).")
     model_overrides: dict = Field(
         default_factory=dict,
-        description="ModelConfig fields replacing the preset's, e.g. {\"encoder\": \"cnn\", \"head\": \"presence\"}.",
+        description='ModelConfig fields replacing the preset\'s, e.g. {"encoder": "cnn", "head": "presence"}.',
     )
+
+    # --- optimisation (A.6) ---
     batch_size: int = Field(256, gt=0, description="Global batch size in samples, split evenly over DDP ranks (A.6).")
     lr: float = Field(1e-4, gt=0, description="AdamW peak learning rate (A.6).")
-    weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay (A.6).")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas (PyTorch defaults; not stated in A.6).")
-    warmup_steps: int = Field(4000, ge=0, description="Linear warmup steps (A.6).")
-    total_steps: int = Field(1_000_000, gt=0, description="Length of the cosine schedule in steps (A.6).")
-    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Cosine floor as a fraction of lr (A.6 decays to 0).")
-    max_steps: int | None = Field(None, gt=0, description="Stop this run after this many steps (default total_steps).")
-    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clipping (A.6).")
-    precision: Precision = Field("fp32", description="fp32 (A.6) or bf16 autocast.")
-    compile: bool = Field(False, description="Wrap the model in torch.compile.")
-    val_every: int = Field(2000, gt=0, description="Validate every this many steps (A.6).")
-    val_max_batches: int | None = Field(None, gt=0, description="Cap on validation batches (None = the whole store).")
-    checkpoint_every: int = Field(50_000, gt=0, description="Write step-N.pt and last.pt every this many steps (A.6).")
-    log_every: int = Field(50, gt=0, description="Log training loss, lr and samples/s every this many steps.")
-    seed: int = Field(0, ge=0, description="Seed of weights, dropout and the data order.")
-    num_workers: int = Field(2, ge=0, description="DataLoader worker processes per rank.")
+    weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay, applied to all parameters (A.6).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas; PyTorch defaults, not stated in A.6.")
+    warmup_steps: int = Field(4000, ge=0, description="Linear warmup length in optimizer steps (A.6).")
+    total_steps: int = Field(
+        1_000_000, gt=0, description="Step at which the cosine decay reaches its floor (A.6: 1,000,000)."
+    )
+    min_lr_ratio: float = Field(
+        0.0, ge=0, le=1, description="Cosine floor as a fraction of lr; A.6 gives none, hence 0."
+    )
+    max_steps: int | None = Field(
+        None, gt=0, description="Stop this run after this many steps (default total_steps); resume to go on."
+    )
+    grad_clip: float = Field(1.0, gt=0, description="Clip gradients to this global L2 norm (A.6: 1.0).")
+    precision: Precision = Field(
+        "fp32", description="fp32 (A.6: no automatic mixed precision) or bf16 autocast (faster on GPUs)."
+    )
+    compile: bool = Field(False, description="Wrap the model in torch.compile (not in the paper).")
+
+    # --- validation, checkpoints, logs ---
+    val_every: int = Field(2000, gt=0, description="Validate every this many steps, and at max_steps (A.6: 2,000).")
+    val_max_batches: int | None = Field(
+        None, gt=0, description="Validate on at most this many batches from the store's start (None: all of it)."
+    )
+    checkpoint_every: int = Field(
+        50_000, gt=0, description="Write step-NNNNNNNN.pt and last.pt every this many steps (A.6: 50,000)."
+    )
+    log_every: int = Field(50, gt=0, description="Log training loss, lr, gradient norm and samples/s every N steps.")
+    tensorboard: bool = Field(True, description="Also write TensorBoard scalars to out_dir/tensorboard.")
+
+    # --- execution ---
+    seed: int = Field(0, ge=0, description="Seed of the weights, dropout and the data order.")
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes per rank; resume needs the same.")
     shuffle_shards: int = Field(4, gt=0, description="Rows are shuffled within windows of this many shards.")
-    device: str = Field("auto", description="auto (cuda when available), cuda or cpu.")
-    tensorboard: bool = Field(True, description="Also write TensorBoard scalars.")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (cuda when available), cpu, cuda or cuda:N."
+    )
 
     @model_validator(mode="after")
-    def _steps(self) -> TrainConfig:
+    def _check(self) -> TrainConfig:
         if self.max_steps is None:
             object.__setattr__(self, "max_steps", self.total_steps)
         if self.warmup_steps >= self.total_steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below total_steps ({self.total_steps})")
+        if self.model_preset not in _PRESETS:
+            raise ValueError(f"model_preset {self.model_preset!r} is unknown; choose one of {sorted(_PRESETS)}")
+        try:
+            self.build_model_config()
+        except ValidationError as exc:
+            detail = "; ".join(
+                f"model_overrides.{'.'.join(map(str, e['loc'])) or '(model)'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(f"invalid model for preset {self.model_preset!r}: {detail}") from None
         return self
 
     def build_model_config(self) -> ModelConfig:
+        """The preset's ModelConfig with model_overrides applied (validated)."""
         return preset(self.model_preset, **self.model_overrides)

@@ -131,8 +131,11 @@ class MixtureStore:
 
 def window_mask(window_bins: np.ndarray, n_bins: int) -> np.ndarray:
     """Bool (N, n_bins) measurement mask from half-open window bins (N, 2): bin i is measured iff lo <= i < hi."""
-    idx = np.arange(n_bins)
-    return (idx[None, :] >= window_bins[:, :1]) & (idx[None, :] < window_bins[:, 1:2])
+    # Comparing in int16 (enough for any grid below 32,768 bins) is ~5x faster than in int32/int64.
+    dtype = np.int16 if n_bins < 2**15 else np.int64
+    bounds = np.clip(window_bins, 0, n_bins).astype(dtype)
+    idx = np.arange(n_bins, dtype=dtype)
+    return (idx[None, :] >= bounds[:, :1]) & (idx[None, :] < bounds[:, 1:2])
 
 
 def multi_hot(phase_spacegroup: np.ndarray) -> np.ndarray:
@@ -151,7 +154,8 @@ def to_batch(rows: dict[str, np.ndarray], n_bins: int) -> dict[str, torch.Tensor
     """
     labels = np.asarray(rows["phase_spacegroup"], dtype=np.int64)
     return {
-        "pattern": torch.from_numpy(np.ascontiguousarray(rows["pattern"], dtype=np.float32)),
+        # torch converts float16 to float32 several times faster than numpy (vectorised half conversion).
+        "pattern": torch.from_numpy(np.ascontiguousarray(rows["pattern"])).to(torch.float32),
         "mask": torch.from_numpy(window_mask(rows["window_bins"], n_bins)),
         "targets": torch.from_numpy(multi_hot(labels)),
         "labels": torch.from_numpy(labels),

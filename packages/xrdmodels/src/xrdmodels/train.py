@@ -1,18 +1,29 @@
 """The training loop (A.6): AdamW, warmup + cosine, clipping, validation micro-F1, checkpoints, exact resume, DDP.
 
 Run on one device with `xrdmodels train --config FILE`, or on many with
-`torchrun --nproc-per-node G -m xrdmodels.cli train --config FILE` (DDP; every rank reads its own shards).
+`torchrun --nproc-per-node G -m xrdmodels.cli train --config FILE` (DDP; every rank reads its own part of the
+shards, and every rank yields the same number of batches per epoch).
+
+Exact resume: a checkpoint holds the model, AdamW moments, schedule position, the stream position of every
+rank (and DataLoader worker) and every rank's RNG state, so `--resume` after an interruption reproduces the
+uninterrupted run's losses and weights bit for bit (same device, `num_workers`, ranks and batch size). The
+DataLoader gets its own `torch.Generator`, so creating an iterator never draws from the global RNG that
+dropout uses.
+
+Files in `out_dir`: `config.json`, `metrics.csv` (step, split, name, value), `last.pt`, `best.pt` (highest
+validation micro-F1, A.6), `step-NNNNNNNN.pt` every `checkpoint_every` steps, and `tensorboard/`.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
 import random
+import shutil
+import signal
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import ModelConfig, TrainConfig
 from .data import MixtureStore, ShardStream, to_batch
 from .loss import model_loss
 from .metrics import gate_sweep, threshold_sweep
@@ -33,17 +44,31 @@ from .schedule import warmup_cosine_schedule
 
 log = logging.getLogger(__name__)
 
+#: Wavelength assumed for stores that do not record one: Cu Kα weighted mean, Å (A.1).
+DEFAULT_WAVELENGTH_ANGSTROM = 1.54184
+
+#: TrainConfig fields whose change between a checkpoint and its resumption alters the trajectory.
+_TRAJECTORY_FIELDS = (
+    "train_store", "model_preset", "model_overrides", "batch_size", "lr", "weight_decay", "betas",
+    "warmup_steps", "total_steps", "min_lr_ratio", "grad_clip", "precision", "seed", "num_workers",
+    "shuffle_shards",
+)
+
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept untouched."""
+    """The loss or the gradient norm became NaN or infinite; no optimizer step was taken with it and the last
+    checkpoint written before it is kept untouched."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Runtime:
+    """Where this process trains: its device and its place among the DDP ranks (world_size 1 without DDP)."""
+
     device: torch.device
     rank: int
     world_size: int
     local_rank: int
+    owns_process_group: bool
 
     @property
     def is_main(self) -> bool:
@@ -51,29 +76,36 @@ class Runtime:
 
 
 def setup_runtime(device: str) -> Runtime:
-    """Single process, or DDP when launched by torchrun (WORLD_SIZE > 1)."""
+    """Single process, or DDP when launched by torchrun (environment WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but this PyTorch sees no CUDA GPU; use device=cpu or auto")
+        # Plain "cuda" means this rank's GPU (LOCAL_RANK under torchrun); "cuda:N" pins one GPU.
+        dev = torch.device("cuda", local_rank) if device == "cuda" else torch.device(device)
+        torch.cuda.set_device(dev)
     else:
         dev = torch.device(device)
+    owns = False
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return Runtime(dev, rank, world_size, local_rank)
+        owns = True
+    return Runtime(dev, rank, world_size, local_rank, owns)
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's global generators (weights init and dropout draw from torch's)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
 def rng_state() -> dict[str, Any]:
+    """This process's global RNG states (Python, NumPy, torch CPU, and CUDA when present)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -81,6 +113,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned (tensors must be on the CPU: load checkpoints with map_location=cpu)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -89,28 +122,38 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 class MetricsLog:
-    """metrics.csv (step, split, name, value) plus TensorBoard scalars, written by the main rank only."""
+    """metrics.csv (step, split, name, value) plus TensorBoard scalars, written by the main rank only.
 
-    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool):
+    On resume from step S, rows after S (logged by the interrupted run after its last checkpoint) are dropped,
+    so every step appears once and the file matches an uninterrupted run's.
+    """
+
+    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool, resume_step: int | None = None):
         self.enabled = enabled
         self.path = out_dir / "metrics.csv"
         self.writer = None
-        if enabled:
-            new = not self.path.exists()
-            self.file = self.path.open("a", newline="")
-            self.csv = csv.writer(self.file)
-            if new:
-                self.csv.writerow(["step", "split", "name", "value"])
-            if tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
+        if not enabled:
+            return
+        kept: list[list[str]] = []
+        if resume_step is not None and self.path.exists():
+            with self.path.open(newline="") as f:
+                kept = [row for row in list(csv.reader(f))[1:] if row and int(row[0]) <= resume_step]
+        self.file = self.path.open("w", newline="")
+        self.csv = csv.writer(self.file)
+        self.csv.writerow(["step", "split", "name", "value"])
+        self.csv.writerows(kept)
+        self.file.flush()
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(out_dir / "tensorboard"))
+            purge = None if resume_step is None else resume_step + 1
+            self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=purge)
 
     def log(self, step: int, split: str, values: dict[str, float]) -> None:
         if not self.enabled:
             return
         for name, value in values.items():
-            self.csv.writerow([step, split, name, f"{value:.8g}"])
+            self.csv.writerow([step, split, name, repr(float(value))])
             if self.writer is not None:
                 self.writer.add_scalar(f"{split}/{name}", value, step)
         self.file.flush()
@@ -123,217 +166,386 @@ class MetricsLog:
 
 
 class StopRequest:
-    """Ctrl-C / SIGTERM ask the loop to stop after the current step, so the saved state is always consistent."""
+    """SIGINT (Ctrl-C) and SIGTERM ask the loop to stop after the current step, so the saved state is consistent.
+
+    A second signal raises KeyboardInterrupt at once (nothing is saved then). Handlers can only be installed
+    from the main thread; elsewhere signals keep their previous handlers. `restore()` puts those back.
+    """
 
     def __init__(self) -> None:
-        import signal
-
         self.requested = False
-        self._previous = {}
+        self._previous: dict[int, Any] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: signals stay with the caller
+            except ValueError:  # not the main thread
                 pass
 
-    def _handle(self, signum, frame) -> None:  # noqa: ARG002
-        if self.requested:  # a second Ctrl-C stops at once
+    def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        log.warning("signal %d: stopping after this step (send it again to abort without saving)", signum)
 
     def restore(self) -> None:
-        import signal
-
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
 
-def autocast(config: TrainConfig, device: torch.device):
+def _ignore_stop_signals(worker_id: int) -> None:  # noqa: ARG001
+    # Ctrl-C reaches the whole process group; the main process decides when to stop, so a worker killed by
+    # it would only break the loader it still needs for a consistent checkpoint.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def autocast(config: TrainConfig, device: torch.device) -> AbstractContextManager:
+    """bf16 autocast when config.precision is "bf16" (on CPU as well as CUDA); fp32 otherwise (A.6)."""
     if config.precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 
+def check_grid(store: MixtureStore, model_config: ModelConfig) -> None:
+    """Raise ValueError when the store's 2θ grid is not the one the model was built for (A.1)."""
+    grid = store.grid
+    if (grid.n_bins, grid.two_theta_min_deg, grid.two_theta_max_deg) != (
+        model_config.n_bins, model_config.two_theta_min_deg, model_config.two_theta_max_deg
+    ):
+        raise ValueError(
+            f"{store.url} has a grid of {grid.n_bins} bins over {grid.two_theta_min_deg}-{grid.two_theta_max_deg}° "
+            f"2θ but the model expects {model_config.n_bins} bins over {model_config.two_theta_min_deg}-"
+            f"{model_config.two_theta_max_deg}°; set model_overrides.n_bins / two_theta_min_deg / "
+            "two_theta_max_deg to the store's grid, or regenerate the store on the model's grid"
+        )
+
+
 @torch.no_grad()
-def evaluate_store(model: SpaceGroupModel, url: str, config: TrainConfig, device: torch.device,
-                   max_batches: int | None = None, storage_options: dict | None = None) -> dict[str, float]:
-    """Validation metrics over a store: loss, best micro-F1 of the paper's sweep, slot diversity."""
-    model.eval()
+def evaluate_store(
+    model: SpaceGroupModel,
+    url: str,
+    config: TrainConfig,
+    device: torch.device,
+    max_batches: int | None = None,
+    storage_options: dict | None = None,
+) -> dict[str, float]:
+    """Validation metrics of `model` over the first rows of a store, in batches of config.batch_size.
+
+    Returns loss (the training objective, A.5), samples, micro_f1 (best of the paper's sweep, A.7) and the
+    sweep's operating point: best_threshold (presence, 101 values in [0, 1]) or best_gate (slot union, gates
+    0.10..0.90), plus micro_f1@gate0.5 and slot_diversity (mean |cos| between slots, Appendix D 4.2) for
+    phase-cluster models. The model is left in training mode.
+    """
     store = MixtureStore(url, storage_options)
-    probs, targets, losses, diversity = [], [], [], []
-    slot_probs = []
+    check_grid(store, model.config)
+    model.eval()
+    targets, scores = [], []
+    loss_sum = diversity_sum = 0.0
     n_bins = store.grid.n_bins
-    for b, lo in enumerate(range(0, store.n_samples, config.batch_size)):
-        if max_batches is not None and b >= max_batches:
-            break
-        batch = to_batch(store.read_rows(lo, min(lo + config.batch_size, store.n_samples)), n_bins)
-        with autocast(config, device):
-            out = model(batch["pattern"].to(device), batch["mask"].to(device))
-        losses.append(float(model_loss(out, batch["labels"].to(device))) * len(batch["labels"]))
-        targets.append(batch["targets"].numpy() > 0.5)
-        if out.slot_logits is not None:
-            slot_probs.append(torch.softmax(out.slot_logits.float(), dim=-1).cpu().numpy())
-            diversity.append(float(PhaseClusterHead.slot_diversity(out.slots.float())) * len(batch["labels"]))
-        else:
-            probs.append(out.set_probs.float().cpu().numpy())
-    model.train()
-    n = sum(len(t) for t in targets)
+    try:
+        for b, lo in enumerate(range(0, store.n_samples, config.batch_size)):
+            if max_batches is not None and b >= max_batches:
+                break
+            batch = to_batch(store.read_rows(lo, min(lo + config.batch_size, store.n_samples)), n_bins)
+            n = len(batch["labels"])
+            with autocast(config, device):
+                out = model(batch["pattern"].to(device), batch["mask"].to(device))
+                loss = model_loss(out, batch["labels"].to(device))
+            loss_sum += float(loss) * n
+            targets.append(batch["targets"].numpy() > 0.5)
+            if out.slot_logits is not None:
+                scores.append(torch.softmax(out.slot_logits.float(), dim=-1).cpu().numpy())
+                diversity_sum += float(PhaseClusterHead.slot_diversity(out.slots)) * n
+            else:
+                scores.append(out.set_probs.float().cpu().numpy())
+    finally:
+        model.train()
     y = np.concatenate(targets)
-    result = {"loss": sum(losses) / n, "samples": float(n)}
-    if slot_probs:
-        sweep = gate_sweep(np.concatenate(slot_probs), y)
-        result.update({"micro_f1": float(sweep.best.f1), "best_gate": float(sweep.best_threshold),
-                       "micro_f1@gate0.5": float(sweep.scores_at(0.5).f1), "slot_diversity": sum(diversity) / n})
+    n_total = len(y)
+    result = {"loss": loss_sum / n_total, "samples": float(n_total)}
+    if model.config.head == "phase_cluster":
+        sweep = gate_sweep(np.concatenate(scores), y)
+        result.update(
+            {
+                "micro_f1": sweep.best.f1,
+                "best_gate": sweep.best_threshold,
+                "micro_f1@gate0.5": sweep.scores_at(0.5).f1,
+                "slot_diversity": diversity_sum / n_total,
+            }
+        )
     else:
-        sweep = threshold_sweep(np.concatenate(probs), y)
-        result.update({"micro_f1": float(sweep.best.f1), "best_threshold": float(sweep.best_threshold)})
-    return result
+        sweep = threshold_sweep(np.concatenate(scores), y)
+        result.update({"micro_f1": sweep.best.f1, "best_threshold": sweep.best_threshold})
+    result.update({"precision": sweep.best.precision, "recall": sweep.best.recall})
+    return {k: float(v) for k, v in result.items()}
 
 
-def build_loader(config: TrainConfig, rt: Runtime):
+def build_loader(config: TrainConfig, rt: Runtime) -> tuple[ShardStream, Any]:
+    """This rank's ShardStream (batch_size / world_size rows per batch) and a StatefulDataLoader over it."""
     from torchdata.stateful_dataloader import StatefulDataLoader
 
     if config.batch_size % rt.world_size:
-        raise ValueError(f"batch_size {config.batch_size} must divide evenly over {rt.world_size} ranks")
-    stream = ShardStream(config.train_store, config.batch_size // rt.world_size, seed=config.seed,
-                         shuffle_shards=config.shuffle_shards, rank=rt.rank, world_size=rt.world_size,
-                         storage_options=config.storage_options)
-    loader = StatefulDataLoader(stream, batch_size=None, num_workers=config.num_workers,
-                                pin_memory=rt.device.type == "cuda", persistent_workers=False,
-                                prefetch_factor=2 if config.num_workers else None)
+        raise ValueError(
+            f"batch_size {config.batch_size} does not divide evenly over {rt.world_size} ranks; "
+            f"use a multiple of {rt.world_size}"
+        )
+    stream = ShardStream(
+        config.train_store,
+        config.batch_size // rt.world_size,
+        seed=config.seed,
+        shuffle_shards=config.shuffle_shards,
+        rank=rt.rank,
+        world_size=rt.world_size,
+        storage_options=config.storage_options,
+    )
+    loader = StatefulDataLoader(
+        stream,
+        batch_size=None,
+        num_workers=config.num_workers,
+        pin_memory=rt.device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=2 if config.num_workers else None,
+        worker_init_fn=_ignore_stop_signals if config.num_workers else None,
+        # The stream seeds itself; a private generator keeps iterator creation off the global RNG.
+        generator=torch.Generator().manual_seed(config.seed),
+    )
     return stream, loader
 
 
+def _gather(obj: Any, rt: Runtime) -> list[Any]:
+    """[obj of rank 0, obj of rank 1, ...] on every rank."""
+    if rt.world_size == 1:
+        return [obj]
+    gathered: list[Any] = [None] * rt.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def _broadcast(obj: Any, rt: Runtime) -> Any:
+    """Rank 0's obj on every rank."""
+    if rt.world_size == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _any_rank(flag: bool, rt: Runtime) -> bool:
+    if rt.world_size == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=rt.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _mean_over_ranks(values: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    if rt.world_size > 1:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        values /= rt.world_size
+    return values
+
+
+def _check_resumable(state: dict[str, Any], path: Path, config: TrainConfig, model_config: ModelConfig,
+                     rt: Runtime) -> None:
+    saved_world = int(state.get("world_size", 1))
+    if saved_world != rt.world_size:
+        raise ValueError(
+            f"{path} was written by {saved_world} rank(s), this run has {rt.world_size}; resume with the same "
+            "number of processes (torchrun --nproc-per-node) to continue exactly"
+        )
+    saved_model = state["model_config"]
+    now_model = model_config.model_dump(mode="json")
+    differing = sorted(k for k in now_model if saved_model.get(k) != now_model[k])
+    if differing:
+        detail = ", ".join(f"{k}: saved {saved_model.get(k)!r}, now {now_model[k]!r}" for k in differing)
+        raise ValueError(f"cannot resume {path}: the model configuration differs ({detail})")
+    saved_config = state["config"]
+    now_config = config.model_dump(mode="json")
+    changed = [k for k in _TRAJECTORY_FIELDS if saved_config.get(k) != now_config.get(k)]
+    if changed:
+        log.warning(
+            "resuming %s with changed %s: the run will not reproduce an uninterrupted one",
+            path, ", ".join(f"{k} ({saved_config.get(k)!r} -> {now_config.get(k)!r})" for k in changed),
+        )
+
+
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train as configured; returns the final state summary. Resume continues from `<out_dir>/last.pt` exactly."""
+    """Train as configured (A.6) and return a summary: step, epoch, best_val_micro_f1, out_dir, interrupted.
+
+    resume: continue exactly from `<out_dir>/last.pt`; without it, `out_dir` must not already hold a run.
+    progress: show a tqdm bar on the main rank.
+    Raises TrainingDiverged on a NaN/inf loss or gradient norm, ValueError on a store/model mismatch.
+    """
+    rt = setup_runtime(config.device)
+    try:
+        return _train(config, rt, resume, progress)
+    finally:
+        if rt.owns_process_group:
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    rt = setup_runtime(config.device)
     out_dir = Path(config.out_dir)
-    if rt.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(config.model_dump_json(indent=2))
-    seed_everything(config.seed + rt.rank)
-    model_config = config.build_model_config()
-    model = SpaceGroupModel(model_config).to(rt.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                  betas=tuple(config.betas))
-    scheduler = warmup_cosine_schedule(optimizer, config.warmup_steps, config.total_steps, config.min_lr_ratio)
-    stream, loader = build_loader(config, rt)
-    grid = stream.store.grid
-    if (grid.n_bins, grid.two_theta_min_deg, grid.two_theta_max_deg) != (
-            model_config.n_bins, model_config.two_theta_min_deg, model_config.two_theta_max_deg):
-        raise ValueError(f"{config.train_store} has a grid of {grid.n_bins} bins over {grid.two_theta_min_deg}-"
-                         f"{grid.two_theta_max_deg}° but the model expects {model_config.n_bins} bins over "
-                         f"{model_config.two_theta_min_deg}-{model_config.two_theta_max_deg}°; set "
-                         "model_overrides.n_bins / two_theta_min_deg / two_theta_max_deg to match")
-    data_info = {"wavelength_angstrom": float(stream.store.attrs.get("wavelength_angstrom", 1.54184)),
-                 "grid": dict(stream.store.attrs["grid"]), "train_store": config.train_store}
-    step, best_f1, epoch = 0, -1.0, 0
-    best_val: dict[str, float] = {}
     last = out_dir / "last.pt"
+    if not resume and last.exists():
+        raise ValueError(
+            f"{out_dir} already holds a run ({last}); pass --resume to continue it, or choose another out_dir"
+        )
+    if resume and not last.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {last}; start without --resume")
+    model_config = config.build_model_config()
+    stream, loader = build_loader(config, rt)
+    check_grid(stream.store, model_config)
+    if config.val_store and rt.is_main:
+        check_grid(MixtureStore(config.val_store, config.storage_options), model_config)
+    data_info = {
+        "wavelength_angstrom": float(stream.store.attrs.get("wavelength_angstrom", DEFAULT_WAVELENGTH_ANGSTROM)),
+        "grid": dict(stream.store.attrs["grid"]),
+        "train_store": config.train_store,
+    }
+
+    seed_everything(config.seed + rt.rank)
+    model = SpaceGroupModel(model_config).to(rt.device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=tuple(config.betas)
+    )
+    scheduler = warmup_cosine_schedule(optimizer, config.warmup_steps, config.total_steps, config.min_lr_ratio)
+    step, epoch, best_f1 = 0, 0, -1.0
+    best_val: dict[str, float] = {}
+    latest_val: dict[str, float] = {}
+    # Whether the coming pass over the loader starts its epoch at the first batch (not a resumed position).
+    fresh_epoch = True
     if resume:
-        if not last.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {last}; start without --resume")
-        state = load_checkpoint(last, map_location=rt.device)
+        state = load_checkpoint(last, map_location="cpu")
+        _check_resumable(state, last, config, model_config, rt)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        loader.load_state_dict(state["loader"][rt.rank] if rt.world_size > 1 else state["loader"])
-        step, best_f1, epoch = state["step"], state["best_val_micro_f1"], state["epoch"]
-        best_val = state.get("val_metrics", {})
-        set_rng_state(state["rng"])
-        log.info("resumed from %s at step %d", last, step)
+        loader.load_state_dict(state["loader"][rt.rank])
+        step, epoch, best_f1 = int(state["step"]), int(state["epoch"]), float(state["best_val_micro_f1"])
+        best_val, latest_val = state.get("best_val_metrics", {}), state.get("val_metrics", {})
+        set_rng_state(state["rng"][rt.rank])
+        fresh_epoch = False
+        log.info("resumed from %s at step %d (epoch %d)", last, step, epoch)
+    elif rt.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if rt.is_main:
+        (out_dir / "config.json").write_text(config.model_dump_json(indent=2))
+
     net: nn.Module = model
     if rt.world_size > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
+        )
     if config.compile:
         net = torch.compile(net)
-    metrics = MetricsLog(out_dir, rt.is_main, config.tensorboard)
+    metrics = MetricsLog(out_dir, rt.is_main, config.tensorboard, resume_step=step if resume else None)
+    saved_step = step if resume else -1
 
     def checkpoint(path: Path) -> None:
-        loader_state = loader.state_dict()
-        if rt.world_size > 1:
-            gathered: list[Any] = [None] * rt.world_size
-            dist.all_gather_object(gathered, loader_state)
-            loader_state = gathered
+        # Collective: every rank must call it at the same step.
+        loaders = _gather(loader.state_dict(), rt)
+        rngs = _gather(rng_state(), rt)
         if rt.is_main:
             save_checkpoint(path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "loader": loader_state, "step": step, "epoch": epoch, "best_val_micro_f1": best_f1,
-                "rng": rng_state(), "config": config.model_dump(mode="json"), "data": data_info,
-                "val_metrics": best_val,
-                "model_config": model_config.model_dump(mode="json"),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "loader": loaders, "rng": rngs,
+                "world_size": rt.world_size, "step": step, "epoch": epoch, "best_val_micro_f1": best_f1,
+                "val_metrics": latest_val, "best_val_metrics": best_val,
+                "config": config.model_dump(mode="json"), "model_config": model_config.model_dump(mode="json"),
+                "data": data_info,
             })
 
-    samples_per_step = config.batch_size
-    bar = tqdm(total=config.max_steps, initial=step, desc="train", unit="step", disable=not (progress and rt.is_main),
-               dynamic_ncols=True, mininterval=1.0)
-    t_last, n_last = time.perf_counter(), step
+    bar = tqdm(total=config.max_steps, initial=step, desc="train", unit="step",
+               disable=not (progress and rt.is_main), dynamic_ncols=True, mininterval=1.0)
+    t_last, step_last = time.perf_counter(), step
     net.train()
     stop = StopRequest()
+    stopping = False
     try:
-        while step < config.max_steps:
-            got_batch = False
+        while step < config.max_steps and not stopping:
+            n_batches = 0
             for batch in loader:
-                got_batch = True
+                n_batches += 1
+                pattern = batch["pattern"].to(rt.device, non_blocking=True)
+                mask = batch["mask"].to(rt.device, non_blocking=True)
+                labels = batch["labels"].to(rt.device, non_blocking=True)
                 with autocast(config, rt.device):
-                    out = net(batch["pattern"].to(rt.device, non_blocking=True),
-                              batch["mask"].to(rt.device, non_blocking=True))
-                    loss = model_loss(out, batch["labels"].to(rt.device, non_blocking=True))
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss is {loss.item()} at step {step + 1}; the last good checkpoint ({last}) is kept. "
-                        "Lower lr, use fp32, or check the data."
-                    )
+                    out = net(pattern, mask)
+                    loss = model_loss(out, labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+                # One host sync per step; the gradients are all-reduced, so every DDP rank agrees.
+                if not bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)):
+                    raise TrainingDiverged(
+                        f"loss {float(loss):.6g} (gradient norm {float(grad_norm):.6g}) at step {step + 1} "
+                        f"(epoch {epoch}): stopped before the optimizer step; the last checkpoint "
+                        f"({last if saved_step >= 0 else 'none written yet'}"
+                        f"{f', step {saved_step}' if saved_step >= 0 else ''}) is kept. "
+                        "Lower lr, use precision=fp32, or check the store for NaN patterns."
+                    )
+                lr = optimizer.param_groups[0]["lr"]
                 optimizer.step()
                 scheduler.step()
                 step += 1
                 bar.update(1)
+
                 if step % config.log_every == 0 or step == config.max_steps:
                     now = time.perf_counter()
-                    rate = (step - n_last) * samples_per_step / max(now - t_last, 1e-9)
-                    t_last, n_last = now, step
-                    metrics.log(step, "train", {"loss": float(loss), "lr": scheduler.get_last_lr()[0],
-                                                "grad_norm": float(grad_norm), "samples_per_s": rate})
-                    bar.set_postfix(loss=f"{float(loss):.4f}", samples_s=f"{rate:.0f}")
+                    rate = (step - step_last) * config.batch_size / max(now - t_last, 1e-9)
+                    t_last, step_last = now, step
+                    loss_mean = float(_mean_over_ranks(loss.detach().float().reshape(1), rt))
+                    values = {"loss": loss_mean, "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": rate}
+                    if out.slots is not None:
+                        values["slot_diversity"] = float(PhaseClusterHead.slot_diversity(out.slots.detach()))
+                    metrics.log(step, "train", values)
+                    bar.set_postfix(loss=f"{loss_mean:.4f}", samples_s=f"{rate:.0f}")
+
                 if config.val_store and (step % config.val_every == 0 or step == config.max_steps):
+                    improved = False
                     if rt.is_main:
-                        val = evaluate_store(model, config.val_store, config, rt.device, config.val_max_batches,
-                                             config.storage_options)
-                        metrics.log(step, "val", val)
-                        log.info("step %d: val micro-F1 %.4f (loss %.4f)", step, val["micro_f1"], val["loss"])
-                        if val["micro_f1"] > best_f1:
-                            best_f1, best_val = val["micro_f1"], val
-                            checkpoint(out_dir / "best.pt")
-                    if rt.world_size > 1:
-                        best_t = torch.tensor([best_f1], device=rt.device)
-                        dist.broadcast(best_t, 0)
-                        best_f1 = float(best_t)
+                        latest_val = evaluate_store(model, config.val_store, config, rt.device,
+                                                    config.val_max_batches, config.storage_options)
+                        metrics.log(step, "val", latest_val)
+                        log.info("step %d: val micro-F1 %.4f (loss %.4f)", step, latest_val["micro_f1"],
+                                 latest_val["loss"])
+                        improved = latest_val["micro_f1"] > best_f1
+                        if improved:
+                            best_f1, best_val = latest_val["micro_f1"], latest_val
+                    if _broadcast(improved, rt):
+                        checkpoint(out_dir / "best.pt")
+                    t_last = time.perf_counter()
                 if step % config.checkpoint_every == 0:
-                    checkpoint(out_dir / f"step-{step:08d}.pt")
                     checkpoint(last)
-                if step >= config.max_steps:
+                    saved_step = step
+                    if rt.is_main:
+                        shutil.copyfile(last, out_dir / f"step-{step:08d}.pt")
+                    t_last = time.perf_counter()
+                stopping = _any_rank(stop.requested, rt)
+                if stopping or step >= config.max_steps:
                     break
-            if not got_batch:
-                raise RuntimeError(f"{config.train_store} yielded no batch; is batch_size larger than the store?")
-                if stop.requested:
-                    break
-            if stop.requested:
-                break
-            if not got_batch:
-                raise RuntimeError(f"{config.train_store} yielded no batch; is batch_size larger than the store?")
-            if step < config.max_steps:
+            else:
+                if n_batches == 0 and fresh_epoch:
+                    raise RuntimeError(f"{config.train_store} yielded no batch in epoch {epoch}")
                 epoch += 1
                 stream.set_epoch(epoch)
-        checkpoint(last)
+                fresh_epoch = True
+        if saved_step != step:
+            checkpoint(last)
     finally:
         stop.restore()
         bar.close()
         metrics.close()
-    if stop.requested:
+    if stopping:
         log.warning("interrupted at step %d; saved %s, rerun with --resume to continue exactly", step, last)
-    return {"step": step, "best_val_micro_f1": best_f1, "out_dir": str(out_dir), "interrupted": stop.requested}
+    return {
+        "step": step,
+        "epoch": epoch,
+        "best_val_micro_f1": float(_broadcast(best_f1, rt)),
+        "out_dir": str(out_dir),
+        "interrupted": stopping,
+    }
