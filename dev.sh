@@ -27,7 +27,7 @@ setup() {
 cmd="${1:-}"; shift || true
 case "$cmd" in
   setup) setup ;;
-  demo)  setup; exec "$venv/bin/python" pipelines/demo.py "$@" ;;
+  demo)  setup; exec "$venv/bin/python" pipelines/demo/run.py "$@" ;;
   test)  setup; exec "$py" -m pytest "$@" ;;
   lint)  setup; exec "$venv/bin/ruff" check packages tests pipelines "$@" ;;
   bench) setup; exec "$py" pipelines/bench.py "$@" ;;

@@ -50,7 +50,12 @@ def _labels(rng: np.random.Generator, n: int, n_materials: int) -> dict[str, np.
         material[i, :k] = rng.choice(n_materials, size=k, replace=False)
         w = rng.dirichlet(np.ones(k))
         weight[i, :k] = w / w.sum()
-    return {"n_phases": n_phases, "phase_spacegroup": spacegroup, "phase_material": material, "phase_weight": weight}
+    return {
+        "n_phases": n_phases,
+        "phase_spacegroup": spacegroup,
+        "phase_material": material,
+        "phase_weight": weight,
+    }
 
 
 def _windows(rng: np.random.Generator, n: int, n_bins: int) -> np.ndarray:
@@ -84,13 +89,17 @@ def _normalise(raw: np.ndarray, window_bins: np.ndarray) -> np.ndarray:
     return out
 
 
-def make_rows(spec: StoreSpec, lo: int, hi: int, *, seed: int, realistic: bool = False) -> dict[str, np.ndarray]:
+def make_rows(
+    spec: StoreSpec, lo: int, hi: int, *, seed: int, realistic: bool = False
+) -> dict[str, np.ndarray]:
     """Every per-sample array of rows [lo, hi), deterministic in (seed, lo)."""
     rng = np.random.default_rng([seed, lo])
     n = hi - lo
     window_bins = _windows(rng, n, spec.n_bins)
     rows = {
-        "pattern": _normalise(_raw_patterns(rng, n, spec.n_bins, realistic), window_bins).astype(spec.pattern_dtype),
+        "pattern": _normalise(_raw_patterns(rng, n, spec.n_bins, realistic), window_bins).astype(
+            spec.pattern_dtype
+        ),
         "window_bins": window_bins,
         **_labels(rng, n, spec.n_materials),
     }
@@ -125,8 +134,15 @@ def write_store(
     def rows_array(group: zarr.Group, name: str, dtype: str, tail: tuple[int, ...]) -> None:
         codec = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle", typesize=np.dtype(dtype).itemsize)
         key = name if group is root else f"{group.basename}/{name}"
-        handles[key] = group.create_array(name, shape=(n, *tail), dtype=dtype, chunks=(c, *tail),
-                                          shards=(s, *tail), compressors=codec, fill_value=0)
+        handles[key] = group.create_array(
+            name,
+            shape=(n, *tail),
+            dtype=dtype,
+            chunks=(c, *tail),
+            shards=(s, *tail),
+            compressors=codec,
+            fill_value=0,
+        )
 
     rows_array(root, "pattern", spec.pattern_dtype, (spec.n_bins,))
     rows_array(root, "window_bins", "int32", (2,))
@@ -137,7 +153,9 @@ def write_store(
     params = root.create_group("params")
     for name, tail in PARAMS.items():
         rows_array(params, name, "float32", tail)
-    flags = root.create_array("shard_complete", shape=(spec.n_shards,), dtype="bool", chunks=(1,), fill_value=False)
+    flags = root.create_array(
+        "shard_complete", shape=(spec.n_shards,), dtype="bool", chunks=(1,), fill_value=False
+    )
     materials = root.create_group("materials")
     ids = np.array([f"random:{1 + i % N_SPACEGROUPS}:{i}:s{seed}" for i in range(spec.n_materials)])
     materials.create_array("id", shape=ids.shape, dtype=str, chunks=ids.shape)[:] = ids
@@ -156,14 +174,28 @@ def write_store(
             if keep:
                 kept.setdefault(name, []).append(values)
         flags[shard] = True  # only after all arrays of the shard are written (docs/formats.md)
-    root.attrs.update({
-        "split": "train", "seed": seed, "n_samples": n, "shard_size": s, "chunk_rows": c, "n_shards": spec.n_shards,
-        "pattern_dtype": spec.pattern_dtype, "max_phases": MAX_PHASES,
-        "grid": {"two_theta_min_deg": spec.two_theta_min_deg, "two_theta_max_deg": spec.two_theta_max_deg,
-                 "n_bins": spec.n_bins},
-        "wavelength_angstrom": 1.5406, "recipe": {}, "bank_fingerprint": "test", "bank_url": "memory://bank",
-        "config_fingerprint": f"test-{seed}",
-    })
+    root.attrs.update(
+        {
+            "split": "train",
+            "seed": seed,
+            "n_samples": n,
+            "shard_size": s,
+            "chunk_rows": c,
+            "n_shards": spec.n_shards,
+            "pattern_dtype": spec.pattern_dtype,
+            "max_phases": MAX_PHASES,
+            "grid": {
+                "two_theta_min_deg": spec.two_theta_min_deg,
+                "two_theta_max_deg": spec.two_theta_max_deg,
+                "n_bins": spec.n_bins,
+            },
+            "wavelength_angstrom": 1.5406,
+            "recipe": {},
+            "bank_fingerprint": "test",
+            "bank_url": "memory://bank",
+            "config_fingerprint": f"test-{seed}",
+        }
+    )
     root.attrs.update(attrs or {})
     root.attrs["complete"] = not skip_shards if complete is None else complete
     if not keep:

@@ -24,6 +24,9 @@ from store_factory import StoreSpec, write_store  # noqa: E402
 
 from xrdmodels.data import MixtureStore, ShardStream, StoreFormatError, multi_hot, to_batch, window_mask  # noqa: E402
 
+# torchdata's StatefulDataLoader calls a deprecated torch function on construction; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:'set_vital' is deprecated:UserWarning")
+
 # 1003 rows in shards of 128: 8 shards, the last one partial (107 rows); two ranks get 501 and 502 rows.
 SPEC = StoreSpec(n_samples=1003, n_bins=32, shard_size=128, chunk_rows=32)
 BATCH = 16
@@ -45,7 +48,9 @@ def row_of(store: tuple[str, dict[str, np.ndarray]]) -> dict[bytes, int]:
     return index
 
 
-def identify(batch: dict[str, torch.Tensor], row_of: dict[bytes, int], arrays: dict[str, np.ndarray]) -> list[int]:
+def identify(
+    batch: dict[str, torch.Tensor], row_of: dict[bytes, int], arrays: dict[str, np.ndarray]
+) -> list[int]:
     """Row indices of a batch; also checks every field of the batch against the rows the factory wrote."""
     rows = [row_of[p.numpy().tobytes()] for p in batch["pattern"]]
     assert batch["pattern"].dtype == torch.float32 and batch["pattern"].is_contiguous()
@@ -140,7 +145,9 @@ def test_window_mask_hand_made() -> None:
 
 
 def test_multi_hot_hand_made() -> None:
-    labels = np.array([[1, 230, 0, 0, 0], [5, 0, 0, 0, 0], [0, 0, 0, 0, 0], [7, 3, 225, 14, 2]], dtype=np.int16)
+    labels = np.array(
+        [[1, 230, 0, 0, 0], [5, 0, 0, 0, 0], [0, 0, 0, 0, 0], [7, 3, 225, 14, 2]], dtype=np.int16
+    )
     hot = multi_hot(labels)
     assert hot.shape == (4, 230) and hot.dtype == np.float32
     expected = np.zeros((4, 230), dtype=np.float32)
@@ -190,11 +197,15 @@ def test_one_reader_drop_last_yields_full_batches_without_repeats(store, row_of)
 
 
 @pytest.mark.parametrize("drop_last", [False, True])
-def test_two_ranks_two_workers_cover_the_store_with_equal_batch_counts(store, row_of, drop_last: bool) -> None:
+def test_two_ranks_two_workers_cover_the_store_with_equal_batch_counts(
+    store, row_of, drop_last: bool
+) -> None:
     url, arrays = store
     per_rank = []
     for rank in range(2):
-        stream = ShardStream(url, BATCH, rank=rank, world_size=2, seed=5, drop_last=drop_last, shuffle_shards=2)
+        stream = ShardStream(
+            url, BATCH, rank=rank, world_size=2, seed=5, drop_last=drop_last, shuffle_shards=2
+        )
         batches = collect(DataLoader(stream, batch_size=None, num_workers=2), row_of, arrays)
         assert len(batches) == len(stream)
         per_rank.append(batches)
@@ -213,7 +224,8 @@ def test_uneven_ranks_get_the_same_number_of_non_empty_batches(store, row_of) ->
     # batches of rows, so its rows must be spread over 4 non-empty batches.
     url, arrays = store
     per_rank = [
-        collect(ShardStream(url, 167, rank=r, world_size=2, drop_last=False), row_of, arrays) for r in range(2)
+        collect(ShardStream(url, 167, rank=r, world_size=2, drop_last=False), row_of, arrays)
+        for r in range(2)
     ]
     assert [len(b) for b in per_rank] == [4, 4]
     assert all(0 < len(b) <= 167 for batches in per_rank for b in batches)
@@ -381,3 +393,32 @@ def test_streams_a_store_from_s3(s3_endpoint: str, row_of) -> None:
         assert len(batches) == len(stream)
         seen += sum(batches, [])
     assert sorted(seen) == list(range(SPEC.n_samples))
+
+
+def test_resume_at_an_epoch_boundary_then_next_epoch(store) -> None:
+    """A checkpoint after the last batch of epoch 0 resumes to nothing; epoch 1 then matches a plain run."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    url, _ = store
+
+    def loader() -> tuple[ShardStream, StatefulDataLoader]:
+        stream = ShardStream(url, BATCH, seed=2, drop_last=False)
+        return stream, StatefulDataLoader(stream, batch_size=None, num_workers=2)
+
+    stream, reference = loader()
+    n_epoch0 = sum(1 for _ in reference)
+    stream.set_epoch(1)
+    epoch1 = list(reference)
+
+    _, interrupted = loader()
+    it = iter(interrupted)
+    for _ in range(n_epoch0):
+        next(it)
+    state = interrupted.state_dict()
+    del it, interrupted
+
+    stream, resumed = loader()
+    resumed.load_state_dict(state)
+    assert list(resumed) == []
+    stream.set_epoch(1)
+    assert_same_batches(list(resumed), epoch1)

@@ -24,7 +24,9 @@ def tch(fwhm_gauss: np.ndarray, fwhm_lorentz: np.ndarray) -> tuple[np.ndarray, n
     return fwhm, 1.36603 * q - 0.47719 * q**2 + 0.11116 * q**3
 
 
-def envelope(t: np.ndarray, strength: float, raw: np.ndarray, config: RecipeConfig, t_grid: np.ndarray) -> np.ndarray:
+def envelope(
+    t: np.ndarray, strength: float, raw: np.ndarray, config: RecipeConfig, t_grid: np.ndarray
+) -> np.ndarray:
     """Orientation envelope 1 + s·b(t), b = Σ c_j φ_j / Σ|c_j|, divided by its grid mean, then clipped."""
 
     def b(x: np.ndarray) -> np.ndarray:
@@ -77,7 +79,9 @@ def render_reference(
             instrument_deg2 = u * np.tan(theta) ** 2 + v * np.tan(theta) + w
             fwhm_gauss = np.sqrt(np.degrees(strain_rad) ** 2 + instrument_deg2)
             size_nm = p["crystallite_size_nm"][s, k]
-            fwhm_lorentz = np.degrees(config.scherrer_k * config.wavelength_angstrom / 10 / (size_nm * np.cos(theta)))
+            fwhm_lorentz = np.degrees(
+                config.scherrer_k * config.wavelength_angstrom / 10 / (size_nm * np.cos(theta))
+            )
             fwhm, eta = tch(fwhm_gauss, fwhm_lorentz)
             x = edges[None, :] - (position + p["zero_shift_deg"][s])[:, None]
             sigma = (fwhm / (2 * np.sqrt(2 * np.log(2))))[:, None]
@@ -113,11 +117,18 @@ def synthetic_library(
 
     counts = rng.integers(peaks[0], peaks[1] + 1, n_materials)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    position = np.concatenate([np.sort(rng.uniform(grid.two_theta_min_deg, grid.two_theta_max_deg, c)) for c in counts])
+    position = np.concatenate(
+        [np.sort(rng.uniform(grid.two_theta_min_deg, grid.two_theta_max_deg, c)) for c in counts]
+    )
     intensity = np.concatenate([(lambda x: 100 * x / x.max())(rng.pareto(1.5, c) + 0.01) for c in counts])
     dense = None
     if with_dense:
         dense = np.stack(
-            [deposit_sticks(position[a:b], intensity[a:b], grid) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+            [
+                deposit_sticks(position[a:b], intensity[a:b], grid)
+                for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+            ]
         )
-    return PhaseLibrary(offsets, position, intensity, rng.integers(1, 231, n_materials).astype(np.int16), dense)
+    return PhaseLibrary(
+        offsets, position, intensity, rng.integers(1, 231, n_materials).astype(np.int16), dense
+    )

@@ -304,3 +304,12 @@ def test_unknown_species_raises_scattering_error_naming_it() -> None:
         compute_peaks(structure)
     with pytest.raises(ValueError, match="Xx"):  # pymatgen refuses it too
         XRDCalculator().get_pattern(structure)
+
+
+def test_range_without_reflections_gives_empty_peaks() -> None:
+    """Deliberate difference: pymatgen fails on max() of no peaks, xrdsynth returns empty arrays."""
+    structure = Structure(Lattice.cubic(3.0), ["Cu"], [[0, 0, 0]])
+    peaks = compute_peaks(structure, two_theta_range_deg=(5.0, 20.0))
+    assert peaks.two_theta_deg.size == peaks.d_spacing_angstrom.size == peaks.intensity.size == 0
+    with pytest.raises(ValueError):
+        XRDCalculator().get_pattern(structure, two_theta_range=(5.0, 20.0))

@@ -48,7 +48,9 @@ def test_tch_kernel_matches_numpy_api():
 def test_width_formulas():
     # 2θ = 90°: tanθ = 1, cosθ = 1/√2.
     assert strain_fwhm_deg(90.0, 0.001) == pytest.approx(math.degrees(4 * 0.001))
-    assert scherrer_fwhm_deg(90.0, 100.0, 1.54184) == pytest.approx(math.degrees(0.9 * 0.154184 / 100 * math.sqrt(2)))
+    assert scherrer_fwhm_deg(90.0, 100.0, 1.54184) == pytest.approx(
+        math.degrees(0.9 * 0.154184 / 100 * math.sqrt(2))
+    )
     assert caglioti_fwhm_deg(90.0, 0.004, 0.0, 0.002) == pytest.approx(math.sqrt(0.006))
 
 
@@ -95,7 +97,9 @@ def test_deposit_sticks_keeps_area_and_centroid():
     centroid = (dense * GRID.centers_deg()).sum(dtype=np.float64) / dense.sum(dtype=np.float64)
     assert centroid == pytest.approx((position * intensity).sum() / intensity.sum(), rel=1e-6)
     # One stick a quarter bin right of a centre goes 3/4 : 1/4 to that centre and the next.
-    one = deposit_sticks(np.array([GRID.centers_deg()[100] + 0.25 * GRID.bin_width_deg]), np.array([8.0]), GRID)
+    one = deposit_sticks(
+        np.array([GRID.centers_deg()[100] + 0.25 * GRID.bin_width_deg]), np.array([8.0]), GRID
+    )
     np.testing.assert_allclose(one[100:102], [6.0, 2.0], rtol=1e-6)
     assert deposit_sticks(np.array([4.0, 121.0]), np.array([1.0, 1.0]), GRID).sum() == 0.0
 
@@ -121,3 +125,13 @@ def test_lut_convolution_converges_to_exact_rendering():
     errors = [_lut_error(levels) for levels in (4, 16, 64)]
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 2e-3
+
+
+def test_softplus_and_percentile_kernels_match_numpy():
+    x = np.linspace(-3.0, 3.0, 1201)
+    np.testing.assert_allclose([kernels.softplus_(v) for v in x], np.logaddexp(0.0, x), rtol=0, atol=6e-9)
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 7, 1800):
+        values = rng.exponential(size=n)
+        for q in (0.0, 50.0, 99.0, 100.0):
+            assert kernels.percentile_linear(values, q) == np.percentile(values, q)

@@ -184,7 +184,9 @@ def test_batch_contract_and_normalisation(library, engine):
     centers = GRID.centers_deg()
     for s in range(32):
         lo, hi = batch.window_bins[s]
-        inside = (centers >= batch.params["window_low_deg"][s]) & (centers <= batch.params["window_high_deg"][s])
+        inside = (centers >= batch.params["window_low_deg"][s]) & (
+            centers <= batch.params["window_high_deg"][s]
+        )
         assert np.array_equal(np.flatnonzero(inside), np.arange(lo, hi))
         assert (batch.pattern[s, :lo] == 0).all() and (batch.pattern[s, hi:] == 0).all()
         values = batch.pattern[s, lo:hi].astype(np.float64)

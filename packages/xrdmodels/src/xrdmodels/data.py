@@ -76,7 +76,9 @@ class MixtureStore:
             )
         for key in ("n_samples", "shard_size", "grid"):
             if key not in attrs:
-                raise StoreFormatError(f"{self.url} lacks the attribute {key!r} required by format_version {version}")
+                raise StoreFormatError(
+                    f"{self.url} lacks the attribute {key!r} required by format_version {version}"
+                )
         self.attrs = attrs
         self.n_samples = int(attrs["n_samples"])
         self.shard_size = int(attrs["shard_size"])
@@ -100,7 +102,9 @@ class MixtureStore:
             )
         flags = np.asarray(self.root["shard_complete"][:], dtype=bool)
         if len(flags) != self.n_shards:
-            raise StoreFormatError(f"{self.url}: shard_complete has {len(flags)} flags for {self.n_shards} shards")
+            raise StoreFormatError(
+                f"{self.url}: shard_complete has {len(flags)} flags for {self.n_shards} shards"
+            )
         if require_complete and not flags.all():
             raise StoreFormatError(
                 f"{self.url} is marked complete but shards {np.flatnonzero(~flags)[:10].tolist()} lack their "
@@ -181,8 +185,9 @@ class ShardStream(IterableDataset):
     - the complete shards are permuted with (seed, epoch) (ascending when `shuffle=False`) and their rows laid
       end to end; rank r takes the contiguous r-th of world_size equal parts (sizes differ by at most one row);
     - every rank yields the same number of batches, so no DDP rank runs out early. With `drop_last=True` all
-      batches hold `batch_size` rows and at most `batch_size` rows per rank (plus one) are left out. With
-      `drop_last=False` every sample appears exactly once; a rank's last batches may be smaller;
+      batches hold `batch_size` rows and at most `batch_size` rows per rank are left out (a different few
+      each epoch). With `drop_last=False` every sample appears exactly once; a rank's last batches may be
+      smaller (never empty);
     - a rank's batches are divided into contiguous blocks, one per DataLoader worker; each worker reads only
       the rows of its block, whole shards at a time where it can, `prefetch_shards` shards ahead in a thread;
     - rows are shuffled within windows of `shuffle_shards` consecutive shards of a worker's block.
@@ -194,6 +199,20 @@ class ShardStream(IterableDataset):
     identity; `load_state_dict()` makes the next iteration continue after those batches, without reading the
     shards wholly before them. torchdata's StatefulDataLoader calls both in every worker, so
     `loader.state_dict()` / `loader.load_state_dict()` resume a multi-worker loader exactly (same num_workers).
+    A state saved after the last batch of an epoch resumes to an empty remainder of that epoch; call
+    `set_epoch(epoch + 1)` after that (empty) pass, not between `loader.load_state_dict` and it, because the
+    loader applies the saved state only when iteration starts.
+
+    Args:
+        url: store path or fsspec URL (`s3://bucket/train.zarr`).
+        batch_size: samples per batch on this rank.
+        seed: seeds the shard permutation (with the epoch) and the row shuffle; >= 0.
+        shuffle: permute shards and rows; False streams rows in store order (evaluation).
+        shuffle_shards: shards whose rows are mixed together (memory: this many shards per reader).
+        prefetch_shards: shards read ahead in a background thread.
+        rank, world_size: this process's place in distributed training.
+        storage_options: passed to fsspec (e.g. S3 endpoint and credentials).
+        drop_last: only full batches (training) or every sample exactly once (evaluation).
     """
 
     def __init__(
@@ -304,7 +323,9 @@ class ShardStream(IterableDataset):
                 break
             shard_lo = store.shard_rows(int(shards[i]))[0]
             a, b = max(lo, int(starts[i])), min(hi, int(starts[i + 1]))
-            pieces.append(_Piece(int(shards[i]), shard_lo + a - int(starts[i]), shard_lo + b - int(starts[i])))
+            pieces.append(
+                _Piece(int(shards[i]), shard_lo + a - int(starts[i]), shard_lo + b - int(starts[i]))
+            )
         return pieces, sizes[first:last]
 
     def __len__(self) -> int:
@@ -312,6 +333,7 @@ class ShardStream(IterableDataset):
         return len(self._rank_batches(int(self._shard_lengths(self.store.complete_shards()).sum()))[1])
 
     def set_epoch(self, epoch: int) -> None:
+        """Start `epoch` at its beginning on the next iteration (discards a loaded resume position)."""
         self.epoch = epoch
         self._yielded = 0
         self._resume_from = 0
@@ -319,9 +341,17 @@ class ShardStream(IterableDataset):
     # -- resumption ---------------------------------------------------------------------------------
     def _identity(self) -> dict[str, int]:
         worker, n_workers = self._worker()
-        return {"seed": self.seed, "batch_size": self.batch_size, "rank": self.rank, "world_size": self.world_size,
-                "worker": worker, "num_workers": n_workers, "drop_last": int(self.drop_last),
-                "shuffle": int(self.shuffle), "shuffle_shards": self.shuffle_shards}
+        return {
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "worker": worker,
+            "num_workers": n_workers,
+            "drop_last": int(self.drop_last),
+            "shuffle": int(self.shuffle),
+            "shuffle_shards": self.shuffle_shards,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """Position of this reader: epoch, batches yielded so far, and the settings the plan depends on."""
@@ -409,7 +439,8 @@ class ShardStream(IterableDataset):
                     position += n
                     need -= n
                 batch = {
-                    k: np.concatenate([np.take(r[k], idx, axis=0) for r, idx in takes]) if len(takes) > 1
+                    k: np.concatenate([np.take(r[k], idx, axis=0) for r, idx in takes])
+                    if len(takes) > 1
                     else np.take(takes[0][0][k], takes[0][1], axis=0)
                     for k in MODEL_ARRAYS
                 }

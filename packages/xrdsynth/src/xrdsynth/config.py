@@ -6,7 +6,7 @@ why it departs from it. Units are in the field names or docstrings.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -68,9 +68,6 @@ class GridConfig(_Strict):
         return self.two_theta_min_deg + w * (np.arange(self.n_bins) + 0.5)
 
 
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-
-
 class BankConfig(_Strict):
     """How `xrdsynth bank build` turns structures into the bank of clean single-phase patterns."""
 
@@ -104,7 +101,7 @@ class BankConfig(_Strict):
         gt=0.0,
         description="Cells with more volume per site (Å³) are skipped as absurd (nearly empty).",
     )
-    split_fractions: tuple[Fraction, Fraction, Fraction] = Field(
+    split_fractions: tuple[float, float, float] = Field(
         (0.95, 0.025, 0.025), description="train / val / test fractions by material (A.1)."
     )
     split_seed: int = Field(0, ge=0, description="Seed of the deterministic id -> split hash.")
@@ -130,8 +127,8 @@ class BankConfig(_Strict):
     @field_validator("split_fractions")
     @classmethod
     def _sum_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        if abs(sum(v) - 1.0) > 1e-9:
-            raise ValueError(f"split_fractions {v} must sum to 1")
+        if min(v) < 0 or abs(sum(v) - 1.0) > 1e-9:
+            raise ValueError(f"split_fractions {v} must be non-negative and sum to 1")
         return v
 
     @property
@@ -290,9 +287,9 @@ class RecipeConfig(_Strict):
         1e-5,
         gt=0.0,
         le=1e-2,
-        description="A peak's Lorentzian tail is rendered out to where one bin would receive less than this "
-        "(units: before the final normalisation, where a phase's strongest line has area w); peaks with total "
-        "area below it are skipped. 1e-5 is ~100x below the smallest noise std.",
+        description="Each peak's Gaussian and Lorentzian parts are rendered out to where one bin would receive "
+        "less than this (units before the final normalisation, where a phase's strongest line has area w); "
+        "1e-5 is ~100x below the smallest noise std. Smaller is more exact and slower (docs/physics.md).",
     )
 
     @field_validator(
