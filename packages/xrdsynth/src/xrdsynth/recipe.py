@@ -215,7 +215,9 @@ def sample_background(rng: np.random.Generator, n: int, config: RecipeConfig) ->
     }
 
 
-def sample_noise(rng: np.random.Generator, n: int, config: RecipeConfig, grid: GridConfig) -> tuple:
+def sample_noise(
+    rng: np.random.Generator, n: int, config: RecipeConfig, grid: GridConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample noise std (n,) and unit Gaussian noise float32 (n, n_bins) (A.1)."""
     sigma = _uniform(rng, config.noise_sigma, n)
     return sigma, rng.standard_normal((n, grid.n_bins), dtype=np.float32)

@@ -1,0 +1,47 @@
+"""All benchmarks (`./dev.sh bench [--quick] [--only NAME]`); each prints ratios against a baseline from the same run.
+
+  peaks     our numba peak kernel vs pymatgen's XRDCalculator, identical output checked (issue: >= 30x)
+  mixtures  the A.1 recipe kernel, mixtures/s on one core vs the numpy reference (>= 10,000/s, >= 10x)
+  generate  end-to-end `mixtures generate` to local disk, 1 vs N workers, MB/s and compression (1M <= 3 min)
+  loader    streaming samples/s from local disk and loopback S3 vs the 4,000 samples/s an H100 needs
+
+Record the figures with the command and machine in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHES = {"peaks": "bench_peaks.py", "mixtures": "bench_mixtures.py", "generate": "bench_generate.py",
+           "loader": "bench_loader.py"}
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / BENCHES[name])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every benchmark")
+    parser.add_argument("--only", action="append", choices=sorted(BENCHES), help="run only these (repeatable)")
+    args = parser.parse_args(argv)
+    import os
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+    for name in args.only or BENCHES:
+        print(f"\n### {name}", flush=True)
+        load(name).main(["--quick"] if args.quick else [])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
