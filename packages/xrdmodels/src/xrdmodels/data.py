@@ -248,8 +248,8 @@ class ShardStream(IterableDataset):
         self.epoch = 0
         self._yielded = 0
         self._resume_from = 0
-        # Opened here so a wrong URL or format fails at construction; reopened in each worker process because
-        # fsspec filesystems (s3fs) are bound to the event loop of the process that created them.
+        # Opened here so a wrong URL or format fails at construction; reopened in each process (forked or
+        # spawned DataLoader workers) so that no zarr/fsspec handle crosses a process boundary.
         self._store: MixtureStore | None = MixtureStore(self.url, storage_options)
         self._store_pid = os.getpid()
 

@@ -23,6 +23,7 @@ import random
 import shutil
 import signal
 import time
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,8 +283,6 @@ def evaluate_store(
 
 def build_loader(config: TrainConfig, rt: Runtime) -> tuple[ShardStream, Any]:
     """This rank's ShardStream (batch_size / world_size rows per batch) and a StatefulDataLoader over it."""
-    from torchdata.stateful_dataloader import StatefulDataLoader
-
     if config.batch_size % rt.world_size:
         raise ValueError(
             f"batch_size {config.batch_size} does not divide evenly over {rt.world_size} ranks; "
@@ -298,7 +297,17 @@ def build_loader(config: TrainConfig, rt: Runtime) -> tuple[ShardStream, Any]:
         world_size=rt.world_size,
         storage_options=config.storage_options,
     )
-    loader = StatefulDataLoader(
+    with warnings.catch_warnings():
+        # torchdata 0.11 calls the deprecated torch.set_vital in its constructor; nothing to act on.
+        warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
+        loader = _stateful_loader(stream, config, rt)
+    return stream, loader
+
+
+def _stateful_loader(stream: ShardStream, config: TrainConfig, rt: Runtime) -> Any:
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    return StatefulDataLoader(
         stream,
         batch_size=None,
         num_workers=config.num_workers,
@@ -309,7 +318,6 @@ def build_loader(config: TrainConfig, rt: Runtime) -> tuple[ShardStream, Any]:
         # The stream seeds itself; a private generator keeps iterator creation off the global RNG.
         generator=torch.Generator().manual_seed(config.seed),
     )
-    return stream, loader
 
 
 def _gather(obj: Any, rt: Runtime) -> list[Any]:
@@ -482,7 +490,7 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
                 # One host sync per step; the gradients are all-reduced, so every DDP rank agrees.
                 if not bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)):
                     raise TrainingDiverged(
-                        f"loss {float(loss):.6g} (gradient norm {float(grad_norm):.6g}) at step {step + 1} "
+                        f"loss {float(loss.detach()):.6g} (gradient norm {float(grad_norm):.6g}) at step {step + 1} "
                         f"(epoch {epoch}): stopped before the optimizer step; the last checkpoint "
                         f"({last if saved_step >= 0 else 'none written yet'}"
                         f"{f', step {saved_step}' if saved_step >= 0 else ''}) is kept. "
