@@ -20,7 +20,9 @@ Phases (each prints its wall time when it ends, so a run cut short still reports
 MFU = achieved FLOP/s / peak FLOP/s. Peaks used, NVIDIA H100 SXM5 dense (no sparsity): bf16 tensor cores
 989 TFLOP/s, fp32 67 TFLOP/s. PyTorch's default fp32 matmul precision ("highest") does not use TF32 tensor
 cores; cuDNN convolutions may (torch.backends.cudnn.allow_tf32, reported). For another GPU pass
---peak-bf16-tflops / --peak-fp32-tflops. Results are printed and written to <work-dir>/gpu_check.json.
+--peak-bf16-tflops / --peak-fp32-tflops. Results are printed and written to --report (default
+<work-dir>/gpu_check.json). On a lent machine keep the data out of the folder that is copied back, e.g.
+`--work-dir /tmp/gpu_check --report $OUT/gpu_check.json`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -57,8 +60,14 @@ MODELS = {
     "transformer-presence": {"encoder": "transformer", "head": "presence"},
 }
 #: Smoke mode: the `small` preset made tinier still, so that a CPU runs every phase in seconds.
-SMOKE_MODEL = {"cnn_channels": [8, 8, 16, 16], "d_model": 32, "n_heads": 2, "ffn_dim": 64, "n_layers": 1,
-               "n_slot_layers": 1}
+SMOKE_MODEL = {
+    "cnn_channels": [8, 8, 16, 16],
+    "d_model": 32,
+    "n_heads": 2,
+    "ffn_dim": 64,
+    "n_layers": 1,
+    "n_slot_layers": 1,
+}
 #: Seconds a `train()` call spends besides its steps (loader start, two ~2 GB checkpoints, validation).
 LOOP_OVERHEAD_S = 25.0
 
@@ -96,7 +105,7 @@ def make_data(args: argparse.Namespace, work: Path, clock: Clock) -> dict[str, A
     info: dict[str, Any] = {"cpu_workers": int(workers)}
     if not args.bank:
         sources = ["random:1:1-20"] if args.smoke else ["builtin", "random:1"]
-        cmd = ["bank", "build", "--out", bank, "--workers", workers, "--overwrite"]
+        cmd = ["bank", "build", "--out", bank, "--workers", workers]
         for source in sources:
             cmd += ["--source", source]
         if args.smoke:
@@ -106,12 +115,31 @@ def make_data(args: argparse.Namespace, work: Path, clock: Clock) -> dict[str, A
     mix = work / "mixtures"
     n_train, n_eval, shard = (256, 64, 64) if args.smoke else (args.n_train, 4096, 4096)
     info["mixtures_s"] = xrdsynth(
-        ["mixtures", "generate", "--bank", bank, "--out", str(mix), "--n", str(n_train), "--n-eval", str(n_eval),
-         "--splits", "train,val", "--shard-size", str(shard), "--workers", workers, "--overwrite"],
+        [
+            "mixtures",
+            "generate",
+            "--bank",
+            bank,
+            "--out",
+            str(mix),
+            "--n",
+            str(n_train),
+            "--n-eval",
+            str(n_eval),
+            "--splits",
+            "train,val",
+            "--shard-size",
+            str(shard),
+            "--workers",
+            workers,
+            "--resume",
+        ],
         clock,
     )
     info["mixtures_per_s"] = (n_train + n_eval) / info["mixtures_s"]
-    say(clock, f"{n_train} + {n_eval} mixtures in {info['mixtures_s']:.1f} s ({info['mixtures_per_s']:.0f}/s)")
+    say(
+        clock, f"{n_train} + {n_eval} mixtures in {info['mixtures_s']:.1f} s ({info['mixtures_per_s']:.0f}/s)"
+    )
     info.update({"train": str(mix / "train.zarr"), "val": str(mix / "val.zarr")})
     return info
 
@@ -135,8 +163,14 @@ def peak_memory_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
-def bench_compute(model_config, batch: dict[str, torch.Tensor], precision: str, device: torch.device,
-                  steps: int, time_cap_s: float) -> dict[str, Any]:
+def bench_compute(
+    model_config,
+    batch: dict[str, torch.Tensor],
+    precision: str,
+    device: torch.device,
+    steps: int,
+    time_cap_s: float,
+) -> dict[str, Any]:
     """FLOPs of one forward+backward, then timed optimizer steps on one resident batch."""
     torch.manual_seed(0)
     model = SpaceGroupModel(model_config).to(device)
@@ -169,11 +203,14 @@ def bench_compute(model_config, batch: dict[str, torch.Tensor], precision: str, 
         done += 1
     synchronize(device)
     step_s = (time.perf_counter() - start) / done
-    result = {"params_m": model.num_parameters() / 1e6, "flops_per_step": flops, "compute_steps": done,
-              "compute_step_s": step_s, "compute_samples_per_s": len(labels) / step_s,
-              "compute_peak_mem_gib": peak_memory_gib(device)}
-    del model, optimizer
-    reset_peak_memory(device)
+    result = {
+        "params_m": model.num_parameters() / 1e6,
+        "flops_per_step": flops,
+        "compute_steps": done,
+        "compute_step_s": step_s,
+        "compute_samples_per_s": len(labels) / step_s,
+        "compute_peak_mem_gib": peak_memory_gib(device),
+    }
     return result
 
 
@@ -187,23 +224,48 @@ def read_loop_metrics(out_dir: Path) -> dict[str, Any]:
     steady = rates[1:] or rates
     losses = rows["train/loss"]
     val = rows.get("val/micro_f1", [])
-    return {"loop_samples_per_s": statistics.median(steady), "first_loss": losses[0][1],
-            "final_loss": losses[-1][1], "val_micro_f1": val[-1][1] if val else None}
+    return {
+        "loop_samples_per_s": statistics.median(steady),
+        "first_loss": losses[0][1],
+        "final_loss": losses[-1][1],
+        "val_micro_f1": val[-1][1] if val else None,
+    }
 
 
-def run_loop(base: dict[str, Any], data: dict[str, Any], name: str, overrides: dict[str, Any], precision: str,
-             steps: int, work: Path, device: torch.device) -> dict[str, Any]:
+def run_loop(
+    base: dict[str, Any],
+    data: dict[str, Any],
+    name: str,
+    overrides: dict[str, Any],
+    precision: str,
+    steps: int,
+    work: Path,
+    device: torch.device,
+) -> dict[str, Any]:
     out_dir = work / "runs" / f"{name}-{precision}"
     shutil.rmtree(out_dir, ignore_errors=True)
-    config = TrainConfig(**{**base, "train_store": data["train"], "val_store": data["val"], "out_dir": str(out_dir),
-                            "model_overrides": overrides, "precision": precision, "max_steps": steps,
-                            "val_every": steps})
+    config = TrainConfig(
+        **{
+            **base,
+            "train_store": data["train"],
+            "val_store": data["val"],
+            "out_dir": str(out_dir),
+            "model_overrides": overrides,
+            "precision": precision,
+            "max_steps": steps,
+            "val_every": steps,
+        }
+    )
     reset_peak_memory(device)
     start = time.perf_counter()
     summary = train(config, progress=False)
     wall = time.perf_counter() - start
-    result = {"loop_steps": summary["step"], "loop_wall_s": wall, "loop_peak_mem_gib": peak_memory_gib(device),
-              **read_loop_metrics(out_dir)}
+    result = {
+        "loop_steps": summary["step"],
+        "loop_wall_s": wall,
+        "loop_peak_mem_gib": peak_memory_gib(device),
+        **read_loop_metrics(out_dir),
+    }
     for checkpoint in out_dir.glob("*.pt"):  # ~2 GB each at paper size; metrics.csv stays
         checkpoint.unlink()
     return result
@@ -212,7 +274,12 @@ def run_loop(base: dict[str, Any], data: dict[str, Any], name: str, overrides: d
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny data and models on the CPU (for tests)")
-    parser.add_argument("--work-dir", default="runs/gpu_check", help="bank, mixtures, runs and gpu_check.json")
+    parser.add_argument(
+        "--work-dir", default="runs/gpu_check", help="bank, mixtures, runs and gpu_check.json"
+    )
+    parser.add_argument(
+        "--report", help="where to write the JSON results (default <work-dir>/gpu_check.json)"
+    )
     parser.add_argument("--budget-s", type=float, default=420.0, help="wall-time budget of the whole check")
     parser.add_argument("--n-train", type=int, default=200_000, help="training mixtures to generate")
     parser.add_argument("--bank", help="reuse this bank instead of building one")
@@ -231,18 +298,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     if not args.smoke and device.type != "cuda":
         raise SystemExit("gpu_check: no CUDA GPU visible; run with --smoke for the CPU version")
-    env = {"torch": torch.__version__, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-           else "cpu", "cuda": torch.version.cuda, "cpu_count": os.cpu_count(),
-           "matmul_fp32_precision": torch.get_float32_matmul_precision(),
-           "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
+    env = {
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "cuda": torch.version.cuda,
+        "cpu_count": os.cpu_count(),
+        "matmul_fp32_precision": torch.get_float32_matmul_precision(),
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+    }
     peaks = {"bf16": args.peak_bf16_tflops, "fp32": args.peak_fp32_tflops} if device.type == "cuda" else None
     say(clock, f"environment: {env}; MFU peaks (TFLOP/s): {peaks or 'none on CPU'}")
 
     data = make_data(args, work, clock)
     base = json.loads(BASE_TRAIN_CONFIG.read_text())
     if args.smoke:
-        base.update({"model_preset": "small", "batch_size": 8, "num_workers": 0, "device": "cpu", "log_every": 1,
-                     "val_max_batches": 1})
+        base.update(
+            {
+                "model_preset": "small",
+                "batch_size": 8,
+                "num_workers": 0,
+                "device": "cpu",
+                "log_every": 1,
+                "val_max_batches": 1,
+            }
+        )
     else:
         base["num_workers"] = max(1, min(base["num_workers"], (os.cpu_count() or 2) - 2))
     store = MixtureStore(data["train"])
@@ -252,45 +331,87 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plan = [(name, p) for p in ("bf16", "fp32") for name in MODELS]
     runs = []
     for i, (name, precision) in enumerate(plan):
-        overrides = {**MODELS[name], **(SMOKE_MODEL if args.smoke else {}), "n_bins": n_bins}
-        model_config = preset(base["model_preset"], **overrides)
-        share = clock.left() / (len(plan) - i)
         record: dict[str, Any] = {"model": name, "precision": precision, "batch_size": base["batch_size"]}
-        bench_steps = 2 if args.smoke else args.bench_steps
-        record.update(bench_compute(model_config, batch, precision, device, bench_steps, 0.2 * share))
-        max_steps = 3 if args.smoke else {"bf16": args.steps_bf16, "fp32": args.steps_fp32}[precision]
-        affordable = int((share - 0.2 * share - LOOP_OVERHEAD_S) / (1.15 * record["compute_step_s"]))
-        steps = max_steps if args.smoke else min(max_steps, affordable)
-        if steps >= 10 or args.smoke:
-            record.update(run_loop(base, data, name, overrides, precision, steps, work, device))
-        else:
-            record["loop_skipped"] = f"only {max(steps, 0)} steps fit in the time budget"
-        for kind in ("compute", "loop"):
-            rate = record.get(f"{kind}_samples_per_s")
-            if rate is not None:
-                tflops = record["flops_per_step"] / record["batch_size"] * rate / 1e12
-                record[f"{kind}_tflops"] = tflops
-                record[f"{kind}_mfu"] = tflops / peaks[precision] if peaks else None
-        record["samples_per_s"] = record.get("loop_samples_per_s", record["compute_samples_per_s"])
+        try:
+            check_one(
+                record, args, base, data, batch, n_bins, clock.left() / (len(plan) - i), peaks, work, device
+            )
+        except Exception as exc:  # noqa: BLE001 - one failed run (e.g. out of memory) must not lose the others
+            traceback.print_exc()
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            reset_peak_memory(device)
         runs.append(record)
-        say(clock, "run " + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
+        rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}
+        say(clock, "run " + json.dumps(rounded))
 
     results = {"env": env, "data": data, "peaks_tflops": peaks, "runs": runs, "wall_s": clock.elapsed()}
-    (work / "gpu_check.json").write_text(json.dumps(results, indent=2))
-    print(f"\n{'model':28s} {'prec':5s} {'params M':>8s} {'GFLOP/sample':>12s} {'compute s/s':>11s} "
-          f"{'TFLOP/s':>8s} {'MFU':>6s} {'loop s/s':>9s} {'loop MFU':>8s} {'peak GiB':>8s} {'loss':>13s}")
-    for r in runs:
-        mfu = f"{r['compute_mfu']:.1%}" if r.get("compute_mfu") is not None else "-"
-        loop_mfu = f"{r['loop_mfu']:.1%}" if r.get("loop_mfu") is not None else "-"
-        peak = max((v for v in (r.get("compute_peak_mem_gib"), r.get("loop_peak_mem_gib")) if v is not None),
-                   default=None)
-        loss = f"{r['first_loss']:.3f}->{r['final_loss']:.3f}" if "final_loss" in r else "-"
-        print(f"{r['model']:28s} {r['precision']:5s} {r['params_m']:8.1f} "
-              f"{r['flops_per_step'] / r['batch_size'] / 1e9:12.1f} {r['compute_samples_per_s']:11.0f} "
-              f"{r['compute_tflops']:8.1f} {mfu:>6s} {r.get('loop_samples_per_s', float('nan')):9.0f} "
-              f"{loop_mfu:>8s} {peak if peak is not None else float('nan'):8.1f} {loss:>13s}")
-    print(f"\ntotal {clock.elapsed():.0f} s; results in {work / 'gpu_check.json'}", flush=True)
+    report = Path(args.report) if args.report else work / "gpu_check.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(results, indent=2))
+    print_table(runs)
+    print(f"\ntotal {clock.elapsed():.0f} s; results in {report}", flush=True)
+    if any("error" in r for r in runs):
+        raise SystemExit("gpu_check: some runs failed (see 'error' in the table and the tracebacks above)")
     return results
+
+
+def check_one(
+    record: dict[str, Any],
+    args: argparse.Namespace,
+    base: dict[str, Any],
+    data: dict[str, Any],
+    batch: dict[str, torch.Tensor],
+    n_bins: int,
+    share_s: float,
+    peaks: dict[str, float] | None,
+    work: Path,
+    device: torch.device,
+) -> None:
+    """Compute benchmark, then the real loop for as many steps as `share_s` seconds allow; fills `record`."""
+    name, precision = record["model"], record["precision"]
+    overrides = {**MODELS[name], **(SMOKE_MODEL if args.smoke else {}), "n_bins": n_bins}
+    model_config = preset(base["model_preset"], **overrides)
+    bench_steps = 2 if args.smoke else args.bench_steps
+    record.update(bench_compute(model_config, batch, precision, device, bench_steps, 0.2 * share_s))
+    reset_peak_memory(device)  # the benchmark's model and optimizer are gone: release their blocks
+    max_steps = 3 if args.smoke else {"bf16": args.steps_bf16, "fp32": args.steps_fp32}[precision]
+    affordable = int((0.8 * share_s - LOOP_OVERHEAD_S) / (1.15 * record["compute_step_s"]))
+    steps = max_steps if args.smoke else min(max_steps, affordable)
+    if steps >= 10 or args.smoke:
+        record.update(run_loop(base, data, name, overrides, precision, steps, work, device))
+    else:
+        record["loop_skipped"] = f"only {max(steps, 0)} steps fit in the time budget"
+    for kind in ("compute", "loop"):
+        rate = record.get(f"{kind}_samples_per_s")
+        if rate is not None:
+            tflops = record["flops_per_step"] / record["batch_size"] * rate / 1e12
+            record[f"{kind}_tflops"] = tflops
+            record[f"{kind}_mfu"] = tflops / peaks[precision] if peaks else None
+    record["samples_per_s"] = record.get("loop_samples_per_s", record["compute_samples_per_s"])
+
+
+def print_table(runs: list[dict[str, Any]]) -> None:
+    def num(r: dict[str, Any], key: str, fmt: str, scale: float = 1.0) -> str:
+        v = r.get(key)
+        return "-" if v is None else format(v * scale, fmt)
+
+    print(
+        f"\n{'model':26s} {'prec':4s} {'params M':>8s} {'GFLOP/sample':>12s} {'compute s/s':>11s} "
+        f"{'TFLOP/s':>8s} {'MFU':>6s} {'loop s/s':>8s} {'loop MFU':>8s} {'peak GiB':>8s} {'loss (logged)':>14s}"
+    )
+    for r in runs:
+        peak = [v for v in (r.get("compute_peak_mem_gib"), r.get("loop_peak_mem_gib")) if v is not None]
+        gflop = r["flops_per_step"] / r["batch_size"] / 1e9 if "flops_per_step" in r else None
+        loss = f"{r['first_loss']:.3f}->{r['final_loss']:.3f}" if "final_loss" in r else "-"
+        print(
+            f"{r['model']:26s} {r['precision']:4s} {num(r, 'params_m', '.1f'):>8s} "
+            f"{'-' if gflop is None else format(gflop, '.1f'):>12s} {num(r, 'compute_samples_per_s', '.0f'):>11s} "
+            f"{num(r, 'compute_tflops', '.1f'):>8s} {num(r, 'compute_mfu', '.1%'):>6s} "
+            f"{num(r, 'loop_samples_per_s', '.0f'):>8s} {num(r, 'loop_mfu', '.1%'):>8s} "
+            f"{format(max(peak), '.1f') if peak else '-':>8s} {loss:>14s}"
+            + (f"  ERROR {r['error']}" if "error" in r else "")
+            + (f"  ({r['loop_skipped']})" if "loop_skipped" in r else "")
+        )
 
 
 if __name__ == "__main__":

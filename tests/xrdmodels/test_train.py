@@ -67,8 +67,12 @@ def stores(tmp_path_factory) -> dict[str, str]:
         workers=0,
     )
     generate_all(
-        bank.url, str(tmp / "mix"), N_TRAIN, GenerateConfig(shard_size=SHARD, chunk_rows=SHARD, n_eval=64),
-        splits=("train", "val"), workers=0,
+        bank.url,
+        str(tmp / "mix"),
+        N_TRAIN,
+        GenerateConfig(shard_size=SHARD, chunk_rows=SHARD, n_eval=64),
+        splits=("train", "val"),
+        workers=0,
     )
     return {"train": str(tmp / "mix" / "train.zarr"), "val": str(tmp / "mix" / "val.zarr"), "dir": str(tmp)}
 
@@ -96,7 +100,9 @@ def read_metrics(out_dir: Path) -> dict[str, list[tuple[int, float]]]:
     series: dict[str, list[tuple[int, float]]] = {}
     with (Path(out_dir) / "metrics.csv").open() as f:
         for row in csv.DictReader(f):
-            series.setdefault(f"{row['split']}/{row['name']}", []).append((int(row["step"]), float(row["value"])))
+            series.setdefault(f"{row['split']}/{row['name']}", []).append(
+                (int(row["step"]), float(row["value"]))
+            )
     return series
 
 
@@ -139,8 +145,16 @@ def reference_runs(stores, tmp_path_factory) -> dict[int, Path]:
 def presence_run(stores, tmp_path_factory) -> tuple[TrainConfig, Path, dict]:
     out = tmp_path_factory.mktemp("presence") / "run"
     config = make_config(
-        stores, out, val_store=stores["val"], model_overrides={**TINY_MODEL, "head": "presence"},
-        lr=3e-3, warmup_steps=3, total_steps=16, max_steps=16, val_every=5, val_max_batches=3,
+        stores,
+        out,
+        val_store=stores["val"],
+        model_overrides={**TINY_MODEL, "head": "presence"},
+        lr=3e-3,
+        warmup_steps=3,
+        total_steps=16,
+        max_steps=16,
+        val_every=5,
+        val_max_batches=3,
     )
     summary = train(config, progress=False)
     return config, out, summary
@@ -148,14 +162,32 @@ def presence_run(stores, tmp_path_factory) -> tuple[TrainConfig, Path, dict]:
 
 def test_short_run_writes_outputs_and_loss_falls_from_chance(presence_run):
     config, out, summary = presence_run
-    assert summary == {"step": 16, "epoch": 1, "best_val_micro_f1": summary["best_val_micro_f1"],
-                       "out_dir": str(out), "interrupted": False}
+    assert summary == {
+        "step": 16,
+        "epoch": 1,
+        "best_val_micro_f1": summary["best_val_micro_f1"],
+        "out_dir": str(out),
+        "interrupted": False,
+        "out_of_time": False,
+    }
     for name in ("metrics.csv", "last.pt", "best.pt", "config.json", "step-00000004.pt", "step-00000016.pt"):
         assert (out / name).is_file(), name
     assert TrainConfig(**json.loads((out / "config.json").read_text())) == config
     state = load_checkpoint(out / "last.pt")
-    for key in ("model", "optimizer", "scheduler", "loader", "step", "epoch", "best_val_micro_f1", "rng",
-                "config", "model_config", "data", "val_metrics"):
+    for key in (
+        "model",
+        "optimizer",
+        "scheduler",
+        "loader",
+        "step",
+        "epoch",
+        "best_val_micro_f1",
+        "rng",
+        "config",
+        "model_config",
+        "data",
+        "val_metrics",
+    ):
         assert key in state, key
     assert state["step"] == 16 and state["epoch"] == 1  # two full epochs: 0 and 1
     assert state["data"]["grid"]["n_bins"] == N_BINS
@@ -202,8 +234,12 @@ def test_validation_picks_best_by_micro_f1_and_records_threshold(presence_run, s
     batch = to_batch(store.read_rows(0, config.val_max_batches * config.batch_size), N_BINS)
     with torch.no_grad():
         probs = model(batch["pattern"], batch["mask"]).set_probs.numpy()
-    expected = f1_score(batch["targets"].numpy().astype(int), (probs >= threshold).astype(int), average="micro",
-                        zero_division=0)
+    expected = f1_score(
+        batch["targets"].numpy().astype(int),
+        (probs >= threshold).astype(int),
+        average="micro",
+        zero_division=0,
+    )
     assert best_f1 == pytest.approx(expected, abs=1e-6)
 
 
@@ -214,8 +250,10 @@ def test_validation_picks_best_by_micro_f1_and_records_threshold(presence_run, s
 
 def test_phase_cluster_run_logs_slot_diversity_and_best_gate(stores, tmp_path):
     out = tmp_path / "pc"
-    train(make_config(stores, out, val_store=stores["val"], max_steps=4, val_every=2, val_max_batches=2),
-          progress=False)
+    train(
+        make_config(stores, out, val_store=stores["val"], max_steps=4, val_every=2, val_max_batches=2),
+        progress=False,
+    )
     m = read_metrics(out)
     for key in ("train/slot_diversity", "val/slot_diversity"):
         assert m[key] and all(0.0 <= v <= 1.0 for _, v in m[key]), key
@@ -230,8 +268,9 @@ def test_phase_cluster_run_logs_slot_diversity_and_best_gate(stores, tmp_path):
 # --------------------------------------------------------------------------------------------------------
 
 
-def test_resume_mid_epoch_is_exact_and_replaces_metrics_logged_after_the_checkpoint(stores, reference_runs,
-                                                                                     tmp_path):
+def test_resume_mid_epoch_is_exact_and_replaces_metrics_logged_after_the_checkpoint(
+    stores, reference_runs, tmp_path
+):
     """A run killed without saving (kill -9) leaves metrics rows past last.pt; resume must not duplicate them."""
     reference = reference_runs(0)
     out = tmp_path / "killed"
@@ -283,8 +322,12 @@ def test_sigint_to_cli_process_saves_consistent_checkpoint(stores, reference_run
     out = tmp_path / "cli-sig"
     config_file = tmp_path / "config.json"
     config_file.write_text(make_config(stores, out).model_dump_json())
-    proc = subprocess.Popen([str(VENV_BIN / "xrdmodels"), "train", "--config", str(config_file)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "xrdmodels"), "train", "--config", str(config_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         if (out / "metrics.csv").exists() and "1,train,loss" in (out / "metrics.csv").read_text():
@@ -353,6 +396,14 @@ def test_fresh_start_refuses_existing_run_and_resume_needs_one(stores, tmp_path)
         train(make_config(stores, out, max_steps=2), progress=False)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(make_config(stores, tmp_path / "none"), resume=True, progress=False)
+    with pytest.raises(ValueError, match="num_workers: saved 0, now 2"):
+        train(make_config(stores, out, max_steps=2, num_workers=2), resume=True, progress=False)
+    with pytest.raises(ValueError, match="model configuration differs.*d_model"):
+        train(
+            make_config(stores, out, model_overrides={**TINY_MODEL, "d_model": 64}),
+            resume=True,
+            progress=False,
+        )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -364,8 +415,17 @@ def test_cli_train_with_overrides(stores, tmp_path):
     config_file = tmp_path / "c.json"
     config_file.write_text(make_config(stores, tmp_path / "unused").model_dump_json())
     out = tmp_path / "cli"
-    result = CliRunner().invoke(cli_main, ["train", "--config", str(config_file), f"out_dir={out}", "max_steps=2",
-                                           "model_overrides.head=presence"])
+    result = CliRunner().invoke(
+        cli_main,
+        [
+            "train",
+            "--config",
+            str(config_file),
+            f"out_dir={out}",
+            "max_steps=2",
+            "model_overrides.head=presence",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "finished at step 2" in result.output
     assert load_checkpoint(out / "last.pt")["model_config"]["head"] == "presence"
@@ -373,8 +433,13 @@ def test_cli_train_with_overrides(stores, tmp_path):
 
 @pytest.mark.parametrize(
     ("override", "field"),
-    [("batch_sise=8", "batch_sise"), ("batch_size=many", "batch_size"), ("model_overrides.d_modl=8", "d_modl"),
-     ("device=gpu", "device"), ("model_overrides.n_heads=3", "n_heads")],
+    [
+        ("batch_sise=8", "batch_sise"),
+        ("batch_size=many", "batch_size"),
+        ("model_overrides.d_modl=8", "d_modl"),
+        ("device=gpu", "device"),
+        ("model_overrides.n_heads=3", "n_heads"),
+    ],
 )
 def test_cli_bad_field_names_it(stores, tmp_path, override, field):
     config_file = tmp_path / "c.json"
@@ -398,8 +463,18 @@ def test_ddp_two_ranks_train_and_resume_exactly(stores, tmp_path):
     def torchrun(out: Path, max_steps: int, *extra: str) -> None:
         config_file = tmp_path / f"{out.name}-{max_steps}.json"
         config_file.write_text(make_config(stores, out, max_steps=max_steps).model_dump_json())
-        cmd = [str(VENV_BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "xrdmodels.cli",
-               "train", "--config", str(config_file), *extra]
+        cmd = [
+            str(VENV_BIN / "torchrun"),
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "xrdmodels.cli",
+            "train",
+            "--config",
+            str(config_file),
+            *extra,
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
         assert done.returncode == 0, done.stdout + done.stderr
 
@@ -424,7 +499,9 @@ def test_ddp_two_ranks_train_and_resume_exactly(stores, tmp_path):
 def test_gpu_check_smoke_runs_on_cpu(tmp_path):
     done = subprocess.run(
         [sys.executable, str(REPO / "pipelines" / "gpu_check.py"), "--smoke", "--work-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads((tmp_path / "gpu_check.json").read_text())
@@ -438,3 +515,28 @@ def test_gpu_check_smoke_runs_on_cpu(tmp_path):
     # FLOPs counted by FlopCounterMode grow with the batch: check against the model's own parameter count,
     # at least 6 FLOPs per parameter and sample for the dense layers (2 forward + 4 backward) times the tokens.
     assert all(r["flops_per_step"] > 6 * r["params_m"] * 1e6 * r["batch_size"] for r in runs)
+
+
+def test_max_minutes_stops_validates_and_resume_goes_on(stores, reference_runs, tmp_path, monkeypatch):
+    reference = reference_runs(0)
+    out = tmp_path / "timed"
+    # A clock that advances one minute per reading: the deadline (0.5 min) passes at the first step's check.
+    readings = iter(range(1000))
+    monkeypatch.setattr(train_module.time, "monotonic", lambda: 60.0 * next(readings))
+    config = make_config(
+        stores, out, max_minutes=2.5, val_store=stores["val"], val_every=100, val_max_batches=1
+    )
+    summary = train(config, progress=False)
+    monkeypatch.undo()
+    assert summary["out_of_time"] and not summary["interrupted"]
+    stopped = summary["step"]
+    assert 1 <= stopped < REF_STEPS
+    assert [s for s, _ in read_metrics(out)["val/micro_f1"]] == [stopped]  # the run's end is validated
+    assert (out / "best.pt").is_file() and load_checkpoint(out / "last.pt")["step"] == stopped
+    train(
+        make_config(stores, out, val_store=stores["val"], val_every=100, val_max_batches=1),
+        resume=True,
+        progress=False,
+    )
+    assert train_losses(out) == train_losses(reference)
+    assert_same_weights(weights(out / "last.pt"), weights(reference / "last.pt"))

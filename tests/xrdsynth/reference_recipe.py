@@ -46,8 +46,12 @@ def render_reference(
     config: RecipeConfig,
     grid: GridConfig,
     return_levels: bool = False,
+    clean: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Normalised patterns float64 (n, n_bins) for the drawn parameters (and the percentile levels (n,))."""
+    """Normalised patterns float64 (n, n_bins) for the drawn parameters (and the percentile levels (n,)).
+
+    clean=True: the broadened mixture inside the window instead, before background, noise and normalisation.
+    """
     p = parameters.params
     edges = grid.two_theta_min_deg + grid.bin_width_deg * np.arange(grid.n_bins + 1)
     centers = 0.5 * (edges[1:] + edges[:-1])
@@ -90,6 +94,10 @@ def render_reference(
                 0.5 + np.arctan(x / gamma) / np.pi
             )
             mixture += (intensity[:, None] * np.diff(cdf, axis=1)).sum(axis=0)
+        inside = (centers >= p["window_low_deg"][s]) & (centers <= p["window_high_deg"][s])
+        if clean:
+            out[s, inside] = mixture[inside]
+            continue
         polynomial = sum(c * t_centers**j for j, c in enumerate(p["baseline_coefficients"][s]))
         softplus = np.log1p(np.exp(polynomial))
         if config.baseline_mode == "multiplicative":
@@ -98,7 +106,6 @@ def render_reference(
             mixture = mixture + p["baseline_amplitude"][s] * softplus
         mixture += p["floor_offset"][s] + p["floor_slope"][s] * t_centers
         mixture += p["noise_sigma"][s] * parameters.standard_normal[s].astype(np.float64)
-        inside = (centers >= p["window_low_deg"][s]) & (centers <= p["window_high_deg"][s])
         values = np.clip(mixture[inside], 0, None)
         levels[s] = level = np.percentile(values, config.normalization_percentile)
         out[s, inside] = values / level if level > 0 else values

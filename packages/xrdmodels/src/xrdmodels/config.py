@@ -184,7 +184,8 @@ class TrainConfig(BaseModel):
 
     # --- data ---
     train_store: str = Field(
-        ..., description="Training mixture store (path or fsspec URL), e.g. runs/demo/mixtures/train.zarr (A.1)."
+        ...,
+        description="Training mixture store (path or fsspec URL), e.g. runs/demo/mixtures/train.zarr (A.1).",
     )
     val_store: str | None = Field(
         None, description="Validation store; its micro-F1 selects best.pt (A.6). None: no validation."
@@ -198,17 +199,25 @@ class TrainConfig(BaseModel):
     )
 
     # --- model ---
-    model_preset: str = Field("paper", description="Model preset: `paper` (A.2-A.4 sizes) or `small` (CPU-sized).")
+    model_preset: str = Field(
+        "paper", description="Model preset: `paper` (A.2-A.4 sizes) or `small` (CPU-sized)."
+    )
     model_overrides: dict = Field(
         default_factory=dict,
         description='ModelConfig fields replacing the preset\'s, e.g. {"encoder": "cnn", "head": "presence"}.',
     )
 
     # --- optimisation (A.6) ---
-    batch_size: int = Field(256, gt=0, description="Global batch size in samples, split evenly over DDP ranks (A.6).")
+    batch_size: int = Field(
+        256, gt=0, description="Global batch size in samples, split evenly over DDP ranks (A.6)."
+    )
     lr: float = Field(1e-4, gt=0, description="AdamW peak learning rate (A.6).")
-    weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay, applied to all parameters (A.6).")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas; PyTorch defaults, not stated in A.6.")
+    weight_decay: float = Field(
+        1e-2, ge=0, description="AdamW weight decay, applied to all parameters (A.6)."
+    )
+    betas: tuple[float, float] = Field(
+        (0.9, 0.999), description="AdamW betas; PyTorch defaults, not stated in A.6."
+    )
     warmup_steps: int = Field(4000, ge=0, description="Linear warmup length in optimizer steps (A.6).")
     total_steps: int = Field(
         1_000_000, gt=0, description="Step at which the cosine decay reaches its floor (A.6: 1,000,000)."
@@ -219,6 +228,12 @@ class TrainConfig(BaseModel):
     max_steps: int | None = Field(
         None, gt=0, description="Stop this run after this many steps (default total_steps); resume to go on."
     )
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Also stop after this many minutes of wall time: validate, save last.pt; --resume goes on. "
+        "Not in the paper (a budget for demos and shared machines).",
+    )
     grad_clip: float = Field(1.0, gt=0, description="Clip gradients to this global L2 norm (A.6: 1.0).")
     precision: Precision = Field(
         "fp32", description="fp32 (A.6: no automatic mixed precision) or bf16 autocast (faster on GPUs)."
@@ -226,22 +241,32 @@ class TrainConfig(BaseModel):
     compile: bool = Field(False, description="Wrap the model in torch.compile (not in the paper).")
 
     # --- validation, checkpoints, logs ---
-    val_every: int = Field(2000, gt=0, description="Validate every this many steps, and at max_steps (A.6: 2,000).")
+    val_every: int = Field(
+        2000, gt=0, description="Validate every this many steps, and at max_steps (A.6: 2,000)."
+    )
     val_max_batches: int | None = Field(
-        None, gt=0, description="Validate on at most this many batches from the store's start (None: all of it)."
+        None,
+        gt=0,
+        description="Validate on at most this many batches from the store's start (None: all of it).",
     )
     checkpoint_every: int = Field(
         50_000, gt=0, description="Write step-NNNNNNNN.pt and last.pt every this many steps (A.6: 50,000)."
     )
-    log_every: int = Field(50, gt=0, description="Log training loss, lr, gradient norm and samples/s every N steps.")
+    log_every: int = Field(
+        50, gt=0, description="Log training loss, lr, gradient norm and samples/s every N steps."
+    )
     tensorboard: bool = Field(True, description="Also write TensorBoard scalars to out_dir/tensorboard.")
 
     # --- execution ---
     seed: int = Field(0, ge=0, description="Seed of the weights, dropout and the data order.")
-    num_workers: int = Field(2, ge=0, description="DataLoader worker processes per rank; resume needs the same.")
+    num_workers: int = Field(
+        2, ge=0, description="DataLoader worker processes per rank; resume needs the same."
+    )
     shuffle_shards: int = Field(4, gt=0, description="Rows are shuffled within windows of this many shards.")
     device: str = Field(
-        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (cuda when available), cpu, cuda or cuda:N."
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="auto (cuda when available), cpu, cuda or cuda:N.",
     )
 
     @model_validator(mode="after")
@@ -249,14 +274,19 @@ class TrainConfig(BaseModel):
         if self.max_steps is None:
             object.__setattr__(self, "max_steps", self.total_steps)
         if self.warmup_steps >= self.total_steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below total_steps ({self.total_steps})")
+            raise ValueError(
+                f"warmup_steps ({self.warmup_steps}) must be below total_steps ({self.total_steps})"
+            )
         if self.model_preset not in _PRESETS:
-            raise ValueError(f"model_preset {self.model_preset!r} is unknown; choose one of {sorted(_PRESETS)}")
+            raise ValueError(
+                f"model_preset {self.model_preset!r} is unknown; choose one of {sorted(_PRESETS)}"
+            )
         try:
             self.build_model_config()
         except ValidationError as exc:
             detail = "; ".join(
-                f"model_overrides.{'.'.join(map(str, e['loc'])) or '(model)'}: {e['msg']}" for e in exc.errors()
+                f"model_overrides.{'.'.join(map(str, e['loc'])) or '(model)'}: {e['msg']}"
+                for e in exc.errors()
             )
             raise ValueError(f"invalid model for preset {self.model_preset!r}: {detail}") from None
         return self

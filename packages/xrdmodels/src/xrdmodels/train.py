@@ -12,6 +12,9 @@ dropout uses.
 
 Files in `out_dir`: `config.json`, `metrics.csv` (step, split, name, value), `last.pt`, `best.pt` (highest
 validation micro-F1, A.6), `step-NNNNNNNN.pt` every `checkpoint_every` steps, and `tensorboard/`.
+metrics.csv rows: split "train" every `log_every` steps (loss of the step's batch averaged over ranks, the lr
+that step used, grad_norm = global L2 norm before clipping, samples_per_s over the interval, and slot_diversity
+for phase-cluster models); split "val" (see `evaluate_store`).
 """
 
 from __future__ import annotations
@@ -48,11 +51,19 @@ log = logging.getLogger(__name__)
 #: Wavelength assumed for stores that do not record one: Cu Kα weighted mean, Å (A.1).
 DEFAULT_WAVELENGTH_ANGSTROM = 1.54184
 
-#: TrainConfig fields whose change between a checkpoint and its resumption alters the trajectory.
+#: TrainConfig fields that define the data order: the saved stream position means nothing under other values.
+_STREAM_FIELDS = ("batch_size", "seed", "num_workers", "shuffle_shards")
+#: TrainConfig fields whose change at a resumption alters the trajectory (allowed, with a warning).
 _TRAJECTORY_FIELDS = (
-    "train_store", "model_preset", "model_overrides", "batch_size", "lr", "weight_decay", "betas",
-    "warmup_steps", "total_steps", "min_lr_ratio", "grad_clip", "precision", "seed", "num_workers",
-    "shuffle_shards",
+    "train_store",
+    "lr",
+    "weight_decay",
+    "betas",
+    "warmup_steps",
+    "total_steps",
+    "min_lr_ratio",
+    "grad_clip",
+    "precision",
 )
 
 
@@ -101,25 +112,32 @@ def setup_runtime(device: str) -> Runtime:
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and PyTorch's global generators (weights init and dropout draw from torch's)."""
     random.seed(seed)
-    np.random.seed(seed)
+    # The legacy global NumPy generator is seeded and saved because user code (e.g. a custom augmentation)
+    # may draw from it; xrdmodels itself uses seeded np.random.default_rng generators.
+    np.random.seed(seed)  # noqa: NPY002
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict[str, Any]:
-    """This process's global RNG states (Python, NumPy, torch CPU, and CUDA when present)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's global RNG states: Python, NumPy, torch CPU, and its own CUDA device's when on a GPU."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),  # noqa: NPY002
+        "torch": torch.get_rng_state(),
+    }
+    if device.type == "cuda":
+        # Only this rank's GPU: touching every device would open a CUDA context on each from every rank.
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     """Restore what `rng_state` returned (tensors must be on the CPU: load checkpoints with map_location=cpu)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 class MetricsLog:
@@ -211,7 +229,9 @@ def check_grid(store: MixtureStore, model_config: ModelConfig) -> None:
     """Raise ValueError when the store's 2θ grid is not the one the model was built for (A.1)."""
     grid = store.grid
     if (grid.n_bins, grid.two_theta_min_deg, grid.two_theta_max_deg) != (
-        model_config.n_bins, model_config.two_theta_min_deg, model_config.two_theta_max_deg
+        model_config.n_bins,
+        model_config.two_theta_min_deg,
+        model_config.two_theta_max_deg,
     ):
         raise ValueError(
             f"{store.url} has a grid of {grid.n_bins} bins over {grid.two_theta_min_deg}-{grid.two_theta_max_deg}° "
@@ -338,12 +358,13 @@ def _broadcast(obj: Any, rt: Runtime) -> Any:
     return box[0]
 
 
-def _any_rank(flag: bool, rt: Runtime) -> bool:
+def _any_rank(flags: tuple[bool, ...], rt: Runtime) -> tuple[bool, ...]:
+    """Each flag OR-ed over the ranks (one collective for all), so that every rank takes the same branch."""
     if rt.world_size == 1:
-        return flag
-    t = torch.tensor([int(flag)], device=rt.device)
+        return flags
+    t = torch.tensor([int(f) for f in flags], device=rt.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return tuple(bool(v) for v in t.tolist())
 
 
 def _mean_over_ranks(values: torch.Tensor, rt: Runtime) -> torch.Tensor:
@@ -354,8 +375,9 @@ def _mean_over_ranks(values: torch.Tensor, rt: Runtime) -> torch.Tensor:
     return values
 
 
-def _check_resumable(state: dict[str, Any], path: Path, config: TrainConfig, model_config: ModelConfig,
-                     rt: Runtime) -> None:
+def _check_resumable(
+    state: dict[str, Any], path: Path, config: TrainConfig, model_config: ModelConfig, rt: Runtime
+) -> None:
     saved_world = int(state.get("world_size", 1))
     if saved_world != rt.world_size:
         raise ValueError(
@@ -370,16 +392,25 @@ def _check_resumable(state: dict[str, Any], path: Path, config: TrainConfig, mod
         raise ValueError(f"cannot resume {path}: the model configuration differs ({detail})")
     saved_config = state["config"]
     now_config = config.model_dump(mode="json")
+    changed = [k for k in _STREAM_FIELDS if saved_config.get(k) != now_config.get(k)]
+    if changed:
+        detail = ", ".join(f"{k}: saved {saved_config.get(k)!r}, now {now_config.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"cannot resume {path}: its data-stream position belongs to other settings ({detail}); resume with "
+            "the saved values"
+        )
     changed = [k for k in _TRAJECTORY_FIELDS if saved_config.get(k) != now_config.get(k)]
     if changed:
         log.warning(
             "resuming %s with changed %s: the run will not reproduce an uninterrupted one",
-            path, ", ".join(f"{k} ({saved_config.get(k)!r} -> {now_config.get(k)!r})" for k in changed),
+            path,
+            ", ".join(f"{k} ({saved_config.get(k)!r} -> {now_config.get(k)!r})" for k in changed),
         )
 
 
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train as configured (A.6) and return a summary: step, epoch, best_val_micro_f1, out_dir, interrupted.
+    """Train as configured (A.6) and return a summary: step, epoch, best_val_micro_f1, out_dir, interrupted
+    (stopped by SIGINT/SIGTERM) and out_of_time (stopped by max_minutes). Both save last.pt for --resume.
 
     resume: continue exactly from `<out_dir>/last.pt`; without it, `out_dir` must not already hold a run.
     progress: show a tqdm bar on the main rank.
@@ -410,7 +441,9 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
     if config.val_store and rt.is_main:
         check_grid(MixtureStore(config.val_store, config.storage_options), model_config)
     data_info = {
-        "wavelength_angstrom": float(stream.store.attrs.get("wavelength_angstrom", DEFAULT_WAVELENGTH_ANGSTROM)),
+        "wavelength_angstrom": float(
+            stream.store.attrs.get("wavelength_angstrom", DEFAULT_WAVELENGTH_ANGSTROM)
+        ),
         "grid": dict(stream.store.attrs["grid"]),
         "train_store": config.train_store,
     }
@@ -420,7 +453,9 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=tuple(config.betas)
     )
-    scheduler = warmup_cosine_schedule(optimizer, config.warmup_steps, config.total_steps, config.min_lr_ratio)
+    scheduler = warmup_cosine_schedule(
+        optimizer, config.warmup_steps, config.total_steps, config.min_lr_ratio
+    )
     step, epoch, best_f1 = 0, 0, -1.0
     best_val: dict[str, float] = {}
     latest_val: dict[str, float] = {}
@@ -435,7 +470,7 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
         loader.load_state_dict(state["loader"][rt.rank])
         step, epoch, best_f1 = int(state["step"]), int(state["epoch"]), float(state["best_val_micro_f1"])
         best_val, latest_val = state.get("best_val_metrics", {}), state.get("val_metrics", {})
-        set_rng_state(state["rng"][rt.rank])
+        set_rng_state(state["rng"][rt.rank], rt.device)
         fresh_epoch = False
         log.info("resumed from %s at step %d (epoch %d)", last, step, epoch)
     elif rt.is_main:
@@ -456,25 +491,44 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
     def checkpoint(path: Path) -> None:
         # Collective: every rank must call it at the same step.
         loaders = _gather(loader.state_dict(), rt)
-        rngs = _gather(rng_state(), rt)
+        rngs = _gather(rng_state(rt.device), rt)
         if rt.is_main:
-            save_checkpoint(path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "loader": loaders, "rng": rngs,
-                "world_size": rt.world_size, "step": step, "epoch": epoch, "best_val_micro_f1": best_f1,
-                "val_metrics": latest_val, "best_val_metrics": best_val,
-                "config": config.model_dump(mode="json"), "model_config": model_config.model_dump(mode="json"),
-                "data": data_info,
-            })
+            save_checkpoint(
+                path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "loader": loaders,
+                    "rng": rngs,
+                    "world_size": rt.world_size,
+                    "step": step,
+                    "epoch": epoch,
+                    "best_val_micro_f1": best_f1,
+                    "val_metrics": latest_val,
+                    "best_val_metrics": best_val,
+                    "config": config.model_dump(mode="json"),
+                    "model_config": model_config.model_dump(mode="json"),
+                    "data": data_info,
+                },
+            )
 
-    bar = tqdm(total=config.max_steps, initial=step, desc="train", unit="step",
-               disable=not (progress and rt.is_main), dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(
+        total=config.max_steps,
+        initial=step,
+        desc="train",
+        unit="step",
+        disable=not (progress and rt.is_main),
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
     t_last, step_last = time.perf_counter(), step
     net.train()
     stop = StopRequest()
-    stopping = False
+    stopping = out_of_time = False
+    deadline = None if config.max_minutes is None else time.monotonic() + 60.0 * config.max_minutes
     try:
-        while step < config.max_steps and not stopping:
+        while step < config.max_steps and not (stopping or out_of_time):
             n_batches = 0
             for batch in loader:
                 n_batches += 1
@@ -501,26 +555,46 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
                 scheduler.step()
                 step += 1
                 bar.update(1)
+                stopping, out_of_time = _any_rank(
+                    (stop.requested, deadline is not None and time.monotonic() >= deadline), rt
+                )
+                # A time-limited stop counts as the run's end: logged and validated like max_steps.
+                run_ends = step == config.max_steps or out_of_time
 
-                if step % config.log_every == 0 or step == config.max_steps:
+                if step % config.log_every == 0 or run_ends:
                     now = time.perf_counter()
                     rate = (step - step_last) * config.batch_size / max(now - t_last, 1e-9)
                     t_last, step_last = now, step
                     loss_mean = float(_mean_over_ranks(loss.detach().float().reshape(1), rt))
-                    values = {"loss": loss_mean, "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": rate}
+                    values = {
+                        "loss": loss_mean,
+                        "lr": lr,
+                        "grad_norm": float(grad_norm),
+                        "samples_per_s": rate,
+                    }
                     if out.slots is not None:
                         values["slot_diversity"] = float(PhaseClusterHead.slot_diversity(out.slots.detach()))
                     metrics.log(step, "train", values)
                     bar.set_postfix(loss=f"{loss_mean:.4f}", samples_s=f"{rate:.0f}")
 
-                if config.val_store and (step % config.val_every == 0 or step == config.max_steps):
+                if config.val_store and (step % config.val_every == 0 or run_ends):
                     improved = False
                     if rt.is_main:
-                        latest_val = evaluate_store(model, config.val_store, config, rt.device,
-                                                    config.val_max_batches, config.storage_options)
+                        latest_val = evaluate_store(
+                            model,
+                            config.val_store,
+                            config,
+                            rt.device,
+                            config.val_max_batches,
+                            config.storage_options,
+                        )
                         metrics.log(step, "val", latest_val)
-                        log.info("step %d: val micro-F1 %.4f (loss %.4f)", step, latest_val["micro_f1"],
-                                 latest_val["loss"])
+                        log.info(
+                            "step %d: val micro-F1 %.4f (loss %.4f)",
+                            step,
+                            latest_val["micro_f1"],
+                            latest_val["loss"],
+                        )
                         improved = latest_val["micro_f1"] > best_f1
                         if improved:
                             best_f1, best_val = latest_val["micro_f1"], latest_val
@@ -533,8 +607,7 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
                     if rt.is_main:
                         shutil.copyfile(last, out_dir / f"step-{step:08d}.pt")
                     t_last = time.perf_counter()
-                stopping = _any_rank(stop.requested, rt)
-                if stopping or step >= config.max_steps:
+                if stopping or out_of_time or step >= config.max_steps:
                     break
             else:
                 if n_batches == 0 and fresh_epoch:
@@ -550,10 +623,15 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
         metrics.close()
     if stopping:
         log.warning("interrupted at step %d; saved %s, rerun with --resume to continue exactly", step, last)
+    elif out_of_time:
+        log.info(
+            "max_minutes=%g reached at step %d; saved %s, --resume continues", config.max_minutes, step, last
+        )
     return {
         "step": step,
         "epoch": epoch,
         "best_val_micro_f1": float(_broadcast(best_f1, rt)),
         "out_dir": str(out_dir),
         "interrupted": stopping,
+        "out_of_time": out_of_time,
     }

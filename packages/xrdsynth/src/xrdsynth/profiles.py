@@ -101,9 +101,10 @@ def render_pseudo_voigt(
     grid: GridConfig,
     tail_tolerance: float = 1e-5,
 ) -> np.ndarray:
-    """Sum of pseudo-Voigt peaks integrated exactly over each bin (erf / arctan CDF differences), float64.
+    """Sum of pseudo-Voigt peaks integrated over each bin (erf / arctan CDF differences), float64.
 
-    Peaks narrower than a bin keep their area. Lorentzian tails stop where a bin would receive less than
+    The CDFs come from branch-free approximations (erf to 1e-10, arctan to 2.3e-11 absolute), so a bin is
+    exact to about 1e-10 × area. Peaks narrower than a bin keep their area. Lorentzian tails stop where a bin would receive less than
     `tail_tolerance` (same units as `area`).
     """
     centers = np.atleast_1d(np.asarray(center_deg, dtype=np.float64))
@@ -111,9 +112,10 @@ def render_pseudo_voigt(
         np.broadcast_to(np.asarray(a, dtype=np.float64), centers.shape) for a in (area, fwhm_deg, eta)
     )
     out = np.zeros(grid.n_bins)
+    cdf = np.empty(grid.n_bins + 1 + _k.EDGE_PAD)
     for c, a, f, e in zip(centers, areas, fwhms, etas, strict=True):
         _k.add_pseudo_voigt_binned(
-            out, 0, grid.n_bins, grid.two_theta_min_deg, grid.bin_width_deg, c, a, f, e, tail_tolerance
+            out, cdf, 0, grid.n_bins, grid.two_theta_min_deg, grid.bin_width_deg, c, a, f, e, tail_tolerance
         )
     return out
 

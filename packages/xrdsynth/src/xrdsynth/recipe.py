@@ -20,6 +20,8 @@ from xrdsynth.config import GridConfig, RecipeConfig
 from xrdsynth.profiles import build_width_lut
 
 MAX_PHASES = 5
+# A.1's smallest noise std (pre-normalisation units): the reference of the rendering cut when σ = 0.
+SMALLEST_NOISE_SIGMA = 0.0008
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,22 @@ class PhaseLibrary:
     @property
     def n_materials(self) -> int:
         return int(self.spacegroup.shape[0])
+
+    def stick_geometry(self, grid: GridConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per-stick constants of the renderer, float64 (P,) each: tanθ, 1/cosθ, sin(πt), cos(πt) with
+        t = (2θ - grid start) / grid span. Computed once per library and grid, so that rendering a stick needs
+        no trigonometric call."""
+        key = (grid.two_theta_min_deg, grid.two_theta_max_deg)
+        # The dataclass is frozen and its arrays are unhashable, so the cache lives in the instance dict.
+        cache = self.__dict__.setdefault("_stick_geometry", {})
+        if key not in cache:
+            theta = np.radians(self.peak_two_theta_deg.astype(np.float64) / 2.0)
+            t = (self.peak_two_theta_deg - key[0]) / (key[1] - key[0])
+            cache[key] = tuple(
+                np.ascontiguousarray(a, dtype=np.float64)
+                for a in (np.tan(theta), 1.0 / np.cos(theta), np.sin(np.pi * t), np.cos(np.pi * t))
+            )
+        return cache[key]
 
 
 @dataclass(frozen=True)
@@ -250,10 +268,18 @@ def window_bins(low_deg: np.ndarray, high_deg: np.ndarray, grid: GridConfig) -> 
     ).astype(np.int32)
 
 
-def render_mixtures(
+def tail_tolerances(noise_sigma: np.ndarray, config: RecipeConfig) -> np.ndarray:
+    """Per-sample rendering cut (n,), pre-normalisation intensity per bin: `tail_tolerance_sigma` × σ,
+    with A.1's smallest σ standing in for σ = 0 (noise-free patterns)."""
+    sigma = np.asarray(noise_sigma, dtype=np.float64)
+    return config.tail_tolerance_sigma * np.where(sigma > 0.0, sigma, SMALLEST_NOISE_SIGMA)
+
+
+def render_clean_mixtures(
     parameters: MixtureParameters, library: PhaseLibrary, config: RecipeConfig, grid: GridConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Render sampled parameters into normalised patterns float32 (n, n_bins) and window bins int32 (n, 2)."""
+    """The broadened mixtures before background, noise and normalisation, float64 (n, n_bins), 0 outside the
+    window, and the window bins int32 (n, 2)."""
     p = parameters.params
     n = parameters.n_phases.size
     windows = window_bins(p["window_low_deg"], p["window_high_deg"], grid)
@@ -280,10 +306,11 @@ def render_mixtures(
         config.wavelength_angstrom / 10.0,
     )
     geometry = (windows, grid.two_theta_min_deg, grid.bin_width_deg, span)
+    tolerance = tail_tolerances(p["noise_sigma"], config)
     if config.engine == "exact":
         _k.render_exact_batch(
             mixture, *geometry, library.peak_offsets, library.peak_two_theta_deg, library.peak_intensity,
-            *common, mode, config.tail_tolerance,
+            *library.stick_geometry(grid), *common, mode, tolerance,
         )  # fmt: skip
     else:
         if library.dense_profile is None or library.dense_profile.shape[1] != grid.n_bins:
@@ -294,9 +321,24 @@ def render_mixtures(
         lut = build_width_lut(config, grid)
         _k.render_lut_batch(
             mixture, *geometry, library.dense_profile, library.peak_offsets, library.peak_intensity, *common,
-            mode, lut.log_fwhm_min, lut.log_fwhm_step, lut.gauss_table, lut.lorentz_table, config.tail_tolerance,
+            mode, lut.log_fwhm_min, lut.log_fwhm_step, lut.gauss_table, lut.lorentz_table, tolerance,
         )  # fmt: skip
-    pattern = np.empty((n, grid.n_bins), dtype=np.float32)
+    return mixture, windows
+
+
+def render_mixtures(
+    parameters: MixtureParameters, library: PhaseLibrary, config: RecipeConfig, grid: GridConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render sampled parameters into normalised patterns float32 (n, n_bins) and window bins int32 (n, 2)."""
+    p = parameters.params
+    mixture, windows = render_clean_mixtures(parameters, library, config, grid)
+    geometry = (
+        windows,
+        grid.two_theta_min_deg,
+        grid.bin_width_deg,
+        grid.two_theta_max_deg - grid.two_theta_min_deg,
+    )
+    pattern = np.empty(mixture.shape, dtype=np.float32)
     _k.finish_batch(
         mixture, pattern, *geometry, p["baseline_coefficients"], p["baseline_amplitude"],
         _k.MULTIPLICATIVE if config.baseline_mode == "multiplicative" else _k.ADDITIVE,
