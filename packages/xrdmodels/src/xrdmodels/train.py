@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 #: Wavelength assumed for stores that do not record one: Cu Kα weighted mean, Å (A.1).
 DEFAULT_WAVELENGTH_ANGSTROM = 1.54184
 
+#: The clock of the max_minutes deadline (a module attribute so that tests can replace it alone).
+_monotonic = time.monotonic
+
 #: TrainConfig fields that define the data order: the saved stream position means nothing under other values.
 _STREAM_FIELDS = ("batch_size", "seed", "num_workers", "shuffle_shards")
 #: TrainConfig fields whose change at a resumption alters the trajectory (allowed, with a warning).
@@ -526,7 +529,7 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
     net.train()
     stop = StopRequest()
     stopping = out_of_time = False
-    deadline = None if config.max_minutes is None else time.monotonic() + 60.0 * config.max_minutes
+    deadline = None if config.max_minutes is None else _monotonic() + 60.0 * config.max_minutes
     try:
         while step < config.max_steps and not (stopping or out_of_time):
             n_batches = 0
@@ -556,7 +559,7 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
                 step += 1
                 bar.update(1)
                 stopping, out_of_time = _any_rank(
-                    (stop.requested, deadline is not None and time.monotonic() >= deadline), rt
+                    (stop.requested, deadline is not None and _monotonic() >= deadline), rt
                 )
                 # A time-limited stop counts as the run's end: logged and validated like max_steps.
                 run_ends = step == config.max_steps or out_of_time
