@@ -51,15 +51,6 @@ TINY_MODEL = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine their spin-waiting costs a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory) -> dict[str, str]:
     """train (128 rows in 4 shards), val and test (64 rows) stores on a 512-bin grid, made by xrdsynth."""
@@ -84,6 +75,17 @@ def stores(tmp_path_factory) -> dict[str, str]:
         workers=0,
     )
     return {"train": str(tmp / "mix" / "train.zarr"), "val": str(tmp / "mix" / "val.zarr"), "dir": str(tmp)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread(stores):
+    """One intra-op thread in this process, like OMP_NUM_THREADS=1 in the subprocesses: runs compared bit for
+    bit must use the same thread count, tiny models gain nothing from threads, and spin-waiting threads cost a
+    lot on a busy machine. Set after `stores`, whose numba kernels reset the shared OpenMP thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def make_config(stores: dict[str, str], out_dir: Path, **fields) -> TrainConfig:

@@ -285,7 +285,7 @@ class TrainConfig(BaseModel):
             self.build_model_config()
         except ValidationError as exc:
             detail = "; ".join(
-                f"model_overrides.{'.'.join(map(str, e['loc'])) or '(model)'}: {e['msg']}"
+                f"model_overrides{''.join(f'.{p}' for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
                 for e in exc.errors()
             )
             raise ValueError(f"invalid model for preset {self.model_preset!r}: {detail}") from None

@@ -6,7 +6,8 @@ shards, and every rank yields the same number of batches per epoch).
 
 Exact resume: a checkpoint holds the model, AdamW moments, schedule position, the stream position of every
 rank (and DataLoader worker) and every rank's RNG state, so `--resume` after an interruption reproduces the
-uninterrupted run's losses and weights bit for bit (same device, `num_workers`, ranks and batch size). The
+uninterrupted run's losses and weights bit for bit (same device, `num_workers`, ranks, batch size and number
+of intra-op threads: CPU kernels may sum in another order with another thread count). The
 DataLoader gets its own `torch.Generator`, so creating an iterator never draws from the global RNG that
 dropout uses.
 
