@@ -18,26 +18,38 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = {"peaks": "bench_peaks.py", "mixtures": "bench_mixtures.py", "generate": "bench_generate.py",
-           "loader": "bench_loader.py"}
+BENCHES = {
+    "peaks": "bench_peaks.py",
+    "mixtures": "bench_mixtures.py",
+    "generate": "bench_generate.py",
+    "loader": "bench_loader.py",
+}
 
 
 def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / BENCHES[name])
+    module_name = BENCHES[name].removesuffix(".py")
+    spec = importlib.util.spec_from_file_location(module_name, HERE / BENCHES[name])
     module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # worker processes unpickle its functions by module name
     spec.loader.exec_module(module)
     return module
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every benchmark")
-    parser.add_argument("--only", action="append", choices=sorted(BENCHES), help="run only these (repeatable)")
+    parser.add_argument(
+        "--only", action="append", choices=sorted(BENCHES), help="run only these (repeatable)"
+    )
     args = parser.parse_args(argv)
     import os
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    )
     for name in args.only or BENCHES:
         print(f"\n### {name}", flush=True)
         load(name).main(["--quick"] if args.quick else [])

@@ -22,10 +22,14 @@ def main(argv: list[str] | None = None) -> None:
     from xrdsynth.config import BankConfig, GenerateConfig, RecipeConfig
     from xrdsynth.generate import generate_all
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", default="1M", help="train samples to generate with N workers (default 1M)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--bank", default=None, help="existing bank (default: builtin + random:1, built here)")
+    parser.add_argument(
+        "--bank", default=None, help="existing bank (default: builtin + random:1, built here)"
+    )
     parser.add_argument("--engine", default="exact", choices=["exact", "lut"])
     parser.add_argument("--quick", action="store_true", help="50k samples, for a smoke run")
     args = parser.parse_args(argv)
@@ -36,7 +40,9 @@ def main(argv: list[str] | None = None) -> None:
             bank = Bank.open(args.bank)
         else:
             print("building the bank (builtin + random:1) ...", flush=True)
-            bank = build_bank(["builtin", "random:1"], str(work / "bank.zarr"), BankConfig(), workers=args.workers)
+            bank = build_bank(
+                ["builtin", "random:1"], str(work / "bank.zarr"), BankConfig(), workers=args.workers
+            )
         config = GenerateConfig(recipe=RecipeConfig(engine=args.engine))
         n_single = max(config.shard_size * 2, min(n // 10, 100_000))
         results = {}
@@ -47,17 +53,21 @@ def main(argv: list[str] | None = None) -> None:
             seconds = time.perf_counter() - t0
             results[workers] = (count, seconds, report)
             stored = report.stored_bytes or 0
-            print(f"workers {workers}: {count:,} samples in {seconds:.1f} s = {count / seconds:,.0f} samples/s; "
-                  f"stored {stored / 1e6:.0f} MB at {stored / 1e6 / seconds:.1f} MB/s, "
-                  f"{stored / count:.0f} B/sample, compression {report.uncompressed_bytes / max(stored, 1):.2f}x",
-                  flush=True)
+            print(
+                f"workers {workers}: {count:,} samples in {seconds:.1f} s = {count / seconds:,.0f} samples/s; "
+                f"stored {stored / 1e6:.0f} MB at {stored / 1e6 / seconds:.1f} MB/s, "
+                f"{stored / count:.0f} B/sample, compression {report.uncompressed_bytes / max(stored, 1):.2f}x",
+                flush=True,
+            )
             shutil.rmtree(out)
         (c1, s1, _), (cn, sn, _) = results[1], results[args.workers]
         rate_n = cn / sn
         print(f"scaling {args.workers} workers vs 1: {rate_n / (c1 / s1):.2f}x")
-        print(f"extrapolated at {args.workers} workers: 1M in {1e6 / rate_n / 60:.1f} min, "
-              f"10M in {1e7 / rate_n / 60:.0f} min; 10M on W workers ≈ {1e7 / (c1 / s1) / 60:.0f} min / W "
-              "(shards are independent)")
+        print(
+            f"extrapolated at {args.workers} workers: 1M in {1e6 / rate_n / 60:.1f} min, "
+            f"10M in {1e7 / rate_n / 60:.0f} min; 10M on W workers ≈ {1e7 / (c1 / s1) / 60:.0f} min / W "
+            "(shards are independent)"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

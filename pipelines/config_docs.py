@@ -24,10 +24,22 @@ def _default(field) -> str:
 
 
 def model_table(model: type[BaseModel]) -> str:
-    lines = [f"### `{model.__name__}`", "", (model.__doc__ or "").strip().split("\n\n")[0], "",
-             "| field | type | default | meaning |", "|---|---|---|---|"]
+    lines = [
+        f"### `{model.__name__}`",
+        "",
+        (model.__doc__ or "").strip().split("\n\n")[0],
+        "",
+        "| field | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
     for name, field in model.model_fields.items():
-        annotation = str(field.annotation).replace("typing.", "").replace("<class '", "").replace("'>", "").replace("|", "\\|")
+        annotation = (
+            str(field.annotation)
+            .replace("typing.", "")
+            .replace("<class '", "")
+            .replace("'>", "")
+            .replace("|", "\\|")
+        )
         desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
         lines.append(f"| `{name}` | `{annotation}` | {_default(field)} | {desc} |")
     return "\n".join(lines) + "\n"
@@ -45,18 +57,24 @@ def render() -> str:
         "## xrdsynth\n",
         "`xrdsynth bank build --config FILE` takes a BankConfig; `xrdsynth mixtures generate --config FILE` a",
         "GenerateConfig, whose `recipe` is a RecipeConfig.\n",
-        model_table(BankConfig), model_table(GridConfig), model_table(GenerateConfig), model_table(RecipeConfig),
+        model_table(BankConfig),
+        model_table(GridConfig),
+        model_table(GenerateConfig),
+        model_table(RecipeConfig),
         "## xrdmodels\n",
         "`xrdmodels train --config FILE [KEY=VALUE...]` takes a TrainConfig; the model is a named preset of",
         "ModelConfig (`paper` or `small`) with `model_overrides`.\n",
-        model_table(TrainConfig), model_table(ModelConfig),
+        model_table(TrainConfig),
+        model_table(ModelConfig),
     ]
     return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 when docs/config.md differs from the models")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when docs/config.md differs from the models"
+    )
     args = parser.parse_args(argv)
     text = render()
     if args.check:

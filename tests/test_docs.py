@@ -13,8 +13,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_config_reference_is_current() -> None:
-    result = subprocess.run([sys.executable, str(REPO / "pipelines" / "config_docs.py"), "--check"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "config_docs.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
 
 

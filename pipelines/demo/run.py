@@ -49,8 +49,10 @@ class Stages:
         t0 = time.perf_counter()
         result = subprocess.run(argv)
         if result.returncode != 0:
-            sys.exit(f"demo: stage '{title}' failed (exit {result.returncode}); fix the error above and rerun "
-                     "the same command: finished stages are reused")
+            sys.exit(
+                f"demo: stage '{title}' failed (exit {result.returncode}); fix the error above and rerun "
+                "the same command: finished stages are reused"
+            )
         mark.write_text(shlex.join(argv))
         line = f"{title}: done in {time.perf_counter() - t0:.0f} s"
         print(f"== {line}", flush=True)
@@ -60,13 +62,15 @@ class Stages:
 def train_config(out: Path, name: str, head: str, minutes: float, workers: int) -> Path:
     """Small CPU model (the `small` preset) trained for a fixed wall-clock budget."""
     cfg = json.loads((HERE / "train_small.json").read_text())
-    cfg.update({
-        "train_store": str(out / "mixtures" / "train.zarr"),
-        "val_store": str(out / "mixtures" / "val.zarr"),
-        "out_dir": str(out / "models" / name),
-        "max_minutes": minutes,
-        "num_workers": min(workers, 1),
-    })
+    cfg.update(
+        {
+            "train_store": str(out / "mixtures" / "train.zarr"),
+            "val_store": str(out / "mixtures" / "val.zarr"),
+            "out_dir": str(out / "models" / name),
+            "max_minutes": minutes,
+            "num_workers": min(workers, 1),
+        }
+    )
     cfg["model_overrides"] = {**cfg.get("model_overrides", {}), "head": head}
     path = out / "configs" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,11 +79,15 @@ def train_config(out: Path, name: str, head: str, minutes: float, workers: int) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="runs/demo", help="folder for every output (default runs/demo)")
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
     parser.add_argument("--n-train", default="20k", help="training mixtures (default 20k)")
-    parser.add_argument("--train-minutes", type=float, default=3.0, help="wall-clock minutes per model (default 3)")
+    parser.add_argument(
+        "--train-minutes", type=float, default=3.0, help="wall-clock minutes per model (default 3)"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     t0 = time.perf_counter()
@@ -87,41 +95,126 @@ def main(argv: list[str] | None = None) -> None:
     xrdsynth, xrdmodels = str(BIN / "xrdsynth"), str(BIN / "xrdmodels")
     bank, mixtures = out / "bank.zarr", out / "mixtures"
 
-    stages.run("bank: AFLOW prototypes shipped with pymatgen + 1 random crystal per space group",
-               [xrdsynth, "bank", "build", "--source", "builtin", "--source", "random:1", "--out", str(bank),
-                "--workers", str(args.workers)], always=True)
-    stages.run("mixtures: train / val / test / in-library stores",
-               [xrdsynth, "mixtures", "generate", "--bank", str(bank), "--out", str(mixtures),
-                "--n", args.n_train, "--workers", str(args.workers), "--resume"], always=True)
-    stages.run("inspect: what the training store holds", [xrdsynth, "mixtures", "inspect", str(mixtures / "train.zarr")])
-    stages.run("plot: one training mixture", [xrdsynth, "mixtures", "plot", str(mixtures / "train.zarr"), "--index", "0",
-                                              "--out", str(out / "mixture-0.png")], outputs=[out / "mixture-0.png"])
+    stages.run(
+        "bank: AFLOW prototypes shipped with pymatgen + 1 random crystal per space group",
+        [
+            xrdsynth,
+            "bank",
+            "build",
+            "--source",
+            "builtin",
+            "--source",
+            "random:1",
+            "--out",
+            str(bank),
+            "--workers",
+            str(args.workers),
+        ],
+        always=True,
+    )
+    stages.run(
+        "mixtures: train / val / test / in-library stores",
+        [
+            xrdsynth,
+            "mixtures",
+            "generate",
+            "--bank",
+            str(bank),
+            "--out",
+            str(mixtures),
+            "--n",
+            args.n_train,
+            "--workers",
+            str(args.workers),
+            "--resume",
+        ],
+        always=True,
+    )
+    stages.run(
+        "inspect: what the training store holds",
+        [xrdsynth, "mixtures", "inspect", str(mixtures / "train.zarr")],
+    )
+    stages.run(
+        "plot: one training mixture",
+        [
+            xrdsynth,
+            "mixtures",
+            "plot",
+            str(mixtures / "train.zarr"),
+            "--index",
+            "0",
+            "--out",
+            str(out / "mixture-0.png"),
+        ],
+        outputs=[out / "mixture-0.png"],
+    )
 
     checkpoints = []
     for name, head in (("phase_cluster", "phase_cluster"), ("presence", "presence")):
         cfg = train_config(out, name, head, args.train_minutes, args.workers)
         run_dir = out / "models" / name
         resume = ["--resume"] if (run_dir / "last.pt").exists() else []
-        stages.run(f"train {name}: small Transformer, {args.train_minutes:g} min on CPU",
-                   [xrdmodels, "train", "--config", str(cfg), *resume], outputs=[run_dir / "last.pt"])
+        stages.run(
+            f"train {name}: small Transformer, {args.train_minutes:g} min on CPU",
+            [xrdmodels, "train", "--config", str(cfg), *resume],
+            outputs=[run_dir / "last.pt"],
+        )
         best = run_dir / "best.pt"
         checkpoints.append(str(best if best.exists() else run_dir / "last.pt"))
 
-    stages.run("evaluate: Table 1 on in-library and out-of-library test",
-               [xrdmodels, "evaluate", *checkpoints, "--mixtures", str(mixtures), "--name",
-                "Transformer + phase clustering (small)", "--name", "Transformer presence (small)",
-                "--out", str(out / "evaluation")], outputs=[out / "evaluation" / "table.md"])
+    stages.run(
+        "evaluate: Table 1 on in-library and out-of-library test",
+        [
+            xrdmodels,
+            "evaluate",
+            *checkpoints,
+            "--mixtures",
+            str(mixtures),
+            "--name",
+            "Transformer + phase clustering (small)",
+            "--name",
+            "Transformer presence (small)",
+            "--out",
+            str(out / "evaluation"),
+        ],
+        outputs=[out / "evaluation" / "table.md"],
+    )
 
     if EXPERIMENTAL.exists():
         measured = EXPERIMENTAL / "xrd_autoanalyzer" / "TiO2+MnO.xy"
-        stages.run("predict: a measured two-phase pattern (anatase + MnO, Cu Kα)",
-                   [xrdmodels, "predict", checkpoints[0], str(measured), "--wavelength", "CuKa", "--top", "8",
-                    "--plot", str(out / "predictions")], outputs=[out / "predictions"])
-        stages.run("score: every labelled measured pattern",
-                   [xrdmodels, "score-measured", checkpoints[0], "--labels", str(EXPERIMENTAL / "all_labels.csv"),
-                    "--out", str(out / "measured")], outputs=[out / "measured" / "measured.md"])
+        stages.run(
+            "predict: a measured two-phase pattern (anatase + MnO, Cu Kα)",
+            [
+                xrdmodels,
+                "predict",
+                checkpoints[0],
+                str(measured),
+                "--wavelength",
+                "CuKa",
+                "--top",
+                "8",
+                "--plot",
+                str(out / "predictions"),
+            ],
+            outputs=[out / "predictions"],
+        )
+        stages.run(
+            "score: every labelled measured pattern",
+            [
+                xrdmodels,
+                "score-measured",
+                checkpoints[0],
+                "--labels",
+                str(EXPERIMENTAL / "all_labels.csv"),
+                "--out",
+                str(out / "measured"),
+            ],
+            outputs=[out / "measured" / "measured.md"],
+        )
     else:
-        print(f"\n== predict: skipped, the measured patterns are not at {EXPERIMENTAL} (they come with ../shared)")
+        print(
+            f"\n== predict: skipped, the measured patterns are not at {EXPERIMENTAL} (they come with ../shared)"
+        )
 
     print("\n== summary")
     for line in stages.summary:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from store_factory import StoreSpec, write_store
 
 from xrdmodels.checkpoint import save_checkpoint
 from xrdmodels.cli import _LINES_ANGSTROM, main
@@ -18,8 +19,6 @@ from xrdmodels.data import MixtureStore, to_batch
 from xrdmodels.measured_eval import parse_phases
 from xrdmodels.metrics import gate_sweep, threshold_sweep
 from xrdmodels.models.model import SpaceGroupModel
-
-from store_factory import StoreSpec, write_store
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTAL = REPO.parent / "shared" / "data" / "experimental"
@@ -30,8 +29,16 @@ def make_checkpoint(path: Path, head: str) -> Path:
     torch.manual_seed(0)
     config = preset("small", head=head, n_bins=N_BINS, cnn_channels=[8, 8, 16, 16], d_model=32, ffn_dim=64)
     model = SpaceGroupModel(config)
-    save_checkpoint(path, {"model": model.state_dict(), "model_config": config.model_dump(mode="json"), "step": 7,
-                           "data": {"wavelength_angstrom": 1.54184}, "val_metrics": {}})
+    save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "model_config": config.model_dump(mode="json"),
+            "step": 7,
+            "data": {"wavelength_angstrom": 1.54184},
+            "val_metrics": {},
+        },
+    )
     return path
 
 
@@ -50,8 +57,19 @@ def stores(tmp_path_factory) -> dict[str, str]:
 def test_evaluate_matches_metrics_on_a_direct_forward_pass(tmp_path, stores, head) -> None:
     ckpt = make_checkpoint(tmp_path / f"{head}.pt", head)
     out = tmp_path / "eval"
-    result = CliRunner().invoke(main, ["evaluate", str(ckpt), "--store", f"in_library={stores['in_library']}",
-                                       "--store", f"test={stores['test']}", "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(ckpt),
+            "--store",
+            f"in_library={stores['in_library']}",
+            "--store",
+            f"test={stores['test']}",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     for name in ("table.md", "results.csv", "strata.csv", "fig_a3_strata.png"):
@@ -59,8 +77,9 @@ def test_evaluate_matches_metrics_on_a_direct_forward_pass(tmp_path, stores, hea
     table = (out / "table.md").read_text().splitlines()
     assert table[0].count("micro_f1") == 2 and len(table[2].split("|")) == 2 + 10 + 1
 
-    model = SpaceGroupModel(preset("small", head=head, n_bins=N_BINS, cnn_channels=[8, 8, 16, 16], d_model=32,
-                                   ffn_dim=64))
+    model = SpaceGroupModel(
+        preset("small", head=head, n_bins=N_BINS, cnn_channels=[8, 8, 16, 16], d_model=32, ffn_dim=64)
+    )
     model.load_state_dict(torch.load(ckpt, weights_only=False)["model"])
     model.eval()
     store = MixtureStore(stores["test"])
@@ -81,8 +100,22 @@ def test_evaluate_matches_metrics_on_a_direct_forward_pass(tmp_path, stores, hea
 def test_several_checkpoints_share_one_table(tmp_path, stores) -> None:
     a = make_checkpoint(tmp_path / "a.pt", "presence")
     b = make_checkpoint(tmp_path / "b.pt", "phase_cluster")
-    result = CliRunner().invoke(main, ["evaluate", str(a), str(b), "--store", f"test={stores['test']}",
-                                       "--name", "baseline", "--name", "slots", "--out", str(tmp_path / "e")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(a),
+            str(b),
+            "--store",
+            f"test={stores['test']}",
+            "--name",
+            "baseline",
+            "--name",
+            "slots",
+            "--out",
+            str(tmp_path / "e"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = (tmp_path / "e" / "table.md").read_text().splitlines()
     assert lines[2].startswith("| baseline |") and lines[3].startswith("| slots |")
@@ -97,8 +130,21 @@ def test_predict_reads_measured_files_and_reports_bad_ones(tmp_path) -> None:
     shutil.copy(EXPERIMENTAL / "xrd_autoanalyzer" / "TiO2.xy", folder)
     shutil.copy(next((EXPERIMENTAL / "nist_duplex_steel").glob("*.xrdml")), folder)
     (folder / "broken.xy").write_text("this is not\na pattern\n")
-    result = CliRunner().invoke(main, ["predict", str(ckpt), str(folder), "--wavelength", "CuKa", "--json",
-                                       "--plot", str(tmp_path / "plots"), "--top", "7"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "predict",
+            str(ckpt),
+            str(folder),
+            "--wavelength",
+            "CuKa",
+            "--json",
+            "--plot",
+            str(tmp_path / "plots"),
+            "--top",
+            "7",
+        ],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert len(payload["predictions"]) == 2 and len(payload["failures"]) == 1
@@ -109,9 +155,13 @@ def test_predict_reads_measured_files_and_reports_bad_ones(tmp_path) -> None:
         assert probs == sorted(probs, reverse=True)
         assert all(1 <= r["spacegroup"] <= 230 and r["symbol"] for r in p["ranked"])
     assert len(list((tmp_path / "plots").glob("*.png"))) == 2
-    table = CliRunner().invoke(main, ["predict", str(ckpt), str(folder / "TiO2.xy"), "--wavelength", "1.5406"])
+    table = CliRunner().invoke(
+        main, ["predict", str(ckpt), str(folder / "TiO2.xy"), "--wavelength", "1.5406"]
+    )
     assert table.exit_code == 0 and "rank  SG" in table.output
-    nothing = CliRunner().invoke(main, ["predict", str(ckpt), str(folder / "broken.xy"), "--wavelength", "CuKa"])
+    nothing = CliRunner().invoke(
+        main, ["predict", str(ckpt), str(folder / "broken.xy"), "--wavelength", "CuKa"]
+    )
     assert nothing.exit_code != 0
 
 
@@ -120,8 +170,21 @@ def test_score_measured_on_the_development_set(tmp_path) -> None:
     if not labels.exists():
         pytest.skip(f"measured patterns not found at {EXPERIMENTAL}")
     ckpt = make_checkpoint(tmp_path / "m.pt", "presence")
-    result = CliRunner().invoke(main, ["score-measured", str(ckpt), "--labels", str(labels), "--set",
-                                       "xrd_autoanalyzer", "--set", "nist_duplex_steel", "--out", str(tmp_path / "s")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "score-measured",
+            str(ckpt),
+            "--labels",
+            str(labels),
+            "--set",
+            "xrd_autoanalyzer",
+            "--set",
+            "nist_duplex_steel",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "s" / "measured.json").read_text())["summary"]
     by_set = {r["set"]: r for r in summary}

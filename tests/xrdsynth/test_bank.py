@@ -62,7 +62,9 @@ def test_bank_contents_match_independent_calculation(built: Bank, cif_dir: Path)
                 entry = load_entry(item, seed=3)
             except ValueError:
                 continue
-            if entry.entry_id not in ids:  # parsed, but failed later (no scattering factors): must be reported
+            if (
+                entry.entry_id not in ids
+            ):  # parsed, but failed later (no scattering factors): must be reported
                 assert item.locator in {s.provenance for s in built.skipped}
                 continue
             idx = int(np.flatnonzero(ids == entry.entry_id)[0])
@@ -155,7 +157,9 @@ def test_dask_workers_give_the_same_bank(cif_dir, tmp_path) -> None:
 
 
 def test_existing_bank_is_reused_or_refused(built: Bank, cif_dir) -> None:
-    again = build_bank([str(cif_dir), "random:1:1-12"], built.url, BankConfig(chunk_size=4), seed=3, workers=0)
+    again = build_bank(
+        [str(cif_dir), "random:1:1-12"], built.url, BankConfig(chunk_size=4), seed=3, workers=0
+    )
     assert again.fingerprint == built.fingerprint
     with pytest.raises(BankError, match="--overwrite"):
         build_bank([str(cif_dir)], built.url, BankConfig(chunk_size=4), seed=3, workers=0)
@@ -180,8 +184,21 @@ def test_cli_build_and_info(cif_dir, tmp_path) -> None:
     info = runner.invoke(main, ["bank", "info", out, "--skipped"])
     assert info.exit_code == 0, info.output
     assert "garbage.cif" in info.output
-    bad = runner.invoke(main, ["bank", "build", "--source", str(cif_dir), "--out", out, "--split-fractions", "0.5,0.5,0.5"])
+    bad = runner.invoke(
+        main, ["bank", "build", "--source", str(cif_dir), "--out", out, "--split-fractions", "0.5,0.5,0.5"]
+    )
     assert bad.exit_code != 0 and "split_fractions" in bad.output
-    nothing = runner.invoke(main, ["bank", "build", "--source", str(cif_dir / "garbage.cif"), "--out", str(tmp_path / "n.zarr"),
-                                   "--workers", "0"])
+    nothing = runner.invoke(
+        main,
+        [
+            "bank",
+            "build",
+            "--source",
+            str(cif_dir / "garbage.cif"),
+            "--out",
+            str(tmp_path / "n.zarr"),
+            "--workers",
+            "0",
+        ],
+    )
     assert nothing.exit_code != 0 and "no structure could be built" in nothing.output

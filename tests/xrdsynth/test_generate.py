@@ -63,7 +63,12 @@ def test_store_holds_labels_consistent_with_the_bank(bank: Bank, tmp_path) -> No
         assert not pattern[i, : lo[i]].any() and not pattern[i, hi[i] :].any()
         inside = pattern[i, lo[i] : hi[i]].astype(np.float32)
         assert inside.min() >= 0 and np.percentile(inside, 99) == pytest.approx(1.0, abs=2e-3)
-    assert set(root["params"].array_keys()) >= {"zero_shift_deg", "microstrain", "crystallite_size_nm", "noise_sigma"}
+    assert set(root["params"].array_keys()) >= {
+        "zero_shift_deg",
+        "microstrain",
+        "crystallite_size_nm",
+        "noise_sigma",
+    }
     assert root["materials"]["id"].shape == (len(bank),)
 
 
@@ -75,7 +80,9 @@ def test_same_seed_same_bytes_for_one_or_two_workers(bank: Bank, tmp_path) -> No
     assert a.keys() == b.keys() and len(a) > 20
     assert a == b
     other = small()
-    generate_all(bank.url, str(tmp_path / "c"), 256, other.model_copy(update={"seed": 1}), splits=("train",), workers=0)
+    generate_all(
+        bank.url, str(tmp_path / "c"), 256, other.model_copy(update={"seed": 1}), splits=("train",), workers=0
+    )
     assert store_files(tmp_path / "c")["train.zarr/pattern/c/0/0"] != a["train.zarr/pattern/c/0/0"]
 
 
@@ -109,14 +116,29 @@ def test_existing_store_is_refused_unless_resume_or_overwrite(bank: Bank, tmp_pa
 
 def test_killed_run_resumes_to_identical_store(bank: Bank, tmp_path) -> None:
     """A real SIGKILL mid-run: nothing reads as complete, and --resume finishes to the fresh run's bytes."""
-    args = ["mixtures", "generate", "--bank", bank.url, "--n", "1280", "--shard-size", "64", "--splits", "train",
-            "--workers", "0"]
+    args = [
+        "mixtures",
+        "generate",
+        "--bank",
+        bank.url,
+        "--n",
+        "1280",
+        "--shard-size",
+        "64",
+        "--splits",
+        "train",
+        "--workers",
+        "0",
+    ]
     fresh = tmp_path / "fresh"
     assert CliRunner().invoke(main, [*args, "--out", str(fresh)]).exit_code == 0
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([str(BIN / "xrdsynth"), *args, "--out", str(killed)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(BIN / "xrdsynth"), *args, "--out", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     flags = killed / "train.zarr" / "shard_complete" / "c"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(flags.glob("*"))) < 3:
@@ -159,12 +181,40 @@ def test_bad_arguments_name_the_field(bank: Bank, tmp_path, argv, message) -> No
 def test_bad_recipe_config_fails_before_work(bank: Bank, tmp_path) -> None:
     cfg = tmp_path / "cfg.json"
     cfg.write_text('{"recipe": {"phase_count_probabilities": [0.5, 0.5, 0.5, 0, 0]}}')
-    result = CliRunner().invoke(main, ["mixtures", "generate", "--bank", bank.url, "--out", str(tmp_path / "o"),
-                                       "--n", "100", "--config", str(cfg), "--workers", "0"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "mixtures",
+            "generate",
+            "--bank",
+            bank.url,
+            "--out",
+            str(tmp_path / "o"),
+            "--n",
+            "100",
+            "--config",
+            str(cfg),
+            "--workers",
+            "0",
+        ],
+    )
     assert result.exit_code != 0 and "phase_count_probabilities" in result.output
     assert not (tmp_path / "o").exists()
-    missing = CliRunner().invoke(main, ["mixtures", "generate", "--bank", str(tmp_path / "nobank.zarr"),
-                                        "--out", str(tmp_path / "o"), "--n", "100", "--workers", "0"])
+    missing = CliRunner().invoke(
+        main,
+        [
+            "mixtures",
+            "generate",
+            "--bank",
+            str(tmp_path / "nobank.zarr"),
+            "--out",
+            str(tmp_path / "o"),
+            "--n",
+            "100",
+            "--workers",
+            "0",
+        ],
+    )
     assert missing.exit_code != 0 and "no bank store" in missing.output
 
 
@@ -182,7 +232,9 @@ def test_inspect_and_plot(bank: Bank, tmp_path) -> None:
     assert out.exit_code == 0, out.output
     assert "K* histogram" in out.output and "zero_shift_deg" in out.output
     png = tmp_path / "s.png"
-    plot = runner.invoke(main, ["mixtures", "plot", str(tmp_path / "train.zarr"), "--index", "5", "--out", str(png)])
+    plot = runner.invoke(
+        main, ["mixtures", "plot", str(tmp_path / "train.zarr"), "--index", "5", "--out", str(png)]
+    )
     assert plot.exit_code == 0, plot.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = runner.invoke(main, ["mixtures", "plot", str(tmp_path / "train.zarr"), "--index", "999"])
@@ -211,14 +263,40 @@ def test_generate_to_s3_and_read_back(bank: Bank, s3_endpoint: str, tmp_path) ->
     options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_endpoint}}
     fs = s3fs.S3FileSystem(**options)
     fs.mkdir("mixtures-bucket")
-    result = CliRunner().invoke(main, [
-        "mixtures", "generate", "--bank", bank.url, "--out", "s3://mixtures-bucket/run1", "--n", "200",
-        "--shard-size", "64", "--splits", "train", "--workers", "0",
-        "--storage-option", f"endpoint_url={s3_endpoint}", "--storage-option", "key=testing",
-        "--storage-option", "secret=testing"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "mixtures",
+            "generate",
+            "--bank",
+            bank.url,
+            "--out",
+            "s3://mixtures-bucket/run1",
+            "--n",
+            "200",
+            "--shard-size",
+            "64",
+            "--splits",
+            "train",
+            "--workers",
+            "0",
+            "--storage-option",
+            f"endpoint_url={s3_endpoint}",
+            "--storage-option",
+            "key=testing",
+            "--storage-option",
+            "secret=testing",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    generate_all(bank.url, str(tmp_path), 200, GenerateConfig(shard_size=64, chunk_rows=64), splits=("train",),
-                 workers=0)
+    generate_all(
+        bank.url,
+        str(tmp_path),
+        200,
+        GenerateConfig(shard_size=64, chunk_rows=64),
+        splits=("train",),
+        workers=0,
+    )
     remote = zarr.open_group("s3://mixtures-bucket/run1/train.zarr", mode="r", storage_options=options)
     local = zarr.open_group(str(tmp_path / "train.zarr"), mode="r")
     assert remote.attrs["complete"]
@@ -227,7 +305,12 @@ def test_generate_to_s3_and_read_back(bank: Bank, s3_endpoint: str, tmp_path) ->
 
     from xrdmodels.data import ShardStream
 
-    stream = ShardStream("s3://mixtures-bucket/run1/train.zarr", batch_size=50, shuffle=False,
-                         storage_options=options, drop_last=False)
+    stream = ShardStream(
+        "s3://mixtures-bucket/run1/train.zarr",
+        batch_size=50,
+        shuffle=False,
+        storage_options=options,
+        drop_last=False,
+    )
     seen = sum(len(b["pattern"]) for b in stream)
     assert seen == 200

@@ -17,9 +17,17 @@ def _fail(message: str) -> None:
 
 
 def _validation_message(exc: ValidationError, source: str) -> str:
-    lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']} (got {e.get('input')!r})"
-             for e in exc.errors()]
+    lines = [
+        f"  {'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" + _got(e) for e in exc.errors()
+    ]
     return f"invalid configuration in {source}:\n" + "\n".join(lines)
+
+
+def _got(error: dict) -> str:
+    """The offending value, unless it is the whole config (errors about several fields at once)."""
+    return (
+        "" if not error["loc"] or isinstance(error.get("input"), dict) else f" (got {error.get('input')!r})"
+    )
 
 
 def apply_overrides(fields: dict[str, Any], overrides: tuple[str, ...]) -> dict[str, Any]:
@@ -28,7 +36,9 @@ def apply_overrides(fields: dict[str, Any], overrides: tuple[str, ...]) -> dict[
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            _fail(f"override {item!r} must look like KEY=VALUE, e.g. batch_size=64 or model_overrides.head=presence")
+            _fail(
+                f"override {item!r} must look like KEY=VALUE, e.g. batch_size=64 or model_overrides.head=presence"
+            )
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
@@ -64,10 +74,18 @@ def main(verbose: bool) -> None:
 
 
 @main.command("train")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="JSON or YAML file of TrainConfig fields (docs/config.md); pipelines/ has examples.")
-@click.option("--resume", is_flag=True, help="Continue exactly from <out_dir>/last.pt (model, optimizer, schedule, "
-              "RNG and stream position).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="JSON or YAML file of TrainConfig fields (docs/config.md); pipelines/ has examples.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue exactly from <out_dir>/last.pt (model, optimizer, schedule, RNG and stream position).",
+)
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 def train_cmd(config_file: str | None, resume: bool, overrides: tuple[str, ...]) -> None:
     """Train a model on a mixture store (A.6). KEY=VALUE overrides replace config fields, e.g.
@@ -91,22 +109,52 @@ def train_cmd(config_file: str | None, resume: bool, overrides: tuple[str, ...])
         summary = train(config, resume=resume)
     except (TrainingDiverged, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    state = "interrupted" if summary["interrupted"] else "finished"
-    click.echo(f"train: {state} at step {summary['step']}, best val micro-F1 {summary['best_val_micro_f1']:.4f} "
-               f"-> {summary['out_dir']}")
+    state = (
+        "stopped by the time limit (max_minutes)"
+        if summary.get("out_of_time")
+        else "interrupted"
+        if summary["interrupted"]
+        else "finished"
+    )
+    best = (
+        f"best val micro-F1 {summary['best_val_micro_f1']:.4f}"
+        if summary["best_val_micro_f1"] >= 0
+        else "no validation store"
+    )
+    resume = "; continue with --resume" if summary.get("out_of_time") or summary["interrupted"] else ""
+    click.echo(f"train: {state} at step {summary['step']}, {best} -> {summary['out_dir']}{resume}")
 
 
 @main.command("evaluate")
 @click.argument("checkpoints", nargs=-1, required=True, metavar="CHECKPOINT...")
-@click.option("--mixtures", "mixtures_dir", default=None, metavar="DIR",
-              help="Folder of mixture stores: evaluates DIR/in_library.zarr and DIR/test.zarr (A.7).")
-@click.option("--store", "stores", multiple=True, metavar="NAME=URL",
-              help="A store to evaluate under a name, repeatable (e.g. test=s3://bucket/mix/test.zarr).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for table.md, results.csv/json, strata.csv and the figures.")
-@click.option("--name", "names", multiple=True, help="Method name per checkpoint, in order (default from the model).")
+@click.option(
+    "--mixtures",
+    "mixtures_dir",
+    default=None,
+    metavar="DIR",
+    help="Folder of mixture stores: evaluates DIR/in_library.zarr and DIR/test.zarr (A.7).",
+)
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    metavar="NAME=URL",
+    help="A store to evaluate under a name, repeatable (e.g. test=s3://bucket/mix/test.zarr).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for table.md, results.csv/json, strata.csv and the figures.",
+)
+@click.option(
+    "--name", "names", multiple=True, help="Method name per checkpoint, in order (default from the model)."
+)
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Samples per forward pass.")
-@click.option("--max-samples", type=int, default=None, help="Evaluate only the first N samples of each store.")
+@click.option(
+    "--max-samples", type=int, default=None, help="Evaluate only the first N samples of each store."
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 def evaluate_cmd(checkpoints, mixtures_dir, stores, out_dir, names, batch_size, max_samples, device) -> None:
     """Score checkpoints as in the paper (A.7-A.8): micro-F1 sweeps, cover/recall/IoU@K, strata; Table 1.
@@ -118,8 +166,12 @@ def evaluate_cmd(checkpoints, mixtures_dir, stores, out_dir, names, batch_size, 
 
     named: dict[str, str] = {}
     if mixtures_dir:
-        named.update({"in_library": f"{mixtures_dir.rstrip('/')}/in_library.zarr",
-                      "test": f"{mixtures_dir.rstrip('/')}/test.zarr"})
+        named.update(
+            {
+                "in_library": f"{mixtures_dir.rstrip('/')}/in_library.zarr",
+                "test": f"{mixtures_dir.rstrip('/')}/test.zarr",
+            }
+        )
     for item in stores:
         key, sep, url = item.partition("=")
         if not sep:
@@ -130,8 +182,15 @@ def evaluate_cmd(checkpoints, mixtures_dir, stores, out_dir, names, batch_size, 
     if names and len(names) != len(checkpoints):
         _fail(f"{len(names)} --name for {len(checkpoints)} checkpoints; give one per checkpoint or none")
     try:
-        rows = evaluate_checkpoints(list(checkpoints), named, out_dir, batch_size=batch_size, device=device,
-                                    max_samples=max_samples, names=list(names) or None)
+        rows = evaluate_checkpoints(
+            list(checkpoints),
+            named,
+            out_dir,
+            batch_size=batch_size,
+            device=device,
+            max_samples=max_samples,
+            names=list(names) or None,
+        )
     except (StoreFormatError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     click.echo(markdown_table(rows))
@@ -141,17 +200,33 @@ def evaluate_cmd(checkpoints, mixtures_dir, stores, out_dir, names, batch_size, 
 @main.command("predict")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.argument("files", nargs=-1, required=True, metavar="FILE_OR_FOLDER...")
-@click.option("--wavelength", default=None,
-              help="Wavelength in Å (or CuKa, CuKa1, MoKa, MoKa1, CoKa, FeKa, CrKa, AgKa) when the file does not say; "
-              "overrides the file when given.")
-@click.option("--format", "file_format", default=None,
-              help="Force a reader: xy, xrdml, fxye, ras, rasx, brml, raw (default: by extension and content).")
+@click.option(
+    "--wavelength",
+    default=None,
+    help="Wavelength in Å (or CuKa, CuKa1, MoKa, MoKa1, CoKa, FeKa, CrKa, AgKa) when the file does not say; "
+    "overrides the file when given.",
+)
+@click.option(
+    "--format",
+    "file_format",
+    default=None,
+    help="Force a reader: xy, xrdml, fxye, ras, rasx, brml, raw (default: by extension and content).",
+)
 @click.option("--top", "top_k", type=int, default=10, show_default=True, help="Ranked space groups to show.")
-@click.option("--threshold", type=float, default=None,
-              help="Presence threshold or slot gate for the predicted set (default: the best on validation).")
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Presence threshold or slot gate for the predicted set (default: the best on validation).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-@click.option("--plot", "plot_dir", default=None, type=click.Path(file_okay=False),
-              help="Write a PNG per file (pattern on the model grid + ranked space groups) into this folder.")
+@click.option(
+    "--plot",
+    "plot_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Write a PNG per file (pattern on the model grid + ranked space groups) into this folder.",
+)
 def predict_cmd(checkpoint, files, wavelength, file_format, top_k, threshold, as_json, plot_dir) -> None:
     """Space groups present in measured patterns: .xy/.xye/.csv/.dat, .xrdml, .fxye/.gsa, .ras/.rasx, .brml, .raw.
 
@@ -162,8 +237,15 @@ def predict_cmd(checkpoint, files, wavelength, file_format, top_k, threshold, as
 
     wl = _wavelength(wavelength)
     try:
-        predictions, failures = predict_files(checkpoint, list(files), wavelength_angstrom=wl, top_k=top_k,
-                                              threshold=threshold, plot_dir=plot_dir, file_format=file_format)
+        predictions, failures = predict_files(
+            checkpoint,
+            list(files),
+            wavelength_angstrom=wl,
+            top_k=top_k,
+            threshold=threshold,
+            plot_dir=plot_dir,
+            file_format=file_format,
+        )
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     if as_json:
@@ -179,20 +261,34 @@ def predict_cmd(checkpoint, files, wavelength, file_format, top_k, threshold, as
 
 @main.command("score-measured")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
-@click.option("--labels", "labels_csv", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="CSV of measured files with known phases (columns set, file, spacegroups, spacegroups_accept, "
-              "wavelength_angstrom), e.g. ../shared/data/experimental/all_labels.csv; files are relative to it.")
-@click.option("--set", "sets", multiple=True, help="Only these sets (repeatable), e.g. --set xrd_autoanalyzer.")
+@click.option(
+    "--labels",
+    "labels_csv",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="CSV of measured files with known phases (columns set, file, spacegroups, spacegroups_accept, "
+    "wavelength_angstrom), e.g. ../shared/data/experimental/all_labels.csv; files are relative to it.",
+)
+@click.option(
+    "--set", "sets", multiple=True, help="Only these sets (repeatable), e.g. --set xrd_autoanalyzer."
+)
 @click.option("--limit", type=int, default=None, help="Score only the first N files.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for measured.md and measured.json.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for measured.md and measured.json.",
+)
 def score_measured_cmd(checkpoint, labels_csv, sets, limit, out_dir) -> None:
     """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set."""
     from .measured_eval import markdown, score_measured, write
 
     scores, failures = score_measured(checkpoint, labels_csv, sets=list(sets) or None, limit=limit)
     if not scores:
-        _fail(f"no file of {labels_csv} could be scored; first error: {failures[0] if failures else 'no rows'}")
+        _fail(
+            f"no file of {labels_csv} could be scored; first error: {failures[0] if failures else 'no rows'}"
+        )
     summary = write(scores, failures, out_dir)
     click.echo(markdown(summary))
     for f, err in failures:
@@ -200,8 +296,16 @@ def score_measured_cmd(checkpoint, labels_csv, sets, limit, out_dir) -> None:
     click.echo(f"score-measured: {len(scores)} files scored, {len(failures)} failed -> {out_dir}")
 
 
-_LINES_ANGSTROM = {"CuKa": 1.54184, "CuKa1": 1.54056, "MoKa": 0.71073, "MoKa1": 0.70930, "CoKa": 1.79026,
-                   "FeKa": 1.93735, "CrKa": 2.29100, "AgKa": 0.560885}
+_LINES_ANGSTROM = {
+    "CuKa": 1.54184,
+    "CuKa1": 1.54056,
+    "MoKa": 0.71073,
+    "MoKa1": 0.70930,
+    "CoKa": 1.79026,
+    "FeKa": 1.93735,
+    "CrKa": 2.29100,
+    "AgKa": 0.560885,
+}
 
 
 def _wavelength(text: str | None) -> float | None:

@@ -35,7 +35,9 @@ from .models.heads import PhaseClusterHead
 from .models.model import SpaceGroupModel
 
 
-def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[SpaceGroupModel, dict[str, Any]]:
+def load_model(
+    checkpoint: str | Path, device: str | torch.device = "cpu"
+) -> tuple[SpaceGroupModel, dict[str, Any]]:
     """The model of a checkpoint, in eval mode, and the checkpoint's other contents."""
     state = load_checkpoint(checkpoint, map_location=device)
     model = SpaceGroupModel(ModelConfig(**state["model_config"]))
@@ -56,8 +58,15 @@ class StorePredictions:
 
 
 @torch.no_grad()
-def predict_store(model: SpaceGroupModel, url: str, *, batch_size: int = 256, device: str | torch.device = "cpu",
-                  max_samples: int | None = None, storage_options: dict | None = None) -> StorePredictions:
+def predict_store(
+    model: SpaceGroupModel,
+    url: str,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    max_samples: int | None = None,
+    storage_options: dict | None = None,
+) -> StorePredictions:
     store = MixtureStore(url, storage_options)
     n = store.n_samples if max_samples is None else min(max_samples, store.n_samples)
     set_probs, slot_probs, targets, n_phases, weights, div = [], [], [], [], [], []
@@ -96,6 +105,7 @@ def score(pred: StorePredictions) -> tuple[EvaluationResult, dict[str, Evaluatio
 
         def ev(m):
             return evaluate_presence(pred.set_probs[m], pred.targets[m], thresholds=op)
+
     strata: dict[str, np.ndarray] = {f"K*={k}": m for k, m in strata_by_phase_count(pred.n_phases).items()}
     strata.update(strata_by_low_fraction(pred.n_phases, pred.phase_weight))
     return result, evaluate_strata(strata, ev)
@@ -103,12 +113,21 @@ def score(pred: StorePredictions) -> tuple[EvaluationResult, dict[str, Evaluatio
 
 def method_name(model_config: ModelConfig) -> str:
     encoder = {"transformer": "Transformer", "cnn": "CNN"}[model_config.encoder]
-    return f"{encoder} + phase clustering" if model_config.head == "phase_cluster" else f"{encoder} (presence)"
+    return (
+        f"{encoder} + phase clustering" if model_config.head == "phase_cluster" else f"{encoder} (presence)"
+    )
 
 
-def evaluate_checkpoints(checkpoints: list[str], stores: dict[str, str], out_dir: str | Path, *,
-                         batch_size: int = 256, device: str = "cpu", max_samples: int | None = None,
-                         names: list[str] | None = None) -> list[dict[str, Any]]:
+def evaluate_checkpoints(
+    checkpoints: list[str],
+    stores: dict[str, str],
+    out_dir: str | Path,
+    *,
+    batch_size: int = 256,
+    device: str = "cpu",
+    max_samples: int | None = None,
+    names: list[str] | None = None,
+) -> list[dict[str, Any]]:
     """Evaluate every checkpoint on every store; write table.md, results.csv, results.json and figures."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,7 +135,9 @@ def evaluate_checkpoints(checkpoints: list[str], stores: dict[str, str], out_dir
     strata_rows: list[dict[str, Any]] = []
     for i, ckpt in enumerate(checkpoints):
         model, state = load_model(ckpt, device)
-        method = names[i] if names else f"{method_name(model.config)} [{Path(ckpt).parent.name}/{Path(ckpt).name}]"
+        method = (
+            names[i] if names else f"{method_name(model.config)} [{Path(ckpt).parent.name}/{Path(ckpt).name}]"
+        )
         for split, url in stores.items():
             pred = predict_store(model, url, batch_size=batch_size, device=device, max_samples=max_samples)
             result, strata = score(pred)
@@ -129,10 +150,15 @@ def evaluate_checkpoints(checkpoints: list[str], stores: dict[str, str], out_dir
             rows.append(row)
             for key, r in strata.items():
                 if r is not None:
-                    strata_rows.append({"method": method, "split": split, "stratum": key,
-                                        "n_samples": int(r.ranking[1].n_samples), **{
-                                            k: v for k, v in table1_row(r, method, split).items()
-                                            if k in TABLE1_COLUMNS}})
+                    strata_rows.append(
+                        {
+                            "method": method,
+                            "split": split,
+                            "stratum": key,
+                            "n_samples": int(r.ranking[1].n_samples),
+                            **{k: v for k, v in table1_row(r, method, split).items() if k in TABLE1_COLUMNS},
+                        }
+                    )
     write_report(rows, strata_rows, out)
     plot_training_curves(checkpoints, out)
     plot_strata(strata_rows, out / "fig_a3_strata.png")
@@ -153,16 +179,21 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             r = next((r for r in rows if r["method"] == m and r["split"] == s), None)
             cells += [f"{r[c]:.3f}" if r else "" for c in cols]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    extra = [f"- {r['method']} on {r['split']}: operating threshold/gate {r['threshold']:.2f}"
-             + (f", micro-F1 at gate 0.5 = {r['micro_f1@gate0.50']:.3f}" if "micro_f1@gate0.50" in r else "")
-             + (f", slot diversity {r['slot_diversity']:.3f}" if "slot_diversity" in r else "")
-             + f" ({r['n_samples']} samples)" for r in rows]
+    extra = [
+        f"- {r['method']} on {r['split']}: operating threshold/gate {r['threshold']:.2f}"
+        + (f", micro-F1 at gate 0.5 = {r['micro_f1@gate0.50']:.3f}" if "micro_f1@gate0.50" in r else "")
+        + (f", slot diversity {r['slot_diversity']:.3f}" if "slot_diversity" in r else "")
+        + f" ({r['n_samples']} samples)"
+        for r in rows
+    ]
     return "\n".join(lines) + "\n\n" + "\n".join(extra) + "\n"
 
 
 def write_report(rows: list[dict[str, Any]], strata_rows: list[dict[str, Any]], out: Path) -> None:
     (out / "table.md").write_text(markdown_table(rows))
-    (out / "results.json").write_text(json.dumps({"results": rows, "strata": strata_rows}, indent=2, default=float))
+    (out / "results.json").write_text(
+        json.dumps({"results": rows, "strata": strata_rows}, indent=2, default=float)
+    )
     for name, data in (("results.csv", rows), ("strata.csv", strata_rows)):
         keys = list(dict.fromkeys(k for r in data for k in r))
         with (out / name).open("w", newline="") as f:
@@ -188,8 +219,10 @@ def plot_training_curves(checkpoints: list[str], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for key, fname, ylabel in (("val/micro_f1", "fig_a1_val_micro_f1.png", "validation micro-F1"),
-                               ("val/slot_diversity", "fig_a2_slot_diversity.png", "mean |cos| between slots")):
+    for key, fname, ylabel in (
+        ("val/micro_f1", "fig_a1_val_micro_f1.png", "validation micro-F1"),
+        ("val/slot_diversity", "fig_a2_slot_diversity.png", "mean |cos| between slots"),
+    ):
         fig, ax = plt.subplots(figsize=(6, 4))
         plotted = False
         for run in dict.fromkeys(Path(c).parent for c in checkpoints):
@@ -221,8 +254,17 @@ def plot_strata(strata_rows: list[dict[str, Any]], png: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(keys) * max(1, len(groups)) ** 0.5), 4))
     width = 0.8 / len(groups)
     for g, (method, split) in enumerate(groups):
-        vals = [next((r["micro_f1"] for r in strata_rows if r["method"] == method and r["split"] == split
-                      and r["stratum"] == k), np.nan) for k in keys]
+        vals = [
+            next(
+                (
+                    r["micro_f1"]
+                    for r in strata_rows
+                    if r["method"] == method and r["split"] == split and r["stratum"] == k
+                ),
+                np.nan,
+            )
+            for k in keys
+        ]
         ax.bar(np.arange(len(keys)) + g * width, vals, width, label=f"{method} — {split}")
     ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, keys, rotation=20)
     ax.set_ylabel("micro-F1")

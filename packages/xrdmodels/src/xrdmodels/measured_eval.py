@@ -48,8 +48,9 @@ def parse_phases(accept: str, primary: str) -> list[set[int]]:
     return phases
 
 
-def score_measured(checkpoint: str, labels_csv: str, *, sets: list[str] | None = None,
-                   limit: int | None = None) -> tuple[list[MeasuredScore], list[tuple[str, str]]]:
+def score_measured(
+    checkpoint: str, labels_csv: str, *, sets: list[str] | None = None, limit: int | None = None
+) -> tuple[list[MeasuredScore], list[tuple[str, str]]]:
     """Predict every labelled file; returns the per-file scores and the files that failed (file, reason)."""
     model, state = load_model(checkpoint)
     base = Path(labels_csv).parent
@@ -65,8 +66,15 @@ def score_measured(checkpoint: str, labels_csv: str, *, sets: list[str] | None =
         except (ValueError, OSError) as exc:
             failures.append((str(path), str(exc)))
             continue
-        scores.append(MeasuredScore(row["set"], row["file"], parse_phases(row["spacegroups_accept"], row["spacegroups"]),
-                                    [r.spacegroup for r in pred.ranked], pred.warnings))
+        scores.append(
+            MeasuredScore(
+                row["set"],
+                row["file"],
+                parse_phases(row["spacegroups_accept"], row["spacegroups"]),
+                [r.spacegroup for r in pred.ranked],
+                pred.warnings,
+            )
+        )
     return scores, failures
 
 
@@ -84,7 +92,8 @@ def summarise(scores: list[MeasuredScore]) -> list[dict[str, float | str | int]]
         row["recall@K*"] = sum(sum(s.found(s.k_star)) / s.k_star for s in members) / len(members)
         row["cover@K*"] = sum(all(s.found(s.k_star)) for s in members) / len(members)
         row["mean_first_rank"] = sum(
-            min(s.ranked.index(g) + 1 for p in s.phases for g in p if g in s.ranked) for s in members) / len(members)
+            min(s.ranked.index(g) + 1 for p in s.phases for g in p if g in s.ranked) for s in members
+        ) / len(members)
         out.append(row)
     return out
 
@@ -93,7 +102,9 @@ def markdown(summary: list[dict]) -> str:
     cols = ["set", "files", *[f"hit@{k}" for k in HIT_KS], "recall@K*", "cover@K*", "mean_first_rank"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in summary:
-        lines.append("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+        lines.append(
+            "| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -102,9 +113,23 @@ def write(scores: list[MeasuredScore], failures: list[tuple[str, str]], out_dir:
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(scores)
     (out / "measured.md").write_text(markdown(summary))
-    (out / "measured.json").write_text(json.dumps({
-        "summary": summary,
-        "files": [{"set": s.set, "file": s.file, "phases": [sorted(p) for p in s.phases], "top10": s.ranked[:10],
-                   "warnings": s.warnings} for s in scores],
-        "failures": [{"file": f, "error": e} for f, e in failures]}, indent=2))
+    (out / "measured.json").write_text(
+        json.dumps(
+            {
+                "summary": summary,
+                "files": [
+                    {
+                        "set": s.set,
+                        "file": s.file,
+                        "phases": [sorted(p) for p in s.phases],
+                        "top10": s.ranked[:10],
+                        "warnings": s.warnings,
+                    }
+                    for s in scores
+                ],
+                "failures": [{"file": f, "error": e} for f, e in failures],
+            },
+            indent=2,
+        )
+    )
     return summary

@@ -20,7 +20,8 @@ def _validation_message(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "config"
-        lines.append(f"  {field}: {err['msg']} (got {err.get('input')!r})")
+        got = "" if not err["loc"] or isinstance(err.get("input"), dict) else f" (got {err.get('input')!r})"
+        lines.append(f"  {field}: {err['msg']}{got}")
     return "invalid configuration:\n" + "\n".join(lines)
 
 
