@@ -202,3 +202,38 @@ def test_cli_build_and_info(cif_dir, tmp_path) -> None:
         ],
     )
     assert nothing.exit_code != 0 and "no structure could be built" in nothing.output
+
+
+def test_deduplicate_across_sources_and_e_above_hull(cif_dir, tmp_path) -> None:
+    """The same structures given twice (a folder and a zip of it) are kept once with --deduplicate."""
+    import zipfile
+
+    good = sorted(p for p in cif_dir.rglob("*.cif") if p.name[0].isupper())[:3]
+    archive = tmp_path / "again.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for p in good:
+            z.write(p, p.name)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for p in good:
+        shutil.copy(p, folder / p.name)
+    plain = build_bank([str(folder), str(archive)], str(tmp_path / "plain.zarr"), BankConfig(), workers=0)
+    dedup = build_bank(
+        [str(folder), str(archive)], str(tmp_path / "dedup.zarr"), BankConfig(deduplicate=True), workers=0
+    )
+    assert len(plain) == 6 and len(dedup) == 3
+    assert set(dedup.column("source")) == {str(folder)}
+    assert sum("near-duplicate" in s.reason for s in dedup.skipped) == 3
+
+    from pymatgen.core import Structure
+
+    csv_path = tmp_path / "hull.csv"
+    rows = ["id,cif,energy_above_hull"]
+    for i, (p, e) in enumerate(zip(good, (0.0, 0.05, 0.3), strict=True)):
+        cif = Structure.from_file(p).to(fmt="cif").replace('"', '""')
+        rows.append(f'm{i},"{cif}",{e}')
+    csv_path.write_text("\n".join(rows) + "\n")
+    hull = build_bank([str(csv_path)], str(tmp_path / "hull.zarr"), BankConfig(), workers=0)
+    assert list(hull.column("id")) == ["m0", "m1"]
+    np.testing.assert_allclose(hull.column("e_above_hull_ev_per_atom"), [0.0, 0.05])
+    assert any("e_above_hull 0.3" in s.reason for s in hull.skipped)

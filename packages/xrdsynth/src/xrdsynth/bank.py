@@ -109,7 +109,7 @@ def compute_chunk(items: list, config: BankConfig, seed: int) -> dict[str, Any]:
             reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
             skipped.append({"source": item.source, "provenance": item.locator, "reason": str(reason)[:500]})
             continue
-        e_hull = entry.metadata.get("e_above_hull")
+        e_hull = info.e_above_hull_ev_per_atom
         rows.append(
             {
                 "id": entry.entry_id,

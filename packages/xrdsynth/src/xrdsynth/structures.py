@@ -124,6 +124,7 @@ class EntryInfo:
     n_sites: int
     disordered: bool
     spacegroup_disagrees: bool
+    e_above_hull_ev_per_atom: float | None = None  # from the metadata (any of its accepted names)
 
 
 # --------------------------------------------------------------------------------------------- listing
@@ -982,4 +983,5 @@ def describe(entry: Entry, config: BankConfig) -> EntryInfo:
         n_sites=n_sites,
         disordered=not structure.is_ordered,
         spacegroup_disagrees=entry.given_spacegroup is not None and entry.given_spacegroup != number,
+        e_above_hull_ev_per_atom=e_hull,
     )
