@@ -1,4 +1,5 @@
 # Recipes delegate to ./dev.sh so that people without `just` run exactly the same commands.
+
 setup:
     ./dev.sh setup
 
