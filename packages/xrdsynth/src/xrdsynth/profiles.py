@@ -16,6 +16,8 @@ import numpy as np
 from xrdsynth import _profile_kernels as _k
 from xrdsynth.config import GridConfig, RecipeConfig
 
+_TCH_VECTORISED = np.vectorize(_k.tch_fwhm_eta, otypes=[np.float64, np.float64])
+
 
 def tch_fwhm_eta(
     fwhm_gauss_deg: np.ndarray | float, fwhm_lorentz_deg: np.ndarray | float
@@ -29,16 +31,8 @@ def tch_fwhm_eta(
     lo = np.asarray(fwhm_lorentz_deg, dtype=np.float64)
     if np.any(g < 0) or np.any(lo < 0):
         raise ValueError("tch_fwhm_eta: FWHMs must be >= 0")
-    fwhm = (
-        g**5
-        + 2.69269 * g**4 * lo
-        + 2.42843 * g**3 * lo**2
-        + 4.47163 * g**2 * lo**3
-        + 0.07842 * g * lo**4
-        + lo**5
-    ) ** 0.2
-    q = np.divide(lo, fwhm, out=np.zeros_like(fwhm), where=fwhm > 0)
-    eta = np.clip(1.36603 * q - 0.47719 * q**2 + 0.11116 * q**3, 0.0, 1.0)
+    # One formula for both paths: the numba scalar the kernels use, applied elementwise.
+    fwhm, eta = _TCH_VECTORISED(g, lo)
     return fwhm, eta
 
 
