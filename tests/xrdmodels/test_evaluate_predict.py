@@ -5,20 +5,23 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import zarr
 from click.testing import CliRunner
 from store_factory import StoreSpec, write_store
 
-from xrdmodels.checkpoint import save_checkpoint
+from xrdmodels.checkpoint import load_checkpoint, save_checkpoint
 from xrdmodels.cli import _LINES_ANGSTROM, main
 from xrdmodels.config import preset
 from xrdmodels.data import MixtureStore, to_batch
 from xrdmodels.measured_eval import parse_phases
 from xrdmodels.metrics import gate_sweep, threshold_sweep
-from xrdmodels.models.model import SpaceGroupModel
+from xrdmodels.models.heads import slot_gates, slot_noisy_or_probs
+from xrdmodels.models.model import ModelOutput, SpaceGroupModel
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTAL = REPO.parent / "shared" / "data" / "experimental"
@@ -80,7 +83,7 @@ def test_evaluate_matches_metrics_on_a_direct_forward_pass(tmp_path, stores, hea
     model = SpaceGroupModel(
         preset("small", head=head, n_bins=N_BINS, cnn_channels=[8, 8, 16, 16], d_model=32, ffn_dim=64)
     )
-    model.load_state_dict(torch.load(ckpt, weights_only=False)["model"])
+    model.load_state_dict(load_checkpoint(ckpt)["model"])
     model.eval()
     store = MixtureStore(stores["test"])
     batch = to_batch(store.read_rows(0, store.n_samples), N_BINS)
@@ -151,8 +154,8 @@ def test_predict_reads_measured_files_and_reports_bad_ones(tmp_path) -> None:
     assert "broken.xy" in payload["failures"][0]["file"]
     for p in payload["predictions"]:
         assert len(p["ranked"]) == 7 and p["slots"] is not None
-        probs = [r["probability"] for r in p["ranked"]]
-        assert probs == sorted(probs, reverse=True)
+        scores = [r["score"] for r in p["ranked"]]
+        assert scores == sorted(scores, reverse=True)
         assert all(1 <= r["spacegroup"] <= 230 and r["symbol"] for r in p["ranked"])
     assert len(list((tmp_path / "plots").glob("*.png"))) == 2
     table = CliRunner().invoke(
@@ -204,3 +207,220 @@ def test_wavelength_lines_agree_with_pymatgen() -> None:
     for name, value in _LINES_ANGSTROM.items():
         assert value == pytest.approx(WAVELENGTHS[name], abs=1e-6)
     assert np.isfinite(list(_LINES_ANGSTROM.values())).all()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One ranking rule for evaluate, predict and score-measured (metrics module docstring)
+# ---------------------------------------------------------------------------------------------------------
+
+# Three slots over the 230 space groups + NONE. Slot 0 (gate 0.60) splits 0.31 / 0.29 over classes 10 / 20,
+# slot 1 (gate 0.45) votes class 30 with 0.45, slot 2 (gate 0.001) votes class 50. The slot union ranks
+# 10, 30, 50 (votes by gate), then 20 (a second choice); the largest slot probability and the noisy-or would
+# both put class 30 first.
+FIXED_SLOTS = np.full((3, 231), 1e-30)
+FIXED_SLOTS[0, [10, 20, 230]] = [0.31, 0.29, 0.40]
+FIXED_SLOTS[1, [30, 230]] = [0.45, 0.55]
+FIXED_SLOTS[2, [50, 230]] = [0.001, 0.999]
+
+
+class FixedSlotModel(torch.nn.Module):
+    """A phase-cluster model whose slot probabilities are FIXED_SLOTS whatever the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(head="phase_cluster", encoder="transformer")
+        self.logits = torch.log(torch.tensor(FIXED_SLOTS, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
+        logits = self.logits.expand(x.shape[0], -1, -1)
+        return ModelOutput(
+            set_probs=slot_noisy_or_probs(logits),
+            slot_logits=logits,
+            slot_gates=slot_gates(logits),
+            slots=torch.eye(3, 4).expand(x.shape[0], -1, -1),
+        )
+
+
+def _fixed_state() -> dict:
+    return {
+        "model_config": {"two_theta_min_deg": 5.0, "two_theta_max_deg": 120.0, "n_bins": N_BINS},
+        "data": {"wavelength_angstrom": 1.54184},
+        "val_metrics": {"best_gate": 0.5},
+        "step": 1,
+    }
+
+
+def _write_xy(path: Path, intensity: np.ndarray) -> Path:
+    two_theta = np.arange(5.0, 120.0, 0.05)[: intensity.size]
+    path.write_text("\n".join(f"{x:.3f} {y:.6g}" for x, y in zip(two_theta, intensity, strict=True)))
+    return path
+
+
+def _peaks(n: int = 2300) -> np.ndarray:
+    two_theta = np.arange(5.0, 120.0, 0.05)[:n]
+    return 10.0 + sum(500.0 * np.exp(-0.5 * ((two_theta - c) / 0.1) ** 2) for c in (28.4, 47.3, 56.1))
+
+
+def test_evaluate_predict_and_score_measured_rank_by_the_same_rule(tmp_path, monkeypatch) -> None:
+    import xrdmodels.evaluate as evaluate_module
+    import xrdmodels.measured_eval as measured_eval_module
+    import xrdmodels.predict as predict_module
+
+    def fixed(checkpoint, device="cpu"):
+        return FixedSlotModel().eval(), _fixed_state()
+
+    for module in (evaluate_module, predict_module, measured_eval_module):
+        monkeypatch.setattr(module, "load_model", fixed)
+    ckpt = tmp_path / "fixed.pt"
+    ckpt.write_bytes(b"not read: load_model is replaced")
+    pattern = _write_xy(tmp_path / "sample.xy", _peaks())
+
+    predicted = CliRunner().invoke(
+        main, ["predict", str(ckpt), str(pattern), "--wavelength", "CuKa", "--json", "--top", "230"]
+    )
+    assert predicted.exit_code == 0, predicted.output
+    prediction = json.loads(predicted.stdout)["predictions"][0]
+    ranked = [r["spacegroup"] for r in prediction["ranked"]]
+    assert ranked[:4] == [11, 31, 51, 21]  # space group = class index + 1
+    assert prediction["predicted_set"] == [11]  # gate 0.5: only slot 0; the top of the ranking
+    assert [r["score"] for r in prediction["ranked"]] == sorted(
+        (r["score"] for r in prediction["ranked"]), reverse=True
+    )
+    # The largest slot probability would have ranked space group 31 first.
+    assert max(prediction["ranked"], key=lambda r: r["probability"])["spacegroup"] == 31
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "set,file,spacegroups,spacegroups_accept,wavelength_angstrom\ndemo,sample.xy,11,,1.54184\n"
+    )
+    scored = CliRunner().invoke(
+        main, ["score-measured", str(ckpt), "--labels", str(labels), "--out", str(tmp_path / "s")]
+    )
+    assert scored.exit_code == 0, scored.output
+    measured = json.loads((tmp_path / "s" / "measured.json").read_text())
+    assert measured["files"][0]["top10"] == ranked[:10]
+    assert measured["summary"][0]["hit@1"] == 1.0
+
+    # evaluate: every sample holds one phase of space group 11 (class 10), so cover@K* is 1 exactly when
+    # evaluate ranks like predict; the largest-slot-probability or noisy-or ranking would give 0.
+    url = str(tmp_path / "test.zarr")
+    write_store(url, StoreSpec(n_samples=40, n_bins=N_BINS, shard_size=40, chunk_rows=40), seed=3)
+    root = zarr.open_group(url, mode="r+")
+    root["n_phases"][:] = np.ones(40, dtype=np.int8)
+    spacegroups = np.zeros((40, 5), dtype=np.int16)
+    spacegroups[:, 0] = 11
+    root["phase_spacegroup"][:] = spacegroups
+    evaluated = CliRunner().invoke(
+        main, ["evaluate", str(ckpt), "--store", f"test={url}", "--out", str(tmp_path / "e")]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    row = json.loads((tmp_path / "e" / "results.json").read_text())["results"][0]
+    top = {1: ranked[:1], 3: ranked[:3], 5: ranked[:5]}
+    for m, label in ((1, "K*"), (3, "3K*"), (5, "5K*")):
+        expected = 1.0 if 11 in top[m] else 0.0
+        assert row[f"cover@{label}"] == expected and row[f"recall@{label}"] == expected
+    assert row["cover@K*"] == 1.0
+    # The slot-union micro-F1 at gate 0.5 predicts {11} for every sample: perfect.
+    assert row["micro_f1@gate0.50"] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Degenerate measured input and CLI wording
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _degenerate_folder(folder: Path) -> dict[str, str]:
+    """Pattern files and the problem each must be reported with ('' = predicted)."""
+    folder.mkdir()
+    peaks = _peaks()
+    half = peaks.copy()
+    half[::2] *= -1  # every other point negated: exactly half negative
+    mostly = peaks.copy()
+    mostly[:1500] *= -1
+    files = {
+        "good.xy": (peaks, ""),
+        "half.xy": (half, ""),
+        "zero.xy": (np.zeros(2300), "all 2300 intensities are 0: the pattern holds no measurable signal"),
+        "negative.xy": (-peaks, "2300 of 2300 intensities (100%) are negative"),
+        "constant.xy": (np.full(2300, 7.0), "all 2300 intensities equal 7: a flat line has no peaks"),
+        "mostly_negative.xy": (mostly, "1500 of 2300 intensities (65%) are negative"),
+    }
+    for name, (intensity, _) in files.items():
+        _write_xy(folder / name, intensity)
+    return {name: problem for name, (_, problem) in files.items()}
+
+
+def _check_degenerate_outcome(
+    predictions: list[dict], failures: list[dict], expected: dict[str, str]
+) -> None:
+    predicted = {Path(p["file"]).name: p for p in predictions}
+    failed = {Path(f["file"]).name: f["error"] for f in failures}
+    assert set(predicted) == {n for n, problem in expected.items() if not problem}
+    assert set(failed) == {n for n, problem in expected.items() if problem}
+    for name, error in failed.items():
+        assert error.startswith(str(Path(failures[0]["file"]).parent / name)), error  # names the file
+        assert expected[name] in error, error
+    half_warnings = " | ".join(predicted["half.xy"]["warnings"])
+    assert "1150 of 2300 intensities (50.0%) are negative" in half_warnings
+    assert "clipped to 0" in half_warnings
+    assert not any("negative" in w for w in predicted["good.xy"]["warnings"])
+
+
+def test_degenerate_patterns_are_reported_and_not_predicted(tmp_path) -> None:
+    from dataclasses import asdict
+
+    from xrdmodels.predict import predict_files
+
+    ckpt = make_checkpoint(tmp_path / "m.pt", "presence")
+    folder = tmp_path / "patterns"
+    expected = _degenerate_folder(folder)
+    result = CliRunner().invoke(main, ["predict", str(ckpt), str(folder), "--wavelength", "CuKa", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    _check_degenerate_outcome(payload["predictions"], payload["failures"], expected)
+
+    predictions, failures = predict_files(str(ckpt), [str(folder)], wavelength_angstrom=1.54184)
+    _check_degenerate_outcome(
+        [asdict(p) for p in predictions], [{"file": f, "error": e} for f, e in failures], expected
+    )
+
+    alone = CliRunner().invoke(main, ["predict", str(ckpt), str(folder / "zero.xy"), "--wavelength", "CuKa"])
+    assert alone.exit_code == 1
+    assert (
+        f"could not predict {folder / 'zero.xy'}: {folder / 'zero.xy'}: all 2300 intensities are 0"
+        in alone.output
+    )
+    assert "rank  SG" not in alone.output
+
+
+def test_cli_messages_name_the_cli_options(tmp_path) -> None:
+    from xrdmodels.measured import DEFAULT_MAX_PATTERN_BYTES
+
+    ckpt = make_checkpoint(tmp_path / "m.pt", "presence")
+    pattern = _write_xy(tmp_path / "nowave.xy", _peaks())  # states no wavelength
+    runner = CliRunner()
+    no_wavelength = runner.invoke(main, ["predict", str(ckpt), str(pattern)])
+    assert no_wavelength.exit_code == 1
+    assert "nowave.xy: the file states no wavelength" in no_wavelength.output
+    assert "--wavelength" in no_wavelength.output
+
+    bad_format = runner.invoke(
+        main, ["predict", str(ckpt), str(pattern), "--wavelength", "CuKa", "--format", "spc"]
+    )
+    assert bad_format.exit_code != 0
+    assert "unknown format 'spc'" in bad_format.output and "--format" in bad_format.output
+
+    too_big = runner.invoke(
+        main, ["predict", str(ckpt), str(pattern), "--wavelength", "CuKa", "--max-file-mb", "0.01"]
+    )
+    assert too_big.exit_code == 1
+    assert "nowave.xy: the file is" in too_big.output and "0.01 MiB limit" in too_big.output
+    assert "--max-file-mb" in too_big.output
+
+    negative = runner.invoke(
+        main, ["predict", str(ckpt), str(pattern), "--wavelength", "CuKa", "--threshold", "-1"]
+    )
+    assert negative.exit_code != 0 and "--threshold" in negative.output
+
+    option = next(p for p in main.commands["predict"].params if p.name == "max_file_mb")
+    assert option.default * 2**20 == DEFAULT_MAX_PATTERN_BYTES

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import math
 import struct
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from xrdmodels.measured import (
     MIN_TRAINING_WINDOW_DEG,
     MeasuredFormatError,
     MeasuredPattern,
+    MeasuredSignalError,
     convert_two_theta_deg,
     read_pattern,
     to_model_grid,
@@ -49,6 +51,11 @@ def _labels() -> list[dict[str, str]]:
 
 def _gaussian_pattern(two_theta: np.ndarray, centres: list[float], sigma_deg: float) -> np.ndarray:
     return sum(np.exp(-0.5 * ((two_theta - c) / sigma_deg) ** 2) for c in centres)
+
+
+def _ripple(two_theta: np.ndarray) -> np.ndarray:
+    """A positive, everywhere non-zero intensity that is not flat (a flat line is refused as signal-free)."""
+    return 1.0 + 0.5 * np.sin(two_theta) ** 2
 
 
 def _bragg_two_theta_deg(d_angstrom: float, wavelength_angstrom: float) -> float:
@@ -726,7 +733,7 @@ def test_window_is_the_bins_mostly_inside_the_measured_range() -> None:
     centres = 5.0 + np.arange(115) + 0.5
     for low, high in [(30.0, 60.0), (30.4, 60.6), (30.6, 60.4), (2.0, 130.0), (5.0, 120.0)]:
         two_theta = np.linspace(low, high, 3001)
-        pattern = MeasuredPattern(two_theta, np.ones_like(two_theta), CU_KA, "flat", {})
+        pattern = MeasuredPattern(two_theta, _ripple(two_theta), CU_KA, "ripple", {})
         gridded = to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **grid)
         inside = np.flatnonzero((centres >= low) & (centres <= high))  # over half of the bin is measured
         assert gridded.window_bins == (inside[0], inside[-1] + 1), (low, high)
@@ -749,14 +756,6 @@ def test_normalisation_contract() -> None:
     np.testing.assert_allclose(again.pattern, gridded.pattern, rtol=1e-5, atol=1e-7)
 
 
-def test_all_negative_pattern_is_left_unscaled_and_flagged_empty() -> None:
-    two_theta = np.arange(5.0, 120.0, 0.02)
-    pattern = MeasuredPattern(two_theta, -np.ones_like(two_theta), CU_KA, "negative", {})
-    gridded = to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
-    assert np.all(gridded.pattern == 0)
-    assert any("empty" in w for w in gridded.warnings)
-
-
 def test_warnings_narrow_late_and_mostly_empty() -> None:
     two_theta = np.arange(30.0, 50.0, 0.01)
     intensity = np.where(two_theta < 36.0, 1.0 + np.sin(two_theta) ** 2, 0.0)  # 70 % of the range is zero
@@ -770,10 +769,12 @@ def test_warnings_narrow_late_and_mostly_empty() -> None:
     assert "mostly empty" in text
     # On a wider grid the same rule holds as a fraction: 70 deg of a 170 deg grid is below 52 %.
     wide = {"two_theta_min_deg": 0.0, "two_theta_max_deg": 170.0, "n_bins": 1700}
-    seventy = MeasuredPattern(np.arange(10.0, 80.0, 0.05), np.ones(1400), CU_KA, "seventy", {})
+    seventy_deg = np.arange(10.0, 80.0, 0.05)
+    seventy = MeasuredPattern(seventy_deg, _ripple(seventy_deg), CU_KA, "seventy", {})
     on_wide = to_model_grid(seventy, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **wide)
     assert any("covers only 41% of the model grid" in w for w in on_wide.warnings)
-    full = MeasuredPattern(np.arange(5.0, 120.0, 0.02), np.ones(5750), CU_KA, "full", {})
+    full_deg = np.arange(5.0, 120.0, 0.02)
+    full = MeasuredPattern(full_deg, _ripple(full_deg), CU_KA, "full", {})
     clean = to_model_grid(full, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
     assert clean.warnings == []
 
@@ -801,3 +802,183 @@ def test_measured_pattern_validates_its_arrays() -> None:
         MeasuredPattern(np.array([1.0, 1.0, 3.0]), np.ones(3), None, "src", {})
     with pytest.raises(MeasuredFormatError, match="wavelength 154.0"):
         MeasuredPattern(np.array([1.0, 2.0]), np.ones(2), 154.0, "src", {})
+
+
+# ------------------------------------------------------------------------------------------------------
+# Size limits and bounded memory
+# ------------------------------------------------------------------------------------------------------
+
+
+def _write_long_xy(path: Path, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """'DDD.DDDD CCCC' rows (2θ from 5° in 1e-4° steps, integer counts), built as bytes in numpy: formatting
+    this many floats in Python would dominate the test. Returns the values written."""
+    tenth_millideg = 50000 + np.arange(n_rows)
+    counts = (1000 + 500 * np.sin(np.arange(n_rows) / 50.0)).astype(np.int64)
+    whole, frac = tenth_millideg // 10000, tenth_millideg % 10000
+    digits = [
+        whole // 100,
+        whole // 10 % 10,
+        whole % 10,
+        ".",
+        frac // 1000,
+        frac // 100 % 10,
+        frac // 10 % 10,
+    ]
+    digits += [frac % 10, " ", counts // 1000 % 10, counts // 100 % 10, counts // 10 % 10, counts % 10, "\n"]
+    table = np.empty((n_rows, len(digits)), dtype=np.uint8)
+    for column, digit in enumerate(digits):
+        table[:, column] = ord(digit) if isinstance(digit, str) else 48 + digit
+    path.write_bytes(b"# 2theta counts, wavelength 1.5406 A\n" + table.tobytes())
+    return tenth_millideg / 10000.0, counts.astype(np.float64)
+
+
+def test_long_text_pattern_is_read_in_memory_proportional_to_its_arrays(tmp_path: Path) -> None:
+    path = tmp_path / "long.xy"
+    two_theta, counts = _write_long_xy(path, 300_000)
+    tracemalloc.start()
+    try:
+        pattern = read_pattern(path)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(pattern.intensity, counts)
+    assert pattern.wavelength_angstrom == pytest.approx(1.5406)
+    output_bytes = pattern.two_theta_deg.nbytes + pattern.intensity.nbytes
+    # A Python string per field (the old reader) peaks at ~30x the arrays; block-wise parsing at ~3x.
+    assert peak_bytes < 4 * output_bytes, (peak_bytes, output_bytes)
+
+
+def test_long_text_pattern_with_comments_and_a_bad_line_in_later_chunks(tmp_path: Path) -> None:
+    two_theta = np.round(np.arange(5.0, 5.0 + 0.001 * 60_000, 0.001), 4)[:60_000]
+    intensity = np.arange(60_000) % 97 + 1.0
+    rows = [f"{x:.4f}, {y:g}" for x, y in zip(two_theta, intensity, strict=True)]
+    rows[30_000] += "  # inline note"
+    rows.insert(45_000, "; a comment line")
+    rows.insert(50_000, "!another")
+    path = tmp_path / "commented.csv"
+    path.write_text("\n".join(rows) + "\n")
+    pattern = read_pattern(path)
+    np.testing.assert_array_equal(pattern.two_theta_deg, two_theta)
+    np.testing.assert_array_equal(pattern.intensity, intensity)
+    assert "a comment line" in pattern.metadata["header"]
+    rows[55_000] = "end of scan"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(MeasuredFormatError, match="commented.csv: line 55001 of the data is not numeric"):
+        read_pattern(path)
+    rows[55_000] = "1.0 2.0 3.0 4.0"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(MeasuredFormatError, match="line 55001 has 4 columns but the data started with 2"):
+        read_pattern(path)
+
+
+def test_files_and_zip_members_over_the_size_limit_are_refused(tmp_path: Path) -> None:
+    text = tmp_path / "scan.xy"
+    _write_long_xy(text, 10_000)  # 140 kB
+    with pytest.raises(MeasuredFormatError) as caught:
+        read_pattern(text, max_bytes=100_000)
+    message = str(caught.value)
+    assert message.startswith(f"{text}: the file is 0.134 MiB, over the 0.0954 MiB limit"), message
+    assert "--max-file-mb" in message and "max_bytes=" in message
+    assert read_pattern(text, max_bytes=200_000).two_theta_deg.size == 10_000
+
+    # A zip of a few kB whose member unpacks to 1.4 MB: the file passes, the member does not.
+    two_theta, intensity = _reference_scan(100_000, step=0.001)
+    profile = "\n".join(f"{x:.4f}\t{y:.1f}\t1" for x, y in zip(two_theta, intensity, strict=True))
+    rasx = tmp_path / "big.rasx"
+    with zipfile.ZipFile(rasx, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("Data0/Profile0.txt", profile)
+    assert rasx.stat().st_size < 1_000_000 < len(profile)
+    with pytest.raises(
+        MeasuredFormatError, match=r"big.rasx: member Data0/Profile0.txt unpacks to .* MiB; .*--max-file-mb"
+    ):
+        read_pattern(rasx, max_bytes=1_000_000)
+    assert read_pattern(rasx, max_bytes=4_000_000).two_theta_deg.size == 100_000
+
+    stored = _brml(tmp_path, *_reference_scan(20_000, step=0.005), time_s=1.0)
+    brml = tmp_path / "deflated.brml"
+    with zipfile.ZipFile(stored) as source, zipfile.ZipFile(brml, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in source.namelist():
+            archive.writestr(name, source.read(name))
+    assert brml.stat().st_size < 300_000 < stored.stat().st_size
+    with pytest.raises(
+        MeasuredFormatError, match=r"deflated.brml: member Experiment0/RawData0.xml unpacks to"
+    ):
+        read_pattern(brml, max_bytes=300_000)
+    assert read_pattern(brml).two_theta_deg.size == 20_000
+
+
+# ------------------------------------------------------------------------------------------------------
+# Degenerate intensities
+# ------------------------------------------------------------------------------------------------------
+
+_DEGENERATE_DEG = np.arange(5.0, 120.0, 0.02)
+_PEAKS = 5.0 + 100.0 * _gaussian_pattern(_DEGENERATE_DEG, [28.4, 47.3, 56.1], 0.1)
+
+
+@pytest.mark.parametrize(
+    ("name", "intensity", "problem"),
+    [
+        (
+            "zeros",
+            np.zeros_like(_DEGENERATE_DEG),
+            "all 5750 intensities are 0: the pattern holds no measurable signal",
+        ),
+        ("negated", -_PEAKS, "5750 of 5750 intensities (100%) are negative"),
+        (
+            "flat",
+            np.full_like(_DEGENERATE_DEG, 42.0),
+            "all 5750 intensities equal 42: a flat line has no peaks",
+        ),
+        (
+            "mostly-negated",
+            np.where(np.arange(5750) < 4000, -_PEAKS, _PEAKS),
+            "4000 of 5750 intensities (70%) are negative",
+        ),
+    ],
+)
+def test_patterns_without_measurable_signal_are_refused(
+    name: str, intensity: np.ndarray, problem: str
+) -> None:
+    pattern = MeasuredPattern(_DEGENERATE_DEG, intensity, CU_KA, name, {})
+    with pytest.raises(MeasuredSignalError) as caught:
+        to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+    assert str(caught.value).startswith(f"{name}: {problem}"), str(caught.value)
+    assert "nothing was predicted" in str(caught.value)
+    assert isinstance(caught.value, MeasuredFormatError)
+
+
+def test_half_negated_pattern_is_clipped_with_a_warning() -> None:
+    half = _PEAKS.copy()
+    half[::2] *= -1
+    pattern = MeasuredPattern(_DEGENERATE_DEG, half, CU_KA, "half", {})
+    gridded = to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+    text = " | ".join(gridded.warnings)
+    assert "2875 of 5750 intensities (50.0%) are negative" in text and "clipped to 0" in text
+    assert gridded.pattern.min() >= 0 and gridded.pattern.max() > 0
+    clean = MeasuredPattern(_DEGENERATE_DEG, _PEAKS, CU_KA, "clean", {})
+    assert not any(
+        "negative" in w
+        for w in to_model_grid(
+            clean, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID
+        ).warnings
+    )
+
+
+def test_signal_only_outside_the_model_range_is_refused() -> None:
+    two_theta = np.arange(100.0, 150.0, 0.02)
+    intensity = np.where(two_theta > 121.0, _gaussian_pattern(two_theta, [130.0], 0.2) + 1.0, 0.0)
+    pattern = MeasuredPattern(two_theta, intensity, CU_KA, "high", {})
+    with pytest.raises(
+        MeasuredSignalError, match="high: no positive intensity inside the model's 2θ range 5-120 deg"
+    ):
+        to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+
+
+def test_very_sparse_pattern_is_divided_by_its_maximum_with_a_warning() -> None:
+    intensity = np.zeros_like(_DEGENERATE_DEG)
+    intensity[[1000, 3000]] = [50.0, 200.0]  # two spikes: the 99th percentile of the bins is 0
+    pattern = MeasuredPattern(_DEGENERATE_DEG, intensity, CU_KA, "spikes", {})
+    gridded = to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+    assert gridded.pattern.max() == pytest.approx(1.0)
+    assert any("divided by its maximum" in w for w in gridded.warnings)

@@ -177,19 +177,21 @@ def test_slot_union_hand_case() -> None:
     # Gate 0.5: s0, s2, s3 active -> {0, 2}: TP 1, FP 1 (class 2), FN 2 (classes 1, 3); F1 = 2/(2+1+2) = 0.4.
     pred = M.slot_union_predict(SLOTS, 0.5, SLOT_GATES)
     assert pred.tolist() == [[True, False, True, False]]
-    # Gate 0.40 is not exceeded by s1's gate 0.40 (strict rule), so the set is still {0, 2}.
-    assert M.slot_union_predict(SLOTS, 0.40, SLOT_GATES).tolist() == [[True, False, True, False]]
-    # Gate 0.38: all slots -> {0, 1, 2}: TP 2, FP 1, FN 1; F1 = 4/6.
-    # Gates 0.56..0.78: s0 and/or s2 -> {0}: TP 1, FN 2; F1 = 2/4 = 0.5.
-    # Gate >= 0.80: no slot exceeds -> empty set, F1 0.
+    # Gate 0.40 is reached by s1's gate 0.40 (inclusive rule, like the presence rule), so class 1 joins;
+    # at 0.42 it does not.
+    assert M.slot_union_predict(SLOTS, 0.40, SLOT_GATES).tolist() == [[True, True, True, False]]
+    assert M.slot_union_predict(SLOTS, 0.42, SLOT_GATES).tolist() == [[True, False, True, False]]
+    # Gates 0.10..0.40: all slots -> {0, 1, 2}: TP 2, FP 1, FN 1; F1 = 4/6.
+    # Gates 0.56..0.80: s0 and/or s2 -> {0}: TP 1, FN 2; F1 = 2/4 = 0.5 (0.80 reaches s0's gate 0.80).
+    # Gate >= 0.82: no slot reaches it -> empty set, F1 0.
     sweep = M.gate_sweep(SLOTS, SLOT_TRUTH, SLOT_GATES)
     assert sweep.scores_at(0.50).f1 == pytest.approx(0.4)
-    assert sweep.scores_at(0.40).f1 == pytest.approx(0.4)
-    assert sweep.scores_at(0.38).f1 == pytest.approx(2 / 3)
+    assert sweep.scores_at(0.42).f1 == pytest.approx(0.4)
+    assert sweep.scores_at(0.40).f1 == pytest.approx(2 / 3)
     assert sweep.scores_at(0.60).f1 == pytest.approx(0.5)
-    assert sweep.scores_at(0.78).f1 == pytest.approx(0.5)
-    assert sweep.scores_at(0.80).f1 == 0.0
-    assert sweep.best_threshold == 0.10  # first of the gates 0.10..0.38 that all reach 2/3
+    assert sweep.scores_at(0.80).f1 == pytest.approx(0.5)
+    assert sweep.scores_at(0.82).f1 == 0.0
+    assert sweep.best_threshold == 0.10  # first of the gates 0.10..0.40 that all reach 2/3
     assert sweep.best.f1 == pytest.approx(2 / 3)
 
 
@@ -204,7 +206,7 @@ def _brute_slot_union(slot_probs: np.ndarray, gate: float) -> np.ndarray:
     pred = np.zeros((n, c1 - 1), dtype=bool)
     for i in range(n):
         for j in range(k):
-            if 1.0 - slot_probs[i, j, -1] > gate:
+            if 1.0 - slot_probs[i, j, -1] >= gate:
                 pred[i, int(np.argmax(slot_probs[i, j, :-1]))] = True
     return pred
 
@@ -230,10 +232,55 @@ def test_gate_sweep_matches_brute_force_slot_union_with_sklearn() -> None:
     assert result.fixed_gate.f1 == pytest.approx(_sklearn_prf(_brute_slot_union(slot_probs, 0.5), targets)[2])
 
 
-def test_slot_ranking_scores_are_max_over_slots() -> None:
-    # Per class, the largest slot probability: class 0 max(0.70, 0.05, 0.60, 0) = 0.70, class 1 0.35,
-    # class 2 0.40, class 3 max(0.10, 0.15) = 0.15; NONE dropped.
-    np.testing.assert_allclose(M.slot_ranking_scores(SLOTS), [[0.70, 0.35, 0.40, 0.15]])
+def test_slot_set_scores_rank_voted_classes_by_gate_then_the_rest_by_slot_probability() -> None:
+    # Votes: class 0 by s0 (gate 0.80) and s2 (0.70) -> 0.80; class 1 by s1 -> 0.40; class 2 by s3 -> 0.55.
+    # Class 3 gets no vote: its largest slot probability max(0.10, 0.15) = 0.15, minus 1 -> -0.85.
+    scores = M.slot_set_scores(SLOTS, SLOT_GATES)
+    np.testing.assert_allclose(scores, [[0.80, 0.40, 0.55, -0.85]])
+    assert M.rank_classes(scores).tolist() == [[0, 2, 1, 3]]
+    # A class that only appears as a second choice ranks below every class some slot votes for, even a
+    # weakly voted one: slot A (gate 0.6) splits 0.31 / 0.29 over classes 0 / 1, slot B (gate 0.45) votes
+    # class 2 with 0.45. The largest slot probability alone would put class 2 first, and class 1 above
+    # nothing; the slot union at gate 0.5 is {0}, and the ranking starts with it.
+    split = np.array([[[0.31, 0.29, 0.00, 0.40], [0.00, 0.00, 0.45, 0.55]]])
+    assert M.rank_classes(M.slot_set_scores(split)).tolist() == [[0, 2, 1]]
+    assert M.slot_union_predict(split, 0.5).tolist() == [[True, False, False]]
+
+
+def test_thresholding_the_ranking_reproduces_the_decision_rule_at_every_grid_value() -> None:
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(40, 6, C + 1))
+    logits[:, :, -1] += rng.normal(0.0, 3.0, size=(40, 6))
+    slot_probs = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
+    presence = rng.random((40, C))
+    for scores, grid in ((M.slot_set_scores(slot_probs), M.GATE_GRID), (presence, M.THRESHOLD_GRID)):
+        order = M.rank_classes(scores)
+        for tau in grid:
+            chosen = M.predicted_set(scores, tau)
+            for row in range(scores.shape[0]):
+                n_chosen = int(chosen[row].sum())
+                assert set(order[row, :n_chosen]) == set(np.flatnonzero(chosen[row])), (tau, row)
+    for tau in M.GATE_GRID:
+        np.testing.assert_array_equal(
+            M.slot_union_predict(slot_probs, tau), _brute_slot_union(slot_probs, tau), err_msg=str(tau)
+        )
+
+
+def test_decision_rule_boundary_is_inclusive_everywhere() -> None:
+    # A score exactly at tau is predicted, a hair below is not: presence probabilities and slot gates alike.
+    scores = np.array([[0.5, np.nextafter(0.5, 0.0), np.nextafter(0.5, 1.0)]])
+    assert M.predicted_set(scores, 0.5).tolist() == [[True, False, True]]
+    truth = np.array([[True, True, True]])
+    assert M.micro_scores_at_threshold(scores, truth, 0.5).tp == 2
+    assert M.threshold_sweep(scores, truth, [0.5]).tp.tolist() == [2]
+    gates = np.array([[0.5, np.nextafter(0.5, 0.0)]])
+    slots = np.array([[[0.5, 0.0, 0.5], [0.0, 0.5, 0.5]]])
+    assert M.slot_union_predict(slots, 0.5, gates).tolist() == [[True, False]]
+    assert M.gate_sweep(slots, np.array([[True, True]]), gates, [0.5]).tp.tolist() == [1]
+    with pytest.raises(ValueError, match="must be a number >= 0"):
+        M.predicted_set(scores, -0.1)
+    with pytest.raises(ValueError, match="thresholds must be >= 0"):
+        M.gate_sweep(slots, np.array([[True, True]]), gates, [-0.2, 0.5])
 
 
 # ---------------------------------------------------------------------------------------------------------

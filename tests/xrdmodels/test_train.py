@@ -317,10 +317,12 @@ def test_sigint_stops_after_the_step_and_resume_is_exact(stores, reference_runs,
         return real_loss(output, labels)
 
     monkeypatch.setattr(train_module, "model_loss", loss_then_ctrl_c)
+    # Whatever the launcher left (SIG_IGN under `./dev.sh test &` or nohup, Python's default otherwise).
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     summary = train(make_config(stores, out), progress=False)
     monkeypatch.setattr(train_module, "model_loss", real_loss)
     assert summary["interrupted"] and summary["step"] == EPOCH_BATCHES
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert {sig: signal.getsignal(sig) for sig in before} == before  # handlers restored
     assert load_checkpoint(out / "last.pt")["step"] == EPOCH_BATCHES
     assert train_losses(out) == train_losses(reference)[:EPOCH_BATCHES]
     train(make_config(stores, out), resume=True, progress=False)
@@ -355,6 +357,25 @@ def test_sigint_to_cli_process_saves_consistent_checkpoint(stores, reference_run
     train(make_config(stores, out), resume=True, progress=False)
     assert train_losses(out) == train_losses(reference)
     assert_same_weights(weights(out / "last.pt"), weights(reference / "last.pt"))
+
+
+@pytest.mark.parametrize("starting", [signal.SIG_IGN, signal.default_int_handler, signal.SIG_DFL])
+def test_stop_request_stops_on_sigint_and_restores_the_prior_handler(starting):
+    """Background shells and nohup start SIGINT ignored: a SIGINT sent on purpose still stops the loop cleanly,
+    and the handler found at the start is the one left at the end."""
+    previous = signal.signal(signal.SIGINT, starting)
+    try:
+        stop = train_module.StopRequest()
+        try:
+            signal.raise_signal(signal.SIGINT)
+            assert stop.requested
+            with pytest.raises(KeyboardInterrupt):  # a second one aborts at once
+                signal.raise_signal(signal.SIGINT)
+        finally:
+            stop.restore()
+        assert signal.getsignal(signal.SIGINT) is starting
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -441,6 +462,33 @@ def test_cli_train_with_overrides(stores, tmp_path):
     assert result.exit_code == 0, result.output
     assert "finished at step 2" in result.output
     assert load_checkpoint(out / "last.pt")["model_config"]["head"] == "presence"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "held"),
+    [("list.json", "[1, 2]", "list"), ("scalar.yaml", "just text\n", "str"), ("broken.json", "{", None)],
+)
+def test_cli_config_file_that_is_not_an_object_is_named(tmp_path, name, content, held):
+    config_file = tmp_path / name
+    config_file.write_text(content)
+    result = CliRunner().invoke(cli_main, ["train", "--config", str(config_file)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert str(config_file) in result.output
+    if held:
+        assert f"holds a {held} at its top level; it must be an object of TrainConfig fields" in result.output
+
+
+def test_cli_override_into_a_value_that_is_not_an_object_is_named(stores, tmp_path):
+    config_file = tmp_path / "c.json"
+    config_file.write_text(make_config(stores, tmp_path / "x").model_dump_json())
+    result = CliRunner().invoke(cli_main, ["train", "--config", str(config_file), "batch_size.rows=8"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "override batch_size.rows: batch_size is 16" in result.output
+    result = CliRunner().invoke(
+        cli_main, ["train", "--config", str(config_file), "storage_options.anon=true", "max_steps=0"]
+    )
+    assert result.exit_code == 1 and "max_steps" in result.output  # storage_options: null became an object
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize(

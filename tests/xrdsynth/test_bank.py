@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import pickle
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +16,7 @@ from click.testing import CliRunner
 
 from xrdsynth import bank as bank_mod
 from xrdsynth.bank import SPLITS, Bank, BankError, split_of
-from xrdsynth.bank_build import build_bank
+from xrdsynth.bank_build import build_bank, compute_build_key
 from xrdsynth.cli import main
 from xrdsynth.config import BankConfig
 from xrdsynth.diffraction import compute_peaks
@@ -134,7 +138,7 @@ def test_resume_after_interruption_gives_identical_bank(cif_dir, tmp_path, monke
         build_bank(sources, url, config, seed=1, workers=0)
     with pytest.raises(BankError):
         Bank.open(url)  # nothing that reads as a complete bank exists yet
-    done_before = len(list((tmp_path / "resumed.zarr.parts").rglob("chunk-*.pkl")))
+    done_before = len(list((tmp_path / "resumed.zarr.parts").rglob("chunk-*.npz")))
     assert done_before == 2
 
     calls["n"] = 100
@@ -237,3 +241,169 @@ def test_deduplicate_across_sources_and_e_above_hull(cif_dir, tmp_path) -> None:
     assert list(hull.column("id")) == ["m0", "m1"]
     np.testing.assert_allclose(hull.column("e_above_hull_ev_per_atom"), [0.0, 0.05])
     assert any("e_above_hull 0.3" in s.reason for s in hull.skipped)
+
+
+# ------------------------------------------------------------------ untrusted inputs and part files
+
+
+def _small_cif_folder(root: Path) -> Path:
+    """Four small CIFs written by pymatgen (no shared data needed); cell lengths are written '%.8f'."""
+    from pymatgen.core import Lattice, Structure
+
+    folder = root / "cifs"
+    folder.mkdir()
+    for name, a, species in (
+        ("NaCl", 5.64, ["Na", "Cl"]),
+        ("KCl", 6.29, ["K", "Cl"]),
+        ("MgO", 4.21, ["Mg", "O"]),
+    ):
+        s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), species, [[0, 0, 0], [0.5, 0.5, 0.5]])
+        s.to(filename=str(folder / f"{name}.cif"))
+    cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    cscl.to(filename=str(folder / "CsCl.cif"))
+    return folder
+
+
+class _Payload:
+    """Unpickling this creates `marker`: proof that code from the file ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_planted_pickles_in_part_files_never_run_code(tmp_path, caplog) -> None:
+    folder = _small_cif_folder(tmp_path)
+    config = BankConfig(chunk_size=2)
+    reference = build_bank([str(folder)], str(tmp_path / "ref.zarr"), config, workers=0)
+    key = compute_build_key(list_items(str(folder)), config, 0)
+    assert reference.attrs["build_key"] == key
+    parts = tmp_path / "bank.zarr.parts" / key
+    parts.mkdir(parents=True)
+
+    # The payloads are live: unpickling them the ordinary way does create the marker.
+    control = tmp_path / "control"
+    pickle.loads(pickle.dumps(_Payload(control)))
+    assert control.exists()
+    control.unlink()
+    np.savez(parts / "chunk-000001.npz", peak_offsets=np.array([_Payload(control)], dtype=object))
+    np.load(parts / "chunk-000001.npz", allow_pickle=True)["peak_offsets"]
+    assert control.exists()
+
+    markers = [tmp_path / f"ran-{i}" for i in range(3)]
+    (parts / "chunk-000000.pkl").write_bytes(pickle.dumps(_Payload(markers[0])))  # the old part format
+    (parts / "chunk-000000.npz").write_bytes(pickle.dumps(_Payload(markers[1])))  # a pickle named as a part
+    # Every array a part holds, one of them an object array whose element is the payload.
+    planted = {name: np.zeros(0) for name in bank_mod._PART_ARRAYS}
+    planted["peak_offsets"] = np.array([_Payload(markers[2])], dtype=object)
+    np.savez(parts / "chunk-000001.npz", **planted)
+    with caplog.at_level(logging.WARNING, logger="xrdsynth.bank"):
+        rebuilt = build_bank([str(folder)], str(tmp_path / "bank.zarr"), config, workers=0)
+    assert not any(m.exists() for m in markers)
+    # Both chunks were computed again, so the bank is the one a clean build gives.
+    assert rebuilt.fingerprint == reference.fingerprint
+    log_text = caplog.text
+    assert "ignoring" in log_text and "chunk-000000.pkl" in log_text
+    assert log_text.count("is not a valid part file") == 2
+    assert "Object arrays cannot be loaded" in log_text
+
+
+def test_edited_source_file_is_rebuilt(tmp_path, caplog) -> None:
+    folder = _small_cif_folder(tmp_path)
+    url = str(tmp_path / "bank.zarr")
+    first = build_bank([str(folder)], url, BankConfig(), workers=0)
+    ids = list(first.column("id"))
+    before = first.column("lattice_abc_angstrom")[ids.index("NaCl")].copy()
+    np.testing.assert_allclose(before, [5.64, 5.64, 5.64])
+
+    # Same size and modification time: only the bytes tell that the file changed.
+    path = folder / "NaCl.cif"
+    stat = path.stat()
+    text = path.read_text()
+    assert text.count("_cell_length_a   5.64000000") == 1
+    path.write_text(text.replace("_cell_length_a   5.64000000", "_cell_length_a   5.70000000"))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+
+    with caplog.at_level(logging.WARNING, logger="xrdsynth.bank_build"):
+        second = build_bank([str(folder)], url, BankConfig(), workers=0)
+    assert "changed since it was built" in caplog.text
+    np.testing.assert_allclose(second.column("lattice_abc_angstrom")[ids.index("NaCl")], [5.70, 5.64, 5.64])
+    assert second.fingerprint != first.fingerprint
+    assert second.attrs["build_key"] != first.attrs["build_key"]
+    # Unchanged inputs: the bank is reused as it is.
+    assert build_bank([str(folder)], url, BankConfig(), workers=0).fingerprint == second.fingerprint
+
+
+def test_unusable_sources_are_reported_and_the_rest_built(tmp_path) -> None:
+    folder = _small_cif_folder(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_cif_column = tmp_path / "table.csv"
+    no_cif_column.write_text("id,formula\nm1,NaCl\n")
+    broken_json = tmp_path / "broken.json"
+    broken_json.write_text('[{"structure": ')
+    missing = tmp_path / "missing.cif"
+    bad = [str(empty), str(no_cif_column), str(broken_json), str(missing)]
+    sources = [bad[0], str(folder), *bad[1:]]
+
+    bank = build_bank(sources, str(tmp_path / "bank.zarr"), BankConfig(), workers=0)
+    assert len(bank) == 4
+    reasons = {s.source: s.reason for s in bank.skipped}
+    assert set(reasons) == set(bad)
+    assert all(r.startswith("unusable source:") for r in reasons.values())
+    assert "contains no *.cif" in reasons[str(empty)]
+    assert "no 'cif' column" in reasons[str(no_cif_column)]
+    assert "not valid JSON" in reasons[str(broken_json)]
+    assert "neither an existing path" in reasons[str(missing)]
+
+    with pytest.raises(ValueError, match=r"empty.*contains no \*\.cif files.*--strict"):
+        build_bank(sources, str(tmp_path / "strict.zarr"), BankConfig(), workers=0, strict=True)
+    with pytest.raises(ValueError, match="(?s)contain no structures.*no 'cif' column"):
+        build_bank(bad, str(tmp_path / "none.zarr"), BankConfig(), workers=0)
+
+    runner = CliRunner()
+    args = ["bank", "build", "--workers", "0"] + [a for s in sources for a in ("--source", s)]
+    ok = runner.invoke(main, [*args, "--out", str(tmp_path / "cli.zarr")])
+    assert ok.exit_code == 0, ok.output
+    assert "unusable source" in ok.output  # the summary's skip reasons
+    strict = runner.invoke(main, [*args, "--out", str(tmp_path / "cli-strict.zarr"), "--strict"])
+    assert strict.exit_code != 0 and "contains no *.cif files" in strict.output
+    assert not (tmp_path / "cli-strict.zarr").exists()
+
+
+def test_bad_items_are_reported_and_the_rest_built(tmp_path, monkeypatch) -> None:
+    from xrdsynth import structures
+
+    folder = _small_cif_folder(tmp_path)
+    nacl = (folder / "NaCl.cif").read_text()
+    rows = [f"Si{i} Si {i / 1e4:.5f} {(i * 7 % 10000) / 1e4:.5f} 0.5 1" for i in range(10_000)]
+    big = nacl.split("loop_")[0] + (
+        "loop_\n _symmetry_equiv_pos_as_xyz\n  'x, y, z'\nloop_\n _atom_site_type_symbol\n _atom_site_label\n"
+        " _atom_site_fract_x\n _atom_site_fract_y\n _atom_site_fract_z\n _atom_site_occupancy\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+    monkeypatch.setattr(structures, "MAX_CIF_BYTES", 1 << 20)
+    archive = tmp_path / "members.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(
+            "negative.cif", nacl.replace("_cell_length_a   5.64000000", "_cell_length_a   -5.64000000")
+        )
+        zf.writestr("big.cif", big)
+        with zf.open("bomb.cif", "w") as member:
+            for _ in range(50):
+                member.write(b"0" * (1 << 20))
+    assert archive.stat().st_size < 300_000
+
+    bank = build_bank([str(folder), str(archive)], str(tmp_path / "bank.zarr"), BankConfig(), workers=0)
+    assert len(bank) == 4
+    reasons = {s.provenance: s.reason for s in bank.skipped}
+    assert (
+        "_cell_length_a = -5.64000000: cell lengths must be positive" in reasons[f"{archive}::negative.cif"]
+    )
+    # Only the text check says "lists ... distinct positions": big.cif was never handed to pymatgen.
+    assert "lists more than max_sites=1000 distinct positions" in reasons[f"{archive}::big.cif"]
+    assert "52428800 bytes exceed the 1048576-byte limit" in reasons[f"{archive}::bomb.cif"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -314,3 +316,181 @@ def test_generate_to_s3_and_read_back(bank: Bank, s3_endpoint: str, tmp_path) ->
     )
     seen = sum(len(b["pattern"]) for b in stream)
     assert seen == 200
+
+
+def _generate(bank: Bank, out: str, *extra: str, n: str = "128") -> list[str]:
+    return ["mixtures", "generate", "--bank", bank.url, "--out", out, "--n", n, "--workers", "0", *extra]
+
+
+def _one_line_error(result) -> str:
+    """The CLI's message for a refused run: a non-zero exit, one line of text and no traceback."""
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    message = result.output.strip()
+    assert message.startswith("Error: ") and "\n" not in message, message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("recipe", "named"),
+    [
+        ({"window_low_deg": [200, 210], "window_high_deg": [220, 230]}, "window_low_deg"),
+        ({"window_low_deg": [125, 130], "window_high_deg": [150, 170]}, "holds 0 bins"),
+        ({"wavelength_angstrom": 0.71073}, "recipe.wavelength_angstrom"),
+    ],
+)
+def test_recipe_without_measurable_patterns_is_refused_before_writing(bank: Bank, tmp_path, recipe, named):
+    """Windows outside the bank's 5-120° grid used to exit 0 with all-zero patterns."""
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"recipe": recipe}))
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, _generate(bank, str(out), "--config", str(cfg), "--splits", "train"))
+    assert result.exit_code != 0 and named in result.output, result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--n", "1e20"], "outside 1..2,147,483,647"),
+        (["--n", "1e9", "--shard-size", "64"], "shards"),
+        (["--n", "2e9"], "GB free"),  # ~4 TB even at 2x compression: more than any disk here
+    ],
+)
+def test_infeasible_runs_are_refused_before_anything_is_created(bank: Bank, tmp_path, argv, named) -> None:
+    """`--n 1e20` used to fail on a 21.7 PiB allocation and leave a partial store behind."""
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, _generate(bank, str(out), "--splits", "train", *argv))
+    assert named in _one_line_error(result)
+    assert not out.exists()
+
+
+def test_disk_check_counts_only_what_resume_still_has_to_write(bank: Bank, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    import xrdsynth.generate as generate
+
+    config = small()
+    generate_all(bank.url, str(tmp_path), 256, config, splits=("train",), workers=0)
+    zarr.open_group(str(tmp_path / "train.zarr"), mode="r+")["shard_complete"][3] = False
+    disk = shutil.disk_usage(tmp_path)
+    # Room for one shard (64 samples of ~4.2 kB at 2x compression) but not for the four of a fresh run.
+    monkeypatch.setattr(generate.shutil, "disk_usage", lambda _p: disk._replace(free=200_000))
+    (report,) = generate_all(bank.url, str(tmp_path), 256, config, splits=("train",), workers=0, resume=True)
+    assert report.shards_written == 1
+    with pytest.raises(StoreError, match="GB free"):
+        generate_all(bank.url, str(tmp_path / "fresh"), 256, config, splits=("train",), workers=0)
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_inspect_explains_an_unfinished_store(bank: Bank, tmp_path) -> None:
+    """A store whose creation was interrupted (attributes are written last) used to crash `mixtures inspect`."""
+    interrupted = zarr.open_group(str(tmp_path / "cut.zarr"), mode="w")
+    interrupted.attrs.update({"format": "xrdsynth.mixtures", "format_version": 1, "complete": False})
+    runner = CliRunner()
+    assert "unfinished" in _one_line_error(
+        runner.invoke(main, ["mixtures", "inspect", str(tmp_path / "cut.zarr")])
+    )
+
+    (report,) = generate_all(bank.url, str(tmp_path), 128, small(), splits=("train",), workers=0)
+    zarr.open_group(report.url, mode="r+")["shard_complete"][:] = False
+    empty = runner.invoke(main, ["mixtures", "inspect", report.url])
+    assert empty.exit_code == 0 and "no shard written yet" in empty.output, empty.output
+    plot = runner.invoke(
+        main, ["mixtures", "plot", report.url, "--index", "3", "--out", str(tmp_path / "p.png")]
+    )
+    assert "not written yet" in _one_line_error(plot)
+
+
+def test_output_mistakes_give_one_line_messages(bank: Bank, tmp_path) -> None:
+    runner = CliRunner()
+    local = runner.invoke(main, _generate(bank, str(tmp_path / "o"), "--storage-option", "anon=true"))
+    assert "--storage-option applies to remote" in _one_line_error(local)
+    listing = tmp_path / "list.json"
+    listing.write_text("[1, 2]")
+    assert "JSON list" in _one_line_error(
+        runner.invoke(main, _generate(bank, str(tmp_path / "o"), "--config", str(listing)))
+    )
+    assert not (tmp_path / "o").exists()
+    # A file:// URL to a folder that does not exist yet is the folder itself.
+    url = (tmp_path / "new" / "dir").as_uri()
+    ok = runner.invoke(main, _generate(bank, url, "--splits", "train"))
+    assert ok.exit_code == 0, ok.output
+    assert zarr.open_group(str(tmp_path / "new" / "dir" / "train.zarr"), mode="r").attrs["complete"]
+
+
+def test_unreachable_s3_endpoint_fails_fast_with_one_line(bank: Bank, tmp_path) -> None:
+    """Used to retry for seconds to minutes and print a 270-line traceback."""
+    pytest.importorskip("s3fs")
+    with socket.socket() as sock:  # a port that was just free and now has no listener
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = ["--storage-option", f"endpoint_url=http://127.0.0.1:{port}", "--storage-option", "key=k"]
+    args += ["--storage-option", "secret=s", "--splits", "train"]
+    t0 = time.perf_counter()
+    result = CliRunner().invoke(main, _generate(bank, "s3://bucket/run", *args))
+    message = _one_line_error(result)
+    assert "cannot reach s3://bucket/run" in message and time.perf_counter() - t0 < 20
+    assert "secret=s" not in message and "key=k" not in message
+
+
+def test_missing_bucket_is_named(bank: Bank, s3_endpoint: str) -> None:
+    pytest.importorskip("s3fs")
+    args = ["--storage-option", f"endpoint_url={s3_endpoint}", "--storage-option", "key=testing"]
+    args += ["--storage-option", "secret=testing", "--splits", "train"]
+    result = CliRunner().invoke(main, _generate(bank, "s3://no-such-bucket/run", *args))
+    assert "bucket 'no-such-bucket' does not exist" in _one_line_error(result)
+
+
+def _processes_in_group(pgid: int) -> list[str]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, ...
+        if int(fields[2]) == pgid:
+            found.append(text.split(")")[0] + f") state {fields[0]}")
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_generate_leaves_no_process_in_its_group(bank: Bank, tmp_path) -> None:
+    """The LocalCluster's workers, nannies and the multiprocessing resource tracker all end before the CLI."""
+    argv = _generate(bank, str(tmp_path), "--splits", "train", n="64")
+    argv[argv.index("--workers") + 1] = "1"
+    proc = subprocess.Popen(
+        [str(BIN / "xrdsynth"), *argv, "--shard-size", "64"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert _processes_in_group(proc.pid) == []
+
+
+def test_compression_ratio_is_the_whole_stores_after_resume(bank: Bank, tmp_path) -> None:
+    """After --resume the ratio used to count only the shards this run wrote (0.1x, 0.8x)."""
+    runner = CliRunner()
+    args = _generate(bank, str(tmp_path), "--splits", "train", "--shard-size", "64", n="256")
+    fresh = runner.invoke(main, args)
+    assert fresh.exit_code == 0, fresh.output
+    zarr.open_group(str(tmp_path / "train.zarr"), mode="r+")["shard_complete"][1:] = False
+    resumed = runner.invoke(main, [*args, "--resume"])
+    reused = runner.invoke(main, [*args, "--resume"])
+    assert "3 shards written, 1 reused" in resumed.output and "0 shards written, 4 reused" in reused.output
+
+    def ratio(output: str) -> float:
+        return float(output.split("compression ")[1].split("x")[0])
+
+    # The store's own ratio: row bytes (patterns, labels, parameters) over what is on disk.
+    root = zarr.open_group(str(tmp_path / "train.zarr"), mode="r")
+    rows = sum(root[n].nbytes for n in ("pattern", "window_bins", "n_phases", "phase_spacegroup"))
+    rows += sum(root[n].nbytes for n in ("phase_material", "phase_weight"))
+    rows += sum(root["params"][n].nbytes for n in root["params"].array_keys())
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "train.zarr").rglob("*") if p.is_file())
+    assert ratio(fresh.output) == ratio(resumed.output) == ratio(reused.output)
+    assert ratio(resumed.output) == pytest.approx(rows / on_disk, rel=0.01)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import pickle
 import tarfile
@@ -409,3 +410,124 @@ def test_unknown_element_parses(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pymatgen notes Og has no electronegativity
         assert load_entry(item).structure.composition.reduced_formula == "Og"
+
+
+def _p1_cif(a: str, rows: list[str]) -> str:
+    """A P1 CIF with a cubic-looking cell of edge `a` (as written) and the given atom_site rows."""
+    return (
+        f"data_test\n_cell_length_a {a}\n_cell_length_b 6.0\n_cell_length_c 6.0\n_cell_angle_alpha 90\n"
+        "_cell_angle_beta 90\n_cell_angle_gamma 90\n_symmetry_space_group_name_H-M 'P 1'\n"
+        "loop_\n_symmetry_equiv_pos_as_xyz\n  'x, y, z'\n"
+        "loop_\n_atom_site_label\n_atom_site_type_symbol\n_atom_site_fract_x\n_atom_site_fract_y\n"
+        "_atom_site_fract_z\n_atom_site_occupancy\n" + "\n".join(rows) + "\n"
+    )
+
+
+def test_nonpositive_cell_parameters_are_rejected_naming_file_and_field(tmp_path: Path) -> None:
+    rows = ["Na1 Na 0 0 0 1", "Cl1 Cl 0.5 0.5 0.5 1"]
+    good = tmp_path / "good.cif"
+    good.write_text(_p1_cif("6.0", rows))
+    assert load_entry(list_items(str(good))[0]).structure.lattice.a == pytest.approx(6.0)
+    # pymatgen alone accepts a = -5 and stores a 5 Å cell.
+    negative = tmp_path / "negative.cif"
+    negative.write_text(_p1_cif("-5", rows))
+    with pytest.raises(StructureError, match=r"_cell_length_a = -5: cell lengths must be positive") as info:
+        load_entry(list_items(str(negative))[0])
+    assert str(negative) in str(info.value)
+    zero = tmp_path / "zero.cif"
+    zero.write_text(_p1_cif("0.0(1)", rows))
+    with pytest.raises(StructureError, match=r"_cell_length_a = 0\.0\(1\)"):
+        load_entry(list_items(str(zero))[0])
+    flat = tmp_path / "flat.cif"
+    flat.write_text(_p1_cif("6.0", rows).replace("_cell_angle_beta 90", "_cell_angle_beta 180"))
+    with pytest.raises(StructureError, match=r"_cell_angle_beta = 180: cell angles must lie"):
+        load_entry(list_items(str(flat))[0])
+
+
+def test_too_many_sites_are_rejected_before_parsing(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = [f"Si{i} Si {x:.5f} {y:.5f} {z:.5f} 1" for i, (x, y, z) in enumerate(rng.random((10_000, 3)))]
+    big = tmp_path / "big.cif"
+    big.write_text(_p1_cif("60.0", rows))
+    (item,) = list_items(str(big))
+    start = time.perf_counter()
+    with pytest.raises(StructureError, match=r"lists more than max_sites=1000 distinct positions") as info:
+        load_entry(item, max_sites=1000)
+    elapsed = time.perf_counter() - start
+    assert str(big) in str(info.value)
+    # Parsing this file with pymatgen took 14.5 s; the text check takes tens of milliseconds.
+    assert elapsed < 2.0
+
+    # Partial occupancies share a position, so two rows on one site count once and pass max_sites=1.
+    shared = tmp_path / "shared.cif"
+    shared.write_text(_p1_cif("4.0", ["Na1 Na 0 0 0 0.5", "K1 K 0.0000 0 0 0.5"]))
+    assert len(load_entry(list_items(str(shared))[0], max_sites=1).structure) == 1
+    # Structure dicts are checked the same way before pymatgen builds them.
+    records = tmp_path / "big.json"
+    records.write_text(json.dumps([(_nacl() * (2, 2, 2)).as_dict()]))
+    with pytest.raises(StructureError, match=r"too many sites: 64 > max_sites=10 \(checked before parsing\)"):
+        load_entry(list_items(str(records))[0], max_sites=10)
+
+
+def _zip_with_bomb(path: Path, good_cif: str, bomb_bytes: int) -> None:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("good.cif", good_cif)
+        with zf.open("bomb.cif", "w") as member:
+            block = b"0" * (1 << 20)
+            for _ in range(bomb_bytes >> 20):
+                member.write(block)
+
+
+def test_oversized_archive_members_are_reported_with_bounded_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tracemalloc
+
+    from xrdsynth import structures
+
+    monkeypatch.setattr(structures, "MAX_CIF_BYTES", 1 << 20)
+    good = _p1_cif("6.0", ["Na1 Na 0 0 0 1", "Cl1 Cl 0.5 0.5 0.5 1"])
+    archive = tmp_path / "bomb.zip"
+    _zip_with_bomb(archive, good, 50 << 20)
+    assert archive.stat().st_size < 200_000  # 50 MB of zeros deflate to ~50 kB
+
+    tracemalloc.start()
+    try:
+        items = list_items(str(archive))
+        assert [i.locator for i in items] == [f"{archive}::bomb.cif", f"{archive}::good.cif"]
+        with pytest.raises(
+            StructureError, match=r"too large: 52428800 bytes exceed the 1048576-byte limit"
+        ) as info:
+            load_entry(items[0])
+        assert f"{archive}::bomb.cif" in str(info.value)
+        assert load_entry(items[1]).structure.composition.reduced_formula == "NaCl"
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak_bytes < 8 << 20
+
+    # A header that under-states the member's size: the read stops and the member is reported, not read whole.
+    liar = tmp_path / "liar.zip"
+    _zip_with_bomb(liar, good, 4 << 20)
+    data = bytearray(liar.read_bytes())
+    # The central directory record (signature PK\x01\x02) holds the size zipfile trusts, at offset 24.
+    bomb_record = data.index(b"PK\x01\x02", data.index(b"PK\x01\x02") + 1)
+    assert data[bomb_record + 46 : bomb_record + 54] == b"bomb.cif"
+    data[bomb_record + 24 : bomb_record + 28] = (1000).to_bytes(4, "little")
+    liar.write_bytes(bytes(data))
+    items = list_items(str(liar))
+    with pytest.raises(StructureError, match=r"liar\.zip::bomb\.cif.*(too large|cannot read input)"):
+        load_entry(items[0])
+    assert load_entry(items[1]).structure.composition.reduced_formula == "NaCl"
+
+    # tar members are capped the same way.
+    tar_path = tmp_path / "bomb.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tf:
+        for name, payload in (("good.cif", good.encode()), ("bomb.cif", b"0" * (2 << 20))):
+            info_ = tarfile.TarInfo(name)
+            info_.size = len(payload)
+            tf.addfile(info_, io.BytesIO(payload))
+    items = list_items(str(tar_path))
+    with pytest.raises(StructureError, match=r"bomb\.tar\.gz::bomb\.cif: too large"):
+        load_entry(items[0])
+    assert load_entry(items[1]).structure.composition.reduced_formula == "NaCl"

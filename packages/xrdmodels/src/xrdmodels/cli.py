@@ -24,10 +24,11 @@ def _validation_message(exc: ValidationError, source: str) -> str:
 
 
 def _got(error: dict) -> str:
-    """The offending value, unless it is the whole config (errors about several fields at once)."""
-    return (
-        "" if not error["loc"] or isinstance(error.get("input"), dict) else f" (got {error.get('input')!r})"
-    )
+    """The offending value, unless it is the whole config (errors about several fields at once) or may hold
+    credentials (storage_options, docs/security.md)."""
+    if not error["loc"] or isinstance(error.get("input"), dict) or error["loc"][0] == "storage_options":
+        return ""
+    return f" (got {error.get('input')!r})"
 
 
 def apply_overrides(fields: dict[str, Any], overrides: tuple[str, ...]) -> dict[str, Any]:
@@ -45,25 +46,42 @@ def apply_overrides(fields: dict[str, Any], overrides: tuple[str, ...]) -> dict[
             value = raw
         target = out
         parts = key.split(".")
-        for p in parts[:-1]:
-            target = target.setdefault(p, {})
+        for depth, p in enumerate(parts[:-1]):
+            if target.get(p) is None:
+                target[p] = {}
+            target = target[p]
+            if not isinstance(target, dict):
+                _fail(
+                    f"override {key}: {'.'.join(parts[: depth + 1])} is {target!r}, not an object with fields; "
+                    f"set it whole, e.g. {'.'.join(parts[: depth + 1])}=VALUE"
+                )
         target[parts[-1]] = value
     return out
 
 
 def load_config_file(path: str | None) -> dict[str, Any]:
+    """The fields of a JSON or YAML config file (an object at its top level); ClickException naming the file
+    when it cannot be read or holds anything else."""
     if path is None:
         return {}
-    text = Path(path).read_text()
     try:
+        text = Path(path).read_text()
         if path.endswith((".yaml", ".yml")):
             import yaml
 
-            return yaml.safe_load(text) or {}
-        return json.loads(text)
-    except Exception as exc:  # noqa: BLE001
+            fields = yaml.safe_load(text)
+        else:
+            fields = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - decoding, parsing and reading errors all mean "unusable file"
         _fail(f"cannot parse config file {path}: {exc}")
-    return {}
+    if fields is None:  # an empty YAML file
+        return {}
+    if not isinstance(fields, dict):
+        _fail(
+            f"config file {path} holds a {type(fields).__name__} at its top level; it must be an object of "
+            'TrainConfig fields, e.g. {"train_store": "runs/mixtures/train.zarr", "batch_size": 64} (docs/config.md)'
+        )
+    return fields
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -217,7 +235,8 @@ def evaluate_cmd(checkpoints, mixtures_dir, stores, out_dir, names, batch_size, 
     "--threshold",
     type=float,
     default=None,
-    help="Presence threshold or slot gate for the predicted set (default: the best on validation).",
+    help="Presence threshold or slot gate: groups whose score is >= it form the predicted set (default: the "
+    "best on validation).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option(
@@ -227,11 +246,23 @@ def evaluate_cmd(checkpoints, mixtures_dir, stores, out_dir, names, batch_size, 
     type=click.Path(file_okay=False),
     help="Write a PNG per file (pattern on the model grid + ranked space groups) into this folder.",
 )
-def predict_cmd(checkpoint, files, wavelength, file_format, top_k, threshold, as_json, plot_dir) -> None:
+@click.option(
+    "--max-file-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=64.0,
+    show_default=True,
+    help="Refuse a file (or the zip members read from a .rasx/.brml) larger than this many MiB.",
+)
+def predict_cmd(
+    checkpoint, files, wavelength, file_format, top_k, threshold, as_json, plot_dir, max_file_mb
+) -> None:
     """Space groups present in measured patterns: .xy/.xye/.csv/.dat, .xrdml, .fxye/.gsa, .ras/.rasx, .brml, .raw.
 
     Patterns at another wavelength are mapped through d-spacing to the model's; folders are searched for files,
-    and a file that cannot be read is reported while the others are predicted.
+    and a file that cannot be read is reported while the others are predicted. A pattern without measurable
+    signal (all zero, flat, mostly negative) is reported and not predicted; a few negative intensities are
+    clipped to 0 with a warning (docs/formats.md). Groups are ranked by the score whose threshold gives the
+    predicted set (docs/paper-protocol.md).
     """
     from .predict import format_prediction, predict_files, to_json
 
@@ -245,6 +276,7 @@ def predict_cmd(checkpoint, files, wavelength, file_format, top_k, threshold, as
             threshold=threshold,
             plot_dir=plot_dir,
             file_format=file_format,
+            max_bytes=int(max_file_mb * 2**20),
         )
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
@@ -284,7 +316,10 @@ def score_measured_cmd(checkpoint, labels_csv, sets, limit, out_dir) -> None:
     """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set."""
     from .measured_eval import markdown, score_measured, write
 
-    scores, failures = score_measured(checkpoint, labels_csv, sets=list(sets) or None, limit=limit)
+    try:
+        scores, failures = score_measured(checkpoint, labels_csv, sets=list(sets) or None, limit=limit)
+    except (FileNotFoundError, ValueError) as exc:  # the checkpoint (refused, incomplete) or the labels file
+        _fail(str(exc))
     if not scores:
         _fail(
             f"no file of {labels_csv} could be scored; first error: {failures[0] if failures else 'no rows'}"

@@ -7,7 +7,8 @@ A.4 phase clustering, A.5 training objective. Fields the paper leaves open say s
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -58,6 +59,20 @@ class ModelConfig(BaseModel):
     cnn_dropout: float = Field(
         0.1, ge=0.0, lt=1.0, description="Dropout after the 1x1 mix of each block (A.2)."
     )
+    intensity_transform: Literal["none", "sqrt", "log1p"] = Field(
+        "none",
+        description="Applied to the normalised pattern before the front-end: 'none' (A.2), or sqrt / log1p of "
+        "its non-negative part, which lifts weak peaks towards the strong ones (not in the paper).",
+    )
+    angle_encoding: Literal["mlp", "fourier"] = Field(
+        "mlp",
+        description="Token angle conditioning: 'mlp' = MLP([θ̃, mask mean]) added to tokens (A.3); 'fourier' = "
+        "the same MLP over Fourier features of θ̃ (angle_frequencies sin/cos pairs up to the token Nyquist "
+        "frequency) and the mask mean, which tells every token's position apart (not in the paper).",
+    )
+    angle_frequencies: int = Field(
+        16, gt=0, description="Number F of sin/cos pairs when angle_encoding is 'fourier' (not in the paper)."
+    )
 
     # --- encoder (A.3) ---
     encoder: EncoderKind = Field(
@@ -101,8 +116,23 @@ class ModelConfig(BaseModel):
         description="'presence': masked mean pooling + 230 logits (A.3, A.5); "
         "'phase_cluster': K latent slots with (230 + NONE)-way logits (A.4).",
     )
+    presence_pooling: Literal["mean", "attention", "flatten"] = Field(
+        "mean",
+        description="Presence head pooling: 'mean' = masked mean over valid tokens (A.3); 'attention' = "
+        "pool_queries learned queries attending to valid tokens, concatenated; 'flatten' = all tokens side by "
+        "side (invalid ones zeroed) into the linear layer, weights per 2θ position (not in the paper).",
+    )
+    pool_queries: int = Field(
+        4, gt=0, description="Learned queries of the 'attention' presence pooling (not in the paper)."
+    )
     n_slots: int = Field(
         5, gt=0, description="Number K of latent phase slots, the bound on phases per mixture (A.4)."
+    )
+    slot_init: Literal["learned", "flatten"] = Field(
+        "learned",
+        description="Initial slots: 'learned' = K learnable embeddings (A.4); 'flatten' = those plus a per-slot "
+        "linear map of all tokens side by side (invalid ones zeroed), so slots start knowing where the peaks "
+        "are (not in the paper).",
     )
     n_slot_layers: int = Field(
         3,
@@ -191,7 +221,11 @@ class TrainConfig(BaseModel):
         None, description="Validation store; its micro-F1 selects best.pt (A.6). None: no validation."
     )
     storage_options: dict | None = Field(
-        None, description="fsspec options for s3:// stores (e.g. {'client_kwargs': {'endpoint_url': ...}})."
+        None,
+        repr=False,
+        description="fsspec options for s3:// stores (e.g. {'client_kwargs': {'endpoint_url': ...}}). Options "
+        "carrying credentials (key, secret, token, password, ...) are used but never written to out_dir or logs; "
+        "prefer AWS_* variables or ~/.aws profiles (docs/security.md).",
     )
     out_dir: str = Field(
         "runs/train",
@@ -294,3 +328,59 @@ class TrainConfig(BaseModel):
     def build_model_config(self) -> ModelConfig:
         """The preset's ModelConfig with model_overrides applied (validated)."""
         return preset(self.model_preset, **self.model_overrides)
+
+    def persistable(self) -> dict[str, Any]:
+        """The fields as JSON-compatible values without credentials: what config.json, checkpoints and log lines
+        get (`redact_train_config`)."""
+        return redact_train_config(self.model_dump(mode="json"))
+
+
+#: Substrings of option names (lower case) that mark an fsspec storage option as carrying a credential: key,
+#: secret, aws_access_key_id, aws_secret_access_key, token, aws_session_token, sas_token, password,
+#: credentials, Authorization headers, account_key, connection_string, ...
+SECRET_OPTION_MARKERS = ("key", "secret", "token", "passw", "credential", "auth", "connection_string")
+
+
+def is_secret_option(name: str) -> bool:
+    """Whether a storage option called `name` may carry a credential (matched loosely on purpose)."""
+    lowered = name.lower()
+    return any(marker in lowered for marker in SECRET_OPTION_MARKERS)
+
+
+def redact_storage_options(options: Any) -> Any:
+    """`options` without the entries that may carry credentials, at any depth (e.g. inside client_kwargs).
+
+    Dropped rather than masked: a config written without them still works where the credentials come from the
+    environment or a profile, whereas a placeholder would be sent as a wrong key.
+    """
+    if isinstance(options, dict):
+        return {
+            k: redact_storage_options(v)
+            for k, v in options.items()
+            if not (isinstance(k, str) and is_secret_option(k))
+        }
+    if isinstance(options, list):
+        return [redact_storage_options(v) for v in options]
+    return options
+
+
+def redact_url(url: Any) -> Any:
+    """A store URL with any user name and password (scheme://user:password@host/...) replaced by `***`."""
+    if not isinstance(url, str) or "@" not in url or "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
+def redact_train_config(fields: dict[str, Any]) -> dict[str, Any]:
+    """TrainConfig fields (a dict) without credentials: secret-bearing storage_options dropped, user:password in
+    store URLs masked. Applied to everything written to out_dir and to log lines (docs/security.md)."""
+    out = dict(fields)
+    if out.get("storage_options") is not None:
+        out["storage_options"] = redact_storage_options(out["storage_options"])
+    for key in ("train_store", "val_store"):
+        if key in out:
+            out[key] = redact_url(out[key])
+    return out

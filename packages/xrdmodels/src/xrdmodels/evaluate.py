@@ -27,12 +27,13 @@ from .metrics import (
     evaluate_presence,
     evaluate_slot_union,
     evaluate_strata,
+    slot_set_scores,
     strata_by_low_fraction,
     strata_by_phase_count,
     table1_row,
 )
 from .models.heads import PhaseClusterHead
-from .models.model import SpaceGroupModel
+from .models.model import ModelOutput, SpaceGroupModel
 
 
 def load_model(
@@ -45,11 +46,23 @@ def load_model(
     return model.to(device).eval(), state
 
 
+def set_scores(out: ModelOutput) -> np.ndarray:
+    """(B, 230) set scores of a forward pass, the one read-out that ranks and thresholds every model.
+
+    Presence models: the presence probabilities. Phase-cluster models: :func:`metrics.slot_set_scores` of the
+    slot softmax (slot union; the model's noisy-or ``set_probs`` is not used). See the metrics module
+    docstring, "Decision rule and ranking".
+    """
+    if out.slot_logits is None:
+        return out.set_probs.float().cpu().numpy()
+    return slot_set_scores(torch.softmax(out.slot_logits.float(), dim=-1).cpu().numpy())
+
+
 @dataclass
 class StorePredictions:
     """Everything the metrics need for one model on one store."""
 
-    set_probs: np.ndarray  # (N, 230)
+    scores: np.ndarray  # (N, 230) set scores, :func:`set_scores`
     slot_probs: np.ndarray | None  # (N, K, 231) for phase-cluster models
     targets: np.ndarray  # bool (N, 230)
     n_phases: np.ndarray  # (N,)
@@ -69,12 +82,12 @@ def predict_store(
 ) -> StorePredictions:
     store = MixtureStore(url, storage_options)
     n = store.n_samples if max_samples is None else min(max_samples, store.n_samples)
-    set_probs, slot_probs, targets, n_phases, weights, div = [], [], [], [], [], []
+    scores, slot_probs, targets, n_phases, weights, div = [], [], [], [], [], []
     for lo in range(0, n, batch_size):
         rows = store.read_rows(lo, min(lo + batch_size, n))
         batch = to_batch(rows, store.grid.n_bins)
         out = model(batch["pattern"].to(device), batch["mask"].to(device))
-        set_probs.append(out.set_probs.float().cpu().numpy())
+        scores.append(set_scores(out))
         if out.slot_logits is not None:
             slot_probs.append(torch.softmax(out.slot_logits.float(), dim=-1).cpu().numpy())
             div.append(float(PhaseClusterHead.slot_diversity(out.slots.float())) * len(rows["pattern"]))
@@ -82,7 +95,7 @@ def predict_store(
         n_phases.append(rows["n_phases"])
         weights.append(rows["phase_weight"])
     return StorePredictions(
-        set_probs=np.concatenate(set_probs),
+        scores=np.concatenate(scores),
         slot_probs=np.concatenate(slot_probs) if slot_probs else None,
         targets=np.concatenate(targets),
         n_phases=np.concatenate(n_phases),
@@ -100,11 +113,11 @@ def score(pred: StorePredictions) -> tuple[EvaluationResult, dict[str, Evaluatio
         def ev(m):
             return evaluate_slot_union(pred.slot_probs[m], pred.targets[m], gate_thresholds=op)
     else:
-        result = evaluate_presence(pred.set_probs, pred.targets)
+        result = evaluate_presence(pred.scores, pred.targets)
         op = [result.sweep.best_threshold]
 
         def ev(m):
-            return evaluate_presence(pred.set_probs[m], pred.targets[m], thresholds=op)
+            return evaluate_presence(pred.scores[m], pred.targets[m], thresholds=op)
 
     strata: dict[str, np.ndarray] = {f"K*={k}": m for k, m in strata_by_phase_count(pred.n_phases).items()}
     strata.update(strata_by_low_fraction(pred.n_phases, pred.phase_weight))

@@ -30,10 +30,18 @@ peak positions of the measurement, ``metadata["wavelength_kind"]`` says which on
 The Kα1/Kα2/ratio values themselves are kept in ``metadata`` (``wavelength_kalpha1_angstrom``, ...). The
 experimental set's ``all_labels.csv`` lists Kα1 for doublet data; pass it as ``wavelength_angstrom`` to
 :func:`to_model_grid` to use it instead.
+
+Size limit: a file, and the members read from a zip-based file (.rasx, .brml) together, may hold at most
+``max_bytes`` (default :data:`DEFAULT_MAX_PATTERN_BYTES`); text columns are parsed in blocks, so reading
+takes a small multiple of the memory of the resulting arrays.
+
+Messages name both ways to give a setting: the ``xrdmodels predict`` option (``--wavelength``, ``--format``,
+``--max-file-mb``) and the Python argument (``wavelength_angstrom=``, ``format=``, ``max_bytes=``).
 """
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import struct
@@ -46,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "DEFAULT_MAX_PATTERN_BYTES",
     "MIN_GRID_COVERAGE_FRACTION",
     "MIN_TRAINING_WINDOW_DEG",
     "MAX_TRAINING_WINDOW_START_DEG",
@@ -54,6 +63,7 @@ __all__ = [
     "GriddedPattern",
     "MeasuredFormatError",
     "MeasuredPattern",
+    "MeasuredSignalError",
     "convert_two_theta_deg",
     "read_pattern",
     "to_model_grid",
@@ -70,6 +80,12 @@ MIN_GRID_COVERAGE_FRACTION = MIN_TRAINING_WINDOW_DEG / (120.0 - 5.0)
 covering less of whatever grid the model uses is narrower than anything it was trained on."""
 MOSTLY_EMPTY_FRACTION = 0.5
 """A gridded pattern is 'mostly empty' when more than this fraction of its in-window bins are zero."""
+MAJORITY_NEGATIVE_FRACTION = 0.5
+"""A pattern with more than this fraction of negative intensities is refused; fewer are clipped to 0."""
+DEFAULT_MAX_PATTERN_BYTES = 64 * 2**20
+"""Largest file (or sum of zip members read) accepted as one pattern: 64 MiB, about 3 million lines of
+'2θ intensity' text, far beyond a powder scan; it bounds the memory of the XML readers, which need several
+times the file size."""
 
 _WAVELENGTH_PLAUSIBLE_ANGSTROM = (0.05, 5.0)
 _WEIGHTED_MEAN = "K-alpha weighted mean"
@@ -83,6 +99,11 @@ class MeasuredFormatError(ValueError):
     def __init__(self, source: str | Path, problem: str, fix: str) -> None:
         super().__init__(f"{source}: {problem}. {fix}")
         self.source = str(source)
+
+
+class MeasuredSignalError(MeasuredFormatError):
+    """The file was read but holds no measurable diffraction signal (all zero, flat, mostly negative), so a
+    prediction on it would be meaningless."""
 
 
 @dataclass
@@ -263,7 +284,30 @@ def _sniff_format(path: Path, head: bytes) -> str | None:
     return None
 
 
-def read_pattern(path: str | Path, *, format: str | None = None) -> MeasuredPattern:
+def normalise_format(format: str) -> str | None:
+    """The reader key of a format name or alias (``xye`` -> ``xy``, ``raw`` -> ``bruker_raw``); None if unknown."""
+    return _FORMAT_ALIASES.get(format.lower().lstrip("."))
+
+
+def known_formats() -> list[str]:
+    """Every accepted format name and alias, sorted."""
+    return sorted(_FORMAT_ALIASES)
+
+
+def _mib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:.3g} MiB"
+
+
+def _size_limit_fix(max_bytes: int) -> str:
+    return (
+        f"If this really is one pattern, raise the limit: --max-file-mb on the command line (now "
+        f"{max_bytes / 2**20:.3g}), max_bytes= in Python"
+    )
+
+
+def read_pattern(
+    path: str | Path, *, format: str | None = None, max_bytes: int = DEFAULT_MAX_PATTERN_BYTES
+) -> MeasuredPattern:
     """Read a measured powder pattern.
 
     Args:
@@ -271,28 +315,71 @@ def read_pattern(path: str | Path, *, format: str | None = None) -> MeasuredPatt
         format: one of ``xy`` (also ``xye``, ``csv``, ``dat``, ``txt``), ``xrdml``, ``gsas`` (``fxye``),
             ``ras``, ``rasx``, ``brml``, ``bruker_raw`` (``raw``). None: recognised from the content, then
             from the extension; anything else is read as two-column text.
+        max_bytes: largest file size, and largest total size of the members read from a .rasx/.brml zip.
 
     Raises:
-        MeasuredFormatError: the file is missing, empty, or not a readable pattern of that format.
+        MeasuredFormatError: the file is missing, empty, too large, or not a readable pattern of that format.
     """
     path = Path(path)
     if not path.is_file():
         raise MeasuredFormatError(path, "no such file", "Check the path")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise MeasuredFormatError(path, "the file is empty", "Export the pattern again")
+    if size > max_bytes:
+        raise MeasuredFormatError(
+            path,
+            f"the file is {_mib(size)}, over the {_mib(max_bytes)} limit for one measured pattern",
+            _size_limit_fix(max_bytes),
+        )
     if format is not None:
-        key = _FORMAT_ALIASES.get(format.lower().lstrip("."))
+        key = normalise_format(format)
         if key is None:
             raise MeasuredFormatError(
-                path, f"unknown format {format!r}", f"Use one of {sorted(set(_FORMAT_ALIASES))} or None"
+                path,
+                f"unknown format {format!r}",
+                f"Use one of {', '.join(known_formats())} (--format on the command line, format= in Python), "
+                "or leave it out to detect the format",
             )
     else:
         with path.open("rb") as handle:
             head = handle.read(4096)
         key = _sniff_format(path, head) or _FORMAT_ALIASES.get(path.suffix.lower().lstrip("."), "xy")
-    pattern = _READERS[key](path)
+    if key in _ZIP_READERS:
+        pattern = _ZIP_READERS[key](path, max_bytes)
+    else:
+        pattern = _READERS[key](path)
     pattern.metadata.setdefault("format", key)
     return pattern
+
+
+class _BoundedArchive:
+    """Reads zip members while their unpacked sizes, summed, stay within a budget: a small zip can unpack to
+    gigabytes. ``ZipInfo.file_size`` is what zipfile itself stops reading at, so checking it bounds the read."""
+
+    def __init__(self, path: Path, archive: zipfile.ZipFile, max_bytes: int) -> None:
+        self.path, self.archive, self.max_bytes = path, archive, max_bytes
+        self.used = 0
+
+    def _claim(self, name: str) -> None:
+        size = self.archive.getinfo(name).file_size
+        if self.used + size > self.max_bytes:
+            raise MeasuredFormatError(
+                self.path,
+                f"member {name} unpacks to {_mib(size)}; the members read for one pattern may unpack to at "
+                f"most {_mib(self.max_bytes)} in all",
+                _size_limit_fix(self.max_bytes),
+            )
+        self.used += size
+
+    def read(self, name: str) -> bytes:
+        self._claim(name)
+        return self.archive.read(name)
+
+    def text_lines(self, name: str) -> io.TextIOWrapper:
+        """The member as text lines (UTF-8, BOM dropped, bad bytes replaced), read as it is iterated."""
+        self._claim(name)
+        return io.TextIOWrapper(self.archive.open(name), encoding="utf-8-sig", errors="replace")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -334,39 +421,114 @@ def _wavelength_from_header(lines: list[str]) -> tuple[float | None, dict[str, s
     return _stated_wavelength(find(r"(?:wavelength|lambda|λ)\s*(?:\([^)]*\))?\s*[=:]?\s*" + _NUM))
 
 
-def _parse_numeric_rows(path: Path, rows: list[tuple[int, str]], what: str) -> np.ndarray:
-    """Parse (line number, text) rows of separator-delimited numbers into a 2-D float array."""
-    if not rows:
-        raise MeasuredFormatError(path, f"no numeric data in the {what}", "Is this a powder pattern file?")
-    fields = [[f for f in _SEPARATORS.split(text.strip()) if f] for _, text in rows]
-    width = len(fields[0])
-    for (line_no, text), line_fields in zip(rows, fields, strict=True):
-        if len(line_fields) != width:
-            if not _is_numeric_line(text):
-                raise MeasuredFormatError(
-                    path,
-                    f"line {line_no} of the {what} is not numeric: {text.strip()[:60]!r}",
-                    "Comment it out with '#' or remove it",
-                )
-            raise MeasuredFormatError(
-                path,
-                f"line {line_no} has {len(line_fields)} columns but the data started with {width}",
-                "Every data line needs the same columns (2θ, intensity[, error])",
+_ROWS_PER_BLOCK = 16384
+_TO_SPACES = str.maketrans(",;\t", "   ")
+
+
+class _NumericRows:
+    """Separator-delimited numeric rows parsed by numpy in blocks of :data:`_ROWS_PER_BLOCK` lines.
+
+    Holding a Python string per field for a whole file takes tens of times the memory of the float table it
+    becomes; block-wise parsing keeps the peak at a few times the table (the blocks and their concatenation).
+    """
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path, self.what = path, what
+        self.width: int | None = None
+        self.blocks: list[np.ndarray] = []
+        self.lines: list[str] = []
+        self.line_numbers: list[int] = []
+
+    def add(self, line_no: int, text: str) -> None:
+        self.lines.append(text.translate(_TO_SPACES))
+        self.line_numbers.append(line_no)
+        if len(self.lines) >= _ROWS_PER_BLOCK:
+            self._flush()
+
+    @property
+    def empty(self) -> bool:
+        return not self.blocks and not self.lines
+
+    def add_text(self, first_line_no: int, text: str) -> None:
+        """Many '\\n'-separated lines without comments, parsed whole by numpy (no Python object per line);
+        on any problem they go through :meth:`add` one by one, which finds and names the bad line."""
+        self._flush()
+        if not text.strip():
+            return
+        try:
+            block = np.loadtxt(
+                io.StringIO(text.translate(_TO_SPACES)), dtype=np.float64, ndmin=2, comments=None
             )
-    try:
-        return np.array(fields, dtype=np.float64)
-    except ValueError:
-        # Find the offending line only on failure: the per-line loop is slow for long patterns.
-        for (line_no, text), line_fields in zip(rows, fields, strict=True):
+        except ValueError:
+            block = None
+        if block is None or (self.width is not None and block.shape[1] != self.width):
+            for offset, line in enumerate(text.split("\n")):
+                if line.strip():
+                    self.add(first_line_no + offset, line.strip())
+            self._flush()
+            return
+        self.width = block.shape[1]
+        self.blocks.append(block)
+
+    def _flush(self) -> None:
+        if not self.lines:
+            return
+        try:
+            block = np.loadtxt(self.lines, dtype=np.float64, ndmin=2, comments=None)
+        except ValueError:
+            self._raise_bad_line()
+        if self.width is None:
+            self.width = block.shape[1]
+        elif block.shape[1] != self.width:
+            self._raise_bad_line()
+        self.blocks.append(block)
+        self.lines, self.line_numbers = [], []
+
+    def _raise_bad_line(self) -> None:
+        """Find the offending line of the current block (only on failure: the per-line loop is slow)."""
+        width = self.width
+        for line_no, text in zip(self.line_numbers, self.lines, strict=True):
+            fields = text.split()
             try:
-                [float(f) for f in line_fields]
+                [float(f) for f in fields]
             except ValueError:
                 raise MeasuredFormatError(
-                    path,
-                    f"line {line_no} of the {what} is not numeric: {text.strip()[:60]!r}",
+                    self.path,
+                    f"line {line_no} of the {self.what} is not numeric: {text.strip()[:60]!r}",
                     "Comment it out with '#' or remove it",
                 ) from None
-        raise
+            if width is None:
+                width = len(fields)
+            elif len(fields) != width:
+                raise MeasuredFormatError(
+                    self.path,
+                    f"line {line_no} has {len(fields)} columns but the data started with {width}",
+                    "Every data line needs the same columns (2θ, intensity[, error])",
+                )
+        raise MeasuredFormatError(
+            self.path,
+            f"lines {self.line_numbers[0]}-{self.line_numbers[-1]} of the {self.what} could not be parsed as numbers",
+            "Check the data lines",
+        )
+
+    def finish(self) -> np.ndarray:
+        """The (rows, columns) float64 table of everything added."""
+        self._flush()
+        if not self.blocks:
+            raise MeasuredFormatError(
+                self.path, f"no numeric data in the {self.what}", "Is this a powder pattern file?"
+            )
+        table = self.blocks[0] if len(self.blocks) == 1 else np.concatenate(self.blocks)
+        self.blocks = []
+        return table
+
+
+def _parse_numeric_rows(path: Path, rows: list[tuple[int, str]], what: str) -> np.ndarray:
+    """Parse (line number, text) rows of separator-delimited numbers into a 2-D float array."""
+    table = _NumericRows(path, what)
+    for line_no, text in rows:
+        table.add(line_no, text)
+    return table.finish()
 
 
 def _columns_to_pattern(
@@ -397,51 +559,113 @@ def _columns_to_pattern(
     return MeasuredPattern(two_theta, intensity, wavelength, str(path), metadata)
 
 
+_SNIFF_BYTES = 65536
+_MAX_HEADER_LINES = 1000
+_LEADING_ROWS = 1000
+_TEXT_CHUNK_CHARS = 1 << 20
+# A comment anywhere in a chunk ('#' or '!' anywhere, ';' starting a line) sends it down the per-line path.
+_COMMENT_IN_CHUNK = re.compile(r"[#!]|^[ \t]*;", flags=re.MULTILINE)
+
+
 def _read_text_columns(path: Path) -> MeasuredPattern:
     """Two or three numeric columns (2θ deg, intensity[, error]); comments and header lines are kept in
-    ``metadata["header"]`` and searched for a stated wavelength."""
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
-    if "\x00" in text or text.count("\ufffd") > 0.01 * len(text):
+    ``metadata["header"]`` (the first :data:`_MAX_HEADER_LINES`) and searched for a stated wavelength.
+
+    Streamed: the header and the first :data:`_LEADING_ROWS` numeric rows line by line, the rest in chunks
+    of :data:`_TEXT_CHUNK_CHARS` characters that numpy parses whole when they hold no comment."""
+    with path.open("rb") as handle:
+        head = handle.read(_SNIFF_BYTES).decode("utf-8", errors="replace")
+    if "\x00" in head or head.count("\ufffd") > 0.01 * len(head) + 1:
         raise MeasuredFormatError(
             path,
             "binary content in what was read as a text pattern",
-            "Give format= for a binary format, or export the pattern as text",
+            "Name the format for a binary file (--format on the command line, format= in Python), or export "
+            "the pattern as text",
         )
     header: list[str] = []
-    rows: list[tuple[int, str]] = []
-    for line_no, raw in enumerate(text.splitlines(), start=1):
+
+    def keep(line: str) -> None:
+        if len(header) < _MAX_HEADER_LINES:
+            header.append(line)
+
+    table = _NumericRows(path, "data")
+    # The first numeric rows wait until their common width is known: some exporters put numeric header
+    # lines (a point count, "start step end") before the columns, and leading rows whose width differs from
+    # the most common one are header, not data.
+    leading: list[tuple[int, str]] = []
+
+    def take(line_no: int, raw: str) -> None:
         line = raw.strip()
         if not line:
-            continue
+            return
         if line.startswith(_COMMENT_PREFIXES):
-            header.append(line.lstrip("#;! ").strip())
-            continue
+            keep(line.lstrip("#;! ").strip())
+            return
         if "#" in line:
             line = line.split("#", 1)[0].strip()
-        if not rows and not _is_numeric_line(line):
-            header.append(line)
-            continue
-        rows.append((line_no, line))
-    # Some exporters put numeric header lines (a point count, "start step end") before the columns: leading
-    # rows whose width differs from the most common one are header, not data.
-    widths = [len([f for f in _SEPARATORS.split(line) if f]) for _, line in rows]
-    if widths:
-        common = max(set(widths), key=widths.count)
-        leading = widths.index(common)
-        header += [line for _, line in rows[:leading]]
-        rows = rows[leading:]
-    if not rows:
+        if len(leading) >= _LEADING_ROWS:
+            table.add(line_no, line)
+        elif not leading and not _is_numeric_line(line):
+            keep(line)
+        else:
+            leading.append((line_no, line))
+            if len(leading) == _LEADING_ROWS:
+                _settle_leading_rows(leading, table, keep)
+
+    def take_chunk(first_line_no: int, text: str) -> None:
+        if _COMMENT_IN_CHUNK.search(text):
+            for offset, raw in enumerate(text.split("\n")):
+                take(first_line_no + offset, raw)
+        else:
+            table.add_text(first_line_no, text)
+
+    with path.open(encoding="utf-8-sig", errors="replace") as handle:
+        line_no = 0
+        while len(leading) < _LEADING_ROWS:
+            raw = handle.readline()
+            if not raw:
+                break
+            line_no += 1
+            take(line_no, raw)
+        carry = ""
+        while chunk := handle.read(_TEXT_CHUNK_CHARS):
+            text = carry + chunk
+            cut = text.rfind("\n") + 1
+            body, carry = text[:cut], text[cut:]
+            if body:
+                take_chunk(line_no + 1, body)
+                line_no += body.count("\n")
+        if carry:
+            take_chunk(line_no + 1, carry)
+    if len(leading) < _LEADING_ROWS:
+        _settle_leading_rows(leading, table, keep)
+    if table.empty:
         raise MeasuredFormatError(
             path,
             "no numeric data lines found",
             "Expected lines of '2theta intensity' (comments may start with #, ; or !)",
         )
-    table = _parse_numeric_rows(path, rows, "data")
+    data = table.finish()
     wavelength, metadata = _wavelength_from_header(header)
     if header:
         metadata["header"] = "\n".join(header)
-    metadata["columns"] = "two_theta_deg intensity" + (" error" if table.shape[1] == 3 else "")
-    return _columns_to_pattern(path, table, wavelength, metadata)
+    metadata["columns"] = "two_theta_deg intensity" + (" error" if data.shape[1] == 3 else "")
+    return _columns_to_pattern(path, data, wavelength, metadata)
+
+
+def _settle_leading_rows(
+    rows: list[tuple[int, str]], table: _NumericRows, keep: Callable[[str], None]
+) -> None:
+    """Rows before the first row of the most common width go to the header, the rest to the table."""
+    if not rows:
+        return
+    widths = [len([f for f in _SEPARATORS.split(line) if f]) for _, line in rows]
+    common = max(set(widths), key=widths.count)
+    first = widths.index(common)
+    for _, line in rows[:first]:
+        keep(line)
+    for line_no, line in rows[first:]:
+        table.add(line_no, line)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -748,9 +972,8 @@ def _read_gsas(path: Path) -> MeasuredPattern:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _rigaku_rows(path: Path, rows: list[tuple[int, str]], what: str) -> tuple[np.ndarray, np.ndarray]:
+def _rigaku_columns(path: Path, table: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Rigaku data rows are ``x intensity attenuation``; the attenuation factor multiplies the counts."""
-    table = _parse_numeric_rows(path, rows, what)
     if table.shape[1] < 2:
         raise MeasuredFormatError(path, f"{what} rows need angle and intensity", "The scan is corrupt")
     intensity = table[:, 1] * table[:, 2] if table.shape[1] >= 3 else table[:, 1]
@@ -796,7 +1019,7 @@ def _read_ras(path: Path) -> MeasuredPattern:
         raise MeasuredFormatError(
             path, "no data rows after *RAS_INT_START", "Is this a complete Rigaku RAS file?"
         )
-    two_theta, intensity = _rigaku_rows(path, rows, "RAS data")
+    two_theta, intensity = _rigaku_columns(path, _parse_numeric_rows(path, rows, "RAS data"), "RAS data")
     wavelength, metadata = _rigaku_wavelength(header)
     for key in (
         "MEAS_SCAN_AXIS_X",
@@ -827,32 +1050,33 @@ def _numbered(name: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", name))
 
 
-def _read_rasx(path: Path) -> MeasuredPattern:
+def _read_rasx(path: Path, max_bytes: int) -> MeasuredPattern:
     """Rigaku RASX: zip with ``Data<k>/Profile<k>.txt`` (tab-separated rows ``x intensity attenuation``)
     and ``Data<k>/MesurementConditions<k>.xml`` (sic); the lowest-numbered scan is read."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+        with zipfile.ZipFile(path) as zipped:
+            archive = _BoundedArchive(path, zipped, max_bytes)
+            names = zipped.namelist()
             profiles = sorted(
                 (n for n in names if re.fullmatch(r"(?:.*/)?Data\d+/Profile\d*\.txt", n)), key=_numbered
             )
             if not profiles:
                 raise MeasuredFormatError(path, "no Data*/Profile*.txt member", "Is this a Rigaku RASX file?")
             profile = profiles[0]
-            text = archive.read(profile).decode("utf-8-sig", errors="replace")
             folder = profile.rsplit("/", 1)[0]
             conditions = [n for n in names if n.startswith(folder + "/") and "Conditions" in n]
             condition_xml = archive.read(conditions[0]) if conditions else None
+            rows = _NumericRows(path, profile)
+            with archive.text_lines(profile) as lines:
+                for line_no, line in enumerate(lines, start=1):
+                    line = line.strip()
+                    if line and not line.startswith("#"):
+                        rows.add(line_no, line)
+            two_theta, intensity = _rigaku_columns(path, rows.finish(), profile)
     except zipfile.BadZipFile:
         raise MeasuredFormatError(
             path, "not a valid zip archive", "A .rasx file is a zip; export it again"
         ) from None
-    rows = [
-        (i, line.strip())
-        for i, line in enumerate(text.splitlines(), start=1)
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    two_theta, intensity = _rigaku_rows(path, rows, profile)
     values: dict[str, str] = {}
     if condition_xml is not None:
         root = _parse_xml(path, condition_xml, conditions[0])
@@ -889,14 +1113,15 @@ def _xml_value(root: ET.Element, name: str) -> float | None:
     return None
 
 
-def _read_brml(path: Path) -> MeasuredPattern:
+def _read_brml(path: Path, max_bytes: int) -> MeasuredPattern:
     """Bruker BRML: zip; ``Experiment*/DataContainer.xml`` lists ``RawData*.xml``; the measured
     ``DataRoute`` holds one comma-separated ``Datum`` per point whose columns are located from
     ``DataViews`` (``MeasuredTime``, ``AbsorptionFactor``, the varying view's ``TwoTheta`` field, the
     recorded counts). Intensity = counts x absorption factor / measured time (counts per second)."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+        with zipfile.ZipFile(path) as zipped:
+            archive = _BoundedArchive(path, zipped, max_bytes)
+            names = zipped.namelist()
             listed: list[str] = []
             for container in sorted(n for n in names if n.endswith("DataContainer.xml")):
                 root = _parse_xml(path, archive.read(container), container)
@@ -1132,15 +1357,54 @@ _READERS: dict[str, Callable[[Path], MeasuredPattern]] = {
     "xrdml": _read_xrdml,
     "gsas": _read_gsas,
     "ras": _read_ras,
-    "rasx": _read_rasx,
-    "brml": _read_brml,
     "bruker_raw": _read_bruker_raw,
 }
+# Zip-based formats: the file size says little about what the members unpack to, so they get the limit.
+_ZIP_READERS: dict[str, Callable[[Path, int], MeasuredPattern]] = {"rasx": _read_rasx, "brml": _read_brml}
 
 
 # --------------------------------------------------------------------------------------------------------
 # Mapping onto the model grid
 # --------------------------------------------------------------------------------------------------------
+
+
+def _raw_signal_warnings(pattern: MeasuredPattern) -> list[str]:
+    """Refuse a pattern whose intensities carry no measurable signal; warn about negative ones (clipped).
+
+    Counts cannot be negative: a few negative values come from background subtraction and noise, a majority
+    from a sign error or a wrong column, so those are refused rather than clipped into an empty pattern.
+    """
+    intensity = pattern.intensity
+    n_points = intensity.size
+    n_negative = int(np.count_nonzero(intensity < 0))
+    if not np.any(intensity):
+        raise MeasuredSignalError(
+            pattern.source,
+            f"all {n_points} intensities are 0: the pattern holds no measurable signal",
+            "Check that the file holds the measured counts (not an empty scan or a blank column); nothing "
+            "was predicted",
+        )
+    if n_negative > MAJORITY_NEGATIVE_FRACTION * n_points:
+        raise MeasuredSignalError(
+            pattern.source,
+            f"{n_negative} of {n_points} intensities ({100 * n_negative / n_points:.0f}%) are negative, which "
+            "counts cannot be",
+            "Check the column order and the sign of the intensities, or redo an over-subtracted background; "
+            "nothing was predicted",
+        )
+    if intensity.max() == intensity.min():
+        raise MeasuredSignalError(
+            pattern.source,
+            f"all {n_points} intensities equal {intensity[0]:g}: a flat line has no peaks to identify",
+            "Check that the second column holds the measured intensities; nothing was predicted",
+        )
+    if n_negative:
+        return [
+            f"{n_negative} of {n_points} intensities ({100 * n_negative / n_points:.1f}%) are negative, which "
+            "counts cannot be (over-subtracted background or a sign error); they were clipped to 0 before "
+            "normalising, as in training (A.1)"
+        ]
+    return []
 
 
 def to_model_grid(
@@ -1167,12 +1431,17 @@ def to_model_grid(
        (``numpy.quantile``, linear) of the in-window values when that is > 0.
 
     Warnings are added for a window shorter than the shortest training window
-    (:data:`MIN_TRAINING_WINDOW_DEG` or :data:`MIN_GRID_COVERAGE_FRACTION` of the grid), a window that starts after :data:`MAX_TRAINING_WINDOW_START_DEG` or
-    ends before :data:`MIN_TRAINING_WINDOW_END_DEG` (outside the training distribution), a mostly empty
-    pattern (:data:`MOSTLY_EMPTY_FRACTION`), points dropped by the wavelength conversion, more than 10% of
-    the window bins interpolated, and a wavelength option that contradicts the file (by more than 0.1%).
+    (:data:`MIN_TRAINING_WINDOW_DEG` or :data:`MIN_GRID_COVERAGE_FRACTION` of the grid), a window that
+    starts after :data:`MAX_TRAINING_WINDOW_START_DEG` or ends before :data:`MIN_TRAINING_WINDOW_END_DEG`
+    (outside the training distribution), a mostly empty pattern (:data:`MOSTLY_EMPTY_FRACTION`), a pattern
+    so sparse that its 99th percentile is 0 (then divided by its maximum instead), negative intensities
+    (clipped to 0), points dropped by the wavelength conversion, more than 10% of the window bins
+    interpolated, and a wavelength option that contradicts the file (by more than 0.1%).
 
     Raises:
+        MeasuredSignalError: no measurable signal: every intensity 0, all equal, more than
+            :data:`MAJORITY_NEGATIVE_FRACTION` of them negative, or nothing positive or nothing varying
+            inside the model's 2θ range.
         MeasuredFormatError: no wavelength in the file or the option.
         ValueError: bad grid arguments, or the measured range does not overlap the grid.
     """
@@ -1189,7 +1458,8 @@ def to_model_grid(
         raise MeasuredFormatError(
             pattern.source,
             "the file states no wavelength and none was given",
-            "Pass wavelength_angstrom= (e.g. 1.5406 for Cu Kα1, 0.7093 for Mo Kα1)",
+            "Give it with --wavelength on the command line (e.g. --wavelength 1.5406 or CuKa1) or "
+            "wavelength_angstrom= in Python (1.5406 for Cu Kα1, 0.7093 for Mo Kα1)",
         )
     if (
         wavelength_angstrom is not None
@@ -1235,6 +1505,8 @@ def to_model_grid(
             "wavelength and the grid"
         )
 
+    warnings += _raw_signal_warnings(pattern)
+
     centres = two_theta_min_deg + (np.arange(n_bins) + 0.5) * width
     bin_index = np.floor((two_theta - two_theta_min_deg) / width).astype(np.int64)
     on_grid = (bin_index >= 0) & (bin_index < n_bins)
@@ -1256,9 +1528,26 @@ def to_model_grid(
         )
 
     values[window] = np.clip(values[window], 0.0, None)
+    peak = float(values[window].max())
+    if peak <= 0 or peak == float(values[window].min()):
+        raise MeasuredSignalError(
+            pattern.source,
+            f"{'no positive intensity' if peak <= 0 else 'a flat line'} inside the model's 2θ range "
+            f"{two_theta_min_deg:g}-{two_theta_max_deg:g} deg (measured {low:.2f}-{high:.2f} deg at "
+            f"{model_wavelength_angstrom} Å): nothing the model could identify",
+            "Check the wavelength (--wavelength on the command line, wavelength_angstrom= in Python) and that "
+            "the second column holds the measured intensities",
+        )
     scale = float(np.quantile(values[window], 0.99))
-    if scale > 0:
-        values[window] /= scale
+    if scale <= 0:
+        # Fewer than 1% of the bins hold signal: the training normalisation (A.1) is undefined.
+        warnings.append(
+            f"only {int(np.count_nonzero(values[window]))} of {end - first} in-window bins hold signal: the "
+            "99th percentile used to normalise in training (A.1) is 0, so the pattern was divided by its "
+            "maximum instead; a prediction on so sparse a pattern is unreliable"
+        )
+        scale = peak
+    values[window] /= scale
 
     window_deg = (end - first) * width
     grid_deg = two_theta_max_deg - two_theta_min_deg
@@ -1276,9 +1565,7 @@ def to_model_grid(
             "A.1): the model never saw that part of the grid unmeasured"
         )
     empty_fraction = float(np.mean(values[window] <= 0))
-    if scale <= 0:
-        warnings.append("pattern is empty: the 99th percentile of the in-window intensities is 0")
-    elif empty_fraction > MOSTLY_EMPTY_FRACTION:
+    if empty_fraction > MOSTLY_EMPTY_FRACTION:
         warnings.append(
             f"pattern is mostly empty: {100 * empty_fraction:.0f}% of the in-window bins are zero after "
             "clipping negatives (no data, padding or over-subtracted background)"

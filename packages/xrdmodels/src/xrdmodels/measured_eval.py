@@ -48,6 +48,17 @@ def parse_phases(accept: str, primary: str) -> list[set[int]]:
     return phases
 
 
+def _labelled_wavelength(row: dict[str, str], labels_csv: str) -> float:
+    text = (row.get("wavelength_angstrom") or "").strip()
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"{labels_csv}: the file states no wavelength and its row's wavelength_angstrom is {text!r}; give "
+            "the wavelength in Å in that column"
+        ) from None
+
+
 def score_measured(
     checkpoint: str, labels_csv: str, *, sets: list[str] | None = None, limit: int | None = None
 ) -> tuple[list[MeasuredScore], list[tuple[str, str]]]:
@@ -61,7 +72,7 @@ def score_measured(
         path = base / row["file"]
         try:
             pattern = read_pattern(path)
-            wl = pattern.wavelength_angstrom or float(row["wavelength_angstrom"])
+            wl = pattern.wavelength_angstrom or _labelled_wavelength(row, labels_csv)
             pred, _ = predict_one(model, state, pattern, wavelength_angstrom=wl, top_k=230)
         except (ValueError, OSError) as exc:
             failures.append((str(path), str(exc)))

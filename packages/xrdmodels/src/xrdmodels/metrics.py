@@ -11,16 +11,29 @@ Conventions
 * ``slot_probs``: float array ``(N, K, C + 1)`` of slot-wise softmax probabilities of phase-cluster models,
   with the NONE class **last** (A.1.4); the slot gate is ``g_k = 1 - pi_{k,NONE}``.
 
-Decision rules (what the paper specifies, and what we chose where it does not)
-------------------------------------------------------------------------------
-* Presence models (A.1.7, A.1.8): ``y_hat_c(tau) = 1[p_c >= tau]`` for ``tau`` on a uniform grid of 101
-  values in [0, 1]; the reported operating point is the ``tau`` maximising micro-F1 on the evaluated split.
-* Phase-cluster models, slot union (A.1.7): for every slot take the most probable *space-group* class (the
-  argmax over the C space groups, NONE excluded) and add it to the predicted set if the slot gate
-  **exceeds** the gate threshold (strict ``g_k > gate_threshold``, the paper's word) and its class
-  probability is ``>= sg_confidence_threshold`` (fixed to 0 by the paper, i.e. no confidence filter).
-  The predicted set is the union over such slots. The gate is swept over [0.10, 0.90] in steps of 0.02
-  (41 values); both gate 0.5 and the best gate are reported.
+Decision rule and ranking: one score per class, stated once
+-----------------------------------------------------------
+Every model is read out through one per-class set score ``s_hat`` (the presence probabilities, or
+:func:`slot_set_scores`). The predicted set at a threshold ``tau`` is ``{c : s_hat_c >= tau}``
+(:func:`predicted_set`, inclusive, the paper's ``1[s_hat_c >= tau]`` of A.1.8), and the ranking behind the
+top-K metrics, ``xrdmodels predict`` and ``xrdmodels score-measured`` is ``s_hat`` in descending order
+(:func:`rank_classes`). Because both come from the same score, the top ``|predicted set|`` classes of the
+ranking are the predicted set at every threshold.
+
+* Presence models (A.1.7): ``s_hat_c = p_c``; ``tau`` runs over a uniform grid of 101 values in [0, 1] and the
+  reported operating point is the ``tau`` maximising micro-F1 on the evaluated split.
+* Phase-cluster models, slot union (A.1.7): every slot votes for its most probable *space-group* class (the
+  argmax over the C space groups, NONE excluded) with its gate ``g_k``, if that class's probability is
+  ``>= sg_confidence_threshold`` (fixed to 0 by the paper, i.e. no confidence filter). A class some slot
+  votes for scores the largest gate voting for it, so ``s_hat_c >= tau`` is exactly the paper's rule "add
+  the argmax class of every slot whose gate reaches the threshold". The paper's prose says the gate
+  "exceeds" the threshold while its formula is ``>=``; we use ``>=`` for both model kinds, which differs
+  from a strict rule only for a gate exactly on a grid value. A class no slot votes for scores
+  ``max_k pi_{k,c} - 1``, which is negative (a probability of 1 would make the class that slot's vote): it
+  is never predicted at a threshold >= 0, and among such classes the ranking follows the largest
+  probability any slot gives them ("slot-based aggregation", A.1.8, which the paper does not spell out).
+  The gate is swept over [0.10, 0.90] in steps of 0.02 (41 values); both gate 0.5 and the best gate are
+  reported. Thresholds must be >= 0.
 * Micro precision/recall/F1 (A.1.8): TP, FP, FN summed over all samples and classes before forming the
   ratios. Zero-division rule (same as scikit-learn ``zero_division=0``): precision is 0 when nothing is
   predicted, recall is 0 when the split has no true labels, and F1 is 0 when ``2TP + FP + FN == 0``.
@@ -33,9 +46,6 @@ Decision rules (what the paper specifies, and what we chose where it does not)
   an empty true set have no defined top-K metrics and are rejected with an error.
 * Ranking tie rule: classes are ordered by descending score and, among equal scores, by ascending class
   index (a stable sort), so the top-K set is deterministic.
-* Ranking scores of phase-cluster models ("slot-based aggregation", A.1.8, not spelled out in the paper):
-  ``s_c = max_k pi_{k,c}``, the highest probability any slot gives space group ``c``. Because
-  ``sum_c pi_{k,c} = g_k``, inactive slots contribute only small scores.
 * Thresholded set IoU (sample-averaged Jaccard of a binary prediction): an empty prediction for an empty
   true set counts as IoU 1 (perfect agreement), as scikit-learn ``jaccard_score(zero_division=1)``.
 * Strata (App. D.4.3, Fig. A3): by number of phases (1..5) and by whether the minimum phase fraction is
@@ -127,6 +137,50 @@ def _slot_gates(slot_probs: np.ndarray, gates: np.ndarray | None) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------------
+# The decision rule and the ranking (module docstring, "Decision rule and ranking")
+# --------------------------------------------------------------------------------------------------------
+
+
+def predicted_set(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """The predicted set at ``threshold``: ``scores >= threshold`` (inclusive), the one decision rule.
+
+    Args:
+        scores: set scores ``s_hat`` of any shape: presence probabilities, :func:`slot_set_scores`, or
+            slot gates (a slot is active when its gate reaches the threshold).
+        threshold: tau (presence) or the gate threshold (phase clustering); must be >= 0.
+
+    Returns:
+        bool array of the shape of ``scores``.
+    """
+    if not threshold >= 0:
+        raise ValueError(
+            f"threshold must be a number >= 0 (scores below 0 mean 'never predicted'); got {threshold}"
+        )
+    return np.asarray(scores) >= threshold
+
+
+def _check_thresholds(thresholds: Sequence[float] | np.ndarray) -> np.ndarray:
+    grid = np.asarray(thresholds, dtype=np.float64)
+    if grid.size and not (grid >= 0).all():
+        raise ValueError(
+            f"thresholds must be >= 0 (negative set scores mean 'never predicted'); got {grid.min()}"
+        )
+    return grid
+
+
+def rank_classes(scores: np.ndarray) -> np.ndarray:
+    """Class indices of each row from the highest set score to the lowest; ties by ascending class index.
+
+    Args:
+        scores: (N, C) set scores ``s_hat``.
+
+    Returns:
+        (N, C) int array; row n lists the classes of sample n, best first.
+    """
+    return np.argsort(-_as_scores(scores, "scores"), axis=1, kind="stable")
+
+
+# --------------------------------------------------------------------------------------------------------
 # Micro-averaged precision / recall / F1
 # --------------------------------------------------------------------------------------------------------
 
@@ -176,9 +230,8 @@ def micro_scores(pred: np.ndarray, targets: np.ndarray) -> MicroScores:
 
 
 def micro_scores_at_threshold(probs: np.ndarray, targets: np.ndarray, threshold: float) -> MicroScores:
-    """Micro scores of the presence rule ``y_hat_c = 1[p_c >= threshold]`` (A.1.8)."""
-    scores = _as_scores(probs, "probs")
-    return micro_scores(scores >= threshold, targets)
+    """Micro scores of the decision rule ``y_hat_c = 1[s_hat_c >= threshold]`` (A.1.8)."""
+    return micro_scores(predicted_set(_as_scores(probs, "probs"), threshold), targets)
 
 
 @dataclass(frozen=True)
@@ -229,10 +282,8 @@ class SweepResult:
         return self.scores_at_index(int(hits[0]))
 
 
-def _sweep_counts(
-    scores: np.ndarray, targets: np.ndarray, thresholds: np.ndarray, strict: bool
-) -> SweepResult:
-    """Micro counts of ``scores >= t`` (or ``> t`` when ``strict``) for every ``t`` without N x C x T work.
+def _sweep_counts(scores: np.ndarray, targets: np.ndarray, thresholds: np.ndarray) -> SweepResult:
+    """Micro counts of :func:`predicted_set` (``scores >= t``) for every ``t`` without N x C x T work.
 
     Sorting the scores once turns "how many scores pass t" into a binary search per threshold, which keeps
     the 101-point sweep at O(NC log NC) instead of 101 full passes.
@@ -240,7 +291,8 @@ def _sweep_counts(
     grid = np.asarray(thresholds, dtype=np.float64)
     if grid.ndim != 1 or grid.size == 0:
         raise ValueError(f"thresholds must be a non-empty 1-D sequence; got shape {grid.shape}")
-    side = "right" if strict else "left"
+    # side="left" counts the scores >= t, the inclusive rule of predicted_set.
+    side = "left"
     all_sorted = np.sort(scores, axis=None)
     pos_sorted = np.sort(scores[targets])
     n_predicted = all_sorted.size - np.searchsorted(all_sorted, grid, side=side)
@@ -265,7 +317,7 @@ def threshold_sweep(
             evaluate at a fixed threshold (e.g. the split-level optimum inside a stratum).
     """
     scores = _as_scores(probs, "probs")
-    return _sweep_counts(scores, _as_targets(targets, scores.shape), np.asarray(thresholds), strict=False)
+    return _sweep_counts(scores, _as_targets(targets, scores.shape), _check_thresholds(thresholds))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -276,12 +328,12 @@ def threshold_sweep(
 def slot_union_gate_scores(
     slot_probs: np.ndarray, gates: np.ndarray | None = None, sg_confidence_threshold: float = 0.0
 ) -> np.ndarray:
-    """Per-class score whose strict threshold at ``g`` reproduces the slot-union prediction at gate ``g``.
+    """The slot-union votes: per class, the largest gate among the slots voting for it (A.1.7).
 
     Entry (n, c) is the largest gate among slots of sample n whose argmax space group is c and whose class
     probability is ``>= sg_confidence_threshold``; ``-inf`` where no such slot exists. Class c is in the
-    slot-union set at gate threshold g exactly when this value exceeds g, because a union contains c as
-    soon as one slot votes for it.
+    slot-union set at gate threshold g exactly when this value is ``>= g``, because a union contains c as
+    soon as one slot votes for it. :func:`slot_set_scores` completes it into a full ranking.
 
     Args:
         slot_probs: (N, K, C + 1) slot softmax probabilities, NONE last (A.1.4).
@@ -291,6 +343,8 @@ def slot_union_gate_scores(
     Returns:
         (N, C) float array.
     """
+    if not 0.0 <= sg_confidence_threshold <= 1.0:
+        raise ValueError(f"sg_confidence_threshold must lie in [0, 1]; got {sg_confidence_threshold}")
     probs = _as_slot_probs(slot_probs)
     gate = _slot_gates(probs, gates)
     n_samples, n_slots, n_classes_plus_none = probs.shape
@@ -305,18 +359,40 @@ def slot_union_gate_scores(
     return out
 
 
+def slot_set_scores(
+    slot_probs: np.ndarray, gates: np.ndarray | None = None, sg_confidence_threshold: float = 0.0
+) -> np.ndarray:
+    """Set scores ``s_hat`` of a phase-cluster model: thresholding them is the slot union, sorting them ranks.
+
+    A class some slot votes for scores that vote's gate (:func:`slot_union_gate_scores`); any other class
+    scores ``max_k pi_{k,c} - 1`` < 0, so it ranks below every voted class, after the classes some slot gives
+    a higher probability, and is never predicted at a threshold >= 0.
+
+    Args:
+        slot_probs: (N, K, C + 1) slot softmax probabilities, NONE last (A.1.4).
+        gates: (N, K) slot gates; default ``1 - slot_probs[..., -1]`` (A.1.4).
+        sg_confidence_threshold: minimum probability of a slot's argmax space group (A.1.7: fixed to 0).
+
+    Returns:
+        (N, C) float array.
+    """
+    votes = slot_union_gate_scores(slot_probs, gates, sg_confidence_threshold)
+    best_slot_prob = _as_slot_probs(slot_probs)[:, :, :-1].max(axis=1)
+    return np.where(np.isfinite(votes), votes, best_slot_prob - 1.0)
+
+
 def slot_union_predict(
     slot_probs: np.ndarray,
     gate_threshold: float = FIXED_GATE_THRESHOLD,
     gates: np.ndarray | None = None,
     sg_confidence_threshold: float = 0.0,
 ) -> np.ndarray:
-    """Slot-union prediction (A.1.7): union of the argmax space groups of slots with gate > ``gate_threshold``.
+    """Slot-union prediction (A.1.7): the argmax space groups of slots whose gate is >= ``gate_threshold``.
 
     Returns:
         (N, C) bool predicted sets.
     """
-    return slot_union_gate_scores(slot_probs, gates, sg_confidence_threshold) > gate_threshold
+    return predicted_set(slot_set_scores(slot_probs, gates, sg_confidence_threshold), gate_threshold)
 
 
 def gate_sweep(
@@ -331,18 +407,9 @@ def gate_sweep(
     Default grid: 0.10, 0.12, ..., 0.90 (41 values). Use ``result.scores_at(0.5)`` for the fixed-gate
     numbers and ``result.best`` / ``result.best_threshold`` for the best gate.
     """
-    vote_scores = slot_union_gate_scores(slot_probs, gates, sg_confidence_threshold)
-    true = _as_targets(targets, vote_scores.shape)
-    return _sweep_counts(vote_scores, true, np.asarray(gate_thresholds), strict=True)
-
-
-def slot_ranking_scores(slot_probs: np.ndarray) -> np.ndarray:
-    """Set-level ranking scores of a phase-cluster model: ``s_c = max_k pi_{k,c}`` (our reading of A.1.8).
-
-    Returns:
-        (N, C) float array (NONE dropped).
-    """
-    return _as_slot_probs(slot_probs)[:, :, :-1].max(axis=1)
+    scores = slot_set_scores(slot_probs, gates, sg_confidence_threshold)
+    true = _as_targets(targets, scores.shape)
+    return _sweep_counts(scores, true, _check_thresholds(gate_thresholds))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -387,7 +454,7 @@ def top_k_hits(scores: np.ndarray, targets: np.ndarray, k: np.ndarray) -> np.nda
     k_arr = np.clip(np.asarray(k, dtype=np.int64), 0, arr.shape[1])
     if k_arr.shape != (arr.shape[0],):
         raise ValueError(f"k must have shape ({arr.shape[0]},), one top-K size per sample; got {k_arr.shape}")
-    order = np.argsort(-arr, axis=1, kind="stable")
+    order = rank_classes(arr)
     ranked_true = np.take_along_axis(true, order, axis=1)
     in_top = np.arange(arr.shape[1])[None, :] < k_arr[:, None]
     return np.count_nonzero(ranked_true & in_top, axis=1)
@@ -548,11 +615,11 @@ def evaluate_presence(
     """
     scores = _as_scores(probs, "probs")
     true = _as_targets(targets, scores.shape)
-    sweep = _sweep_counts(scores, true, np.asarray(thresholds), strict=False)
+    sweep = _sweep_counts(scores, true, _check_thresholds(thresholds))
     return EvaluationResult(
         sweep=sweep,
         ranking=ranking_metrics(scores, true, multipliers),
-        set_iou=set_iou(scores >= sweep.best_threshold, true),
+        set_iou=set_iou(predicted_set(scores, sweep.best_threshold), true),
     )
 
 
@@ -566,17 +633,17 @@ def evaluate_slot_union(
 ) -> EvaluationResult:
     """Evaluate a phase-cluster model with the slot-union rule on one split (A.1.7-A.1.8).
 
-    Micro scores come from the gate sweep, top-K metrics from :func:`slot_ranking_scores`. ``fixed_gate``
+    Micro scores (gate sweep) and top-K metrics both come from :func:`slot_set_scores`. ``fixed_gate``
     holds the gate-0.5 scores when 0.5 is on the grid (it is on the default grid).
     """
-    vote_scores = slot_union_gate_scores(slot_probs, gates, sg_confidence_threshold)
-    true = _as_targets(targets, vote_scores.shape)
-    sweep = _sweep_counts(vote_scores, true, np.asarray(gate_thresholds), strict=True)
+    scores = slot_set_scores(slot_probs, gates, sg_confidence_threshold)
+    true = _as_targets(targets, scores.shape)
+    sweep = _sweep_counts(scores, true, _check_thresholds(gate_thresholds))
     on_grid = np.isclose(sweep.thresholds, FIXED_GATE_THRESHOLD, rtol=0.0, atol=1e-9).any()
     return EvaluationResult(
         sweep=sweep,
-        ranking=ranking_metrics(slot_ranking_scores(slot_probs), true, multipliers),
-        set_iou=set_iou(vote_scores > sweep.best_threshold, true),
+        ranking=ranking_metrics(scores, true, multipliers),
+        set_iou=set_iou(predicted_set(scores, sweep.best_threshold), true),
         fixed_gate=sweep.scores_at(FIXED_GATE_THRESHOLD) if on_grid else None,
     )
 

@@ -10,8 +10,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .evaluate import load_model
-from .measured import GriddedPattern, MeasuredPattern, read_pattern, to_model_grid
+from .evaluate import load_model, set_scores
+from .measured import (
+    DEFAULT_MAX_PATTERN_BYTES,
+    GriddedPattern,
+    MeasuredPattern,
+    known_formats,
+    normalise_format,
+    read_pattern,
+    to_model_grid,
+)
+from .metrics import N_SPACE_GROUPS, predicted_set, rank_classes
 from .spacegroups import crystal_system, symbol
 
 #: Cu Kα (weighted mean), the wavelength of the paper's training data (A.1); used when a checkpoint predates
@@ -21,9 +30,18 @@ DEFAULT_MODEL_WAVELENGTH_ANGSTROM = 1.54184
 
 @dataclass
 class RankedGroup:
+    """One space group of the ranking.
+
+    score: the set score the ranking and the predicted set use (metrics module docstring): the presence
+        probability, or for phase-cluster models the gate of the strongest slot voting for the group, and
+        (largest slot probability - 1) < 0 for a group no slot votes for.
+    probability: the presence probability, or the largest probability any slot gives the group.
+    """
+
     spacegroup: int
     symbol: str
     crystal_system: str
+    score: float
     probability: float
 
 
@@ -44,6 +62,7 @@ class Prediction:
     predicted_set: list[int]
     window_deg: tuple[float, float]
     wavelength_angstrom: float
+    threshold: float
     warnings: list[str] = field(default_factory=list)
 
 
@@ -76,6 +95,16 @@ def predict_one(
     top_k: int = 10,
     threshold: float | None = None,
 ) -> tuple[Prediction, GriddedPattern]:
+    """Rank the space groups of one measured pattern and pick the predicted set.
+
+    The pattern goes onto the model grid (:func:`~xrdmodels.measured.to_model_grid`), then one forward pass
+    gives the set scores (:func:`~xrdmodels.evaluate.set_scores`); groups are ranked by them and those scoring
+    >= ``threshold`` (default: the checkpoint's validation operating point) form the predicted set.
+
+    Raises:
+        MeasuredSignalError: the pattern holds no measurable signal; nothing is predicted.
+        MeasuredFormatError, ValueError: no wavelength, no overlap with the model grid, threshold < 0.
+    """
     lo, hi, n_bins, model_wavelength = model_grid(state)
     gridded = to_model_grid(
         pattern,
@@ -89,32 +118,40 @@ def predict_one(
     mask = torch.zeros(1, n_bins, dtype=torch.bool)
     mask[0, gridded.window_bins[0] : gridded.window_bins[1]] = True
     out = model(x, mask)
-    probs = out.set_probs[0].float().numpy()
-    order = np.argsort(-probs, kind="stable")[:top_k]
-    ranked = [
-        RankedGroup(int(c) + 1, symbol(int(c) + 1), crystal_system(int(c) + 1), float(probs[c]))
-        for c in order
-    ]
+    scores = set_scores(out)[0]
     op = threshold if threshold is not None else operating_point(state, model.config.head)
+    # One rule for the ranking and the set (metrics.predicted_set on the same scores), so the predicted set is
+    # always the top of the ranking.
+    predicted = [int(c) + 1 for c in np.flatnonzero(predicted_set(scores, op))]
+    probability = scores
     slots = None
     if out.slot_logits is not None:
-        slot_probs = torch.softmax(out.slot_logits[0].float(), dim=-1).numpy()
-        gates = out.slot_gates[0].float().numpy()
+        slot_probs = torch.softmax(out.slot_logits[0].float(), dim=-1).numpy().astype(np.float64)
+        probability = slot_probs[:, :N_SPACE_GROUPS].max(axis=0)
+        gates = 1.0 - slot_probs[:, N_SPACE_GROUPS]
+        active = predicted_set(gates, op)
         slots = []
         for k in np.argsort(-gates, kind="stable"):
-            c = int(slot_probs[k, :230].argmax())
-            if gates[k] > op:
+            c = int(slot_probs[k, :N_SPACE_GROUPS].argmax())
+            if active[k]:
                 slots.append(
                     ActiveSlot(int(k), float(gates[k]), c + 1, symbol(c + 1), float(slot_probs[k, c]))
                 )
-        predicted = sorted({s.spacegroup for s in slots})
-    else:
-        predicted = sorted(int(c) + 1 for c in np.flatnonzero(probs >= op))
+    ranked = [
+        RankedGroup(
+            int(c) + 1,
+            symbol(int(c) + 1),
+            crystal_system(int(c) + 1),
+            float(scores[c]),
+            float(probability[c]),
+        )
+        for c in rank_classes(scores[None])[0][:top_k]
+    ]
     width = (hi - lo) / n_bins
     window = (lo + gridded.window_bins[0] * width, lo + gridded.window_bins[1] * width)
     used = wavelength_angstrom or pattern.wavelength_angstrom
     return Prediction(
-        str(pattern.source), ranked, slots, predicted, window, float(used), list(gridded.warnings)
+        str(pattern.source), ranked, slots, predicted, window, float(used), op, list(gridded.warnings)
     ), gridded
 
 
@@ -136,16 +173,17 @@ def format_prediction(pred: Prediction) -> str:
     ]
     for w in pred.warnings:
         lines.append(f"  warning: {w}")
-    lines.append(f"  predicted set: {', '.join(f'{s} ({symbol(s)})' for s in pred.predicted_set) or 'none'}")
+    chosen = ", ".join(f"{s} ({symbol(s)})" for s in pred.predicted_set) or "none"
+    lines.append(f"  predicted set (score >= {pred.threshold:g}): {chosen}")
     if pred.slots is not None:
         for s in pred.slots:
             lines.append(
                 f"  slot {s.slot}: gate {s.gate:.3f} -> SG {s.spacegroup} {s.symbol} (p {s.probability:.3f})"
             )
-    lines.append("  rank  SG   symbol      system        probability")
+    lines.append("  rank  SG   symbol      system          score  probability")
     for i, r in enumerate(pred.ranked, 1):
         lines.append(
-            f"  {i:4d}  {r.spacegroup:3d}  {r.symbol:10s}  {r.crystal_system:12s}  {r.probability:.4f}"
+            f"  {i:4d}  {r.spacegroup:3d}  {r.symbol:10s}  {r.crystal_system:12s}  {r.score:7.4f}  {r.probability:.4f}"
         )
     return "\n".join(lines)
 
@@ -187,14 +225,29 @@ def predict_files(
     threshold: float | None = None,
     plot_dir: str | None = None,
     file_format: str | None = None,
+    max_bytes: int = DEFAULT_MAX_PATTERN_BYTES,
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
-    """Predict every file; a file that cannot be read or converted is reported in `failures`, the rest go on."""
+    """Predict every file; a file that cannot be read or converted, or holds no measurable signal
+    (:class:`~xrdmodels.measured.MeasuredSignalError`), is reported in `failures` and the rest go on.
+
+    Raises:
+        ValueError: a setting that would fail every file (threshold < 0, unknown format), before any file.
+    """
+    if threshold is not None and not threshold >= 0:
+        raise ValueError(
+            f"threshold {threshold} must be >= 0 (--threshold on the command line, threshold= in Python)"
+        )
+    if file_format is not None and normalise_format(file_format) is None:
+        raise ValueError(
+            f"unknown format {file_format!r}: use one of {', '.join(known_formats())} (--format on the command "
+            "line, file_format= in Python), or leave it out to detect each file's format"
+        )
     model, state = load_model(checkpoint)
     predictions: list[Prediction] = []
     failures: list[tuple[str, str]] = []
     for f in collect_files(paths):
         try:
-            pattern = read_pattern(f, format=file_format)
+            pattern = read_pattern(f, format=file_format, max_bytes=max_bytes)
             pred, gridded = predict_one(
                 model,
                 state,

@@ -11,8 +11,9 @@ of intra-op threads: CPU kernels may sum in another order with another thread co
 DataLoader gets its own `torch.Generator`, so creating an iterator never draws from the global RNG that
 dropout uses.
 
-Files in `out_dir`: `config.json`, `metrics.csv` (step, split, name, value), `last.pt`, `best.pt` (highest
-validation micro-F1, A.6), `step-NNNNNNNN.pt` every `checkpoint_every` steps, and `tensorboard/`.
+Files in `out_dir` (none holds credentials, docs/security.md): `config.json`, `metrics.csv` (step, split,
+name, value), `last.pt`, `best.pt` (highest validation micro-F1, A.6), `step-NNNNNNNN.pt` every
+`checkpoint_every` steps, and `tensorboard/`.
 metrics.csv rows: split "train" every `log_every` steps (loss of the step's batch averaged over ranks, the lr
 that step used, grad_norm = global L2 norm before clipping, samples_per_s over the interval, and slot_diversity
 for phase-cluster models); split "val" (see `evaluate_store`).
@@ -21,6 +22,7 @@ for phase-cluster models); split "val" (see `evaluate_store`).
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import random
@@ -123,10 +125,26 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
-    """This process's global RNG states: Python, NumPy, torch CPU, and its own CUDA device's when on a GPU."""
+    """This process's global RNG states: Python, NumPy, torch CPU, and its own CUDA device's when on a GPU.
+
+    Held as tensors and numbers only, so that a checkpoint of them loads with weights_only=True.
+    """
+    version, words, gauss_next = random.getstate()
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()  # noqa: NPY002
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002
+        # Mersenne Twister words are below 2**32: exact in int64.
+        "python": {
+            "version": version,
+            "state": torch.tensor(words, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "torch": torch.get_rng_state(),
     }
     if device.type == "cuda":
@@ -137,8 +155,17 @@ def rng_state(device: torch.device) -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     """Restore what `rng_state` returned (tensors must be on the CPU: load checkpoints with map_location=cpu)."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss_next"]))
+    np.random.set_state(  # noqa: NPY002
+        (
+            npy["kind"],
+            npy["keys"].numpy().astype(np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
@@ -192,7 +219,10 @@ class StopRequest:
     """SIGINT (Ctrl-C) and SIGTERM ask the loop to stop after the current step, so the saved state is consistent.
 
     A second signal raises KeyboardInterrupt at once (nothing is saved then). Handlers can only be installed
-    from the main thread; elsewhere signals keep their previous handlers. `restore()` puts those back.
+    from the main thread; elsewhere signals keep their previous handlers. The handlers are installed even where
+    a signal was ignored (a job started with `&` or nohup ignores SIGINT): a signal sent to the training
+    process on purpose asks for a clean stop. `restore()` puts back whatever was there before, ignored
+    included.
     """
 
     def __init__(self) -> None:
@@ -212,7 +242,8 @@ class StopRequest:
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            # None: the previous handler was not installed from Python; the default is the closest to it.
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:  # noqa: ARG001
@@ -379,10 +410,30 @@ def _mean_over_ranks(values: torch.Tensor, rt: Runtime) -> torch.Tensor:
     return values
 
 
+#: Checkpoint entries that exact resume needs besides the model's (checkpoint.REQUIRED_KEYS).
+_RESUME_KEYS = (
+    "optimizer",
+    "scheduler",
+    "loader",
+    "rng",
+    "world_size",
+    "step",
+    "epoch",
+    "best_val_micro_f1",
+    "config",
+)
+
+
 def _check_resumable(
     state: dict[str, Any], path: Path, config: TrainConfig, model_config: ModelConfig, rt: Runtime
 ) -> None:
-    saved_world = int(state.get("world_size", 1))
+    missing = [k for k in _RESUME_KEYS if k not in state]
+    if missing:
+        raise ValueError(
+            f"cannot resume {path}: it lacks {', '.join(map(repr, missing))}, which a checkpoint written by "
+            "xrdmodels train holds; start a new run (another out_dir) instead"
+        )
+    saved_world = int(state["world_size"])
     if saved_world != rt.world_size:
         raise ValueError(
             f"{path} was written by {saved_world} rank(s), this run has {rt.world_size}; resume with the same "
@@ -395,7 +446,8 @@ def _check_resumable(
         detail = ", ".join(f"{k}: saved {saved_model.get(k)!r}, now {now_model[k]!r}" for k in differing)
         raise ValueError(f"cannot resume {path}: the model configuration differs ({detail})")
     saved_config = state["config"]
-    now_config = config.model_dump(mode="json")
+    # Both sides without credentials: the saved config never holds them (docs/security.md).
+    now_config = config.persistable()
     changed = [k for k in _STREAM_FIELDS if saved_config.get(k) != now_config.get(k)]
     if changed:
         detail = ", ".join(f"{k}: saved {saved_config.get(k)!r}, now {now_config.get(k)!r}" for k in changed)
@@ -440,6 +492,10 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
     if resume and not last.exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {last}; start without --resume")
     model_config = config.build_model_config()
+    # Before any data is read: a checkpoint that cannot be resumed fails at once.
+    state = load_checkpoint(last, map_location="cpu") if resume else None
+    if state is not None:
+        _check_resumable(state, last, config, model_config, rt)
     stream, loader = build_loader(config, rt)
     check_grid(stream.store, model_config)
     if config.val_store and rt.is_main:
@@ -449,7 +505,7 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
             stream.store.attrs.get("wavelength_angstrom", DEFAULT_WAVELENGTH_ANGSTROM)
         ),
         "grid": dict(stream.store.attrs["grid"]),
-        "train_store": config.train_store,
+        "train_store": config.persistable()["train_store"],
     }
 
     seed_everything(config.seed + rt.rank)
@@ -465,9 +521,7 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
     latest_val: dict[str, float] = {}
     # Whether the coming pass over the loader starts its epoch at the first batch (not a resumed position).
     fresh_epoch = True
-    if resume:
-        state = load_checkpoint(last, map_location="cpu")
-        _check_resumable(state, last, config, model_config, rt)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -475,12 +529,13 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
         step, epoch, best_f1 = int(state["step"]), int(state["epoch"]), float(state["best_val_micro_f1"])
         best_val, latest_val = state.get("best_val_metrics", {}), state.get("val_metrics", {})
         set_rng_state(state["rng"][rt.rank], rt.device)
+        state = None  # the optimizer moments are in the optimizer now; free the loaded copy
         fresh_epoch = False
         log.info("resumed from %s at step %d (epoch %d)", last, step, epoch)
     elif rt.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     if rt.is_main:
-        (out_dir / "config.json").write_text(config.model_dump_json(indent=2))
+        (out_dir / "config.json").write_text(json.dumps(config.persistable(), indent=2))
 
     net: nn.Module = model
     if rt.world_size > 1:
@@ -511,7 +566,7 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
                     "best_val_micro_f1": best_f1,
                     "val_metrics": latest_val,
                     "best_val_metrics": best_val,
-                    "config": config.model_dump(mode="json"),
+                    "config": config.persistable(),
                     "model_config": model_config.model_dump(mode="json"),
                     "data": data_info,
                 },

@@ -44,29 +44,6 @@ def tch_fwhm_eta(fwhm_gauss_deg: float, fwhm_lorentz_deg: float) -> tuple[float,
     return fwhm, min(max(eta, 0.0), 1.0)
 
 
-@nb.njit(cache=True)
-def sample_fwhms_deg(
-    two_theta_deg: float,
-    microstrain: float,
-    strain_fwhm_factor: float,
-    crystallite_size_nm: float,
-    scherrer_k: float,
-    wavelength_nm: float,
-    caglioti_u: float,
-    caglioti_v: float,
-    caglioti_w: float,
-) -> tuple[float, float]:
-    """(Gaussian, Lorentzian) FWHM in degrees: strain and instrument in quadrature, Scherrer size."""
-    theta = 0.5 * two_theta_deg * _DEG
-    tan_t = math.tan(theta)
-    strain_deg = strain_fwhm_factor * microstrain * tan_t / _DEG
-    instrument_deg2 = max(caglioti_u * tan_t * tan_t + caglioti_v * tan_t + caglioti_w, 0.0)
-    gauss = math.sqrt(strain_deg * strain_deg + instrument_deg2)
-    # 1/cosθ = sqrt(1 + tan²θ) saves a second trigonometric call per peak.
-    lorentz = scherrer_k * wavelength_nm * math.sqrt(1.0 + tan_t * tan_t) / crystallite_size_nm / _DEG
-    return gauss, lorentz
-
-
 # erf(x) ≈ 1 - (1 + Σ_i a_i x^i)^-16 on [0, 4.6] (the form of Abramowitz & Stegun 7.1.28, refitted here to
 # degree 10 by iteratively reweighted least squares against mpmath): |error| < 1e-10, monotone, no exp and
 # no branch, so the edge loops vectorise. test_profiles.py checks the bound against math.erf.
@@ -266,6 +243,55 @@ def material_scale(peak_offsets: np.ndarray, peak_intensity: np.ndarray, materia
     return 1.0 / total if total > 0.0 else 0.0
 
 
+@nb.njit(cache=True)
+def stick_area(
+    scale: float,
+    intensity: float,
+    two_theta_deg: float,
+    sin_pi_t: float,
+    cos_pi_t: float,
+    oriented: bool,
+    coefficients: np.ndarray,
+    orientation_order: int,
+    orientation_mean: float,
+    orientation_clip_lo: float,
+    orientation_clip_hi: float,
+    grid_lo_deg: float,
+    grid_span_deg: float,
+) -> float:
+    """Area of one stick in the mixture: phase scale × stick intensity × orientation envelope at the stick."""
+    area = scale * intensity
+    if oriented:
+        area *= orientation_envelope(
+            (two_theta_deg - grid_lo_deg) / grid_span_deg,
+            sin_pi_t,
+            cos_pi_t,
+            coefficients,
+            orientation_order,
+            orientation_mean,
+            orientation_clip_lo,
+            orientation_clip_hi,
+        )
+    return area
+
+
+@nb.njit(cache=True)
+def stick_fwhm_eta(
+    tan_theta: float,
+    sec_theta: float,
+    strain_deg: float,
+    lorentz_deg: float,
+    caglioti_u: float,
+    caglioti_v: float,
+    caglioti_w: float,
+) -> tuple[float, float]:
+    """TCH FWHM (degrees) and η of a stick from its tanθ and 1/cosθ: strain and instrument in quadrature
+    (Gaussian), Scherrer size (Lorentzian). `strain_deg`, `lorentz_deg` are the phase's factors of tanθ, 1/cosθ."""
+    strain = strain_deg * tan_theta
+    instrument_deg2 = max(caglioti_u * tan_theta * tan_theta + caglioti_v * tan_theta + caglioti_w, 0.0)
+    return tch_fwhm_eta(math.sqrt(strain * strain + instrument_deg2), lorentz_deg * sec_theta)
+
+
 @nb.njit(cache=True, error_model="numpy")
 def render_exact_sample(
     out: np.ndarray,
@@ -316,118 +342,162 @@ def render_exact_sample(
         strain_deg = strain_fwhm_factor * microstrain[k] / _DEG
         lorentz_deg = scherrer_k * wavelength_nm / crystallite_size_nm[k] / _DEG
         for p in range(peak_offsets[m], peak_offsets[m + 1]):
-            area = scale * peak_intensity[p]
             two_theta = peak_two_theta_deg[p]
-            if oriented:
-                area *= orientation_envelope(
-                    (two_theta - grid_lo_deg) / grid_span_deg,
-                    peak_sin_pi_t[p],
-                    peak_cos_pi_t[p],
-                    coefficients,
-                    orientation_order,
-                    orientation_mean[k],
-                    orientation_clip_lo,
-                    orientation_clip_hi,
-                )
+            area = stick_area(
+                scale, peak_intensity[p], two_theta, peak_sin_pi_t[p], peak_cos_pi_t[p], oriented,
+                coefficients, orientation_order, orientation_mean[k], orientation_clip_lo,
+                orientation_clip_hi, grid_lo_deg, grid_span_deg,
+            )  # fmt: skip
             if area < tail_tolerance:
                 continue
-            tan_t = peak_tan_theta[p]
-            strain = strain_deg * tan_t
-            instrument_deg2 = max(caglioti_u * tan_t * tan_t + caglioti_v * tan_t + caglioti_w, 0.0)
-            fwhm, eta = tch_fwhm_eta(
-                math.sqrt(strain * strain + instrument_deg2), lorentz_deg * peak_sec_theta[p]
+            fwhm, eta = stick_fwhm_eta(
+                peak_tan_theta[p],
+                peak_sec_theta[p],
+                strain_deg,
+                lorentz_deg,
+                caglioti_u,
+                caglioti_v,
+                caglioti_w,
             )
             add_pseudo_voigt_binned(
-                out,
-                cdf,
-                first_bin,
-                end_bin,
-                grid_lo_deg,
-                bin_width_deg,
-                two_theta + zero_shift_deg,
-                area,
-                fwhm,
-                eta,
-                tail_tolerance,
-            )
+                out, cdf, first_bin, end_bin, grid_lo_deg, bin_width_deg, two_theta + zero_shift_deg, area,
+                fwhm, eta, tail_tolerance,
+            )  # fmt: skip
+
+
+# Sub-bin positions tabulated by the LUT: a stick between two of them interpolates linearly, so its kernel is
+# off by at most (1/16 bin)²/8 × the kernel's curvature (docs/physics.md, "lut").
+LUT_SUBBIN_PHASES = 16
 
 
 @nb.njit(cache=True)
-def build_lut_tables(fwhm_levels_deg: np.ndarray, bin_width_deg: float, max_offset: int) -> tuple:
-    """Unit-area bin-integrated Gaussian and Lorentzian kernels, (levels, 2·max_offset+1), centred at max_offset."""
+def build_lut_tables(
+    fwhm_levels_deg: np.ndarray, bin_width_deg: float, max_offset: int, n_subbin: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-area bin-integrated Gaussian and Lorentzian kernels, (levels, n_subbin + 1, 2·max_offset + 1).
+
+    Entry [l, j, max_offset + o] is the kernel of FWHM level l centred j/n_subbin of a bin above the lower
+    edge of bin 0, integrated over bin o. Row n_subbin is row 0 one bin on, so that any position in the bin
+    lies between two rows.
+    """
     n_levels = fwhm_levels_deg.shape[0]
     width = 2 * max_offset + 1
-    gauss = np.zeros((n_levels, width))
-    lorentz = np.zeros((n_levels, width))
+    gauss = np.zeros((n_levels, n_subbin + 1, width))
+    lorentz = np.zeros((n_levels, n_subbin + 1, width))
     cdf = np.empty(width + 1 + EDGE_PAD)
     for level in range(n_levels):
-        add_pseudo_voigt_binned(
-            gauss[level], cdf, 0, width, -(max_offset + 0.5) * bin_width_deg, bin_width_deg,
-            0.0, 1.0, fwhm_levels_deg[level], 0.0, 1e-300,
-        )  # fmt: skip
-        add_pseudo_voigt_binned(
-            lorentz[level], cdf, 0, width, -(max_offset + 0.5) * bin_width_deg, bin_width_deg,
-            0.0, 1.0, fwhm_levels_deg[level], 1.0, 1e-300,
-        )  # fmt: skip
+        for j in range(n_subbin + 1):
+            center_deg = j / n_subbin * bin_width_deg
+            add_pseudo_voigt_binned(
+                gauss[level, j], cdf, 0, width, -max_offset * bin_width_deg, bin_width_deg,
+                center_deg, 1.0, fwhm_levels_deg[level], 0.0, 1e-300,
+            )  # fmt: skip
+            add_pseudo_voigt_binned(
+                lorentz[level, j], cdf, 0, width, -max_offset * bin_width_deg, bin_width_deg,
+                center_deg, 1.0, fwhm_levels_deg[level], 1.0, 1e-300,
+            )  # fmt: skip
     return gauss, lorentz
 
 
-@nb.njit(cache=True)
-def add_lut_kernel(
+@nb.njit(cache=True, error_model="numpy")
+def add_pseudo_voigt_lut(
     out: np.ndarray,
     first_bin: int,
     end_bin: int,
-    source_bin: int,
-    amount: float,
+    grid_lo_deg: float,
+    bin_width_deg: float,
+    center_deg: float,
+    area: float,
     fwhm_deg: float,
     eta: float,
-    bin_width_deg: float,
+    tail_tolerance: float,
     log_fwhm_min: float,
     log_fwhm_step: float,
     gauss_table: np.ndarray,
     lorentz_table: np.ndarray,
-    tail_tolerance: float,
 ) -> None:
-    """Spread `amount` from source_bin with the pseudo-Voigt kernel interpolated between two LUT levels."""
-    if amount < tail_tolerance or fwhm_deg <= 0.0:
+    """add_pseudo_voigt_binned from the LUT: the same peak over the same bins, its bin-integrated kernel
+    interpolated bilinearly between the two bracketing FWHM levels (in log FWHM) and the two bracketing
+    sub-bin positions of the tables of `build_lut_tables`."""
+    if area < tail_tolerance or fwhm_deg <= 0.0:
         return
-    n_levels, width = gauss_table.shape
+    z_cut, half = rendering_extent(area, fwhm_deg, eta, bin_width_deg, tail_tolerance)
+    if half <= 0.0:
+        return
+    b0 = int(max(float(first_bin), math.floor((center_deg - half - grid_lo_deg) / bin_width_deg)))
+    b1 = int(min(float(end_bin), math.floor((center_deg + half - grid_lo_deg) / bin_width_deg) + 1.0))
+    if b0 >= b1:
+        return
+    n_levels, n_rows, width = gauss_table.shape
+    n_subbin = n_rows - 1
     max_offset = (width - 1) // 2
-    position = (math.log(fwhm_deg) - log_fwhm_min) / log_fwhm_step
-    position = min(max(position, 0.0), n_levels - 1.0)
-    level = min(int(position), n_levels - 2)
-    frac = position - level
-    half_deg = rendering_extent(amount, fwhm_deg, eta, bin_width_deg, tail_tolerance)[1]
-    if half_deg <= 0.0:
-        return
-    half = int(min(half_deg / bin_width_deg + 1.0, float(max_offset)))
-    lo = max(first_bin - source_bin, -half)
-    hi = min(end_bin - source_bin, half + 1)
-    a0 = amount * (1.0 - frac) * (1.0 - eta)
-    a1 = amount * (1.0 - frac) * eta
-    a2 = amount * frac * (1.0 - eta)
-    a3 = amount * frac * eta
-    g0 = gauss_table[level]
-    l0 = lorentz_table[level]
-    g1 = gauss_table[level + 1]
-    l1 = lorentz_table[level + 1]
-    for o in range(lo, hi):
+    position = (center_deg - grid_lo_deg) / bin_width_deg
+    source = math.floor(position)
+    source_bin = int(source)
+    subbin = (position - source) * n_subbin
+    row = min(int(subbin), n_subbin - 1)
+    right = subbin - row
+    level_position = (math.log(fwhm_deg) - log_fwhm_min) / log_fwhm_step
+    level_position = min(max(level_position, 0.0), n_levels - 1.0)
+    level = min(int(level_position), n_levels - 2)
+    wider = level_position - level
+    o_lo = max(b0 - source_bin, -max_offset)
+    o_hi = min(b1 - source_bin, max_offset + 1)
+    if z_cut > 0.0:
+        # The wider level's Gaussian rows are exactly 0 where erf saturates on both edges of a bin.
+        sigma_bins = math.exp(log_fwhm_min + (level + 1) * log_fwhm_step) * _FWHM_TO_SIGMA / bin_width_deg
+        gauss_half = int(_ERF_SATURATION * _SQRT2 * sigma_bins) + 2
+        g_lo = min(max(o_lo, -gauss_half), o_hi)
+        g_hi = max(min(o_hi, gauss_half + 1), g_lo)
+    else:
+        # As in add_pseudo_voigt_binned: no Gaussian bin could reach the tolerance.
+        g_lo = g_hi = o_lo
+    w_lorentz = eta * area
+    c0 = w_lorentz * (1.0 - wider) * (1.0 - right)
+    c1 = w_lorentz * (1.0 - wider) * right
+    c2 = w_lorentz * wider * (1.0 - right)
+    c3 = w_lorentz * wider * right
+    w_gauss = (1.0 - eta) * area
+    c4 = w_gauss * (1.0 - wider) * (1.0 - right)
+    c5 = w_gauss * (1.0 - wider) * right
+    c6 = w_gauss * wider * (1.0 - right)
+    c7 = w_gauss * wider * right
+    l00 = lorentz_table[level, row]
+    l01 = lorentz_table[level, row + 1]
+    l10 = lorentz_table[level + 1, row]
+    l11 = lorentz_table[level + 1, row + 1]
+    g00 = gauss_table[level, row]
+    g01 = gauss_table[level, row + 1]
+    g10 = gauss_table[level + 1, row]
+    g11 = gauss_table[level + 1, row + 1]
+    for o in range(o_lo, g_lo):
         i = o + max_offset
-        out[source_bin + o] += a0 * g0[i] + a1 * l0[i] + a2 * g1[i] + a3 * l1[i]
+        out[source_bin + o] += c0 * l00[i] + c1 * l01[i] + c2 * l10[i] + c3 * l11[i]
+    for o in range(g_lo, g_hi):
+        i = o + max_offset
+        out[source_bin + o] += (c0 * l00[i] + c1 * l01[i] + c2 * l10[i] + c3 * l11[i]) + (
+            c4 * g00[i] + c5 * g01[i] + c6 * g10[i] + c7 * g11[i]
+        )
+    for o in range(g_hi, o_hi):
+        i = o + max_offset
+        out[source_bin + o] += c0 * l00[i] + c1 * l01[i] + c2 * l10[i] + c3 * l11[i]
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def render_lut_sample(
     out: np.ndarray,
-    scratch: np.ndarray,
     first_bin: int,
     end_bin: int,
     grid_lo_deg: float,
     bin_width_deg: float,
     grid_span_deg: float,
-    dense_profile: np.ndarray,
     peak_offsets: np.ndarray,
+    peak_two_theta_deg: np.ndarray,
     peak_intensity: np.ndarray,
+    peak_tan_theta: np.ndarray,
+    peak_sec_theta: np.ndarray,
+    peak_sin_pi_t: np.ndarray,
+    peak_cos_pi_t: np.ndarray,
     materials: np.ndarray,
     n_phases: int,
     weights: np.ndarray,
@@ -452,65 +522,40 @@ def render_lut_sample(
     lorentz_table: np.ndarray,
     tail_tolerance: float,
 ) -> None:
-    """A.1's variable-width convolution of the dense clean profiles, then the zero shift by linear resampling.
+    """A.1's LUT variable-width convolution of one sample's sticks, into out[first:end].
 
-    Each clean bin is spread with the kernel of its own angle (a scatter, so area is kept); instrument
-    broadening is folded into that kernel. `scratch` (n_bins, float64) holds the unshifted mixture.
+    The same sticks, areas, widths, zero-shifted positions and support as render_exact_sample; only the
+    bin-integrated kernel comes from the tables (add_pseudo_voigt_lut) instead of erf/arctan at each edge.
     """
-    n_bins = dense_profile.shape[1]
-    shift_bins = zero_shift_deg / bin_width_deg
-    # The unshifted mixture is needed one bin beyond the window on the side the shift reads from.
-    margin = int(math.ceil(abs(shift_bins))) + 1
-    lo = max(first_bin - margin, 0)
-    hi = min(end_bin + margin, n_bins)
-    scratch[:] = 0.0
     for k in range(n_phases):
         m = materials[k]
         scale = weights[k] * material_scale(peak_offsets, peak_intensity, m, normalization_mode)
         coefficients = orientation_coefficients[k]
         oriented = np.any(coefficients)
-        row = dense_profile[m]
-        for j in range(n_bins):
-            value = row[j]
-            if value == 0.0:
+        strain_deg = strain_fwhm_factor * microstrain[k] / _DEG
+        lorentz_deg = scherrer_k * wavelength_nm / crystallite_size_nm[k] / _DEG
+        for p in range(peak_offsets[m], peak_offsets[m + 1]):
+            two_theta = peak_two_theta_deg[p]
+            area = stick_area(
+                scale, peak_intensity[p], two_theta, peak_sin_pi_t[p], peak_cos_pi_t[p], oriented,
+                coefficients, orientation_order, orientation_mean[k], orientation_clip_lo,
+                orientation_clip_hi, grid_lo_deg, grid_span_deg,
+            )  # fmt: skip
+            if area < tail_tolerance:
                 continue
-            two_theta = grid_lo_deg + (j + 0.5) * bin_width_deg
-            t = (j + 0.5) * bin_width_deg / grid_span_deg
-            amount = scale * value
-            if oriented:
-                amount *= orientation_envelope(
-                    t,
-                    math.sin(math.pi * t),
-                    math.cos(math.pi * t),
-                    coefficients,
-                    orientation_order,
-                    orientation_mean[k],
-                    orientation_clip_lo,
-                    orientation_clip_hi,
-                )
-            gauss, lorentz = sample_fwhms_deg(
-                two_theta,
-                microstrain[k],
-                strain_fwhm_factor,
-                crystallite_size_nm[k],
-                scherrer_k,
-                wavelength_nm,
+            fwhm, eta = stick_fwhm_eta(
+                peak_tan_theta[p],
+                peak_sec_theta[p],
+                strain_deg,
+                lorentz_deg,
                 caglioti_u,
                 caglioti_v,
                 caglioti_w,
             )
-            fwhm, eta = tch_fwhm_eta(gauss, lorentz)
-            add_lut_kernel(
-                scratch, lo, hi, j, amount, fwhm, eta, bin_width_deg,
-                log_fwhm_min, log_fwhm_step, gauss_table, lorentz_table, tail_tolerance,
+            add_pseudo_voigt_lut(
+                out, first_bin, end_bin, grid_lo_deg, bin_width_deg, two_theta + zero_shift_deg, area,
+                fwhm, eta, tail_tolerance, log_fwhm_min, log_fwhm_step, gauss_table, lorentz_table,
             )  # fmt: skip
-    for i in range(first_bin, end_bin):
-        source = i - shift_bins
-        i0 = int(math.floor(source))
-        frac = source - i0
-        left = scratch[i0] if 0 <= i0 < n_bins else 0.0
-        right = scratch[i0 + 1] if 0 <= i0 + 1 < n_bins else 0.0
-        out[i] += (1.0 - frac) * left + frac * right
 
 
 _SOFTPLUS_SERIES_LIMIT = 0.75
@@ -691,20 +736,19 @@ def render_exact_batch(
 
 @nb.njit(cache=True, parallel=True)
 def render_lut_batch(
-    mixture, window_bins, grid_lo_deg, bin_width_deg, grid_span_deg, dense_profile, peak_offsets, peak_intensity,
-    materials, n_phases, weights, orientation_coefficients, orientation_mean, orientation_order,
+    mixture, window_bins, grid_lo_deg, bin_width_deg, grid_span_deg,
+    peak_offsets, peak_two_theta_deg, peak_intensity, peak_tan_theta, peak_sec_theta, peak_sin_pi_t,
+    peak_cos_pi_t, materials, n_phases, weights, orientation_coefficients, orientation_mean, orientation_order,
     orientation_clip_lo, orientation_clip_hi, microstrain, crystallite_size_nm, zero_shift_deg,
-    caglioti_u, caglioti_v, caglioti_w, strain_fwhm_factor, scherrer_k, wavelength_nm, normalization_mode,
-    log_fwhm_min, log_fwhm_step, gauss_table, lorentz_table, tail_tolerance,
+    caglioti_u, caglioti_v, caglioti_w, strain_fwhm_factor, scherrer_k, wavelength_nm,
+    normalization_mode, log_fwhm_min, log_fwhm_step, gauss_table, lorentz_table, tail_tolerance,
 ):  # fmt: skip
-    """render_lut_sample over a batch (one sample per parallel task, each with its own scratch row);
-    tail_tolerance is per sample (n,)."""
-    n_bins = mixture.shape[1]
+    """render_lut_sample over a batch (one sample per parallel task); tail_tolerance is per sample (n,)."""
     for s in nb.prange(mixture.shape[0]):
-        scratch = np.empty(n_bins)
         render_lut_sample(
-            mixture[s], scratch, window_bins[s, 0], window_bins[s, 1], grid_lo_deg, bin_width_deg,
-            grid_span_deg, dense_profile, peak_offsets, peak_intensity, materials[s], n_phases[s], weights[s],
+            mixture[s], window_bins[s, 0], window_bins[s, 1], grid_lo_deg, bin_width_deg, grid_span_deg,
+            peak_offsets, peak_two_theta_deg, peak_intensity, peak_tan_theta, peak_sec_theta, peak_sin_pi_t,
+            peak_cos_pi_t, materials[s], n_phases[s], weights[s],
             orientation_coefficients[s], orientation_mean[s], orientation_order, orientation_clip_lo,
             orientation_clip_hi, microstrain[s], crystallite_size_nm[s], zero_shift_deg[s], caglioti_u[s],
             caglioti_v[s], caglioti_w[s], strain_fwhm_factor, scherrer_k, wavelength_nm, normalization_mode,

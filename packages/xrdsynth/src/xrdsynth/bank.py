@@ -10,7 +10,9 @@ Layout of a bank (a Zarr v3 group, local path or any fsspec URL)::
     profile            float32 (M, n_bins): clean sticks deposited area-preserving on the grid
 
 Building is resumable: each chunk of entries is computed once and kept as a part file under
-``<bank>.parts/`` until the final assembly, which writes the store and only then sets ``complete``.
+``<bank>.parts/`` until the final assembly, which writes the store and only then sets ``complete``. Part
+files are data only (an ``.npz`` of plain arrays plus UTF-8 JSON, read with ``allow_pickle=False``), so a
+planted or corrupted part can never run code; one that does not validate is discarded and recomputed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
+import re
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +34,8 @@ import numpy as np
 import zarr
 
 from .config import BankConfig, GridConfig
+
+log = logging.getLogger(__name__)
 
 BANK_FORMAT = "xrdsynth.bank"
 BANK_FORMAT_VERSION = 1
@@ -96,7 +103,7 @@ def compute_chunk(items: list, config: BankConfig, seed: int) -> dict[str, Any]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                entry = load_entry(item, seed=seed)
+                entry = load_entry(item, seed=seed, max_sites=config.max_sites)
                 info = describe(entry, config)
                 p = compute_peaks(
                     entry.structure, wavelength, (grid.two_theta_min_deg, grid.two_theta_max_deg)
@@ -146,39 +153,174 @@ def _fingerprint(ids: Iterable[str], offsets: np.ndarray, intensity: np.ndarray,
     return h.hexdigest()[:32]
 
 
-class PartStore:
-    """Finished chunks of an interrupted build, one atomically written file each, keyed by chunk index."""
+PART_FORMAT_VERSION = 1
+_PART_NAME = re.compile(r"^chunk-(\d{6})\.npz$")
+_PART_ARRAYS = ("peak_offsets", "two_theta_deg", "d_spacing_angstrom", "intensity", "profile", "meta_json")
+_ROW_KEYS = frozenset(ENTRY_COLUMNS) - {"split"}
+_SKIP_KEYS = frozenset(("source", "provenance", "reason"))
 
-    def __init__(self, bank_url: str, build_key: str):
+
+class PartFileError(ValueError):
+    """A part file that is not one this version of xrdsynth wrote (corrupted, planted or from elsewhere)."""
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def encode_part(result: dict[str, Any], n_bins: int) -> bytes:
+    """One computed chunk as an uncompressed .npz of plain numeric arrays plus UTF-8 JSON metadata."""
+    peaks = result["peaks"]
+    offsets = np.zeros(len(peaks) + 1, dtype=np.int64)
+    np.cumsum([len(p[0]) for p in peaks], out=offsets[1:])
+
+    def column(k: int) -> np.ndarray:
+        return np.concatenate([np.asarray(p[k], np.float64) for p in peaks]) if peaks else np.zeros(0)
+
+    profiles = result["profiles"]
+    profile = np.stack(profiles).astype(np.float32) if profiles else np.zeros((0, n_bins), np.float32)
+    meta = {
+        "part_format_version": PART_FORMAT_VERSION,
+        "rows": result["rows"],
+        "structures": result["structures"],
+        "skipped": result["skipped"],
+    }
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        peak_offsets=offsets,
+        two_theta_deg=column(0),
+        d_spacing_angstrom=column(1),
+        intensity=column(2),
+        profile=profile,
+        meta_json=np.frombuffer(json.dumps(meta, default=_json_default).encode(), dtype=np.uint8),
+    )
+    return buffer.getvalue()
+
+
+def _expect(condition: bool, what: str) -> None:
+    if not condition:
+        raise PartFileError(what)
+
+
+def decode_part(data: bytes, n_bins: int) -> dict[str, Any]:
+    """Validate and unpack a part file written by :func:`encode_part`; raises :class:`PartFileError`.
+
+    Nothing in it can run code: arrays are read with ``allow_pickle=False`` (object arrays are refused) and
+    the metadata is JSON. Parts are written uncompressed, so a member declaring more bytes than the whole
+    file is refused before anything is decompressed.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for info in archive.infolist():
+                _expect(
+                    info.file_size <= len(data), f"member {info.filename} declares {info.file_size} bytes"
+                )
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            _expect(sorted(npz.files) == sorted(_PART_ARRAYS), f"arrays {sorted(npz.files)}")
+            arrays = {name: npz[name] for name in _PART_ARRAYS}
+        meta = json.loads(arrays["meta_json"].tobytes().decode("utf-8"))
+    except PartFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zipfile, numpy and json raise many types for foreign data
+        raise PartFileError(f"{type(exc).__name__}: {exc}") from exc
+    _expect(
+        isinstance(meta, dict) and meta.get("part_format_version") == PART_FORMAT_VERSION, "metadata version"
+    )
+    rows, structures, skipped = meta.get("rows"), meta.get("structures"), meta.get("skipped")
+    _expect(isinstance(rows, list) and all(isinstance(r, dict) and set(r) == _ROW_KEYS for r in rows), "rows")
+    n = len(rows)
+    _expect(
+        isinstance(structures, list)
+        and len(structures) in (0, n)
+        and all(isinstance(x, str) for x in structures),
+        "structures",
+    )
+    _expect(
+        isinstance(skipped, list)
+        and all(
+            isinstance(x, dict) and set(x) == _SKIP_KEYS and all(isinstance(v, str) for v in x.values())
+            for x in skipped
+        ),
+        "skip records",
+    )
+    offsets = arrays["peak_offsets"]
+    _expect(offsets.dtype == np.int64 and offsets.shape == (n + 1,), "peak offsets shape")
+    _expect(offsets[0] == 0 and bool(np.all(np.diff(offsets) >= 0)), "peak offsets order")
+    n_peaks = int(offsets[-1])
+    for name in ("two_theta_deg", "d_spacing_angstrom", "intensity"):
+        _expect(arrays[name].dtype == np.float64 and arrays[name].shape == (n_peaks,), f"{name} shape")
+    _expect(arrays["profile"].dtype == np.float32 and arrays["profile"].shape == (n, n_bins), "profile shape")
+    peaks = [
+        tuple(
+            arrays[k][offsets[m] : offsets[m + 1]]
+            for k in ("two_theta_deg", "d_spacing_angstrom", "intensity")
+        )
+        for m in range(n)
+    ]
+    return {
+        "rows": rows,
+        "peaks": peaks,
+        "profiles": list(arrays["profile"]),
+        "structures": structures,
+        "skipped": skipped,
+    }
+
+
+class PartStore:
+    """Finished chunks of an interrupted build, one atomically written .npz file each, keyed by chunk index."""
+
+    def __init__(self, bank_url: str, build_key: str, n_bins: int):
         self.url = bank_url.rstrip("/") + ".parts"
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.build_key = build_key
+        self.n_bins = n_bins
 
     def _path(self, index: int) -> str:
-        return f"{self.root}/{self.build_key}/chunk-{index:06d}.pkl"
+        return f"{self.root}/{self.build_key}/chunk-{index:06d}.npz"
 
     def done(self) -> set[int]:
+        """Indices of the chunks whose part file validates; anything else in the folder is reported and
+        left unread, and part files that fail validation are deleted so that their chunk is recomputed."""
         prefix = f"{self.root}/{self.build_key}"
         if not self.fs.exists(prefix):
             return set()
-        names = [Path(p).name for p in self.fs.ls(prefix, detail=False)]
-        return {int(n[6:12]) for n in names if n.startswith("chunk-") and n.endswith(".pkl")}
+        valid = set()
+        for path in sorted(self.fs.ls(prefix, detail=False)):
+            name = Path(path).name
+            match = _PART_NAME.match(name)
+            if match is None:
+                if not name.endswith(".tmp"):  # .tmp: a write cut short, rewritten when its chunk reruns
+                    log.warning(
+                        "ignoring %s: not a part file of this build (parts are chunk-NNNNNN.npz); not read",
+                        path,
+                    )
+                continue
+            try:
+                self.read(int(match.group(1)))
+            except PartFileError as exc:
+                log.warning("%s; discarding it, its chunk is computed again", exc)
+                self.fs.rm(path)
+                continue
+            valid.add(int(match.group(1)))
+        return valid
 
     def write(self, index: int, result: dict[str, Any]) -> None:
-        import pickle
-
         path = self._path(index)
         tmp = path + ".tmp"
         self.fs.makedirs(str(Path(path).parent), exist_ok=True)
-        with self.fs.open(tmp, "wb") as f:
-            pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+        self.fs.pipe_file(tmp, encode_part(result, self.n_bins))
         self.fs.mv(tmp, path)  # the rename makes a part visible only once it is whole
 
     def read(self, index: int) -> dict[str, Any]:
-        import pickle
-
-        with self.fs.open(self._path(index), "rb") as f:
-            return pickle.load(f)
+        """The chunk's result; raises :class:`PartFileError` naming the file when it does not validate."""
+        path = self._path(index)
+        try:
+            return decode_part(self.fs.cat_file(path), self.n_bins)
+        except PartFileError as exc:
+            raise PartFileError(f"{path} is not a valid part file ({exc})") from None
 
     def remove(self) -> None:
         if self.fs.exists(self.root):
@@ -223,12 +365,16 @@ def assemble(
     seed: int,
     sources: list[str],
     build_key: str = "",
+    skipped_sources: list[dict[str, str]] | None = None,
 ) -> Bank:
-    """Write the final store from computed chunks (in chunk order, so output is independent of scheduling)."""
+    """Write the final store from computed chunks (in chunk order, so output is independent of scheduling).
+
+    ``skipped_sources`` are skip records of whole sources that could not be listed; they come first.
+    """
     rows = [r for p in parts for r in p["rows"]]
     peaks = [pk for p in parts for pk in p["peaks"]]
     profiles = [pr for p in parts for pr in p["profiles"]]
-    skipped = [s for p in parts for s in p["skipped"]]
+    skipped = list(skipped_sources or []) + [s for p in parts for s in p["skipped"]]
     keep = np.ones(len(rows), dtype=bool)
     if config.deduplicate:
         keep, dup_skipped = _deduplicate(rows, [s for p in parts for s in p["structures"]])

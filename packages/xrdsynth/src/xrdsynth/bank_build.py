@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import zarr
 
-from .bank import Bank, BankError, PartStore, assemble, compute_chunk
+from .bank import BANK_FORMAT, Bank, BankError, PartFileError, PartStore, assemble, compute_chunk
 from .cluster import dask_client, run_tasks
 from .config import BankConfig
+
+if TYPE_CHECKING:
+    from .structures import SourceItem
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +28,41 @@ def _existing_state(url: str) -> tuple[bool, dict]:
     return True, dict(group.attrs)
 
 
+def compute_build_key(
+    items: Sequence[SourceItem],
+    config: BankConfig,
+    seed: int,
+    skipped_sources: Sequence[dict[str, str]] = (),
+) -> str:
+    """Hash of everything a bank depends on: config, seed, the listed items and the bytes of their files.
+
+    Files are hashed whole (an archive as one file), so an edited CIF changes the key even when its size
+    and modification time do not; sources that could not be listed enter with their reason.
+    """
+    from .structures import file_sha256, input_file
+
+    h = hashlib.sha256(config.model_dump_json().encode() + str(seed).encode())
+    for it in items:
+        h.update(f"{it.source}\x00{it.locator}\x00{it.entry_id}\n".encode())
+    for bad in skipped_sources:
+        h.update(f"unusable\x00{bad['source']}\x00{bad['reason']}\n".encode())
+    for path in sorted({p for it in items if (p := input_file(it)) is not None}):
+        try:
+            digest = file_sha256(path)
+        except OSError as exc:  # reported per item when the chunk reads it
+            digest = f"unreadable: {type(exc).__name__}"
+        h.update(f"{path}\x00{digest}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _same_command(attrs: dict, sources: list[str], config: BankConfig, seed: int) -> bool:
+    return (
+        attrs.get("sources") == list(sources)
+        and attrs.get("seed") == seed
+        and attrs.get("config") == json.loads(config.model_dump_json())
+    )
+
+
 def build_bank(
     sources: list[str],
     url: str,
@@ -31,41 +72,61 @@ def build_bank(
     workers: int = 2,
     scheduler: str | None = None,
     overwrite: bool = False,
+    strict: bool = False,
 ) -> Bank:
     """Build (or resume building) a bank at `url` from `sources` and return it opened.
 
-    A rerun with the same sources, seed and config resumes from the finished chunks of an interrupted
-    build, or returns the finished bank untouched. A different build at the same place needs overwrite.
+    A rerun with the same sources, seed, config and input contents resumes from the finished chunks of an
+    interrupted build, or returns the finished bank untouched; the same command after an input file was
+    edited rebuilds the bank. A different build at the same place needs overwrite. A source that cannot be
+    listed (missing, empty, unreadable, wrong format) is reported, recorded among the skipped inputs and
+    left out, unless ``strict``, which raises ``ValueError`` for it instead.
     """
     from .structures import list_items
 
     if not sources:
         raise ValueError("no --source given; try `--source builtin --source random:1`")
     items = []
+    skipped_sources: list[dict[str, str]] = []
     for source in sources:
-        items.extend(list_items(source, seed=seed))
+        try:
+            items.extend(list_items(source, seed=seed))
+        except (ValueError, OSError) as exc:
+            if strict:
+                raise ValueError(f"{exc} (--strict stops at the first unusable source)") from exc
+            log.warning("skipping unusable source: %s", exc)
+            skipped_sources.append(
+                {"source": source, "provenance": source, "reason": f"unusable source: {exc}"}
+            )
     if not items:
-        raise ValueError(f"the sources {sources} contain no structures")
-    h = hashlib.sha256(config.model_dump_json().encode() + str(seed).encode())
-    for it in items:
-        h.update(f"{it.source}\x00{it.locator}\x00{it.entry_id}\n".encode())
-    build_key = h.hexdigest()[:16]
+        detail = "".join(f"\n  {s['reason']}" for s in skipped_sources)
+        raise ValueError(f"the sources {list(sources)} contain no structures{detail}")
+    build_key = compute_build_key(items, config, seed, skipped_sources)
 
     exists, attrs = _existing_state(url)
     if exists and attrs:
         if attrs.get("complete") and attrs.get("build_key") == build_key and not overwrite:
-            log.info("bank at %s is already complete for these sources and config; nothing to do", url)
+            log.info(
+                "bank at %s is already complete for these sources, contents and config; nothing to do", url
+            )
             return Bank.open(url)
-        if attrs.get("format") not in (None, "xrdsynth.bank"):
+        if attrs.get("format") not in (None, BANK_FORMAT):
             raise BankError(f"{url} holds something other than an xrdsynth bank; choose another --out")
         if attrs.get("complete") and not overwrite:
-            raise BankError(
-                f"{url} already holds a bank built from other sources or settings; pass --overwrite to replace it"
+            if not _same_command(attrs, sources, config, seed):
+                raise BankError(
+                    f"{url} already holds a bank built from other sources or settings; pass --overwrite to "
+                    "replace it"
+                )
+            log.warning(
+                "the inputs of the bank at %s changed since it was built (same sources and settings, "
+                "different file contents or listing); rebuilding it",
+                url,
             )
 
     chunk = config.chunk_size
     chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
-    parts = PartStore(url, build_key)
+    parts = PartStore(url, build_key, config.grid.n_bins)
     done = parts.done()
     todo = [(i, (c, config, seed)) for i, c in enumerate(chunks) if i not in done]
     if done:
@@ -81,7 +142,10 @@ def build_bank(
             total=len(chunks),
             already_done=len(done),
         )
-    results = [parts.read(i) for i in range(len(chunks))]
-    bank = assemble(url, config, results, seed, sources, build_key)
+    try:
+        results = [parts.read(i) for i in range(len(chunks))]
+    except PartFileError as exc:
+        raise BankError(f"{exc}; a part file changed during the build, rerun the same command") from exc
+    bank = assemble(url, config, results, seed, sources, build_key, skipped_sources)
     parts.remove()
     return bank

@@ -29,10 +29,15 @@ def _load_config_file(path: str | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        fields = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         _fail(f"cannot read config file {path}: {exc}")
-    return {}
+    if not isinstance(fields, dict):
+        _fail(
+            f"config file {path} holds a JSON {type(fields).__name__}; it must hold one object of fields, "
+            'e.g. {"seed": 1, "recipe": {"engine": "lut"}} (docs/config.md)'
+        )
+    return fields
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -119,6 +124,12 @@ def bank() -> None:
 @click.option(
     "--overwrite", is_flag=True, help="Replace a bank built from other sources or settings at --out."
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Stop at the first unusable --source (missing, empty, unreadable) instead of reporting it and "
+    "building from the others.",
+)
 def bank_build(
     sources,
     out,
@@ -135,11 +146,13 @@ def bank_build(
     workers,
     scheduler,
     overwrite,
+    strict,
 ) -> None:
     """Compute exact peaks (pymatgen-identical, numba) and clean profiles for every structure in the sources.
 
-    Bad structures are reported and skipped; the command fails only when nothing could be built. An interrupted
-    build resumes where it stopped when rerun with the same arguments.
+    Bad structures and unusable sources are reported and skipped (--strict stops at an unusable source); the
+    command fails only when nothing could be built. An interrupted build resumes where it stopped when rerun
+    with the same arguments; the same command after a source file was edited rebuilds the bank.
     """
     from .bank_build import build_bank
     from .config import BankConfig
@@ -162,7 +175,14 @@ def bank_build(
         _fail(_validation_message(exc))
     try:
         result = build_bank(
-            list(sources), out, config, seed=seed, workers=workers, scheduler=scheduler, overwrite=overwrite
+            list(sources),
+            out,
+            config,
+            seed=seed,
+            workers=workers,
+            scheduler=scheduler,
+            overwrite=overwrite,
+            strict=strict,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -315,7 +335,9 @@ def mixtures_generate(
     """Draw augmented mixtures from BANK and write them as sharded Zarr stores, one per split.
 
     Every task writes one whole shard; a shard counts only once its completion flag is set, so a killed run
-    resumes with --resume and the result is byte-identical whatever the number of workers.
+    resumes with --resume and the result is byte-identical whatever the number of workers. Nothing is written
+    before the run is known to be feasible: the recipe against the bank's grid and wavelength, the sizes, the
+    free disk space of a local --out and the reachability of a remote one.
     """
     from .bank import BankError
     from .config import GenerateConfig
@@ -359,9 +381,12 @@ def mixtures_generate(
         )
     except (BankError, StoreError, ValueError) as exc:
         _fail(str(exc))
+    except OSError as exc:
+        _fail(f"writing to {out} failed: {exc}; finished shards are kept, rerun with --resume")
     for r in reports:
         size = (
-            f", {r.stored_bytes / 1e6:.1f} MB stored ({r.uncompressed_bytes / max(r.stored_bytes or 1, 1):.1f}x)"
+            f", {r.stored_bytes / 1e6:.1f} MB stored, compression "
+            f"{r.uncompressed_bytes / max(r.stored_bytes or 1, 1):.2f}x over the whole store"
             if r.stored_bytes and r.uncompressed_bytes
             else ""
         )

@@ -29,17 +29,42 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
             client.close()
         return
     logging.getLogger("distributed").setLevel(logging.ERROR)
-    with (
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+    tracker_was_running = _resource_tracker_running()
+    try:
+        with (
+            LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+    finally:
+        if not tracker_was_running:
+            _stop_resource_tracker()
+
+
+def _resource_tracker_running() -> bool:
+    from multiprocessing import resource_tracker
+
+    return getattr(resource_tracker._resource_tracker, "_fd", None) is not None
+
+
+def _stop_resource_tracker() -> None:
+    """Stop and reap the multiprocessing resource tracker that spawning the worker processes started.
+
+    Left alone it outlives this process by up to seconds and is reaped by init, so a caller that waits for the
+    whole process group (a shell timing the command, a CI step) sees a leftover process. Only the tracker this
+    cluster started is stopped; `_stop` is CPython's own shutdown of it (a new one starts on demand).
+    """
+    from multiprocessing import resource_tracker
+
+    stop = getattr(resource_tracker._resource_tracker, "_stop", None)
+    if stop is not None:
+        stop()
 
 
 def run_tasks(

@@ -6,12 +6,31 @@ why it departs from it. Units are in the field names or docstrings.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Cu K-alpha weighted mean (2:1 K-alpha1:K-alpha2), the value pymatgen calls "CuKa" and the paper uses (A.1).
 CU_KA_ANGSTROM = 1.54184
+
+# The strong Bragg lines of inorganic crystals lie at d-spacings of about 1-10 Å (the Cu Kα 5-120° grid of A.1
+# sees 0.9-17.7 Å): a grid that sees no d-spacing in this range records (nearly) empty patterns.
+STRONG_LINE_D_ANGSTROM = (1.0, 10.0)
+# The narrowest window a recipe can draw must hold at least this many grid bins (the smallest grid has 16).
+MIN_WINDOW_BINS = 16
+
+
+def two_theta_deg(d_angstrom: float, wavelength_angstrom: float) -> float:
+    """Bragg angle 2θ in degrees of the d-spacing `d_angstrom` (180° where it is out of reach)."""
+    s = wavelength_angstrom / (2.0 * d_angstrom)
+    return 180.0 if s >= 1.0 else 2.0 * math.degrees(math.asin(s))
+
+
+def d_spacing_angstrom(two_theta: float, wavelength_angstrom: float) -> float:
+    """d-spacing in Å seen at 2θ = `two_theta` degrees (infinite at 0°)."""
+    s = math.sin(math.radians(two_theta / 2.0))
+    return math.inf if s <= 0.0 else wavelength_angstrom / (2.0 * s)
 
 
 def resolve_wavelength(wavelength: str | float) -> float:
@@ -130,6 +149,30 @@ class BankConfig(_Strict):
         if min(v) < 0 or abs(sum(v) - 1.0) > 1e-9:
             raise ValueError(f"split_fractions {v} must be non-negative and sum to 1")
         return v
+
+    @model_validator(mode="after")
+    def _grid_sees_bragg_lines(self) -> BankConfig:
+        wavelength = self.wavelength_angstrom
+        d_low = d_spacing_angstrom(self.grid.two_theta_max_deg, wavelength)
+        d_high = d_spacing_angstrom(self.grid.two_theta_min_deg, wavelength)
+        d_min, d_max = STRONG_LINE_D_ANGSTROM
+        if d_high >= d_min and d_low <= d_max:
+            return self
+        if d_high < d_min:
+            fix = (
+                f"lower grid.two_theta_min_deg below {two_theta_deg(d_min, wavelength):.3g}° "
+                "or use a longer wavelength"
+            )
+        else:
+            fix = (
+                f"raise grid.two_theta_max_deg above {two_theta_deg(d_max, wavelength):.3g}° "
+                "or use a shorter wavelength"
+            )
+        raise ValueError(
+            f"wavelength {wavelength:.5g} Å on the grid {self.grid.two_theta_min_deg}-"
+            f"{self.grid.two_theta_max_deg}° 2θ sees only d-spacings {d_low:.3g}-{d_high:.3g} Å, where crystals "
+            f"have almost no Bragg lines (strong lines lie at d ≈ {d_min:g}-{d_max:g} Å): {fix}"
+        )
 
     @property
     def wavelength_angstrom(self) -> float:
@@ -278,7 +321,8 @@ class RecipeConfig(_Strict):
     engine: Literal["exact", "lut"] = Field(
         "exact",
         description="'exact': each stick rendered analytically, bin-integrated; 'lut': A.1's variable-width "
-        "convolution of the dense clean profile with log-spaced width levels (needs PhaseLibrary.dense_profile).",
+        "convolution with log-spaced width levels, each stick's bin-integrated kernel read from tables at 16 "
+        "sub-bin positions (docs/physics.md).",
     )
     lut_levels: int = Field(
         32, ge=2, le=4096, description="Number of log-spaced FWHM levels of the LUT engine (A.1)."
@@ -325,29 +369,86 @@ class RecipeConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> RecipeConfig:
         lo, hi = self.preferred_orientation_clip
-        if not lo <= 1.0 <= hi:
-            raise ValueError(f"preferred_orientation_clip {self.preferred_orientation_clip} must contain 1")
+        if not 0.0 < lo <= 1.0 <= hi:
+            raise ValueError(
+                f"preferred_orientation_clip {self.preferred_orientation_clip} must contain 1 and start above 0 "
+                "(an envelope clipped to 0 erases the phase)"
+            )
         if self.microstrain[0] < 0.0:
             raise ValueError(f"microstrain {self.microstrain} must be >= 0")
+        if self.crystallite_size_log10_nm[0] < 0.0 or self.crystallite_size_log10_nm[1] > 6.0:
+            raise ValueError(
+                f"crystallite_size_log10_nm {self.crystallite_size_log10_nm} must lie within [0, 6] "
+                "(crystallites of 1 nm to 1 mm; below 1 nm the Scherrer broadening smears every line flat)"
+            )
+        if self.window_low_deg[0] < 0.0 or self.window_high_deg[1] > 180.0:
+            raise ValueError(
+                f"window_low_deg {self.window_low_deg} and window_high_deg {self.window_high_deg} must lie "
+                "within 0-180° 2θ"
+            )
         if self.window_low_deg[1] >= self.window_high_deg[0]:
             raise ValueError(
                 f"window_low_deg {self.window_low_deg} must end below window_high_deg {self.window_high_deg}"
             )
-        if (
-            self.instrument_du_deg2[0] + self.instrument_u_deg2 < 0
-            or self.instrument_dw_deg2[0] + self.instrument_w_deg2 <= 0
-        ):
+        u = self.instrument_u_deg2 + self.instrument_du_deg2[0]
+        v = self.instrument_v_deg2 + self.instrument_dv_deg2[0]
+        w = self.instrument_w_deg2 + self.instrument_dw_deg2[0]
+        if u < 0 or w <= 0:
             raise ValueError(
                 "instrument U + ΔU must be >= 0 and W + ΔW must be > 0 (Caglioti FWHM² at 2θ -> 0)"
             )
-        if self.noise_sigma[0] < 0.0:
-            raise ValueError(f"noise_sigma {self.noise_sigma} must be >= 0")
+        # FWHM² = U tan²θ + V tanθ + W must stay positive for every tanθ > 0 with the smallest U, V, W drawn.
+        if v < 0 and v * v >= 4.0 * u * w:
+            raise ValueError(
+                f"instrument_v_deg2 + instrument_dv_deg2 (down to {v:g} deg²) makes the Caglioti FWHM² = "
+                f"U tan²θ + V tanθ + W negative at some angle for U = {u:g}, W = {w:g}; raise V or U, W"
+            )
+        if self.noise_sigma[0] < 0.0 or self.noise_sigma[1] >= 1.0:
+            raise ValueError(
+                f"noise_sigma {self.noise_sigma} must lie in [0, 1): noise as high as the strongest line "
+                "(height 1) buries every peak"
+            )
+        if self.baseline_amplitude[0] < 0.0:
+            raise ValueError(
+                f"baseline_amplitude {self.baseline_amplitude} must be >= 0 (a negative amplitude can cancel "
+                "the pattern)"
+            )
+        if self.floor_offset[0] < 0.0 or max(-self.floor_slope[0], self.floor_slope[1]) > 1.0:
+            raise ValueError(
+                f"floor_offset {self.floor_offset} must be >= 0 and floor_slope {self.floor_slope} within "
+                "[-1, 1]: a floor below 0 or tilted by more than the strongest line's height (1) is clipped "
+                "away with the peaks"
+            )
         return self
 
     @property
     def n_orientation_basis(self) -> int:
         """Number of envelope basis functions: Chebyshev T_1..T_order plus sin/cos pairs."""
         return self.preferred_orientation_chebyshev_order + 2 * self.preferred_orientation_fourier_terms
+
+
+def check_recipe_on_grid(recipe: RecipeConfig, grid: GridConfig, wavelength_angstrom: float) -> None:
+    """Raise ValueError, naming the recipe field, when `recipe` cannot give a measurable pattern on a bank with
+    this grid and wavelength: every window it can draw must hold at least MIN_WINDOW_BINS grid bins, and its
+    Scherrer wavelength must be the bank's (the line positions and the broadening must come from one λ)."""
+    import numpy as np
+
+    narrow_low, narrow_high = recipe.window_low_deg[1], recipe.window_high_deg[0]
+    centers = grid.centers_deg()
+    inside = int(np.count_nonzero((centers >= narrow_low) & (centers <= narrow_high)))
+    if inside < MIN_WINDOW_BINS:
+        raise ValueError(
+            f"recipe.window_low_deg {recipe.window_low_deg} and recipe.window_high_deg "
+            f"{recipe.window_high_deg} can draw the window {narrow_low:g}-{narrow_high:g}° 2θ, which holds "
+            f"{inside} bins of the bank's grid {grid.two_theta_min_deg:g}-{grid.two_theta_max_deg:g}° "
+            f"(at least {MIN_WINDOW_BINS} are needed for a measurable pattern): move the windows into the grid"
+        )
+    if not math.isclose(recipe.wavelength_angstrom, wavelength_angstrom, rel_tol=1e-4):
+        raise ValueError(
+            f"recipe.wavelength_angstrom ({recipe.wavelength_angstrom:g} Å, the Scherrer broadening) differs "
+            f"from the bank's wavelength ({wavelength_angstrom:g} Å, the line positions): set "
+            f"recipe.wavelength_angstrom to {wavelength_angstrom:g} in the --config file"
+        )
 
 
 class GenerateConfig(_Strict):

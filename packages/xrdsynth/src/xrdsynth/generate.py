@@ -5,14 +5,16 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .bank import Bank, BankError
 from .cluster import dask_client, run_tasks
-from .config import GenerateConfig, GridConfig, RecipeConfig
+from .config import GenerateConfig, GridConfig, RecipeConfig, check_recipe_on_grid
 from .store import (
     LABEL_ARRAYS,
     StoreError,
@@ -21,6 +23,7 @@ from .store import (
     config_fingerprint,
     create_store,
     read_attrs,
+    row_bytes,
     write_shard,
 )
 
@@ -28,6 +31,19 @@ log = logging.getLogger(__name__)
 
 # Split name -> (bank pool it draws from, code mixed into the seed so splits never share random streams).
 SPLIT_POOLS = {"train": ("train", 0), "val": ("val", 1), "test": ("test", 2), "in_library": ("train", 3)}
+
+# Feasibility limits checked before anything is written, ceilings far above any real run: 2^31 - 1 rows (8.8 TB of
+# float16 patterns at 2,048 bins, 215x the paper's 10M) and 2^20 shards, which bounds the completion flags (one
+# object each) and the task list of one split.
+MAX_SAMPLES_PER_SPLIT = (1 << 31) - 1
+MAX_SHARDS_PER_SPLIT = 1 << 20
+# No mixture store we measured compresses better than 1.78x (noisy float16 patterns, docs/benchmarks.md): a store
+# whose uncompressed size over this ratio exceeds the free disk space certainly does not fit.
+BEST_COMPRESSION_RATIO = 2.0
+# Timeouts of the reachability probe of a remote --out, so that a dead endpoint fails in seconds, not minutes.
+_S3_PROBE_CONFIG = {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 1}}
+# Object stores whose first path component is a bucket that must exist before anything is written.
+_BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
 
 
 @functools.lru_cache(maxsize=2)
@@ -80,6 +96,9 @@ def max_phases_drawn(recipe: RecipeConfig) -> int:
 
 @dataclass
 class SplitReport:
+    """What `generate_split` did. Both byte counts are of the whole store, whatever this run wrote, so that
+    their ratio is the store's compression ratio also after --resume."""
+
     split: str
     url: str
     n_samples: int
@@ -120,28 +139,11 @@ def generate_split(
     """Write (or finish writing) the store of one split. Refuses to touch a store made with another config."""
     import zarr
 
-    pool_name = SPLIT_POOLS[split][0]
-    pool = bank.split_indices(pool_name)
-    max_k = max_phases_drawn(config.recipe)
-    if len(pool) < max_k:
-        raise BankError(
-            f"the bank's {pool_name} pool has {len(pool)} materials; mixtures of up to "
-            f"{max_k} distinct phases need at least that many. Add structures to the bank "
-            "or lower recipe.phase_count_probabilities for large K."
-        )
-    layout = StoreLayout(
-        n_samples, bank.grid.n_bins, config.shard_size, config.chunk_rows, config.pattern_dtype
-    )
-    identity = {
-        "recipe": config.recipe.model_dump(mode="json"),
-        "seed": config.seed,
-        "split": split,
-        "n_samples": n_samples,
-        "shard_size": config.shard_size,
-        "chunk_rows": config.chunk_rows,
-        "pattern_dtype": config.pattern_dtype,
-        "bank_fingerprint": bank.fingerprint,
-    }
+    pool = _checked_pool(bank, split, config)
+    _check_size(split, n_samples, config)
+    check_recipe_on_grid(config.recipe, bank.grid, bank.wavelength_angstrom)
+    layout = _layout(bank, n_samples, config)
+    identity = _identity(bank, split, n_samples, config)
     fingerprint = config_fingerprint(identity)
     existing = read_attrs(url, storage_options)
     if (
@@ -186,10 +188,9 @@ def generate_split(
     root = zarr.open_group(url, mode="r+", storage_options=storage_options)
     done = completed_shards(root)
     todo = [int(s) for s in np.flatnonzero(~done)]
-    stats = {"bytes": 0.0}
 
-    def on_result(_shard: int, result: dict[str, float]) -> None:
-        stats["bytes"] += result["bytes"]
+    def on_result(shard: int, result: dict[str, float]) -> None:
+        log.debug("%s shard %d: %.0f bytes in %.2f s", split, shard, result["bytes"], result["seconds"])
 
     t0 = time.perf_counter()
     args = [
@@ -231,9 +232,148 @@ def generate_split(
         len(todo),
         int(done.sum()),
         time.perf_counter() - t0,
-        stats["bytes"],
+        float(row_bytes(root)),
         _stored_bytes(url, storage_options),
     )
+
+
+def _checked_pool(bank: Bank, split: str, config: GenerateConfig) -> np.ndarray:
+    """The bank materials `split` draws from, refused when too few for the recipe's largest K*."""
+    pool_name = SPLIT_POOLS[split][0]
+    pool = bank.split_indices(pool_name)
+    max_k = max_phases_drawn(config.recipe)
+    if len(pool) < max_k:
+        raise BankError(
+            f"the bank's {pool_name} pool has {len(pool)} materials; mixtures of up to "
+            f"{max_k} distinct phases need at least that many. Add structures to the bank "
+            "or lower recipe.phase_count_probabilities for large K."
+        )
+    return pool
+
+
+def _check_size(split: str, n_samples: int, config: GenerateConfig) -> None:
+    if not 1 <= n_samples <= MAX_SAMPLES_PER_SPLIT:
+        raise StoreError(
+            f"{split}: {n_samples:.4g} samples is outside 1..{MAX_SAMPLES_PER_SPLIT:,} per split; "
+            "lower --n / --n-eval"
+        )
+    n_shards = -(-n_samples // config.shard_size)
+    if n_shards > MAX_SHARDS_PER_SPLIT:
+        raise StoreError(
+            f"{split}: {n_samples:,} samples in shards of {config.shard_size} make {n_shards:,} shards, above "
+            f"the limit of {MAX_SHARDS_PER_SPLIT:,}; raise --shard-size or lower --n"
+        )
+
+
+def _layout(bank: Bank, n_samples: int, config: GenerateConfig) -> StoreLayout:
+    return StoreLayout(
+        n_samples, bank.grid.n_bins, config.shard_size, config.chunk_rows, config.pattern_dtype
+    )
+
+
+def _identity(bank: Bank, split: str, n_samples: int, config: GenerateConfig) -> dict:
+    """Everything that determines a store's bytes; its hash decides whether an existing store can be resumed."""
+    return {
+        "recipe": config.recipe.model_dump(mode="json"),
+        "seed": config.seed,
+        "split": split,
+        "n_samples": n_samples,
+        "shard_size": config.shard_size,
+        "chunk_rows": config.chunk_rows,
+        "pattern_dtype": config.pattern_dtype,
+        "bank_fingerprint": bank.fingerprint,
+    }
+
+
+def local_path(url: str) -> Path | None:
+    """The local path of `url` (a plain path or a file:// URL), or None for a remote fsspec URL."""
+    import fsspec
+
+    protocol, path = fsspec.core.split_protocol(url)
+    return Path(path) if protocol in (None, "file", "local") else None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def check_remote_reachable(url: str, storage_options: dict | None) -> None:
+    """Raise StoreError in seconds when the remote `url` cannot be used (dead endpoint, no credentials, no
+    bucket), instead of the minutes of retries and the long traceback of the first write."""
+    import fsspec
+
+    options = dict(storage_options or {})
+    protocol = fsspec.core.split_protocol(url)[0]
+    if protocol in ("s3", "s3a"):
+        # Probe-only timeouts; the generation itself keeps the user's (or s3fs's) retry policy.
+        options["config_kwargs"] = {**_S3_PROBE_CONFIG, **options.get("config_kwargs", {})}
+        options["skip_instance_cache"] = True
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **options)
+        if protocol in ("s3", "s3a"):
+            # s3fs retries on top of botocore; `retries` is a class attribute, so set it on this probe only.
+            fs.retries = 1
+        try:
+            fs.info(path)
+        except FileNotFoundError:
+            bucket = path.strip("/").split("/")[0]
+            if protocol in _BUCKET_PROTOCOLS and bucket:
+                try:
+                    fs.info(bucket)
+                except FileNotFoundError:
+                    raise StoreError(
+                        f"{url}: the bucket {bucket!r} does not exist; create it first"
+                    ) from None
+    except StoreError:
+        raise
+    except ImportError as exc:
+        raise StoreError(f"{url}: {_one_line(exc)} (install xrdsynth[s3] for s3:// URLs)") from None
+    except Exception as exc:  # noqa: BLE001 - any failure of the probe means the store cannot be written
+        raise StoreError(
+            f"cannot reach {url}: {_one_line(exc)}; check the endpoint (--storage-option endpoint_url=...) "
+            "and the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or --storage-option key=, secret=)"
+        ) from None
+
+
+def _remaining_samples(url: str, layout: StoreLayout, fingerprint: str, resume: bool) -> int:
+    """Samples still to write at the local `url`: all of them unless --resume finds this config's store."""
+    if not resume:
+        return layout.n_samples
+    attrs = read_attrs(url)
+    if attrs is None or attrs.get("config_fingerprint") != fingerprint:
+        return layout.n_samples
+    import zarr
+
+    done = completed_shards(zarr.open_group(url, mode="r"))
+    rows = np.full(layout.n_shards, layout.shard_size, dtype=np.int64)
+    rows[-1] = layout.n_samples - layout.shard_size * (layout.n_shards - 1)
+    return int(rows[~done].sum())
+
+
+def check_disk_space(
+    folder: Path, bank: Bank, sizes: dict[str, int], config: GenerateConfig, resume: bool
+) -> None:
+    """Raise StoreError when the local stores cannot fit on the disk of `folder` even at the best compression
+    measured, before anything is created."""
+    pool = _checked_pool(bank, next(iter(sizes)), config)
+    param_values = sum(math.prod(tail) for tail in _param_shapes(config.recipe, bank, pool).values())
+    label_bytes = sum(np.dtype(dtype).itemsize * math.prod(tail) for dtype, tail in LABEL_ARRAYS.values())
+    sample_bytes = bank.grid.n_bins * np.dtype(config.pattern_dtype).itemsize + label_bytes + 4 * param_values
+    remaining = 0
+    for split, n in sizes.items():
+        layout = _layout(bank, n, config)
+        fingerprint = config_fingerprint(_identity(bank, split, n, config))
+        remaining += _remaining_samples(str(folder / f"{split}.zarr"), layout, fingerprint, resume)
+    needed = remaining * sample_bytes / BEST_COMPRESSION_RATIO
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise StoreError(
+            f"{remaining:,} samples of {sample_bytes:,} bytes need at least {needed / 1e9:,.3g} GB at the best "
+            f"compression seen ({BEST_COMPRESSION_RATIO:g}x), but {existing} has {free / 1e9:,.3g} GB free; "
+            "lower --n / --n-eval or choose another --out"
+        )
 
 
 def _stored_bytes(url: str, storage_options: dict | None) -> int | None:
@@ -266,9 +406,31 @@ def generate_all(
     overwrite: bool = False,
     storage_options: dict | None = None,
 ) -> list[SplitReport]:
-    """Generate the stores `<out>/<split>.zarr` for the requested splits."""
+    """Generate the stores `<out>/<split>.zarr` for the requested splits.
+
+    Everything that can be known before writing is checked before anything is created: the recipe against the
+    bank's grid and wavelength, the pools, the sizes and shard counts, that a remote `out` is reachable and that
+    local stores fit on the disk.
+    """
     bank = Bank.open(bank_url)
-    sizes = split_sizes(n_train, config)
+    check_recipe_on_grid(config.recipe, bank.grid, bank.wavelength_angstrom)
+    sizes = {split: n for split, n in split_sizes(n_train, config).items() if split in splits}
+    if not sizes:
+        raise StoreError(f"no split to generate in {splits}; choose from {', '.join(SPLIT_POOLS)}")
+    for split, n in sizes.items():
+        _checked_pool(bank, split, config)
+        _check_size(split, n, config)
+    folder = local_path(out)
+    if folder is not None:
+        if storage_options:
+            raise StoreError(
+                f"--storage-option applies to remote --out URLs (s3://...), not to the local folder {out}; "
+                "drop it or give an s3:// URL"
+            )
+        out = str(folder)
+        check_disk_space(folder, bank, sizes, config, resume and not overwrite)
+    else:
+        check_remote_reachable(out, storage_options)
     reports = []
     with dask_client(workers, scheduler) as client:
         for split in splits:

@@ -22,12 +22,31 @@ def open_store(url: str) -> zarr.Group:
             f"{url} has mixture format version {root.attrs.get('format_version')}; "
             f"this xrdsynth reads {MIXTURE_FORMAT_VERSION}"
         )
+    if "config_fingerprint" not in root.attrs:
+        # The attributes are written last when a store is created (store.create_store).
+        raise ValueError(
+            f"{url} is an unfinished mixture store: its creation was interrupted before any sample was written; "
+            "rerun `xrdsynth mixtures generate` with --resume (or --overwrite) to create it again"
+        )
     return root
+
+
+def _written_rows(root: zarr.Group) -> np.ndarray:
+    """bool (n_samples,): rows whose shard is flagged complete."""
+    a = root.attrs
+    return np.repeat(completed_shards(root), a["shard_size"])[: a["n_samples"]]
 
 
 def describe_store(url: str) -> str:
     """Counts, K* and space-group histograms, and the min/mean/max of every sampled parameter."""
     root = open_store(url)
+    try:
+        return _describe(url, root)
+    except (KeyError, FileNotFoundError) as exc:
+        raise ValueError(f"{url} is damaged: {exc} is missing; regenerate it with --overwrite") from None
+
+
+def _describe(url: str, root: zarr.Group) -> str:
     a = root.attrs
     done = completed_shards(root)
     out = io.StringIO()
@@ -36,9 +55,11 @@ def describe_store(url: str) -> str:
         f"complete {a.get('complete')}\n  samples {a['n_samples']}, shards {int(done.sum())}/{len(done)} written, "
         f"bank {a['bank_fingerprint']}\n"
     )
-    n_phases = np.asarray(root["n_phases"][:])
-    written = np.repeat(done, a["shard_size"])[: a["n_samples"]]
-    n_phases = n_phases[written]
+    if not done.any():
+        out.write("  no shard written yet: rerun `xrdsynth mixtures generate` with --resume to fill it\n")
+        return out.getvalue()
+    written = _written_rows(root)
+    n_phases = np.asarray(root["n_phases"][:])[written]
     ks, counts = np.unique(n_phases, return_counts=True)
     out.write(
         "  K* histogram: "
@@ -77,6 +98,11 @@ def plot_sample(url: str, index: int, png: str, bank_url: str | None = None) -> 
     n = a["n_samples"]
     if not 0 <= index < n:
         raise ValueError(f"--index {index} is outside the store's 0..{n - 1}")
+    if not _written_rows(root)[index]:
+        raise ValueError(
+            f"sample {index} of {url} is not written yet (its shard is incomplete); finish the store with "
+            "`xrdsynth mixtures generate ... --resume`"
+        )
     grid = a["grid"]
     width = (grid["two_theta_max_deg"] - grid["two_theta_min_deg"]) / grid["n_bins"]
     centers = grid["two_theta_min_deg"] + width * (np.arange(grid["n_bins"]) + 0.5)

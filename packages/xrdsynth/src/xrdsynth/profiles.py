@@ -1,5 +1,5 @@
 """Peak profiles on the fixed 2θ grid (A.1): TCH pseudo-Voigt widths, stick deposition, exact bin-integrated
-rendering and the LUT variable-width convolution. Angles in degrees 2θ; FWHMs in degrees 2θ.
+rendering and its LUT approximation. Angles in degrees 2θ; FWHMs in degrees 2θ.
 
 Intensities on the grid are per bin: a peak of area A contributes the integral of its profile over each bin,
 so the sum over bins of a peak well inside the grid is A, whatever its width.
@@ -118,7 +118,8 @@ def render_pseudo_voigt(
 class WidthLut:
     """Log-spaced FWHM levels (degrees) and their unit-area bin-integrated Gaussian/Lorentzian kernels.
 
-    Tables are (levels, 2·max_offset+1), offset 0 at column max_offset.
+    Tables are (levels, sub-bin positions + 1, 2·max_offset + 1): the kernel centred j/(sub-bin positions) of
+    a bin above a bin's lower edge, at offsets -max_offset..max_offset bins from that bin (column max_offset).
     """
 
     fwhm_levels_deg: np.ndarray
@@ -133,57 +134,90 @@ class WidthLut:
     def log_fwhm_step(self) -> float:
         return float(np.log(self.fwhm_levels_deg[1] / self.fwhm_levels_deg[0]))
 
+    @property
+    def max_offset(self) -> int:
+        return (self.gauss_table.shape[2] - 1) // 2
 
-def fwhm_bounds_deg(config: RecipeConfig, grid: GridConfig) -> tuple[float, float]:
-    """Smallest and largest TCH FWHM (degrees) the recipe can produce on the grid."""
-    centers = grid.centers_deg()
-    bounds = []
+
+def _recipe_widths_deg(config: RecipeConfig, grid: GridConfig) -> np.ndarray:
+    """Smallest TCH FWHM, largest TCH FWHM and largest Scherrer FWHM (degrees) at each grid edge, (3, n_bins + 1)."""
+    edges = np.linspace(grid.two_theta_min_deg, grid.two_theta_max_deg, grid.n_bins + 1)
+    fwhm = []
+    lorentz = []
     for pick in (0, 1):
         gauss = np.hypot(
-            strain_fwhm_deg(centers, config.microstrain[pick], config.strain_fwhm_factor),
+            strain_fwhm_deg(edges, config.microstrain[pick], config.strain_fwhm_factor),
             caglioti_fwhm_deg(
-                centers,
+                edges,
                 config.instrument_u_deg2 + config.instrument_du_deg2[pick],
                 config.instrument_v_deg2 + config.instrument_dv_deg2[pick],
                 config.instrument_w_deg2 + config.instrument_dw_deg2[pick],
             ),
         )
         size_nm = 10.0 ** config.crystallite_size_log10_nm[1 - pick]
-        lorentz = scherrer_fwhm_deg(centers, size_nm, config.wavelength_angstrom, config.scherrer_k)
-        bounds.append(tch_fwhm_eta(gauss, lorentz)[0])
-    return float(bounds[0].min()), float(bounds[1].max())
+        lorentz.append(scherrer_fwhm_deg(edges, size_nm, config.wavelength_angstrom, config.scherrer_k))
+        fwhm.append(tch_fwhm_eta(gauss, lorentz[-1])[0])
+    return np.stack([fwhm[0], fwhm[1], lorentz[1]])
+
+
+def fwhm_bounds_deg(config: RecipeConfig, grid: GridConfig) -> tuple[float, float]:
+    """Smallest and largest TCH FWHM (degrees) the recipe can give a stick on the grid (edges included)."""
+    widths = _recipe_widths_deg(config, grid)
+    return float(widths[0].min()), float(widths[1].max())
+
+
+def lut_support_bins(config: RecipeConfig, grid: GridConfig, smallest_tolerance: float) -> int:
+    """Half-width in bins that covers the rendered support of any stick of the recipe (at most n_bins).
+
+    A stick's area is at most max(1, orientation clip high) (weights <= 1, phases scaled to a strongest line
+    or a total of 1). The Gaussian part reaches at most to erf's saturation, 4.6·σ√2 of the widest FWHM; the
+    Lorentzian part to sqrt(A·Δ·η·H/(2π τ)) (`rendering_extent`), where η·H <= 1.36603·L by the TCH
+    polynomial. `smallest_tolerance` <= 0 (noise σ drawn from a range that starts at 0): the whole grid.
+    """
+    if smallest_tolerance <= 0.0:
+        return grid.n_bins
+    widths = _recipe_widths_deg(config, grid)
+    area = max(1.0, config.preferred_orientation_clip[1])
+    # 4.6: where erf_fast saturates (_profile_kernels).
+    gauss_deg = 4.6 * math.sqrt(2.0) * widths[1].max() / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    lorentz_deg = math.sqrt(
+        area * grid.bin_width_deg * 0.5 * 1.36603 * widths[2].max() / (math.pi * smallest_tolerance)
+    )
+    return min(grid.n_bins, math.ceil(max(gauss_deg, lorentz_deg) / grid.bin_width_deg) + 2)
 
 
 @functools.lru_cache(maxsize=8)
-def build_width_lut(config: RecipeConfig, grid: GridConfig) -> WidthLut:
-    """LUT of `config.lut_levels` log-spaced FWHMs spanning the recipe's range on `grid` (cached)."""
+def build_width_lut(config: RecipeConfig, grid: GridConfig, smallest_tolerance: float) -> WidthLut:
+    """LUT of `config.lut_levels` log-spaced FWHMs spanning the recipe's range on `grid`, each tabulated at
+    `_k.LUT_SUBBIN_PHASES` sub-bin positions out to `lut_support_bins` (cached)."""
     lo, hi = fwhm_bounds_deg(config, grid)
     levels = np.geomspace(lo, max(hi, lo * 1.0001), config.lut_levels)
-    gauss, lorentz = _k.build_lut_tables(levels, grid.bin_width_deg, grid.n_bins - 1)
+    gauss, lorentz = _k.build_lut_tables(
+        levels, grid.bin_width_deg, lut_support_bins(config, grid, smallest_tolerance), _k.LUT_SUBBIN_PHASES
+    )
     return WidthLut(levels, gauss, lorentz)
 
 
-def convolve_variable_width(
-    profile: np.ndarray, fwhm_gauss_deg: np.ndarray, fwhm_lorentz_deg: np.ndarray, lut: WidthLut, grid: GridConfig,
+def render_pseudo_voigt_lut(
+    center_deg: np.ndarray,
+    area: np.ndarray,
+    fwhm_deg: np.ndarray,
+    eta: np.ndarray,
+    lut: WidthLut,
+    grid: GridConfig,
     tail_tolerance: float = 1e-5,
-) -> np.ndarray:  # fmt: skip
-    """A.1's LUT convolution of one dense profile: each bin spread with the TCH kernel of its own widths.
-
-    `fwhm_gauss_deg`, `fwhm_lorentz_deg`: per-bin component FWHMs (n_bins). The kernel FWHM is interpolated
-    linearly in log FWHM between the two bracketing LUT levels; η is exact. Returns float64 (n_bins).
-    """
-    values = np.asarray(profile, dtype=np.float64)
-    if values.shape != (grid.n_bins,):
-        raise ValueError(
-            f"convolve_variable_width: profile has shape {values.shape}, the grid needs ({grid.n_bins},)"
-        )
-    fwhm, eta = tch_fwhm_eta(
-        np.broadcast_to(fwhm_gauss_deg, values.shape), np.broadcast_to(fwhm_lorentz_deg, values.shape)
+) -> np.ndarray:
+    """`render_pseudo_voigt` through the LUT (A.1): the same peaks over the same bins, each bin-integrated
+    kernel interpolated between the two bracketing FWHM levels (linear in log FWHM) and sub-bin positions.
+    Supports are capped at `lut.max_offset` bins from the peak. Returns float64 (n_bins)."""
+    centers = np.atleast_1d(np.asarray(center_deg, dtype=np.float64))
+    areas, fwhms, etas = (
+        np.broadcast_to(np.asarray(a, dtype=np.float64), centers.shape) for a in (area, fwhm_deg, eta)
     )
     out = np.zeros(grid.n_bins)
-    for j in np.flatnonzero(values):
-        _k.add_lut_kernel(
-            out, 0, grid.n_bins, int(j), values[j], fwhm[j], eta[j], grid.bin_width_deg,
-            lut.log_fwhm_min, lut.log_fwhm_step, lut.gauss_table, lut.lorentz_table, tail_tolerance,
+    for c, a, f, e in zip(centers, areas, fwhms, etas, strict=True):
+        _k.add_pseudo_voigt_lut(
+            out, 0, grid.n_bins, grid.two_theta_min_deg, grid.bin_width_deg, c, a, f, e, tail_tolerance,
+            lut.log_fwhm_min, lut.log_fwhm_step, lut.gauss_table, lut.lorentz_table,
         )  # fmt: skip
     return out

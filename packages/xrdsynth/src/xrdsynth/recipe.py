@@ -32,7 +32,8 @@ class PhaseLibrary:
     peak_two_theta_deg: float64 (P,), ascending within each material.
     peak_intensity: float64 (P,), each material scaled to max 100 (pymatgen convention).
     spacegroup: int16 (M,), 1..230.
-    dense_profile: float32 (M, n_bins) clean sticks from profiles.deposit_sticks(); needed by engine "lut".
+    dense_profile: float32 (M, n_bins) clean sticks from profiles.deposit_sticks() (the bank's clean profiles);
+        not needed for rendering: both engines render the sticks.
     """
 
     peak_offsets: np.ndarray
@@ -275,6 +276,15 @@ def tail_tolerances(noise_sigma: np.ndarray, config: RecipeConfig) -> np.ndarray
     return config.tail_tolerance_sigma * np.where(sigma > 0.0, sigma, SMALLEST_NOISE_SIGMA)
 
 
+def smallest_tail_tolerance(config: RecipeConfig) -> float:
+    """The smallest rendering cut `tail_tolerances` can give under `config`; 0 when the noise σ range starts at
+    0 but is not {0}, since σ can then be arbitrarily small."""
+    low, high = config.noise_sigma
+    if low > 0.0:
+        return config.tail_tolerance_sigma * low
+    return config.tail_tolerance_sigma * SMALLEST_NOISE_SIGMA if high == 0.0 else 0.0
+
+
 def render_clean_mixtures(
     parameters: MixtureParameters, library: PhaseLibrary, config: RecipeConfig, grid: GridConfig
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -307,21 +317,19 @@ def render_clean_mixtures(
     )
     geometry = (windows, grid.two_theta_min_deg, grid.bin_width_deg, span)
     tolerance = tail_tolerances(p["noise_sigma"], config)
+    sticks = (
+        library.peak_offsets,
+        library.peak_two_theta_deg,
+        library.peak_intensity,
+        *library.stick_geometry(grid),
+    )
     if config.engine == "exact":
-        _k.render_exact_batch(
-            mixture, *geometry, library.peak_offsets, library.peak_two_theta_deg, library.peak_intensity,
-            *library.stick_geometry(grid), *common, mode, tolerance,
-        )  # fmt: skip
+        _k.render_exact_batch(mixture, *geometry, *sticks, *common, mode, tolerance)
     else:
-        if library.dense_profile is None or library.dense_profile.shape[1] != grid.n_bins:
-            raise ValueError(
-                "engine 'lut' needs PhaseLibrary.dense_profile of shape (materials, grid.n_bins); build the "
-                "library with dense profiles or set RecipeConfig.engine = 'exact'"
-            )
-        lut = build_width_lut(config, grid)
+        lut = build_width_lut(config, grid, smallest_tail_tolerance(config))
         _k.render_lut_batch(
-            mixture, *geometry, library.dense_profile, library.peak_offsets, library.peak_intensity, *common,
-            mode, lut.log_fwhm_min, lut.log_fwhm_step, lut.gauss_table, lut.lorentz_table, tolerance,
+            mixture, *geometry, *sticks, *common, mode, lut.log_fwhm_min, lut.log_fwhm_step, lut.gauss_table,
+            lut.lorentz_table, tolerance,
         )  # fmt: skip
     return mixture, windows
 

@@ -119,6 +119,13 @@ def write_shard(root: zarr.Group, layout: StoreLayout, shard: int, arrays: dict[
     return written
 
 
+def row_bytes(root: zarr.Group) -> int:
+    """Uncompressed bytes of every per-sample array of the store (patterns, labels, parameters)."""
+    arrays = [root["pattern"], *(root[name] for name in LABEL_ARRAYS)]
+    arrays += [root["params"][name] for name in root["params"].array_keys()]
+    return sum(int(a.nbytes) for a in arrays)
+
+
 def completed_shards(root: zarr.Group) -> np.ndarray:
     return np.asarray(root["shard_complete"][:], dtype=bool)
 

@@ -22,6 +22,7 @@ import csv
 import functools
 import glob
 import gzip
+import hashlib
 import io
 import json
 import math
@@ -30,10 +31,11 @@ import re
 import tarfile
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from pymatgen.core import Structure
@@ -72,6 +74,19 @@ _RANDOM_MAX_ATTEMPTS = 40
 # Random crystals must show their target group even at this loose tolerance, so that any bank symprec
 # up to it detects the target rather than an accidental supergroup.
 _RANDOM_CHECK_SYMPREC = 0.1
+# Largest CIF file or archive member read, in bytes. One structure's CIF is a few kB to a few MB; the cap
+# keeps a compressed "zip bomb" member (600 MB of text in a 600 kB zip) from being read into memory.
+MAX_CIF_BYTES = 64 * 2**20
+# Errors that reading a file, an archive or a compressed stream can raise.
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    KeyError,
+    zipfile.BadZipFile,
+    tarfile.TarError,
+    zlib.error,
+    UnicodeDecodeError,
+)
 
 
 class StructureError(ValueError):
@@ -134,14 +149,27 @@ def list_items(source: str, *, seed: int = 0) -> list[SourceItem]:
     """List the structures named by one ``--source`` string without parsing them.
 
     ``seed`` only enters the ids of ``random:`` sources. Raises ``ValueError`` naming the source and
-    :data:`ACCEPTED_FORMS` for a nonexistent path or unknown format, and for duplicate ids in one source.
+    :data:`ACCEPTED_FORMS` for a nonexistent path or unknown format, and naming the source for a file or
+    archive that cannot be read, a CSV without a ``cif`` column, invalid JSON, or duplicate ids in one
+    source. Single files and archive members too large to read (:data:`MAX_CIF_BYTES`) are still listed,
+    as one item each, so that :func:`load_entry` reports them as skipped entries.
     """
     text = source.strip()
     if text == "builtin":
         items = _list_builtin(source)
     elif text.startswith("random:"):
         items = _list_random(source, seed)
-    elif os.path.isdir(text):
+    else:
+        try:
+            items = _list_path(source, text)
+        except _READ_ERRORS as exc:
+            raise ValueError(f"source {source!r}: cannot read it ({type(exc).__name__}: {exc})") from exc
+    _check_unique_ids(source, items)
+    return items
+
+
+def _list_path(source: str, text: str) -> list[SourceItem]:
+    if os.path.isdir(text):
         root = Path(text)
         files = sorted(
             (p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(_CIF_SUFFIXES)),
@@ -167,7 +195,6 @@ def list_items(source: str, *, seed: int = 0) -> list[SourceItem]:
         raise ValueError(
             f"source {source!r} is neither an existing path nor a known form; accepted: {ACCEPTED_FORMS}"
         )
-    _check_unique_ids(source, items)
     return items
 
 
@@ -247,6 +274,28 @@ def _check_unique_ids(source: str, items: list[SourceItem]) -> None:
         seen[item.entry_id] = item.locator
 
 
+def input_file(item: SourceItem) -> str | None:
+    """The file an item is read from (for archive members the archive), or None for generated crystals."""
+    if item.kind == "cif":
+        return _split_block(item.locator)[0]
+    if item.kind == "archive_cif":
+        return _split_block(item.locator)[0].split("::", 1)[0]
+    if item.kind in ("json", "jsonl", "csv"):
+        return item.locator.rpartition("#")[0]
+    if item.kind == "builtin":
+        return str(_aflow_library_path())
+    return None
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 # CIF data blocks: a block starts at a line "data_<name>"; a block holds a structure if it lists atom sites.
 _DATA_BLOCK = re.compile(r"^data_(\S*)", re.IGNORECASE | re.MULTILINE)
 _ATOM_SITES = re.compile(r"^\s*_atom_site_(fract|cartn)_x\b", re.IGNORECASE | re.MULTILINE)
@@ -281,7 +330,12 @@ def _cif_items(source: str, kind: str, locator: str, id_stem: str, text: str) ->
 
 
 def _list_cif_file(source: str, path: Path, id_stem: str) -> list[SourceItem]:
-    return _cif_items(source, "cif", str(path), id_stem, _read_text(path))
+    try:
+        text = _read_text(path)
+    except StructureError:
+        # Too large to read: one item, so that load_entry reports it as a skipped input.
+        return [SourceItem(source, "cif", str(path), id_stem)]
+    return _cif_items(source, "cif", str(path), id_stem, text)
 
 
 def _list_zip(source: str, path: Path) -> list[SourceItem]:
@@ -289,10 +343,14 @@ def _list_zip(source: str, path: Path) -> list[SourceItem]:
     items = []
     with zipfile.ZipFile(path) as zf:
         for name in sorted(n for n in zf.namelist() if n.lower().endswith(_CIF_SUFFIXES)):
-            text = zf.read(name).decode("utf-8", errors="replace")
-            items.extend(
-                _cif_items(source, "archive_cif", f"{path}::{name}", f"{stem}/{_strip_cif(Path(name))}", text)
-            )
+            locator, id_stem = f"{path}::{name}", f"{stem}/{_strip_cif(Path(name))}"
+            try:
+                text = _read_zip_member(zf, name, locator)
+            except (StructureError, *_READ_ERRORS):
+                # An oversized or corrupt member becomes one item that load_entry reports as skipped.
+                items.append(SourceItem(source, "archive_cif", locator, id_stem))
+                continue
+            items.extend(_cif_items(source, "archive_cif", locator, id_stem, text))
     if not items:
         raise ValueError(f"source {source!r}: archive {str(path)!r} contains no *.cif members")
     return items
@@ -300,15 +358,16 @@ def _list_zip(source: str, path: Path) -> list[SourceItem]:
 
 def _list_tar(source: str, path: Path) -> list[SourceItem]:
     stem = _archive_stem(path)
-    members = _tar_cif_texts(str(path), *_file_key(path))
-    if not members:
+    members, unreadable = _tar_cif_texts(str(path), *_file_key(path))
+    if not members and not unreadable:
         raise ValueError(f"source {source!r}: archive {str(path)!r} contains no *.cif members")
     items = []
-    for name in sorted(members):
-        locator = f"{path}::{name}"
-        items.extend(
-            _cif_items(source, "archive_cif", locator, f"{stem}/{_strip_cif(Path(name))}", members[name])
-        )
+    for name in sorted(members.keys() | unreadable.keys()):
+        locator, id_stem = f"{path}::{name}", f"{stem}/{_strip_cif(Path(name))}"
+        if name in unreadable:
+            items.append(SourceItem(source, "archive_cif", locator, id_stem))
+        else:
+            items.extend(_cif_items(source, "archive_cif", locator, id_stem, members[name]))
     return items
 
 
@@ -359,31 +418,33 @@ def _list_csv(source: str, path: Path) -> list[SourceItem]:
 # --------------------------------------------------------------------------------------------- loading
 
 
-def load_entry(item: SourceItem, *, seed: int = 0) -> Entry:
+def load_entry(item: SourceItem, *, seed: int = 0, max_sites: int | None = None) -> Entry:
     """Parse the structure an item points to; raises :class:`StructureError` on any bad input.
 
     ``seed`` must be the one given to :func:`list_items` for ``random:`` items (it is checked against the
-    id); other kinds ignore it.
+    id); other kinds ignore it. With ``max_sites``, CIF text and Structure dicts that list more atom
+    positions than that are rejected before they are parsed (parsing a 10,000-atom CIF takes seconds).
+    CIF files and archive members larger than :data:`MAX_CIF_BYTES` are rejected unread.
     """
     try:
         if item.kind == "cif":
             path, block = _split_block(item.locator)
-            return _entry_from_cif(item, _read_text(Path(path)), block)
+            return _entry_from_cif(item, _read_text(Path(path)), block, max_sites)
         if item.kind == "archive_cif":
             member_locator, block = _split_block(item.locator)
             archive, member = member_locator.split("::", 1)
-            return _entry_from_cif(item, _read_archive_member(Path(archive), member), block)
+            return _entry_from_cif(item, _read_archive_member(Path(archive), member), block, max_sites)
         if item.kind in ("json", "jsonl"):
-            return _entry_from_record(item)
+            return _entry_from_record(item, max_sites)
         if item.kind == "csv":
-            return _entry_from_csv(item)
+            return _entry_from_csv(item, max_sites)
         if item.kind == "builtin":
             return _entry_from_builtin(item)
         if item.kind == "random":
             return _entry_from_random(item, seed)
     except StructureError:
         raise
-    except (OSError, KeyError, zipfile.BadZipFile, tarfile.TarError, UnicodeDecodeError) as exc:
+    except _READ_ERRORS as exc:
         raise StructureError(item.locator, f"cannot read input ({type(exc).__name__}: {exc})") from exc
     raise ValueError(f"item {item.locator!r} has unknown kind {item.kind!r}")
 
@@ -395,8 +456,34 @@ def _split_block(locator: str) -> tuple[str, int | None]:
     return locator, None
 
 
+def _read_bounded(handle: BinaryIO, where: str, declared_bytes: int | None) -> str:
+    """Read one CIF of at most MAX_CIF_BYTES; the declared size is checked first and the read is capped
+    too, since archive headers can lie."""
+    limit = MAX_CIF_BYTES
+    advice = "split or extract it, or leave it out of the sources"
+    if declared_bytes is not None and declared_bytes > limit:
+        raise StructureError(
+            where, f"too large: {declared_bytes} bytes exceed the {limit}-byte limit for one CIF; {advice}"
+        )
+    data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise StructureError(
+            where,
+            f"too large: more than the {limit}-byte limit for one CIF (its header declared "
+            f"{declared_bytes} bytes); {advice}",
+        )
+    return data.decode("utf-8", errors="replace")
+
+
 def _read_text(path: Path) -> str:
-    return path.read_bytes().decode("utf-8", errors="replace")
+    with open(path, "rb") as fh:
+        return _read_bounded(fh, str(path), os.fstat(fh.fileno()).st_size)
+
+
+def _read_zip_member(zf: zipfile.ZipFile, member: str, where: str) -> str:
+    info = zf.getinfo(member)
+    with zf.open(info) as fh:
+        return _read_bounded(fh, where, info.file_size)
 
 
 def _file_key(path: Path) -> tuple[int, int]:
@@ -410,23 +497,33 @@ def _file_key(path: Path) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=2)
-def _tar_cif_texts(path: str, mtime_ns: int, size: int) -> dict[str, str]:
-    """All CIF members of a tar archive; gzip streams have no random access, so one pass reads them all."""
-    texts = {}
+def _tar_cif_texts(path: str, mtime_ns: int, size: int) -> tuple[dict[str, str], dict[str, str]]:
+    """All CIF members of a tar archive, and the reasons of those that cannot be read (too large).
+
+    gzip streams have no random access, so one pass reads them all.
+    """
+    texts: dict[str, str] = {}
+    unreadable: dict[str, str] = {}
     with tarfile.open(path, "r:*") as tf:
         for member in tf:
             if member.isfile() and member.name.lower().endswith(_CIF_SUFFIXES):
                 handle = tf.extractfile(member)
                 if handle is not None:
-                    texts[member.name] = handle.read().decode("utf-8", errors="replace")
-    return texts
+                    try:
+                        texts[member.name] = _read_bounded(handle, f"{path}::{member.name}", member.size)
+                    except StructureError as exc:
+                        unreadable[member.name] = exc.reason
+    return texts, unreadable
 
 
 def _read_archive_member(archive: Path, member: str) -> str:
+    where = f"{archive}::{member}"
     if _file_kind(archive) == "zip":
         with zipfile.ZipFile(archive) as zf:
-            return zf.read(member).decode("utf-8", errors="replace")
-    texts = _tar_cif_texts(str(archive), *_file_key(archive))
+            return _read_zip_member(zf, member, where)
+    texts, unreadable = _tar_cif_texts(str(archive), *_file_key(archive))
+    if member in unreadable:
+        raise StructureError(where, unreadable[member])
     if member not in texts:
         raise KeyError(f"no member {member!r} in {archive}")
     return texts[member]
@@ -588,7 +685,115 @@ def _summarize_warnings(caught: list[warnings.WarningMessage]) -> str:
     return "; ".join(messages)[:500]
 
 
-def _parse_cif(where: str, text: str) -> tuple[Structure, dict[str, Any], str]:
+# Cell parameters as written; pymatgen would silently accept a negative length (its lattice takes |a|).
+_CELL_PARAMETER = re.compile(
+    r"^[ \t]*(_cell_(?:length_[abc]|angle_(?:alpha|beta|gamma)))[ \t]+(\S+)", re.IGNORECASE | re.MULTILINE
+)
+_CIF_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+# One CIF token: a quoted string (closed by a quote followed by white space), a comment, or a bare word.
+_CIF_TOKEN = re.compile(r"'.*?'(?=\s|$)|\".*?\"(?=\s|$)|#.*|\S+")
+_CIF_RESERVED = ("loop_", "data_", "save_", "global_", "stop_")
+_COORDINATE_TAGS = (
+    ("_atom_site_fract_x", "_atom_site_fract_y", "_atom_site_fract_z"),
+    ("_atom_site_cartn_x", "_atom_site_cartn_y", "_atom_site_cartn_z"),
+)
+
+
+def _cif_number(text: str) -> float | None:
+    """The value of a CIF number such as '5.431(2)'; None for '?', '.' or text."""
+    match = _CIF_NUMBER.match(text.strip("'\""))
+    return float(match.group()) if match else None
+
+
+def _cif_tokens(text: str) -> Iterator[str]:
+    """The tokens of CIF text, with comments dropped and each ';' text field as one token."""
+    in_text_field = False
+    for line in text.splitlines():
+        if line.startswith(";"):
+            in_text_field = not in_text_field
+            if not in_text_field:
+                yield ";"
+            continue
+        if in_text_field:
+            continue
+        if "'" not in line and '"' not in line and "#" not in line:
+            yield from line.split()
+            continue
+        for token in _CIF_TOKEN.findall(line):
+            if token.startswith("#"):
+                break
+            yield token
+
+
+def _count_atom_positions(text: str, stop_after: int | None = None) -> int:
+    """Distinct coordinate triples listed by the atom_site loops of CIF text, before symmetry expansion.
+
+    Symmetry only adds sites and partial occupancies share a position, so the parsed cell has at least
+    this many sites (barring listed positions that are symmetry copies of each other). One pass over the
+    tokens, without building a structure; it ends early once more than ``stop_after`` are found.
+    """
+    positions: set[tuple[Any, ...]] = set()
+    state = "scan"  # "scan" for loop_, then its "tags", then its "values"
+    tags: list[str] = []
+    columns: list[int] = []
+    row: dict[int, str] = {}
+    n_values = 0
+    for token in _cif_tokens(text):
+        lower = token.lower()
+        if state == "tags":
+            if token.startswith("_"):
+                tags.append(lower)
+                continue
+            coordinates = next((c for c in _COORDINATE_TAGS if all(t in tags for t in c)), ())
+            columns = [tags.index(t) for t in coordinates]
+            state, n_values, row = ("values" if tags else "scan"), 0, {}
+        if state == "values":
+            if not token.startswith("_") and not lower.startswith(_CIF_RESERVED):
+                column = n_values % len(tags)
+                n_values += 1
+                if columns and column in columns:
+                    row[column] = token
+                    if len(row) == 3:
+                        cells = [row[k] for k in columns]
+                        numbers = [_cif_number(c) for c in cells]
+                        positions.add(
+                            tuple(
+                                c if x is None else round(x, 4) for x, c in zip(numbers, cells, strict=True)
+                            )
+                        )
+                        row = {}
+                        if stop_after is not None and len(positions) > stop_after:
+                            return len(positions)
+                continue
+            state = "scan"
+        if lower == "loop_":
+            state, tags = "tags", []
+    return len(positions)
+
+
+def _check_cif_text(where: str, text: str, max_sites: int | None) -> None:
+    """Cheap checks on the CIF text that pymatgen would not make, or would make only after a slow parse."""
+    for match in _CELL_PARAMETER.finditer(text):
+        tag, raw = match.group(1), match.group(2)
+        value = _cif_number(raw)
+        if value is None:
+            continue  # '?' and other non-numbers are left to the parser
+        if tag.lower().startswith("_cell_length") and value <= 0.0:
+            raise StructureError(where, f"{tag} = {raw}: cell lengths must be positive (Å)")
+        if tag.lower().startswith("_cell_angle") and not 0.0 < value < 180.0:
+            raise StructureError(
+                where, f"{tag} = {raw}: cell angles must lie strictly between 0 and 180 degrees"
+            )
+    if max_sites is not None:
+        if _count_atom_positions(text, stop_after=max_sites) > max_sites:
+            raise StructureError(
+                where,
+                f"too many sites: the atom_site loop lists more than max_sites={max_sites} distinct "
+                "positions (checked before parsing)",
+            )
+
+
+def _parse_cif(where: str, text: str, max_sites: int | None = None) -> tuple[Structure, dict[str, Any], str]:
     """Parse CIF text holding one data block -> (structure, raw block tags, warning summary)."""
     from pymatgen.io.cif import CifParser
 
@@ -596,6 +801,7 @@ def _parse_cif(where: str, text: str) -> tuple[Structure, dict[str, Any], str]:
         raise StructureError(where, "unparseable CIF: the file is empty")
     if not _DATA_BLOCK.search(text):
         raise StructureError(where, "unparseable CIF: no 'data_' block found")
+    _check_cif_text(where, text, max_sites)
     # CifParser warns about every tolerated irregularity; collect them quietly and keep them as the
     # reason when parsing fails, or as metadata when it succeeds.
     with warnings.catch_warnings(record=True) as caught:
@@ -634,14 +840,14 @@ def _cif_label(tags: dict[str, Any], where: str) -> int | None:
     return number
 
 
-def _entry_from_cif(item: SourceItem, text: str, block: int | None) -> Entry:
+def _entry_from_cif(item: SourceItem, text: str, block: int | None, max_sites: int | None) -> Entry:
     where = item.locator
     preamble, blocks = _cif_blocks(text)
     if block is not None:
         if not 1 <= block <= len(blocks):
             raise StructureError(where, f"CIF has {len(blocks)} data blocks, no block {block}")
         text = preamble + blocks[block - 1][1]
-    structure, tags, noted = _parse_cif(where, text)
+    structure, tags, noted = _parse_cif(where, text, max_sites)
     metadata: dict[str, MetadataValue] = {}
     header_label = _HEADER_LABEL.search(preamble)
     given = int(header_label.group(1)) if header_label and block is None else _cif_label(tags, where)
@@ -661,7 +867,9 @@ def _entry_from_cif(item: SourceItem, text: str, block: int | None) -> Entry:
 # ------------------------------------------------------------------------------------ records (JSON/CSV)
 
 
-def _structure_from_record(record: Any, where: str) -> tuple[Structure, dict[str, MetadataValue], str]:
+def _structure_from_record(
+    record: Any, where: str, max_sites: int | None
+) -> tuple[Structure, dict[str, MetadataValue], str]:
     """Split a JSON record into (structure, metadata, parse warnings); accepts a bare Structure dict too."""
     if not isinstance(record, dict):
         raise StructureError(
@@ -670,16 +878,21 @@ def _structure_from_record(record: Any, where: str) -> tuple[Structure, dict[str
     if "structure" in record or "cif" in record:
         metadata = {k: _as_metadata_value(v) for k, v in record.items() if k not in ("structure", "cif")}
         if "structure" in record and isinstance(record["structure"], dict):
-            return _structure_from_dict(record["structure"], where), metadata, ""
+            return _structure_from_dict(record["structure"], where, max_sites), metadata, ""
         cif_text = record.get("cif", record.get("structure"))
         if not isinstance(cif_text, str):
             raise StructureError(where, "'structure' must be a pymatgen Structure dict or 'cif' a CIF string")
-        structure, _, noted = _parse_cif(where, cif_text)
+        structure, _, noted = _parse_cif(where, cif_text, max_sites)
         return structure, metadata, noted
-    return _structure_from_dict(record, where), {}, ""
+    return _structure_from_dict(record, where, max_sites), {}, ""
 
 
-def _structure_from_dict(data: dict[str, Any], where: str) -> Structure:
+def _structure_from_dict(data: dict[str, Any], where: str, max_sites: int | None = None) -> Structure:
+    sites = data.get("sites")
+    if max_sites is not None and isinstance(sites, list) and len(sites) > max_sites:
+        raise StructureError(
+            where, f"too many sites: {len(sites)} > max_sites={max_sites} (checked before parsing)"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -688,7 +901,7 @@ def _structure_from_dict(data: dict[str, Any], where: str) -> Structure:
         raise StructureError(where, f"invalid pymatgen Structure dict ({type(exc).__name__}: {exc})") from exc
 
 
-def _entry_from_record(item: SourceItem) -> Entry:
+def _entry_from_record(item: SourceItem, max_sites: int | None) -> Entry:
     where = item.locator
     path_text, _, anchor = item.locator.rpartition("#")
     path = Path(path_text)
@@ -704,14 +917,14 @@ def _entry_from_record(item: SourceItem) -> Entry:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise StructureError(where, f"invalid JSON ({exc.msg})") from exc
-    structure, metadata, noted = _structure_from_record(record, where)
+    structure, metadata, noted = _structure_from_record(record, where, max_sites)
     if noted:
         metadata["parse_warnings"] = noted
     given = _metadata_spacegroup(metadata, where)
     return Entry(item.entry_id, item.source, item.locator, structure, given, metadata, synthetic=False)
 
 
-def _entry_from_csv(item: SourceItem) -> Entry:
+def _entry_from_csv(item: SourceItem, max_sites: int | None) -> Entry:
     where = item.locator
     path_text, _, anchor = item.locator.rpartition("#row=")
     path = Path(path_text)
@@ -720,7 +933,7 @@ def _entry_from_csv(item: SourceItem) -> Entry:
     if not 1 <= index <= len(rows):
         raise StructureError(where, f"CSV has {len(rows)} data rows, no row {index}")
     row = rows[index - 1]
-    structure, _, noted = _parse_cif(where, row.get("cif") or "")
+    structure, _, noted = _parse_cif(where, row.get("cif") or "", max_sites)
     # Unnamed columns (a pandas index) carry no meaning; ids stay text so '007' is not turned into 7.
     metadata: dict[str, MetadataValue] = {
         key: (value if key in _ID_KEYS else _coerce_cell(value))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -48,6 +49,29 @@ class MultiScaleDilatedBlock(nn.Module):
         return u + self.shortcut(h)
 
 
+def angle_fourier_features(scaled_angle: Tensor, n_frequencies: int, max_frequency: float) -> Tensor:
+    """sin/cos(π f_j θ̃) for F frequencies f_j spaced geometrically from 1 to `max_frequency`: (..., L) -> (..., 2F).
+
+    θ̃ is 2θ scaled to [-1, 1]. With `max_frequency` near the token count / 2 the finest pair changes sign from
+    one token to the next, so every token gets a distinct code; the coarse pairs keep nearby angles similar.
+    """
+    frequencies = torch.logspace(
+        0.0, math.log10(max_frequency), n_frequencies, device=scaled_angle.device, dtype=torch.float32
+    )
+    phase = math.pi * scaled_angle.float().unsqueeze(-1) * frequencies
+    return torch.cat([phase.sin(), phase.cos()], dim=-1).to(scaled_angle.dtype)
+
+
+def transform_intensity(x: Tensor, transform: str) -> Tensor:
+    """The model's view of intensity: 'none' (A.2), or sqrt / log1p of the non-negative part, which compresses
+    the range between the strongest and the weakest peaks that identify a phase."""
+    if transform == "sqrt":
+        return x.clamp_min(0.0).sqrt()
+    if transform == "log1p":
+        return torch.log1p(x.clamp_min(0.0))
+    return x
+
+
 class CNNFrontEnd(nn.Module):
     """Strided multi-scale CNN, mask down-sampling and 2θ conditioning (A.2, A.3).
 
@@ -72,14 +96,26 @@ class CNNFrontEnd(nn.Module):
         )
         self.to_tokens = nn.Linear(config.cnn_channels[-1], config.d_model)
         # Conditioning on (scaled token angle, local mask mean); hidden width is not given by the paper (A.3).
+        # With angle_encoding 'fourier' the angle enters as 2F Fourier features instead of one scalar: one
+        # smooth MLP of a scalar cannot tell tokens a fraction of a degree apart, and a mean-pooled read-out
+        # then cannot tell where the peaks are (docs/benchmarks.md, learning ablations).
+        n_angle = 1 if config.angle_encoding == "mlp" else 2 * config.angle_frequencies
         self.condition = nn.Sequential(
-            nn.Linear(2, config.d_model), nn.GELU(), nn.Linear(config.d_model, config.d_model)
+            nn.Linear(n_angle + 1, config.d_model), nn.GELU(), nn.Linear(config.d_model, config.d_model)
         )
         # Bin-centre 2θ scaled to [-1, 1] by the global grid bounds, pooled to token resolution (A.3). The grid
         # is fixed (A.1), so this is a constant buffer: bin i has centre lo + (i + 1/2) * (hi - lo) / N.
         centres = (torch.arange(config.n_bins, dtype=torch.float32) + 0.5) / config.n_bins
         scaled_angle = self._pool(2.0 * centres - 1.0, F.avg_pool1d)
         self.register_buffer("token_angle", scaled_angle, persistent=False)
+        if config.angle_encoding == "fourier":
+            angle_code = angle_fourier_features(
+                scaled_angle, config.angle_frequencies, max(1.0, config.n_tokens / 2)
+            )
+        else:
+            angle_code = scaled_angle.unsqueeze(-1)
+        # (L, n_angle): what the conditioning MLP sees of each token's angle.
+        self.register_buffer("angle_code", angle_code, persistent=False)
 
     def _pool(self, signal: Tensor, pool: Callable[..., Tensor]) -> Tensor:
         """Staged pooling with the CNN strides, rounding lengths up like the convolutions: (..., N) -> (..., L)."""
@@ -100,7 +136,7 @@ class CNNFrontEnd(nn.Module):
                 f"got {mask.dtype} {tuple(mask.shape)}"
             )
         # Zero unmeasured bins so their content can never reach the network (the paper's x is "after masking").
-        h = (x * mask).unsqueeze(1)
+        h = (transform_intensity(x, self.config.intensity_transform) * mask).unsqueeze(1)
         for block in self.blocks:
             h = block(h)
         tokens = self.to_tokens(h.transpose(1, 2))
@@ -108,6 +144,6 @@ class CNNFrontEnd(nn.Module):
         mask_f = mask.to(x.dtype)
         valid = self._pool(mask_f, F.max_pool1d) > 0.5
         mask_mean = self._pool(mask_f, F.avg_pool1d)
-        angle = self.token_angle.to(x.dtype).expand_as(mask_mean)
-        tokens = tokens + self.condition(torch.stack([angle, mask_mean], dim=-1))
+        angle = self.angle_code.to(x.dtype).expand(*mask_mean.shape, -1)
+        tokens = tokens + self.condition(torch.cat([angle, mask_mean.unsqueeze(-1)], dim=-1))
         return tokens, valid

@@ -23,14 +23,35 @@ def masked_mean(z: Tensor, valid: Tensor) -> Tensor:
 
 
 class PresenceHead(nn.Module):
-    """Masked mean pooling + linear layer: (B, L, d) -> presence logits (B, 230) (A.3, A.5)."""
+    """Pooling + linear layer: (B, L, d) -> presence logits (B, 230) (A.3, A.5).
+
+    pooling 'mean' is the paper's masked mean (A.3). 'attention' lets P learned queries attend to the valid
+    tokens and classifies their concatenation: each query can weight tokens by content and position, where a
+    mean keeps only their average. 'flatten' classifies all L tokens side by side (invalid ones zeroed), so
+    every 2θ position has weights of its own, as in the CNN classifiers common in XRD. Neither is in the paper.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.classifier = nn.Linear(config.d_model, N_SPACE_GROUPS)
+        self.pooling = config.presence_pooling
+        if self.pooling == "flatten":
+            self.classifier = nn.Linear(config.n_tokens * config.d_model, N_SPACE_GROUPS)
+        elif self.pooling == "attention":
+            self.queries = nn.Parameter(torch.randn(config.pool_queries, config.d_model))
+            self.attn = MultiHeadAttention(config.d_model, config.n_heads, config.dropout)
+            self.norm = nn.LayerNorm(config.d_model)
+            self.classifier = nn.Linear(config.pool_queries * config.d_model, N_SPACE_GROUPS)
+        else:
+            self.classifier = nn.Linear(config.d_model, N_SPACE_GROUPS)
 
     def forward(self, z: Tensor, valid: Tensor) -> Tensor:
-        return self.classifier(masked_mean(z, valid))
+        if self.pooling == "mean":
+            return self.classifier(masked_mean(z, valid))
+        if self.pooling == "flatten":
+            return self.classifier((z * valid.unsqueeze(-1).to(z.dtype)).flatten(1))
+        queries = self.queries.to(z.dtype).expand(z.shape[0], -1, -1)
+        pooled = self.norm(self.attn(queries, z, key_padding_mask(valid)))
+        return self.classifier(pooled.flatten(1))
 
 
 class SlotUpdateLayer(nn.Module):
@@ -60,12 +81,22 @@ class PhaseClusterHead(nn.Module):
         # Unit-variance initial slots (like nn.Embedding) are distinct from the start, which breaks the
         # symmetry between slots that a permutation-invariant loss cannot break by itself.
         self.slot_embeddings = nn.Parameter(torch.randn(config.n_slots, config.d_model))
+        # slot_init 'flatten': each slot also starts from its own linear view of all tokens side by side, so
+        # where the peaks are reaches the slots directly instead of only through attention averages.
+        self.from_tokens = (
+            nn.Linear(config.n_tokens * config.d_model, config.n_slots * config.d_model)
+            if config.slot_init == "flatten"
+            else None
+        )
         self.layers = nn.ModuleList(SlotUpdateLayer(config) for _ in range(config.n_slot_layers))
         self.classifier = nn.Linear(config.d_model, N_SPACE_GROUPS + 1)
 
     def forward(self, z: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         attn_mask = key_padding_mask(valid)
         slots = self.slot_embeddings.to(z.dtype).expand(z.shape[0], -1, -1)
+        if self.from_tokens is not None:
+            flat = (z * valid.unsqueeze(-1).to(z.dtype)).flatten(1)
+            slots = slots + self.from_tokens(flat).view_as(slots)
         for layer in self.layers:
             slots = layer(slots, z, attn_mask)
         return slots, self.classifier(slots)

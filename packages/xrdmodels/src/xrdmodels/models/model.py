@@ -31,7 +31,8 @@ class ModelOutput:
     """What a forward pass returns. Class index c = space group c + 1; index 230 of slot logits is NONE.
 
     set_probs: (B, 230) probability that each space group is in the mixture: sigmoid of the presence logits,
-        or the soft slot union 1 - prod_k (1 - π_{k,c}) for phase-cluster models. Use it to rank classes.
+        or the soft slot union 1 - prod_k (1 - π_{k,c}) for phase-cluster models. Evaluate,
+        predict and score-measured rank and threshold classes by one rule instead (`evaluate.set_scores`).
     presence_logits: (B, 230), presence models only (A.5).
     slot_logits: (B, K, 231), phase-cluster models only (A.4).
     slot_gates: (B, K) g_k = 1 - π_{k,NONE} (A.4), phase-cluster models only.
