@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         from xrdsynth.bank import Bank
 
         bank = Bank.open(args.bank)
-        grid, library = bank.grid, bank.library(with_profiles=True)
+        grid, library = bank.grid, bank.library()
     else:
         grid = GridConfig()
         library = reference.synthetic_library(rng, args.materials, grid)

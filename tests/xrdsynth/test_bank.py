@@ -375,7 +375,7 @@ def test_unusable_sources_are_reported_and_the_rest_built(tmp_path) -> None:
 
 
 def test_bad_items_are_reported_and_the_rest_built(tmp_path, monkeypatch) -> None:
-    from xrdsynth import structures
+    from xrdsynth.structures import cif_files
 
     folder = _small_cif_folder(tmp_path)
     nacl = (folder / "NaCl.cif").read_text()
@@ -386,7 +386,7 @@ def test_bad_items_are_reported_and_the_rest_built(tmp_path, monkeypatch) -> Non
         + "\n".join(rows)
         + "\n"
     )
-    monkeypatch.setattr(structures, "MAX_CIF_BYTES", 1 << 20)
+    monkeypatch.setattr(cif_files, "MAX_CIF_BYTES", 1 << 20)
     archive = tmp_path / "members.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(

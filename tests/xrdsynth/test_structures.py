@@ -30,6 +30,7 @@ from xrdsynth.structures import (
     SourceItem,
     StructureError,
     describe,
+    input_file,
     list_items,
     load_entry,
 )
@@ -378,6 +379,43 @@ def test_bad_files_name_file_and_reason(tmp_path: Path) -> None:
         load_entry(item)
 
 
+def test_a_new_source_kind_is_routed_by_the_kinds_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adding a source is one FileFormat and one ItemKind in the registry: paths and globs reach its lister,
+    its items reach its loader, and the build key hashes the file it names."""
+    from xrdsynth.structures import registry
+    from xrdsynth.structures.base import FileFormat, ItemKind
+
+    def list_poscar(source: str, path: Path, relative: Path) -> list[SourceItem]:
+        return [SourceItem(source, "poscar", str(path), relative.with_suffix("").as_posix())]
+
+    def load_poscar(item: SourceItem, seed: int, max_sites: int | None) -> Entry:
+        structure = Structure.from_str(Path(item.locator).read_text(), fmt="poscar")
+        return Entry(item.entry_id, item.source, item.locator, structure, None)
+
+    monkeypatch.setattr(
+        registry, "FILE_FORMATS", (*registry.FILE_FORMATS, FileFormat((".vasp",), list_poscar))
+    )
+    monkeypatch.setitem(
+        registry.ITEM_KINDS, "poscar", ItemKind("poscar", load_poscar, lambda item: item.locator)
+    )
+    (tmp_path / "sub").mkdir()
+    poscar = tmp_path / "sub" / "NaCl.vasp"
+    poscar.write_text(_nacl().to(fmt="poscar"))
+
+    (item,) = list_items(str(poscar))
+    assert (item.kind, item.entry_id) == ("poscar", "NaCl")
+    (globbed,) = list_items(str(tmp_path / "**" / "*.vasp"))
+    assert globbed.entry_id == "sub/NaCl"
+    entry = load_entry(item)
+    assert entry.structure.composition.reduced_formula == "NaCl" and entry.provenance == str(poscar)
+    assert input_file(item) == str(poscar)
+    assert describe(entry, BankConfig()).spacegroup_number == 225
+    with pytest.raises(ValueError, match="unknown kind 'nothing'"):
+        load_entry(SourceItem("s", "nothing", "x", "x"))
+
+
 def test_describe_rejects_absurd_cells_and_filters_hull() -> None:
     config = BankConfig()
     squashed = Structure(Lattice.cubic(0.5), ["Fe"], [[0, 0, 0]])
@@ -483,9 +521,9 @@ def test_oversized_archive_members_are_reported_with_bounded_memory(
 ) -> None:
     import tracemalloc
 
-    from xrdsynth import structures
+    from xrdsynth.structures import cif_files
 
-    monkeypatch.setattr(structures, "MAX_CIF_BYTES", 1 << 20)
+    monkeypatch.setattr(cif_files, "MAX_CIF_BYTES", 1 << 20)
     good = _p1_cif("6.0", ["Na1 Na 0 0 0 1", "Cl1 Cl 0.5 0.5 0.5 1"])
     archive = tmp_path / "bomb.zip"
     _zip_with_bomb(archive, good, 50 << 20)

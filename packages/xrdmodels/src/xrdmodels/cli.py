@@ -11,6 +11,8 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from .config import CU_KA_ANGSTROM
+
 
 def _fail(message: str) -> None:
     raise click.ClickException(message)
@@ -332,7 +334,7 @@ def score_measured_cmd(checkpoint, labels_csv, sets, limit, out_dir) -> None:
 
 
 _LINES_ANGSTROM = {
-    "CuKa": 1.54184,
+    "CuKa": CU_KA_ANGSTROM,
     "CuKa1": 1.54056,
     "MoKa": 0.71073,
     "MoKa1": 0.70930,

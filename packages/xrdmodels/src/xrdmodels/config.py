@@ -16,6 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 N_SPACE_GROUPS = 230
 #: Class index of the NONE class in the (230 + 1)-way slot distribution (A.4).
 NONE_CLASS = N_SPACE_GROUPS
+#: Largest number of phases per mixture, K* in 1..5 (Sec. 2.2); the store's per-phase arrays have this width.
+MAX_PHASES = 5
+#: Cu Kα, weighted mean of the doublet (pymatgen's ``CuKa``), Å: the wavelength of the paper's training
+#: data (A.1), assumed for a store or checkpoint that does not record its own.
+CU_KA_ANGSTROM = 1.54184
 
 EncoderKind = Literal["transformer", "cnn"]
 HeadKind = Literal["presence", "phase_cluster"]

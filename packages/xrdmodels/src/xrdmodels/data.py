@@ -17,9 +17,10 @@ import torch
 import zarr
 from torch.utils.data import IterableDataset, get_worker_info
 
+from .config import N_SPACE_GROUPS
+
 MIXTURE_FORMAT = "xrdsynth.mixtures"
 SUPPORTED_VERSIONS = (1,)
-N_SPACEGROUPS = 230
 
 #: The per-sample arrays a model needs, as read from the store (other arrays, e.g. `params/*`, are not read).
 MODEL_ARRAYS = ("pattern", "window_bins", "n_phases", "phase_spacegroup", "phase_weight")
@@ -144,7 +145,7 @@ def window_mask(window_bins: np.ndarray, n_bins: int) -> np.ndarray:
 
 def multi_hot(phase_spacegroup: np.ndarray) -> np.ndarray:
     """Float32 (N, 230) presence targets from padded space-group labels (N, 5); 0 is padding, s -> column s-1."""
-    out = np.zeros((len(phase_spacegroup), N_SPACEGROUPS), dtype=np.float32)
+    out = np.zeros((len(phase_spacegroup), N_SPACE_GROUPS), dtype=np.float32)
     rows, cols = np.nonzero(phase_spacegroup > 0)
     out[rows, phase_spacegroup[rows, cols].astype(np.intp) - 1] = 1.0
     return out

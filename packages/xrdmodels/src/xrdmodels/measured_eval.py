@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import N_SPACE_GROUPS
 from .evaluate import load_model
 from .measured import read_pattern
 from .predict import predict_one
@@ -73,7 +74,7 @@ def score_measured(
         try:
             pattern = read_pattern(path)
             wl = pattern.wavelength_angstrom or _labelled_wavelength(row, labels_csv)
-            pred, _ = predict_one(model, state, pattern, wavelength_angstrom=wl, top_k=230)
+            pred, _ = predict_one(model, state, pattern, wavelength_angstrom=wl, top_k=N_SPACE_GROUPS)
         except (ValueError, OSError) as exc:
             failures.append((str(path), str(exc)))
             continue

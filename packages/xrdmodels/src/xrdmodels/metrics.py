@@ -59,8 +59,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-N_SPACE_GROUPS = 230
-"""C, the number of space-group classes (A.1.5)."""
+from .config import MAX_PHASES
+from .config import N_SPACE_GROUPS as N_SPACE_GROUPS  # C of the module docstring, for callers of this module
 
 THRESHOLD_GRID = np.round(np.linspace(0.0, 1.0, 101), 2)
 """Global presence thresholds tau: 101 uniform values in [0, 1] (A.1.7). Rounded to 2 decimals so every grid
@@ -77,9 +77,6 @@ RANK_MULTIPLIERS = (1, 3, 5)
 
 LOW_FRACTION_CUTOFF = 0.10
 """Minimum-phase-fraction cutoff (inclusive) separating trace-phase mixtures in Fig. A3 (App. D.4.3)."""
-
-MAX_PHASES = 5
-"""Largest number of phases per mixture, K* in 1..5 (Sec. 2.2)."""
 
 TABLE1_COLUMNS = ("micro_f1", "cover@K*", "recall@K*", "cover@3K*", "recall@3K*")
 """Metric columns of the paper's Table 1, in order, for one split."""

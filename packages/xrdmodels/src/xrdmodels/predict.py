@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import CU_KA_ANGSTROM, N_SPACE_GROUPS
 from .evaluate import load_model, set_scores
 from .measured import (
     DEFAULT_MAX_PATTERN_BYTES,
@@ -20,12 +21,8 @@ from .measured import (
     read_pattern,
     to_model_grid,
 )
-from .metrics import N_SPACE_GROUPS, predicted_set, rank_classes
+from .metrics import predicted_set, rank_classes
 from .spacegroups import crystal_system, symbol
-
-#: Cu Kα (weighted mean), the wavelength of the paper's training data (A.1); used when a checkpoint predates
-#: recording its training wavelength.
-DEFAULT_MODEL_WAVELENGTH_ANGSTROM = 1.54184
 
 
 @dataclass
@@ -67,14 +64,15 @@ class Prediction:
 
 
 def model_grid(state: dict[str, Any]) -> tuple[float, float, int, float]:
-    """(2θ min, 2θ max, n_bins, wavelength Å) the checkpoint's model was trained on."""
+    """(2θ min, 2θ max, n_bins, wavelength Å) the checkpoint's model was trained on; a checkpoint that
+    predates recording its training wavelength was trained at the paper's Cu Kα (A.1)."""
     mc = state["model_config"]
     data = state.get("data", {})
     return (
         mc["two_theta_min_deg"],
         mc["two_theta_max_deg"],
         mc["n_bins"],
-        float(data.get("wavelength_angstrom", DEFAULT_MODEL_WAVELENGTH_ANGSTROM)),
+        float(data.get("wavelength_angstrom", CU_KA_ANGSTROM)),
     )
 
 

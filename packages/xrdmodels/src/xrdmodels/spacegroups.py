@@ -6,6 +6,8 @@ Symbols are the short Hermann-Mauguin symbols of the International Tables, as py
 
 from __future__ import annotations
 
+from .config import N_SPACE_GROUPS
+
 SYMBOLS: tuple[str, ...] = (
     "P1",
     "P-1",
@@ -264,5 +266,5 @@ def crystal_system(number: int) -> str:
 
 
 def _check(number: int) -> None:
-    if not 1 <= int(number) <= 230:
-        raise ValueError(f"space group number {number} is outside 1..230")
+    if not 1 <= int(number) <= N_SPACE_GROUPS:
+        raise ValueError(f"space group number {number} is outside 1..{N_SPACE_GROUPS}")

@@ -3,11 +3,18 @@
 Conventions: angles in degrees 2θ unless a name says otherwise; the grid is uniform with `grid_lo_deg`,
 `bin_width_deg`, `n_bins`; bin b covers [grid_lo_deg + b·bin_width_deg, grid_lo_deg + (b+1)·bin_width_deg).
 Rendered values are intensity per bin (peak area in the bin), accumulated in float64.
+
+The batch kernels take their inputs grouped in the NamedTuples below (numba compiles attribute access to a
+field read), built by keyword in recipe.py: `BinGrid`, `StickTable` (the library), `MixtureDraws` (what was
+drawn for each sample), `RecipeConstants` (settings shared by a batch), `WidthTable` (the LUT) and
+`Background`. A new augmentation adds a field, not a parameter to every signature. Peak widths come from
+one place: `phase_width_factors` (per phase) and `stick_fwhm_eta` (per stick, TCH via `tch_fwhm_eta`).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba as nb
 import numpy as np
@@ -22,6 +29,81 @@ STRONGEST_LINE = 0
 TOTAL_INTENSITY = 1
 MULTIPLICATIVE = 0
 ADDITIVE = 1
+
+
+class BinGrid(NamedTuple):
+    """The uniform 2θ grid of the batch."""
+
+    lo_deg: float  # lower edge of bin 0
+    bin_width_deg: float
+    span_deg: float  # upper minus lower grid edge: the unit of the normalised angle t
+
+
+class StickTable(NamedTuple):
+    """The library's sticks, concatenated by material, each array float64 (P,) unless noted.
+
+    tanθ, 1/cosθ, sin(πt), cos(πt) are per-stick constants of the library on one grid
+    (`PhaseLibrary.stick_table`), so that rendering a stick needs no trigonometric call.
+    """
+
+    offsets: np.ndarray  # int64 (M+1,): the sticks of material m are [offsets[m], offsets[m+1])
+    two_theta_deg: np.ndarray
+    intensity: np.ndarray
+    tan_theta: np.ndarray
+    sec_theta: np.ndarray
+    sin_pi_t: np.ndarray
+    cos_pi_t: np.ndarray
+
+
+class MixtureDraws(NamedTuple):
+    """What was drawn for each sample s of a batch of n: (n,) per sample, (n, 5) per phase slot."""
+
+    n_phases: np.ndarray  # int8 (n,)
+    material: np.ndarray  # int32 (n, 5), index into the StickTable's materials
+    weight: np.ndarray  # (n, 5)
+    orientation_coefficients: np.ndarray  # (n, 5, b): strength·c/Σ|c|, all 0 for an unoriented phase
+    orientation_mean: np.ndarray  # (n, 5): the envelope's mean over the grid centres
+    microstrain: np.ndarray  # (n, 5)
+    crystallite_size_nm: np.ndarray  # (n, 5)
+    zero_shift_deg: np.ndarray  # (n,)
+    caglioti_u_deg2: np.ndarray  # (n,) instrument U + ΔU
+    caglioti_v_deg2: np.ndarray  # (n,)
+    caglioti_w_deg2: np.ndarray  # (n,)
+    tail_tolerance: np.ndarray  # (n,) rendering cut, intensity per bin (recipe.tail_tolerances)
+
+
+class RecipeConstants(NamedTuple):
+    """Recipe settings shared by every sample of a batch."""
+
+    normalization_mode: int  # STRONGEST_LINE or TOTAL_INTENSITY
+    orientation_order: int  # Chebyshev terms of the envelope basis, before the sin/cos pairs
+    orientation_clip_lo: float
+    orientation_clip_hi: float
+    strain_fwhm_factor: float
+    scherrer_k: float
+    wavelength_nm: float
+
+
+class WidthTable(NamedTuple):
+    """The LUT engine's tables (`build_lut_tables`) and their log-spaced FWHM levels."""
+
+    log_fwhm_min: float  # natural log of the smallest level (degrees)
+    log_fwhm_step: float  # log ratio of consecutive levels
+    gauss: np.ndarray  # (levels, sub-bin positions + 1, 2·max_offset + 1)
+    lorentz: np.ndarray
+
+
+class Background(NamedTuple):
+    """Background, noise and normalisation of a batch of n: (n,) per sample unless noted."""
+
+    baseline_coefficients: np.ndarray  # (n, order + 1): softplus argument polynomial in t
+    baseline_amplitude: np.ndarray
+    floor_offset: np.ndarray
+    floor_slope: np.ndarray  # per unit t
+    noise_sigma: np.ndarray
+    standard_normal: np.ndarray  # float32 (n, n_bins) unit noise
+    baseline_mode: int  # MULTIPLICATIVE or ADDITIVE
+    percentile: float  # normalisation percentile
 
 
 @nb.njit(cache=True)
@@ -136,8 +218,11 @@ def rendering_extent(
 
     Each part is rendered out to where one bin would receive less than `tail_tolerance`: for the Gaussian
     where its bin value (1-η)·area·min(1, Δ/(σ√2π))·exp(-z²) falls below it (z = x/(σ√2), at most 4.6), for
-    the Lorentzian where the far tail η·area·Δ·γ/(π x²) does. A half-width of 0 means: skip the peak.
+    the Lorentzian where the far tail η·area·Δ·γ/(π x²) does. A half-width of 0 means: skip the peak, as for
+    an area below the tolerance or a width of 0.
     """
+    if area < tail_tolerance or fwhm_deg <= 0.0:
+        return 0.0, 0.0
     sigma = fwhm_deg * _FWHM_TO_SIGMA
     gauss_peak = (1.0 - eta) * area * min(1.0, bin_width_deg / (sigma * math.sqrt(2.0 * math.pi)))
     z_cut = 0.0
@@ -147,6 +232,27 @@ def rendering_extent(
     if eta > 0.0 and eta * area > tail_tolerance:
         half = max(half, math.sqrt(eta * area * bin_width_deg * 0.5 * fwhm_deg / (math.pi * tail_tolerance)))
     return z_cut, half
+
+
+@nb.njit(cache=True, error_model="numpy")
+def support_bins(
+    center_deg: float,
+    half_width_deg: float,
+    first_bin: int,
+    end_bin: int,
+    grid_lo_deg: float,
+    bin_width_deg: float,
+) -> tuple[int, int]:
+    """First bin and end bin of the support ±`half_width_deg` of a peak (`rendering_extent`) inside
+    [first_bin, end_bin); first >= end when there is nothing to render. Both engines render exactly these bins."""
+    if half_width_deg <= 0.0:
+        return 0, 0
+    # Clamp in floating point first: the half-width can be astronomically large for a tiny tolerance.
+    b0 = int(max(float(first_bin), math.floor((center_deg - half_width_deg - grid_lo_deg) / bin_width_deg)))
+    b1 = int(
+        min(float(end_bin), math.floor((center_deg + half_width_deg - grid_lo_deg) / bin_width_deg) + 1.0)
+    )
+    return b0, b1
 
 
 @nb.njit(cache=True, error_model="numpy")
@@ -166,17 +272,11 @@ def add_pseudo_voigt_binned(
     """Add a pseudo-Voigt of `area`, integrated over each bin (CDF differences), to out[first:end].
 
     The CDF is evaluated once per bin edge (erf_fast, atan_fast) into `cdf` (scratch of at least
-    end - first + 1 + EDGE_PAD values). The support is limited by `rendering_extent`: bins that would receive
-    less than `tail_tolerance`.
+    end - first + 1 + EDGE_PAD values). The support is `support_bins` of `rendering_extent`: bins that would
+    receive less than `tail_tolerance` are left out.
     """
-    if area < tail_tolerance or fwhm_deg <= 0.0:
-        return
     z_cut, half = rendering_extent(area, fwhm_deg, eta, bin_width_deg, tail_tolerance)
-    if half <= 0.0:
-        return
-    # Clamp in floating point first: `half` can be astronomically large for a tiny tolerance.
-    b0 = int(max(float(first_bin), math.floor((center_deg - half - grid_lo_deg) / bin_width_deg)))
-    b1 = int(min(float(end_bin), math.floor((center_deg + half - grid_lo_deg) / bin_width_deg) + 1.0))
+    b0, b1 = support_bins(center_deg, half, first_bin, end_bin, grid_lo_deg, bin_width_deg)
     if b0 >= b1:
         return
     n_edges = b1 - b0 + 1
@@ -202,10 +302,8 @@ def orientation_envelope(
     sin_pi_t: float,
     cos_pi_t: float,
     coefficients: np.ndarray,
-    chebyshev_order: int,
     mean_value: float,
-    clip_lo: float,
-    clip_hi: float,
+    constants: RecipeConstants,
 ) -> float:
     """Unit-mean, clipped envelope 1 + Σ c_j φ_j(t) at normalised angle t in [0, 1].
 
@@ -214,32 +312,33 @@ def orientation_envelope(
     cos(πt) come from the caller, which has them precomputed for library sticks.
     """
     n = coefficients.shape[0]
+    order = constants.orientation_order
     u = 2.0 * t - 1.0
     value = 1.0
     t_prev = 1.0
     t_cur = u
-    for j in range(chebyshev_order):
+    for j in range(order):
         value += coefficients[j] * t_cur
         t_prev, t_cur = t_cur, 2.0 * u * t_cur - t_prev
     s1 = sin_pi_t
     c1 = cos_pi_t
     s = s1
     c = c1
-    for j in range(chebyshev_order, n, 2):
+    for j in range(order, n, 2):
         value += coefficients[j] * s + coefficients[j + 1] * c
         s, c = s * c1 + c * s1, c * c1 - s * s1
-    return min(max(value / mean_value, clip_lo), clip_hi)
+    return min(max(value / mean_value, constants.orientation_clip_lo), constants.orientation_clip_hi)
 
 
 @nb.njit(cache=True)
-def material_scale(peak_offsets: np.ndarray, peak_intensity: np.ndarray, material: int, mode: int) -> float:
+def material_scale(sticks: StickTable, material: int, mode: int) -> float:
     """1 / (strongest stick) or 1 / (sum of sticks) of a material; 0 for a material without intensity."""
     total = 0.0
-    for p in range(peak_offsets[material], peak_offsets[material + 1]):
+    for p in range(sticks.offsets[material], sticks.offsets[material + 1]):
         if mode == STRONGEST_LINE:
-            total = max(total, peak_intensity[p])
+            total = max(total, sticks.intensity[p])
         else:
-            total += peak_intensity[p]
+            total += sticks.intensity[p]
     return 1.0 / total if total > 0.0 else 0.0
 
 
@@ -252,27 +351,36 @@ def stick_area(
     cos_pi_t: float,
     oriented: bool,
     coefficients: np.ndarray,
-    orientation_order: int,
     orientation_mean: float,
-    orientation_clip_lo: float,
-    orientation_clip_hi: float,
-    grid_lo_deg: float,
-    grid_span_deg: float,
+    constants: RecipeConstants,
+    grid: BinGrid,
 ) -> float:
     """Area of one stick in the mixture: phase scale × stick intensity × orientation envelope at the stick."""
     area = scale * intensity
     if oriented:
         area *= orientation_envelope(
-            (two_theta_deg - grid_lo_deg) / grid_span_deg,
+            (two_theta_deg - grid.lo_deg) / grid.span_deg,
             sin_pi_t,
             cos_pi_t,
             coefficients,
-            orientation_order,
             orientation_mean,
-            orientation_clip_lo,
-            orientation_clip_hi,
+            constants,
         )
     return area
+
+
+@nb.njit(cache=True)
+def phase_width_factors(
+    microstrain: float, crystallite_size_nm: float, constants: RecipeConstants
+) -> tuple[float, float]:
+    """A phase's FWHM factors in degrees: (microstrain, Scherrer size), the factors of tanθ and 1/cosθ.
+
+    Microstrain (Gaussian): strain_fwhm_factor·ε·tanθ radians (factor 4 = Stokes-Wilson); size (Lorentzian):
+    K·λ/(L·cosθ) radians (Scherrer).
+    """
+    strain_deg = constants.strain_fwhm_factor * microstrain / _DEG
+    size_deg = constants.scherrer_k * constants.wavelength_nm / crystallite_size_nm / _DEG
+    return strain_deg, size_deg
 
 
 @nb.njit(cache=True)
@@ -280,89 +388,19 @@ def stick_fwhm_eta(
     tan_theta: float,
     sec_theta: float,
     strain_deg: float,
-    lorentz_deg: float,
-    caglioti_u: float,
-    caglioti_v: float,
-    caglioti_w: float,
+    size_deg: float,
+    caglioti_u_deg2: float,
+    caglioti_v_deg2: float,
+    caglioti_w_deg2: float,
 ) -> tuple[float, float]:
-    """TCH FWHM (degrees) and η of a stick from its tanθ and 1/cosθ: strain and instrument in quadrature
-    (Gaussian), Scherrer size (Lorentzian). `strain_deg`, `lorentz_deg` are the phase's factors of tanθ, 1/cosθ."""
+    """TCH FWHM (degrees) and η of a stick from its tanθ and 1/cosθ: microstrain and instrument (Caglioti,
+    negative squares clamped to 0) in quadrature as the Gaussian FWHM, Scherrer size as the Lorentzian.
+    `strain_deg`, `size_deg` from `phase_width_factors`."""
     strain = strain_deg * tan_theta
-    instrument_deg2 = max(caglioti_u * tan_theta * tan_theta + caglioti_v * tan_theta + caglioti_w, 0.0)
-    return tch_fwhm_eta(math.sqrt(strain * strain + instrument_deg2), lorentz_deg * sec_theta)
-
-
-@nb.njit(cache=True, error_model="numpy")
-def render_exact_sample(
-    out: np.ndarray,
-    cdf: np.ndarray,
-    first_bin: int,
-    end_bin: int,
-    grid_lo_deg: float,
-    bin_width_deg: float,
-    grid_span_deg: float,
-    peak_offsets: np.ndarray,
-    peak_two_theta_deg: np.ndarray,
-    peak_intensity: np.ndarray,
-    peak_tan_theta: np.ndarray,
-    peak_sec_theta: np.ndarray,
-    peak_sin_pi_t: np.ndarray,
-    peak_cos_pi_t: np.ndarray,
-    materials: np.ndarray,
-    n_phases: int,
-    weights: np.ndarray,
-    orientation_coefficients: np.ndarray,
-    orientation_mean: np.ndarray,
-    orientation_order: int,
-    orientation_clip_lo: float,
-    orientation_clip_hi: float,
-    microstrain: np.ndarray,
-    crystallite_size_nm: np.ndarray,
-    zero_shift_deg: float,
-    caglioti_u: float,
-    caglioti_v: float,
-    caglioti_w: float,
-    strain_fwhm_factor: float,
-    scherrer_k: float,
-    wavelength_nm: float,
-    normalization_mode: int,
-    tail_tolerance: float,
-) -> None:
-    """Mixture of one sample, every stick rendered analytically with its own TCH width, into out[first:end].
-
-    tanθ, 1/cosθ, sin(πt), cos(πt) of each stick are library constants (precomputed by the caller), so a
-    stick costs no trigonometric call. Sticks whose area is below `tail_tolerance` are skipped: none of
-    their bins could reach it. `cdf` is scratch of n_bins + 1 + EDGE_PAD values.
-    """
-    for k in range(n_phases):
-        m = materials[k]
-        scale = weights[k] * material_scale(peak_offsets, peak_intensity, m, normalization_mode)
-        coefficients = orientation_coefficients[k]
-        oriented = np.any(coefficients)
-        strain_deg = strain_fwhm_factor * microstrain[k] / _DEG
-        lorentz_deg = scherrer_k * wavelength_nm / crystallite_size_nm[k] / _DEG
-        for p in range(peak_offsets[m], peak_offsets[m + 1]):
-            two_theta = peak_two_theta_deg[p]
-            area = stick_area(
-                scale, peak_intensity[p], two_theta, peak_sin_pi_t[p], peak_cos_pi_t[p], oriented,
-                coefficients, orientation_order, orientation_mean[k], orientation_clip_lo,
-                orientation_clip_hi, grid_lo_deg, grid_span_deg,
-            )  # fmt: skip
-            if area < tail_tolerance:
-                continue
-            fwhm, eta = stick_fwhm_eta(
-                peak_tan_theta[p],
-                peak_sec_theta[p],
-                strain_deg,
-                lorentz_deg,
-                caglioti_u,
-                caglioti_v,
-                caglioti_w,
-            )
-            add_pseudo_voigt_binned(
-                out, cdf, first_bin, end_bin, grid_lo_deg, bin_width_deg, two_theta + zero_shift_deg, area,
-                fwhm, eta, tail_tolerance,
-            )  # fmt: skip
+    instrument_deg2 = max(
+        caglioti_u_deg2 * tan_theta * tan_theta + caglioti_v_deg2 * tan_theta + caglioti_w_deg2, 0.0
+    )
+    return tch_fwhm_eta(math.sqrt(strain * strain + instrument_deg2), size_deg * sec_theta)
 
 
 # Sub-bin positions tabulated by the LUT: a stick between two of them interpolates linearly, so its kernel is
@@ -411,23 +449,19 @@ def add_pseudo_voigt_lut(
     fwhm_deg: float,
     eta: float,
     tail_tolerance: float,
-    log_fwhm_min: float,
-    log_fwhm_step: float,
-    gauss_table: np.ndarray,
-    lorentz_table: np.ndarray,
+    table: WidthTable,
 ) -> None:
     """add_pseudo_voigt_binned from the LUT: the same peak over the same bins, its bin-integrated kernel
     interpolated bilinearly between the two bracketing FWHM levels (in log FWHM) and the two bracketing
-    sub-bin positions of the tables of `build_lut_tables`."""
-    if area < tail_tolerance or fwhm_deg <= 0.0:
-        return
+    sub-bin positions of `table`."""
     z_cut, half = rendering_extent(area, fwhm_deg, eta, bin_width_deg, tail_tolerance)
-    if half <= 0.0:
-        return
-    b0 = int(max(float(first_bin), math.floor((center_deg - half - grid_lo_deg) / bin_width_deg)))
-    b1 = int(min(float(end_bin), math.floor((center_deg + half - grid_lo_deg) / bin_width_deg) + 1.0))
+    b0, b1 = support_bins(center_deg, half, first_bin, end_bin, grid_lo_deg, bin_width_deg)
     if b0 >= b1:
         return
+    log_fwhm_min = table.log_fwhm_min
+    log_fwhm_step = table.log_fwhm_step
+    gauss_table = table.gauss
+    lorentz_table = table.lorentz
     n_levels, n_rows, width = gauss_table.shape
     n_subbin = n_rows - 1
     max_offset = (width - 1) // 2
@@ -483,79 +517,74 @@ def add_pseudo_voigt_lut(
         out[source_bin + o] += c0 * l00[i] + c1 * l01[i] + c2 * l10[i] + c3 * l11[i]
 
 
-@nb.njit(cache=True, error_model="numpy")
-def render_lut_sample(
-    out: np.ndarray,
-    first_bin: int,
-    end_bin: int,
-    grid_lo_deg: float,
-    bin_width_deg: float,
-    grid_span_deg: float,
-    peak_offsets: np.ndarray,
-    peak_two_theta_deg: np.ndarray,
-    peak_intensity: np.ndarray,
-    peak_tan_theta: np.ndarray,
-    peak_sec_theta: np.ndarray,
-    peak_sin_pi_t: np.ndarray,
-    peak_cos_pi_t: np.ndarray,
-    materials: np.ndarray,
-    n_phases: int,
-    weights: np.ndarray,
-    orientation_coefficients: np.ndarray,
-    orientation_mean: np.ndarray,
-    orientation_order: int,
-    orientation_clip_lo: float,
-    orientation_clip_hi: float,
-    microstrain: np.ndarray,
-    crystallite_size_nm: np.ndarray,
-    zero_shift_deg: float,
-    caglioti_u: float,
-    caglioti_v: float,
-    caglioti_w: float,
-    strain_fwhm_factor: float,
-    scherrer_k: float,
-    wavelength_nm: float,
-    normalization_mode: int,
-    log_fwhm_min: float,
-    log_fwhm_step: float,
-    gauss_table: np.ndarray,
-    lorentz_table: np.ndarray,
-    tail_tolerance: float,
+@nb.njit(cache=True, parallel=True, error_model="numpy")
+def render_batch(
+    mixture: np.ndarray,
+    window_bins: np.ndarray,
+    grid: BinGrid,
+    sticks: StickTable,
+    draws: MixtureDraws,
+    constants: RecipeConstants,
+    table: WidthTable | None,
 ) -> None:
-    """A.1's LUT variable-width convolution of one sample's sticks, into out[first:end].
+    """Mixture of each sample s of `draws`, every stick with its own TCH width, into mixture[s] (n, n_bins)
+    inside its window_bins[s] (n, 2); one sample per parallel task, so the result does not depend on threads.
 
-    The same sticks, areas, widths, zero-shifted positions and support as render_exact_sample; only the
-    bin-integrated kernel comes from the tables (add_pseudo_voigt_lut) instead of erf/arctan at each edge.
+    table None: the `exact` engine, each stick integrated analytically over its bins (add_pseudo_voigt_binned).
+    A WidthTable: A.1's LUT variable-width convolution, the same sticks, areas, widths, zero-shifted positions
+    and support, only the bin-integrated kernel read from the tables (add_pseudo_voigt_lut). numba compiles
+    each case on its own (the `is None` test is resolved at compile time). Sticks whose area is below the
+    sample's tolerance are skipped: none of their bins could reach it.
     """
-    for k in range(n_phases):
-        m = materials[k]
-        scale = weights[k] * material_scale(peak_offsets, peak_intensity, m, normalization_mode)
-        coefficients = orientation_coefficients[k]
-        oriented = np.any(coefficients)
-        strain_deg = strain_fwhm_factor * microstrain[k] / _DEG
-        lorentz_deg = scherrer_k * wavelength_nm / crystallite_size_nm[k] / _DEG
-        for p in range(peak_offsets[m], peak_offsets[m + 1]):
-            two_theta = peak_two_theta_deg[p]
-            area = stick_area(
-                scale, peak_intensity[p], two_theta, peak_sin_pi_t[p], peak_cos_pi_t[p], oriented,
-                coefficients, orientation_order, orientation_mean[k], orientation_clip_lo,
-                orientation_clip_hi, grid_lo_deg, grid_span_deg,
-            )  # fmt: skip
-            if area < tail_tolerance:
-                continue
-            fwhm, eta = stick_fwhm_eta(
-                peak_tan_theta[p],
-                peak_sec_theta[p],
-                strain_deg,
-                lorentz_deg,
-                caglioti_u,
-                caglioti_v,
-                caglioti_w,
+    for s in nb.prange(mixture.shape[0]):
+        out = mixture[s]
+        first_bin = window_bins[s, 0]
+        end_bin = window_bins[s, 1]
+        cdf = np.empty(mixture.shape[1] + 1 + EDGE_PAD)
+        tolerance = draws.tail_tolerance[s]
+        zero_shift_deg = draws.zero_shift_deg[s]
+        caglioti_u = draws.caglioti_u_deg2[s]
+        caglioti_v = draws.caglioti_v_deg2[s]
+        caglioti_w = draws.caglioti_w_deg2[s]
+        for k in range(draws.n_phases[s]):
+            m = draws.material[s, k]
+            scale = draws.weight[s, k] * material_scale(sticks, m, constants.normalization_mode)
+            coefficients = draws.orientation_coefficients[s, k]
+            oriented = np.any(coefficients)
+            orientation_mean = draws.orientation_mean[s, k]
+            strain_deg, size_deg = phase_width_factors(
+                draws.microstrain[s, k], draws.crystallite_size_nm[s, k], constants
             )
-            add_pseudo_voigt_lut(
-                out, first_bin, end_bin, grid_lo_deg, bin_width_deg, two_theta + zero_shift_deg, area,
-                fwhm, eta, tail_tolerance, log_fwhm_min, log_fwhm_step, gauss_table, lorentz_table,
-            )  # fmt: skip
+            # Per-stick calls get scalars, not the StickTable: every array handed to a call is reference-counted,
+            # which for the seven arrays of the table doubled the time per stick.
+            for p in range(sticks.offsets[m], sticks.offsets[m + 1]):
+                two_theta_deg = sticks.two_theta_deg[p]
+                area = stick_area(
+                    scale, sticks.intensity[p], two_theta_deg, sticks.sin_pi_t[p], sticks.cos_pi_t[p], oriented,
+                    coefficients, orientation_mean, constants, grid,
+                )  # fmt: skip
+                if area < tolerance:
+                    continue
+                fwhm, eta = stick_fwhm_eta(
+                    sticks.tan_theta[p],
+                    sticks.sec_theta[p],
+                    strain_deg,
+                    size_deg,
+                    caglioti_u,
+                    caglioti_v,
+                    caglioti_w,
+                )
+                center_deg = two_theta_deg + zero_shift_deg
+                if table is None:
+                    add_pseudo_voigt_binned(
+                        out, cdf, first_bin, end_bin, grid.lo_deg, grid.bin_width_deg, center_deg, area, fwhm, eta,
+                        tolerance,
+                    )  # fmt: skip
+                else:
+                    add_pseudo_voigt_lut(
+                        out, first_bin, end_bin, grid.lo_deg, grid.bin_width_deg, center_deg, area, fwhm, eta,
+                        tolerance, table,
+                    )  # fmt: skip
 
 
 _SOFTPLUS_SERIES_LIMIT = 0.75
@@ -628,30 +657,24 @@ def percentile_linear(values: np.ndarray, percentile: float) -> float:
 def finish_sample(
     mixture: np.ndarray,
     out: np.ndarray,
+    s: int,
     first_bin: int,
     end_bin: int,
-    grid_lo_deg: float,
-    bin_width_deg: float,
-    grid_span_deg: float,
-    baseline_coefficients: np.ndarray,
-    baseline_amplitude: float,
-    baseline_mode: int,
-    floor_offset: float,
-    floor_slope: float,
-    noise_sigma: float,
-    standard_normal: np.ndarray,
-    percentile: float,
+    grid: BinGrid,
+    background: Background,
 ) -> None:
-    """Background, floor, noise, clip at 0 and percentile normalisation inside the window; 0 outside."""
+    """Background, floor, noise, clip at 0 and percentile normalisation of sample s inside its window; 0
+    outside."""
     out[:first_bin] = 0.0
     out[max(end_bin, first_bin) :] = 0.0
     if end_bin <= first_bin:
         return
     n = end_bin - first_bin
-    step = bin_width_deg / grid_span_deg
+    step = grid.bin_width_deg / grid.span_deg
     t0 = (first_bin + 0.5) * step
     # Baseline polynomial first, in a loop of its own so that it vectorises.
     softplus = np.empty(n)
+    baseline_coefficients = background.baseline_coefficients[s]
     n_coef = baseline_coefficients.shape[0]
     largest = 0.0
     for i in range(n):
@@ -668,16 +691,20 @@ def finish_sample(
         for i in range(n):
             softplus[i] = softplus_(softplus[i])
     mix = mixture[first_bin:end_bin]
-    noise = standard_normal[first_bin:end_bin]
+    noise = background.standard_normal[s, first_bin:end_bin]
+    baseline_amplitude = background.baseline_amplitude[s]
+    floor_offset = background.floor_offset[s]
+    floor_slope = background.floor_slope[s]
+    noise_sigma = background.noise_sigma[s]
     values = np.empty(n)
-    multiplicative = 1.0 if baseline_mode == MULTIPLICATIVE else 0.0
+    multiplicative = 1.0 if background.baseline_mode == MULTIPLICATIVE else 0.0
     for i in range(n):
         t = t0 + i * step
-        background = baseline_amplitude * softplus[i]
-        x = mix[i] * (1.0 + multiplicative * background) + (1.0 - multiplicative) * background
+        baseline = baseline_amplitude * softplus[i]
+        x = mix[i] * (1.0 + multiplicative * baseline) + (1.0 - multiplicative) * baseline
         x += floor_offset + floor_slope * t + noise_sigma * noise[i]
         values[i] = max(x, 0.0)
-    level = percentile_linear(values, percentile)
+    level = percentile_linear(values, background.percentile)
     if level <= 0.0:
         level = 1.0
     target = out[first_bin:end_bin]
@@ -687,73 +714,12 @@ def finish_sample(
 
 @nb.njit(cache=True, parallel=True)
 def finish_batch(
-    mixture: np.ndarray,
-    out: np.ndarray,
-    window_bins: np.ndarray,
-    grid_lo_deg: float,
-    bin_width_deg: float,
-    grid_span_deg: float,
-    baseline_coefficients: np.ndarray,
-    baseline_amplitude: np.ndarray,
-    baseline_mode: int,
-    floor_offset: np.ndarray,
-    floor_slope: np.ndarray,
-    noise_sigma: np.ndarray,
-    standard_normal: np.ndarray,
-    percentile: float,
+    mixture: np.ndarray, out: np.ndarray, window_bins: np.ndarray, grid: BinGrid, background: Background
 ) -> None:
-    """finish_sample over a batch; samples are independent, so the result does not depend on threads."""
+    """finish_sample for each row of `mixture` into `out`; samples are independent, so the result does not
+    depend on threads."""
     for s in nb.prange(mixture.shape[0]):
-        finish_sample(
-            mixture[s], out[s], window_bins[s, 0], window_bins[s, 1], grid_lo_deg, bin_width_deg, grid_span_deg,
-            baseline_coefficients[s], baseline_amplitude[s], baseline_mode, floor_offset[s], floor_slope[s],
-            noise_sigma[s], standard_normal[s], percentile,
-        )  # fmt: skip
-
-
-@nb.njit(cache=True, parallel=True)
-def render_exact_batch(
-    mixture, window_bins, grid_lo_deg, bin_width_deg, grid_span_deg,
-    peak_offsets, peak_two_theta_deg, peak_intensity, peak_tan_theta, peak_sec_theta, peak_sin_pi_t,
-    peak_cos_pi_t, materials, n_phases, weights, orientation_coefficients, orientation_mean, orientation_order,
-    orientation_clip_lo, orientation_clip_hi, microstrain, crystallite_size_nm, zero_shift_deg,
-    caglioti_u, caglioti_v, caglioti_w, strain_fwhm_factor, scherrer_k, wavelength_nm,
-    normalization_mode, tail_tolerance,
-):  # fmt: skip
-    """render_exact_sample over a batch (one sample per parallel task); tail_tolerance is per sample (n,)."""
-    for s in nb.prange(mixture.shape[0]):
-        cdf = np.empty(mixture.shape[1] + 1 + EDGE_PAD)
-        render_exact_sample(
-            mixture[s], cdf, window_bins[s, 0], window_bins[s, 1], grid_lo_deg, bin_width_deg, grid_span_deg,
-            peak_offsets, peak_two_theta_deg, peak_intensity, peak_tan_theta, peak_sec_theta, peak_sin_pi_t,
-            peak_cos_pi_t, materials[s], n_phases[s], weights[s],
-            orientation_coefficients[s], orientation_mean[s], orientation_order, orientation_clip_lo,
-            orientation_clip_hi, microstrain[s], crystallite_size_nm[s], zero_shift_deg[s], caglioti_u[s],
-            caglioti_v[s], caglioti_w[s], strain_fwhm_factor, scherrer_k, wavelength_nm, normalization_mode,
-            tail_tolerance[s],
-        )  # fmt: skip
-
-
-@nb.njit(cache=True, parallel=True)
-def render_lut_batch(
-    mixture, window_bins, grid_lo_deg, bin_width_deg, grid_span_deg,
-    peak_offsets, peak_two_theta_deg, peak_intensity, peak_tan_theta, peak_sec_theta, peak_sin_pi_t,
-    peak_cos_pi_t, materials, n_phases, weights, orientation_coefficients, orientation_mean, orientation_order,
-    orientation_clip_lo, orientation_clip_hi, microstrain, crystallite_size_nm, zero_shift_deg,
-    caglioti_u, caglioti_v, caglioti_w, strain_fwhm_factor, scherrer_k, wavelength_nm,
-    normalization_mode, log_fwhm_min, log_fwhm_step, gauss_table, lorentz_table, tail_tolerance,
-):  # fmt: skip
-    """render_lut_sample over a batch (one sample per parallel task); tail_tolerance is per sample (n,)."""
-    for s in nb.prange(mixture.shape[0]):
-        render_lut_sample(
-            mixture[s], window_bins[s, 0], window_bins[s, 1], grid_lo_deg, bin_width_deg, grid_span_deg,
-            peak_offsets, peak_two_theta_deg, peak_intensity, peak_tan_theta, peak_sec_theta, peak_sin_pi_t,
-            peak_cos_pi_t, materials[s], n_phases[s], weights[s],
-            orientation_coefficients[s], orientation_mean[s], orientation_order, orientation_clip_lo,
-            orientation_clip_hi, microstrain[s], crystallite_size_nm[s], zero_shift_deg[s], caglioti_u[s],
-            caglioti_v[s], caglioti_w[s], strain_fwhm_factor, scherrer_k, wavelength_nm, normalization_mode,
-            log_fwhm_min, log_fwhm_step, gauss_table, lorentz_table, tail_tolerance[s],
-        )  # fmt: skip
+        finish_sample(mixture[s], out[s], s, window_bins[s, 0], window_bins[s, 1], grid, background)
 
 
 @nb.njit(cache=True)

@@ -9,7 +9,24 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+from .config import CU_KA_ANGSTROM, BankConfig, GenerateConfig, RecipeConfig
+
+
+def _config_option(*param_decls: str, model: type[BaseModel], field: str, help: str, **kwargs: Any):
+    """A click option that overrides config field `field` of `model`; its help ends with the field's default,
+    read from the model so that the two cannot disagree."""
+    default = model.model_fields[field].default
+    if isinstance(default, bool):
+        shown = "on" if default else "off"
+    elif isinstance(default, tuple):
+        shown = ",".join(f"{x:g}" for x in default)
+    elif isinstance(default, float):
+        shown = f"{default:g}"
+    else:
+        shown = str(default)
+    return click.option(*param_decls, default=None, help=f"{help} (default {shown}).", **kwargs)
 
 
 def _fail(message: str) -> None:
@@ -74,29 +91,35 @@ def bank() -> None:
     default=None,
     help="JSON file with BankConfig fields (docs/config.md); options below override it.",
 )
-@click.option(
+@_config_option(
     "--wavelength",
-    default=None,
-    help="X-ray wavelength: value in Å or line name (CuKa, MoKa, CuKa1...). Default CuKa 1.54184 Å.",
+    model=BankConfig,
+    field="wavelength",
+    help=f"X-ray wavelength: value in Å or line name (CuKa = {CU_KA_ANGSTROM} Å, MoKa, CuKa1...)",
 )
-@click.option("--symprec", type=float, default=None, help="spglib distance tolerance in Å (default 0.01).")
-@click.option(
+@_config_option(
+    "--symprec", model=BankConfig, field="symprec", help="spglib distance tolerance in Å", type=float
+)
+@_config_option(
     "--max-e-above-hull",
+    model=BankConfig,
+    field="max_e_above_hull_ev_per_atom",
+    help="Drop entries whose metadata give e_above_hull above this, in eV/atom, as in paper A.1",
     type=float,
-    default=None,
-    help="Drop entries whose metadata give e_above_hull above this, in eV/atom (default 0.1, paper A.1).",
 )
-@click.option(
+@_config_option(
     "--split-fractions",
-    default=None,
+    model=BankConfig,
+    field="split_fractions",
+    help="Split fractions",
     metavar="TRAIN,VAL,TEST",
-    help="Split fractions (default 0.95,0.025,0.025).",
 )
-@click.option("--split-seed", type=int, default=None, help="Seed of the split hash (default 0).")
-@click.option(
+@_config_option("--split-seed", model=BankConfig, field="split_seed", help="Seed of the split hash", type=int)
+@_config_option(
     "--group-polymorphs/--no-group-polymorphs",
-    default=None,
-    help="Keep all entries of one reduced formula in the same split (default on).",
+    model=BankConfig,
+    field="group_polymorphs",
+    help="Keep all entries of one reduced formula in the same split",
 )
 @click.option(
     "--deduplicate",
@@ -104,8 +127,12 @@ def bank() -> None:
     default=None,
     help="Drop near-duplicates across sources (StructureMatcher).",
 )
-@click.option(
-    "--chunk-size", type=int, default=None, help="Entries per Dask task / resumable chunk (default 64)."
+@_config_option(
+    "--chunk-size",
+    model=BankConfig,
+    field="chunk_size",
+    help="Entries per Dask task / resumable chunk",
+    type=int,
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random:N structures.")
 @click.option(
@@ -155,7 +182,6 @@ def bank_build(
     with the same arguments; the same command after a source file was edited rebuilds the bank.
     """
     from .bank_build import build_bank
-    from .config import BankConfig
 
     fields = _load_config_file(config_file)
     overrides = {
@@ -279,24 +305,34 @@ def mixtures() -> None:
     default=None,
     help="JSON file with GenerateConfig fields, including a `recipe` object (docs/config.md).",
 )
-@click.option(
+@_config_option(
     "--engine",
+    model=RecipeConfig,
+    field="engine",
+    help="Broadening engine: exact per-peak rendering or the paper's LUT convolution",
     type=click.Choice(["exact", "lut"]),
-    default=None,
-    help="Broadening engine: exact per-peak rendering (default) or the paper's LUT convolution.",
 )
-@click.option(
-    "--seed", type=int, default=None, help="Master seed (default 0). Same seed + config = identical bytes."
+@_config_option(
+    "--seed",
+    model=GenerateConfig,
+    field="seed",
+    help="Master seed; same seed + config = identical bytes",
+    type=int,
 )
-@click.option(
-    "--shard-size", type=int, default=None, help="Samples per shard, one Dask task each (default 4096)."
+@_config_option(
+    "--shard-size",
+    model=GenerateConfig,
+    field="shard_size",
+    help="Samples per shard, one Dask task each",
+    type=int,
 )
-@click.option(
+@_config_option(
     "--dtype",
     "pattern_dtype",
+    model=GenerateConfig,
+    field="pattern_dtype",
+    help="Stored pattern precision",
     type=click.Choice(["float16", "float32"]),
-    default=None,
-    help="Stored pattern precision (default float16).",
 )
 @click.option(
     "--workers", type=int, default=2, show_default=True, help="LocalCluster worker processes; 0 = no Dask."
@@ -340,7 +376,6 @@ def mixtures_generate(
     free disk space of a local --out and the reachability of a remote one.
     """
     from .bank import BankError
-    from .config import GenerateConfig
     from .generate import generate_all
     from .store import StoreError
 
@@ -355,7 +390,8 @@ def mixtures_generate(
     if shard_size and "chunk_rows" not in fields:
         import math
 
-        fields["chunk_rows"] = math.gcd(shard_size, 256)  # inner chunks must tile the shard
+        # Inner chunks must tile the shard: the largest divisor of both it and the default chunk.
+        fields["chunk_rows"] = math.gcd(shard_size, GenerateConfig.model_fields["chunk_rows"].default)
     if engine:
         fields.setdefault("recipe", {})["engine"] = engine
     try:

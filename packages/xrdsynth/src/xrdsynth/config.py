@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 # Cu K-alpha weighted mean (2:1 K-alpha1:K-alpha2), the value pymatgen calls "CuKa" and the paper uses (A.1).
 CU_KA_ANGSTROM = 1.54184
+# Most phases in one mixture (A.1: K* = 1..5): the length of `phase_count_probabilities` and of the mixture
+# store's per-phase label arrays.
+MAX_PHASES = 5
 
 # The strong Bragg lines of inorganic crystals lie at d-spacings of about 1-10 Å (the Cu Kα 5-120° grid of A.1
 # sees 0.9-17.7 Å): a grid that sees no d-spacing in this range records (nearly) empty patterns.
@@ -325,7 +328,11 @@ class RecipeConfig(_Strict):
         "sub-bin positions (docs/physics.md).",
     )
     lut_levels: int = Field(
-        32, ge=2, le=4096, description="Number of log-spaced FWHM levels of the LUT engine (A.1)."
+        32,
+        ge=2,
+        le=128,
+        description="Number of log-spaced FWHM levels of the LUT engine (A.1). Past ~64 the error stops falling "
+        "(the 16 sub-bin positions limit it) while the tables grow (19 MB per worker at 128).",
     )
     tail_tolerance_sigma: float = Field(
         0.0125,

@@ -28,6 +28,7 @@ from pymatgen.analysis.diffraction.xrd import ATOMIC_SCATTERING_PARAMS
 from pymatgen.core import Structure
 
 from xrdsynth import _peak_kernels
+from xrdsynth.config import CU_KA_ANGSTROM
 
 __all__ = [
     "Peaks",
@@ -140,7 +141,7 @@ def _shell_radii(
 
 def compute_peaks_arrays(
     arrays: StructureArrays,
-    wavelength_angstrom: float = 1.54184,
+    wavelength_angstrom: float = CU_KA_ANGSTROM,
     two_theta_range_deg: tuple[float, float] | None = (5.0, 120.0),
     debye_waller_factors: Mapping[str, float] | None = None,
 ) -> Peaks:
@@ -148,7 +149,7 @@ def compute_peaks_arrays(
 
     Args:
         arrays: the structure (see :func:`structure_to_arrays`).
-        wavelength_angstrom: X-ray wavelength in Å (default Cu K-alpha 1.54184, (A.1.1)).
+        wavelength_angstrom: X-ray wavelength in Å (default ``CU_KA_ANGSTROM``, Cu K-alpha (A.1.1)).
         two_theta_range_deg: (min, max) 2-theta in degrees, or None for the whole limiting sphere.
         debye_waller_factors: isotropic B in Å**2 per element symbol (pymatgen's XRDCalculator
             ``debye_waller_factors``); elements not listed get none.
@@ -212,7 +213,7 @@ def compute_peaks_arrays(
 
 def compute_peaks(
     structure: Structure,
-    wavelength_angstrom: float = 1.54184,
+    wavelength_angstrom: float = CU_KA_ANGSTROM,
     two_theta_range_deg: tuple[float, float] | None = (5.0, 120.0),
     debye_waller_factors: Mapping[str, float] | None = None,
 ) -> Peaks:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .bank import Bank, BankError
 from .cluster import dask_client, run_tasks
-from .config import GenerateConfig, GridConfig, RecipeConfig, check_recipe_on_grid
+from .config import MAX_PHASES, GenerateConfig, GridConfig, RecipeConfig, check_recipe_on_grid
 from .store import (
     LABEL_ARRAYS,
     StoreError,
@@ -47,9 +47,9 @@ _BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
 
 
 @functools.lru_cache(maxsize=2)
-def _library(bank_url: str, fingerprint: str, with_profiles: bool):
+def _library(bank_url: str, fingerprint: str):
     """The bank in memory, loaded once per worker process (fingerprint in the key so a rebuilt bank reloads)."""
-    return Bank.open(bank_url).library(with_profiles=with_profiles)
+    return Bank.open(bank_url).library()
 
 
 def shard_seed(seed: int, split: str, shard: int) -> np.random.SeedSequence:
@@ -57,35 +57,44 @@ def shard_seed(seed: int, split: str, shard: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, SPLIT_POOLS[split][1], shard])
 
 
-def make_shard(
-    url: str,
-    storage_options: dict | None,
-    layout: StoreLayout,
-    shard: int,
-    bank_url: str,
-    bank_fingerprint: str,
-    grid: GridConfig,
-    pool: np.ndarray,
-    recipe: RecipeConfig,
-    seed: int,
-    split: str,
-) -> dict[str, float]:
-    """Generate and write shard `shard` of the store at `url`; returns its size and timing."""
+@dataclass(frozen=True)
+class ShardJob:
+    """One Dask task: everything needed to generate shard `shard` of a split's store and write it."""
+
+    url: str  # the split's store, already created
+    storage_options: dict | None
+    layout: StoreLayout
+    shard: int
+    bank_url: str
+    bank_fingerprint: str  # part of the per-worker bank cache key, so a rebuilt bank is reloaded
+    grid: GridConfig
+    pool: np.ndarray  # bank indices of the materials this split draws from
+    recipe: RecipeConfig
+    seed: int
+    split: str
+
+
+def make_shard(job: ShardJob) -> dict[str, float]:
+    """Generate shard `job.shard` from its own random stream and write it whole; returns its size and timing.
+
+    The rows come from `generate_batch` seeded by `shard_seed(seed, split, shard)` only, and `write_shard` writes
+    every array's shard, then the shard's completion flag, so the bytes do not depend on the worker.
+    """
     import zarr
 
     from .recipe import generate_batch
 
     t0 = time.perf_counter()
-    library = _library(bank_url, bank_fingerprint, recipe.engine == "lut")
-    lo, hi = layout.shard_rows(shard)
-    rng = np.random.Generator(np.random.PCG64(shard_seed(seed, split, shard)))
-    batch = generate_batch(rng, library, pool, hi - lo, recipe, grid)
+    library = _library(job.bank_url, job.bank_fingerprint)
+    lo, hi = job.layout.shard_rows(job.shard)
+    rng = np.random.Generator(np.random.PCG64(shard_seed(job.seed, job.split, job.shard)))
+    batch = generate_batch(rng, library, job.pool, hi - lo, job.recipe, job.grid)
     arrays = {"pattern": batch.pattern}
     for name in LABEL_ARRAYS:
         arrays[name] = getattr(batch, name)
     arrays.update({f"params/{k}": v for k, v in batch.params.items()})
-    root = zarr.open_group(url, mode="r+", storage_options=storage_options)
-    nbytes = write_shard(root, layout, shard, arrays)
+    root = zarr.open_group(job.url, mode="r+", storage_options=job.storage_options)
+    nbytes = write_shard(root, job.layout, job.shard, arrays)
     return {"bytes": float(nbytes), "seconds": time.perf_counter() - t0}
 
 
@@ -115,7 +124,7 @@ def _param_shapes(recipe: RecipeConfig, bank: Bank, pool: np.ndarray) -> dict[st
 
     probe = generate_batch(
         np.random.default_rng(0),
-        _library(bank.url, bank.fingerprint, recipe.engine == "lut"),
+        _library(bank.url, bank.fingerprint),
         pool,
         1,
         recipe,
@@ -179,7 +188,7 @@ def generate_split(
                 "wavelength_angstrom": bank.wavelength_angstrom,
                 "bank_url": bank.url,
                 "n_shards": layout.n_shards,
-                "max_phases": 5,
+                "max_phases": MAX_PHASES,
             },
             bank.column("id"),
             bank.column("spacegroup_number").astype(np.int16),
@@ -193,21 +202,23 @@ def generate_split(
         log.debug("%s shard %d: %.0f bytes in %.2f s", split, shard, result["bytes"], result["seconds"])
 
     t0 = time.perf_counter()
-    args = [
+    jobs = [
         (
             s,
             (
-                url,
-                storage_options,
-                layout,
-                s,
-                bank.url,
-                bank.fingerprint,
-                bank.grid,
-                pool,
-                config.recipe,
-                config.seed,
-                split,
+                ShardJob(
+                    url=url,
+                    storage_options=storage_options,
+                    layout=layout,
+                    shard=s,
+                    bank_url=bank.url,
+                    bank_fingerprint=bank.fingerprint,
+                    grid=bank.grid,
+                    pool=pool,
+                    recipe=config.recipe,
+                    seed=config.seed,
+                    split=split,
+                ),
             ),
         )
         for s in todo
@@ -215,7 +226,7 @@ def generate_split(
     run_tasks(
         client,
         make_shard,
-        args,
+        jobs,
         on_result,
         desc=f"mixtures {split}",
         unit="shard",

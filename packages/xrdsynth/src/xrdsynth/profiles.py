@@ -36,6 +36,10 @@ def tch_fwhm_eta(
     return fwhm, eta
 
 
+# The three widths below are the array forms of _k.phase_width_factors and _k.stick_fwhm_eta, which both engines
+# use for every stick. They agree with the kernels to rounding, not bit for bit (np.degrees multiplies where the
+# kernels divide, np.hypot), and they set the LUT's FWHM range (`_recipe_widths_deg`): routing them through the
+# kernels moves that range by one ulp, and with it the LUT engine's output bits.
 def strain_fwhm_deg(two_theta_deg: np.ndarray | float, microstrain: float, factor: float = 4.0) -> np.ndarray:
     """Gaussian microstrain FWHM in degrees 2θ: factor · ε · tanθ radians (A.1; factor 4 = Stokes-Wilson)."""
     theta = np.radians(np.asarray(two_theta_deg, dtype=np.float64) / 2.0)
@@ -138,6 +142,16 @@ class WidthLut:
     def max_offset(self) -> int:
         return (self.gauss_table.shape[2] - 1) // 2
 
+    @property
+    def table(self) -> _k.WidthTable:
+        """The tables as the LUT kernels read them."""
+        return _k.WidthTable(
+            log_fwhm_min=self.log_fwhm_min,
+            log_fwhm_step=self.log_fwhm_step,
+            gauss=self.gauss_table,
+            lorentz=self.lorentz_table,
+        )
+
 
 def _recipe_widths_deg(config: RecipeConfig, grid: GridConfig) -> np.ndarray:
     """Smallest TCH FWHM, largest TCH FWHM and largest Scherrer FWHM (degrees) at each grid edge, (3, n_bins + 1)."""
@@ -215,9 +229,9 @@ def render_pseudo_voigt_lut(
         np.broadcast_to(np.asarray(a, dtype=np.float64), centers.shape) for a in (area, fwhm_deg, eta)
     )
     out = np.zeros(grid.n_bins)
+    table = lut.table
     for c, a, f, e in zip(centers, areas, fwhms, etas, strict=True):
         _k.add_pseudo_voigt_lut(
-            out, 0, grid.n_bins, grid.two_theta_min_deg, grid.bin_width_deg, c, a, f, e, tail_tolerance,
-            lut.log_fwhm_min, lut.log_fwhm_step, lut.gauss_table, lut.lorentz_table,
-        )  # fmt: skip
+            out, 0, grid.n_bins, grid.two_theta_min_deg, grid.bin_width_deg, c, a, f, e, tail_tolerance, table
+        )
     return out

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from xrdsynth import _profile_kernels as _k
-from xrdsynth.config import GridConfig, RecipeConfig
+from xrdsynth.config import MAX_PHASES, GridConfig, RecipeConfig
 from xrdsynth.profiles import build_width_lut
 
-MAX_PHASES = 5
 # A.1's smallest noise std (pre-normalisation units): the reference of the rendering cut when σ = 0.
 SMALLEST_NOISE_SIGMA = 0.0008
 
@@ -64,19 +63,28 @@ class PhaseLibrary:
     def n_materials(self) -> int:
         return int(self.spacegroup.shape[0])
 
-    def stick_geometry(self, grid: GridConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per-stick constants of the renderer, float64 (P,) each: tanθ, 1/cosθ, sin(πt), cos(πt) with
-        t = (2θ - grid start) / grid span. Computed once per library and grid, so that rendering a stick needs
-        no trigonometric call."""
+    def stick_table(self, grid: GridConfig) -> _k.StickTable:
+        """The sticks as the renderer reads them, with their per-stick constants on `grid`, float64 (P,) each:
+        tanθ, 1/cosθ, sin(πt), cos(πt) with t = (2θ - grid start) / grid span. Computed once per library and
+        grid, so that rendering a stick needs no trigonometric call."""
         key = (grid.two_theta_min_deg, grid.two_theta_max_deg)
         # The dataclass is frozen and its arrays are unhashable, so the cache lives in the instance dict.
-        cache = self.__dict__.setdefault("_stick_geometry", {})
+        cache = self.__dict__.setdefault("_stick_table", {})
         if key not in cache:
             theta = np.radians(self.peak_two_theta_deg.astype(np.float64) / 2.0)
             t = (self.peak_two_theta_deg - key[0]) / (key[1] - key[0])
-            cache[key] = tuple(
+            tan_theta, sec_theta, sin_pi_t, cos_pi_t = (
                 np.ascontiguousarray(a, dtype=np.float64)
                 for a in (np.tan(theta), 1.0 / np.cos(theta), np.sin(np.pi * t), np.cos(np.pi * t))
+            )
+            cache[key] = _k.StickTable(
+                offsets=self.peak_offsets,
+                two_theta_deg=self.peak_two_theta_deg,
+                intensity=self.peak_intensity,
+                tan_theta=tan_theta,
+                sec_theta=sec_theta,
+                sin_pi_t=sin_pi_t,
+                cos_pi_t=cos_pi_t,
             )
         return cache[key]
 
@@ -285,52 +293,51 @@ def smallest_tail_tolerance(config: RecipeConfig) -> float:
     return config.tail_tolerance_sigma * SMALLEST_NOISE_SIGMA if high == 0.0 else 0.0
 
 
+def _bin_grid(grid: GridConfig) -> _k.BinGrid:
+    return _k.BinGrid(
+        lo_deg=grid.two_theta_min_deg,
+        bin_width_deg=grid.bin_width_deg,
+        span_deg=grid.two_theta_max_deg - grid.two_theta_min_deg,
+    )
+
+
 def render_clean_mixtures(
     parameters: MixtureParameters, library: PhaseLibrary, config: RecipeConfig, grid: GridConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """The broadened mixtures before background, noise and normalisation, float64 (n, n_bins), 0 outside the
     window, and the window bins int32 (n, 2)."""
     p = parameters.params
-    n = parameters.n_phases.size
     windows = window_bins(p["window_low_deg"], p["window_high_deg"], grid)
-    mixture = np.zeros((n, grid.n_bins))
-    span = grid.two_theta_max_deg - grid.two_theta_min_deg
+    mixture = np.zeros((parameters.n_phases.size, grid.n_bins))
     normalization = {"strongest_line": _k.STRONGEST_LINE, "total_intensity": _k.TOTAL_INTENSITY}
-    mode = normalization[config.pre_mix_normalization]
-    common = (
-        parameters.phase_material,
-        parameters.n_phases,
-        parameters.phase_weight,
-        p["_coefficients"],
-        p["_mean"],
-        config.preferred_orientation_chebyshev_order,
-        *config.preferred_orientation_clip,
-        p["microstrain"],
-        p["crystallite_size_nm"],
-        p["zero_shift_deg"],
-        config.instrument_u_deg2 + p["instrument_du_deg2"],
-        config.instrument_v_deg2 + p["instrument_dv_deg2"],
-        config.instrument_w_deg2 + p["instrument_dw_deg2"],
-        config.strain_fwhm_factor,
-        config.scherrer_k,
-        config.wavelength_angstrom / 10.0,
+    constants = _k.RecipeConstants(
+        normalization_mode=normalization[config.pre_mix_normalization],
+        orientation_order=config.preferred_orientation_chebyshev_order,
+        orientation_clip_lo=config.preferred_orientation_clip[0],
+        orientation_clip_hi=config.preferred_orientation_clip[1],
+        strain_fwhm_factor=config.strain_fwhm_factor,
+        scherrer_k=config.scherrer_k,
+        wavelength_nm=config.wavelength_angstrom / 10.0,
     )
-    geometry = (windows, grid.two_theta_min_deg, grid.bin_width_deg, span)
-    tolerance = tail_tolerances(p["noise_sigma"], config)
-    sticks = (
-        library.peak_offsets,
-        library.peak_two_theta_deg,
-        library.peak_intensity,
-        *library.stick_geometry(grid),
+    draws = _k.MixtureDraws(
+        n_phases=parameters.n_phases,
+        material=parameters.phase_material,
+        weight=parameters.phase_weight,
+        orientation_coefficients=p["_coefficients"],
+        orientation_mean=p["_mean"],
+        microstrain=p["microstrain"],
+        crystallite_size_nm=p["crystallite_size_nm"],
+        zero_shift_deg=p["zero_shift_deg"],
+        caglioti_u_deg2=config.instrument_u_deg2 + p["instrument_du_deg2"],
+        caglioti_v_deg2=config.instrument_v_deg2 + p["instrument_dv_deg2"],
+        caglioti_w_deg2=config.instrument_w_deg2 + p["instrument_dw_deg2"],
+        tail_tolerance=tail_tolerances(p["noise_sigma"], config),
     )
-    if config.engine == "exact":
-        _k.render_exact_batch(mixture, *geometry, *sticks, *common, mode, tolerance)
-    else:
-        lut = build_width_lut(config, grid, smallest_tail_tolerance(config))
-        _k.render_lut_batch(
-            mixture, *geometry, *sticks, *common, mode, lut.log_fwhm_min, lut.log_fwhm_step, lut.gauss_table,
-            lut.lorentz_table, tolerance,
-        )  # fmt: skip
+    # No table: the exact engine.
+    table = None
+    if config.engine == "lut":
+        table = build_width_lut(config, grid, smallest_tail_tolerance(config)).table
+    _k.render_batch(mixture, windows, _bin_grid(grid), library.stick_table(grid), draws, constants, table)
     return mixture, windows
 
 
@@ -340,19 +347,18 @@ def render_mixtures(
     """Render sampled parameters into normalised patterns float32 (n, n_bins) and window bins int32 (n, 2)."""
     p = parameters.params
     mixture, windows = render_clean_mixtures(parameters, library, config, grid)
-    geometry = (
-        windows,
-        grid.two_theta_min_deg,
-        grid.bin_width_deg,
-        grid.two_theta_max_deg - grid.two_theta_min_deg,
+    background = _k.Background(
+        baseline_coefficients=p["baseline_coefficients"],
+        baseline_amplitude=p["baseline_amplitude"],
+        floor_offset=p["floor_offset"],
+        floor_slope=p["floor_slope"],
+        noise_sigma=p["noise_sigma"],
+        standard_normal=parameters.standard_normal,
+        baseline_mode=_k.MULTIPLICATIVE if config.baseline_mode == "multiplicative" else _k.ADDITIVE,
+        percentile=config.normalization_percentile,
     )
     pattern = np.empty(mixture.shape, dtype=np.float32)
-    _k.finish_batch(
-        mixture, pattern, *geometry, p["baseline_coefficients"], p["baseline_amplitude"],
-        _k.MULTIPLICATIVE if config.baseline_mode == "multiplicative" else _k.ADDITIVE,
-        p["floor_offset"], p["floor_slope"], p["noise_sigma"], parameters.standard_normal,
-        config.normalization_percentile,
-    )  # fmt: skip
+    _k.finish_batch(mixture, pattern, windows, _bin_grid(grid), background)
     return pattern, windows
 
 

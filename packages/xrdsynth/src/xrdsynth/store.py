@@ -17,9 +17,10 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from .config import MAX_PHASES
+
 MIXTURE_FORMAT = "xrdsynth.mixtures"
 MIXTURE_FORMAT_VERSION = 1
-MAX_PHASES = 5
 
 # Per-sample label arrays: name -> (dtype, trailing shape).
 LABEL_ARRAYS: dict[str, tuple[str, tuple[int, ...]]] = {

@@ -1,0 +1,308 @@
+"""Bruker ``.brml`` (zip of ``RawData*.xml``) and binary ``.raw`` versions 3 (``RAW1.01``) and 4
+(``RAW4.00``).
+
+The binary layouts follow the published descriptions: RAW1.01 the DIFFRAC-plus XCH v5 manual, appendix A,
+as transcribed in xylib's ``bruker_raw.cpp``; RAW4.00 has no published specification, its layout is the
+one xylib and GSAS-II read. Versions 1 and 2 (DIFFRAC-AT) are recognised and refused.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .common import (
+    BoundedArchive,
+    FileFormat,
+    MeasuredFormatError,
+    MeasuredPattern,
+    columns_to_pattern,
+    float_or_none,
+    numbered,
+    parse_xml,
+    wavelength_metadata,
+    xml_child,
+    xml_descendants,
+    zip_member_names,
+)
+
+_BRML_RAW_DATA = re.compile(r"RawData\d*\.xml$")
+_RAW_UNSUPPORTED = (b"RAW ", b"RAW2")
+"""First bytes of RAW versions 1 and 2 (DIFFRAC-AT), recognised so that they are refused clearly."""
+
+# --------------------------------------------------------------------------------------------------------
+# Bruker BRML
+# --------------------------------------------------------------------------------------------------------
+
+_XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
+
+
+def _xml_value(root: ET.Element, name: str) -> float | None:
+    """First ``<name Value="..."/>`` or ``<name>...</name>`` number anywhere below root."""
+    for node in xml_descendants(root, name):
+        value = (
+            float_or_none(node.get("Value")) if node.get("Value") is not None else float_or_none(node.text)
+        )
+        if value is not None:
+            return value
+    return None
+
+
+def read_brml(path: Path, max_bytes: int) -> MeasuredPattern:
+    """Bruker BRML: zip; ``Experiment*/DataContainer.xml`` lists ``RawData*.xml``; the measured
+    ``DataRoute`` holds one comma-separated ``Datum`` per point whose columns are located from
+    ``DataViews`` (``MeasuredTime``, ``AbsorptionFactor``, the varying view's ``TwoTheta`` field, the
+    recorded counts). Intensity = counts x absorption factor / measured time (counts per second)."""
+    try:
+        with zipfile.ZipFile(path) as zipped:
+            archive = BoundedArchive(path, zipped, max_bytes)
+            names = zipped.namelist()
+            listed: list[str] = []
+            for container in sorted(n for n in names if n.endswith("DataContainer.xml")):
+                root = parse_xml(path, archive.read(container), container)
+                listed += [(s.text or "").strip() for s in xml_descendants(root, "string")]
+            raw_names = [n for n in listed if n in names] or sorted(
+                (n for n in names if _BRML_RAW_DATA.search(n)), key=numbered
+            )
+            if not raw_names:
+                raise MeasuredFormatError(path, "no RawData*.xml member", "Is this a Bruker BRML file?")
+            raw_root = parse_xml(path, archive.read(raw_names[0]), raw_names[0])
+            extra_roots = [
+                parse_xml(path, archive.read(n), n) for n in names if n.endswith("MeasurementContainer.xml")
+            ]
+    except zipfile.BadZipFile:
+        raise MeasuredFormatError(
+            path, "not a valid zip archive", "A .brml file is a zip; export it again"
+        ) from None
+
+    routes = xml_descendants(raw_root, "DataRoute")
+    measured = [r for r in routes if r.get("RouteFlag") == "Measured"]
+    if len(measured) != 1 and len(routes) != 1:
+        raise MeasuredFormatError(
+            path,
+            f"{len(routes)} DataRoutes and {len(measured)} flagged 'Measured'",
+            "Expected one measured route",
+        )
+    route = measured[0] if len(measured) == 1 else routes[0]
+    columns: dict[str, int] = {}
+    for view in xml_descendants(route, "RawDataView"):
+        start = int(view.get("Start", "0"))
+        kind = view.get(_XSI_TYPE, "")
+        logic = view.get("LogicName", "")
+        if logic in ("MeasuredTime", "AbsorptionFactor"):
+            columns[logic] = start
+        elif kind.endswith("VaryingRawDataView"):
+            for offset, definition in enumerate(xml_descendants(view, "FieldDefinitions")):
+                axis = definition.get("AxisId") or definition.get("FieldName") or ""
+                if axis == "TwoTheta":
+                    columns["TwoTheta"] = start + offset
+        elif kind.endswith("RecordedRawDataView"):
+            columns.setdefault("Counts", start)
+    if "Counts" not in columns:
+        raise MeasuredFormatError(
+            path, "no recorded-counts column in DataViews", "The BRML raw data are incomplete"
+        )
+    datums = xml_descendants(route, "Datum")
+    try:
+        table = [[float(v) for v in (d.text or "").split(",")] for d in datums]
+    except ValueError:
+        raise MeasuredFormatError(
+            path, "non-numeric <Datum> values", "The BRML raw data are corrupt"
+        ) from None
+    width = max(columns.values()) + 1
+    if not table or any(len(row) < width for row in table):
+        raise MeasuredFormatError(
+            path,
+            f"{len(table)} Datum rows, some shorter than the {width} columns DataViews declare",
+            "Corrupt file",
+        )
+    data = np.asarray([row[:width] for row in table], dtype=np.float64)
+    intensity = data[:, columns["Counts"]].copy()
+    if "AbsorptionFactor" in columns:
+        intensity *= data[:, columns["AbsorptionFactor"]]
+    metadata: dict[str, str] = {"intensity_unit": "counts"}
+    if "MeasuredTime" in columns and np.all(data[:, columns["MeasuredTime"]] > 0):
+        intensity /= data[:, columns["MeasuredTime"]]
+        metadata["intensity_unit"] = "counts per second"
+    if "TwoTheta" in columns:
+        two_theta = data[:, columns["TwoTheta"]]
+    else:
+        axes = [a for a in xml_descendants(route, "ScanAxisInfo") if a.get("AxisId") == "TwoTheta"]
+        start = (
+            float_or_none(xml_child(axes[0], "Start").text)
+            if axes and xml_child(axes[0], "Start") is not None
+            else None
+        )
+        step = (
+            float_or_none(xml_child(axes[0], "Increment").text)
+            if axes and xml_child(axes[0], "Increment") is not None
+            else None
+        )
+        if start is None or step is None:
+            raise MeasuredFormatError(
+                path, "no TwoTheta column and no TwoTheta ScanAxisInfo Start/Increment", "Not a 2θ scan"
+            )
+        two_theta = start + step * np.arange(data.shape[0])
+    kalpha1 = kalpha2 = ratio = None
+    for root in [raw_root, *extra_roots]:
+        kalpha1 = kalpha1 or _xml_value(root, "WaveLengthAlpha1")
+        kalpha2 = kalpha2 or _xml_value(root, "WaveLengthAlpha2")
+        ratio = ratio if ratio is not None else _xml_value(root, "WaveLengthRatio")
+    wavelength, wave_meta = wavelength_metadata(kalpha1, kalpha2, ratio)
+    metadata.update(wave_meta)
+    metadata["raw_data_member"] = raw_names[0]
+    return columns_to_pattern(path, np.column_stack([two_theta, intensity]), wavelength, metadata)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Bruker binary RAW (versions 3 and 4)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _unpack(path: Path, data: bytes, fmt: str, offset: int, what: str) -> tuple:
+    try:
+        return struct.unpack_from(fmt, data, offset)
+    except struct.error:
+        raise MeasuredFormatError(
+            path, f"file ends inside the {what} (byte {offset})", "The RAW file is truncated; copy it again"
+        ) from None
+
+
+def _cstring(raw: bytes) -> str:
+    return raw.split(b"\x00", 1)[0].decode("latin-1").strip()
+
+
+def _raw_intensities(path: Path, data: bytes, offset: int, steps: int, record_size: int) -> np.ndarray:
+    """Data records of ``record_size`` bytes (0 in the header means 4); the first float32 of each is the
+    intensity, the rest are per-point drive positions."""
+    record_size = record_size or 4
+    if record_size < 4:
+        raise MeasuredFormatError(
+            path, f"data record size {record_size} bytes is smaller than one float32", "Corrupt range header"
+        )
+    end = offset + steps * record_size
+    if steps <= 0 or end > len(data):
+        raise MeasuredFormatError(
+            path,
+            f"range of {steps} points x {record_size} bytes runs past the end of the file",
+            "Truncated file",
+        )
+    records = np.frombuffer(data, dtype=np.uint8, count=steps * record_size, offset=offset).reshape(steps, -1)
+    return records[:, :4].copy().view("<f4").astype(np.float64).ravel()
+
+
+def _read_raw_v3(path: Path, data: bytes) -> MeasuredPattern:
+    """RAW1.01: 712-byte file header (range count u32 @12; Kα average/Kα1/Kα2/Kβ/ratio float64 @616-655);
+    per range a header (u32 size @0, u32 steps @4, float64 start 2θ @16, float64 step @176, float32 time
+    per step @192, u32 record size @252, u32 supplementary size @256), then the data records."""
+    (n_ranges,) = _unpack(path, data, "<I", 12, "file header")
+    _, kalpha1, kalpha2, _, ratio = _unpack(path, data, "<5d", 616, "file header")
+    offset = 712
+    header_size, steps, _, start = _unpack(path, data, "<IIdd", offset, "range header")
+    (step,) = _unpack(path, data, "<d", offset + 176, "range header")
+    (time_per_step,) = _unpack(path, data, "<f", offset + 192, "range header")
+    (record_size, supplementary) = _unpack(path, data, "<II", offset + 252, "range header")
+    if n_ranges < 1 or header_size < 260:
+        raise MeasuredFormatError(
+            path, f"{n_ranges} ranges, range header size {header_size}", "Not a readable RAW1.01 file"
+        )
+    intensity = _raw_intensities(path, data, offset + header_size + supplementary, steps, record_size)
+    wavelength, metadata = wavelength_metadata(kalpha1, kalpha2, ratio)
+    metadata.update(
+        raw_version="3 (RAW1.01)",
+        ranges_in_file=str(n_ranges),
+        time_per_step_s=repr(time_per_step),
+        sample=_cstring(data[326:386]),
+    )
+    two_theta = start + step * np.arange(steps)
+    return columns_to_pattern(path, np.column_stack([two_theta, intensity]), wavelength, metadata)
+
+
+_RAW4_TWO_THETA_SCANS = ("Locked Coupled", "Unlocked Coupled", "Detector Scan")
+
+
+def _read_raw_v4(path: Path, data: bytes) -> MeasuredPattern:
+    """RAW4.00: 61-byte header, then records (u32 type, u32 length): type 10 text (name @12, 24 bytes;
+    value @36), type 30 X-ray source (float64 Kα average/Kα1/Kα2/Kβ/ratio @72-111); type 0 or 160 starts
+    a range: 160-byte header (scan type text @32, float64 start @72, float64 step @80, u32 steps @88,
+    float32 time per step @92, u32 record size @136, u32 supplementary size @140), supplementary records,
+    then the data records. The first 2θ range (coupled or detector scan) is read."""
+    offset = 61
+    metadata: dict[str, str] = {"raw_version": "4 (RAW4.00)"}
+    wavelength: float | None = None
+    while True:
+        (kind,) = _unpack(path, data, "<I", offset, "record list")
+        if kind in (0, 160):
+            break
+        (length,) = _unpack(path, data, "<I", offset + 4, "record list")
+        if length < 8:
+            raise MeasuredFormatError(
+                path, f"record of type {kind} with length {length} at byte {offset}", "Corrupt"
+            )
+        if kind == 10 and length >= 36:
+            name = _cstring(data[offset + 12 : offset + 36])
+            metadata[f"raw_{name.lower()}"] = _cstring(data[offset + 36 : offset + length])
+        elif kind == 30 and length >= 120:
+            _, kalpha1, kalpha2, _, ratio = _unpack(path, data, "<5d", offset + 72, "X-ray source record")
+            wavelength, wave_meta = wavelength_metadata(kalpha1, kalpha2, ratio)
+            metadata.update(wave_meta)
+            metadata["anode"] = _cstring(data[offset + 116 : offset + 120])
+        offset += length
+    scan_types = []
+    while offset + 160 <= len(data):
+        (kind,) = _unpack(path, data, "<I", offset, "range header")
+        if kind not in (0, 160):
+            break
+        scan_type = _cstring(data[offset + 32 : offset + 56])
+        start, step = _unpack(path, data, "<dd", offset + 72, "range header")
+        steps, time_per_step = _unpack(path, data, "<If", offset + 88, "range header")
+        record_size, supplementary = _unpack(path, data, "<II", offset + 136, "range header")
+        data_offset = offset + 160 + supplementary
+        scan_types.append(scan_type)
+        if scan_type in _RAW4_TWO_THETA_SCANS:
+            intensity = _raw_intensities(path, data, data_offset, steps, record_size)
+            metadata.update(scan_type=scan_type, time_per_step_s=repr(time_per_step))
+            two_theta = start + step * np.arange(steps)
+            return columns_to_pattern(path, np.column_stack([two_theta, intensity]), wavelength, metadata)
+        offset = data_offset + steps * (record_size or 4)
+    raise MeasuredFormatError(
+        path,
+        f"no 2θ range (scan types found: {scan_types or 'none'})",
+        f"Only {', '.join(_RAW4_TWO_THETA_SCANS)} ranges are powder patterns",
+    )
+
+
+def read_bruker_raw(path: Path, max_bytes: int) -> MeasuredPattern:
+    """Bruker binary RAW, version 3 or 4 by the magic (``max_bytes`` was checked against the file's size by
+    the caller)."""
+    data = path.read_bytes()
+    if data.startswith(b"RAW1.01"):
+        return _read_raw_v3(path, data)
+    if data.startswith(b"RAW4.00"):
+        return _read_raw_v4(path, data)
+    if data.startswith(_RAW_UNSUPPORTED):
+        raise MeasuredFormatError(
+            path, "Bruker RAW version 1/2 (DIFFRAC-AT) is not supported", "Convert it to .xy or .brml"
+        )
+    raise MeasuredFormatError(
+        path, f"unknown header {data[:7]!r}", "A Bruker RAW file starts with 'RAW1.01' or 'RAW4.00'"
+    )
+
+
+def sniff_brml(path: Path, head: bytes) -> bool:
+    """A zip holding a ``RawData<k>.xml`` member."""
+    return any(_BRML_RAW_DATA.search(name) for name in zip_member_names(path, head))
+
+
+def sniff_bruker_raw(path: Path, head: bytes) -> bool:
+    """The ``RAW1.01``/``RAW4.00`` magic, or that of versions 1/2 (refused with a clear message)."""
+    return head.startswith((b"RAW1.01", b"RAW4.00", *_RAW_UNSUPPORTED))
+
+
+BRML = FileFormat(name="brml", extensions=("brml",), sniff=sniff_brml, read=read_brml)
+BRUKER_RAW = FileFormat(name="bruker_raw", extensions=("raw",), sniff=sniff_bruker_raw, read=read_bruker_raw)

@@ -1,0 +1,109 @@
+"""The formats :func:`read_pattern` knows, in sniffing order, and the dispatch between them.
+
+To add a format, write a module beside this one that exports a :class:`~.common.FileFormat` (name,
+extensions, sniff function, reader) and put it in :data:`FORMATS`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import bruker, gsas, rigaku, text, xrdml
+from .common import (
+    DEFAULT_MAX_PATTERN_BYTES,
+    FileFormat,
+    MeasuredFormatError,
+    MeasuredPattern,
+    mib,
+    size_limit_fix,
+)
+
+FORMATS: tuple[FileFormat, ...] = (
+    bruker.BRUKER_RAW,
+    rigaku.RASX,
+    bruker.BRML,
+    rigaku.RAS,
+    xrdml.XRDML,
+    gsas.GSAS,
+    text.TEXT,
+)
+"""Every readable format. Sniffing tries them in this order (binary magic first, then zip contents, then
+text signatures), so a format whose signature another's contains comes before it."""
+
+FALLBACK_FORMAT = text.TEXT
+"""What a file is read as when neither its content nor its extension names a format."""
+
+SNIFF_BYTES = 4096
+"""How much of a file's start the sniff functions see."""
+
+_BY_NAME = {name: file_format for file_format in FORMATS for name in file_format.names}
+
+
+def find_format(name: str) -> FileFormat | None:
+    """The format a name, alias or extension selects (case and a leading dot ignored); None if unknown."""
+    return _BY_NAME.get(name.lower().lstrip("."))
+
+
+def normalise_format(format: str) -> str | None:
+    """The reader key of a format name or alias (``xye`` -> ``xy``, ``raw`` -> ``bruker_raw``); None if unknown."""
+    found = find_format(format)
+    return found.name if found is not None else None
+
+
+def known_formats() -> list[str]:
+    """Every accepted format name and alias, sorted."""
+    return sorted(_BY_NAME)
+
+
+def detect_format(path: Path) -> FileFormat:
+    """The format of a file: the first in :data:`FORMATS` whose sniff function recognises its first bytes,
+    else the one its extension names, else :data:`FALLBACK_FORMAT`."""
+    with path.open("rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    for file_format in FORMATS:
+        if file_format.sniff is not None and file_format.sniff(path, head):
+            return file_format
+    return find_format(path.suffix) or FALLBACK_FORMAT
+
+
+def read_pattern(
+    path: str | Path, *, format: str | None = None, max_bytes: int = DEFAULT_MAX_PATTERN_BYTES
+) -> MeasuredPattern:
+    """Read a measured powder pattern.
+
+    Args:
+        path: the file.
+        format: one of ``xy`` (also ``xye``, ``csv``, ``dat``, ``txt``), ``xrdml``, ``gsas`` (``fxye``),
+            ``ras``, ``rasx``, ``brml``, ``bruker_raw`` (``raw``). None: recognised from the content, then
+            from the extension; anything else is read as two-column text.
+        max_bytes: largest file size, and largest total size of the members read from a .rasx/.brml zip.
+
+    Raises:
+        MeasuredFormatError: the file is missing, empty, too large, or not a readable pattern of that format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MeasuredFormatError(path, "no such file", "Check the path")
+    size = path.stat().st_size
+    if size == 0:
+        raise MeasuredFormatError(path, "the file is empty", "Export the pattern again")
+    if size > max_bytes:
+        raise MeasuredFormatError(
+            path,
+            f"the file is {mib(size)}, over the {mib(max_bytes)} limit for one measured pattern",
+            size_limit_fix(max_bytes),
+        )
+    if format is not None:
+        file_format = find_format(format)
+        if file_format is None:
+            raise MeasuredFormatError(
+                path,
+                f"unknown format {format!r}",
+                f"Use one of {', '.join(known_formats())} (--format on the command line, format= in Python), "
+                "or leave it out to detect the format",
+            )
+    else:
+        file_format = detect_format(path)
+    pattern = file_format.read(path, max_bytes)
+    pattern.metadata.setdefault("format", file_format.name)
+    return pattern

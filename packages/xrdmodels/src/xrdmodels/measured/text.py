@@ -1,0 +1,150 @@
+"""Two-column text patterns (``.xy``, ``.xye``, ``.csv``, ``.dat``, ``.txt``): the fallback format.
+
+Comment lines start with ``#``, ``;`` or ``!``; leading header lines that are not numbers are kept in
+``metadata["header"]`` and searched for a stated wavelength; columns are separated by commas, semicolons,
+tabs or spaces; an optional third column (errors) is ignored. Text has no signature, so it is chosen by
+extension or when nothing else matches.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from .common import (
+    SEPARATORS,
+    FileFormat,
+    MeasuredFormatError,
+    MeasuredPattern,
+    NumericRows,
+    columns_to_pattern,
+    wavelength_from_header,
+)
+
+_COMMENT_PREFIXES = ("#", ";", "!")
+_SNIFF_BYTES = 65536
+_MAX_HEADER_LINES = 1000
+_LEADING_ROWS = 1000
+_TEXT_CHUNK_CHARS = 1 << 20
+# A comment anywhere in a chunk ('#' or '!' anywhere, ';' starting a line) sends it down the per-line path.
+_COMMENT_IN_CHUNK = re.compile(r"[#!]|^[ \t]*;", flags=re.MULTILINE)
+
+
+def _is_numeric_line(line: str) -> bool:
+    try:
+        [float(f) for f in SEPARATORS.split(line) if f]
+    except ValueError:
+        return False
+    return True
+
+
+def read_text_columns(path: Path, max_bytes: int) -> MeasuredPattern:
+    """Two or three numeric columns (2θ deg, intensity[, error]); comments and header lines are kept in
+    ``metadata["header"]`` (the first :data:`_MAX_HEADER_LINES`) and searched for a stated wavelength.
+
+    Streamed: the header and the first :data:`_LEADING_ROWS` numeric rows line by line, the rest in chunks
+    of :data:`_TEXT_CHUNK_CHARS` characters that numpy parses whole when they hold no comment, so memory
+    stays a small multiple of the resulting arrays (``max_bytes`` bounds the file, checked by the caller)."""
+    with path.open("rb") as handle:
+        head = handle.read(_SNIFF_BYTES).decode("utf-8", errors="replace")
+    if "\x00" in head or head.count("\ufffd") > 0.01 * len(head) + 1:
+        raise MeasuredFormatError(
+            path,
+            "binary content in what was read as a text pattern",
+            "Name the format for a binary file (--format on the command line, format= in Python), or export "
+            "the pattern as text",
+        )
+    header: list[str] = []
+
+    def keep(line: str) -> None:
+        if len(header) < _MAX_HEADER_LINES:
+            header.append(line)
+
+    table = NumericRows(path, "data")
+    # The first numeric rows wait until their common width is known: some exporters put numeric header
+    # lines (a point count, "start step end") before the columns, and leading rows whose width differs from
+    # the most common one are header, not data.
+    leading: list[tuple[int, str]] = []
+
+    def take(line_no: int, raw: str) -> None:
+        line = raw.strip()
+        if not line:
+            return
+        if line.startswith(_COMMENT_PREFIXES):
+            keep(line.lstrip("#;! ").strip())
+            return
+        if "#" in line:
+            line = line.split("#", 1)[0].strip()
+        if len(leading) >= _LEADING_ROWS:
+            table.add(line_no, line)
+        elif not leading and not _is_numeric_line(line):
+            keep(line)
+        else:
+            leading.append((line_no, line))
+            if len(leading) == _LEADING_ROWS:
+                _settle_leading_rows(leading, table, keep)
+
+    def take_chunk(first_line_no: int, text: str) -> None:
+        if _COMMENT_IN_CHUNK.search(text):
+            for offset, raw in enumerate(text.split("\n")):
+                take(first_line_no + offset, raw)
+        else:
+            table.add_text(first_line_no, text)
+
+    with path.open(encoding="utf-8-sig", errors="replace") as handle:
+        line_no = 0
+        while len(leading) < _LEADING_ROWS:
+            raw = handle.readline()
+            if not raw:
+                break
+            line_no += 1
+            take(line_no, raw)
+        carry = ""
+        while chunk := handle.read(_TEXT_CHUNK_CHARS):
+            text = carry + chunk
+            cut = text.rfind("\n") + 1
+            body, carry = text[:cut], text[cut:]
+            if body:
+                take_chunk(line_no + 1, body)
+                line_no += body.count("\n")
+        if carry:
+            take_chunk(line_no + 1, carry)
+    if len(leading) < _LEADING_ROWS:
+        _settle_leading_rows(leading, table, keep)
+    if table.empty:
+        raise MeasuredFormatError(
+            path,
+            "no numeric data lines found",
+            "Expected lines of '2theta intensity' (comments may start with #, ; or !)",
+        )
+    data = table.finish()
+    wavelength, metadata = wavelength_from_header(header)
+    if header:
+        metadata["header"] = "\n".join(header)
+    metadata["columns"] = "two_theta_deg intensity" + (" error" if data.shape[1] == 3 else "")
+    return columns_to_pattern(path, data, wavelength, metadata)
+
+
+def _settle_leading_rows(
+    rows: list[tuple[int, str]], table: NumericRows, keep: Callable[[str], None]
+) -> None:
+    """Rows before the first row of the most common width go to the header, the rest to the table."""
+    if not rows:
+        return
+    widths = [len([f for f in SEPARATORS.split(line) if f]) for _, line in rows]
+    common = max(set(widths), key=widths.count)
+    first = widths.index(common)
+    for _, line in rows[:first]:
+        keep(line)
+    for line_no, line in rows[first:]:
+        table.add(line_no, line)
+
+
+TEXT = FileFormat(
+    name="xy",
+    extensions=("xy", "xye", "csv", "dat", "txt"),
+    sniff=None,
+    read=read_text_columns,
+    aliases=("text",),
+)

@@ -1,0 +1,139 @@
+"""PANalytical ``.xrdml`` (XML; schema 1.x ``intensities``, 2.x ``counts``), layout from the XRDML schema
+1.5/2.1 annotations."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from .common import (
+    BOM_AND_BLANKS,
+    FileFormat,
+    MeasuredFormatError,
+    MeasuredPattern,
+    float_or_none,
+    floats,
+    local_name,
+    parse_xml,
+    text_head,
+    wavelength_metadata,
+    xml_child,
+    xml_children,
+    xml_descendants,
+)
+
+
+def _per_point(path: Path, points: ET.Element, listed_name: str, common_name: str, n: int) -> np.ndarray:
+    """A per-point XRDML factor given as a list (``listed_name``) or one value (``common_name``); 1 if absent."""
+    listed = xml_child(points, listed_name)
+    if listed is not None:
+        values = floats(path, listed.text, f"<{listed_name}>")
+        if values.size != n:
+            raise MeasuredFormatError(
+                path, f"{values.size} <{listed_name}> values for {n} points", "The file is corrupt"
+            )
+        return values
+    common = xml_child(points, common_name)
+    value = float_or_none(common.text) if common is not None else None
+    return np.full(n, 1.0 if value is None else value)
+
+
+def read_xrdml(path: Path, max_bytes: int) -> MeasuredPattern:
+    """XRDML: 2θ from ``positions axis="2Theta"`` (start/end or list), ``intensities`` (1.x, already
+    attenuation-corrected) or ``counts`` (2.x, multiplied here by the beam attenuation factors), divided by
+    the counting time when given (result in counts per second). The first scan with data points is read;
+    the file itself is the only input (``max_bytes`` was checked against its size by the caller)."""
+    root = parse_xml(path, path.read_bytes())
+    if local_name(root.tag) != "xrdMeasurements":
+        raise MeasuredFormatError(
+            path, f"root element is <{local_name(root.tag)}>, not <xrdMeasurements>", "Is this an XRDML file?"
+        )
+    measurements = xml_descendants(root, "xrdMeasurement")
+    scans = [
+        scan for m in measurements for scan in xml_descendants(m, "scan") if xml_child(scan, "dataPoints")
+    ]
+    if not scans:
+        raise MeasuredFormatError(path, "no <scan> with <dataPoints>", "The measurement holds no data")
+    scan = scans[0]
+    owner = next(m for m in measurements if any(s is scan for s in m.iter()))
+    points = xml_child(scan, "dataPoints")
+    assert points is not None
+    counts_element = xml_child(points, "intensities")
+    raw_counts = counts_element is None
+    if raw_counts:
+        counts_element = xml_child(points, "counts")
+    if counts_element is None:
+        raise MeasuredFormatError(path, "no <intensities> or <counts> in the scan", "The scan holds no data")
+    intensity = floats(path, counts_element.text, "<counts>/<intensities>")
+    n = intensity.size
+    if n < 2:
+        raise MeasuredFormatError(path, f"the scan has {n} intensity value(s)", "The scan holds no data")
+
+    two_theta = None
+    for positions in xml_children(points, "positions"):
+        if positions.get("axis") != "2Theta":
+            continue
+        listed = xml_child(positions, "listPositions")
+        start, end = xml_child(positions, "startPosition"), xml_child(positions, "endPosition")
+        if listed is not None:
+            two_theta = floats(path, listed.text, "<listPositions>")
+        elif start is not None and end is not None:
+            first, last = float_or_none(start.text), float_or_none(end.text)
+            if first is None or last is None:
+                raise MeasuredFormatError(
+                    path, "non-numeric 2Theta start/end position", "The file is corrupt"
+                )
+            two_theta = np.linspace(first, last, n)
+    if two_theta is None:
+        raise MeasuredFormatError(
+            path,
+            f"scan axis {scan.get('scanAxis')!r} does not vary 2Theta",
+            "Only 2θ scans (Gonio, 2Theta-Omega, 2Theta) are powder patterns",
+        )
+    if two_theta.size != n:
+        raise MeasuredFormatError(
+            path, f"{two_theta.size} 2Theta positions for {n} intensities", "The file is corrupt"
+        )
+
+    metadata: dict[str, str] = {"intensity_unit": "counts"}
+    if raw_counts:
+        intensity = intensity * _per_point(
+            path, points, "beamAttenuationFactors", "commonBeamAttenuationFactor", n
+        )
+    times = _per_point(path, points, "countingTimes", "commonCountingTime", n)
+    if xml_child(points, "commonCountingTime") is not None:
+        metadata["counting_time_s"] = repr(float(times[0]))
+    if np.all(times > 0):
+        intensity = intensity / times
+        metadata["intensity_unit"] = "counts per second"
+
+    lines = {}
+    used = xml_child(owner, "usedWavelength")
+    if used is not None:
+        metadata["wavelength_intended"] = used.get("intended", "")
+        for name in ("kAlpha1", "kAlpha2", "kBeta", "ratioKAlpha2KAlpha1"):
+            element = xml_child(used, name)
+            lines[name] = float_or_none(element.text) if element is not None else None
+    wavelength, wave_meta = wavelength_metadata(
+        lines.get("kAlpha1"), lines.get("kAlpha2"), lines.get("ratioKAlpha2KAlpha1")
+    )
+    metadata.update(wave_meta)
+    metadata["scan_axis"] = scan.get("scanAxis", "")
+    if len(scans) > 1:
+        metadata["scans_in_file"] = str(len(scans))
+        metadata["scan_read"] = "0"
+    order = np.argsort(two_theta, kind="stable")
+    return MeasuredPattern(two_theta[order], intensity[order], wavelength, str(path), metadata)
+
+
+def sniff_xrdml(path: Path, head: bytes) -> bool:
+    """An XML document whose first bytes name the ``xrdMeasurements`` root."""
+    text = text_head(head)
+    if text is None:
+        return False
+    return text.lstrip(BOM_AND_BLANKS).startswith("<") and "xrdMeasurements" in text
+
+
+XRDML = FileFormat(name="xrdml", extensions=("xrdml",), sniff=sniff_xrdml, read=read_xrdml)

@@ -1,0 +1,141 @@
+"""``random:N[:GROUPS]``: N pyxtal crystals per space group, each a function of (seed, group, index) only."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import numpy as np
+from pymatgen.core import Structure
+
+from .base import ACCEPTED_FORMS, Entry, ItemKind, MetadataValue, NamedSource, SourceItem, StructureError
+
+# Elements drawn for random crystals: common, well-tabulated scatterers across the periodic table.
+RANDOM_ELEMENTS = (
+    "Li", "Na", "K", "Mg", "Ca", "Sr", "Ba", "B", "Al", "Ga", "C", "Si", "Ge", "Sn", "N", "P", "O", "S",
+    "Se", "F", "Cl", "Br", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Zr", "Nb", "Mo", "Ag", "La",
+)  # fmt: skip
+# Random crystals are kept small (atoms per primitive cell) so that generating all 230 groups stays fast.
+_RANDOM_MAX_ATOMS = 64
+_RANDOM_MAX_ATTEMPTS = 40
+# Random crystals must show their target group even at this loose tolerance, so that any bank symprec
+# up to it detects the target rather than an accidental supergroup.
+_RANDOM_CHECK_SYMPREC = 0.1
+
+
+def _parse_groups(text: str, source: str) -> list[int]:
+    groups: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        low, dash, high = part.partition("-")
+        try:
+            bounds = (int(low), int(high)) if dash else (int(part), int(part))
+        except ValueError:
+            raise ValueError(
+                f"source {source!r}: bad space-group list entry {part!r}; use e.g. '1-10' or '2,14,225'"
+            ) from None
+        if not 1 <= bounds[0] <= bounds[1] <= 230:
+            raise ValueError(f"source {source!r}: space groups must lie in 1-230, got {part!r}")
+        groups.update(range(bounds[0], bounds[1] + 1))
+    return sorted(groups)
+
+
+def _list_random(source: str, seed: int) -> list[SourceItem]:
+    parts = source.strip().split(":")
+    if len(parts) not in (2, 3) or not parts[1].isdigit() or int(parts[1]) < 1:
+        raise ValueError(
+            f"source {source!r}: expected 'random:N' or 'random:N:GROUPS' with N >= 1; accepted: {ACCEPTED_FORMS}"
+        )
+    per_group = int(parts[1])
+    groups = _parse_groups(parts[2], source) if len(parts) == 3 else list(range(1, 231))
+    return [
+        SourceItem(source, "random", f"random:{sg}:{k}", f"random:{sg}:{k}:s{seed}")
+        for sg in groups
+        for k in range(per_group)
+    ]
+
+
+# Lattice points per conventional cell by centring letter; R groups are generated on hexagonal axes.
+_CENTRING_POINTS = {"P": 1, "A": 2, "B": 2, "C": 2, "I": 2, "R": 3, "F": 4}
+
+
+@functools.lru_cache(maxsize=256)
+def _wyckoff_multiplicities(sg: int) -> tuple[tuple[int, ...], int]:
+    """(distinct Wyckoff multiplicities in the conventional cell, smallest first; lattice points per cell)."""
+    from pyxtal.symmetry import Group
+
+    group = Group(sg)
+    multiplicities = tuple(sorted({int(wp.multiplicity) for wp in group.Wyckoff_positions}))
+    return multiplicities, _CENTRING_POINTS[group.symbol[0]]
+
+
+def random_structure(sg: int, k: int, seed: int) -> tuple[Structure, dict[str, MetadataValue]]:
+    """The k-th random crystal of space group ``sg`` for ``seed``, generated with pyxtal.
+
+    The generator is seeded from ``SeedSequence([seed, sg, k])`` only, so the crystal does not depend on
+    the order or process it is made in. Compositions are 1-3 species from :data:`RANDOM_ELEMENTS`, each
+    on one Wyckoff orbit, with at most 64 atoms in the primitive cell (the conventional cell is returned).
+    Early attempts use only the smallest orbits, which keeps crystals small; a composition pyxtal cannot
+    place, or a crystal whose spglib group at symprec 0.1 Å is not ``sg`` (an accidental supergroup, common
+    when every atom sits on a fixed special position), is replaced by the next draw of the same generator,
+    and every second attempt admits the next larger orbit, up to the general position.
+    """
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+    from pyxtal import pyxtal
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, sg, k]))
+    multiplicities, lattice_points = _wyckoff_multiplicities(sg)
+    reasons: list[str] = []
+    for attempt in range(_RANDOM_MAX_ATTEMPTS):
+        choices = multiplicities[: 2 + attempt // 2]
+        n_species = int(rng.integers(1, 4))
+        species = [str(e) for e in rng.choice(RANDOM_ELEMENTS, size=n_species, replace=False)]
+        counts = [int(rng.choice(choices)) for _ in species]
+        if sum(counts) > _RANDOM_MAX_ATOMS * lattice_points:
+            continue
+        crystal = pyxtal()
+        # pyxtal and spglib warn on every rejected placement; the reasons are kept below instead.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                crystal.from_random(3, sg, species, counts, random_state=rng)
+            except Exception as exc:  # noqa: BLE001 - pyxtal signals incompatible compositions with many types
+                reasons.append(f"{species}{counts}: {type(exc).__name__}")
+                continue
+            if not crystal.valid:
+                reasons.append(f"{species}{counts}: not valid")
+                continue
+            structure = crystal.to_pymatgen()
+            detected = SpacegroupAnalyzer(structure, symprec=_RANDOM_CHECK_SYMPREC).get_space_group_number()
+        if detected != sg:
+            reasons.append(f"{species}{counts}: spglib finds {detected}")
+            continue
+        import pyxtal as pyxtal_module
+
+        metadata: dict[str, MetadataValue] = {
+            "generator": f"pyxtal {pyxtal_module.__version__}",
+            "target_spacegroup": sg,
+            "seed": seed,
+            "k": k,
+            "attempt": attempt + 1,
+        }
+        return structure, metadata
+    raise StructureError(
+        f"random:{sg}:{k}:s{seed}",
+        f"pyxtal placed no composition in {_RANDOM_MAX_ATTEMPTS} attempts ({'; '.join(reasons[-3:])})",
+    )
+
+
+def _load_random(item: SourceItem, seed: int, max_sites: int | None) -> Entry:
+    _, sg_text, k_text = item.locator.split(":")
+    if not item.entry_id.endswith(f":s{seed}"):
+        raise ValueError(
+            f"item {item.entry_id!r} was listed with another seed than load_entry's seed={seed}; "
+            "pass the same seed to list_items and load_entry"
+        )
+    structure, metadata = random_structure(int(sg_text), int(k_text), seed)
+    return Entry(item.entry_id, item.source, item.locator, structure, int(sg_text), metadata, synthetic=True)
+
+
+NAMED_SOURCE = NamedSource(lambda text: text.startswith("random:"), _list_random)
+ITEM_KIND = ItemKind("random", _load_random, lambda item: None)
