@@ -21,14 +21,16 @@ from xrdmodels.checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
     CheckpointError,
     load_checkpoint,
+    rng_state,
     save_checkpoint,
+    set_rng_state,
     upgrade_checkpoint,
 )
 from xrdmodels.checkpoint import main as checkpoint_main
 from xrdmodels.cli import main as cli_main
 from xrdmodels.config import TrainConfig, preset, redact_storage_options, redact_url
 from xrdmodels.models.model import SpaceGroupModel
-from xrdmodels.train import rng_state, set_rng_state, train
+from xrdmodels.train import train
 
 N_BINS = 64
 TINY_MODEL = {

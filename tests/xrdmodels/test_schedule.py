@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from xrdmodels.config import TrainConfig
 from xrdmodels.schedule import build_adamw, lr_factor, warmup_cosine_schedule
+
+
+def paper_adamw(params: list[torch.nn.Parameter]) -> torch.optim.AdamW:
+    """AdamW with TrainConfig's defaults, the A.6 settings."""
+    return build_adamw(
+        params, **{name: TrainConfig.model_fields[name].default for name in ("lr", "weight_decay", "betas")}
+    )
 
 
 @pytest.mark.parametrize(
@@ -35,7 +43,7 @@ def test_floor_ratio_lifts_the_cosine() -> None:
 
 def test_lambda_lr_drives_adamw_with_paper_settings() -> None:
     weight = torch.nn.Parameter(torch.ones(3))
-    optimizer = build_adamw([weight])
+    optimizer = paper_adamw([weight])
     assert optimizer.defaults["lr"] == 1e-4 and optimizer.defaults["weight_decay"] == 1e-2
     warmup, total = 5, 25
     scheduler = warmup_cosine_schedule(optimizer, warmup, total)
@@ -56,12 +64,12 @@ def test_lambda_lr_drives_adamw_with_paper_settings() -> None:
 
 def test_schedule_state_round_trips() -> None:
     """Resuming from optimizer + scheduler state dicts continues the same learning-rate sequence."""
-    opt = build_adamw([torch.nn.Parameter(torch.zeros(1))])
+    opt = paper_adamw([torch.nn.Parameter(torch.zeros(1))])
     sched = warmup_cosine_schedule(opt, 10, 100)
     for _ in range(37):
         opt.step()
         sched.step()
-    fresh_opt = build_adamw([torch.nn.Parameter(torch.zeros(1))])
+    fresh_opt = paper_adamw([torch.nn.Parameter(torch.zeros(1))])
     fresh = warmup_cosine_schedule(fresh_opt, 10, 100)
     fresh_opt.load_state_dict(opt.state_dict())
     fresh.load_state_dict(sched.state_dict())
@@ -81,6 +89,6 @@ def test_schedule_state_round_trips() -> None:
     ],
 )
 def test_invalid_schedule_is_rejected(warmup: int, total: int, floor: float, fragment: str) -> None:
-    opt = build_adamw([torch.nn.Parameter(torch.zeros(1))])
+    opt = paper_adamw([torch.nn.Parameter(torch.zeros(1))])
     with pytest.raises(ValueError, match=fragment):
         warmup_cosine_schedule(opt, warmup, total, floor)

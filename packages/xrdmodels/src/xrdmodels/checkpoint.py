@@ -7,11 +7,10 @@ function), so a file crafted to run code on loading is refused with a message na
 kind of value. Files are written to a temporary name, synced and renamed, so that a crash or a kill mid-write
 leaves the previous file intact (never a half-written one).
 
-Keys written by the training loop (train.py): model, optimizer, scheduler (state dicts); loader and rng (lists,
-one entry per DDP rank; RNG states as tensors and numbers); world_size, step, epoch; best_val_micro_f1,
-val_metrics (the most recent validation: loss, micro_f1, best_threshold or best_gate, ...), best_val_metrics;
-config (TrainConfig without credentials), model_config (ModelConfig), data (grid, wavelength_angstrom,
-train_store); format, format_version.
+What a training checkpoint holds, and so what `--resume` restores, is `TrainState`: its `state_dict` is the
+dict written (plus format and format_version), its `load_state_dict` puts it back into a run. Evaluation and
+prediction need only `REQUIRED_KEYS` (the weights and the model configuration); they also read the step, the
+training data's wavelength and the latest validation where present.
 
 Format version 1 (before this one) needed full unpickling; `python -m xrdmodels.checkpoint upgrade OLD NEW`
 converts such a file without running code in it.
@@ -21,23 +20,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pickle
+import random
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from pydantic import ValidationError
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
-from .config import ModelConfig, redact_train_config, redact_url
+from .config import ModelConfig, TrainConfig, redact_train_config, redact_url
+from .distributed import Runtime, gather
 
 try:
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # NumPy 1
     from numpy.core.multiarray import _reconstruct
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "xrdmodels.checkpoint"
 CHECKPOINT_FORMAT_VERSION = 2
@@ -189,6 +196,211 @@ def _legacy_message(path: Path) -> str:
     )
 
 
+class Stateful(Protocol):
+    """What saves and restores its own position: a StatefulDataLoader here."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
+
+
+#: TrainConfig fields that define the data order: the saved stream position means nothing under other values.
+_STREAM_FIELDS = ("batch_size", "seed", "num_workers", "shuffle_shards")
+#: TrainConfig fields whose change at a resumption alters the trajectory (allowed, with a warning).
+_TRAJECTORY_FIELDS = (
+    "train_store",
+    "lr",
+    "weight_decay",
+    "betas",
+    "warmup_steps",
+    "total_steps",
+    "min_lr_ratio",
+    "grad_clip",
+    "precision",
+)
+#: The `TrainState.state_dict` entries that exact resume needs besides `REQUIRED_KEYS`; older runs may lack
+#: the validation metrics, which then start empty.
+_RESUME_KEYS = (
+    "optimizer",
+    "scheduler",
+    "loader",
+    "rng",
+    "world_size",
+    "step",
+    "epoch",
+    "best_val_micro_f1",
+    "config",
+)
+
+
+@dataclass
+class TrainState:
+    """Everything a training checkpoint holds, and so everything `--resume` restores (A.6, exact resume).
+
+    The fields are the run's live objects and counters; `state_dict` adds, per DDP rank, the loader position
+    and the global RNG states, and the number of ranks. The training loop updates the counters in place.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler
+    #: This rank's data loader; its position (stream state of every DataLoader worker) is saved per rank.
+    loader: Stateful
+    #: Saved without credentials (`TrainConfig.persistable`).
+    config: TrainConfig
+    model_config: ModelConfig
+    #: What prediction needs to know of the training data: grid, wavelength_angstrom, train_store.
+    data: dict[str, Any]
+    #: Optimisation steps taken.
+    step: int = 0
+    #: Passes over the training store begun before the current one.
+    epoch: int = 0
+    #: Highest validation micro-F1 so far (A.6: selects best.pt); -1 before the first validation.
+    best_val_micro_f1: float = -1.0
+    #: The most recent validation (loss, micro_f1, best_threshold or best_gate, ...; see `evaluate_store`).
+    val_metrics: dict[str, float] = field(default_factory=dict)
+    #: The validation that scored `best_val_micro_f1`.
+    best_val_metrics: dict[str, float] = field(default_factory=dict)
+
+    def state_dict(self, rt: Runtime) -> dict[str, Any]:
+        """The checkpoint's entries, plain values for `save_checkpoint`.
+
+        Collective under DDP (the loader and RNG states of all ranks are gathered): every rank calls it at the
+        same step; only the main rank needs to write the result.
+        """
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "loader": gather(self.loader.state_dict(), rt),
+            "rng": gather(rng_state(rt.device), rt),
+            "world_size": rt.world_size,
+            "step": self.step,
+            "epoch": self.epoch,
+            "best_val_micro_f1": self.best_val_micro_f1,
+            "val_metrics": self.val_metrics,
+            "best_val_metrics": self.best_val_metrics,
+            "config": self.config.persistable(),
+            "model_config": self.model_config.model_dump(mode="json"),
+            "data": self.data,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], rt: Runtime) -> None:
+        """Continue from `state`, as `load_checkpoint(map_location="cpu")` returns it and `check_resumable` passed it.
+
+        Restores the weights, AdamW moments, schedule position, counters, this rank's loader position and this
+        rank's RNG states; config, model_config and data stay this run's (`check_resumable` compared them).
+        """
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.loader.load_state_dict(state["loader"][rt.rank])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.best_val_micro_f1 = float(state["best_val_micro_f1"])
+        self.val_metrics = state.get("val_metrics", {})
+        self.best_val_metrics = state.get("best_val_metrics", {})
+        set_rng_state(state["rng"][rt.rank], rt.device)
+
+    @staticmethod
+    def check_resumable(
+        state: dict[str, Any], path: Path, config: TrainConfig, model_config: ModelConfig, world_size: int
+    ) -> None:
+        """Raise ValueError, naming `path` and the fix, unless a run of `config` on `world_size` ranks can
+        continue exactly from `state`; warn when a changed setting makes it depart from the saved trajectory.
+        """
+        missing = [k for k in _RESUME_KEYS if k not in state]
+        if missing:
+            raise ValueError(
+                f"cannot resume {path}: it lacks {', '.join(map(repr, missing))}, which a checkpoint written by "
+                "xrdmodels train holds; start a new run (another out_dir) instead"
+            )
+        saved_world = int(state["world_size"])
+        if saved_world != world_size:
+            raise ValueError(
+                f"{path} was written by {saved_world} rank(s), this run has {world_size}; resume with the same "
+                "number of processes (torchrun --nproc-per-node) to continue exactly"
+            )
+        saved_model = state["model_config"]
+        now_model = model_config.model_dump(mode="json")
+        differing = sorted(k for k in now_model if saved_model.get(k) != now_model[k])
+        if differing:
+            detail = ", ".join(f"{k}: saved {saved_model.get(k)!r}, now {now_model[k]!r}" for k in differing)
+            raise ValueError(f"cannot resume {path}: the model configuration differs ({detail})")
+        saved_config = state["config"]
+        # Both sides without credentials: the saved config never holds them (docs/security.md).
+        now_config = config.persistable()
+        changed = [k for k in _STREAM_FIELDS if saved_config.get(k) != now_config.get(k)]
+        if changed:
+            detail = ", ".join(
+                f"{k}: saved {saved_config.get(k)!r}, now {now_config.get(k)!r}" for k in changed
+            )
+            raise ValueError(
+                f"cannot resume {path}: its data-stream position belongs to other settings ({detail}); resume "
+                "with the saved values"
+            )
+        changed = [k for k in _TRAJECTORY_FIELDS if saved_config.get(k) != now_config.get(k)]
+        if changed:
+            log.warning(
+                "resuming %s with changed %s: the run will not reproduce an uninterrupted one",
+                path,
+                ", ".join(f"{k} ({saved_config.get(k)!r} -> {now_config.get(k)!r})" for k in changed),
+            )
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's global RNG states: Python, NumPy, torch CPU, and its own CUDA device's when on a GPU.
+
+    Held as tensors and numbers only, so that a checkpoint of them loads with weights_only=True.
+    """
+    state = {
+        **_plain_rng(random.getstate(), np.random.get_state()),  # noqa: NPY002
+        "torch": torch.get_rng_state(),
+    }
+    if device.type == "cuda":
+        # Only this rank's GPU: touching every device would open a CUDA context on each from every rank.
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore what `rng_state` returned (tensors must be on the CPU: load checkpoints with map_location=cpu)."""
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss_next"]))
+    np.random.set_state(  # noqa: NPY002
+        (
+            npy["kind"],
+            npy["keys"].numpy().astype(np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _plain_rng(python_state: tuple, numpy_state: tuple) -> dict[str, Any]:
+    """Python's `random.getstate()` and NumPy's `np.random.get_state()` tuples as tensors and numbers."""
+    version, words, gauss_next = python_state
+    kind, keys, pos, has_gauss, cached_gaussian = numpy_state
+    return {
+        # Mersenne Twister words are below 2**32: exact in int64.
+        "python": {
+            "version": version,
+            "state": torch.tensor(words, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+    }
+
+
 def upgrade_checkpoint(source: str | os.PathLike, destination: str | os.PathLike) -> None:
     """Convert a format-1 checkpoint to this format, loading it with weights_only=True (NumPy arrays allowed).
 
@@ -215,23 +427,8 @@ def upgrade_checkpoint(source: str | os.PathLike, destination: str | os.PathLike
 
 
 def _upgrade_rng(state: dict[str, Any]) -> dict[str, Any]:
-    version, words, gauss_next = state["python"]
-    kind, keys, pos, has_gauss, cached_gaussian = state["numpy"]
-    return {
-        **state,
-        "python": {
-            "version": version,
-            "state": torch.tensor(words, dtype=torch.int64),
-            "gauss_next": gauss_next,
-        },
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached_gaussian),
-        },
-    }
+    # Format 1 held the getstate() tuples themselves.
+    return {**state, **_plain_rng(state["python"], state["numpy"])}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

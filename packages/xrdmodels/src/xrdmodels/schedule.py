@@ -1,7 +1,7 @@
 """Optimiser and learning-rate schedule of the training protocol (A.6).
 
-AdamW, learning rate 1e-4, weight decay 1e-2; linear warmup over the first 4,000 optimisation steps, then
-cosine decay until step 1,000,000 (A.6). Gradient clipping (global L2 norm 1.0) is the training loop's job.
+AdamW, then a linear warmup followed by a cosine decay. The paper's values are `TrainConfig`'s defaults (their
+one home); the training loop passes the configured ones. Gradient clipping is the training loop's job.
 """
 
 from __future__ import annotations
@@ -11,15 +11,6 @@ from collections.abc import Iterable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
-
-#: AdamW learning rate (A.6).
-PAPER_LR = 1e-4
-#: AdamW weight decay (A.6).
-PAPER_WEIGHT_DECAY = 1e-2
-#: Linear warmup length, optimisation steps (A.6).
-PAPER_WARMUP_STEPS = 4_000
-#: Total optimisation steps; the cosine reaches its floor here (A.6).
-PAPER_TOTAL_STEPS = 1_000_000
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> float:
@@ -38,8 +29,8 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: floa
 
 def warmup_cosine_schedule(
     optimizer: torch.optim.Optimizer,
-    warmup_steps: int = PAPER_WARMUP_STEPS,
-    total_steps: int = PAPER_TOTAL_STEPS,
+    warmup_steps: int,
+    total_steps: int,
     min_lr_ratio: float = 0.0,
 ) -> LambdaLR:
     """LambdaLR applying `lr_factor`; call `scheduler.step()` once after every `optimizer.step()` (A.6)."""
@@ -54,9 +45,10 @@ def warmup_cosine_schedule(
 
 def build_adamw(
     params: Iterable[torch.nn.Parameter],
-    lr: float = PAPER_LR,
-    weight_decay: float = PAPER_WEIGHT_DECAY,
-    betas: tuple[float, float] = (0.9, 0.999),
+    *,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
 ) -> torch.optim.AdamW:
-    """AdamW with the A.6 settings. The paper names no parameters exempt from weight decay, so all decay."""
+    """AdamW as A.6 uses it: the paper names no parameters exempt from weight decay, so all decay."""
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)

@@ -4,8 +4,8 @@ Run on one device with `xrdmodels train --config FILE`, or on many with
 `torchrun --nproc-per-node G -m xrdmodels.cli train --config FILE` (DDP; every rank reads its own part of the
 shards, and every rank yields the same number of batches per epoch).
 
-Exact resume: a checkpoint holds the model, AdamW moments, schedule position, the stream position of every
-rank (and DataLoader worker) and every rank's RNG state, so `--resume` after an interruption reproduces the
+Exact resume: a checkpoint holds the run's `TrainState` (checkpoint.py: weights, optimizer and schedule,
+counters, and every rank's data position and RNG states), so `--resume` after an interruption reproduces the
 uninterrupted run's losses and weights bit for bit (same device, `num_workers`, ranks, batch size and number
 of intra-op threads: CPU kernels may sum in another order with another thread count). The
 DataLoader gets its own `torch.Generator`, so creating an iterator never draws from the global RNG that
@@ -24,14 +24,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import random
 import shutil
 import signal
 import time
 import warnings
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,79 +38,25 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import ModelConfig, TrainConfig
+from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .config import CU_KA_ANGSTROM, ModelConfig, TrainConfig
 from .data import MixtureStore, ShardStream, to_batch
+from .distributed import Runtime, any_rank, broadcast, mean_over_ranks, setup_runtime
 from .loss import model_loss
 from .metrics import gate_sweep, threshold_sweep
 from .models.heads import PhaseClusterHead
 from .models.model import SpaceGroupModel
-from .schedule import warmup_cosine_schedule
+from .schedule import build_adamw, warmup_cosine_schedule
 
 log = logging.getLogger(__name__)
 
-#: Wavelength assumed for stores that do not record one: Cu Kα weighted mean, Å (A.1).
-DEFAULT_WAVELENGTH_ANGSTROM = 1.54184
-
 #: The clock of the max_minutes deadline (a module attribute so that tests can replace it alone).
 _monotonic = time.monotonic
-
-#: TrainConfig fields that define the data order: the saved stream position means nothing under other values.
-_STREAM_FIELDS = ("batch_size", "seed", "num_workers", "shuffle_shards")
-#: TrainConfig fields whose change at a resumption alters the trajectory (allowed, with a warning).
-_TRAJECTORY_FIELDS = (
-    "train_store",
-    "lr",
-    "weight_decay",
-    "betas",
-    "warmup_steps",
-    "total_steps",
-    "min_lr_ratio",
-    "grad_clip",
-    "precision",
-)
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient norm became NaN or infinite; no optimizer step was taken with it and the last
     checkpoint written before it is kept untouched."""
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where this process trains: its device and its place among the DDP ranks (world_size 1 without DDP)."""
-
-    device: torch.device
-    rank: int
-    world_size: int
-    local_rank: int
-    owns_process_group: bool
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_runtime(device: str) -> Runtime:
-    """Single process, or DDP when launched by torchrun (environment WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} but this PyTorch sees no CUDA GPU; use device=cpu or auto")
-        # Plain "cuda" means this rank's GPU (LOCAL_RANK under torchrun); "cuda:N" pins one GPU.
-        dev = torch.device("cuda", local_rank) if device == "cuda" else torch.device(device)
-        torch.cuda.set_device(dev)
-    else:
-        dev = torch.device(device)
-    owns = False
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-        owns = True
-    return Runtime(dev, rank, world_size, local_rank, owns)
 
 
 def seed_everything(seed: int) -> None:
@@ -122,53 +66,6 @@ def seed_everything(seed: int) -> None:
     # may draw from it; xrdmodels itself uses seeded np.random.default_rng generators.
     np.random.seed(seed)  # noqa: NPY002
     torch.manual_seed(seed)
-
-
-def rng_state(device: torch.device) -> dict[str, Any]:
-    """This process's global RNG states: Python, NumPy, torch CPU, and its own CUDA device's when on a GPU.
-
-    Held as tensors and numbers only, so that a checkpoint of them loads with weights_only=True.
-    """
-    version, words, gauss_next = random.getstate()
-    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()  # noqa: NPY002
-    state = {
-        # Mersenne Twister words are below 2**32: exact in int64.
-        "python": {
-            "version": version,
-            "state": torch.tensor(words, dtype=torch.int64),
-            "gauss_next": gauss_next,
-        },
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached_gaussian),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if device.type == "cuda":
-        # Only this rank's GPU: touching every device would open a CUDA context on each from every rank.
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    """Restore what `rng_state` returned (tensors must be on the CPU: load checkpoints with map_location=cpu)."""
-    py, npy = state["python"], state["numpy"]
-    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss_next"]))
-    np.random.set_state(  # noqa: NPY002
-        (
-            npy["kind"],
-            npy["keys"].numpy().astype(np.uint32),
-            npy["pos"],
-            npy["has_gauss"],
-            npy["cached_gaussian"],
-        )
-    )
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 class MetricsLog:
@@ -375,95 +272,6 @@ def _stateful_loader(stream: ShardStream, config: TrainConfig, rt: Runtime) -> A
     )
 
 
-def _gather(obj: Any, rt: Runtime) -> list[Any]:
-    """[obj of rank 0, obj of rank 1, ...] on every rank."""
-    if rt.world_size == 1:
-        return [obj]
-    gathered: list[Any] = [None] * rt.world_size
-    dist.all_gather_object(gathered, obj)
-    return gathered
-
-
-def _broadcast(obj: Any, rt: Runtime) -> Any:
-    """Rank 0's obj on every rank."""
-    if rt.world_size == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _any_rank(flags: tuple[bool, ...], rt: Runtime) -> tuple[bool, ...]:
-    """Each flag OR-ed over the ranks (one collective for all), so that every rank takes the same branch."""
-    if rt.world_size == 1:
-        return flags
-    t = torch.tensor([int(f) for f in flags], device=rt.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return tuple(bool(v) for v in t.tolist())
-
-
-def _mean_over_ranks(values: torch.Tensor, rt: Runtime) -> torch.Tensor:
-    if rt.world_size > 1:
-        values = values.clone()
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        values /= rt.world_size
-    return values
-
-
-#: Checkpoint entries that exact resume needs besides the model's (checkpoint.REQUIRED_KEYS).
-_RESUME_KEYS = (
-    "optimizer",
-    "scheduler",
-    "loader",
-    "rng",
-    "world_size",
-    "step",
-    "epoch",
-    "best_val_micro_f1",
-    "config",
-)
-
-
-def _check_resumable(
-    state: dict[str, Any], path: Path, config: TrainConfig, model_config: ModelConfig, rt: Runtime
-) -> None:
-    missing = [k for k in _RESUME_KEYS if k not in state]
-    if missing:
-        raise ValueError(
-            f"cannot resume {path}: it lacks {', '.join(map(repr, missing))}, which a checkpoint written by "
-            "xrdmodels train holds; start a new run (another out_dir) instead"
-        )
-    saved_world = int(state["world_size"])
-    if saved_world != rt.world_size:
-        raise ValueError(
-            f"{path} was written by {saved_world} rank(s), this run has {rt.world_size}; resume with the same "
-            "number of processes (torchrun --nproc-per-node) to continue exactly"
-        )
-    saved_model = state["model_config"]
-    now_model = model_config.model_dump(mode="json")
-    differing = sorted(k for k in now_model if saved_model.get(k) != now_model[k])
-    if differing:
-        detail = ", ".join(f"{k}: saved {saved_model.get(k)!r}, now {now_model[k]!r}" for k in differing)
-        raise ValueError(f"cannot resume {path}: the model configuration differs ({detail})")
-    saved_config = state["config"]
-    # Both sides without credentials: the saved config never holds them (docs/security.md).
-    now_config = config.persistable()
-    changed = [k for k in _STREAM_FIELDS if saved_config.get(k) != now_config.get(k)]
-    if changed:
-        detail = ", ".join(f"{k}: saved {saved_config.get(k)!r}, now {now_config.get(k)!r}" for k in changed)
-        raise ValueError(
-            f"cannot resume {path}: its data-stream position belongs to other settings ({detail}); resume with "
-            "the saved values"
-        )
-    changed = [k for k in _TRAJECTORY_FIELDS if saved_config.get(k) != now_config.get(k)]
-    if changed:
-        log.warning(
-            "resuming %s with changed %s: the run will not reproduce an uninterrupted one",
-            path,
-            ", ".join(f"{k} ({saved_config.get(k)!r} -> {now_config.get(k)!r})" for k in changed),
-        )
-
-
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train as configured (A.6) and return a summary: step, epoch, best_val_micro_f1, out_dir, interrupted
     (stopped by SIGINT/SIGTERM) and out_of_time (stopped by max_minutes). Both save last.pt for --resume.
@@ -493,45 +301,42 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
         raise FileNotFoundError(f"--resume: no checkpoint at {last}; start without --resume")
     model_config = config.build_model_config()
     # Before any data is read: a checkpoint that cannot be resumed fails at once.
-    state = load_checkpoint(last, map_location="cpu") if resume else None
-    if state is not None:
-        _check_resumable(state, last, config, model_config, rt)
+    saved = load_checkpoint(last, map_location="cpu") if resume else None
+    if saved is not None:
+        TrainState.check_resumable(saved, last, config, model_config, rt.world_size)
     stream, loader = build_loader(config, rt)
     check_grid(stream.store, model_config)
     if config.val_store and rt.is_main:
         check_grid(MixtureStore(config.val_store, config.storage_options), model_config)
-    data_info = {
-        "wavelength_angstrom": float(
-            stream.store.attrs.get("wavelength_angstrom", DEFAULT_WAVELENGTH_ANGSTROM)
-        ),
-        "grid": dict(stream.store.attrs["grid"]),
-        "train_store": config.persistable()["train_store"],
-    }
 
     seed_everything(config.seed + rt.rank)
     model = SpaceGroupModel(model_config).to(rt.device)
-    optimizer = torch.optim.AdamW(
+    optimizer = build_adamw(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=tuple(config.betas)
     )
     scheduler = warmup_cosine_schedule(
         optimizer, config.warmup_steps, config.total_steps, config.min_lr_ratio
     )
-    step, epoch, best_f1 = 0, 0, -1.0
-    best_val: dict[str, float] = {}
-    latest_val: dict[str, float] = {}
+    state = TrainState(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loader=loader,
+        config=config,
+        model_config=model_config,
+        data={
+            "wavelength_angstrom": float(stream.store.attrs.get("wavelength_angstrom", CU_KA_ANGSTROM)),
+            "grid": dict(stream.store.attrs["grid"]),
+            "train_store": config.persistable()["train_store"],
+        },
+    )
     # Whether the coming pass over the loader starts its epoch at the first batch (not a resumed position).
     fresh_epoch = True
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        loader.load_state_dict(state["loader"][rt.rank])
-        step, epoch, best_f1 = int(state["step"]), int(state["epoch"]), float(state["best_val_micro_f1"])
-        best_val, latest_val = state.get("best_val_metrics", {}), state.get("val_metrics", {})
-        set_rng_state(state["rng"][rt.rank], rt.device)
-        state = None  # the optimizer moments are in the optimizer now; free the loaded copy
+    if saved is not None:
+        state.load_state_dict(saved, rt)
+        saved = None  # the optimizer moments are in the optimizer now; free the loaded copy
         fresh_epoch = False
-        log.info("resumed from %s at step %d (epoch %d)", last, step, epoch)
+        log.info("resumed from %s at step %d (epoch %d)", last, state.step, state.epoch)
     elif rt.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     if rt.is_main:
@@ -544,50 +349,31 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
         )
     if config.compile:
         net = torch.compile(net)
-    metrics = MetricsLog(out_dir, rt.is_main, config.tensorboard, resume_step=step if resume else None)
-    saved_step = step if resume else -1
+    metrics = MetricsLog(out_dir, rt.is_main, config.tensorboard, resume_step=state.step if resume else None)
+    saved_step = state.step if resume else -1
 
     def checkpoint(path: Path) -> None:
         # Collective: every rank must call it at the same step.
-        loaders = _gather(loader.state_dict(), rt)
-        rngs = _gather(rng_state(rt.device), rt)
+        entries = state.state_dict(rt)
         if rt.is_main:
-            save_checkpoint(
-                path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "loader": loaders,
-                    "rng": rngs,
-                    "world_size": rt.world_size,
-                    "step": step,
-                    "epoch": epoch,
-                    "best_val_micro_f1": best_f1,
-                    "val_metrics": latest_val,
-                    "best_val_metrics": best_val,
-                    "config": config.persistable(),
-                    "model_config": model_config.model_dump(mode="json"),
-                    "data": data_info,
-                },
-            )
+            save_checkpoint(path, entries)
 
     bar = tqdm(
         total=config.max_steps,
-        initial=step,
+        initial=state.step,
         desc="train",
         unit="step",
         disable=not (progress and rt.is_main),
         dynamic_ncols=True,
         mininterval=1.0,
     )
-    t_last, step_last = time.perf_counter(), step
+    t_last, step_last = time.perf_counter(), state.step
     net.train()
     stop = StopRequest()
     stopping = out_of_time = False
     deadline = None if config.max_minutes is None else _monotonic() + 60.0 * config.max_minutes
     try:
-        while step < config.max_steps and not (stopping or out_of_time):
+        while state.step < config.max_steps and not (stopping or out_of_time):
             n_batches = 0
             for batch in loader:
                 n_batches += 1
@@ -603,28 +389,28 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
                 # One host sync per step; the gradients are all-reduced, so every DDP rank agrees.
                 if not bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)):
                     raise TrainingDiverged(
-                        f"loss {float(loss.detach()):.6g} (gradient norm {float(grad_norm):.6g}) at step {step + 1} "
-                        f"(epoch {epoch}): stopped before the optimizer step; the last checkpoint "
-                        f"({last if saved_step >= 0 else 'none written yet'}"
+                        f"loss {float(loss.detach()):.6g} (gradient norm {float(grad_norm):.6g}) at step "
+                        f"{state.step + 1} (epoch {state.epoch}): stopped before the optimizer step; the last "
+                        f"checkpoint ({last if saved_step >= 0 else 'none written yet'}"
                         f"{f', step {saved_step}' if saved_step >= 0 else ''}) is kept. "
                         "Lower lr, use precision=fp32, or check the store for NaN patterns."
                     )
                 lr = optimizer.param_groups[0]["lr"]
                 optimizer.step()
                 scheduler.step()
-                step += 1
+                state.step += 1
                 bar.update(1)
-                stopping, out_of_time = _any_rank(
+                stopping, out_of_time = any_rank(
                     (stop.requested, deadline is not None and _monotonic() >= deadline), rt
                 )
                 # A time-limited stop counts as the run's end: logged and validated like max_steps.
-                run_ends = step == config.max_steps or out_of_time
+                run_ends = state.step == config.max_steps or out_of_time
 
-                if step % config.log_every == 0 or run_ends:
+                if state.step % config.log_every == 0 or run_ends:
                     now = time.perf_counter()
-                    rate = (step - step_last) * config.batch_size / max(now - t_last, 1e-9)
-                    t_last, step_last = now, step
-                    loss_mean = float(_mean_over_ranks(loss.detach().float().reshape(1), rt))
+                    rate = (state.step - step_last) * config.batch_size / max(now - t_last, 1e-9)
+                    t_last, step_last = now, state.step
+                    loss_mean = float(mean_over_ranks(loss.detach().float().reshape(1), rt))
                     values = {
                         "loss": loss_mean,
                         "lr": lr,
@@ -633,13 +419,13 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
                     }
                     if out.slots is not None:
                         values["slot_diversity"] = float(PhaseClusterHead.slot_diversity(out.slots.detach()))
-                    metrics.log(step, "train", values)
+                    metrics.log(state.step, "train", values)
                     bar.set_postfix(loss=f"{loss_mean:.4f}", samples_s=f"{rate:.0f}")
 
-                if config.val_store and (step % config.val_every == 0 or run_ends):
+                if config.val_store and (state.step % config.val_every == 0 or run_ends):
                     improved = False
                     if rt.is_main:
-                        latest_val = evaluate_store(
+                        val = evaluate_store(
                             model,
                             config.val_store,
                             config,
@@ -647,49 +433,52 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
                             config.val_max_batches,
                             config.storage_options,
                         )
-                        metrics.log(step, "val", latest_val)
+                        metrics.log(state.step, "val", val)
                         log.info(
-                            "step %d: val micro-F1 %.4f (loss %.4f)",
-                            step,
-                            latest_val["micro_f1"],
-                            latest_val["loss"],
+                            "step %d: val micro-F1 %.4f (loss %.4f)", state.step, val["micro_f1"], val["loss"]
                         )
-                        improved = latest_val["micro_f1"] > best_f1
+                        state.val_metrics = val
+                        improved = val["micro_f1"] > state.best_val_micro_f1
                         if improved:
-                            best_f1, best_val = latest_val["micro_f1"], latest_val
-                    if _broadcast(improved, rt):
+                            state.best_val_micro_f1, state.best_val_metrics = val["micro_f1"], val
+                    if broadcast(improved, rt):
                         checkpoint(out_dir / "best.pt")
                     t_last = time.perf_counter()
-                if step % config.checkpoint_every == 0:
+                if state.step % config.checkpoint_every == 0:
                     checkpoint(last)
-                    saved_step = step
+                    saved_step = state.step
                     if rt.is_main:
-                        shutil.copyfile(last, out_dir / f"step-{step:08d}.pt")
+                        shutil.copyfile(last, out_dir / f"step-{state.step:08d}.pt")
                     t_last = time.perf_counter()
-                if stopping or out_of_time or step >= config.max_steps:
+                if stopping or out_of_time or state.step >= config.max_steps:
                     break
             else:
                 if n_batches == 0 and fresh_epoch:
-                    raise RuntimeError(f"{config.train_store} yielded no batch in epoch {epoch}")
-                epoch += 1
-                stream.set_epoch(epoch)
+                    raise RuntimeError(f"{config.train_store} yielded no batch in epoch {state.epoch}")
+                state.epoch += 1
+                stream.set_epoch(state.epoch)
                 fresh_epoch = True
-        if saved_step != step:
+        if saved_step != state.step:
             checkpoint(last)
     finally:
         stop.restore()
         bar.close()
         metrics.close()
     if stopping:
-        log.warning("interrupted at step %d; saved %s, rerun with --resume to continue exactly", step, last)
+        log.warning(
+            "interrupted at step %d; saved %s, rerun with --resume to continue exactly", state.step, last
+        )
     elif out_of_time:
         log.info(
-            "max_minutes=%g reached at step %d; saved %s, --resume continues", config.max_minutes, step, last
+            "max_minutes=%g reached at step %d; saved %s, --resume continues",
+            config.max_minutes,
+            state.step,
+            last,
         )
     return {
-        "step": step,
-        "epoch": epoch,
-        "best_val_micro_f1": float(_broadcast(best_f1, rt)),
+        "step": state.step,
+        "epoch": state.epoch,
+        "best_val_micro_f1": float(broadcast(state.best_val_micro_f1, rt)),
         "out_dir": str(out_dir),
         "interrupted": stopping,
         "out_of_time": out_of_time,
