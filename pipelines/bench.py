@@ -4,6 +4,7 @@
   mixtures  the A.1 recipe kernel, mixtures/s on one core vs the numpy reference (>= 10,000/s, >= 10x)
   generate  end-to-end `mixtures generate` to local disk, 1 vs N workers, MB/s and compression (1M <= 3 min)
   loader    streaming samples/s from local disk and loopback S3 vs the 4,000 samples/s an H100 needs
+  learning  learning curves of the three model families vs the label prior and 1-NN retrieval (minutes each)
 
 Record the figures with the command and machine in docs/benchmarks.md.
 """
@@ -23,6 +24,7 @@ BENCHES = {
     "mixtures": "bench_mixtures.py",
     "generate": "bench_generate.py",
     "loader": "bench_loader.py",
+    "learning": "bench_learning.py",
 }
 
 

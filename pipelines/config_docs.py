@@ -63,7 +63,7 @@ def render() -> str:
         model_table(RecipeConfig),
         "## xrdmodels\n",
         "`xrdmodels train --config FILE [KEY=VALUE...]` takes a TrainConfig; the model is a named preset of",
-        "ModelConfig (`paper` or `small`) with `model_overrides`.\n",
+        "ModelConfig (`paper`, `small` or `cpu`) with `model_overrides`.\n",
         model_table(TrainConfig),
         model_table(ModelConfig),
     ]

@@ -2,7 +2,8 @@
 
   1. bank      AFLOW prototypes shipped inside pymatgen + 1 random crystal per space group (pyxtal)
   2. mixtures  train / val / test (out-of-library) / in-library stores of augmented mixtures (A.1)
-  3. train     a small phase-cluster Transformer and a presence baseline, a few minutes each on CPU (A.2-A.6)
+  3. train     a phase-cluster Transformer and a presence Transformer of the `cpu` preset, a few minutes each
+               on CPU (A.2-A.6 at CPU size, with read-outs that learn at that scale: docs/demo.md)
   4. evaluate  the paper's Table 1 protocol on in-library and out-of-library test (A.7-A.8), with figures
   5. predict   a measured pattern from ../shared/data/experimental, and a score on all its labelled files
 
@@ -60,8 +61,8 @@ class Stages:
 
 
 def train_config(out: Path, name: str, head: str, minutes: float, workers: int) -> Path:
-    """Small CPU model (the `small` preset) trained for a fixed wall-clock budget."""
-    cfg = json.loads((HERE / "train_small.json").read_text())
+    """A `cpu`-preset model trained for a fixed wall-clock budget."""
+    cfg = json.loads((HERE / "train_cpu.json").read_text())
     cfg.update(
         {
             "train_store": str(out / "mixtures" / "train.zarr"),
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         run_dir = out / "models" / name
         resume = ["--resume"] if (run_dir / "last.pt").exists() else []
         stages.run(
-            f"train {name}: small Transformer, {args.train_minutes:g} min on CPU",
+            f"train {name}: cpu-preset Transformer, {args.train_minutes:g} min on CPU",
             [xrdmodels, "train", "--config", str(cfg), *resume],
             outputs=[run_dir / "last.pt"],
         )
@@ -171,9 +172,9 @@ def main(argv: list[str] | None = None) -> None:
             "--mixtures",
             str(mixtures),
             "--name",
-            "Transformer + phase clustering (small)",
+            "Transformer + phase clustering (cpu)",
             "--name",
-            "Transformer presence (small)",
+            "Transformer presence (cpu)",
             "--out",
             str(out / "evaluation"),
         ],

@@ -110,7 +110,7 @@ def main(verbose: bool) -> None:
 def train_cmd(config_file: str | None, resume: bool, overrides: tuple[str, ...]) -> None:
     """Train a model on a mixture store (A.6). KEY=VALUE overrides replace config fields, e.g.
 
-    xrdmodels train --config pipelines/demo/train_small.json max_steps=200 model_overrides.head=presence
+    xrdmodels train --config pipelines/demo/train_cpu.json max_steps=200 model_overrides.head=presence
 
     Multi-GPU / multi-node: torchrun --nproc-per-node G -m xrdmodels.cli train --config FILE
     """
@@ -255,8 +255,16 @@ def evaluate_cmd(checkpoints, mixtures_dir, stores, out_dir, names, batch_size, 
     show_default=True,
     help="Refuse a file (or the zip members read from a .rasx/.brml) larger than this many MiB.",
 )
+@click.option(
+    "--library",
+    default=None,
+    metavar="BANK",
+    help="Also search this bank store (built by `xrdsynth bank build`; a path or fsspec URL) and show its "
+    "space groups, ranked by how well their phases match the pattern, beside the model's (a classical "
+    "search-match baseline).",
+)
 def predict_cmd(
-    checkpoint, files, wavelength, file_format, top_k, threshold, as_json, plot_dir, max_file_mb
+    checkpoint, files, wavelength, file_format, top_k, threshold, as_json, plot_dir, max_file_mb, library
 ) -> None:
     """Space groups present in measured patterns: .xy/.xye/.csv/.dat, .xrdml, .fxye/.gsa, .ras/.rasx, .brml, .raw.
 
@@ -264,7 +272,8 @@ def predict_cmd(
     and a file that cannot be read is reported while the others are predicted. A pattern without measurable
     signal (all zero, flat, mostly negative) is reported and not predicted; a few negative intensities are
     clipped to 0 with a warning (docs/formats.md). Groups are ranked by the score whose threshold gives the
-    predicted set (docs/paper-protocol.md).
+    predicted set (docs/paper-protocol.md). With --library, a search of the bank's phases ranks its space
+    groups beside the model's (xrdmodels.library_search).
     """
     from .predict import format_prediction, predict_files, to_json
 
@@ -279,6 +288,7 @@ def predict_cmd(
             plot_dir=plot_dir,
             file_format=file_format,
             max_bytes=int(max_file_mb * 2**20),
+            library=library,
         )
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
@@ -314,20 +324,30 @@ def predict_cmd(
     type=click.Path(file_okay=False),
     help="Folder for measured.md and measured.json.",
 )
-def score_measured_cmd(checkpoint, labels_csv, sets, limit, out_dir) -> None:
-    """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set."""
+@click.option(
+    "--library",
+    default=None,
+    metavar="BANK",
+    help="Also score a search of this bank store (built by `xrdsynth bank build`; a path or fsspec URL) on "
+    "the same files: the library's hit@k, recall@K* and cover@K* beside the model's.",
+)
+def score_measured_cmd(checkpoint, labels_csv, sets, limit, out_dir, library) -> None:
+    """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set
+    (with --library, the same for a search of that bank, beside the model's)."""
     from .measured_eval import markdown, score_measured, write
 
     try:
-        scores, failures = score_measured(checkpoint, labels_csv, sets=list(sets) or None, limit=limit)
+        scores, failures = score_measured(
+            checkpoint, labels_csv, sets=list(sets) or None, limit=limit, library=library
+        )
     except (FileNotFoundError, ValueError) as exc:  # the checkpoint (refused, incomplete) or the labels file
         _fail(str(exc))
     if not scores:
         _fail(
             f"no file of {labels_csv} could be scored; first error: {failures[0] if failures else 'no rows'}"
         )
-    summary = write(scores, failures, out_dir)
-    click.echo(markdown(summary))
+    summary, library_summary = write(scores, failures, out_dir)
+    click.echo(markdown(summary, library_summary))
     for f, err in failures:
         click.echo(f"could not score {f}: {err}", err=True)
     click.echo(f"score-measured: {len(scores)} files scored, {len(failures)} failed -> {out_dir}")

@@ -4,6 +4,10 @@ The labels file lists one measured file per row with its phases: `spacegroups` (
 `spacegroups_accept` (one entry per phase, `a|b` meaning either is acceptable) and `extra_or_trace` (minor
 phases that are neither required nor penalised). Per set of files it reports hit@k (some phase in the top k),
 recall@K* (mean fraction of phases found in the top K*) and cover@K* (every phase in the top K*).
+
+With a library (a bank store, :mod:`xrdmodels.library_search`), the same files are also searched against it
+and the same figures are reported for the library's ranking, beside the model's, with the fraction of the
+phases whose space group the library holds at all (no search can find the others).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 
 from .config import N_SPACE_GROUPS
 from .evaluate import load_model
+from .library_search import SpectralLibrary
 from .measured import read_pattern
 from .predict import predict_one
 
@@ -28,13 +33,16 @@ class MeasuredScore:
     phases: list[set[int]]  # acceptable space groups of each phase
     ranked: list[int]  # space groups, most probable first (all 230)
     warnings: list[str]
+    library_ranked: list[int] | None = None  # the library's groups, best first ([] when its search failed)
 
     @property
     def k_star(self) -> int:
         return len(self.phases)
 
-    def found(self, k: int) -> list[bool]:
-        top = set(self.ranked[:k])
+    def found(self, k: int, ranked: list[int] | None = None) -> list[bool]:
+        """Per phase, whether one of its acceptable groups is in the top k of ``ranked`` (default: the
+        model's ranking)."""
+        top = set((self.ranked if ranked is None else ranked)[:k])
         return [bool(p & top) for p in self.phases]
 
 
@@ -61,9 +69,23 @@ def _labelled_wavelength(row: dict[str, str], labels_csv: str) -> float:
 
 
 def score_measured(
-    checkpoint: str, labels_csv: str, *, sets: list[str] | None = None, limit: int | None = None
+    checkpoint: str,
+    labels_csv: str,
+    *,
+    sets: list[str] | None = None,
+    limit: int | None = None,
+    library: str | None = None,
 ) -> tuple[list[MeasuredScore], list[tuple[str, str]]]:
-    """Predict every labelled file; returns the per-file scores and the files that failed (file, reason)."""
+    """Predict every labelled file; returns the per-file scores and the files that failed (file, reason).
+
+    With ``library`` (a bank store URL) each file is also searched against that library; a file the model
+    predicts but the library search cannot use keeps its model score, counts as a miss for the library and
+    carries the reason as a warning.
+
+    Raises:
+        LibraryFormatError: ``library`` is not a usable bank store (before any file is read).
+    """
+    spectral_library = SpectralLibrary.open(library) if library is not None else None
     model, state = load_model(checkpoint)
     base = Path(labels_csv).parent
     scores, failures = [], []
@@ -78,63 +100,105 @@ def score_measured(
         except (ValueError, OSError) as exc:
             failures.append((str(path), str(exc)))
             continue
+        warnings, library_ranked = list(pred.warnings), None
+        if spectral_library is not None:
+            try:
+                found = spectral_library.search(pattern, wavelength_angstrom=wl)
+                library_ranked = [m.spacegroup for m in found.ranked]
+            except ValueError as exc:
+                library_ranked = []
+                warnings.append(f"library search failed: {exc}")
         scores.append(
             MeasuredScore(
                 row["set"],
                 row["file"],
                 parse_phases(row["spacegroups_accept"], row["spacegroups"]),
                 [r.spacegroup for r in pred.ranked],
-                pred.warnings,
+                warnings,
+                library_ranked,
             )
         )
     return scores, failures
 
 
-def summarise(scores: list[MeasuredScore]) -> list[dict[str, float | str | int]]:
-    """One row per set (and one for all files): hit@k, recall@K*, cover@K*, mean rank of the first true phase."""
+def _first_rank(score: MeasuredScore, ranked: list[int]) -> float:
+    """Rank of the best-ranked true group; when no true group is ranked (absent from a library), the mean
+    rank it would get if the unranked groups followed the ranked ones in random order."""
+    ranks = [ranked.index(g) + 1 for p in score.phases for g in p if g in ranked]
+    return float(min(ranks)) if ranks else (len(ranked) + 1 + N_SPACE_GROUPS) / 2
+
+
+def summarise(scores: list[MeasuredScore], *, library: bool = False) -> list[dict[str, float | str | int]]:
+    """One row per set (and one for all files): hit@k, recall@K*, cover@K*, mean rank of the first true phase,
+    of the model's ranking or (``library=True``) of the library's, which adds ``in_library``: the mean
+    fraction of a file's phases whose space group the library holds."""
     out = []
     groups = {s.set for s in scores}
     for name in [*sorted(groups), "all"]:
         members = [s for s in scores if name in ("all", s.set)]
         if not members:
             continue
+        ranked = {id(s): (s.library_ranked or []) if library else s.ranked for s in members}
         row: dict[str, float | str | int] = {"set": name, "files": len(members)}
         for k in HIT_KS:
-            row[f"hit@{k}"] = sum(any(s.found(k)) for s in members) / len(members)
-        row["recall@K*"] = sum(sum(s.found(s.k_star)) / s.k_star for s in members) / len(members)
-        row["cover@K*"] = sum(all(s.found(s.k_star)) for s in members) / len(members)
-        row["mean_first_rank"] = sum(
-            min(s.ranked.index(g) + 1 for p in s.phases for g in p if g in s.ranked) for s in members
-        ) / len(members)
+            row[f"hit@{k}"] = sum(any(s.found(k, ranked[id(s)])) for s in members) / len(members)
+        row["recall@K*"] = sum(sum(s.found(s.k_star, ranked[id(s)])) / s.k_star for s in members) / len(
+            members
+        )
+        row["cover@K*"] = sum(all(s.found(s.k_star, ranked[id(s)])) for s in members) / len(members)
+        row["mean_first_rank"] = sum(_first_rank(s, ranked[id(s)]) for s in members) / len(members)
+        if library:
+            row["in_library"] = sum(
+                sum(s.found(N_SPACE_GROUPS, ranked[id(s)])) / s.k_star for s in members
+            ) / len(members)
         out.append(row)
     return out
 
 
-def markdown(summary: list[dict]) -> str:
-    cols = ["set", "files", *[f"hit@{k}" for k in HIT_KS], "recall@K*", "cover@K*", "mean_first_rank"]
+_METRICS = [*[f"hit@{k}" for k in HIT_KS], "recall@K*", "cover@K*", "mean_first_rank"]
+
+
+def markdown(summary: list[dict], library_summary: list[dict] | None = None) -> str:
+    """The per-set table; with ``library_summary``, the library's columns (``lib ...``) beside the model's."""
+    cols = ["set", "files", *_METRICS]
+    rows = [dict(r) for r in summary]
+    if library_summary is not None:
+        library_cols = [*_METRICS, "in_library"]
+        cols += [f"lib {c}" for c in library_cols]
+        by_set = {r["set"]: r for r in library_summary}
+        for r in rows:
+            r.update({f"lib {c}": by_set[r["set"]][c] for c in library_cols})
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in summary:
+    for r in rows:
         lines.append(
             "| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |"
         )
     return "\n".join(lines) + "\n"
 
 
-def write(scores: list[MeasuredScore], failures: list[tuple[str, str]], out_dir: str | Path) -> list[dict]:
+def write(
+    scores: list[MeasuredScore], failures: list[tuple[str, str]], out_dir: str | Path
+) -> tuple[list[dict], list[dict] | None]:
+    """Write measured.md and measured.json; returns the model's summary and the library's (None without one)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(scores)
-    (out / "measured.md").write_text(markdown(summary))
+    library_summary = (
+        summarise(scores, library=True) if any(s.library_ranked is not None for s in scores) else None
+    )
+    (out / "measured.md").write_text(markdown(summary, library_summary))
     (out / "measured.json").write_text(
         json.dumps(
             {
                 "summary": summary,
+                "library_summary": library_summary,
                 "files": [
                     {
                         "set": s.set,
                         "file": s.file,
                         "phases": [sorted(p) for p in s.phases],
                         "top10": s.ranked[:10],
+                        "library_top10": None if s.library_ranked is None else s.library_ranked[:10],
                         "warnings": s.warnings,
                     }
                     for s in scores
@@ -144,4 +208,4 @@ def write(scores: list[MeasuredScore], failures: list[tuple[str, str]], out_dir:
             indent=2,
         )
     )
-    return summary
+    return summary, library_summary

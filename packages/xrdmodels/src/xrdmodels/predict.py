@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 
 from .config import CU_KA_ANGSTROM, N_SPACE_GROUPS
 from .evaluate import load_model, set_scores
+from .library_search import LibraryResult, SpectralLibrary
 from .measured import (
     DEFAULT_MAX_PATTERN_BYTES,
     GriddedPattern,
@@ -61,6 +63,7 @@ class Prediction:
     wavelength_angstrom: float
     threshold: float
     warnings: list[str] = field(default_factory=list)
+    library: LibraryResult | None = None  # the library search on the same file, when one was asked for
 
 
 def model_grid(state: dict[str, Any]) -> tuple[float, float, int, float]:
@@ -178,11 +181,22 @@ def format_prediction(pred: Prediction) -> str:
             lines.append(
                 f"  slot {s.slot}: gate {s.gate:.3f} -> SG {s.spacegroup} {s.symbol} (p {s.probability:.3f})"
             )
-    lines.append("  rank  SG   symbol      system          score  probability")
+    model_rows = ["  rank  SG   symbol      system          score  probability"]
     for i, r in enumerate(pred.ranked, 1):
-        lines.append(
+        model_rows.append(
             f"  {i:4d}  {r.spacegroup:3d}  {r.symbol:10s}  {r.crystal_system:12s}  {r.score:7.4f}  {r.probability:.4f}"
         )
+    if pred.library is None:
+        return "\n".join(lines + model_rows)
+    found = ", ".join(pred.library.identified) or "nothing"
+    lines.append(f"  library search in {pred.library.library} (right): identified {found}")
+    library_rows = ["library SG  symbol      FoM    best phase"] + [
+        f"{r.spacegroup:10d}  {r.symbol:10s}  {r.score:5.3f}  {r.formula} ({r.phase_id})"
+        for r in pred.library.ranked
+    ]
+    width = max(len(row) for row in model_rows)
+    for model_row, library_row in zip_longest(model_rows, library_rows, fillvalue=""):
+        lines.append(f"{model_row:<{width}}  |  {library_row}".rstrip())
     return "\n".join(lines)
 
 
@@ -224,12 +238,18 @@ def predict_files(
     plot_dir: str | None = None,
     file_format: str | None = None,
     max_bytes: int = DEFAULT_MAX_PATTERN_BYTES,
+    library: str | None = None,
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Predict every file; a file that cannot be read or converted, or holds no measurable signal
     (:class:`~xrdmodels.measured.MeasuredSignalError`), is reported in `failures` and the rest go on.
 
+    With ``library`` (a bank store URL) each predicted file is also searched against that library
+    (:mod:`xrdmodels.library_search`), top ``top_k`` groups, in ``Prediction.library``; when the search cannot
+    use a file the model predicted, the reason is added to that prediction's warnings.
+
     Raises:
-        ValueError: a setting that would fail every file (threshold < 0, unknown format), before any file.
+        ValueError: a setting that would fail every file (threshold < 0, unknown format, a ``library``
+            that is not a usable bank store), before any file.
     """
     if threshold is not None and not threshold >= 0:
         raise ValueError(
@@ -240,6 +260,7 @@ def predict_files(
             f"unknown format {file_format!r}: use one of {', '.join(known_formats())} (--format on the command "
             "line, file_format= in Python), or leave it out to detect each file's format"
         )
+    spectral_library = SpectralLibrary.open(library) if library is not None else None
     model, state = load_model(checkpoint)
     predictions: list[Prediction] = []
     failures: list[tuple[str, str]] = []
@@ -257,6 +278,13 @@ def predict_files(
         except (ValueError, OSError) as exc:
             failures.append((str(f), str(exc)))
             continue
+        if spectral_library is not None:
+            try:
+                pred.library = spectral_library.search(
+                    pattern, wavelength_angstrom=wavelength_angstrom, top_k=top_k
+                )
+            except ValueError as exc:
+                pred.warnings.append(f"library search failed: {exc}")
         predictions.append(pred)
         if plot_dir:
             Path(plot_dir).mkdir(parents=True, exist_ok=True)

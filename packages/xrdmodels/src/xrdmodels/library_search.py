@@ -1,0 +1,548 @@
+"""Library search: rank a bank's space groups by how well their phases explain a measured pattern.
+
+The classical baseline a model has to beat: search-match of the measured pattern against the user's own
+library of single-phase patterns (a bank store, docs/formats.md, read here with plain zarr; xrdmodels never
+imports xrdsynth).
+
+Figure of merit (per phase): the weighted cross-correlation (WCC) similarity of de Gelder, Wehrens and
+Hageman (J. Comput. Chem. 22, 273, 2001), maximised over a small zero shift, on square-root intensities:
+
+1. The measured pattern goes onto the bank's 2θ grid at the bank's wavelength through its d-spacings
+   (:func:`~xrdmodels.measured.convert_two_theta_deg`), so any wavelength is searched against the same
+   library; bins hold the mean of the points inside them (:func:`~xrdmodels.measured.grid.resample`).
+2. Background: a morphological top-hat (rolling minimum then rolling maximum over
+   :data:`BACKGROUND_WINDOW_DEG`, smoothed by a rolling mean of the same width) is subtracted, and the noise
+   floor (median of what remains plus :data:`NOISE_THRESHOLD_SIGMA` standard deviations of the counting noise,
+   estimated from bin-to-bin differences) is cut off, so only peaks are compared.
+3. Each phase's stored profile (its sticks on the grid) is broadened by a Gaussian as wide as the measured
+   peaks (the median FWHM of the strongest ones, :func:`typical_fwhm_bins`, rounded to a ladder of widths
+   from :data:`PEAK_FWHM_DEG` to :data:`MAX_PEAK_FWHM_DEG`), so broad peaks are compared with broad lines.
+4. Both sides are square-rooted (the variance-stabilising transform of counting statistics, which also
+   keeps preferred orientation from letting one reflection dominate) and box-filtered over
+   +-:data:`MATCH_TOLERANCE_DEG`: the dot product of two box-filtered vectors is the WCC numerator with a
+   triangular weight of twice that half-width, so peaks that are close but not on the same bin still agree.
+5. The phase's score is the cosine of the two vectors over the measured window, maximised over zero
+   shifts of the measured pattern within +-:data:`MAX_ZERO_SHIFT_DEG`; 1 is a perfect match.
+
+Mixtures: the search runs in rounds, as a residual search does (Hanawalt search on the unexplained lines).
+After each round the best phase's strong lines (its template above :data:`COVERED_FRACTION` of its maximum)
+are taken out of the window, and the next round scores the remaining phases on what is left, until
+:data:`MAX_ROUNDS` phases are identified or less than :data:`MIN_UNEXPLAINED_FRACTION` of the measured signal
+remains unexplained. A phase's score is its best over the rounds; a space group's score is the best score of
+its phases.
+
+Cost: the whole ``profile`` array is read once and kept with the templates of the last 3 peak widths used,
+about 35 bytes per bin and phase (90 MB for 1,219 phases of 2,048 bins); a search is one matrix product
+per round. On one core, the 1,219-phase bank of ../shared/data/structures searches the 457 shared measured
+files in 6 s (14 ms per pattern; reading the files takes another 2 s).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import zarr
+
+from .config import N_SPACE_GROUPS
+from .measured import MeasuredPattern, MeasuredSignalError, convert_two_theta_deg
+from .measured.grid import measurement_wavelength, raw_signal_warnings, resample, window_bins
+from .spacegroups import crystal_system, symbol
+
+BANK_FORMAT = "xrdsynth.bank"
+BANK_FORMAT_VERSION = 1
+"""The bank format this module reads (docs/formats.md, "Bank store")."""
+
+PEAK_FWHM_DEG = 0.15
+"""Narrowest FWHM (degrees 2θ at the bank's wavelength) given to the bank's sticks: a sharp lab peak."""
+MAX_PEAK_FWHM_DEG = 2.0
+"""Broadest FWHM (degrees 2θ) given to the bank's sticks, for broad measured peaks (nanocrystals, strain)."""
+PEAK_FWHM_STEP = 1.25
+"""Ratio between successive template peak widths; measured widths are rounded to the nearest one."""
+N_WIDTH_PEAKS = 8
+"""Strongest measured peaks whose median FWHM sets the template peak width."""
+WIDTH_PEAK_MIN_FRACTION = 0.1
+"""Only peaks at least this fraction of the highest one are measured for the width."""
+MATCH_TOLERANCE_DEG = 0.2
+"""Half-width (degrees 2θ) of the box filter; the WCC triangle it makes is twice as wide."""
+MAX_ZERO_SHIFT_DEG = 0.3
+"""Largest zero shift (degrees 2θ) tried between the measured pattern and the library."""
+BACKGROUND_WINDOW_DEG = 4.0
+"""Width (degrees 2θ) of the top-hat background window: wider than a cluster of overlapping peaks."""
+NOISE_THRESHOLD_SIGMA = 2.0
+"""Intensity above the background median, in noise standard deviations, below which a bin counts as noise."""
+COVERED_FRACTION = 0.3
+"""An identified phase covers the bins where its template exceeds this fraction of its maximum."""
+MIN_UNEXPLAINED_FRACTION = 0.2
+"""The residual search stops when less than this fraction of the measured signal is left unexplained."""
+MAX_ROUNDS = 3
+"""Most phases the residual search identifies one after the other."""
+
+_REQUIRED_ARRAYS = (
+    "entries/id",
+    "entries/reduced_formula",
+    "entries/spacegroup_number",
+    "peaks/offsets",
+    "profile",
+)
+_TEMPLATE_BLOCK_ROWS = 1024
+_CACHED_WIDTHS = 3
+
+
+class LibraryFormatError(ValueError):
+    """A bank store that cannot serve as a library: missing, another format or version, incomplete, damaged."""
+
+
+@dataclass
+class LibraryMatch:
+    """One space group of a library-search ranking.
+
+    score: the best figure of merit of the group's phases (cosine, 0..1; module docstring).
+    phase_id, formula: the library entry that gave it.
+    zero_shift_deg: measured minus library peak positions (degrees 2θ at the bank's wavelength) at the match.
+    round: the residual-search round in which it scored best (1: against the whole pattern).
+    """
+
+    spacegroup: int
+    symbol: str
+    crystal_system: str
+    score: float
+    phase_id: str
+    formula: str
+    zero_shift_deg: float
+    round: int
+
+
+@dataclass
+class LibraryResult:
+    """The library search on one pattern: ranked groups (best first), the phases the rounds identified."""
+
+    file: str
+    library: str
+    ranked: list[LibraryMatch]
+    identified: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _open_group(url: str) -> zarr.Group:
+    try:
+        return zarr.open_group(url, mode="r")
+    except Exception as exc:  # noqa: BLE001 - zarr and fsspec raise many types for a missing or foreign path
+        raise LibraryFormatError(
+            f"no bank store at {url} ({type(exc).__name__}: {exc}); give a bank built by "
+            "`xrdsynth bank build` (--library on the command line, library= in Python)"
+        ) from None
+
+
+def _check_bank(group: zarr.Group, url: str) -> None:
+    attrs = group.attrs
+    fmt = attrs.get("format")
+    if fmt != BANK_FORMAT:
+        hint = (
+            " (that is a mixture store; give the bank it was generated from, its bank_url attribute)"
+            if fmt == "xrdsynth.mixtures"
+            else ""
+        )
+        raise LibraryFormatError(
+            f"{url} is not a bank store: its format attribute is {fmt!r}, expected {BANK_FORMAT!r}{hint}; "
+            "build one with `xrdsynth bank build`"
+        )
+    if attrs.get("format_version") != BANK_FORMAT_VERSION:
+        raise LibraryFormatError(
+            f"{url} has bank format version {attrs.get('format_version')!r}; this xrdmodels reads version "
+            f"{BANK_FORMAT_VERSION} (docs/formats.md); rebuild it with a matching `xrdsynth bank build`"
+        )
+    if attrs.get("complete") is not True:
+        raise LibraryFormatError(
+            f"{url} is incomplete (its build was interrupted): rerun `xrdsynth bank build` to finish it"
+        )
+    for name in _REQUIRED_ARRAYS:
+        if name not in group:
+            raise LibraryFormatError(
+                f"{url} lacks the array {name!r} that every bank store holds (docs/formats.md); the store is "
+                "damaged: rebuild it with `xrdsynth bank build`"
+            )
+    grid = attrs.get("grid")
+    try:
+        lo, hi, n_bins = (
+            float(grid["two_theta_min_deg"]),
+            float(grid["two_theta_max_deg"]),
+            int(grid["n_bins"]),
+        )
+        wavelength = float(attrs["wavelength_angstrom"])
+    except (TypeError, KeyError, ValueError):
+        raise LibraryFormatError(
+            f"{url}: attributes grid ({grid!r}) and wavelength_angstrom "
+            f"({attrs.get('wavelength_angstrom')!r}) must give two_theta_min_deg, two_theta_max_deg, n_bins "
+            "and a wavelength in Å (docs/formats.md); rebuild it with `xrdsynth bank build`"
+        ) from None
+    if not (n_bins >= 8 and hi > lo and wavelength > 0):
+        raise LibraryFormatError(
+            f"{url}: grid {lo}-{hi}° in {n_bins} bins at {wavelength} Å is not a usable grid (docs/formats.md)"
+        )
+
+
+def _box_rows(values: np.ndarray, width_bins: int) -> np.ndarray:
+    """Each row's running sum over ``width_bins`` centred bins (zero beyond the ends), by cumulative sums."""
+    if width_bins <= 1:
+        return values
+    left = width_bins // 2
+    padded = np.pad(values, [(0, 0)] * (values.ndim - 1) + [(left + 1, width_bins - left)])
+    cumulative = np.cumsum(padded, axis=-1, dtype=np.float64)
+    n = values.shape[-1]
+    return (cumulative[..., width_bins : width_bins + n] - cumulative[..., :n]).astype(values.dtype)
+
+
+def _rolling(values: np.ndarray, width: int, how: str) -> np.ndarray:
+    half = width // 2
+    padded = np.pad(values, (half, width - 1 - half), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, width)
+    return getattr(windows, how)(axis=-1)
+
+
+def peaks_above_background(values: np.ndarray, window_width_bins: int) -> np.ndarray:
+    """Measured intensities with the background and the noise floor removed (module docstring, step 2).
+
+    ``values`` is the in-window part of a pattern on a uniform grid; the result is >= 0, same length.
+    """
+    width = max(3, min(window_width_bins, values.size))
+    opened = _rolling(_rolling(values, width, "min"), width, "max")
+    background = _rolling(opened, width, "mean")
+    peaks = np.clip(values - background, 0.0, None)
+    # Counting noise from bin-to-bin differences (MAD, Gaussian-consistent): peaks barely change between
+    # neighbouring bins when the grid samples them finely, noise does.
+    noise_sigma = (
+        1.4826 * float(np.median(np.abs(np.diff(peaks)))) / math.sqrt(2.0) if peaks.size > 1 else 0.0
+    )
+    floor = float(np.median(peaks)) + NOISE_THRESHOLD_SIGMA * noise_sigma
+    return np.clip(peaks - floor, 0.0, None)
+
+
+def typical_fwhm_bins(peaks: np.ndarray) -> float:
+    """Median FWHM, in bins, of the :data:`N_WIDTH_PEAKS` strongest peaks of a background-free pattern.
+
+    Peaks are the local maxima of the pattern lightly smoothed over 3 bins (so that noise does not split a
+    broad peak) at least :data:`WIDTH_PEAK_MIN_FRACTION` of the highest (so that noise spikes do not count),
+    strongest first, skipping any within two widths of a peak already measured; a peak's width
+    is where it falls to half its height on both sides, linearly interpolated. 0 when nothing is positive.
+    """
+    smooth = _box_rows(peaks[None, :].astype(np.float64), 3)[0] / 3.0
+    n = smooth.size
+    if n < 3:
+        return 0.0
+    inner = np.arange(1, n - 1)
+    strong = smooth[1:-1] >= WIDTH_PEAK_MIN_FRACTION * smooth.max()
+    maxima = inner[(smooth[1:-1] >= smooth[:-2]) & (smooth[1:-1] > smooth[2:]) & strong & (smooth[1:-1] > 0)]
+    widths: list[float] = []
+    taken: list[tuple[int, int]] = []
+    for top in maxima[np.argsort(-smooth[maxima], kind="stable")]:
+        if len(widths) == N_WIDTH_PEAKS:
+            break
+        if any(lo <= top <= hi for lo, hi in taken):
+            continue
+        half = smooth[top] / 2.0
+        left = top
+        while left > 0 and smooth[left] > half:
+            left -= 1
+        right = top
+        while right < n - 1 and smooth[right] > half:
+            right += 1
+        # Interpolate the half-height crossings between the last bin above half and the first below.
+        left_cross = left + (half - smooth[left]) / max(smooth[left + 1] - smooth[left], 1e-300)
+        right_cross = right - (half - smooth[right]) / max(smooth[right - 1] - smooth[right], 1e-300)
+        width = max(right_cross - left_cross, 1.0)
+        widths.append(width)
+        reach = math.ceil(2 * width)
+        taken.append((top - reach, top + reach))
+    if not widths:
+        return 0.0
+    # The 3-bin smoothing added its variance (3² - 1) / 12 bins² to every Gaussian peak: take it out again.
+    smoothing_fwhm_squared = 8.0 * math.log(2.0) * (3**2 - 1) / 12.0
+    return math.sqrt(max(float(np.median(widths)) ** 2 - smoothing_fwhm_squared, 1.0))
+
+
+def _cosines(
+    templates: np.ndarray, templates_squared: np.ndarray, shifted: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+    """(phases, shifts) cosine of each template with each shifted measured template over the bins of
+    ``mask`` (``shifted`` is already 0 outside it); phases with no intensity there score 0."""
+    numerator = templates @ shifted.T
+    phase_norm = np.sqrt(np.clip(templates_squared @ mask, 0.0, None))
+    measured_norm = np.linalg.norm(shifted, axis=1)
+    denominator = phase_norm[:, None] * measured_norm[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / denominator, 0.0).astype(np.float64)
+
+
+class SpectralLibrary:
+    """A bank store's phases as search templates (module docstring), ready to search measured patterns.
+
+    Attributes:
+        url: where the bank was read from.
+        phase_ids, formulas: per phase, from ``entries/id`` and ``entries/reduced_formula``.
+        spacegroups: int (M,), from ``entries/spacegroup_number``.
+        wavelength_angstrom, two_theta_min_deg, two_theta_max_deg, n_bins: the bank's grid.
+        profiles: float32 (M, n_bins), the stored clean profiles; :meth:`templates` gives the search templates.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        phase_ids: np.ndarray,
+        formulas: np.ndarray,
+        spacegroups: np.ndarray,
+        profiles: np.ndarray,
+        *,
+        wavelength_angstrom: float,
+        two_theta_min_deg: float,
+        two_theta_max_deg: float,
+    ) -> None:
+        self.url = url
+        self.phase_ids = phase_ids
+        self.formulas = formulas
+        self.spacegroups = spacegroups.astype(np.int64)
+        self.wavelength_angstrom = wavelength_angstrom
+        self.two_theta_min_deg = two_theta_min_deg
+        self.two_theta_max_deg = two_theta_max_deg
+        self.n_bins = profiles.shape[1]
+        self.bin_width_deg = (two_theta_max_deg - two_theta_min_deg) / self.n_bins
+        self.profiles = profiles
+        self._profile_spectrum: np.ndarray | None = None
+        self._templates: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def open(cls, url: str) -> SpectralLibrary:
+        """Read a bank store (docs/formats.md, "Bank store") with zarr.
+
+        Raises:
+            LibraryFormatError: no store at ``url``, another format or version, an interrupted build, a
+                missing array or attribute, arrays whose shapes disagree, or no phases.
+        """
+        url = str(url)
+        group = _open_group(url)
+        _check_bank(group, url)
+        grid = group.attrs["grid"]
+        n_bins = int(grid["n_bins"])
+        phase_ids = np.array(group["entries/id"][...].tolist(), dtype=str)
+        formulas = np.array(group["entries/reduced_formula"][...].tolist(), dtype=str)
+        spacegroups = np.asarray(group["entries/spacegroup_number"][...])
+        profile = group["profile"]
+        n = phase_ids.size
+        if n == 0:
+            raise LibraryFormatError(
+                f"{url} holds no phases: nothing to search; build it from some structures"
+            )
+        if (
+            profile.shape != (n, n_bins)
+            or formulas.shape != (n,)
+            or spacegroups.shape != (n,)
+            or group["peaks/offsets"].shape != (n + 1,)
+        ):
+            raise LibraryFormatError(
+                f"{url}: array shapes disagree (entries/id {n}, entries/reduced_formula {formulas.shape}, "
+                f"entries/spacegroup_number {spacegroups.shape}, profile {profile.shape} for {n_bins} bins, "
+                f"peaks/offsets {group['peaks/offsets'].shape}); the store is damaged: rebuild it"
+            )
+        if not np.all((spacegroups >= 1) & (spacegroups <= N_SPACE_GROUPS)):
+            bad = spacegroups[(spacegroups < 1) | (spacegroups > N_SPACE_GROUPS)]
+            raise LibraryFormatError(
+                f"{url}: entries/spacegroup_number holds {bad[:5].tolist()}, outside 1-{N_SPACE_GROUPS}"
+            )
+        return cls(
+            url,
+            phase_ids,
+            formulas,
+            spacegroups,
+            np.asarray(profile[...], dtype=np.float32),
+            wavelength_angstrom=float(group.attrs["wavelength_angstrom"]),
+            two_theta_min_deg=float(grid["two_theta_min_deg"]),
+            two_theta_max_deg=float(grid["two_theta_max_deg"]),
+        )
+
+    def __len__(self) -> int:
+        return int(self.phase_ids.size)
+
+    def _bins(self, degrees: float) -> int:
+        return max(1, round(degrees / self.bin_width_deg))
+
+    def width_level(self, fwhm_deg: float) -> int:
+        """Index of the template peak width used for measured peaks of FWHM ``fwhm_deg``: widths run from
+        :data:`PEAK_FWHM_DEG` up to :data:`MAX_PEAK_FWHM_DEG` in steps of a factor :data:`PEAK_FWHM_STEP`."""
+        top = round(math.log(MAX_PEAK_FWHM_DEG / PEAK_FWHM_DEG) / math.log(PEAK_FWHM_STEP))
+        ratio = max(fwhm_deg, PEAK_FWHM_DEG) / PEAK_FWHM_DEG
+        return min(top, round(math.log(ratio) / math.log(PEAK_FWHM_STEP)))
+
+    def templates(self, level: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(templates, templates squared), float32 (M, n_bins), with peaks of FWHM
+        ``PEAK_FWHM_DEG * PEAK_FWHM_STEP**level``: profiles broadened, square-rooted and box-filtered.
+
+        The last few widths used are kept, so a run over many similar patterns computes them once.
+        """
+        if level not in self._templates:
+            if len(self._templates) >= _CACHED_WIDTHS:
+                self._templates.pop(next(iter(self._templates)))
+            fwhm_bins = PEAK_FWHM_DEG * PEAK_FWHM_STEP**level / self.bin_width_deg
+            box = 2 * self._bins(MATCH_TOLERANCE_DEG) + 1
+            blocks = []
+            for i in range(0, len(self), _TEMPLATE_BLOCK_ROWS):
+                broadened = self._broaden(i, fwhm_bins)
+                blocks.append(_box_rows(np.sqrt(np.clip(broadened, 0.0, None)), box))
+            templates = np.concatenate(blocks)
+            self._templates[level] = (templates, templates * templates)
+        return self._templates[level]
+
+    def _broaden(self, first_row: int, fwhm_bins: float) -> np.ndarray:
+        """Profiles of rows [first_row, first_row + block) convolved with a Gaussian of ``fwhm_bins``, by FFT
+        with zero padding wide enough that no peak wraps around."""
+        n = self.n_bins
+        n_padded = n + 2 * math.ceil(3 * MAX_PEAK_FWHM_DEG / self.bin_width_deg)
+        if self._profile_spectrum is None:
+            self._profile_spectrum = np.fft.rfft(self.profiles, n=n_padded, axis=1).astype(np.complex64)
+        sigma = fwhm_bins / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+        frequency = np.fft.rfftfreq(n_padded)
+        gaussian = np.exp(-2.0 * (math.pi * sigma * frequency) ** 2).astype(np.float32)
+        block = self._profile_spectrum[first_row : first_row + _TEMPLATE_BLOCK_ROWS]
+        return np.fft.irfft(block * gaussian, n=n_padded, axis=1)[:, :n].astype(np.float32)
+
+    def measured_template(
+        self, pattern: MeasuredPattern, wavelength_angstrom: float | None = None
+    ) -> tuple[np.ndarray, tuple[int, int], float, list[str]]:
+        """(template on the bank grid, window [first, end) bins, typical peak FWHM in degrees 2θ at the
+        bank's wavelength, warnings) of a measured pattern.
+
+        Raises:
+            MeasuredSignalError: no measurable signal (all zero, flat, mostly negative, no peaks).
+            MeasuredFormatError: no wavelength in the file or the argument.
+            ValueError: the pattern does not reach the bank's 2θ range at the bank's wavelength.
+        """
+        measured_wavelength, warnings = measurement_wavelength(pattern, wavelength_angstrom)
+        warnings = list(warnings) + raw_signal_warnings(pattern)
+        two_theta = convert_two_theta_deg(
+            pattern.two_theta_deg,
+            from_wavelength_angstrom=measured_wavelength,
+            to_wavelength_angstrom=self.wavelength_angstrom,
+        )
+        reachable = np.isfinite(two_theta)
+        two_theta, intensity = two_theta[reachable], pattern.intensity[reachable]
+        window = (
+            window_bins(two_theta, self.two_theta_min_deg, self.bin_width_deg, self.n_bins)
+            if two_theta.size >= 2
+            else (0, 0)
+        )
+        if window[1] - window[0] < 2:
+            raise ValueError(
+                f"{pattern.source}: measured 2θ range at {measured_wavelength} Å does not overlap the library "
+                f"{self.url} ({self.two_theta_min_deg:g}-{self.two_theta_max_deg:g} deg at "
+                f"{self.wavelength_angstrom} Å); check the wavelength"
+            )
+        values, _ = resample(
+            two_theta, intensity, self.two_theta_min_deg, self.bin_width_deg, self.n_bins, window
+        )
+        first, end = window
+        peaks = peaks_above_background(values[first:end], self._bins(BACKGROUND_WINDOW_DEG))
+        if not np.any(peaks > 0):
+            raise MeasuredSignalError(
+                pattern.source,
+                "no peak stands above the background and noise inside the library's 2θ range",
+                "Check the wavelength and that the second column holds the measured intensities",
+            )
+        fwhm_deg = typical_fwhm_bins(peaks) * self.bin_width_deg
+        template = np.zeros(self.n_bins, dtype=np.float32)
+        template[first:end] = peaks
+        template = _box_rows(np.sqrt(template)[None, :], 2 * self._bins(MATCH_TOLERANCE_DEG) + 1)[0]
+        template[:first] = 0.0
+        template[end:] = 0.0
+        return template, window, fwhm_deg, warnings
+
+    def search(
+        self,
+        pattern: MeasuredPattern,
+        *,
+        wavelength_angstrom: float | None = None,
+        top_k: int | None = None,
+    ) -> LibraryResult:
+        """Rank the library's space groups for one measured pattern (module docstring for the method).
+
+        ``wavelength_angstrom`` overrides the file's wavelength. ``ranked`` holds the library's space groups
+        only (a group without a phase in the library cannot be found), best first, at most ``top_k``.
+
+        Raises:
+            MeasuredSignalError, MeasuredFormatError, ValueError: as :meth:`measured_template`.
+        """
+        measured, (first, end), fwhm_deg, warnings = self.measured_template(pattern, wavelength_angstrom)
+        templates, templates_squared = self.templates(self.width_level(fwhm_deg))
+        max_shift = self._bins(MAX_ZERO_SHIFT_DEG)
+        shifts = np.arange(-max_shift, max_shift + 1)
+        shifted = np.zeros((shifts.size, self.n_bins), dtype=np.float32)
+        for k, s in enumerate(shifts):
+            # Row k is the measured template moved by s bins: the measured pattern with its zero shifted.
+            lo, hi = max(first, first + s), min(end, end + s)
+            shifted[k, lo:hi] = measured[lo - s : hi - s]
+        n = len(self)
+        best = np.full(n, -1.0)
+        best_shift = np.zeros(n, dtype=np.int64)
+        best_round = np.zeros(n, dtype=np.int64)
+        mask = np.zeros(self.n_bins, dtype=np.float32)
+        mask[first:end] = 1.0
+        total_signal = float(measured[first:end].sum())
+        available = np.ones(n, dtype=bool)
+        identified: list[str] = []
+        for round_number in range(1, MAX_ROUNDS + 1):
+            cosine = _cosines(templates, templates_squared, shifted * mask, mask)
+            cosine[~available] = -1.0
+            k_best = np.argmax(cosine, axis=1)
+            score = cosine[np.arange(n), k_best]
+            better = score > best
+            best[better], best_shift[better], best_round[better] = (
+                score[better],
+                shifts[k_best[better]],
+                round_number,
+            )
+            winner = int(np.argmax(score))
+            if score[winner] <= 0:
+                break
+            identified.append(str(self.phase_ids[winner]))
+            available[winner] = False
+            # The mask lives in the library's frame (the measured rows are shifted onto it), so the
+            # winner's lines are taken out where its template has them.
+            covered = templates[winner]
+            mask[covered > COVERED_FRACTION * covered[first:end].max()] = 0.0
+            if float((measured * mask).sum()) < MIN_UNEXPLAINED_FRACTION * total_signal:
+                break
+        return LibraryResult(
+            str(pattern.source),
+            self.url,
+            self._rank_groups(best, best_shift, best_round, top_k),
+            identified,
+            warnings,
+        )
+
+    def _rank_groups(
+        self, best: np.ndarray, best_shift: np.ndarray, best_round: np.ndarray, top_k: int | None
+    ) -> list[LibraryMatch]:
+        # Phases by score (ties by library order), then the first phase seen of each group is its best.
+        order = np.lexsort((np.arange(len(self)), -best))
+        ranked: list[LibraryMatch] = []
+        seen: set[int] = set()
+        for i in order:
+            group = int(self.spacegroups[i])
+            if group in seen:
+                continue
+            seen.add(group)
+            ranked.append(
+                LibraryMatch(
+                    group,
+                    symbol(group),
+                    crystal_system(group),
+                    float(max(best[i], 0.0)),
+                    str(self.phase_ids[i]),
+                    str(self.formulas[i]),
+                    # Row s moved the measured pattern by s bins onto the library: its zero is off by -s.
+                    float(-best_shift[i] * self.bin_width_deg),
+                    int(best_round[i]),
+                )
+            )
+            if top_k is not None and len(ranked) >= top_k:
+                break
+        return ranked

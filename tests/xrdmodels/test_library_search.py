@@ -1,0 +1,325 @@
+"""Library search (xrdmodels.library_search) on a bank store written here from docs/formats.md with plain zarr.
+
+Independent of xrdsynth on purpose, like store_factory.py: the reader is tested against the documented bank
+format, so a writer change that breaks the contract fails here rather than being mirrored.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from click.testing import CliRunner
+from store_factory import StoreSpec, write_store
+
+from xrdmodels.checkpoint import save_checkpoint
+from xrdmodels.cli import main
+from xrdmodels.config import preset
+from xrdmodels.library_search import LibraryFormatError, SpectralLibrary, typical_fwhm_bins
+from xrdmodels.measured import MeasuredPattern
+from xrdmodels.models.model import SpaceGroupModel
+
+BANK_WAVELENGTH = 1.54184
+GRID = {"two_theta_min_deg": 5.0, "two_theta_max_deg": 120.0, "n_bins": 2048}
+#: Two phases per group, so a group is found through either of its phases.
+GROUPS = (2, 12, 14, 15, 62, 136, 141, 194, 221, 225, 227, 229)
+ABSENT_GROUP = 230
+
+
+def _phase_lines(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(d-spacings in Å descending, intensities with max 100) of a made-up phase: 6-30 lines between
+    2θ = 10° and 110° at the bank wavelength, heavy-tailed intensities."""
+    n_lines = int(rng.integers(6, 31))
+    inverse_d = rng.uniform(
+        2 * math.sin(math.radians(5.0)) / BANK_WAVELENGTH,
+        2 * math.sin(math.radians(55.0)) / BANK_WAVELENGTH,
+        n_lines,
+    )
+    intensity = rng.pareto(1.2, n_lines) + 0.05
+    return 1.0 / np.sort(inverse_d), 100.0 * intensity / intensity.max()
+
+
+def _two_theta_deg(d_spacing: np.ndarray, wavelength: float) -> np.ndarray:
+    return 2.0 * np.degrees(np.arcsin(wavelength / (2.0 * d_spacing)))
+
+
+def _deposit(two_theta: np.ndarray, intensity: np.ndarray) -> np.ndarray:
+    """docs/formats.md `profile`: each stick split linearly between its two nearest bin centres."""
+    lo, hi, n = GRID["two_theta_min_deg"], GRID["two_theta_max_deg"], GRID["n_bins"]
+    position = (two_theta - lo) / ((hi - lo) / n) - 0.5
+    left = np.floor(position).astype(int)
+    upper = position - left
+    profile = np.zeros(n)
+    for index, weight in ((left, 1.0 - upper), (left + 1, upper)):
+        inside = (index >= 0) & (index < n)
+        np.add.at(profile, index[inside], (weight * intensity)[inside])
+    return profile.astype(np.float32)
+
+
+def write_bank(url: str, seed: int = 0, **attrs) -> list[dict]:
+    """A complete bank store per docs/formats.md ("Bank store"); returns each phase's lines and group.
+    ``attrs`` override attributes after the documented ones (a wrong format, version or completeness)."""
+    rng = np.random.default_rng(seed)
+    phases = []
+    for k, group in enumerate(g for g in GROUPS for _ in range(2)):
+        d, intensity = _phase_lines(rng)
+        phases.append({"id": f"test:{group}:{k}", "group": group, "d": d, "intensity": intensity})
+    n = len(phases)
+    two_theta = [_two_theta_deg(p["d"], BANK_WAVELENGTH) for p in phases]
+    offsets = np.concatenate([[0], np.cumsum([p["d"].size for p in phases])]).astype(np.int64)
+    root = zarr.open_group(url, mode="w")
+    root.attrs.update({"format": "xrdsynth.bank", "format_version": 1, "complete": False})
+    entries = root.create_group("entries")
+    text = {
+        "id": [p["id"] for p in phases],
+        "source": ["test"] * n,
+        "provenance": [f"row {k}" for k in range(n)],
+        "reduced_formula": [f"X{k}O{k + 1}" for k in range(n)],
+        "spacegroup_symbol": ["?"] * n,
+        "crystal_system": ["?"] * n,
+        "split": ["train"] * n,
+    }
+    for name, values in text.items():
+        entries.create_array(name, shape=(n,), dtype=str, chunks=(n,))[:] = np.array(values)
+    numeric = {
+        "spacegroup_number": np.array([p["group"] for p in phases], dtype=np.int16),
+        "given_spacegroup": np.zeros(n, dtype=np.int16),
+        "spacegroup_disagrees": np.zeros(n, dtype=bool),
+        "lattice_abc_angstrom": np.full((n, 3), 5.0),
+        "lattice_angles_deg": np.full((n, 3), 90.0),
+        "n_sites": np.ones(n, dtype=np.int32),
+        "disordered": np.zeros(n, dtype=bool),
+        "synthetic": np.ones(n, dtype=bool),
+        "e_above_hull_ev_per_atom": np.full(n, np.nan),
+    }
+    for name, values in numeric.items():
+        entries.create_array(name, shape=values.shape, dtype=values.dtype, chunks=values.shape)[...] = values
+    peaks = root.create_group("peaks")
+    for name, values in (
+        ("offsets", offsets),
+        ("two_theta_deg", np.concatenate(two_theta)),
+        ("d_spacing_angstrom", np.concatenate([p["d"] for p in phases])),
+        ("intensity", np.concatenate([p["intensity"] for p in phases])),
+    ):
+        peaks.create_array(name, shape=values.shape, dtype=values.dtype, chunks=values.shape)[:] = values
+    profile = np.stack([_deposit(t, p["intensity"]) for t, p in zip(two_theta, phases, strict=True)])
+    root.create_array("profile", shape=profile.shape, dtype="float32", chunks=profile.shape)[:] = profile
+    root.attrs.update(
+        {
+            "wavelength_angstrom": BANK_WAVELENGTH,
+            "grid": GRID,
+            "config": {},
+            "seed": seed,
+            "sources": ["test"],
+            "build_key": "test",
+            "n_entries": n,
+            "n_skipped": 0,
+            "skipped": [],
+            "fingerprint": f"test-{seed}",
+        }
+    )
+    root.attrs.update(attrs)
+    if "complete" not in attrs:
+        root.attrs["complete"] = True  # last, as the writer does
+    return phases
+
+
+def measure(
+    phases: list[dict],
+    weights: list[float],
+    *,
+    wavelength: float = BANK_WAVELENGTH,
+    two_theta_range: tuple[float, float] = (8.0, 100.0),
+    fwhm_deg: float = 0.12,
+    zero_shift_deg: float = 0.1,
+    seed: int = 1,
+) -> MeasuredPattern:
+    """A lab-like scan of a mixture: Gaussian peaks at the measurement wavelength, intensities perturbed by
+    +-30% per reflection (texture), a zero shift, a curved background with an amorphous hump, Poisson counts."""
+    rng = np.random.default_rng(seed)
+    two_theta = np.arange(*two_theta_range, 0.02)
+    signal = np.zeros_like(two_theta)
+    sigma = fwhm_deg / (2 * math.sqrt(2 * math.log(2)))
+    for phase, weight in zip(phases, weights, strict=True):
+        centres = _two_theta_deg(phase["d"], wavelength) + zero_shift_deg
+        heights = weight * phase["intensity"] * rng.uniform(0.7, 1.3, phase["d"].size)
+        for centre, height in zip(centres, heights, strict=True):
+            signal += height * np.exp(-0.5 * ((two_theta - centre) / sigma) ** 2)
+    background = 40 + 60 * np.exp(-two_theta / 15) + 15 * np.exp(-0.5 * ((two_theta - 25) / 5) ** 2)
+    counts = rng.poisson(background + 2000 * signal / signal.max()).astype(float)
+    return MeasuredPattern(two_theta, counts, wavelength, "simulated")
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory) -> tuple[str, list[dict]]:
+    url = str(tmp_path_factory.mktemp("bank") / "bank.zarr")
+    return url, write_bank(url)
+
+
+@pytest.mark.parametrize(
+    ("wavelength", "two_theta_range", "fwhm_deg"),
+    [
+        (BANK_WAVELENGTH, (8.0, 100.0), 0.12),  # a Cu lab scan
+        (0.7093, (4.0, 45.0), 0.06),  # Mo Kα1: searched through d-spacings
+        (BANK_WAVELENGTH, (8.0, 100.0), 0.9),  # broad peaks (nanocrystalline)
+    ],
+)
+def test_a_phase_pattern_ranks_its_space_group_first(bank, wavelength, two_theta_range, fwhm_deg) -> None:
+    url, phases = bank
+    library = SpectralLibrary.open(url)
+    for k in (0, 7, 16):
+        pattern = measure(
+            [phases[k]],
+            [1.0],
+            wavelength=wavelength,
+            two_theta_range=two_theta_range,
+            fwhm_deg=fwhm_deg,
+            seed=k,
+        )
+        result = library.search(pattern)
+        assert result.ranked[0].spacegroup == phases[k]["group"], (k, result.ranked[:3])
+        assert result.identified[0] == phases[k]["id"]
+        assert result.ranked[0].score > 0.8 > result.ranked[1].score
+
+
+def test_a_two_phase_mixture_puts_both_groups_in_the_top_three(bank) -> None:
+    url, phases = bank
+    library = SpectralLibrary.open(url)
+    for first, second, seed in ((0, 9, 3), (4, 21, 4), (12, 19, 5)):
+        pattern = measure([phases[first], phases[second]], [0.6, 0.4], seed=seed)
+        top3 = [m.spacegroup for m in library.search(pattern, top_k=3).ranked]
+        assert {phases[first]["group"], phases[second]["group"]} <= set(top3), (first, second, top3)
+
+
+def test_typical_peak_width_is_measured_in_bins() -> None:
+    bins = np.arange(2000.0)
+    for fwhm in (3.0, 12.0, 30.0):
+        sigma = fwhm / (2 * math.sqrt(2 * math.log(2)))
+        pattern = sum(
+            h * np.exp(-0.5 * ((bins - c) / sigma) ** 2) for c, h in ((300, 1.0), (900, 0.5), (1500, 0.8))
+        )
+        assert typical_fwhm_bins(pattern) == pytest.approx(fwhm, rel=0.15)
+
+
+def _mixture_store(url: str) -> None:
+    write_store(url, StoreSpec(n_samples=8, n_bins=16, shard_size=8, chunk_rows=8))
+
+
+def _without_profile(url: str) -> None:
+    write_bank(url)
+    root = zarr.open_group(url, mode="a")
+    del root["profile"]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (None, "no bank store at"),
+        (_mixture_store, "that is a mixture store"),
+        (lambda url: write_bank(url, format_version=2), "bank format version 2"),
+        (lambda url: write_bank(url, complete=False), "is incomplete"),
+        (_without_profile, "lacks the array 'profile'"),
+        (lambda url: write_bank(url, grid={"n_bins": 2048}), "attributes grid"),
+    ],
+)
+def test_a_bank_of_the_wrong_format_is_refused_naming_the_problem(tmp_path, make, message) -> None:
+    url = str(tmp_path / "store.zarr")
+    if make is not None:
+        make(url)
+    with pytest.raises(LibraryFormatError, match=message) as info:
+        SpectralLibrary.open(url)
+    assert url in str(info.value)
+
+
+def make_checkpoint(path: Path) -> Path:
+    torch.manual_seed(0)
+    config = preset("small", n_bins=256, cnn_channels=[8, 8, 16, 16], d_model=32, ffn_dim=64)
+    save_checkpoint(
+        path,
+        {
+            "model": SpaceGroupModel(config).state_dict(),
+            "model_config": config.model_dump(mode="json"),
+            "step": 1,
+            "data": {"wavelength_angstrom": BANK_WAVELENGTH},
+            "val_metrics": {},
+        },
+    )
+    return path
+
+
+def _write_xy(path: Path, pattern: MeasuredPattern) -> Path:
+    np.savetxt(path, np.column_stack([pattern.two_theta_deg, pattern.intensity]), fmt="%.4f")
+    return path
+
+
+def test_predict_prints_the_library_ranking_beside_the_models(tmp_path, bank) -> None:
+    url, phases = bank
+    ckpt = make_checkpoint(tmp_path / "m.pt")
+    scan = _write_xy(tmp_path / "scan.xy", measure([phases[5]], [1.0], seed=9))
+    result = CliRunner().invoke(
+        main, ["predict", str(ckpt), str(scan), "--wavelength", "CuKa", "--top", "4", "--library", url]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(i for i, line in enumerate(lines) if "rank  SG" in line)
+    assert "|  library SG" in lines[header]
+    first_row = lines[header + 1].split("|")
+    assert first_row[0].split()[0] == "1"  # the model's rank 1, left
+    assert int(first_row[1].split()[0]) == phases[5]["group"]  # the library's best group, right
+    assert phases[5]["id"] in first_row[1]
+    assert len([line for line in lines[header + 1 :] if "|" in line]) == 4
+    as_json = CliRunner().invoke(
+        main, ["predict", str(ckpt), str(scan), "--wavelength", "CuKa", "--json", "--library", url]
+    )
+    library = json.loads(as_json.stdout)["predictions"][0]["library"]
+    assert library["ranked"][0]["spacegroup"] == phases[5]["group"] and library["library"] == url
+    wrong = tmp_path / "mix.zarr"
+    _mixture_store(str(wrong))
+    refused = CliRunner().invoke(main, ["predict", str(ckpt), str(scan), "--library", str(wrong)])
+    assert refused.exit_code != 0 and "not a bank store" in refused.output
+    assert "Traceback" not in refused.output
+
+
+def test_score_measured_reports_the_library_beside_the_model(tmp_path, bank) -> None:
+    url, phases = bank
+    ckpt = make_checkpoint(tmp_path / "m.pt")
+    files = {
+        "single.xy": (measure([phases[2]], [1.0], seed=11), str(phases[2]["group"])),
+        "mixture.xy": (
+            measure([phases[8], phases[17]], [0.5, 0.5], seed=12),
+            f"{phases[8]['group']};{phases[17]['group']}",
+        ),
+        # A phase the library holds under another group: the library cannot find the labelled one.
+        "absent.xy": (measure([phases[10]], [1.0], seed=13), str(ABSENT_GROUP)),
+    }
+    labels = tmp_path / "labels.csv"
+    with labels.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["set", "file", "spacegroups", "spacegroups_accept", "wavelength_angstrom"])
+        for name, (pattern, groups) in files.items():
+            _write_xy(tmp_path / name, pattern)
+            writer.writerow(["synthetic", name, groups, "", BANK_WAVELENGTH])
+    out = tmp_path / "scores"
+    result = CliRunner().invoke(
+        main, ["score-measured", str(ckpt), "--labels", str(labels), "--out", str(out), "--library", url]
+    )
+    assert result.exit_code == 0, result.output
+    assert "lib hit@1" in result.output and "lib in_library" in result.output
+    payload = json.loads((out / "measured.json").read_text())
+    library = {r["set"]: r for r in payload["library_summary"]}["all"]
+    assert library["files"] == 3
+    assert library["hit@1"] == pytest.approx(2 / 3)
+    assert library["recall@K*"] == pytest.approx(2 / 3)  # both mixture phases in its top 2
+    assert library["in_library"] == pytest.approx(2 / 3)
+    # The absent group is ranked as if after every library group, in random order: (12 + 1 + 230) / 2.
+    absent = next(f for f in payload["files"] if f["file"] == "absent.xy")
+    assert ABSENT_GROUP not in absent["library_top10"]
+    assert library["mean_first_rank"] == pytest.approx((1 + 1 + (len(GROUPS) + 1 + 230) / 2) / 3)
+    model = {r["set"]: r for r in payload["summary"]}["all"]
+    assert model["files"] == 3 and "in_library" not in model
