@@ -5,7 +5,8 @@
   3. train     a phase-cluster Transformer and a presence Transformer of the `cpu` preset, a few minutes each
                on CPU (A.2-A.6 at CPU size, with read-outs that learn at that scale: docs/demo.md)
   4. evaluate  the paper's Table 1 protocol on in-library and out-of-library test (A.7-A.8), with figures
-  5. predict   a measured pattern from ../shared/data/experimental, and a score on all its labelled files
+  5. predict   a measured pattern from ../shared/data/experimental, and a score on all its labelled files, each
+               beside a library search of the demo bank (the classical baseline)
 
 Every stage is the real command a user would type (printed before it runs). A rerun reuses what finished:
 the bank and mixture stores recognise their own inputs, training resumes from its last checkpoint, and
@@ -196,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
                 "8",
                 "--plot",
                 str(out / "predictions"),
+                "--library",
+                str(bank),
             ],
             outputs=[out / "predictions"],
         )
@@ -209,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
                 str(EXPERIMENTAL / "all_labels.csv"),
                 "--out",
                 str(out / "measured"),
+                "--library",
+                str(bank),
             ],
             outputs=[out / "measured" / "measured.md"],
         )

@@ -9,7 +9,7 @@ Hageman (J. Comput. Chem. 22, 273, 2001), maximised over a small zero shift, on 
 
 1. The measured pattern goes onto the bank's 2θ grid at the bank's wavelength through its d-spacings
    (:func:`~xrdmodels.measured.convert_two_theta_deg`), so any wavelength is searched against the same
-   library; bins hold the mean of the points inside them (:func:`~xrdmodels.measured.grid.resample`).
+   library; bins hold the mean of the interpolated pattern over them (:func:`~xrdmodels.measured.grid.resample`).
 2. Background: a morphological top-hat (rolling minimum then rolling maximum over
    :data:`BACKGROUND_WINDOW_DEG`, smoothed by a rolling mean of the same width) is subtracted, and the noise
    floor (median of what remains plus :data:`NOISE_THRESHOLD_SIGMA` standard deviations of the counting noise,

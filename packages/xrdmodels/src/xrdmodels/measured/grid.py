@@ -1,9 +1,11 @@
 """A measured pattern on the model's fixed 2θ grid, normalised as in training (A.1).
 
-:func:`to_model_grid` runs four steps, one function each: the wavelength mapping
-(:func:`measurement_wavelength`, :func:`to_model_wavelength`), the resampling (:func:`window_bins`,
-:func:`resample`), the normalisation (:func:`normalise`) and the warnings about how far the pattern lies
-from what the model was trained on (:func:`raw_signal_warnings`, :func:`coverage_warnings`).
+:func:`to_model_grid` runs these steps, one function each: the wavelength mapping
+(:func:`measurement_wavelength`, :func:`to_model_wavelength` with the Lorentz-polarisation re-weighting
+:func:`lp_reweighting`), the peak-width check and optional broadening (:func:`match_training_widths`), the
+resampling (:func:`window_bins`, :func:`resample`), the normalisation (:func:`normalise`) and the warnings
+about how far the pattern lies from what the model was trained on (:func:`raw_signal_warnings`,
+:func:`coverage_warnings`, :func:`width_warnings`).
 """
 
 from __future__ import annotations
@@ -116,10 +118,16 @@ def measurement_wavelength(
 
 
 def to_model_wavelength(
-    pattern: MeasuredPattern, measured_wavelength_angstrom: float, model_wavelength_angstrom: float
+    pattern: MeasuredPattern,
+    measured_wavelength_angstrom: float,
+    model_wavelength_angstrom: float,
+    *,
+    lp_correction: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(2θ at the model wavelength, intensity, warnings): every 2θ goes through its d-spacing
     (:func:`convert_two_theta_deg`); points the model wavelength cannot reach are dropped with a warning.
+    With ``lp_correction`` the intensities become densities per degree of model 2θ with the model
+    wavelength's Lorentz-polarisation factor (:func:`lp_reweighting`); without, they are kept as measured.
 
     Raises:
         ValueError: fewer than 2 points remain.
@@ -140,12 +148,286 @@ def to_model_wavelength(
                 f"{model_wavelength_angstrom} Å (d < λ/2) and were dropped"
             )
         two_theta, intensity = two_theta[reachable], intensity[reachable]
+        if lp_correction:
+            intensity = intensity * lp_reweighting(
+                pattern.two_theta_deg[reachable],
+                source_wavelength_angstrom=measured_wavelength_angstrom,
+                model_wavelength_angstrom=model_wavelength_angstrom,
+            )
     if two_theta.size < 2:
         raise ValueError(
             f"{pattern.source}: fewer than 2 points remain after converting {measured_wavelength_angstrom} Å to "
             f"{model_wavelength_angstrom} Å; check both wavelengths"
         )
     return two_theta, intensity, warnings
+
+
+# --------------------------------------------------------------------------------------------------------
+# Intensities and peak widths at the model wavelength
+# --------------------------------------------------------------------------------------------------------
+
+TRAINING_MICROSTRAIN = (0.0, 0.0025)
+"""Microstrain ε of the A.1 recipe (``RecipeConfig.microstrain``); Gaussian FWHM = 4 ε tanθ rad."""
+TRAINING_STRAIN_FWHM_FACTOR = 4.0
+"""Stokes-Wilson apparent-strain constant of the A.1 recipe (``RecipeConfig.strain_fwhm_factor``)."""
+TRAINING_CRYSTALLITE_SIZE_NM = (10**2.0, 10**2.4)
+"""Crystallite sizes L of the A.1 recipe (``RecipeConfig.crystallite_size_log10_nm`` = [2.0, 2.4])."""
+TRAINING_SCHERRER_K = 0.9
+"""Scherrer constant of the A.1 recipe (``RecipeConfig.scherrer_k``); Lorentzian FWHM = K λ / (L cosθ) rad."""
+TRAINING_CAGLIOTI_U_DEG2 = (0.0, 0.004)
+"""Caglioti U of the A.1 recipe (base 0 + ΔU, ``RecipeConfig.instrument_du_deg2``); V is 0."""
+TRAINING_CAGLIOTI_W_DEG2 = (0.0018, 0.002)
+"""Caglioti W of the A.1 recipe (base 0 + ΔW, ``RecipeConfig.instrument_dw_deg2``)."""
+PEAK_SEARCH_HALF_SPAN_DEG = 2.0
+"""A strong peak's base is the lowest intensity within this many degrees (model 2θ) either side of it: wider
+than twice the widest training FWHM below 110° (about 0.9°), so a peak's own tails never set its base."""
+MAX_WIDTH_PEAKS = 10
+"""At most this many of the most prominent peaks enter the width estimate."""
+MIN_RELATIVE_PROMINENCE = 0.1
+"""Only peaks at least this fraction as prominent as the most prominent one enter the width estimate, so
+that noise bumps do not."""
+
+
+def lp_reweighting(
+    source_two_theta_deg: np.ndarray,
+    *,
+    source_wavelength_angstrom: float,
+    model_wavelength_angstrom: float,
+) -> np.ndarray:
+    """The factor that turns an intensity density measured at ``source_two_theta_deg`` into the density, per
+    degree of model 2θ, of the same reflections rendered as in training at the model wavelength.
+
+    A peak's area in 2θ is |F|² m LP(θ), with LP(θ) = (1 + cos²2θ) / (sin²θ cosθ) for an unpolarised beam,
+    the factor pymatgen's ``XRDCalculator`` gives the training bank's sticks (A.1); so the measured density
+    is divided by LP(θ_source) and multiplied by LP(θ_model); the change of variable 2θ_source -> 2θ_model multiplies a density by the Jacobian
+    d(2θ_source)/d(2θ_model) = λ_source cosθ_model / (λ_model cosθ_source), so that a peak keeps its area
+    (training bins hold a peak's area per bin). With sinθ_source / sinθ_model = λ_source / λ_model the
+    product reduces to (1 + cos²2θ_model) / (1 + cos²2θ_source) · (λ_source / λ_model)³: in d-spacing the
+    powder intensity depends on the wavelength only through the polarisation. The reduced form is used (it
+    stays finite where LP(θ_source) does not, at 2θ_source -> 180°).
+    """
+    two_theta_model = convert_two_theta_deg(
+        source_two_theta_deg,
+        from_wavelength_angstrom=source_wavelength_angstrom,
+        to_wavelength_angstrom=model_wavelength_angstrom,
+    )
+    source = np.radians(np.asarray(source_two_theta_deg, dtype=np.float64))
+    model = np.radians(two_theta_model)
+    polarisation_ratio = (1.0 + np.cos(model) ** 2) / (1.0 + np.cos(source) ** 2)
+    return polarisation_ratio * (source_wavelength_angstrom / model_wavelength_angstrom) ** 3
+
+
+def _tch_fwhm_deg(gauss_fwhm_deg: np.ndarray, lorentz_fwhm_deg: np.ndarray) -> np.ndarray:
+    """Thompson-Cox-Hastings pseudo-Voigt FWHM, the rule the A.1 recipe combines widths with."""
+    g, lo = gauss_fwhm_deg, lorentz_fwhm_deg
+    return (
+        g**5
+        + 2.69269 * g**4 * lo
+        + 2.42843 * g**3 * lo**2
+        + 4.47163 * g**2 * lo**3
+        + 0.07842 * g * lo**4
+        + lo**5
+    ) ** 0.2
+
+
+def training_fwhm_range_deg(
+    two_theta_deg: np.ndarray, wavelength_angstrom: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(narrowest, widest) peak FWHM in degrees 2θ that the A.1 recipe renders at ``two_theta_deg`` on a
+    grid at ``wavelength_angstrom`` (the recipe's Scherrer wavelength): strain, Caglioti and crystallite
+    size at the ends of their ranges, combined as the recipe does (docs/physics.md, Widths). About
+    0.062-0.16° at 20°, 0.065-0.39° at 60°, 0.071-0.64° at 90° and 0.085-1.1° at 120°
+    for Cu Kα."""
+    theta = np.radians(np.asarray(two_theta_deg, dtype=np.float64)) / 2.0
+    tan_theta, cos_theta = np.tan(theta), np.cos(theta)
+
+    def fwhm(strain: float, u_deg2: float, w_deg2: float, size_nm: float) -> np.ndarray:
+        strain_deg = np.degrees(TRAINING_STRAIN_FWHM_FACTOR * strain * tan_theta)
+        gauss = np.sqrt(strain_deg**2 + u_deg2 * tan_theta**2 + w_deg2)
+        lorentz = np.degrees(TRAINING_SCHERRER_K * wavelength_angstrom / (10.0 * size_nm * cos_theta))
+        return _tch_fwhm_deg(gauss, lorentz)
+
+    narrowest = fwhm(
+        TRAINING_MICROSTRAIN[0],
+        TRAINING_CAGLIOTI_U_DEG2[0],
+        TRAINING_CAGLIOTI_W_DEG2[0],
+        TRAINING_CRYSTALLITE_SIZE_NM[1],
+    )
+    widest = fwhm(
+        TRAINING_MICROSTRAIN[1],
+        TRAINING_CAGLIOTI_U_DEG2[1],
+        TRAINING_CAGLIOTI_W_DEG2[1],
+        TRAINING_CRYSTALLITE_SIZE_NM[0],
+    )
+    return narrowest, widest
+
+
+def _sliding_min(values: np.ndarray, half_span: int) -> np.ndarray:
+    """Minimum of ``values`` over [i - half_span, i + half_span] (clipped to the array) for every i, in O(n)
+    (van Herk / Gil-Werman: block-wise prefix and suffix minima)."""
+    n, window = values.size, 2 * half_span + 1
+    n_blocks = -(-(n + 2 * half_span) // window)
+    padded = np.full(n_blocks * window, np.inf)
+    padded[half_span : half_span + n] = values
+    blocks = padded.reshape(n_blocks, window)
+    prefix = np.minimum.accumulate(blocks, axis=1).ravel()
+    suffix = np.minimum.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].ravel()
+    # Window [i, i + window - 1] of the padded array is centred on values[i].
+    return np.minimum(suffix[:n], prefix[window - 1 : window - 1 + n])
+
+
+def strong_peak_widths(two_theta_deg: np.ndarray, intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(2θ, FWHM) in degrees of up to :data:`MAX_WIDTH_PEAKS` of the most prominent peaks of a pattern
+    (ascending ``two_theta_deg``), the strongest first.
+
+    A peak's prominence is its height above the lowest intensity within :data:`PEAK_SEARCH_HALF_SPAN_DEG`;
+    its FWHM is the distance between the two linearly interpolated crossings of half that prominence
+    (scipy's ``peak_widths`` at rel_height 0.5, with this base). Peaks are taken greedily by prominence,
+    each hiding the local maxima within 3 FWHM of it (its own noisy flanks); those less prominent than
+    :data:`MIN_RELATIVE_PROMINENCE` of the first, or without a crossing on both sides within the span, are
+    left out.
+    """
+    n = two_theta_deg.size
+    if n < 3:
+        return np.empty(0), np.empty(0)
+    step = float(np.median(np.diff(two_theta_deg)))
+    half_span = max(1, min(n, math.ceil(PEAK_SEARCH_HALF_SPAN_DEG / step)))
+    prominence = intensity - _sliding_min(intensity, half_span)
+    interior = np.arange(1, n - 1)
+    is_max = (intensity[interior] >= intensity[interior - 1]) & (
+        intensity[interior] > intensity[interior + 1]
+    )
+    candidates = interior[is_max]
+    candidates = candidates[np.argsort(-prominence[candidates], kind="stable")]
+    if candidates.size == 0 or prominence[candidates[0]] <= 0:
+        return np.empty(0), np.empty(0)
+    floor = MIN_RELATIVE_PROMINENCE * prominence[candidates[0]]
+    hidden = np.zeros(n, dtype=bool)
+    centres: list[float] = []
+    widths: list[float] = []
+    for i in candidates:
+        if len(widths) == MAX_WIDTH_PEAKS or prominence[i] < floor:
+            break
+        if hidden[i]:
+            continue
+        half = intensity[i] - prominence[i] / 2.0
+        lo, hi = max(0, i - half_span), min(n, i + half_span + 1)
+        left_below = np.flatnonzero(intensity[lo:i] < half)
+        right_below = np.flatnonzero(intensity[i + 1 : hi] < half)
+        if left_below.size == 0 or right_below.size == 0:
+            hidden[i] = True
+            continue
+        j, k = lo + left_below[-1], i + 1 + right_below[0]
+        left = np.interp(half, intensity[j : j + 2], two_theta_deg[j : j + 2])
+        right = np.interp(half, intensity[k - 1 : k + 1][::-1], two_theta_deg[k - 1 : k + 1][::-1])
+        fwhm = right - left
+        centres.append(float(two_theta_deg[i]))
+        widths.append(float(fwhm))
+        hidden |= np.abs(two_theta_deg - two_theta_deg[i]) <= 3.0 * fwhm
+    return np.asarray(centres), np.asarray(widths)
+
+
+WIDTH_WARNING_MARGIN = 1.25
+"""Widths are flagged when the median over the strong peaks of FWHM / narrowest training FWHM at their angle
+is below 1 / this, or of FWHM / widest training FWHM above this: a margin for peaks at the corners of the
+training ranges and for the estimate's own error (Kα2 shoulders, noise, 0.01-0.03° measurement steps)."""
+
+
+def width_warnings(
+    centres_deg: np.ndarray, fwhm_deg: np.ndarray, model_wavelength_angstrom: float, mapped_from: str
+) -> list[str]:
+    """A warning when the strong peaks (:func:`strong_peak_widths`, in model 2θ) are narrower or wider than
+    anything the A.1 recipe renders at their angles (:func:`training_fwhm_range_deg`), beyond
+    :data:`WIDTH_WARNING_MARGIN`; ``mapped_from`` says which wavelength mapping scaled the widths, if any."""
+    if fwhm_deg.size == 0:
+        return []
+    narrowest, widest = training_fwhm_range_deg(centres_deg, model_wavelength_angstrom)
+    measured = (
+        f"median FWHM {np.median(fwhm_deg):.3f} deg over the {fwhm_deg.size} strongest peaks{mapped_from}"
+    )
+    if np.median(fwhm_deg / narrowest) < 1.0 / WIDTH_WARNING_MARGIN:
+        return [
+            f"peaks narrower than any in training: {measured}, where the A.1 recipe's narrowest are "
+            f"{np.median(narrowest):.3f} deg; broaden_to_training=True adds the missing Gaussian width"
+        ]
+    if np.median(fwhm_deg / widest) > WIDTH_WARNING_MARGIN:
+        return [
+            f"peaks wider than any in training: {measured}, where the A.1 recipe's widest are "
+            f"{np.median(widest):.3f} deg (nanocrystalline or strained sample, coarse instrument, or "
+            "overlapping reflections); the model never saw peaks this broad"
+        ]
+    return []
+
+
+def missing_gaussian_fwhm_deg(
+    centres_deg: np.ndarray, fwhm_deg: np.ndarray, model_wavelength_angstrom: float
+) -> float:
+    """FWHM of the Gaussian that brings the strong peaks to the narrowest training width at their angles
+    (median over the peaks of sqrt(narrowest² - FWHM²), widths adding in quadrature); 0 when they are not
+    narrower than that."""
+    if fwhm_deg.size == 0:
+        return 0.0
+    narrowest, _ = training_fwhm_range_deg(centres_deg, model_wavelength_angstrom)
+    return float(np.median(np.sqrt(np.clip(narrowest**2 - fwhm_deg**2, 0.0, None))))
+
+
+def gaussian_broaden(two_theta_deg: np.ndarray, intensity: np.ndarray, fwhm_deg: float) -> np.ndarray:
+    """``intensity`` (a density over ascending ``two_theta_deg``) convolved with a unit-area Gaussian of
+    ``fwhm_deg``, evaluated at the same points. The convolution runs on cells a tenth of the FWHM wide that
+    hold the average of the interpolated curve (:func:`integral_of_interpolant`, so areas are kept however
+    fine the points), with the end cells continued beyond the ends so that the edges do not sag."""
+    cell = fwhm_deg / 10.0
+    n_cells = max(1, math.ceil((two_theta_deg[-1] - two_theta_deg[0]) / cell))
+    edges = two_theta_deg[0] + cell * np.arange(n_cells + 1)
+    averages = np.diff(integral_of_interpolant(two_theta_deg, intensity, edges)) / cell
+    sigma_cells = fwhm_deg / (2.0 * math.sqrt(2.0 * math.log(2.0))) / cell
+    half = math.ceil(5.0 * sigma_cells)
+    kernel = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma_cells) ** 2)
+    padded = np.pad(averages, half, mode="edge")
+    smoothed = np.convolve(padded, kernel / kernel.sum(), mode="valid")
+    return np.interp(two_theta_deg, edges[:-1] + cell / 2.0, smoothed)
+
+
+def match_training_widths(
+    two_theta_deg: np.ndarray,
+    intensity: np.ndarray,
+    *,
+    measured_wavelength_angstrom: float,
+    model_wavelength_angstrom: float,
+    broaden: bool,
+) -> tuple[np.ndarray, list[str]]:
+    """(intensity, warnings) for a pattern already at the model wavelength: the strong peaks' widths
+    (:func:`strong_peak_widths`) checked against training (:func:`width_warnings`); with ``broaden``, peaks
+    narrower than training first get the missing Gaussian width (:func:`gaussian_broaden`), said in a
+    warning, and are checked again."""
+    centres, fwhm = strong_peak_widths(two_theta_deg, intensity)
+    mapped_from = ""
+    if centres.size and not math.isclose(
+        measured_wavelength_angstrom, model_wavelength_angstrom, rel_tol=1e-12
+    ):
+        source = convert_two_theta_deg(
+            centres,
+            from_wavelength_angstrom=model_wavelength_angstrom,
+            to_wavelength_angstrom=measured_wavelength_angstrom,
+        )
+        # d(2θ_model)/d(2θ_source) = λ_model cosθ_source / (λ_source cosθ_model).
+        stretch = (model_wavelength_angstrom * np.cos(np.radians(source) / 2.0)) / (
+            measured_wavelength_angstrom * np.cos(np.radians(centres) / 2.0)
+        )
+        mapped_from = (
+            f" at the model wavelength (mapping from {measured_wavelength_angstrom:g} Å widened them "
+            f"{stretch.min():.2f}-{stretch.max():.2f}x)"
+        )
+    warnings: list[str] = []
+    added_fwhm = missing_gaussian_fwhm_deg(centres, fwhm, model_wavelength_angstrom) if broaden else 0.0
+    if added_fwhm > 0.0 and width_warnings(centres, fwhm, model_wavelength_angstrom, mapped_from):
+        intensity = gaussian_broaden(two_theta_deg, intensity, added_fwhm)
+        warnings.append(
+            f"peaks narrower than in training (median FWHM {np.median(fwhm):.3f} deg) were convolved with a "
+            f"{added_fwhm:.3f} deg FWHM Gaussian (broaden_to_training)"
+        )
+        centres, fwhm = strong_peak_widths(two_theta_deg, intensity)
+    return intensity, warnings + width_warnings(centres, fwhm, model_wavelength_angstrom, mapped_from)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -164,6 +446,20 @@ def window_bins(
     return first, end
 
 
+def integral_of_interpolant(
+    two_theta_deg: np.ndarray, intensity: np.ndarray, at_deg: np.ndarray
+) -> np.ndarray:
+    """Integral from the first point to each of ``at_deg`` (clipped to the points' range) of the linear
+    interpolation of ``intensity`` over ascending ``two_theta_deg``: whole trapezoids plus part of one."""
+    at_deg = np.clip(at_deg, two_theta_deg[0], two_theta_deg[-1])
+    cumulative = np.concatenate(
+        ([0.0], np.cumsum(np.diff(two_theta_deg) * (intensity[1:] + intensity[:-1]) / 2.0))
+    )
+    segment = np.clip(np.searchsorted(two_theta_deg, at_deg, side="right") - 1, 0, two_theta_deg.size - 2)
+    at_value = np.interp(at_deg, two_theta_deg, intensity)
+    return cumulative[segment] + (at_deg - two_theta_deg[segment]) * (intensity[segment] + at_value) / 2.0
+
+
 def resample(
     two_theta_deg: np.ndarray,
     intensity: np.ndarray,
@@ -172,23 +468,22 @@ def resample(
     n_bins: int,
     window: tuple[int, int],
 ) -> tuple[np.ndarray, list[str]]:
-    """(n_bins,) float64 values, 0 outside ``window``: a window bin holding two or more points gets their
-    mean, any other its linear interpolation at the centre (measurement coarser than the grid); a warning
-    when more than :data:`INTERPOLATED_WARNING_FRACTION` of the window was interpolated."""
+    """(n_bins,) float64 values, 0 outside ``window``: each window bin gets the average over the bin (over
+    its measured part at the ends of the range) of the linear interpolation of the points, so a peak's area
+    is kept whatever its width and however the points fall in the bins, as in training, where every bin
+    holds the integral of the profile over it (docs/physics.md). With two or more points per bin that is
+    the bin average of the measured curve; a bin with fewer gets (about) the interpolation at its centre, and
+    a warning says so when more than :data:`INTERPOLATED_WARNING_FRACTION` of the window has fewer."""
     first, end = window
-    centres = two_theta_min_deg + (np.arange(n_bins) + 0.5) * bin_width_deg
     bin_index = np.floor((two_theta_deg - two_theta_min_deg) / bin_width_deg).astype(np.int64)
     on_grid = (bin_index >= 0) & (bin_index < n_bins)
     counts = np.bincount(bin_index[on_grid], minlength=n_bins)
-    sums = np.bincount(bin_index[on_grid], weights=intensity[on_grid], minlength=n_bins)
+    edges = two_theta_min_deg + np.arange(first, end + 1) * bin_width_deg
+    edges = np.clip(edges, two_theta_deg[0], two_theta_deg[-1])
+    integral = integral_of_interpolant(two_theta_deg, intensity, edges)
     values = np.zeros(n_bins, dtype=np.float64)
-    inside = slice(first, end)
-    averaged = counts[inside] >= 2
-    values[inside] = np.where(
-        averaged,
-        sums[inside] / np.maximum(counts[inside], 1),
-        np.interp(centres[inside], two_theta_deg, intensity),
-    )
+    values[first:end] = np.diff(integral) / np.diff(edges)
+    averaged = counts[first:end] >= 2
     n_interpolated = int(np.count_nonzero(~averaged))
     if n_interpolated > INTERPOLATED_WARNING_FRACTION * (end - first):
         return values, [
@@ -325,6 +620,8 @@ def to_model_grid(
     two_theta_min_deg: float,
     two_theta_max_deg: float,
     n_bins: int,
+    lp_correction: bool = True,
+    broaden_to_training: bool = False,
 ) -> GriddedPattern:
     """Put a measured pattern on the model's input grid, normalised as in training.
 
@@ -332,10 +629,17 @@ def to_model_grid(
 
     1. Wavelength: ``wavelength_angstrom`` if given, else ``pattern.wavelength_angstrom``; both None is an
        error. When it differs from ``model_wavelength_angstrom`` every 2θ goes through its d-spacing
-       (:func:`convert_two_theta_deg`); points the model wavelength cannot reach are dropped.
+       (:func:`convert_two_theta_deg`); points the model wavelength cannot reach are dropped. With
+       ``lp_correction`` (default) the intensities are re-weighted to the model wavelength's
+       Lorentz-polarisation factor, per degree of model 2θ so that peak areas carry over
+       (:func:`lp_reweighting`): relative peak areas then match a pattern measured at the model wavelength.
+       Peak widths are estimated on the strong peaks (:func:`strong_peak_widths`); with
+       ``broaden_to_training`` peaks narrower than the narrowest training peaks are convolved with the
+       missing Gaussian width (:func:`missing_gaussian_fwhm_deg`, :func:`gaussian_broaden`). Off by
+       default: no model has been scored on broadened patterns yet.
     2. Resampling onto ``n_bins`` uniform bins over [two_theta_min_deg, two_theta_max_deg] (bin i centred
-       at min + (i + 0.5) width): a bin holding two or more points gets their mean, any other bin in the
-       measured range the linear interpolation at its centre (measurement coarser than the grid).
+       at min + (i + 0.5) width): each bin in the measured range holds the average over the bin of the
+       linear interpolation of the points (:func:`resample`), so peak areas are kept as in training.
     3. Window: the bins whose centre lies inside the measured 2θ range (wholly or mostly inside).
     4. Normalisation (A.1): 0 outside the window; inside, clipped at 0 and divided by the 99th percentile
        (``numpy.quantile``, linear) of the in-window values when that is > 0.
@@ -346,7 +650,9 @@ def to_model_grid(
     (outside the training distribution), a mostly empty pattern (:data:`MOSTLY_EMPTY_FRACTION`), a pattern
     so sparse that its 99th percentile is 0 (then divided by its maximum instead), negative intensities
     (clipped to 0), points dropped by the wavelength conversion, more than 10% of the window bins
-    interpolated, and a wavelength option that contradicts the file (by more than 0.1%).
+    interpolated, a wavelength option that contradicts the file (by more than 0.1%), strong peaks narrower or
+    wider than the A.1 recipe renders at their angles (:func:`width_warnings`), and the Gaussian width
+    added by ``broaden_to_training``.
 
     Raises:
         MeasuredSignalError: no measurable signal: every intensity 0, all equal, more than
@@ -362,9 +668,17 @@ def to_model_grid(
         )
     measured_wavelength, warnings = measurement_wavelength(pattern, wavelength_angstrom)
     two_theta, intensity, dropped = to_model_wavelength(
-        pattern, measured_wavelength, model_wavelength_angstrom
+        pattern, measured_wavelength, model_wavelength_angstrom, lp_correction=lp_correction
     )
     warnings += dropped
+    intensity, width_notes = match_training_widths(
+        two_theta,
+        intensity,
+        measured_wavelength_angstrom=measured_wavelength,
+        model_wavelength_angstrom=model_wavelength_angstrom,
+        broaden=broaden_to_training,
+    )
+    warnings += width_notes
 
     width = (two_theta_max_deg - two_theta_min_deg) / n_bins
     window = window_bins(two_theta, two_theta_min_deg, width, n_bins)
