@@ -332,3 +332,42 @@ def test_gradients_reach_every_parameter(encoder: str, head: str) -> None:
         assert param.grad is not None, f"{name} got no gradient"
         assert bool(torch.isfinite(param.grad).all()), f"{name} has a non-finite gradient"
         assert float(param.grad.abs().max()) > 0.0, f"{name} has an all-zero gradient"
+
+
+# --- read-outs beyond the paper (the `cpu` preset and the measured ablations) ------------------------------
+
+READOUTS = [
+    {"head": "presence", "presence_pooling": "flatten"},
+    {"head": "presence", "presence_pooling": "attention", "angle_encoding": "fourier"},
+    {"head": "phase_cluster", "slot_init": "flatten"},
+    {"head": "phase_cluster", "angle_encoding": "fourier"},
+]
+
+
+@pytest.mark.parametrize("overrides", READOUTS, ids=lambda o: "-".join(map(str, o.values())))
+def test_readouts_ignore_unmeasured_bins_and_train_every_parameter(overrides: dict[str, str]) -> None:
+    torch.manual_seed(10)
+    model = SpaceGroupModel(preset("small", **overrides)).eval()
+    gen = torch.Generator().manual_seed(11)
+    mask = _window_mask(3, 2048, gen)
+    x = torch.rand(3, 2048, generator=gen)
+    x_other = torch.where(mask, x, 50.0 * torch.rand(3, 2048, generator=gen))
+    with torch.no_grad():
+        a, b = model(x, mask), model(x_other, mask)
+        c = model(torch.where(mask, torch.rand(3, 2048, generator=gen), x), mask)
+    torch.testing.assert_close(a.set_probs, b.set_probs, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(a.set_probs, c.set_probs, atol=1e-4)  # measured bins do matter
+
+    model.train()
+    labels = torch.tensor([[12, 0, 0, 0, 0], [225, 62, 0, 0, 0], [14, 2, 62, 166, 221]])
+    model_loss(model(x, mask), labels).backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and float(param.grad.abs().max()) > 0.0, f"{name} got no gradient"
+
+
+def test_fourier_angle_code_tells_every_token_apart() -> None:
+    frontend = CNNFrontEnd(preset("small", angle_encoding="fourier"))
+    code = frontend.angle_code
+    assert code.shape == (128, 32)
+    distances = torch.cdist(code, code)
+    assert float(distances[~torch.eye(128, dtype=torch.bool)].min()) > 0.5

@@ -568,7 +568,9 @@ def test_gpu_check_smoke_runs_on_cpu(tmp_path):
     results = json.loads((tmp_path / "gpu_check.json").read_text())
     runs = results["runs"]
     assert {(r["model"], r["precision"]) for r in runs} == {
-        (m, p) for m in ("transformer-phase_cluster", "transformer-presence") for p in ("bf16", "fp32")
+        (m, p)
+        for m in ("transformer-phase_cluster", "transformer-presence", "transformer-presence-flatten")
+        for p in ("bf16", "fp32")
     }
     for r in runs:
         assert r["loop_steps"] == 3 and r["samples_per_s"] > 0 and math.isfinite(r["final_loss"])

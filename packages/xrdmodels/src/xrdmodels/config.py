@@ -64,11 +64,6 @@ class ModelConfig(BaseModel):
     cnn_dropout: float = Field(
         0.1, ge=0.0, lt=1.0, description="Dropout after the 1x1 mix of each block (A.2)."
     )
-    intensity_transform: Literal["none", "sqrt", "log1p"] = Field(
-        "none",
-        description="Applied to the normalised pattern before the front-end: 'none' (A.2), or sqrt / log1p of "
-        "its non-negative part, which lifts weak peaks towards the strong ones (not in the paper).",
-    )
     angle_encoding: Literal["mlp", "fourier"] = Field(
         "mlp",
         description="Token angle conditioning: 'mlp' = MLP([θ̃, mask mean]) added to tokens (A.3); 'fourier' = "

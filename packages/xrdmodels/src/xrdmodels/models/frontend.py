@@ -62,16 +62,6 @@ def angle_fourier_features(scaled_angle: Tensor, n_frequencies: int, max_frequen
     return torch.cat([phase.sin(), phase.cos()], dim=-1).to(scaled_angle.dtype)
 
 
-def transform_intensity(x: Tensor, transform: str) -> Tensor:
-    """The model's view of intensity: 'none' (A.2), or sqrt / log1p of the non-negative part, which compresses
-    the range between the strongest and the weakest peaks that identify a phase."""
-    if transform == "sqrt":
-        return x.clamp_min(0.0).sqrt()
-    if transform == "log1p":
-        return torch.log1p(x.clamp_min(0.0))
-    return x
-
-
 class CNNFrontEnd(nn.Module):
     """Strided multi-scale CNN, mask down-sampling and 2θ conditioning (A.2, A.3).
 
@@ -136,7 +126,7 @@ class CNNFrontEnd(nn.Module):
                 f"got {mask.dtype} {tuple(mask.shape)}"
             )
         # Zero unmeasured bins so their content can never reach the network (the paper's x is "after masking").
-        h = (transform_intensity(x, self.config.intensity_transform) * mask).unsqueeze(1)
+        h = (x * mask).unsqueeze(1)
         for block in self.blocks:
             h = block(h)
         tokens = self.to_tokens(h.transpose(1, 2))
