@@ -16,6 +16,11 @@ from xrdmodels.models.encoders import FeedForward, MultiHeadAttention, key_paddi
 POOL_EPS = 1e-6
 
 
+def masked_flatten(z: Tensor, valid: Tensor) -> Tensor:
+    """All tokens side by side with invalid ones zeroed: (B, L, d), (B, L) bool -> (B, L * d)."""
+    return (z * valid.unsqueeze(-1).to(z.dtype)).flatten(1)
+
+
 def masked_mean(z: Tensor, valid: Tensor) -> Tensor:
     """g = sum_l m_l Z_l / (sum_l m_l + ε): (B, L, d), (B, L) bool -> (B, d) (A.3)."""
     weight = valid.to(z.dtype).unsqueeze(-1)
@@ -48,7 +53,7 @@ class PresenceHead(nn.Module):
         if self.pooling == "mean":
             return self.classifier(masked_mean(z, valid))
         if self.pooling == "flatten":
-            return self.classifier((z * valid.unsqueeze(-1).to(z.dtype)).flatten(1))
+            return self.classifier(masked_flatten(z, valid))
         queries = self.queries.to(z.dtype).expand(z.shape[0], -1, -1)
         pooled = self.norm(self.attn(queries, z, key_padding_mask(valid)))
         return self.classifier(pooled.flatten(1))
@@ -95,8 +100,7 @@ class PhaseClusterHead(nn.Module):
         attn_mask = key_padding_mask(valid)
         slots = self.slot_embeddings.to(z.dtype).expand(z.shape[0], -1, -1)
         if self.from_tokens is not None:
-            flat = (z * valid.unsqueeze(-1).to(z.dtype)).flatten(1)
-            slots = slots + self.from_tokens(flat).view_as(slots)
+            slots = slots + self.from_tokens(masked_flatten(z, valid)).view_as(slots)
         for layer in self.layers:
             slots = layer(slots, z, attn_mask)
         return slots, self.classifier(slots)
