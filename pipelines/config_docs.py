@@ -47,7 +47,7 @@ def model_table(model: type[BaseModel]) -> str:
 
 def render() -> str:
     from xrdmodels.config import ModelConfig, TrainConfig
-    from xrdsynth.config import BankConfig, GenerateConfig, GridConfig, RecipeConfig
+    from xrdsynth.config import BankConfig, GenerateConfig, GridConfig, LabConfig, RecipeConfig
 
     parts = [
         "# Configuration reference\n",
@@ -56,11 +56,13 @@ def render() -> str:
         "command-line options override them.\n",
         "## xrdsynth\n",
         "`xrdsynth bank build --config FILE` takes a BankConfig; `xrdsynth mixtures generate --config FILE` a",
-        "GenerateConfig, whose `recipe` is a RecipeConfig.\n",
+        "GenerateConfig, whose `recipe` is a RecipeConfig (on top of the named recipe of `--recipe`: `paper` or",
+        "`lab`, `xrdsynth.config.RECIPE_PRESETS`); its `lab` field is a LabConfig.\n",
         model_table(BankConfig),
         model_table(GridConfig),
         model_table(GenerateConfig),
         model_table(RecipeConfig),
+        model_table(LabConfig),
         "## xrdmodels\n",
         "`xrdmodels train --config FILE [KEY=VALUE...]` takes a TrainConfig; the model is a named preset of",
         "ModelConfig (`paper`, `small` or `cpu`) with `model_overrides`.\n",

@@ -18,47 +18,18 @@ Usage: ./dev.sh demo [--out runs/demo] [--workers 2] [--train-minutes 3]
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))
+from stages import Stages  # noqa: E402
+
 BIN = Path(sys.executable).parent
 EXPERIMENTAL = REPO.parent / "shared" / "data" / "experimental"
-
-
-class Stages:
-    def __init__(self, out: Path):
-        self.out = out
-        self.marks = out / ".stages"
-        self.marks.mkdir(parents=True, exist_ok=True)
-        self.summary: list[str] = []
-
-    def run(self, title: str, argv: list[str], *, outputs: list[Path] = (), always: bool = False) -> None:
-        # --resume only says how to continue, not what is computed: it does not change the stage's identity.
-        key = hashlib.sha256(json.dumps([a for a in argv if a != "--resume"]).encode()).hexdigest()[:16]
-        mark = self.marks / f"{title.split(':')[0].replace(' ', '_')}.{key}"
-        print(f"\n== {title}\n$ {shlex.join(argv)}", flush=True)
-        if not always and mark.exists() and all(p.exists() for p in outputs):
-            print(f"== {title}: already done, reused", flush=True)
-            self.summary.append(f"{title}: reused")
-            return
-        t0 = time.perf_counter()
-        result = subprocess.run(argv)
-        if result.returncode != 0:
-            sys.exit(
-                f"demo: stage '{title}' failed (exit {result.returncode}); fix the error above and rerun "
-                "the same command: finished stages are reused"
-            )
-        mark.write_text(shlex.join(argv))
-        line = f"{title}: done in {time.perf_counter() - t0:.0f} s"
-        print(f"== {line}", flush=True)
-        self.summary.append(line)
 
 
 def train_config(out: Path, name: str, head: str, minutes: float, workers: int) -> Path:
@@ -93,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     t0 = time.perf_counter()
-    stages = Stages(out)
+    stages = Stages(out, "demo")
     xrdsynth, xrdmodels = str(BIN / "xrdsynth"), str(BIN / "xrdmodels")
     bank, mixtures = out / "bank.zarr", out / "mixtures"
 

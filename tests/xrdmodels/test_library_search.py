@@ -74,7 +74,7 @@ def write_bank(url: str, seed: int = 0, **attrs) -> list[dict]:
     two_theta = [_two_theta_deg(p["d"], BANK_WAVELENGTH) for p in phases]
     offsets = np.concatenate([[0], np.cumsum([p["d"].size for p in phases])]).astype(np.int64)
     root = zarr.open_group(url, mode="w")
-    root.attrs.update({"format": "xrdsynth.bank", "format_version": 1, "complete": False})
+    root.attrs.update({"format": "xrdsynth.bank", "format_version": 2, "complete": False})
     entries = root.create_group("entries")
     text = {
         "id": [p["id"] for p in phases],
@@ -222,7 +222,7 @@ def _without_profile(url: str) -> None:
     [
         (None, "no bank store at"),
         (_mixture_store, "that is a mixture store"),
-        (lambda url: write_bank(url, format_version=2), "bank format version 2"),
+        (lambda url: write_bank(url, format_version=3), "bank format version 3"),
         (lambda url: write_bank(url, complete=False), "is incomplete"),
         (_without_profile, "lacks the array 'profile'"),
         (lambda url: write_bank(url, grid={"n_bins": 2048}), "attributes grid"),

@@ -1,7 +1,9 @@
-"""Bank store: build from mixed sources, skipped inputs, splits, resume, info, and the format itself."""
+"""Bank store: build from mixed sources, skipped inputs, splits, resume, info, and the format itself
+(peaks with their reflections, part files, the PhaseLibrary it loads)."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import pickle
@@ -15,11 +17,12 @@ import zarr
 from click.testing import CliRunner
 
 from xrdsynth import bank as bank_mod
-from xrdsynth.bank import SPLITS, Bank, BankError, split_of
+from xrdsynth.bank import SPLITS, Bank, BankError, PartFileError, decode_part, encode_part, split_of
 from xrdsynth.bank_build import build_bank, compute_build_key
 from xrdsynth.cli import main
 from xrdsynth.config import BankConfig
 from xrdsynth.diffraction import compute_peaks
+from xrdsynth.recipe import PhaseLibrary
 from xrdsynth.structures import describe, list_items, load_entry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,6 +80,10 @@ def test_bank_contents_match_independent_calculation(built: Bank, cif_dir: Path)
             np.testing.assert_array_equal(two_theta, ref.two_theta_deg)
             np.testing.assert_array_equal(d, ref.d_spacing_angstrom)
             np.testing.assert_array_equal(intensity, ref.intensity)
+            reflection_offsets, direction, weight = built.reflections(idx)
+            np.testing.assert_array_equal(reflection_offsets, ref.reflection_offsets)
+            np.testing.assert_array_equal(direction, ref.reflection_direction)
+            np.testing.assert_array_equal(weight, ref.reflection_weight)
             info = describe(entry, config)
             assert built.column("spacegroup_number")[idx] == info.spacegroup_number
             assert built.column("reduced_formula")[idx] == info.reduced_formula
@@ -99,6 +106,71 @@ def test_bad_inputs_are_skipped_with_reasons(built: Bank) -> None:
     assert {"garbage.cif", "empty.cif", "zz_bad_element.cif"} <= set(reasons)
     assert all(r for r in reasons.values())
     assert "skip reasons" in built.summary()
+
+
+def test_library_carries_the_reflections(built: Bank) -> None:
+    library = built.library()
+    group = built.group["peaks"]
+    n_peaks = int(group["offsets"][-1])
+    offsets = library.reflection_offsets
+    assert offsets.dtype == np.int64 and offsets.shape == (n_peaks + 1,)
+    assert offsets[0] == 0 and np.all(np.diff(offsets) >= 1)
+    n_reflections = int(offsets[-1])
+    assert n_reflections > n_peaks  # the cubic and hexagonal entries merge several reflections per peak
+    assert library.reflection_direction.dtype == np.float64
+    assert library.reflection_direction.shape == (n_reflections, 3)
+    assert library.reflection_weight.dtype == np.float64 and library.reflection_weight.shape == (
+        n_reflections,
+    )
+    np.testing.assert_allclose(np.linalg.norm(library.reflection_direction, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.add.reduceat(library.reflection_weight, offsets[:-1]), 1.0, atol=1e-6)
+    # The global arrays are the entries' own reflections laid end to end.
+    for index in range(len(built)):
+        lo, hi = library.peak_offsets[index], library.peak_offsets[index + 1]
+        local_offsets, direction, weight = built.reflections(index)
+        np.testing.assert_array_equal(offsets[lo : hi + 1] - offsets[lo], local_offsets)
+        rows = slice(offsets[lo], offsets[hi])
+        np.testing.assert_array_equal(library.reflection_direction[rows], direction)
+        np.testing.assert_array_equal(library.reflection_weight[rows], weight)
+    lean = built.library(with_reflections=False)
+    assert (
+        lean.reflection_offsets is None
+        and lean.reflection_direction is None
+        and lean.reflection_weight is None
+    )
+    np.testing.assert_array_equal(lean.peak_intensity, library.peak_intensity)
+
+
+def test_phase_library_checks_the_reflections_against_its_peaks(built: Bank) -> None:
+    library = built.library()
+    peaks_only = {
+        "peak_offsets": library.peak_offsets,
+        "peak_two_theta_deg": library.peak_two_theta_deg,
+        "peak_intensity": library.peak_intensity,
+        "spacegroup": library.spacegroup,
+    }
+    reflections = {
+        "reflection_offsets": library.reflection_offsets,
+        "reflection_direction": library.reflection_direction,
+        "reflection_weight": library.reflection_weight,
+    }
+    assert (
+        PhaseLibrary(**peaks_only).reflection_offsets is None
+    )  # optional: libraries without them still work
+    with pytest.raises(ValueError, match="together or not at all"):
+        PhaseLibrary(**peaks_only, reflection_offsets=library.reflection_offsets)
+    with pytest.raises(ValueError, match="reflection_offsets has shape"):
+        PhaseLibrary(**peaks_only, **{**reflections, "reflection_offsets": library.reflection_offsets[:-1]})
+    empty_peak = library.reflection_offsets.copy()
+    empty_peak[1] = empty_peak[0]
+    with pytest.raises(ValueError, match="every peak has a reflection"):
+        PhaseLibrary(**peaks_only, **{**reflections, "reflection_offsets": empty_peak})
+    with pytest.raises(ValueError, match="reflection_direction"):
+        PhaseLibrary(
+            **peaks_only, **{**reflections, "reflection_direction": library.reflection_direction[:, :2]}
+        )
+    with pytest.raises(ValueError, match="reflection_weight"):
+        PhaseLibrary(**peaks_only, **{**reflections, "reflection_weight": library.reflection_weight[1:]})
 
 
 def test_splits_are_deterministic_and_follow_fractions() -> None:
@@ -174,6 +246,10 @@ def test_open_refuses_wrong_format_version(built: Bank, tmp_path) -> None:
     shutil.copytree(built.url, copy)
     zarr.open_group(str(copy), mode="r+").attrs["format_version"] = 999
     with pytest.raises(BankError, match="version 999"):
+        Bank.open(str(copy))
+    # A bank of the first format (no reflections) is refused with the way out.
+    zarr.open_group(str(copy), mode="r+").attrs["format_version"] = 1
+    with pytest.raises(BankError, match="version 1, this xrdsynth reads version 2; rebuild it"):
         Bank.open(str(copy))
     with pytest.raises(BankError, match="no bank store"):
         Bank.open(str(tmp_path / "missing.zarr"))
@@ -308,6 +384,40 @@ def test_planted_pickles_in_part_files_never_run_code(tmp_path, caplog) -> None:
     assert "ignoring" in log_text and "chunk-000000.pkl" in log_text
     assert log_text.count("is not a valid part file") == 2
     assert "Object arrays cannot be loaded" in log_text
+
+
+def test_part_files_keep_the_reflections_and_refuse_inconsistent_ones(tmp_path) -> None:
+    folder = _small_cif_folder(tmp_path)
+    result = bank_mod.compute_chunk(list_items(str(folder)), BankConfig(), 0)
+    assert len(result["peaks"]) == 4
+    data = encode_part(result, 2048)
+    decoded = decode_part(data, 2048)
+    for original, restored in zip(result["peaks"], decoded["peaks"], strict=True):
+        assert len(original) == len(restored) == 6
+        for a, b in zip(original, restored, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+    def tampered(**changes) -> bytes:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        arrays.update(changes)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        offsets, weight = npz["reflection_offsets"], npz["reflection_weight"]
+    # Chunk-wide offsets over all the chunk's peaks; each decoded entry's own offsets start at 0 again.
+    assert offsets.shape == (sum(len(p[0]) for p in result["peaks"]) + 1,)
+    assert all(p[3][0] == 0 and p[3][-1] == len(p[5]) for p in decoded["peaks"])
+    with pytest.raises(PartFileError, match="reflection offsets shape"):
+        decode_part(tampered(reflection_offsets=offsets[:-1]), 2048)
+    with pytest.raises(PartFileError, match="every peak has a reflection"):
+        decode_part(tampered(reflection_offsets=np.concatenate([[0, 0], offsets[2:]])), 2048)
+    with pytest.raises(PartFileError, match="reflection_weight shape"):
+        decode_part(tampered(reflection_weight=weight.astype(np.float64)), 2048)
+    with pytest.raises(PartFileError, match="reflection_direction shape"):
+        decode_part(tampered(reflection_direction=np.zeros((int(offsets[-1]) - 1, 3), np.float32)), 2048)
 
 
 def test_edited_source_file_is_rebuilt(tmp_path, caplog) -> None:

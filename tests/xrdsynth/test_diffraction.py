@@ -10,26 +10,34 @@ Tolerances, for every compared pattern:
   kept peak agrees to ~1e-8.
 Any structure that differs beyond this must be listed in KNOWN_MISMATCHES with its explanation; an
 unlisted mismatch fails, and so does a listed one that no longer differs.
+
+Each peak's reflections (directions and intensity shares) are checked against pymatgen's hkl families and
+multiplicities, against the crystal's symmetry operations, and against a brute-force numpy |F|**2.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import pickle
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
-from pymatgen.analysis.diffraction.xrd import WAVELENGTHS, XRDCalculator
+from pymatgen.analysis.diffraction.core import AbstractDiffractionPatternCalculator, get_unique_families
+from pymatgen.analysis.diffraction.xrd import ATOMIC_SCATTERING_PARAMS, WAVELENGTHS, XRDCalculator
 from pymatgen.core import DummySpecies, Lattice, Structure
 from pymatgen.io.cif import CifParser
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from xrdsynth import _peak_kernels
 from xrdsynth.diffraction import (
     Peaks,
     ScatteringError,
+    busing_levy_frame,
     compute_peaks,
     compute_peaks_arrays,
     structure_to_arrays,
@@ -76,22 +84,32 @@ def _csv_structures(name: str, stride: int) -> Iterator[tuple[str, Structure]]:
                 yield f"{name}#{row_index}", structure
 
 
+class _Pattern(NamedTuple):
+    """pymatgen's pattern: positions, d-spacings, intensities and each peak's {hkl family: multiplicity}."""
+
+    two_theta_deg: np.ndarray
+    d_spacing_angstrom: np.ndarray
+    intensity: np.ndarray
+    families: list[dict[tuple[int, ...], int]]
+
+
 def _reference(
     structure: Structure,
     wavelength: str | float = "CuKa",
     two_theta_range: tuple[float, float] | None = (5.0, 120.0),
     debye_waller_factors: dict[str, float] | None = None,
-) -> Peaks:
+) -> _Pattern:
     calculator = XRDCalculator(wavelength=wavelength, debye_waller_factors=debye_waller_factors)
     pattern = calculator.get_pattern(structure, scaled=True, two_theta_range=two_theta_range)
-    return Peaks(
+    return _Pattern(
         two_theta_deg=np.asarray(pattern.x, dtype=float),
         d_spacing_angstrom=np.asarray(pattern.d_hkls, dtype=float),
         intensity=np.asarray(pattern.y, dtype=float),
+        families=[{tuple(f["hkl"]): f["multiplicity"] for f in peak} for peak in pattern.hkls],
     )
 
 
-def _mismatch(ours: Peaks, ref: Peaks) -> str | None:
+def _mismatch(ours: Peaks, ref: Peaks | _Pattern) -> str | None:
     """Describe how ``ours`` differs from ``ref`` beyond the tolerances, or None."""
     if ours.two_theta_deg.shape != ref.two_theta_deg.shape:
         return f"{len(ours.two_theta_deg)} peaks, pymatgen {len(ref.two_theta_deg)}"
@@ -286,7 +304,7 @@ def test_arrays_survive_pickling() -> None:
     arrays = structure_to_arrays(_sample_structure())
     restored = pickle.loads(pickle.dumps(arrays))
     first, second = compute_peaks_arrays(arrays), compute_peaks_arrays(restored)
-    for field in ("two_theta_deg", "d_spacing_angstrom", "intensity"):
+    for field in Peaks.__dataclass_fields__:
         np.testing.assert_array_equal(getattr(first, field), getattr(second, field))
 
 
@@ -311,5 +329,217 @@ def test_range_without_reflections_gives_empty_peaks() -> None:
     structure = Structure(Lattice.cubic(3.0), ["Cu"], [[0, 0, 0]])
     peaks = compute_peaks(structure, two_theta_range_deg=(5.0, 20.0))
     assert peaks.two_theta_deg.size == peaks.d_spacing_angstrom.size == peaks.intensity.size == 0
+    np.testing.assert_array_equal(peaks.reflection_offsets, [0])
+    assert peaks.reflection_direction.shape == (0, 3) and peaks.reflection_weight.shape == (0,)
     with pytest.raises(ValueError):
         XRDCalculator().get_pattern(structure, two_theta_range=(5.0, 20.0))
+
+
+# ----------------------------------------------------------------------------------- reflections of a peak
+
+# Real crystals of three systems from the shared collection: CaF2, ZnO (4-index hkl in pymatgen) and ZrO2.
+FAMILY_CIFS = (
+    "bgmn/Minerals__Fluorite.cif",
+    "bgmn/Minerals__Zincite.cif",
+    "bgmn/Alumina-Titania-Zirconia-Yttria__ZrO2-m.cif",
+)
+
+
+def _busing_levy_b(lattice: Lattice) -> np.ndarray:
+    """Busing & Levy (1967) B from the cell parameters: its columns are a*, b*, c* (1/Å, no 2 pi) in the frame
+    with x along a*, y in the a*-b* plane, z along c. Written out here, independently of busing_levy_frame."""
+    recip = lattice.reciprocal_lattice_crystallographic
+    a_star, b_star, c_star = recip.abc
+    alpha_star, beta_star, gamma_star = np.radians(recip.angles)
+    alpha = math.radians(lattice.angles[0])
+    return np.array(
+        [
+            [a_star, b_star * math.cos(gamma_star), c_star * math.cos(beta_star)],
+            [0.0, b_star * math.sin(gamma_star), -c_star * math.sin(beta_star) * math.cos(alpha)],
+            [0.0, 0.0, 1.0 / lattice.c],
+        ]
+    )
+
+
+def _reflection_hkl(lattice: Lattice, peaks: Peaks) -> np.ndarray:
+    """(R, 3) Miller indices of the listed reflections, read back from each direction and its peak's |g| = 1/d.
+
+    Fails unless every direction is that of a reciprocal lattice vector h a* + k b* + l c* in the
+    Busing-Levy frame (integer hkl, and the unit vector of B hkl).
+    """
+    b_matrix = _busing_levy_b(lattice)
+    direction = peaks.reflection_direction.astype(np.float64)
+    g = np.repeat(1.0 / peaks.d_spacing_angstrom, np.diff(peaks.reflection_offsets))
+    hkl_float = np.linalg.solve(b_matrix, (direction * g[:, None]).T).T
+    hkl = np.round(hkl_float).astype(np.int64)
+    assert np.abs(hkl_float - hkl).max() < 1e-3
+    g_vec = hkl @ b_matrix.T
+    np.testing.assert_allclose(g_vec / np.linalg.norm(g_vec, axis=1, keepdims=True), direction, atol=1e-6)
+    return hkl
+
+
+def _peak_members(peaks: Peaks, p: int) -> slice:
+    return slice(int(peaks.reflection_offsets[p]), int(peaks.reflection_offsets[p + 1]))
+
+
+def _friedel_rep(hkl: np.ndarray) -> tuple[int, int, int]:
+    """The member of {hkl, -hkl} that is lexicographically positive (the one the half-sphere lists)."""
+    t = tuple(int(v) for v in hkl)
+    return t if t > (0, 0, 0) else tuple(-v for v in t)
+
+
+def test_peaks_list_their_reflections_consistently() -> None:
+    peaks = compute_peaks(_sample_structure())
+    n_peaks = peaks.intensity.size
+    assert peaks.reflection_offsets.dtype == np.int64 and peaks.reflection_offsets.shape == (n_peaks + 1,)
+    assert peaks.reflection_offsets[0] == 0 and np.all(np.diff(peaks.reflection_offsets) >= 1)
+    n_reflections = int(peaks.reflection_offsets[-1])
+    assert peaks.reflection_direction.dtype == np.float32
+    assert peaks.reflection_direction.shape == (n_reflections, 3)
+    assert peaks.reflection_weight.dtype == np.float32 and peaks.reflection_weight.shape == (n_reflections,)
+    np.testing.assert_allclose(np.linalg.norm(peaks.reflection_direction, axis=1), 1.0, atol=1e-6)
+    assert np.all(peaks.reflection_weight > 0)
+    per_peak = np.add.reduceat(peaks.reflection_weight.astype(np.float64), peaks.reflection_offsets[:-1])
+    np.testing.assert_allclose(per_peak, 1.0, atol=1e-6)
+
+
+def test_busing_levy_frame_depends_on_the_cell_parameters_only() -> None:
+    """The same cell turned in space gives the same frame: directions are fixed to the crystal."""
+    lattice = Lattice.from_parameters(5.1, 6.3, 7.2, 84.0, 101.0, 95.0)
+    turn = np.array(
+        [[math.cos(0.7), -math.sin(0.7), 0.0], [math.sin(0.7), math.cos(0.7), 0.0], [0.0, 0.0, 1.0]]
+    ) @ np.array([[1.0, 0.0, 0.0], [0.0, math.cos(1.1), -math.sin(1.1)], [0.0, math.sin(1.1), math.cos(1.1)]])
+    turned = lattice.matrix @ turn.T
+    expected = _busing_levy_b(lattice).T  # rows a*, b*, c*
+    np.testing.assert_allclose(busing_levy_frame(lattice.matrix), expected, atol=1e-12)
+    np.testing.assert_allclose(busing_levy_frame(turned), expected, atol=1e-12)
+    structure = Structure(lattice, ["Na", "Cl"], [[0.1, 0.2, 0.3], [0.6, 0.55, 0.8]])
+    moved = Structure(Lattice(turned), ["Na", "Cl"], [[0.1, 0.2, 0.3], [0.6, 0.55, 0.8]])
+    first, second = compute_peaks(structure), compute_peaks(moved)
+    np.testing.assert_array_equal(first.reflection_offsets, second.reflection_offsets)
+    np.testing.assert_allclose(first.reflection_direction, second.reflection_direction, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", FAMILY_CIFS)
+def test_reflections_are_pymatgens_hkl_families(name: str) -> None:
+    """Per peak: 2 x (reflections) = the sum of pymatgen's multiplicities, and the reflections (with their
+    Friedel mates) group into exactly pymatgen's families."""
+    _require_structures()
+    structure = _load_cif(STRUCTURES / name)
+    ours = compute_peaks(structure)
+    reference = _reference(structure)
+    assert _mismatch(ours, reference) is None
+    hkl = _reflection_hkl(structure.lattice, ours)
+    is_hex = structure.lattice.is_hexagonal()
+    assert is_hex == name.endswith("Zincite.cif")
+    n_multi = 0
+    for p, expected in enumerate(reference.families):
+        members = [tuple(int(v) for v in row) for row in hkl[_peak_members(ours, p)]]
+        assert 2 * len(members) == sum(expected.values()), f"peak {p} at {ours.two_theta_deg[p]:.4f} deg"
+        with_mates = [m for h in members for m in (h, tuple(-v for v in h))]
+        if is_hex:
+            with_mates = [(h, k, -h - k, ell) for h, k, ell in with_mates]
+        assert get_unique_families(with_mates) == expected, f"peak {p} at {ours.two_theta_deg[p]:.4f} deg"
+        n_multi += len(members) > 1
+    assert n_multi > 5  # the structures do have peaks of several reflections
+
+
+@pytest.mark.parametrize("name", FAMILY_CIFS)
+def test_symmetry_equivalent_reflections_share_their_peak_and_weight(name: str) -> None:
+    """|F(h W)| = |F(h)| for every rotation W of the space group: its images of a peak's reflections are in
+    the same peak (up to Friedel) and carry the same share of its intensity."""
+    _require_structures()
+    structure = _load_cif(STRUCTURES / name)
+    peaks = compute_peaks(structure)
+    hkl = _reflection_hkl(structure.lattice, peaks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # spglib's notice about its error handling
+        operations = SpacegroupAnalyzer(structure).get_symmetry_operations(cartesian=False)
+    rotations = {tuple(np.round(op.rotation_matrix).astype(np.int64).ravel()) for op in operations}
+    assert len(rotations) > 2
+    for p in range(peaks.intensity.size):
+        members = _peak_members(peaks, p)
+        weight = dict(
+            zip(
+                (_friedel_rep(h) for h in hkl[members]),
+                peaks.reflection_weight[members].astype(np.float64),
+                strict=True,
+            )
+        )
+        for rotation in rotations:
+            images = hkl[members] @ np.array(rotation).reshape(3, 3)
+            for original, image in zip(hkl[members], images, strict=True):
+                key = _friedel_rep(image)
+                assert key in weight, f"{tuple(image)} (image of {tuple(original)}) missing from peak {p}"
+                assert weight[key] == pytest.approx(weight[_friedel_rep(original)], rel=1e-5)
+
+
+def test_reflection_weights_reproduce_brute_force_intensities() -> None:
+    """weight x peak intensity = that reflection's 2 |F|**2 LP (with Debye-Waller factors), from plain numpy.
+
+    A cubic cell with atoms at general positions: reflections of equal h**2 + k**2 + l**2 share a peak with
+    different |F|**2, so the shares are far from equal.
+    """
+    structure = Structure(
+        Lattice.cubic(4.7),
+        ["Fe", "O", "Si", "O"],
+        [[0.1, 0.2, 0.3], [0.6, 0.15, 0.8], [0.35, 0.7, 0.55], [0.85, 0.45, 0.05]],
+    )
+    b_factors = {"Fe": 0.5, "O": 1.2, "Si": 0.7}
+    wavelength = WAVELENGTHS["CuKa"]
+    two_theta_range = (5.0, 120.0)
+    peaks = compute_peaks(structure, wavelength, two_theta_range, debye_waller_factors=b_factors)
+
+    # Every (h, k, l) of the Friedel half-space in the shell, by brute force.
+    min_r, max_r = (2 * math.sin(math.radians(t / 2)) / wavelength for t in two_theta_range)
+    n = int(max_r * 4.7) + 1
+    grid = np.stack(np.meshgrid(*[np.arange(-n, n + 1)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    half = (
+        (grid[:, 0] > 0)
+        | ((grid[:, 0] == 0) & (grid[:, 1] > 0))
+        | ((grid[:, :2] == 0).all(1) & (grid[:, 2] > 0))
+    )
+    g = np.linalg.norm(grid @ structure.lattice.reciprocal_lattice_crystallographic.matrix, axis=1)
+    inside = half & (g >= min_r) & (g <= max_r)
+    grid, g = grid[inside], g[inside]
+    s2 = (g / 2) ** 2
+    structure_factor = np.zeros(len(g), dtype=complex)
+    for site in structure:
+        symbol = site.specie.symbol
+        coeffs = np.array(ATOMIC_SCATTERING_PARAMS[symbol])
+        f = site.specie.Z - 41.78214 * s2 * (coeffs[:, 0] * np.exp(-coeffs[:, 1] * s2[:, None])).sum(1)
+        f *= np.exp(-b_factors[symbol] * s2)
+        structure_factor += f * np.exp(2j * np.pi * grid @ site.frac_coords)
+    theta = np.arcsin(wavelength * g / 2)
+    lorentz_polarisation = (1 + np.cos(2 * theta) ** 2) / (np.sin(theta) ** 2 * np.cos(theta))
+    brute = dict(
+        zip(map(tuple, grid.tolist()), 2 * np.abs(structure_factor) ** 2 * lorentz_polarisation, strict=True)
+    )
+
+    hkl = _reflection_hkl(structure.lattice, peaks)
+    listed = np.array([brute[tuple(h)] for h in hkl.tolist()])
+    assert len(set(map(tuple, hkl.tolist()))) == len(hkl)
+    peak_sum = np.add.reduceat(listed, peaks.reflection_offsets[:-1])
+    per_reflection_peak = np.repeat(peaks.intensity, np.diff(peaks.reflection_offsets))
+    scaled = listed * 100 / peak_sum.max()
+    weight = peaks.reflection_weight.astype(np.float64)
+    np.testing.assert_allclose(weight * per_reflection_peak, scaled, rtol=2e-6, atol=1e-9 * scaled.max())
+    np.testing.assert_allclose(
+        weight, listed / np.repeat(peak_sum, np.diff(peaks.reflection_offsets)), rtol=2e-6
+    )
+    assert sum(np.ptp(weight[_peak_members(peaks, p)]) > 0.05 for p in range(peaks.intensity.size)) > 5
+    # Every reflection that pymatgen's rule would keep is listed: bins of 2-theta, the SCALED_INTENSITY_TOL cut.
+    bins = np.round(np.degrees(2 * theta) / AbstractDiffractionPatternCalculator.TWO_THETA_TOL).astype(
+        np.int64
+    )
+    totals = {key: 0.0 for key in bins.tolist()}
+    for key, intensity in zip(bins.tolist(), brute.values(), strict=True):
+        totals[key] += intensity
+    top = max(totals.values())
+    tolerance = AbstractDiffractionPatternCalculator.SCALED_INTENSITY_TOL
+    kept = {
+        tuple(h)
+        for h, key in zip(grid.tolist(), bins.tolist(), strict=True)
+        if totals[key] / top * 100 > tolerance
+    }
+    assert kept == set(map(tuple, hkl.tolist()))

@@ -494,3 +494,44 @@ def test_compression_ratio_is_the_whole_stores_after_resume(bank: Bank, tmp_path
     on_disk = sum(p.stat().st_size for p in (tmp_path / "train.zarr").rglob("*") if p.is_file())
     assert ratio(fresh.output) == ratio(resumed.output) == ratio(reused.output)
     assert ratio(resumed.output) == pytest.approx(rows / on_disk, rel=0.01)
+
+
+def test_lab_recipe_from_the_cli_is_deterministic_across_workers(bank: Bank, tmp_path) -> None:
+    """`--recipe lab` writes the lab parameters, and its stores are byte-identical for 0 and 2 workers."""
+    cfg = tmp_path / "cfg.json"
+    lab = {"counts_at_max": [1000, 2000]}
+    cfg.write_text(json.dumps({"shard_size": 64, "chunk_rows": 32, "n_eval": 64, "recipe": {"lab": lab}}))
+    for name, workers in (("a", "0"), ("b", "2")):
+        # The last --workers wins over _generate's 0.
+        args = _generate(
+            bank, str(tmp_path / name), "--recipe", "lab", "--config", str(cfg), "--workers", workers
+        )
+        result = CliRunner().invoke(main, [*args, "--splits", "train"])
+        assert result.exit_code == 0, result.output
+    a, b = store_files(tmp_path / "a"), store_files(tmp_path / "b")
+    assert len(a) > 20 and a == b
+    root = zarr.open_group(str(tmp_path / "a" / "train.zarr"), mode="r")
+    recipe = root.attrs["recipe"]
+    # The preset's A.1 replacements and the file's lab override both reach the store's recorded recipe.
+    assert recipe["lab"]["counts_at_max"] == [1000, 2000] and recipe["noise_sigma"] == [0.0, 0.0]
+    counts = root["params"]["counts_at_max"][:]
+    assert counts.min() >= 1000 and counts.max() <= 2000
+    assert set(root["params"].array_keys()) >= {"anode", "kalpha2_ratio", "texture_r", "hump_height"}
+
+
+@pytest.mark.parametrize(
+    ("recipe", "named"),
+    [
+        ({"engine": "lut"}, "exact engine"),
+        ({"lab": {"anode_probabilities": {"Cu": 0.5, "W": 0.5}}}, "unknown anodes ['W']"),
+        ({"lab": {"counts_at_max": [0, 10]}}, "counts_at_max"),
+        ({"lab": {"background_chebyshev_order": [3, 2]}}, "background_chebyshev_order"),
+    ],
+)
+def test_bad_lab_recipe_is_refused_with_the_field_named(bank: Bank, tmp_path, recipe, named) -> None:
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"recipe": recipe}))
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, _generate(bank, str(out), "--recipe", "lab", "--config", str(cfg)))
+    assert result.exit_code != 0 and "Traceback" not in result.output and not out.exists()
+    assert "recipe" in result.output and named in result.output, result.output

@@ -51,8 +51,9 @@ from .measured.grid import measurement_wavelength, raw_signal_warnings, resample
 from .spacegroups import crystal_system, symbol
 
 BANK_FORMAT = "xrdsynth.bank"
-BANK_FORMAT_VERSION = 1
-"""The bank format this module reads (docs/formats.md, "Bank store")."""
+BANK_FORMAT_VERSIONS = (1, 2)
+"""The bank format versions this module reads (docs/formats.md, "Bank store"): version 2 only adds per-reflection
+arrays, which a library search does not need."""
 
 PEAK_FWHM_DEG = 0.15
 """Narrowest FWHM (degrees 2θ at the bank's wavelength) given to the bank's sticks: a sharp lab peak."""
@@ -148,10 +149,11 @@ def _check_bank(group: zarr.Group, url: str) -> None:
             f"{url} is not a bank store: its format attribute is {fmt!r}, expected {BANK_FORMAT!r}{hint}; "
             "build one with `xrdsynth bank build`"
         )
-    if attrs.get("format_version") != BANK_FORMAT_VERSION:
+    if attrs.get("format_version") not in BANK_FORMAT_VERSIONS:
         raise LibraryFormatError(
-            f"{url} has bank format version {attrs.get('format_version')!r}; this xrdmodels reads version "
-            f"{BANK_FORMAT_VERSION} (docs/formats.md); rebuild it with a matching `xrdsynth bank build`"
+            f"{url} has bank format version {attrs.get('format_version')!r}; this xrdmodels reads versions "
+            f"{', '.join(map(str, BANK_FORMAT_VERSIONS))} (docs/formats.md); rebuild it with a matching "
+            "`xrdsynth bank build`"
         )
     if attrs.get("complete") is not True:
         raise LibraryFormatError(

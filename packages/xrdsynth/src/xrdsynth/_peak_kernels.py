@@ -195,7 +195,8 @@ def merge_bins(g, two_theta_deg, bin_key, intensity):
 
     Matches XRDCalculator's dict merge: reflections are visited by ascending g (equal g means identical
     2-theta and d), the first visit of a key fixes its position, bins come out sorted by key.
-    Returns (two_theta_deg, d_angstrom, summed intensity) per bin.
+    Returns (two_theta_deg, d_angstrom, summed intensity) per bin, then the visiting order (M,) int64 and
+    bin_start (n_bins + 1,) int64: the reflections of bin b are order[bin_start[b]:bin_start[b + 1]].
     """
     by_g = np.argsort(g, kind="mergesort")
     by_key = by_g[np.argsort(bin_key[by_g], kind="mergesort")]
@@ -203,6 +204,7 @@ def merge_bins(g, two_theta_deg, bin_key, intensity):
     out_tt = np.empty(n, dtype=np.float64)
     out_d = np.empty(n, dtype=np.float64)
     out_i = np.empty(n, dtype=np.float64)
+    bin_start = np.empty(n + 1, dtype=np.int64)
     n_bins = -1
     previous_key = 0
     for pos in range(n):
@@ -210,10 +212,74 @@ def merge_bins(g, two_theta_deg, bin_key, intensity):
         if n_bins < 0 or bin_key[m] != previous_key:
             n_bins += 1
             previous_key = bin_key[m]
+            bin_start[n_bins] = pos
             out_tt[n_bins] = two_theta_deg[m]
             out_d[n_bins] = 1.0 / g[m]
             out_i[n_bins] = intensity[m]
         else:
             out_i[n_bins] += intensity[m]
     n_bins += 1
-    return out_tt[:n_bins].copy(), out_d[:n_bins].copy(), out_i[:n_bins].copy()
+    bin_start[n_bins] = n
+    return (
+        out_tt[:n_bins].copy(),
+        out_d[:n_bins].copy(),
+        out_i[:n_bins].copy(),
+        by_key.astype(np.int64),
+        bin_start[: n_bins + 1].copy(),
+    )
+
+
+@njit(cache=True)
+def busing_levy_frame(recip):
+    """Rows a*, b*, c* (1/Å) in the Busing-Levy frame: the lower Cholesky factor of the metric recip recip^T.
+
+    ``recip`` rows are a*, b*, c* in any Cartesian frame; the result depends on the metric only, so on the
+    cell parameters and not on how the cell was oriented.
+    """
+    metric = np.empty((3, 3), dtype=np.float64)
+    for i in range(3):
+        for j in range(3):
+            metric[i, j] = recip[i, 0] * recip[j, 0] + recip[i, 1] * recip[j, 1] + recip[i, 2] * recip[j, 2]
+    frame = np.zeros((3, 3), dtype=np.float64)
+    for i in range(3):
+        for j in range(i + 1):
+            s = metric[i, j]
+            for k in range(j):
+                s -= frame[i, k] * frame[j, k]
+            frame[i, j] = math.sqrt(s) if i == j else s / frame[j, j]
+    return frame
+
+
+@njit(cache=True)
+def peak_reflections(order, bin_start, kept_bins, hkl, intensity, bin_intensity, frame):
+    """The reflections of the kept bins, laid end to end in bin order, members in merge_bins' visiting order.
+
+    Returns reflection_offsets (n_kept + 1,) int64, the unit vector of each reflection's g = hkl @ frame as
+    float32 (R, 3), and its share intensity / bin_intensity of its bin as float32 (R,).
+    """
+    n_kept = kept_bins.shape[0]
+    offsets = np.empty(n_kept + 1, dtype=np.int64)
+    offsets[0] = 0
+    for p in range(n_kept):
+        b = kept_bins[p]
+        offsets[p + 1] = offsets[p] + bin_start[b + 1] - bin_start[b]
+    direction = np.empty((offsets[n_kept], 3), dtype=np.float32)
+    weight = np.empty(offsets[n_kept], dtype=np.float32)
+    r = 0
+    for p in range(n_kept):
+        b = kept_bins[p]
+        for pos in range(bin_start[b], bin_start[b + 1]):
+            m = order[pos]
+            h = float(hkl[m, 0])
+            k = float(hkl[m, 1])
+            ell = float(hkl[m, 2])
+            x = h * frame[0, 0] + k * frame[1, 0] + ell * frame[2, 0]
+            y = h * frame[0, 1] + k * frame[1, 1] + ell * frame[2, 1]
+            z = h * frame[0, 2] + k * frame[1, 2] + ell * frame[2, 2]
+            length = math.sqrt(x * x + y * y + z * z)
+            direction[r, 0] = x / length
+            direction[r, 1] = y / length
+            direction[r, 2] = z / length
+            weight[r] = intensity[m] / bin_intensity[b]
+            r += 1
+    return offsets, direction, weight

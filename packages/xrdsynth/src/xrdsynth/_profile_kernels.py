@@ -106,6 +106,38 @@ class Background(NamedTuple):
     percentile: float  # normalisation percentile
 
 
+class LabPhysics(NamedTuple):
+    """The lab recipe's per-sample beam and texture (docs/physics.md, "The lab recipe") and the library's
+    per-reflection data that March-Dollase texture reads."""
+
+    line_ratio: np.ndarray  # (n, 3) λ_i / λ_reader of Kα1, Kα2, Kβ1
+    line_weight: np.ndarray  # (n, 3) intensity of each line relative to Kα1; 0 = no such line
+    wavelength_ratio: np.ndarray  # (n,) q = λ_reader / λ_model: instrument sinθ' = q·sinθ
+    sample_displacement_deg: np.ndarray  # (n,) D: instrument-angle shift D·cosθ'
+    texture_r: np.ndarray  # (n, 5) March-Dollase r; 1 = untextured
+    texture_axis: np.ndarray  # (n, 5, 3) unit texture axis in the crystal's Cartesian reciprocal frame
+    reflection_offsets: np.ndarray  # int64 (P+1,): reflections of stick p are [offsets[p], offsets[p+1])
+    reflection_direction: np.ndarray  # (R, 3) unit scattering vectors
+    reflection_weight: np.ndarray  # (R,) share of the stick's intensity, summing to 1 per stick
+    noise_floor: np.ndarray  # (n,) smallest counting-noise std of the pattern relative to its highest bin
+    tolerance_per_noise: float  # the rendering cut as a fraction of that noise (tail_tolerance_sigma)
+
+
+class LabBackground(NamedTuple):
+    """The lab recipe's background and counting noise for a batch of n: (n,) per sample unless noted."""
+
+    level: np.ndarray
+    chebyshev: np.ndarray  # (n, order): c_1..c_order of the log background, 0 beyond the sample's order
+    hump_height: np.ndarray  # 0 = no hump
+    hump_center_deg: np.ndarray
+    hump_fwhm_deg: np.ndarray
+    air_scatter_height: np.ndarray  # 0 = no air scatter
+    air_scatter_decay_deg: np.ndarray
+    counts_at_max: np.ndarray
+    standard_normal: np.ndarray  # float32 (n, n_bins): the unit normal each bin's Poisson draw inverts
+    percentile: float
+
+
 @nb.njit(cache=True)
 def tch_fwhm_eta(fwhm_gauss_deg: float, fwhm_lorentz_deg: float) -> tuple[float, float]:
     """Thompson-Cox-Hastings total FWHM and Lorentzian fraction η of a pseudo-Voigt."""
@@ -389,18 +421,38 @@ def stick_fwhm_eta(
     sec_theta: float,
     strain_deg: float,
     size_deg: float,
+    instrument_tan_theta: float,
+    instrument_scale: float,
     caglioti_u_deg2: float,
     caglioti_v_deg2: float,
     caglioti_w_deg2: float,
 ) -> tuple[float, float]:
     """TCH FWHM (degrees) and η of a stick from its tanθ and 1/cosθ: microstrain and instrument (Caglioti,
     negative squares clamped to 0) in quadrature as the Gaussian FWHM, Scherrer size as the Lorentzian.
-    `strain_deg`, `size_deg` from `phase_width_factors`."""
+    `strain_deg`, `size_deg` from `phase_width_factors`. The Caglioti width is evaluated at the instrument's
+    own tanθ' and scaled by `instrument_scale` (J of the lab recipe); A.1 passes tanθ and 1."""
     strain = strain_deg * tan_theta
-    instrument_deg2 = max(
-        caglioti_u_deg2 * tan_theta * tan_theta + caglioti_v_deg2 * tan_theta + caglioti_w_deg2, 0.0
-    )
+    t = instrument_tan_theta
+    instrument_deg2 = max(caglioti_u_deg2 * t * t + caglioti_v_deg2 * t + caglioti_w_deg2, 0.0)
+    instrument_deg2 *= instrument_scale * instrument_scale
     return tch_fwhm_eta(math.sqrt(strain * strain + instrument_deg2), size_deg * sec_theta)
+
+
+@nb.njit(cache=True)
+def march_dollase(
+    direction: np.ndarray, weight: np.ndarray, first: int, end: int, axis: np.ndarray, r: float
+) -> float:
+    """March-Dollase factor of one stick: Σ_j ω_j (r² c_j² + (1 - c_j²)/r)^(-3/2) over its reflections
+    [first, end), c_j the cosine between reflection j's unit scattering vector and the texture axis."""
+    total = 0.0
+    r2 = r * r
+    inv_r = 1.0 / r
+    for j in range(first, end):
+        c = direction[j, 0] * axis[0] + direction[j, 1] * axis[1] + direction[j, 2] * axis[2]
+        c2 = c * c
+        x = r2 * c2 + (1.0 - c2) * inv_r
+        total += weight[j] / (x * math.sqrt(x))
+    return total
 
 
 # Sub-bin positions tabulated by the LUT: a stick between two of them interpolates linearly, so its kernel is
@@ -517,6 +569,153 @@ def add_pseudo_voigt_lut(
         out[source_bin + o] += c0 * l00[i] + c1 * l01[i] + c2 * l10[i] + c3 * l11[i]
 
 
+@nb.njit(cache=True, error_model="numpy")
+def render_lab_line(
+    out: np.ndarray,
+    cdf: np.ndarray,
+    first_bin: int,
+    end_bin: int,
+    grid: BinGrid,
+    area: float,
+    tan_theta: float,
+    sec_theta: float,
+    two_theta_deg: float,
+    line_ratio: float,
+    wavelength_ratio: float,
+    zero_shift_deg: float,
+    displacement_deg: float,
+    strain_deg: float,
+    size_deg: float,
+    caglioti_u_deg2: float,
+    caglioti_v_deg2: float,
+    caglioti_w_deg2: float,
+    tolerance: float,
+) -> None:
+    """One beam line of one stick in the lab frame (docs/physics.md, "The lab recipe"): model angle
+    sinθ_i = ρ sinθ, instrument angle sinθ' = q sinθ_i, instrument widths and shifts scaled by
+    J = cosθ' / (q cosθ_i); lines beyond 2θ = 180° in either frame are skipped. Exact engine only."""
+    if line_ratio == 1.0:
+        sec_m = sec_theta
+        tan_m = tan_theta
+        center = two_theta_deg
+    else:
+        sin_m = line_ratio * tan_theta / sec_theta
+        if sin_m >= 1.0:
+            return
+        cos_m = math.sqrt(1.0 - sin_m * sin_m)
+        sec_m = 1.0 / cos_m
+        tan_m = sin_m * sec_m
+        center = 2.0 * math.asin(sin_m) / _DEG
+    if wavelength_ratio == 1.0:
+        tan_i = tan_m
+        cos_i = 1.0 / sec_m
+        jacobian = 1.0
+    else:
+        sin_i = wavelength_ratio * tan_m / sec_m
+        if sin_i >= 1.0:
+            return
+        cos_i = math.sqrt(1.0 - sin_i * sin_i)
+        tan_i = sin_i / cos_i
+        jacobian = cos_i * sec_m / wavelength_ratio
+    fwhm, eta = stick_fwhm_eta(
+        tan_m, sec_m, strain_deg, size_deg, tan_i, jacobian, caglioti_u_deg2, caglioti_v_deg2, caglioti_w_deg2
+    )
+    center += jacobian * (zero_shift_deg + displacement_deg * cos_i)
+    add_pseudo_voigt_binned(
+        out, cdf, first_bin, end_bin, grid.lo_deg, grid.bin_width_deg, center, area, fwhm, eta, tolerance
+    )
+
+
+# Lines at least this fraction of their phase's strongest stick make the first pass of `render_lab_sample`.
+LAB_STRONG_LINE_FRACTION = 0.5
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _render_lab_phases(
+    out: np.ndarray,
+    cdf: np.ndarray,
+    s: int,
+    first_bin: int,
+    end_bin: int,
+    grid: BinGrid,
+    sticks: StickTable,
+    draws: MixtureDraws,
+    constants: RecipeConstants,
+    lab: LabPhysics,
+    tolerance: float,
+    strong_kalpha1_only: bool,
+) -> None:
+    """Every phase of sample s in the lab frame into `out`: per stick the A.1 area times its March-Dollase
+    factor, then each beam line (`render_lab_line`). `strong_kalpha1_only`: only the Kα1 line of sticks at
+    least LAB_STRONG_LINE_FRACTION of their phase's strongest."""
+    n_lines = 1 if strong_kalpha1_only else 3
+    for k in range(draws.n_phases[s]):
+        m = draws.material[s, k]
+        scale = draws.weight[s, k] * material_scale(sticks, m, constants.normalization_mode)
+        strongest = 0.0
+        for p in range(sticks.offsets[m], sticks.offsets[m + 1]):
+            strongest = max(strongest, sticks.intensity[p])
+        coefficients = draws.orientation_coefficients[s, k]
+        oriented = np.any(coefficients)
+        strain_deg, size_deg = phase_width_factors(
+            draws.microstrain[s, k], draws.crystallite_size_nm[s, k], constants
+        )
+        r = lab.texture_r[s, k]
+        for p in range(sticks.offsets[m], sticks.offsets[m + 1]):
+            if strong_kalpha1_only and sticks.intensity[p] < LAB_STRONG_LINE_FRACTION * strongest:
+                continue
+            two_theta_deg = sticks.two_theta_deg[p]
+            area = stick_area(
+                scale, sticks.intensity[p], two_theta_deg, sticks.sin_pi_t[p], sticks.cos_pi_t[p], oriented,
+                coefficients, draws.orientation_mean[s, k], constants, grid,
+            )  # fmt: skip
+            if r != 1.0:
+                area *= march_dollase(
+                    lab.reflection_direction, lab.reflection_weight, lab.reflection_offsets[p],
+                    lab.reflection_offsets[p + 1], lab.texture_axis[s, k], r,
+                )  # fmt: skip
+            for i in range(n_lines):
+                line_area = area * lab.line_weight[s, i]
+                if line_area < tolerance:
+                    continue
+                render_lab_line(
+                    out, cdf, first_bin, end_bin, grid, line_area, sticks.tan_theta[p], sticks.sec_theta[p],
+                    two_theta_deg, lab.line_ratio[s, i], lab.wavelength_ratio[s], draws.zero_shift_deg[s],
+                    lab.sample_displacement_deg[s], strain_deg, size_deg, draws.caglioti_u_deg2[s],
+                    draws.caglioti_v_deg2[s], draws.caglioti_w_deg2[s], tolerance,
+                )  # fmt: skip
+
+
+@nb.njit(cache=True, error_model="numpy")
+def render_lab_sample(
+    out: np.ndarray,
+    cdf: np.ndarray,
+    s: int,
+    first_bin: int,
+    end_bin: int,
+    grid: BinGrid,
+    sticks: StickTable,
+    draws: MixtureDraws,
+    constants: RecipeConstants,
+    lab: LabPhysics,
+) -> None:
+    """Sample s of the lab recipe, with a rendering cut that follows its counting noise: a first pass renders
+    the strong Kα1 lines with A.1's cut to bound the pattern's highest bin M from below (every contribution is
+    positive), then the cut becomes tolerance_per_noise × M_lower × noise_floor, a fraction of the smallest
+    counting-noise std the pattern can have, and everything is rendered."""
+    if end_bin <= first_bin:
+        return
+    _render_lab_phases(
+        out, cdf, s, first_bin, end_bin, grid, sticks, draws, constants, lab, draws.tail_tolerance[s], True
+    )
+    highest = out[first_bin:end_bin].max()
+    out[first_bin:end_bin] = 0.0
+    tolerance = lab.tolerance_per_noise * highest * lab.noise_floor[s]
+    if not tolerance > 0.0:
+        tolerance = draws.tail_tolerance[s]
+    _render_lab_phases(out, cdf, s, first_bin, end_bin, grid, sticks, draws, constants, lab, tolerance, False)
+
+
 @nb.njit(cache=True, parallel=True, error_model="numpy")
 def render_batch(
     mixture: np.ndarray,
@@ -526,6 +725,7 @@ def render_batch(
     draws: MixtureDraws,
     constants: RecipeConstants,
     table: WidthTable | None,
+    lab: LabPhysics | None,
 ) -> None:
     """Mixture of each sample s of `draws`, every stick with its own TCH width, into mixture[s] (n, n_bins)
     inside its window_bins[s] (n, 2); one sample per parallel task, so the result does not depend on threads.
@@ -535,12 +735,18 @@ def render_batch(
     and support, only the bin-integrated kernel read from the tables (add_pseudo_voigt_lut). numba compiles
     each case on its own (the `is None` test is resolved at compile time). Sticks whose area is below the
     sample's tolerance are skipped: none of their bins could reach it.
+
+    lab None: A.1, one line per stick. A LabPhysics: the lab recipe's lines, texture, displacement and
+    instrument frame, with a cut that follows the counting noise (`render_lab_sample`).
     """
     for s in nb.prange(mixture.shape[0]):
         out = mixture[s]
         first_bin = window_bins[s, 0]
         end_bin = window_bins[s, 1]
         cdf = np.empty(mixture.shape[1] + 1 + EDGE_PAD)
+        if lab is not None:
+            render_lab_sample(out, cdf, s, first_bin, end_bin, grid, sticks, draws, constants, lab)
+            continue
         tolerance = draws.tail_tolerance[s]
         zero_shift_deg = draws.zero_shift_deg[s]
         caglioti_u = draws.caglioti_u_deg2[s]
@@ -570,6 +776,8 @@ def render_batch(
                     sticks.sec_theta[p],
                     strain_deg,
                     size_deg,
+                    sticks.tan_theta[p],
+                    1.0,
                     caglioti_u,
                     caglioti_v,
                     caglioti_w,
@@ -720,6 +928,98 @@ def finish_batch(
     depend on threads."""
     for s in nb.prange(mixture.shape[0]):
         finish_sample(mixture[s], out[s], s, window_bins[s, 0], window_bins[s, 1], grid, background)
+
+
+# Below this mean the Poisson quantile is found by searching the CDF, above it by the Cornish-Fisher expansion,
+# which is then within one count of the exact quantile (docs/physics.md, "The lab recipe").
+POISSON_SEARCH_BELOW = 16.0
+
+
+@nb.njit(cache=True)
+def poisson_from_normal(mean: float, z: float) -> float:
+    """A Poisson(mean) draw from the unit normal z by inversion at u = Φ(z): exact CDF search below
+    POISSON_SEARCH_BELOW, ⌊mean + √mean z + (z² - 1)/6 + ½⌋ (clipped at 0) above."""
+    if mean <= 0.0:
+        return 0.0
+    if mean >= POISSON_SEARCH_BELOW:
+        return max(math.floor(mean + math.sqrt(mean) * z + (z * z - 1.0) / 6.0 + 0.5), 0.0)
+    u = 0.5 * (1.0 + erf_fast(z / _SQRT2))
+    probability = math.exp(-mean)
+    cdf = probability
+    k = 0
+    # The bound only stops a u within rounding of 1 from searching forever (P(k > bound) < 1e-12).
+    while cdf < u and k < 64:
+        k += 1
+        probability *= mean / k
+        cdf += probability
+    return float(k)
+
+
+@nb.njit(cache=True, error_model="numpy")
+def finish_lab_sample(
+    mixture: np.ndarray,
+    out: np.ndarray,
+    s: int,
+    first_bin: int,
+    end_bin: int,
+    grid: BinGrid,
+    background: LabBackground,
+) -> None:
+    """Lab background, Poisson counts and percentile normalisation of sample s inside its window; 0 outside
+    (docs/physics.md, "The lab recipe")."""
+    out[:first_bin] = 0.0
+    out[max(end_bin, first_bin) :] = 0.0
+    if end_bin <= first_bin:
+        return
+    n = end_bin - first_bin
+    mix = mixture[first_bin:end_bin]
+    highest = mix.max()
+    if highest <= 0.0:
+        highest = 1.0
+    chebyshev = background.chebyshev[s]
+    n_coef = chebyshev.shape[0]
+    level = background.level[s]
+    hump_height = background.hump_height[s]
+    hump_center = background.hump_center_deg[s]
+    hump_scale = 4.0 * math.log(2.0) / background.hump_fwhm_deg[s] ** 2
+    air_height = background.air_scatter_height[s]
+    air_rate = 1.0 / background.air_scatter_decay_deg[s]
+    counts = background.counts_at_max[s]
+    noise = background.standard_normal[s, first_bin:end_bin]
+    first_center = grid.lo_deg + (first_bin + 0.5) * grid.bin_width_deg
+    u_step = 2.0 / (n - 1) if n > 1 else 0.0
+    values = np.empty(n)
+    for i in range(n):
+        u = -1.0 + i * u_step if n > 1 else 0.0
+        log_background = 0.0
+        t_prev = 1.0
+        t_cur = u
+        for j in range(n_coef):
+            log_background += chebyshev[j] * t_cur
+            t_prev, t_cur = t_cur, 2.0 * u * t_cur - t_prev
+        offset = i * grid.bin_width_deg
+        b = level * math.exp(log_background)
+        if hump_height > 0.0:
+            d = first_center + offset - hump_center
+            b += hump_height * math.exp(-hump_scale * d * d)
+        if air_height > 0.0:
+            b += air_height * math.exp(-offset * air_rate)
+        values[i] = poisson_from_normal(counts * (mix[i] / highest + b), noise[i])
+    level_99 = percentile_linear(values, background.percentile)
+    if level_99 <= 0.0:
+        level_99 = 1.0
+    target = out[first_bin:end_bin]
+    for i in range(n):
+        target[i] = values[i] / level_99
+
+
+@nb.njit(cache=True, parallel=True)
+def finish_lab_batch(
+    mixture: np.ndarray, out: np.ndarray, window_bins: np.ndarray, grid: BinGrid, background: LabBackground
+) -> None:
+    """finish_lab_sample for each row; samples are independent, so the result does not depend on threads."""
+    for s in nb.prange(mixture.shape[0]):
+        finish_lab_sample(mixture[s], out[s], s, window_bins[s, 0], window_bins[s, 1], grid, background)
 
 
 @nb.njit(cache=True)

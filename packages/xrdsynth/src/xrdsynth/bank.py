@@ -7,6 +7,8 @@ Layout of a bank (a Zarr v3 group, local path or any fsspec URL)::
     entries/<column>   one value per entry (table below)
     peaks/offsets      int64 (M+1,): peaks of entry m are [offsets[m], offsets[m+1])
     peaks/two_theta_deg, peaks/d_spacing_angstrom, peaks/intensity   float64 (P,)
+    peaks/reflection_offsets  int64 (P+1,): reflections of peak p are [reflection_offsets[p], ...[p+1])
+    peaks/reflection_direction float32 (R, 3), peaks/reflection_weight float32 (R,)
     profile            float32 (M, n_bins): clean sticks deposited area-preserving on the grid
 
 Building is resumable: each chunk of entries is computed once and kept as a part file under
@@ -38,7 +40,7 @@ from .config import BankConfig, GridConfig
 log = logging.getLogger(__name__)
 
 BANK_FORMAT = "xrdsynth.bank"
-BANK_FORMAT_VERSION = 1
+BANK_FORMAT_VERSION = 2
 SPLITS = ("train", "val", "test")
 
 # Per-entry columns: name -> numpy dtype ("str" for variable-length text).
@@ -93,7 +95,7 @@ def compute_chunk(items: list, config: BankConfig, seed: int) -> dict[str, Any]:
     from .structures import describe, load_entry
 
     rows: list[dict[str, Any]] = []
-    peaks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    peaks: list[tuple[np.ndarray, ...]] = []
     profiles: list[np.ndarray] = []
     structures: list[str] = []
     skipped: list[dict[str, str]] = []
@@ -136,7 +138,16 @@ def compute_chunk(items: list, config: BankConfig, seed: int) -> dict[str, Any]:
                 "e_above_hull_ev_per_atom": float(e_hull) if e_hull is not None else float("nan"),
             }
         )
-        peaks.append((p.two_theta_deg, p.d_spacing_angstrom, p.intensity))
+        peaks.append(
+            (
+                p.two_theta_deg,
+                p.d_spacing_angstrom,
+                p.intensity,
+                p.reflection_offsets,
+                p.reflection_direction,
+                p.reflection_weight,
+            )
+        )
         profiles.append(deposit_sticks(p.two_theta_deg, p.intensity, grid))
         if config.deduplicate:
             structures.append(json.dumps(entry.structure.as_dict()))
@@ -153,9 +164,11 @@ def _fingerprint(ids: Iterable[str], offsets: np.ndarray, intensity: np.ndarray,
     return h.hexdigest()[:32]
 
 
-PART_FORMAT_VERSION = 1
+PART_FORMAT_VERSION = 2
 _PART_NAME = re.compile(r"^chunk-(\d{6})\.npz$")
-_PART_ARRAYS = ("peak_offsets", "two_theta_deg", "d_spacing_angstrom", "intensity", "profile", "meta_json")
+_PEAK_COLUMNS = ("two_theta_deg", "d_spacing_angstrom", "intensity")
+_REFLECTION_ARRAYS = ("reflection_offsets", "reflection_direction", "reflection_weight")
+_PART_ARRAYS = ("peak_offsets", *_PEAK_COLUMNS, *_REFLECTION_ARRAYS, "profile", "meta_json")
 _ROW_KEYS = frozenset(ENTRY_COLUMNS) - {"split"}
 _SKIP_KEYS = frozenset(("source", "provenance", "reason"))
 
@@ -170,15 +183,35 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def encode_part(result: dict[str, Any], n_bins: int) -> bytes:
-    """One computed chunk as an uncompressed .npz of plain numeric arrays plus UTF-8 JSON metadata."""
-    peaks = result["peaks"]
+def _concat_peaks(peaks: list[tuple[np.ndarray, ...]]) -> dict[str, np.ndarray]:
+    """Entries' peaks (compute_chunk's 6-tuples) laid end to end: ``offsets`` (n_entries + 1,) over the peaks,
+    the three peak columns, and the reflections with ``reflection_offsets`` (n_peaks + 1,) over all of them."""
     offsets = np.zeros(len(peaks) + 1, dtype=np.int64)
     np.cumsum([len(p[0]) for p in peaks], out=offsets[1:])
+    out = {"offsets": offsets}
+    for k, name in enumerate(_PEAK_COLUMNS):
+        out[name] = np.concatenate([np.asarray(p[k], np.float64) for p in peaks]) if peaks else np.zeros(0)
+    # Each entry's reflection offsets start at 0; shift them by the reflections of the entries before it.
+    n_reflections = np.array([p[3][-1] for p in peaks], dtype=np.int64)
+    shift = np.cumsum(n_reflections) - n_reflections
+    out["reflection_offsets"] = np.concatenate(
+        [np.zeros(1, np.int64)]
+        + [np.asarray(p[3][1:], np.int64) + s for p, s in zip(peaks, shift, strict=True)]
+    )
+    out["reflection_direction"] = (
+        np.concatenate([np.asarray(p[4], np.float32) for p in peaks])
+        if peaks
+        else np.zeros((0, 3), np.float32)
+    )
+    out["reflection_weight"] = (
+        np.concatenate([np.asarray(p[5], np.float32) for p in peaks]) if peaks else np.zeros(0, np.float32)
+    )
+    return out
 
-    def column(k: int) -> np.ndarray:
-        return np.concatenate([np.asarray(p[k], np.float64) for p in peaks]) if peaks else np.zeros(0)
 
+def encode_part(result: dict[str, Any], n_bins: int) -> bytes:
+    """One computed chunk as an uncompressed .npz of plain numeric arrays plus UTF-8 JSON metadata."""
+    arrays = _concat_peaks(result["peaks"])
     profiles = result["profiles"]
     profile = np.stack(profiles).astype(np.float32) if profiles else np.zeros((0, n_bins), np.float32)
     meta = {
@@ -190,10 +223,8 @@ def encode_part(result: dict[str, Any], n_bins: int) -> bytes:
     buffer = io.BytesIO()
     np.savez(
         buffer,
-        peak_offsets=offsets,
-        two_theta_deg=column(0),
-        d_spacing_angstrom=column(1),
-        intensity=column(2),
+        peak_offsets=arrays["offsets"],
+        **{name: arrays[name] for name in (*_PEAK_COLUMNS, *_REFLECTION_ARRAYS)},
         profile=profile,
         meta_json=np.frombuffer(json.dumps(meta, default=_json_default).encode(), dtype=np.uint8),
     )
@@ -250,16 +281,41 @@ def decode_part(data: bytes, n_bins: int) -> dict[str, Any]:
     _expect(offsets.dtype == np.int64 and offsets.shape == (n + 1,), "peak offsets shape")
     _expect(offsets[0] == 0 and bool(np.all(np.diff(offsets) >= 0)), "peak offsets order")
     n_peaks = int(offsets[-1])
-    for name in ("two_theta_deg", "d_spacing_angstrom", "intensity"):
+    for name in _PEAK_COLUMNS:
         _expect(arrays[name].dtype == np.float64 and arrays[name].shape == (n_peaks,), f"{name} shape")
+    reflection_offsets = arrays["reflection_offsets"]
+    _expect(
+        reflection_offsets.dtype == np.int64 and reflection_offsets.shape == (n_peaks + 1,),
+        "reflection offsets shape",
+    )
+    _expect(
+        reflection_offsets[0] == 0 and bool(np.all(np.diff(reflection_offsets) > 0)),
+        "reflection offsets order (every peak has a reflection)",
+    )
+    n_reflections = int(reflection_offsets[-1])
+    _expect(
+        arrays["reflection_direction"].dtype == np.float32
+        and arrays["reflection_direction"].shape == (n_reflections, 3),
+        "reflection_direction shape",
+    )
+    _expect(
+        arrays["reflection_weight"].dtype == np.float32
+        and arrays["reflection_weight"].shape == (n_reflections,),
+        "reflection_weight shape",
+    )
     _expect(arrays["profile"].dtype == np.float32 and arrays["profile"].shape == (n, n_bins), "profile shape")
-    peaks = [
-        tuple(
-            arrays[k][offsets[m] : offsets[m + 1]]
-            for k in ("two_theta_deg", "d_spacing_angstrom", "intensity")
+    peaks = []
+    for m in range(n):
+        p_lo, p_hi = offsets[m], offsets[m + 1]
+        r_lo, r_hi = reflection_offsets[p_lo], reflection_offsets[p_hi]
+        peaks.append(
+            (
+                *(arrays[k][p_lo:p_hi] for k in _PEAK_COLUMNS),
+                reflection_offsets[p_lo : p_hi + 1] - r_lo,
+                arrays["reflection_direction"][r_lo:r_hi],
+                arrays["reflection_weight"][r_lo:r_hi],
+            )
         )
-        for m in range(n)
-    ]
     return {
         "rows": rows,
         "peaks": peaks,
@@ -397,11 +453,8 @@ def assemble(
 
     n = len(rows)
     n_bins = config.grid.n_bins
-    counts = np.array([len(p[0]) for p in peaks], dtype=np.int64)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    cat = lambda k: np.concatenate([p[k] for p in peaks]) if peaks else np.zeros(0)  # noqa: E731
-    two_theta, d_spacing, intensity = cat(0), cat(1), cat(2)
+    peak_arrays = _concat_peaks(peaks)
+    offsets, intensity = peak_arrays["offsets"], peak_arrays["intensity"]
     profile = np.stack(profiles).astype(np.float32) if profiles else np.zeros((0, n_bins), np.float32)
     config_json = config.model_dump_json()
 
@@ -420,15 +473,12 @@ def assemble(
             if n:
                 z[...] = arr
     pk = root.create_group("peaks")
-    for name, arr in (
-        ("offsets", offsets),
-        ("two_theta_deg", two_theta),
-        ("d_spacing_angstrom", d_spacing),
-        ("intensity", intensity),
-    ):
-        z = pk.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=(max(1, min(len(arr), 1 << 20)),))
+    for name, arr in peak_arrays.items():
+        z = pk.create_array(
+            name, shape=arr.shape, dtype=arr.dtype, chunks=(max(1, min(len(arr), 1 << 20)),) + arr.shape[1:]
+        )
         if len(arr):
-            z[:] = arr
+            z[...] = arr
     zp = root.create_array(
         "profile", shape=profile.shape, dtype="float32", chunks=(max(1, min(n, 256)), n_bins)
     )
@@ -520,17 +570,42 @@ class Bank:
         g = self.group["peaks"]
         return g["two_theta_deg"][lo:hi], g["d_spacing_angstrom"][lo:hi], g["intensity"][lo:hi]
 
-    def library(self, with_profiles: bool = False):
-        """The whole bank as the in-memory PhaseLibrary the mixture recipe draws from."""
+    def reflections(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(reflection_offsets, reflection_direction, reflection_weight) of one entry, as
+        :class:`~xrdsynth.diffraction.Peaks` holds them: offsets (n_peaks + 1,) starting at 0."""
+        g = self.group["peaks"]
+        lo, hi = int(g["offsets"][index]), int(g["offsets"][index + 1])
+        reflection_offsets = np.asarray(g["reflection_offsets"][lo : hi + 1], dtype=np.int64)
+        r_lo, r_hi = int(reflection_offsets[0]), int(reflection_offsets[-1])
+        return (
+            reflection_offsets - r_lo,
+            g["reflection_direction"][r_lo:r_hi],
+            g["reflection_weight"][r_lo:r_hi],
+        )
+
+    def library(self, with_profiles: bool = False, with_reflections: bool = True):
+        """The whole bank as the in-memory PhaseLibrary the mixture recipe draws from.
+
+        ``with_reflections=False`` leaves the per-reflection arrays out (they take 32 bytes per reflection in
+        memory, several times the peaks' size for high-symmetry phases) when the recipe does not need them.
+        """
         from .recipe import PhaseLibrary
 
         g = self.group["peaks"]
+        reflections = {}
+        if with_reflections:
+            reflections = {
+                "reflection_offsets": np.asarray(g["reflection_offsets"][:], dtype=np.int64),
+                "reflection_direction": np.asarray(g["reflection_direction"][:], dtype=np.float64),
+                "reflection_weight": np.asarray(g["reflection_weight"][:], dtype=np.float64),
+            }
         return PhaseLibrary(
             peak_offsets=np.asarray(g["offsets"][:], dtype=np.int64),
             peak_two_theta_deg=np.asarray(g["two_theta_deg"][:], dtype=np.float64),
             peak_intensity=np.asarray(g["intensity"][:], dtype=np.float64),
             spacegroup=self.column("spacegroup_number").astype(np.int16),
             dense_profile=np.asarray(self.group["profile"][:], dtype=np.float32) if with_profiles else None,
+            **reflections,
         )
 
     def summary(self) -> str:

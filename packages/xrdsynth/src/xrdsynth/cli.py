@@ -11,7 +11,7 @@ from typing import Any
 import click
 from pydantic import BaseModel, ValidationError
 
-from .config import CU_KA_ANGSTROM, BankConfig, GenerateConfig, RecipeConfig
+from .config import CU_KA_ANGSTROM, RECIPE_PRESETS, BankConfig, GenerateConfig, RecipeConfig, recipe_fields
 
 
 def _config_option(*param_decls: str, model: type[BaseModel], field: str, help: str, **kwargs: Any):
@@ -305,6 +305,16 @@ def mixtures() -> None:
     default=None,
     help="JSON file with GenerateConfig fields, including a `recipe` object (docs/config.md).",
 )
+@click.option(
+    "--recipe",
+    "recipe_name",
+    type=click.Choice(sorted(RECIPE_PRESETS)),
+    default="paper",
+    show_default=True,
+    help="Named recipe the --config file's `recipe` fields apply on top of: 'paper' is A.1; 'lab' adds "
+    "laboratory physics (Kα doublets and anodes, March-Dollase texture, displacement, curved backgrounds, "
+    "amorphous humps, air scatter, Poisson counting; docs/physics.md).",
+)
 @_config_option(
     "--engine",
     model=RecipeConfig,
@@ -358,6 +368,7 @@ def mixtures_generate(
     n_eval,
     splits,
     config_file,
+    recipe_name,
     engine,
     seed,
     shard_size,
@@ -395,6 +406,7 @@ def mixtures_generate(
     if engine:
         fields.setdefault("recipe", {})["engine"] = engine
     try:
+        fields["recipe"] = recipe_fields(recipe_name, fields.get("recipe", {}))
         config = GenerateConfig(**fields)
     except ValidationError as exc:
         _fail(_validation_message(exc))

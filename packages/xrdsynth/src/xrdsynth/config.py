@@ -193,6 +193,171 @@ def _ordered_range(name: str, value: tuple[float, float]) -> tuple[float, float]
 Range = tuple[float, float]
 
 
+# X-ray tube anodes of the lab recipe. Line wavelengths (Å) come from pymatgen's table (Bearden 1967 values, as
+# in International Tables C 4.2.2): Kα1, Kα2, Kβ1 and the 2:1-weighted Kα mean a reader assumes for a doublet.
+ANODES = ("Cu", "Co", "Mo", "Fe", "Cr", "Ag")
+
+
+def anode_lines_angstrom(anode: str) -> tuple[float, float, float, float]:
+    """(Kα mean, Kα1, Kα2, Kβ1) wavelengths in Å of a tube anode (pymatgen's WAVELENGTHS table)."""
+    from pymatgen.analysis.diffraction.xrd import WAVELENGTHS
+
+    return tuple(float(WAVELENGTHS[f"{anode}{line}"]) for line in ("Ka", "Ka1", "Ka2", "Kb1"))  # type: ignore[return-value]
+
+
+class LabConfig(_Strict):
+    """Laboratory-diffractometer physics beyond A.1: the `lab` recipe (docs/physics.md, "The lab recipe", gives
+    each effect's formula and source). Patterns are rendered on the model grid as the measured-data reader of
+    xrdmodels delivers a measurement: 2θ mapped through d-spacing to the model wavelength, intensities at the
+    model wavelength's Lorentz-polarisation factor. So the anode acts through its line ratios (doublet
+    splitting, Kβ) and through the instrument profile, which is defined in the instrument's own 2θ. Every
+    effect is off when its probability or range is 0, which is how the ablations remove one effect."""
+
+    anode_probabilities: dict[str, float] = Field(
+        default_factory=lambda: {"Cu": 0.80, "Co": 0.08, "Mo": 0.06, "Fe": 0.02, "Cr": 0.02, "Ag": 0.02},
+        description="P(anode) per pattern, over Cu, Co, Mo, Fe, Cr, Ag. Cu dominates laboratory powder work; "
+        "Co and Fe are used for Fe-rich samples, Mo and Ag for transmission and high-d-range work.",
+    )
+    monochromatic_probability: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Probability of a Kα1-only beam (Johansson/Ge(111) primary monochromator or synchrotron); "
+        "otherwise the Kα1/Kα2 doublet is rendered and the reader's 2:1 mean wavelength assumed.",
+    )
+    kalpha2_ratio: Range = Field(
+        (0.46, 0.54),
+        description="I(Kα2)/I(Kα1), uniform: 0.5 from the 2p3/2:2p1/2 occupancy ratio; measured Cu values are "
+        "0.48-0.52 (Hölzer et al. 1997, Phys. Rev. A 56, 4554).",
+    )
+    kbeta_probability: float = Field(
+        0.2, ge=0.0, le=1.0, description="Probability that residual Kβ passes the filter (never with a Kα1 monochromator)."
+    )
+    kbeta_ratio: Range = Field(
+        (0.002, 0.02),
+        description="I(Kβ1)/I(Kα1) when residual Kβ is present, uniform: about 0.2 unfiltered, 0.5-2% behind "
+        "a Ni (Cu) or Zr (Mo) filter.",
+    )
+    sample_displacement_deg: Range = Field(
+        (-0.12, 0.12),
+        description="Specimen displacement shift D in degrees of instrument 2θ at 2θ = 0, uniform: "
+        "Δ2θ = D·cosθ with D = -2s/R (rad); ±0.12° is s = ±0.2 mm on a 200 mm goniometer (Klug & Alexander "
+        "1974, ch. 5). Added to the A.1 zero shift.",
+    )
+    march_dollase_probability: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Probability that a phase is textured (March-Dollase, per reflection).",
+    )
+    march_dollase_r: Range = Field(
+        (0.6, 1.6),
+        description="March-Dollase parameter r, log-uniform: P(α) = (r² cos²α + sin²α / r)^(-3/2) per "
+        "reflection, α the angle between its scattering vector and the texture axis (Dollase 1986, J. Appl. "
+        "Cryst. 19, 267). r < 1 for plates, r > 1 for needles; 1 is untextured.",
+    )
+    march_dollase_axis_peaks: int = Field(
+        5,
+        ge=1,
+        le=50,
+        description="The texture axis is the scattering vector of a reflection of one of the phase's this-many "
+        "lowest-angle peaks (low-index directions, the usual plate normals and needle axes).",
+    )
+    background_level: Range = Field(
+        (0.003, 0.3),
+        description="Scale of the smooth background relative to the highest clean bin, log-uniform: "
+        "B(u) = level · exp(Σ_j c_j T_j(u)).",
+    )
+    background_chebyshev_order: tuple[int, int] = Field(
+        (1, 6),
+        description="Order of the background's log-Chebyshev polynomial over the window, uniform integer: "
+        "B(u) = level · exp(Σ_j c_j T_j(u)), u in [-1, 1] across the window, positive with curvature.",
+    )
+    background_log_coefficient: float = Field(
+        1.0,
+        ge=0.0,
+        le=5.0,
+        description="c_j ~ U(-a, a) / j for the log-Chebyshev background (a = this value): higher orders bend less.",
+    )
+    amorphous_hump_probability: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="Probability of an amorphous hump (glass, polymer holder or film, amorphous phase).",
+    )
+    amorphous_hump_center_deg: Range = Field(
+        (12.0, 35.0),
+        description="Hump centre in model 2θ degrees, uniform: d ≈ 2.6-7.4 Å at Cu Kα, where silicate glass "
+        "(~21-23°), Kapton and grease humps lie.",
+    )
+    amorphous_hump_fwhm_deg: Range = Field((4.0, 12.0), description="Hump FWHM in model 2θ degrees, uniform.")
+    amorphous_hump_height: Range = Field(
+        (0.01, 0.3), description="Hump height relative to the highest clean bin, log-uniform."
+    )
+    air_scatter_probability: float = Field(
+        0.5, ge=0.0, le=1.0, description="Probability of low-angle air and beam-stop scatter."
+    )
+    air_scatter_height: Range = Field(
+        (0.01, 1.0),
+        description="Air scatter at the window start relative to the highest clean bin, log-uniform; it decays "
+        "as exp(-(2θ - 2θ_start) / decay).",
+    )
+    air_scatter_decay_deg: Range = Field(
+        (1.5, 8.0), description="Decay length of the air scatter in model 2θ degrees, uniform."
+    )
+    counts_at_max: Range = Field(
+        (10**2.5, 10**5),
+        description="Poisson counting noise: counts of the highest clean bin, log-uniform (a few hundred for a "
+        "fast scan to 10⁵ for a long one); every bin is a Poisson draw of its expected counts.",
+    )
+
+    @field_validator(
+        "kalpha2_ratio", "kbeta_ratio", "sample_displacement_deg", "march_dollase_r", "background_level",
+        "amorphous_hump_center_deg", "amorphous_hump_fwhm_deg", "amorphous_hump_height", "air_scatter_height",
+        "air_scatter_decay_deg", "counts_at_max",
+    )  # fmt: skip
+    @classmethod
+    def _range_ordered(cls, v: Range, info) -> Range:
+        return _ordered_range(info.field_name, v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LabConfig:
+        unknown = sorted(set(self.anode_probabilities) - set(ANODES))
+        if unknown:
+            raise ValueError(
+                f"anode_probabilities names unknown anodes {unknown}; known: {', '.join(ANODES)}"
+            )
+        probabilities = list(self.anode_probabilities.values())
+        if any(p < 0 for p in probabilities) or abs(sum(probabilities) - 1.0) > 1e-9:
+            raise ValueError(
+                f"anode_probabilities {self.anode_probabilities} must be non-negative and sum to 1"
+            )
+        positive = {
+            "kalpha2_ratio": self.kalpha2_ratio,
+            "march_dollase_r": self.march_dollase_r,
+            "background_level": self.background_level,
+            "amorphous_hump_fwhm_deg": self.amorphous_hump_fwhm_deg,
+            "amorphous_hump_height": self.amorphous_hump_height,
+            "air_scatter_height": self.air_scatter_height,
+            "air_scatter_decay_deg": self.air_scatter_decay_deg,
+            "counts_at_max": self.counts_at_max,
+        }
+        for name, (low, _high) in positive.items():
+            if low <= 0.0:
+                raise ValueError(
+                    f"{name} {getattr(self, name)} must start above 0 (log-uniform or a divisor); "
+                    "turn the effect off with its probability instead"
+                )
+        if self.kbeta_ratio[0] < 0.0:
+            raise ValueError(f"kbeta_ratio {self.kbeta_ratio} must be >= 0")
+        low, high = self.background_chebyshev_order
+        if not 0 <= low <= high <= 12:
+            raise ValueError(
+                f"background_chebyshev_order {self.background_chebyshev_order} must be 0 <= low <= high <= 12"
+            )
+        return self
+
+
 class RecipeConfig(_Strict):
     """How one augmented multi-phase mixture is drawn and rendered (A.1).
 
@@ -345,6 +510,15 @@ class RecipeConfig(_Strict):
         "reference (docs/physics.md). Smaller is more exact and slower.",
     )
 
+    # --- beyond A.1 ---
+    lab: LabConfig | None = Field(
+        None,
+        description="Laboratory physics beyond A.1 (Kα doublets and anodes, March-Dollase texture, displacement, "
+        "curved backgrounds, amorphous humps, air scatter, Poisson counting; docs/physics.md, 'The lab "
+        "recipe'). None: the paper's recipe. The `lab` preset (`--recipe lab`) also sets the A.1 fields it "
+        "replaces (RECIPE_PRESETS).",
+    )
+
     @field_validator(
         "preferred_orientation_strength",
         "preferred_orientation_clip",
@@ -410,6 +584,11 @@ class RecipeConfig(_Strict):
                 f"instrument_v_deg2 + instrument_dv_deg2 (down to {v:g} deg²) makes the Caglioti FWHM² = "
                 f"U tan²θ + V tanθ + W negative at some angle for U = {u:g}, W = {w:g}; raise V or U, W"
             )
+        if self.lab is not None and self.engine != "exact":
+            raise ValueError(
+                "the lab recipe renders with the exact engine (its instrument widths leave the LUT's width range): "
+                "set recipe.engine to 'exact'"
+            )
         if self.noise_sigma[0] < 0.0 or self.noise_sigma[1] >= 1.0:
             raise ValueError(
                 f"noise_sigma {self.noise_sigma} must lie in [0, 1): noise as high as the strongest line "
@@ -432,6 +611,47 @@ class RecipeConfig(_Strict):
     def n_orientation_basis(self) -> int:
         """Number of envelope basis functions: Chebyshev T_1..T_order plus sin/cos pairs."""
         return self.preferred_orientation_chebyshev_order + 2 * self.preferred_orientation_fourier_terms
+
+
+# Named recipes: field overrides of RecipeConfig. `lab` replaces the A.1 effects that the lab physics models
+# properly (the 2θ envelope by March-Dollase texture, the softplus baseline and floor by curved backgrounds,
+# Gaussian noise by Poisson counting) and widens sizes, windows and instrument profiles to laboratory ranges
+# (docs/physics.md, "The lab recipe").
+RECIPE_PRESETS: dict[str, dict] = {
+    "paper": {},
+    "lab": {
+        "lab": {},
+        "preferred_orientation_probability": 0.0,
+        "microstrain": (0.0, 0.003),
+        "crystallite_size_log10_nm": (1.4, 3.0),
+        "zero_shift_deg": (-0.1, 0.1),
+        "instrument_du_deg2": (0.0, 0.01),
+        "instrument_dw_deg2": (0.0008, 0.012),
+        "window_low_deg": (5.0, 40.0),
+        "window_high_deg": (60.0, 120.0),
+        "baseline_amplitude": (0.0, 0.0),
+        "floor_offset": (0.0, 0.0),
+        "floor_slope": (0.0, 0.0),
+        "noise_sigma": (0.0, 0.0),
+    },
+}
+
+
+def recipe_fields(name: str, overrides: dict) -> dict:
+    """RecipeConfig fields of the named recipe (`RECIPE_PRESETS`) with `overrides` on top (a `lab` object is
+    merged field by field), not yet validated."""
+    if name not in RECIPE_PRESETS:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPE_PRESETS)}")
+    fields = {**RECIPE_PRESETS[name], **overrides}
+    lab_overrides = overrides.get("lab")
+    if isinstance(lab_overrides, dict) and "lab" in RECIPE_PRESETS[name]:
+        fields["lab"] = {**RECIPE_PRESETS[name]["lab"], **lab_overrides}
+    return fields
+
+
+def recipe_preset(name: str, **overrides) -> RecipeConfig:
+    """The named recipe (`RECIPE_PRESETS`) with `overrides` (RecipeConfig fields) on top."""
+    return RecipeConfig(**recipe_fields(name, overrides))
 
 
 def check_recipe_on_grid(recipe: RecipeConfig, grid: GridConfig, wavelength_angstrom: float) -> None:

@@ -7,6 +7,8 @@ reciprocal points in the shell min_r <= |g| <= max_r, the same per-element scatt
 Debye-Waller factors (per element B, or U11_cif..U12_cif site properties), the Lorentz-polarisation factor
 (1 + cos**2 2theta) / (sin**2 theta cos theta), Friedel halving, merging of reflections whose 2-theta round
 to the same multiple of TWO_THETA_TOL, the SCALED_INTENSITY_TOL cut and scaling to a maximum of 100.
+Each kept peak also lists the reflections merged into it (one per Friedel pair): the direction of g in the
+crystal's Busing-Levy frame and its share of the peak's intensity, what per-reflection texture needs.
 
 Positions, d-spacings and merge decisions are bit-identical to pymatgen: |g| is summed in the same order
 as pymatgen's neighbour search and 2-theta comes from the same numpy arcsin/degrees calls. Intensities
@@ -34,6 +36,7 @@ __all__ = [
     "Peaks",
     "ScatteringError",
     "StructureArrays",
+    "busing_levy_frame",
     "compute_peaks",
     "compute_peaks_arrays",
     "structure_to_arrays",
@@ -59,6 +62,28 @@ class Peaks:
     """(n_peaks,) float64 interplanar spacing d = 1/|g| in Å of each peak's first reflection."""
     intensity: np.ndarray
     """(n_peaks,) float64 integrated intensity, scaled to max 100 (pymatgen get_pattern(scaled=True))."""
+    reflection_offsets: np.ndarray
+    """(n_peaks + 1,) int64: the reflections of peak p are rows reflection_offsets[p]:reflection_offsets[p + 1]
+    of the two arrays below (at least one per peak), by ascending |g| then enumeration order."""
+    reflection_direction: np.ndarray
+    """(R, 3) float32 unit vector of each reflection's scattering vector g, one per Friedel pair (g and -g
+    diffract alike; the listed one has (h, k, l) lexicographically positive), in the crystal's Busing-Levy
+    Cartesian frame (:func:`busing_levy_frame`): x along a*, y in the a*-b* plane, z along c."""
+    reflection_weight: np.ndarray
+    """(R,) float32 each reflection's share of its peak's intensity (its Lorentz-polarisation x |F|**2 term,
+    Debye-Waller factors included, over the peak's sum of them); the shares of one peak sum to 1."""
+
+    @classmethod
+    def empty(cls) -> Peaks:
+        """No peak at all (a 2-theta range without reflections)."""
+        return cls(
+            two_theta_deg=np.empty(0, dtype=np.float64),
+            d_spacing_angstrom=np.empty(0, dtype=np.float64),
+            intensity=np.empty(0, dtype=np.float64),
+            reflection_offsets=np.zeros(1, dtype=np.int64),
+            reflection_direction=np.empty((0, 3), dtype=np.float32),
+            reflection_weight=np.empty(0, dtype=np.float32),
+        )
 
 
 @dataclass(frozen=True)
@@ -129,6 +154,19 @@ def structure_to_arrays(structure: Structure) -> StructureArrays:
     )
 
 
+def busing_levy_frame(lattice_matrix_angstrom: np.ndarray) -> np.ndarray:
+    """(3, 3) float64 matrix F with g = (h, k, l) @ F in 1/Å in the Busing-Levy Cartesian frame of the crystal.
+
+    The frame (Busing & Levy 1967) has x along a*, y in the plane of a* and b*, z along c (perpendicular to
+    a* and b*); the rows of F are a*, b*, c* in it (no 2 pi). It depends on the lattice parameters only, not
+    on how the input oriented its cell, so it is rebuilt from a, b, c, alpha, beta, gamma alone: F is the
+    lower Cholesky factor of the reciprocal metric tensor G* = (a*_i . a*_j).
+    """
+    return _peak_kernels.busing_levy_frame(
+        np.linalg.inv(np.asarray(lattice_matrix_angstrom, dtype=np.float64)).T
+    )
+
+
 def _shell_radii(
     wavelength_angstrom: float, two_theta_range_deg: tuple[float, float] | None
 ) -> tuple[float, float]:
@@ -155,7 +193,8 @@ def compute_peaks_arrays(
             ``debye_waller_factors``); elements not listed get none.
 
     Returns:
-        Peaks; empty arrays when no reflection falls in the range (pymatgen raises instead).
+        Peaks with their reflections; empty arrays when no reflection falls in the range (pymatgen raises
+        instead).
 
     Raises:
         ValueError: both debye_waller_factors and U* (U11_cif site properties) are given, as in pymatgen.
@@ -175,8 +214,7 @@ def compute_peaks_arrays(
     hkl_max = (np.floor(max_r * np.linalg.norm(arrays.lattice_matrix_angstrom, axis=1)) + 1).astype(np.int64)
     hkl, g = _peak_kernels.half_sphere_points(recip, hkl_max, max_r, min_r)
     if g.shape[0] == 0:
-        empty = np.empty(0, dtype=np.float64)
-        return Peaks(empty, empty.copy(), empty.copy())
+        return Peaks.empty()
 
     # numpy (not numba) arcsin/degrees/round: the very calls pymatgen makes, so merge keys are identical.
     theta = np.arcsin(np.clip(wavelength * g / 2, -1, 1))
@@ -201,13 +239,28 @@ def compute_peaks_arrays(
     # Factor 2: the -g half-space is identical (Friedel's law; scattering factors are real).
     intensity = 2 * f_squared * lorentz
 
-    two_theta_peak, d_peak, intensity_peak = _peak_kernels.merge_bins(g, two_theta, bin_key, intensity)
+    two_theta_peak, d_peak, intensity_peak, order, bin_start = _peak_kernels.merge_bins(
+        g, two_theta, bin_key, intensity
+    )
     keep = intensity_peak / intensity_peak.max() * 100 > SCALED_INTENSITY_TOL
     kept = intensity_peak[keep]
+
+    reflection_offsets, direction, weight = _peak_kernels.peak_reflections(
+        order,
+        bin_start,
+        np.flatnonzero(keep),
+        hkl,
+        intensity,
+        intensity_peak,
+        _peak_kernels.busing_levy_frame(recip),
+    )
     return Peaks(
         two_theta_deg=two_theta_peak[keep],
         d_spacing_angstrom=d_peak[keep],
         intensity=kept / (kept.max() / 100),
+        reflection_offsets=reflection_offsets,
+        reflection_direction=direction,
+        reflection_weight=weight,
     )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xrdsynth import _profile_kernels as _k
-from xrdsynth.config import MAX_PHASES, GridConfig, RecipeConfig
+from xrdsynth.config import ANODES, MAX_PHASES, GridConfig, LabConfig, RecipeConfig, anode_lines_angstrom
 from xrdsynth.profiles import build_width_lut
 
 # A.1's smallest noise std (pre-normalisation units): the reference of the rendering cut when σ = 0.
@@ -33,6 +33,11 @@ class PhaseLibrary:
     spacegroup: int16 (M,), 1..230.
     dense_profile: float32 (M, n_bins) clean sticks from profiles.deposit_sticks() (the bank's clean profiles);
         not needed for rendering: both engines render the sticks.
+    reflection_offsets: int64 (P+1,) or None, reflections of peak p are [reflection_offsets[p],
+        reflection_offsets[p+1]) (at least one each); the three reflection arrays are given together or not at all.
+    reflection_direction: float64 (R, 3) or None, unit vector of each reflection's g (one per Friedel pair) in its
+        crystal's Busing-Levy frame (x along a*, y in the a*-b* plane, z along c; diffraction.busing_levy_frame).
+    reflection_weight: float64 (R,) or None, each reflection's share of its peak's intensity (sums to 1 per peak).
     """
 
     peak_offsets: np.ndarray
@@ -40,6 +45,9 @@ class PhaseLibrary:
     peak_intensity: np.ndarray
     spacegroup: np.ndarray
     dense_profile: np.ndarray | None = None
+    reflection_offsets: np.ndarray | None = None
+    reflection_direction: np.ndarray | None = None
+    reflection_weight: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n_materials = self.spacegroup.shape[0]
@@ -58,6 +66,28 @@ class PhaseLibrary:
             raise ValueError(
                 f"PhaseLibrary.dense_profile has {self.dense_profile.shape[0]} rows for {n_materials} materials"
             )
+        reflections = (self.reflection_offsets, self.reflection_direction, self.reflection_weight)
+        if any(a is not None for a in reflections):
+            if any(a is None for a in reflections):
+                raise ValueError(
+                    "PhaseLibrary: reflection_offsets, reflection_direction and reflection_weight are given "
+                    "together or not at all"
+                )
+            offsets = self.reflection_offsets
+            if offsets.shape != (n_peaks + 1,) or int(offsets[0]) != 0 or bool(np.any(np.diff(offsets) < 1)):
+                raise ValueError(
+                    f"PhaseLibrary.reflection_offsets has shape {offsets.shape}; {n_peaks} peaks need "
+                    f"({n_peaks + 1},), starting at 0 and increasing (every peak has a reflection)"
+                )
+            n_reflections = int(offsets[-1])
+            if self.reflection_direction.shape != (n_reflections, 3) or self.reflection_weight.shape != (
+                n_reflections,
+            ):
+                raise ValueError(
+                    f"PhaseLibrary: reflection_direction {self.reflection_direction.shape} and reflection_weight "
+                    f"{self.reflection_weight.shape} must be ({n_reflections}, 3) and ({n_reflections},) for "
+                    f"reflection_offsets[-1] = {n_reflections}"
+                )
 
     @property
     def n_materials(self) -> int:
@@ -250,10 +280,108 @@ def sample_noise(
     return sigma, rng.standard_normal((n, grid.n_bins), dtype=np.float32)
 
 
+def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float], size) -> np.ndarray:
+    return np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]), size))
+
+
+def _anode_line_table() -> np.ndarray:
+    """(len(ANODES), 4) wavelengths in Å: Kα mean, Kα1, Kα2, Kβ1."""
+    return np.array([anode_lines_angstrom(a) for a in ANODES])
+
+
+def sample_beam(rng: np.random.Generator, n: int, lab: LabConfig) -> dict[str, np.ndarray]:
+    """Anode, Kα1-only flag, Kα2 and residual Kβ ratios and specimen displacement per pattern (lab recipe)."""
+    p = np.array([lab.anode_probabilities.get(a, 0.0) for a in ANODES])
+    anode = rng.choice(len(ANODES), size=n, p=p / p.sum())
+    monochromatic = rng.random(n) < lab.monochromatic_probability
+    kalpha2 = np.where(monochromatic, 0.0, _uniform(rng, lab.kalpha2_ratio, n))
+    # A crystal monochromator that selects Kα1 rejects Kβ as well.
+    kbeta_present = (rng.random(n) < lab.kbeta_probability) & ~monochromatic
+    kbeta = np.where(kbeta_present, _uniform(rng, lab.kbeta_ratio, n), 0.0)
+    return {
+        "anode": anode,
+        "monochromatic": monochromatic,
+        "kalpha2_ratio": kalpha2,
+        "kbeta_ratio": kbeta,
+        "sample_displacement_deg": _uniform(rng, lab.sample_displacement_deg, n),
+    }
+
+
+def sample_texture(
+    rng: np.random.Generator, materials: np.ndarray, lab: LabConfig, library: PhaseLibrary
+) -> dict[str, np.ndarray]:
+    """March-Dollase r (1 = untextured) and texture axis per phase (lab recipe): the axis is the unit scattering
+    vector of a reflection drawn uniformly from a peak drawn uniformly among the phase's
+    `march_dollase_axis_peaks` lowest-angle peaks."""
+    shape = materials.shape
+    textured = (rng.random(shape) < lab.march_dollase_probability) & (materials >= 0)
+    r = np.where(textured, _log_uniform(rng, lab.march_dollase_r, shape), 1.0)
+    peak_pick, reflection_pick = rng.random(shape), rng.random(shape)
+    axis = np.zeros(shape + (3,))
+    if not textured.any():
+        return {"texture_r": r, "texture_axis": axis}
+    if library.reflection_offsets is None:
+        raise ValueError(
+            "recipe.lab.march_dollase_probability > 0 needs the bank's per-reflection data, which this bank lacks: "
+            "rebuild it with this version's `xrdsynth bank build`, or set recipe.lab.march_dollase_probability "
+            "to 0"
+        )
+    m = np.maximum(materials, 0)
+    first_peak = library.peak_offsets[m]
+    n_peaks = library.peak_offsets[m + 1] - first_peak
+    textured &= n_peaks > 0
+    peak = first_peak + (peak_pick * np.minimum(n_peaks, lab.march_dollase_axis_peaks)).astype(np.int64)
+    peak = np.minimum(peak, library.peak_offsets[-1] - 1)
+    first_reflection = library.reflection_offsets[peak]
+    n_reflections = library.reflection_offsets[peak + 1] - first_reflection
+    reflection = first_reflection + (reflection_pick * n_reflections).astype(np.int64)
+    axis = np.where(textured[..., None], library.reflection_direction[reflection], 0.0)
+    return {"texture_r": np.where(textured, r, 1.0), "texture_axis": axis}
+
+
+def sample_lab_background(rng: np.random.Generator, n: int, lab: LabConfig) -> dict[str, np.ndarray]:
+    """Log-Chebyshev background, amorphous hump, air scatter and counting level per pattern (lab recipe)."""
+    low, high = lab.background_chebyshev_order
+    order = rng.integers(low, high + 1, size=n)
+    a = lab.background_log_coefficient
+    coefficients = rng.uniform(-a, a, (n, high)) / np.arange(1, high + 1)
+    coefficients[np.arange(high)[None, :] >= order[:, None]] = 0.0
+    hump = rng.random(n) < lab.amorphous_hump_probability
+    air = rng.random(n) < lab.air_scatter_probability
+    return {
+        "background_level": _log_uniform(rng, lab.background_level, n),
+        "background_coefficients": coefficients,
+        "hump_height": np.where(hump, _log_uniform(rng, lab.amorphous_hump_height, n), 0.0),
+        "hump_center_deg": _uniform(rng, lab.amorphous_hump_center_deg, n),
+        "hump_fwhm_deg": _uniform(rng, lab.amorphous_hump_fwhm_deg, n),
+        "air_scatter_height": np.where(air, _log_uniform(rng, lab.air_scatter_height, n), 0.0),
+        "air_scatter_decay_deg": _uniform(rng, lab.air_scatter_decay_deg, n),
+        "counts_at_max": _log_uniform(rng, lab.counts_at_max, n),
+    }
+
+
+def beam_lines(
+    params: dict[str, np.ndarray], config: RecipeConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(line ratios ρ (n, 3), line weights (n, 3), q (n,)) of Kα1, Kα2, Kβ1 for the drawn beams: ρ = λ_line /
+    λ_reader, with λ_reader Kα1 for a monochromatic beam and the Kα mean otherwise; q = λ_reader / λ_model."""
+    lines = _anode_line_table()[params["anode"]]
+    reader = np.where(params["monochromatic"], lines[:, 1], lines[:, 0])
+    ratio = lines[:, 1:] / reader[:, None]
+    weight = np.stack([np.ones_like(reader), params["kalpha2_ratio"], params["kbeta_ratio"]], axis=1)
+    return ratio, weight, reader / config.wavelength_angstrom
+
+
 def sample_mixture_parameters(
-    rng: np.random.Generator, pool: np.ndarray, n: int, config: RecipeConfig, grid: GridConfig
+    rng: np.random.Generator,
+    pool: np.ndarray,
+    n: int,
+    config: RecipeConfig,
+    grid: GridConfig,
+    library: PhaseLibrary | None = None,
 ) -> MixtureParameters:
-    """Draw every random quantity of `n` mixtures, in the fixed order of A.1."""
+    """Draw every random quantity of `n` mixtures, in the fixed order of A.1, then the lab recipe's (which
+    needs the `library` for its texture axes)."""
     pool = np.asarray(pool, dtype=np.int64)
     n_phases = sample_phase_counts(rng, n, config)
     materials = sample_materials(rng, pool, n_phases)
@@ -265,6 +393,12 @@ def sample_mixture_parameters(
     params.update(sample_window(rng, n, config))
     params.update(sample_background(rng, n, config))
     params["noise_sigma"], standard_normal = sample_noise(rng, n, config, grid)
+    if config.lab is not None:
+        if library is None:
+            raise ValueError("the lab recipe samples texture axes from the library: pass library=")
+        params.update(sample_beam(rng, n, config.lab))
+        params.update(sample_texture(rng, materials, config.lab, library))
+        params.update(sample_lab_background(rng, n, config.lab))
     return MixtureParameters(n_phases, materials, weights, params, standard_normal)
 
 
@@ -275,6 +409,14 @@ def window_bins(low_deg: np.ndarray, high_deg: np.ndarray, grid: GridConfig) -> 
         [np.searchsorted(centers, low_deg, side="left"), np.searchsorted(centers, high_deg, side="right")],
         axis=1,
     ).astype(np.int32)
+
+
+def counting_noise_floor(params: dict[str, np.ndarray]) -> np.ndarray:
+    """(n,) the smallest counting-noise std a lab pattern can have, relative to its highest clean bin M:
+    sqrt(b_min / counts_at_max), b_min = level · exp(-Σ|c_j|) the lowest the smooth background can reach
+    (|T_j| <= 1; humps and air scatter only add)."""
+    b_min = params["background_level"] * np.exp(-np.abs(params["background_coefficients"]).sum(axis=1))
+    return np.sqrt(b_min / params["counts_at_max"])
 
 
 def tail_tolerances(noise_sigma: np.ndarray, config: RecipeConfig) -> np.ndarray:
@@ -307,6 +449,25 @@ def render_clean_mixtures(
     """The broadened mixtures before background, noise and normalisation, float64 (n, n_bins), 0 outside the
     window, and the window bins int32 (n, 2)."""
     p = parameters.params
+    lab = None
+    if config.lab is not None:
+        line_ratio, line_weight, wavelength_ratio = beam_lines(p, config)
+        reflections = library.reflection_offsets
+        lab = _k.LabPhysics(
+            line_ratio=line_ratio,
+            line_weight=line_weight,
+            wavelength_ratio=wavelength_ratio,
+            sample_displacement_deg=p["sample_displacement_deg"],
+            texture_r=p["texture_r"],
+            texture_axis=p["texture_axis"],
+            reflection_offsets=reflections if reflections is not None else np.zeros(1, dtype=np.int64),
+            reflection_direction=library.reflection_direction
+            if reflections is not None
+            else np.zeros((0, 3)),
+            reflection_weight=library.reflection_weight if reflections is not None else np.zeros(0),
+            noise_floor=counting_noise_floor(p),
+            tolerance_per_noise=config.tail_tolerance_sigma,
+        )
     windows = window_bins(p["window_low_deg"], p["window_high_deg"], grid)
     mixture = np.zeros((parameters.n_phases.size, grid.n_bins))
     normalization = {"strongest_line": _k.STRONGEST_LINE, "total_intensity": _k.TOTAL_INTENSITY}
@@ -337,7 +498,9 @@ def render_clean_mixtures(
     table = None
     if config.engine == "lut":
         table = build_width_lut(config, grid, smallest_tail_tolerance(config)).table
-    _k.render_batch(mixture, windows, _bin_grid(grid), library.stick_table(grid), draws, constants, table)
+    _k.render_batch(
+        mixture, windows, _bin_grid(grid), library.stick_table(grid), draws, constants, table, lab
+    )
     return mixture, windows
 
 
@@ -347,6 +510,22 @@ def render_mixtures(
     """Render sampled parameters into normalised patterns float32 (n, n_bins) and window bins int32 (n, 2)."""
     p = parameters.params
     mixture, windows = render_clean_mixtures(parameters, library, config, grid)
+    pattern = np.empty(mixture.shape, dtype=np.float32)
+    if config.lab is not None:
+        lab_background = _k.LabBackground(
+            level=p["background_level"],
+            chebyshev=p["background_coefficients"],
+            hump_height=p["hump_height"],
+            hump_center_deg=p["hump_center_deg"],
+            hump_fwhm_deg=p["hump_fwhm_deg"],
+            air_scatter_height=p["air_scatter_height"],
+            air_scatter_decay_deg=p["air_scatter_decay_deg"],
+            counts_at_max=p["counts_at_max"],
+            standard_normal=parameters.standard_normal,
+            percentile=config.normalization_percentile,
+        )
+        _k.finish_lab_batch(mixture, pattern, windows, _bin_grid(grid), lab_background)
+        return pattern, windows
     background = _k.Background(
         baseline_coefficients=p["baseline_coefficients"],
         baseline_amplitude=p["baseline_amplitude"],
@@ -357,7 +536,6 @@ def render_mixtures(
         baseline_mode=_k.MULTIPLICATIVE if config.baseline_mode == "multiplicative" else _k.ADDITIVE,
         percentile=config.normalization_percentile,
     )
-    pattern = np.empty(mixture.shape, dtype=np.float32)
     _k.finish_batch(mixture, pattern, windows, _bin_grid(grid), background)
     return pattern, windows
 
@@ -374,7 +552,7 @@ def generate_batch(
     pool = np.asarray(pool, dtype=np.int64)
     if pool.size and (pool.min() < 0 or pool.max() >= library.n_materials):
         raise ValueError(f"pool holds indices outside the library's 0..{library.n_materials - 1}")
-    parameters = sample_mixture_parameters(rng, pool, n, config, grid)
+    parameters = sample_mixture_parameters(rng, pool, n, config, grid, library)
     pattern, windows = render_mixtures(parameters, library, config, grid)
     materials = parameters.phase_material
     spacegroup = np.where(materials >= 0, library.spacegroup[np.maximum(materials, 0)], 0).astype(np.int16)
