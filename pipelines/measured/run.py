@@ -10,7 +10,8 @@ measured set beside a library search of the same bank (issue 12):
   5. score     `xrdmodels score-measured` on every file of ../shared/data/experimental/all_labels.csv, the
                model and the library search of the bank side by side (measured.md)
 
-`--recipe paper` trains on the A.1 recipe instead, with everything else equal: the ablation of issue 12.
+`--recipe paper` trains on the A.1 recipe instead, and `--without EFFECT` removes one lab effect, with everything
+else equal: the ablation of issue 12 (pipelines/measured/ablation.py runs them and writes one table).
 Every stage is the real command a user would type; a rerun reuses what finished (see pipelines/stages.py).
 
 Usage: .venv/bin/python pipelines/measured/run.py [--out runs/measured] [--train-minutes 45] [--recipe lab]
@@ -46,6 +47,26 @@ TRAIN = {
     "num_workers": 1,
 }
 STEPS_PER_MINUTE = 400
+#: `--without EFFECT`: the lab recipe with one effect turned off (the ablation of issue 12, item 5).
+LAB_EFFECTS: dict[str, dict] = {
+    "kalpha2": {"lab": {"monochromatic_probability": 1.0}},
+    "kbeta": {"lab": {"kbeta_probability": 0.0}},
+    "anodes": {"lab": {"anode_probabilities": {"Cu": 1.0}}},
+    "texture": {"lab": {"march_dollase_probability": 0.0}},
+    "displacement": {"lab": {"sample_displacement_deg": [0.0, 0.0]}},
+    "background": {"lab": {"background_level": [1e-9, 1e-9]}},
+    "humps": {"lab": {"amorphous_hump_probability": 0.0}},
+    "air": {"lab": {"air_scatter_probability": 0.0}},
+    "poisson": {"lab": {"counts_at_max": [1e12, 1e12]}},
+}
+
+
+def recipe_overrides(effects: list[str]) -> dict:
+    """The `recipe` fields that turn `effects` off, merged (each is a `lab` object)."""
+    lab: dict = {}
+    for effect in effects:
+        lab.update(LAB_EFFECTS[effect]["lab"])
+    return {"lab": lab} if lab else {}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,52 +80,73 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--random-per-group", type=int, default=2, help="random crystals per space group (2)")
     parser.add_argument("--n-train", default="300k", help="training mixtures (default 300k)")
     parser.add_argument("--train-minutes", type=float, default=45.0, help="training budget in minutes (45)")
+    parser.add_argument(
+        "--train-steps", type=int, default=None, help="train this many steps instead of a wall-clock budget"
+    )
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
+    parser.add_argument(
+        "--bank", default=None, help="use this bank instead of building one (shared by ablations)"
+    )
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        choices=sorted(LAB_EFFECTS),
+        help="turn one lab effect off (repeatable; the ablation): " + ", ".join(sorted(LAB_EFFECTS)),
+    )
     args = parser.parse_args(argv)
+    if args.without and args.recipe != "lab":
+        parser.error("--without removes effects of the lab recipe; use it with --recipe lab")
     if not (SHARED / "structures").exists() or not (SHARED / "experimental").exists():
         sys.exit(f"measured: this pipeline needs ../shared/data (structures and experimental) at {SHARED}")
-    out = Path(args.out or f"runs/measured-{args.recipe}").resolve()
+    name = args.recipe + "".join(f"-no-{e}" for e in sorted(args.without))
+    out = Path(args.out or f"runs/measured-{name}").resolve()
     t0 = time.perf_counter()
     stages = Stages(out, "measured")
     xrdsynth, xrdmodels = str(BIN / "xrdsynth"), str(BIN / "xrdmodels")
-    bank, mixtures = out / "bank.zarr", out / "mixtures"
+    bank, mixtures = Path(args.bank).resolve() if args.bank else out / "bank.zarr", out / "mixtures"
 
-    sources = [a for s in STRUCTURE_SOURCES for a in ("--source", str(SHARED / "structures" / s))]
+    if not args.bank:
+        sources = [a for s in STRUCTURE_SOURCES for a in ("--source", str(SHARED / "structures" / s))]
+        stages.run(
+            "bank: shared curated structures + AFLOW prototypes + random crystals",
+            [xrdsynth, "bank", "build", *sources, "--source", "builtin", "--source",
+             f"random:{args.random_per_group}", "--split-fractions", "0.96,0.02,0.02", "--out", str(bank),
+             "--workers", str(args.workers)],
+            always=True,
+        )  # fmt: skip
+    recipe_config = out / "configs" / "mixtures.json"
+    recipe_config.parent.mkdir(parents=True, exist_ok=True)
+    recipe_config.write_text(json.dumps({"recipe": recipe_overrides(args.without)}, indent=2))
     stages.run(
-        "bank: shared curated structures + AFLOW prototypes + random crystals",
-        [xrdsynth, "bank", "build", *sources, "--source", "builtin", "--source", f"random:{args.random_per_group}",
-         "--split-fractions", "0.96,0.02,0.02", "--out", str(bank), "--workers", str(args.workers)],
-        always=True,
-    )  # fmt: skip
-    stages.run(
-        f"mixtures: {args.recipe} recipe",
+        f"mixtures: {name} recipe",
         [xrdsynth, "mixtures", "generate", "--bank", str(bank), "--out", str(mixtures), "--n", args.n_train,
-         "--recipe", args.recipe, "--workers", str(args.workers), "--resume"],
+         "--recipe", args.recipe, "--config", str(recipe_config), "--workers", str(args.workers), "--resume"],
         always=True,
     )  # fmt: skip
     run_dir = out / "models" / "cnn_presence"
     config = {
         **MODEL,
         **TRAIN,
-        "total_steps": max(1000, int(args.train_minutes * STEPS_PER_MINUTE)),
-        "max_minutes": args.train_minutes,
+        "total_steps": args.train_steps or max(1000, int(args.train_minutes * STEPS_PER_MINUTE)),
+        "max_minutes": None if args.train_steps else args.train_minutes,
         "train_store": str(mixtures / "train.zarr"),
         "val_store": str(mixtures / "val.zarr"),
         "out_dir": str(run_dir),
     }
     config_path = out / "configs" / "cnn_presence.json"
-    config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(config, indent=2))
     resume = ["--resume"] if (run_dir / "last.pt").exists() else []
     stages.run(
-        f"train: cpu-preset token CNN, presence head, {args.train_minutes:g} min",
+        f"train: cpu-preset token CNN, presence head, {args.train_steps or args.train_minutes} "
+        + ("steps" if args.train_steps else "min"),
         [xrdmodels, "train", "--config", str(config_path), *resume],
         outputs=[run_dir / "last.pt"],
     )
     checkpoint = str(run_dir / "last.pt")
     stages.run(
         "evaluate: Table 1 on in-library and out-of-library test",
-        [xrdmodels, "evaluate", checkpoint, "--mixtures", str(mixtures), "--name", f"token CNN presence ({args.recipe})",
+        [xrdmodels, "evaluate", checkpoint, "--mixtures", str(mixtures), "--name", f"token CNN presence ({name})",
          "--out", str(out / "evaluation")],
         outputs=[out / "evaluation" / "table.md"],
     )  # fmt: skip
