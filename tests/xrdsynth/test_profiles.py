@@ -11,13 +11,11 @@ from xrdsynth import _profile_kernels as kernels
 from xrdsynth.config import GridConfig, RecipeConfig
 from xrdsynth.profiles import (
     build_width_lut,
-    caglioti_fwhm_deg,
     deposit_sticks,
     pseudo_voigt_density,
     render_pseudo_voigt,
     render_pseudo_voigt_lut,
-    scherrer_fwhm_deg,
-    strain_fwhm_deg,
+    stick_fwhm_eta_deg,
     tch_fwhm_eta,
 )
 
@@ -61,12 +59,36 @@ def test_fast_erf_and_atan_meet_their_stated_bounds():
 
 
 def test_width_formulas():
-    # 2θ = 90°: tanθ = 1, cosθ = 1/√2.
-    assert strain_fwhm_deg(90.0, 0.001) == pytest.approx(math.degrees(4 * 0.001))
-    assert scherrer_fwhm_deg(90.0, 100.0, 1.54184) == pytest.approx(
-        math.degrees(0.9 * 0.154184 / 100 * math.sqrt(2))
+    # 2θ = 90°: tanθ = 1, cosθ = 1/√2. Each term alone (a 1 m crystallite has no size broadening to speak of).
+    def widths(**terms):
+        fwhm, eta, lorentz = stick_fwhm_eta_deg(
+            90.0, **{"microstrain": 0.0, "crystallite_size_nm": 1e9, **terms}
+        )
+        return fwhm[0], eta[0], lorentz[0]
+
+    assert widths(microstrain=0.001)[0] == pytest.approx(math.degrees(4 * 0.001), rel=1e-6)
+    scherrer = math.degrees(0.9 * 0.154184 / 100 * math.sqrt(2))
+    fwhm, eta, lorentz = widths(crystallite_size_nm=100.0)
+    assert (
+        lorentz == pytest.approx(scherrer)
+        and fwhm == pytest.approx(scherrer)
+        and eta == pytest.approx(1.0, abs=1e-4)
     )
-    assert caglioti_fwhm_deg(90.0, 0.004, 0.0, 0.002) == pytest.approx(math.sqrt(0.006))
+    assert widths(caglioti_u_deg2=0.004, caglioti_w_deg2=0.002)[0] == pytest.approx(
+        math.sqrt(0.006), rel=1e-6
+    )
+    # Both together, in quadrature, against the TCH polynomial written out.
+    fwhm, eta, lorentz = widths(microstrain=0.001, caglioti_w_deg2=0.002, crystallite_size_nm=100.0)
+    g, lo = math.hypot(math.degrees(0.004), math.sqrt(0.002)), scherrer
+    expected = (
+        g**5
+        + 2.69269 * g**4 * lo
+        + 2.42843 * g**3 * lo**2
+        + 4.47163 * g**2 * lo**3
+        + 0.07842 * g * lo**4
+        + lo**5
+    ) ** 0.2
+    assert fwhm == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("fwhm_deg", [0.01, 0.08, 0.6])
@@ -142,8 +164,9 @@ def _lut_peak_error(levels: int) -> float:
     lut = build_width_lut(RecipeConfig(lut_levels=levels), GRID, 1e-5)
     rng = np.random.default_rng(5)
     centers = np.sort(rng.uniform(10.0, 110.0, 40))
-    gauss = np.hypot(strain_fwhm_deg(centers, 0.002), caglioti_fwhm_deg(centers, 0.002, 0.0, 0.0019))
-    fwhm, eta = tch_fwhm_eta(gauss, scherrer_fwhm_deg(centers, 120.0, 1.54184))
+    fwhm, eta, _ = stick_fwhm_eta_deg(
+        centers, microstrain=0.002, crystallite_size_nm=120.0, caglioti_u_deg2=0.002, caglioti_w_deg2=0.0019
+    )
     areas = rng.uniform(0.1, 1.0, 40)
     exact = render_pseudo_voigt(centers, areas, fwhm, eta, GRID)
     table = render_pseudo_voigt_lut(centers, areas, fwhm, eta, lut, GRID)

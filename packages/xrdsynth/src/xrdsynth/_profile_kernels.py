@@ -439,6 +439,34 @@ def stick_fwhm_eta(
 
 
 @nb.njit(cache=True)
+def stick_widths(
+    tan_theta: np.ndarray,
+    sec_theta: np.ndarray,
+    microstrain: float,
+    crystallite_size_nm: float,
+    constants: RecipeConstants,
+    caglioti_u_deg2: float,
+    caglioti_v_deg2: float,
+    caglioti_w_deg2: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(TCH FWHM, η, Lorentzian FWHM) in degrees of sticks at tanθ, 1/cosθ: `phase_width_factors` and
+    `stick_fwhm_eta` over arrays, so that the numpy API (profiles.stick_fwhm_eta_deg) and the LUT's width range
+    use the rendering engines' own formula."""
+    n = tan_theta.shape[0]
+    fwhm = np.empty(n)
+    eta = np.empty(n)
+    lorentz = np.empty(n)
+    strain_deg, size_deg = phase_width_factors(microstrain, crystallite_size_nm, constants)
+    for i in range(n):
+        fwhm[i], eta[i] = stick_fwhm_eta(
+            tan_theta[i], sec_theta[i], strain_deg, size_deg, tan_theta[i], 1.0, caglioti_u_deg2, caglioti_v_deg2,
+            caglioti_w_deg2,
+        )  # fmt: skip
+        lorentz[i] = size_deg * sec_theta[i]
+    return fwhm, eta, lorentz
+
+
+@nb.njit(cache=True)
 def march_dollase(
     direction: np.ndarray, weight: np.ndarray, first: int, end: int, axis: np.ndarray, r: float
 ) -> float:

@@ -231,7 +231,10 @@ class LabConfig(_Strict):
         "0.48-0.52 (Hölzer et al. 1997, Phys. Rev. A 56, 4554).",
     )
     kbeta_probability: float = Field(
-        0.2, ge=0.0, le=1.0, description="Probability that residual Kβ passes the filter (never with a Kα1 monochromator)."
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Probability that residual Kβ passes the filter (never with a Kα1 monochromator).",
     )
     kbeta_ratio: Range = Field(
         (0.002, 0.02),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xrdsynth import _profile_kernels as _k
-from xrdsynth.config import GridConfig, RecipeConfig
+from xrdsynth.config import CU_KA_ANGSTROM, GridConfig, RecipeConfig
 
 _TCH_VECTORISED = np.vectorize(_k.tch_fwhm_eta, otypes=[np.float64, np.float64])
 
@@ -36,30 +36,36 @@ def tch_fwhm_eta(
     return fwhm, eta
 
 
-# The three widths below are the array forms of _k.phase_width_factors and _k.stick_fwhm_eta, which both engines
-# use for every stick. They agree with the kernels to rounding, not bit for bit (np.degrees multiplies where the
-# kernels divide, np.hypot), and they set the LUT's FWHM range (`_recipe_widths_deg`): routing them through the
-# kernels moves that range by one ulp, and with it the LUT engine's output bits.
-def strain_fwhm_deg(two_theta_deg: np.ndarray | float, microstrain: float, factor: float = 4.0) -> np.ndarray:
-    """Gaussian microstrain FWHM in degrees 2θ: factor · ε · tanθ radians (A.1; factor 4 = Stokes-Wilson)."""
-    theta = np.radians(np.asarray(two_theta_deg, dtype=np.float64) / 2.0)
-    return np.degrees(factor * microstrain * np.tan(theta))
-
-
-def scherrer_fwhm_deg(
-    two_theta_deg: np.ndarray | float, crystallite_size_nm: float, wavelength_angstrom: float, k: float = 0.9
-) -> np.ndarray:
-    """Lorentzian size FWHM in degrees 2θ: K λ / (L cosθ) radians (Scherrer, A.1)."""
-    theta = np.radians(np.asarray(two_theta_deg, dtype=np.float64) / 2.0)
-    return np.degrees(k * (wavelength_angstrom / 10.0) / (crystallite_size_nm * np.cos(theta)))
-
-
-def caglioti_fwhm_deg(
-    two_theta_deg: np.ndarray | float, u_deg2: float, v_deg2: float, w_deg2: float
-) -> np.ndarray:
-    """Instrument Gaussian FWHM in degrees 2θ: sqrt(U tan²θ + V tanθ + W), negative squares clamped to 0."""
-    tan_t = np.tan(np.radians(np.asarray(two_theta_deg, dtype=np.float64) / 2.0))
-    return np.sqrt(np.maximum(u_deg2 * tan_t**2 + v_deg2 * tan_t + w_deg2, 0.0))
+def stick_fwhm_eta_deg(
+    two_theta_deg: np.ndarray | float,
+    *,
+    microstrain: float,
+    crystallite_size_nm: float,
+    caglioti_u_deg2: float = 0.0,
+    caglioti_v_deg2: float = 0.0,
+    caglioti_w_deg2: float = 0.0,
+    strain_fwhm_factor: float = 4.0,
+    scherrer_k: float = 0.9,
+    wavelength_angstrom: float = CU_KA_ANGSTROM,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(TCH FWHM, η, Lorentzian FWHM), FWHMs in degrees 2θ, of sticks at `two_theta_deg` as both rendering
+    engines give them (A.1): Gaussian part √((f ε tanθ)² + U tan²θ + V tanθ + W) with f ε tanθ in radians
+    (f = 4, Stokes-Wilson) and negative Caglioti squares clamped to 0, Lorentzian part K λ / (L cosθ) radians
+    (Scherrer). Computed by the kernels' own functions (`_k.stick_widths`), one formula for every path."""
+    theta = np.radians(np.atleast_1d(np.asarray(two_theta_deg, dtype=np.float64)) / 2.0)
+    constants = _k.RecipeConstants(
+        normalization_mode=_k.STRONGEST_LINE,
+        orientation_order=0,
+        orientation_clip_lo=1.0,
+        orientation_clip_hi=1.0,
+        strain_fwhm_factor=strain_fwhm_factor,
+        scherrer_k=scherrer_k,
+        wavelength_nm=wavelength_angstrom / 10.0,
+    )
+    return _k.stick_widths(
+        np.tan(theta), 1.0 / np.cos(theta), microstrain, crystallite_size_nm, constants, caglioti_u_deg2,
+        caglioti_v_deg2, caglioti_w_deg2,
+    )  # fmt: skip
 
 
 def pseudo_voigt_density(
@@ -159,18 +165,19 @@ def _recipe_widths_deg(config: RecipeConfig, grid: GridConfig) -> np.ndarray:
     fwhm = []
     lorentz = []
     for pick in (0, 1):
-        gauss = np.hypot(
-            strain_fwhm_deg(edges, config.microstrain[pick], config.strain_fwhm_factor),
-            caglioti_fwhm_deg(
-                edges,
-                config.instrument_u_deg2 + config.instrument_du_deg2[pick],
-                config.instrument_v_deg2 + config.instrument_dv_deg2[pick],
-                config.instrument_w_deg2 + config.instrument_dw_deg2[pick],
-            ),
+        width, _, size = stick_fwhm_eta_deg(
+            edges,
+            microstrain=config.microstrain[pick],
+            crystallite_size_nm=10.0 ** config.crystallite_size_log10_nm[1 - pick],
+            caglioti_u_deg2=config.instrument_u_deg2 + config.instrument_du_deg2[pick],
+            caglioti_v_deg2=config.instrument_v_deg2 + config.instrument_dv_deg2[pick],
+            caglioti_w_deg2=config.instrument_w_deg2 + config.instrument_dw_deg2[pick],
+            strain_fwhm_factor=config.strain_fwhm_factor,
+            scherrer_k=config.scherrer_k,
+            wavelength_angstrom=config.wavelength_angstrom,
         )
-        size_nm = 10.0 ** config.crystallite_size_log10_nm[1 - pick]
-        lorentz.append(scherrer_fwhm_deg(edges, size_nm, config.wavelength_angstrom, config.scherrer_k))
-        fwhm.append(tch_fwhm_eta(gauss, lorentz[-1])[0])
+        fwhm.append(width)
+        lorentz.append(size)
     return np.stack([fwhm[0], fwhm[1], lorentz[1]])
 
 
