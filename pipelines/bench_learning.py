@@ -17,6 +17,7 @@ recall@K*, cover@3K* (A.8) and, for the single-phase task, top-1 (the best-ranke
 
 Usage: .venv/bin/python pipelines/bench_learning.py [--tasks single a1] [--variants ...] [--minutes 10]
        [--work-dir runs/bench_learning] [--quick]
+   or: .venv/bin/python pipelines/bench_learning.py --checkpoint RUN/models/X/last.pt --stores RUN/mixtures
 """
 
 from __future__ import annotations
@@ -183,6 +184,37 @@ def fmt(row: dict, keys: list[str]) -> str:
     return " | ".join(f"{row[k]:.3f}" if k in row else "" for k in keys)
 
 
+def score_checkpoint(checkpoint: Path, stores: Path, nn_train: int) -> None:
+    """One trained model against the label prior and 1-NN (over the first `nn_train` training samples) on the
+    in-library and out-of-library stores it was trained beside."""
+    splits = {"in-library": stores / "in_library.zarr", "out-of-library": stores / "test.zarr"}
+    keys = ["micro_f1", "cover", "recall", "cover@3K*"]
+    train = load_store(stores / "train.zarr", nn_train)
+    prior = train["targets"].numpy().mean(axis=0)
+    rows = []
+    for name in ("label prior", "1-NN", str(checkpoint)):
+        cells = []
+        for url in splits.values():
+            if name == str(checkpoint):
+                cells.append(model_summary(checkpoint, url, single=False))
+                continue
+            query = load_store(url, EVAL_SAMPLES)
+            targets = query["targets"].numpy() > 0.5
+            if name == "label prior":
+                cells.append(summarise(np.tile(prior, (len(targets), 1)), targets, None, False))
+            else:
+                pred_set, scores = nearest_neighbour_scores(train, query)
+                cells.append(summarise(scores, targets, pred_set, False))
+        rows.append(f"| {name} | " + " | ".join(fmt(c, keys) for c in cells) + " |")
+        print(rows[-1], flush=True)
+    print(
+        f"\n{EVAL_SAMPLES} samples per split; 1-NN over {len(train['targets'])} training samples of {stores}\n"
+    )
+    print("| method | " + " | ".join(f"{split} {k}" for split in splits for k in keys) + " |")
+    print("|" + "---|" * (1 + len(keys) * len(splits)))
+    print("\n".join(rows), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -196,7 +228,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="Dask workers for the stores")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny stores, seconds of training")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="score this trained model instead of training the variants, on --stores (e.g. a measured pipeline "
+        "run), beside the label prior and 1-NN of the same stores",
+    )
+    parser.add_argument(
+        "--stores", default=None, help="with --checkpoint: folder of train/in_library/test.zarr"
+    )
+    parser.add_argument(
+        "--nn-train", type=int, default=100_000, help="with --checkpoint: training samples 1-NN searches"
+    )
     args = parser.parse_args(argv)
+    if args.checkpoint:
+        if not args.stores:
+            parser.error("--checkpoint needs --stores")
+        score_checkpoint(Path(args.checkpoint), Path(args.stores), args.nn_train)
+        return
     if args.quick:
         args.minutes, args.n_train, args.checkpoint_every = 0.2, 4096, 20
         args.variants = args.variants[:1]
