@@ -5,6 +5,9 @@
   generate  end-to-end `mixtures generate` to local disk, 1 vs N workers, MB/s and compression (1M <= 3 min)
   loader    streaming samples/s from local disk and loopback S3 vs the 4,000 samples/s an H100 needs
   learning  learning curves of the three model families vs the label prior and 1-NN retrieval (minutes each)
+  memorise  which read-out lets a CPU-size model memorise 256 fixed patterns (the paper's vs the cpu preset's)
+  train_speed  samples/s of the `cpu` preset's training steps (threads, bf16, torch.compile, dropout) vs
+            today's default execution, and where a step's time goes (issue 10: 3x)
   wavelength  a checkpoint's scores on the same phases simulated at Cu, Mo, Ag and synchrotron wavelengths,
             read through the measured-data reader with and without each of its steps, beside a library search
 
@@ -27,6 +30,8 @@ BENCHES = {
     "generate": "bench_generate.py",
     "loader": "bench_loader.py",
     "learning": "bench_learning.py",
+    "memorise": "bench_memorise.py",
+    "train_speed": "bench_train_speed.py",
     "wavelength": "bench_wavelength.py",
 }
 
