@@ -371,3 +371,35 @@ def test_fourier_angle_code_tells_every_token_apart() -> None:
     assert code.shape == (128, 32)
     distances = torch.cdist(code, code)
     assert float(distances[~torch.eye(128, dtype=torch.bool)].min()) > 0.5
+
+
+@pytest.mark.parametrize(
+    ("dropout", "training", "attention_dtype"),
+    [(0.0, True, torch.float32), (0.1, False, torch.float32), (0.1, True, torch.bfloat16)],
+)
+def test_cpu_bf16_autocast_keeps_fused_attention_in_fp32(monkeypatch, dropout, training, attention_dtype):
+    """The fused CPU attention kernel (no dropout) has a slow bf16 backward, so it gets fp32 inputs under
+    autocast; with attention dropout PyTorch runs unfused attention, which is faster in bf16 and stays there."""
+    from xrdmodels.models import encoders
+
+    seen = []
+    real_attention = encoders.F.scaled_dot_product_attention
+
+    def recording_attention(q, k, v, **kwargs):
+        seen.append(q.dtype)
+        return real_attention(q, k, v, **kwargs)
+
+    monkeypatch.setattr(encoders.F, "scaled_dot_product_attention", recording_attention)
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(preset("small", d_model=16, n_heads=2, n_layers=1, dropout=dropout))
+    encoder.train(training)
+    tokens = torch.randn(2, 8, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = encoder(tokens, torch.ones(2, 8, dtype=torch.bool))
+    out.float().sum().backward()
+    assert seen == [attention_dtype]
+    assert torch.isfinite(tokens.grad).all()
+    with torch.no_grad():
+        reference = encoder(tokens, torch.ones(2, 8, dtype=torch.bool))  # fp32 throughout
+    if not training:
+        torch.testing.assert_close(out.float(), reference, atol=0.1, rtol=0.1)

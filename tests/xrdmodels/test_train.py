@@ -349,7 +349,7 @@ def test_sigint_to_cli_process_saves_consistent_checkpoint(stores, reference_run
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, output
+    assert proc.returncode == 130, output  # interrupted, not finished: a pipeline must not skip on to evaluation
     stopped = load_checkpoint(out / "last.pt")["step"]
     assert stopped < REF_STEPS, "the run finished before the signal arrived"
     assert f"interrupted at step {stopped}" in output
@@ -413,6 +413,47 @@ def test_bf16_autocast_trains_on_cpu(stores, tmp_path):
     assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
     # bf16 carries ~3 significant digits; the first loss still matches the uniform-slot reference ln(231).
     assert losses[0] == pytest.approx(math.log(231), rel=0.1)
+
+
+def run_split_at_checkpoint(stores, out: Path, **fields) -> None:
+    """Train to the checkpoint at step 4, then --resume to REF_STEPS (crossing the epoch end)."""
+    train(make_config(stores, out, max_steps=4, **fields), progress=False)
+    train(make_config(stores, out, **fields), resume=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"precision": "bf16"},
+        {"torch_threads": 2},
+        pytest.param({"compile": True}, marks=pytest.mark.slow),
+    ],
+    ids=["bf16", "threads2", "compile"],
+)
+def test_execution_options_train_and_resume_exactly(stores, tmp_path, fields):
+    """Each speed option of TrainConfig trains (finite losses) and resumes from a checkpoint bit for bit."""
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train(make_config(stores, whole, **fields), progress=False)
+    run_split_at_checkpoint(stores, split, **fields)
+    losses = train_losses(whole)
+    assert [s for s, _ in losses] == list(range(1, REF_STEPS + 1))
+    assert all(math.isfinite(v) for _, v in losses)
+    assert train_losses(split) == losses
+    assert_same_weights(weights(split / "last.pt"), weights(whole / "last.pt"))
+
+
+def test_torch_threads_applies_to_the_run_only(stores, tmp_path, monkeypatch):
+    real_loss, seen = train_module.model_loss, []
+
+    def loss_recording_threads(output, labels):
+        seen.append(torch.get_num_threads())
+        return real_loss(output, labels)
+
+    monkeypatch.setattr(train_module, "model_loss", loss_recording_threads)
+    assert torch.get_num_threads() == 1  # the module's fixture
+    train(make_config(stores, tmp_path / "threads", torch_threads=2, max_steps=2), progress=False)
+    assert seen == [2, 2]
+    assert torch.get_num_threads() == 1
 
 
 def test_store_grid_mismatch_is_a_clear_error(stores, tmp_path):

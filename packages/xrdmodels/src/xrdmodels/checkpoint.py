@@ -217,6 +217,7 @@ _TRAJECTORY_FIELDS = (
     "min_lr_ratio",
     "grad_clip",
     "precision",
+    "torch_threads",
 )
 #: The `TrainState.state_dict` entries that exact resume needs besides `REQUIRED_KEYS`; older runs may lack
 #: the validation metrics, which then start empty.

@@ -116,6 +116,9 @@ def train_cmd(config_file: str | None, resume: bool, overrides: tuple[str, ...])
     (CPU size with flatten read-outs: what learns in minutes on a CPU, docs/benchmarks.md).
 
     Multi-GPU / multi-node: torchrun --nproc-per-node G -m xrdmodels.cli train --config FILE
+
+    Ctrl-C or SIGTERM stops after the current step and saves last.pt; the exit status is then 130, so that
+    scripts do not take the run for finished (stopping at max_minutes exits 0). Continue with --resume.
     """
     from .config import TrainConfig
     from .train import TrainingDiverged, train
@@ -146,6 +149,10 @@ def train_cmd(config_file: str | None, resume: bool, overrides: tuple[str, ...])
     )
     resume = "; continue with --resume" if summary.get("out_of_time") or summary["interrupted"] else ""
     click.echo(f"train: {state} at step {summary['step']}, {best} -> {summary['out_dir']}{resume}")
+    if summary["interrupted"]:
+        # 128 + SIGINT, as shells report a Ctrl-C: scripts and pipelines must not take an interrupted run for a
+        # finished one (a max_minutes stop is planned and exits 0).
+        sys.exit(130)
 
 
 @main.command("evaluate")

@@ -175,31 +175,24 @@ class ModelConfig(BaseModel):
         return length
 
 
+# CPU-friendly sizes: the paper's structure, narrow and shallow.
+_SMALL_SIZES: dict[str, object] = {
+    "cnn_channels": [16, 32, 64, 64],
+    "d_model": 64,
+    "n_layers": 2,
+    "n_heads": 4,
+    "ffn_dim": 128,
+    "n_slot_layers": 2,
+}
 _PRESETS: dict[str, dict[str, object]] = {
     # Exactly the sizes of Appendix A.2-A.4.
     "paper": {},
-    # CPU-friendly: same structure, narrow and shallow, for tests and smoke runs.
-    "small": {
-        "cnn_channels": [16, 32, 64, 64],
-        "d_model": 64,
-        "n_layers": 2,
-        "n_heads": 4,
-        "ffn_dim": 128,
-        "n_slot_layers": 2,
-    },
+    # The paper's structure at CPU size, for tests and smoke runs.
+    "small": _SMALL_SIZES,
     # What learns on a CPU in minutes (docs/benchmarks.md, learning): the `small` sizes with read-outs that see
     # where the peaks are. The paper's masked mean pooling and learned-only slots stay at the label prior at
     # this scale, even on 256 memorised patterns; these reach 100% train accuracy in ~100 steps.
-    "cpu": {
-        "cnn_channels": [16, 32, 64, 64],
-        "d_model": 64,
-        "n_layers": 2,
-        "n_heads": 4,
-        "ffn_dim": 128,
-        "n_slot_layers": 2,
-        "presence_pooling": "flatten",
-        "slot_init": "flatten",
-    },
+    "cpu": {**_SMALL_SIZES, "presence_pooling": "flatten", "slot_init": "flatten"},
 }
 
 
@@ -285,9 +278,24 @@ class TrainConfig(BaseModel):
     )
     grad_clip: float = Field(1.0, gt=0, description="Clip gradients to this global L2 norm (A.6: 1.0).")
     precision: Precision = Field(
-        "fp32", description="fp32 (A.6: no automatic mixed precision) or bf16 autocast (faster on GPUs)."
+        "fp32",
+        description="fp32 (A.6: no automatic mixed precision) or bf16 autocast. Not in the paper: faster on GPUs, "
+        "and on CPUs with native bf16 (avx512_bf16, AMX): the `cpu` preset's steps 1.1-1.3x on one core, and it "
+        "still memorises like fp32 (docs/benchmarks.md, training speed).",
     )
-    compile: bool = Field(False, description="Wrap the model in torch.compile (not in the paper).")
+    compile: bool = Field(
+        False,
+        description="Wrap the model in torch.compile (not in the paper). On CPU it gains nothing for the `cpu` "
+        "preset (dropout makes it slower; without dropout +5%) and costs a compile per run (docs/benchmarks.md).",
+    )
+    torch_threads: int | None = Field(
+        None,
+        gt=0,
+        description="Intra-op threads of each training process (torch.set_num_threads, for the run only); None: "
+        "torch's default (all cores, or OMP_NUM_THREADS). Not in the paper: on a CPU shared with other busy "
+        "processes, 1 avoids the 5-20x slow-down of OpenMP threads that spin-wait for a core "
+        "(docs/benchmarks.md, training speed).",
+    )
 
     # --- validation, checkpoints, logs ---
     val_every: int = Field(

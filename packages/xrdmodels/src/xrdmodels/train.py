@@ -7,7 +7,7 @@ shards, and every rank yields the same number of batches per epoch).
 Exact resume: a checkpoint holds the run's `TrainState` (checkpoint.py: weights, optimizer and schedule,
 counters, and every rank's data position and RNG states), so `--resume` after an interruption reproduces the
 uninterrupted run's losses and weights bit for bit (same device, `num_workers`, ranks, batch size and number
-of intra-op threads: CPU kernels may sum in another order with another thread count). The
+of intra-op threads, `torch_threads`: CPU kernels may sum in another order with another thread count). The
 DataLoader gets its own `torch.Generator`, so creating an iterator never draws from the global RNG that
 dropout uses.
 
@@ -281,9 +281,13 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     Raises TrainingDiverged on a NaN/inf loss or gradient norm, ValueError on a store/model mismatch.
     """
     rt = setup_runtime(config.device)
+    threads_before = torch.get_num_threads()
+    if config.torch_threads is not None:
+        torch.set_num_threads(config.torch_threads)
     try:
         return _train(config, rt, resume, progress)
     finally:
+        torch.set_num_threads(threads_before)
         if rt.owns_process_group:
             dist.destroy_process_group()
 

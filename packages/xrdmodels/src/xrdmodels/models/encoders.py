@@ -68,9 +68,15 @@ class MultiHeadAttention(nn.Module):
         k, v = self.to_kv(context).view(batch, -1, 2, self.n_heads, head_dim).permute(2, 0, 3, 1, 4)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.attn_dropout if self.training else 0.0
-        )
+        dropout_p = self.attn_dropout if self.training else 0.0
+        if dropout_p == 0.0 and q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # Without dropout the CPU runs a fused attention kernel whose bf16 backward is ~4x slower than its
+            # fp32 one (torch 2.13; docs/benchmarks.md, training speed), so under bf16 autocast the attention
+            # itself stays in fp32 and only the projections around it run in bf16.
+            with torch.autocast("cpu", enabled=False):
+                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(batch, n_query, d_model)))
 
 
