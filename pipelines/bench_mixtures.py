@@ -1,10 +1,13 @@
-"""Benchmark of the A.1 mixture recipe on one core: mixtures/s per engine and the speed-up over numpy.
+"""Benchmark of the mixture recipes on one core: mixtures/s per engine (A.1) and of the lab recipe, each with its
+speed-up over its numpy reference.
 
     .venv/bin/python pipelines/bench_mixtures.py [--bank URL] [--n 4000] [--reference-n 20]
 
 Without --bank a synthetic library of realistic size is used (1,000 phases with 50-400 sticks in 5-120°,
 heavy-tailed intensities). The numpy reference (tests/xrdsynth/reference_recipe.py) renders the same kind of
-mixtures in the same run. Numba runs on one thread; compilation is excluded by a warm-up batch.
+mixtures in the same run; the lab recipe (`recipe_preset("lab")`, every effect on) renders the same library with
+1-8 random reflections per stick against tests/xrdsynth/reference_lab.py. Numba runs on one thread; compilation
+is excluded by a warm-up batch.
 """
 
 from __future__ import annotations
@@ -12,26 +15,27 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 import time
 from pathlib import Path
 
 import numba
 import numpy as np
 
-from xrdsynth.config import GridConfig, RecipeConfig
+from xrdsynth.config import GridConfig, RecipeConfig, recipe_preset
 from xrdsynth.recipe import generate_batch, sample_mixture_parameters
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO / "tests" / "xrdsynth" / "reference_recipe.py"
+REFERENCES = REPO / "tests" / "xrdsynth"
 
 
-def _reference_module():
-    if not REFERENCE.exists():
-        raise SystemExit(
-            f"bench_mixtures: the numpy reference {REFERENCE} is missing; run from a full checkout"
-        )
-    spec = importlib.util.spec_from_file_location("reference_recipe", REFERENCE)
+def _reference_module(name: str):
+    path = REFERENCES / f"{name}.py"
+    if not path.exists():
+        raise SystemExit(f"bench_mixtures: the numpy reference {path} is missing; run from a full checkout")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # reference_lab imports reference_recipe by name
     spec.loader.exec_module(module)
     return module
 
@@ -62,7 +66,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
 
     numba.set_num_threads(1)
-    reference = _reference_module()
+    reference = _reference_module("reference_recipe")
+    reference_lab = _reference_module("reference_lab")
     rng = np.random.default_rng(args.seed)
     if args.bank:
         from xrdsynth.bank import Bank
@@ -91,6 +96,32 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         lambda: reference.render_reference(parameters, library, config, grid), args.reference_n, 1
     )
     results["numpy_reference_mixtures_per_s_wall"], results["numpy_reference_mixtures_per_s_cpu"] = wall, cpu
+    # The lab recipe: per-stick reflections for texture (the bank's, or random ones on the synthetic library).
+    lab_library = (
+        library
+        if library.reflection_offsets is not None
+        else reference_lab.lab_library(
+            np.random.default_rng(args.seed), args.materials, grid, peaks=(50, 400)
+        )
+    )
+    lab_pool = np.arange(lab_library.n_materials)
+    config = recipe_preset("lab")
+    generate_batch(rng, lab_library, lab_pool, 8, config, grid)  # compile
+    wall, cpu = _rate(lambda: generate_batch(rng, lab_library, lab_pool, args.n, config, grid), args.n)
+    results["lab_mixtures_per_s_wall"], results["lab_mixtures_per_s_cpu"] = wall, cpu
+    parameters = sample_mixture_parameters(rng, lab_pool, args.reference_n, config, grid, lab_library)
+    wall, cpu = _rate(
+        lambda: reference_lab.render_lab_reference(parameters, lab_library, config, grid), args.reference_n, 1
+    )
+    results["lab_numpy_reference_mixtures_per_s_wall"] = wall
+    results["lab_numpy_reference_mixtures_per_s_cpu"] = cpu
+    for clock in ("wall", "cpu"):
+        results[f"lab_speedup_vs_numpy_{clock}"] = (
+            results[f"lab_mixtures_per_s_{clock}"] / results[f"lab_numpy_reference_mixtures_per_s_{clock}"]
+        )
+        results[f"lab_vs_exact_{clock}"] = (
+            results[f"lab_mixtures_per_s_{clock}"] / results[f"exact_mixtures_per_s_{clock}"]
+        )
     for engine in ("exact", "lut"):
         for clock in ("wall", "cpu"):
             results[f"{engine}_speedup_vs_numpy_{clock}"] = (
