@@ -58,6 +58,7 @@ LAB_EFFECTS: dict[str, dict] = {
     "humps": {"lab": {"amorphous_hump_probability": 0.0}},
     "air": {"lab": {"air_scatter_probability": 0.0}},
     "poisson": {"lab": {"counts_at_max": [1e12, 1e12]}},
+    "subtraction": {"lab": {"background_subtracted_probability": 0.0}},
 }
 
 

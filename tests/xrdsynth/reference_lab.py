@@ -170,7 +170,8 @@ def finish_lab_reference(
     grid: GridConfig,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Background, Poisson counts and normalisation of clean mixtures (n, n_bins) in their windows: normalised
-    patterns float64 (n, n_bins) and the Poisson means λ, counts (both 0 outside the window) and levels (n,)."""
+    patterns float64 (n, n_bins) and the Poisson means λ, delivered counts (minus the expected background for a
+    background-subtracted pattern; both 0 outside the window) and levels (n,)."""
     p = parameters.params
     for name in ("baseline_amplitude", "floor_offset", "floor_slope", "noise_sigma"):
         if np.any(p[name] != 0):
@@ -185,8 +186,14 @@ def finish_lab_reference(
             continue
         x = clean[s, lo:hi]
         highest = x.max() if x.max() > 0 else 1.0
-        mean[s, lo:hi] = p["counts_at_max"][s] * (x / highest + lab_background(p, s, centers[lo:hi]))
+        relative_background = lab_background(p, s, centers[lo:hi])
+        mean[s, lo:hi] = p["counts_at_max"][s] * (x / highest + relative_background)
         counts[s, lo:hi] = poisson_counts(mean[s, lo:hi], parameters.standard_normal[s, lo:hi])
+        if p["background_subtracted"][s]:
+            # Processed data: the expected background removed, its counting noise left, negatives clipped.
+            counts[s, lo:hi] = np.clip(
+                counts[s, lo:hi] - p["counts_at_max"][s] * relative_background, 0.0, None
+            )
         values = counts[s, lo:hi]
         levels[s] = level = np.percentile(values, config.normalization_percentile)
         out[s, lo:hi] = values / level if level > 0 else values

@@ -134,6 +134,7 @@ class LabBackground(NamedTuple):
     air_scatter_height: np.ndarray  # 0 = no air scatter
     air_scatter_decay_deg: np.ndarray
     counts_at_max: np.ndarray
+    background_subtracted: np.ndarray  # bool: the expected background is subtracted after the Poisson draw
     standard_normal: np.ndarray  # float32 (n, n_bins): the unit normal each bin's Poisson draw inverts
     percentile: float
 
@@ -993,7 +994,8 @@ def finish_lab_sample(
     grid: BinGrid,
     background: LabBackground,
 ) -> None:
-    """Lab background, Poisson counts and percentile normalisation of sample s inside its window; 0 outside
+    """Lab background, Poisson counts (minus the expected background when the sample is delivered
+    background-subtracted, clipped at 0) and percentile normalisation of sample s inside its window; 0 outside
     (docs/physics.md, "The lab recipe")."""
     out[:first_bin] = 0.0
     out[max(end_bin, first_bin) :] = 0.0
@@ -1013,6 +1015,7 @@ def finish_lab_sample(
     air_height = background.air_scatter_height[s]
     air_rate = 1.0 / background.air_scatter_decay_deg[s]
     counts = background.counts_at_max[s]
+    subtracted = background.background_subtracted[s]
     noise = background.standard_normal[s, first_bin:end_bin]
     first_center = grid.lo_deg + (first_bin + 0.5) * grid.bin_width_deg
     u_step = 2.0 / (n - 1) if n > 1 else 0.0
@@ -1032,7 +1035,10 @@ def finish_lab_sample(
             b += hump_height * math.exp(-hump_scale * d * d)
         if air_height > 0.0:
             b += air_height * math.exp(-offset * air_rate)
-        values[i] = poisson_from_normal(counts * (mix[i] / highest + b), noise[i])
+        value = poisson_from_normal(counts * (mix[i] / highest + b), noise[i])
+        if subtracted:
+            value = max(value - counts * b, 0.0)
+        values[i] = value
     level_99 = percentile_linear(values, background.percentile)
     if level_99 <= 0.0:
         level_99 = 1.0

@@ -308,6 +308,15 @@ class LabConfig(_Strict):
     air_scatter_decay_deg: Range = Field(
         (1.5, 8.0), description="Decay length of the air scatter in model 2θ degrees, uniform."
     )
+    background_subtracted_probability: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="Probability that a pattern is delivered background-subtracted, as processed data often are "
+        "(RRUFF and other databases, many users' own exports): after the Poisson draw the expected smooth "
+        "background, humps and air scatter are subtracted from the counts, leaving their counting noise, and "
+        "negative values are clipped at 0.",
+    )
     counts_at_max: Range = Field(
         (10**2.5, 10**5),
         description="Poisson counting noise: counts of the highest clean bin, log-uniform (a few hundred for a "

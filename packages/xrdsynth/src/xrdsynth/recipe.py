@@ -340,7 +340,8 @@ def sample_texture(
 
 
 def sample_lab_background(rng: np.random.Generator, n: int, lab: LabConfig) -> dict[str, np.ndarray]:
-    """Log-Chebyshev background, amorphous hump, air scatter and counting level per pattern (lab recipe)."""
+    """Log-Chebyshev background, amorphous hump, air scatter, counting level and whether the pattern is delivered
+    background-subtracted, per pattern (lab recipe)."""
     low, high = lab.background_chebyshev_order
     order = rng.integers(low, high + 1, size=n)
     a = lab.background_log_coefficient
@@ -357,6 +358,7 @@ def sample_lab_background(rng: np.random.Generator, n: int, lab: LabConfig) -> d
         "air_scatter_height": np.where(air, _log_uniform(rng, lab.air_scatter_height, n), 0.0),
         "air_scatter_decay_deg": _uniform(rng, lab.air_scatter_decay_deg, n),
         "counts_at_max": _log_uniform(rng, lab.counts_at_max, n),
+        "background_subtracted": rng.random(n) < lab.background_subtracted_probability,
     }
 
 
@@ -521,6 +523,7 @@ def render_mixtures(
             air_scatter_height=p["air_scatter_height"],
             air_scatter_decay_deg=p["air_scatter_decay_deg"],
             counts_at_max=p["counts_at_max"],
+            background_subtracted=p["background_subtracted"],
             standard_normal=parameters.standard_normal,
             percentile=config.normalization_percentile,
         )
