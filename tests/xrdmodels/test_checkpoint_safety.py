@@ -30,6 +30,7 @@ from xrdmodels.checkpoint import main as checkpoint_main
 from xrdmodels.cli import main as cli_main
 from xrdmodels.config import TrainConfig, preset, redact_storage_options, redact_url
 from xrdmodels.models.model import SpaceGroupModel
+from xrdmodels.predict import predict_files
 from xrdmodels.train import train
 
 N_BINS = 64
@@ -219,6 +220,43 @@ def test_training_checkpoint_loads_weights_only_and_restores_every_rng(tmp_path,
     torch.manual_seed(9)
     set_rng_state(load_checkpoint(path)["rng"][0], torch.device("cpu"))
     assert (random.random(), np.random.random(), torch.rand(1)) == expected  # noqa: NPY002
+
+
+def test_checkpoint_records_the_training_recipe_and_predict_warns_against_it(tmp_path):
+    config = pytest.importorskip("xrdsynth.config")
+    lab_recipe = config.recipe_preset("lab").model_dump(mode="json")
+    store = tmp_path / "lab.zarr"
+    write_store(
+        str(store), StoreSpec(n_samples=32, n_bins=N_BINS, shard_size=32), attrs={"recipe": lab_recipe}
+    )
+    out = tmp_path / "run"
+    train(train_config(store.as_uri(), out, max_steps=1), progress=False)
+    raw = torch.load(out / "last.pt", weights_only=True)
+    assert isinstance(raw["data"], str)  # JSON text, as every configuration entry
+    state = load_checkpoint(out / "last.pt")
+    assert state["data"]["recipe"] == lab_recipe
+    # A NIST-like Cu scan over 30-120 deg lies inside the lab windows, outside A.1's.
+    scan = tmp_path / "scan.xy"
+    scan.write_text("".join(f"{30 + 0.05 * i} {1 + (i % 7)}\n" for i in range(1801)))
+
+    def window_warnings(checkpoint: Path) -> list[str]:
+        predictions, failures = predict_files(str(checkpoint), [str(scan)], wavelength_angstrom=1.54184)
+        assert failures == []
+        return [w for w in predictions[0].warnings if "training windows" in w]
+
+    assert window_warnings(out / "last.pt") == []
+    # The same weights in a checkpoint that predates recording the recipe: A.1 is assumed.
+    del state["data"]["recipe"]
+    save_checkpoint(tmp_path / "old.pt", state)
+    old = window_warnings(tmp_path / "old.pt")
+    assert len(old) == 1 and "the paper's A.1 recipe (start <= 20 deg" in old[0], old
+    # A recorded recipe that is not a recipe is refused before any file, naming the checkpoint and field.
+    state["data"]["recipe"] = {**lab_recipe, "window_high_deg": [60.0]}
+    save_checkpoint(tmp_path / "bad.pt", state)
+    with pytest.raises(
+        ValueError, match=r"bad\.pt: .*recipe field window_high_deg must be a \[low, high\] pair"
+    ):
+        predict_files(str(tmp_path / "bad.pt"), [str(scan)])
 
 
 def format_1_checkpoint(path: Path, config: dict) -> None:

@@ -26,7 +26,9 @@ from xrdmodels.measured import (
     to_model_grid,
 )
 from xrdmodels.measured.grid import (
+    A1,
     GriddedPattern,
+    TrainingRanges,
     lp_reweighting,
     strong_peak_widths,
     training_fwhm_range_deg,
@@ -773,7 +775,7 @@ def test_warnings_narrow_late_and_mostly_empty() -> None:
     covered = 100 * (gridded.window_bins[1] - gridded.window_bins[0]) / GRID["n_bins"]
     assert f"covers only {covered:.0f}% of the model grid" in text
     assert f"{MIN_TRAINING_WINDOW_DEG:.0f} deg" in text
-    assert "outside the paper's training windows" in text
+    assert "outside the training windows of the paper's A.1 recipe" in text
     assert "mostly empty" in text
     # On a wider grid the same rule holds as a fraction: 70 deg of a 170 deg grid is below 52 %.
     wide = {"two_theta_min_deg": 0.0, "two_theta_max_deg": 170.0, "n_bins": 1700}
@@ -1181,3 +1183,109 @@ def test_width_warnings_and_broadening_of_mapped_patterns() -> None:
     assert any("peaks wider than any in training" in w and "from 0.71073 Å" in w for w in wide.warnings), (
         wide.warnings
     )
+
+
+def _recipe_dict(name: str, **overrides) -> dict:
+    """A recipe as a mixture store records it (attribute ``recipe``: xrdsynth's RecipeConfig as JSON)."""
+    config = pytest.importorskip("xrdsynth.config")
+    return config.recipe_preset(name, **overrides).model_dump(mode="json")
+
+
+def test_training_ranges_of_the_a1_recipe_are_the_a1_constants() -> None:
+    assert TrainingRanges.from_recipe(_recipe_dict("paper")) == A1
+    # A store's recipe lacking a field takes RecipeConfig's default, the A.1 value.
+    assert TrainingRanges.from_recipe({}) == A1
+    assert A1.min_window_deg == MIN_TRAINING_WINDOW_DEG == 60.0
+    with pytest.raises(ValueError, match="recipe field window_low_deg must be a \\[low, high\\] pair"):
+        TrainingRanges.from_recipe({"window_low_deg": "5-20"})
+    with pytest.raises(ValueError, match="unknown anodes \\['W'\\]"):
+        TrainingRanges.from_recipe({"lab": {"anode_probabilities": {"W": 1.0}}})
+
+
+def test_lab_recipe_ranges_follow_its_windows_widths_and_anodes() -> None:
+    profiles = pytest.importorskip("xrdsynth.profiles")
+    config = pytest.importorskip("xrdsynth.config")
+    lab = TrainingRanges.from_recipe(_recipe_dict("lab"))
+    assert (lab.max_window_start_deg, lab.min_window_end_deg) == (40.0, 60.0)
+    assert lab.caglioti_w_deg2 == (0.0008, 0.012) and lab.microstrain == (0.0, 0.003)
+    # Cu, Co, Mo, Fe, Cr, Ag all drawn: q = λ_anode / λ_model from 0.364 (Ag) to 1.486 (Cr).
+    assert len(lab.instrument_wavelength_ratios) == 6
+    assert min(lab.instrument_wavelength_ratios) == pytest.approx(0.560885 / CU_KA)
+    # With a Cu tube only (J = 1) the widths are xrdsynth's own extremes for the lab ranges.
+    cu_only = _recipe_dict("lab", lab={"anode_probabilities": {"Cu": 1.0}})
+    grid = config.GridConfig()
+    edges = np.linspace(grid.two_theta_min_deg, grid.two_theta_max_deg, grid.n_bins + 1)
+    narrowest, widest = training_fwhm_range_deg(edges, CU_KA, TrainingRanges.from_recipe(cu_only))
+    recipe_widths = profiles._recipe_widths_deg(config.RecipeConfig(**cu_only), grid)
+    np.testing.assert_allclose(narrowest, recipe_widths[0], rtol=1e-9)
+    np.testing.assert_allclose(widest, recipe_widths[1], rtol=1e-9)
+    # Short-wavelength tubes widen the instrument part on the Cu grid (J > 1), long ones narrow it (J < 1).
+    all_narrowest, all_widest = training_fwhm_range_deg(edges, CU_KA, lab)
+    assert np.all(all_widest > widest) and np.all(all_narrowest <= narrowest)
+    # Above 2θ' = 180° for Co (118.9 deg on the Cu grid), Fe and Cr, the narrowing tubes drop out.
+    assert np.all(all_narrowest[edges < 118.0] < narrowest[edges < 118.0])
+    # At 2θ -> 0, J = cosθ'/(q cosθ) -> 1/q: with no strain and 1 mm crystallites (no Scherrer width) the
+    # extremes are the Cr tube's sqrt(ΔW_min)/q and the Ag tube's sqrt(ΔW_max)/q.
+    bare = TrainingRanges.from_recipe(
+        _recipe_dict("lab", microstrain=(0.0, 0.0), crystallite_size_log10_nm=(6.0, 6.0))
+    )
+    low_narrowest, low_widest = training_fwhm_range_deg(np.array([1e-3]), CU_KA, bare)
+    assert low_narrowest[0] == pytest.approx(math.sqrt(0.0008) * CU_KA / 2.291, rel=1e-3)
+    assert low_widest[0] == pytest.approx(math.sqrt(0.012) * CU_KA / 0.560885, rel=1e-3)
+
+
+def test_window_warning_follows_the_training_recipe() -> None:
+    # A NIST-like Cu scan over 30-120 deg: outside A.1's windows (start <= 20 deg), inside the lab recipe's
+    # (start <= 40 deg, end >= 60 deg).
+    two_theta = np.arange(30.0, 120.0, 0.02)
+    intensity = _ripple(two_theta) + 10 * _gaussian_pattern(two_theta, [35.0, 50.0, 65.0, 80.0, 95.0], 0.06)
+    pattern = MeasuredPattern(two_theta, intensity, CU_KA, "30-120", {})
+    lab = TrainingRanges.from_recipe(_recipe_dict("lab"))
+    paper = to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+    assert paper.warnings == [
+        "window 30.0-120.0 deg lies outside the training windows of the paper's A.1 recipe (start <= 20 deg, "
+        "end >= 80 deg): the model never saw that part of the grid unmeasured"
+    ]
+    trained = to_model_grid(
+        pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, training=lab, **GRID
+    )
+    assert trained.warnings == []
+    # The lab windows have limits too: a scan ending at 55 deg is named against "the training recipe".
+    short = MeasuredPattern(two_theta[two_theta < 55.0], intensity[two_theta < 55.0], CU_KA, "short", {})
+    late = to_model_grid(
+        short, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, training=lab, **GRID
+    )
+    assert any(
+        "outside the training windows of the training recipe (start <= 40 deg, end >= 60 deg)" in w
+        for w in late.warnings
+    ), late.warnings
+
+
+def test_width_warning_follows_the_training_recipes_anodes() -> None:
+    # The broad Mo pattern of test_width_warnings_and_broadening_of_mapped_patterns: 0.55-0.8 deg on the Cu
+    # grid, wider than anything A.1 renders, within what the lab recipe's Mo and Ag tubes render (J ~ 2.2-2.6).
+    mo_peaks, mo_areas = _nacl_sticks(MO_KA, (2.0, 28.0))
+    mo_deg = np.arange(2.0, 28.0, 0.005)
+    broad = MeasuredPattern(mo_deg, _render_sticks(mo_deg, mo_peaks, mo_areas, 0.25), MO_KA, "broad Mo")
+    paper = to_model_grid(broad, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+    assert any(
+        "peaks wider than any in training" in w and "the paper's A.1 recipe's widest" in w
+        for w in paper.warnings
+    ), paper.warnings
+    lab = TrainingRanges.from_recipe(_recipe_dict("lab"))
+    trained = to_model_grid(
+        broad, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, training=lab, **GRID
+    )
+    assert not any("peaks wider" in w or "narrower" in w for w in trained.warnings), trained.warnings
+    # Broader still (0.33 deg at Mo, 0.76 deg at Cu): only the Mo and Ag tubes' instrument widths, widened by
+    # J on the Cu grid, reach it; the lab recipe with Cu and Co tubes alone warns.
+    broader = MeasuredPattern(mo_deg, _render_sticks(mo_deg, mo_peaks, mo_areas, 0.33), MO_KA, "broader Mo")
+    long_tubes = TrainingRanges.from_recipe(
+        _recipe_dict("lab", lab={"anode_probabilities": {"Cu": 0.9, "Co": 0.1}})
+    )
+    for training, warns in [(lab, False), (long_tubes, True)]:
+        gridded = to_model_grid(
+            broader, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, training=training, **GRID
+        )
+        found = [w for w in gridded.warnings if "the training recipe's widest" in w]
+        assert len(found) == warns, (training.instrument_wavelength_ratios, gridded.warnings)

@@ -25,7 +25,9 @@ from xrdmodels.checkpoint import load_checkpoint
 from xrdmodels.cli import main as cli_main
 from xrdmodels.config import TrainConfig, preset
 from xrdmodels.data import MixtureStore, to_batch
+from xrdmodels.measured.grid import A1
 from xrdmodels.models.model import SpaceGroupModel
+from xrdmodels.predict import training_ranges
 from xrdmodels.train import TrainingDiverged, autocast, train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -202,6 +204,9 @@ def test_short_run_writes_outputs_and_loss_falls_from_chance(presence_run):
         assert key in state, key
     assert state["step"] == 16 and state["epoch"] == 1  # two full epochs: 0 and 1
     assert state["data"]["grid"]["n_bins"] == N_BINS
+    # The generating recipe of the xrdsynth store, recorded as data: the paper's, so predict warns as for A.1.
+    assert state["data"]["recipe"] == MixtureStore(config.train_store).attrs["recipe"]
+    assert training_ranges(state) == A1
     losses = [v for _, v in train_losses(out)]
     assert [s for s, _ in train_losses(out)] == list(range(1, 17))
     assert all(math.isfinite(v) for v in losses)

@@ -250,7 +250,8 @@ class TrainState:
     #: Saved without credentials (`TrainConfig.persistable`).
     config: TrainConfig
     model_config: ModelConfig
-    #: What prediction needs to know of the training data: grid, wavelength_angstrom, train_store.
+    #: What prediction needs to know of the training data: grid, wavelength_angstrom, train_store and, when
+    #: the store records it, recipe (its generating recipe as JSON data; without it A.1 is assumed).
     data: dict[str, Any]
     #: Optimisation steps taken.
     step: int = 0

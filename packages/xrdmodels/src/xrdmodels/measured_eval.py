@@ -21,7 +21,7 @@ from .config import N_SPACE_GROUPS
 from .evaluate import load_model
 from .library_search import SpectralLibrary
 from .measured import read_pattern
-from .predict import predict_one
+from .predict import predict_one, training_ranges
 
 HIT_KS = (1, 3, 5, 10)
 
@@ -84,9 +84,11 @@ def score_measured(
 
     Raises:
         LibraryFormatError: ``library`` is not a usable bank store (before any file is read).
+        ValueError: the checkpoint's recorded training recipe is malformed (before any file is read).
     """
     spectral_library = SpectralLibrary.open(library) if library is not None else None
     model, state = load_model(checkpoint)
+    training = training_ranges(state, checkpoint)
     base = Path(labels_csv).parent
     scores, failures = [], []
     with open(labels_csv, newline="") as f:
@@ -96,7 +98,9 @@ def score_measured(
         try:
             pattern = read_pattern(path)
             wl = pattern.wavelength_angstrom or _labelled_wavelength(row, labels_csv)
-            pred, _ = predict_one(model, state, pattern, wavelength_angstrom=wl, top_k=N_SPACE_GROUPS)
+            pred, _ = predict_one(
+                model, state, pattern, wavelength_angstrom=wl, top_k=N_SPACE_GROUPS, training=training
+            )
         except (ValueError, OSError) as exc:
             failures.append((str(path), str(exc)))
             continue

@@ -23,6 +23,7 @@ from .measured import (
     read_pattern,
     to_model_grid,
 )
+from .measured.grid import A1, TrainingRanges
 from .metrics import predicted_set, rank_classes
 from .spacegroups import crystal_system, symbol
 
@@ -79,6 +80,26 @@ def model_grid(state: dict[str, Any]) -> tuple[float, float, int, float]:
     )
 
 
+def training_ranges(state: dict[str, Any], checkpoint: str = "the checkpoint") -> TrainingRanges:
+    """The ranges of the recipe the checkpoint's model was trained on (``data.recipe``, recorded from the
+    training store), which the measured-data warnings compare with; :data:`~xrdmodels.measured.grid.A1`
+    for a checkpoint that records none (trained before it was recorded).
+
+    Raises:
+        ValueError: the recorded recipe is malformed; the message names ``checkpoint`` and the field.
+    """
+    recipe = state.get("data", {}).get("recipe")
+    if recipe is None:
+        return A1
+    try:
+        return TrainingRanges.from_recipe(recipe)
+    except ValueError as exc:
+        raise ValueError(
+            f"{checkpoint}: its training recipe (data.recipe) is malformed: {exc}; the file was altered or not "
+            "written by xrdmodels train"
+        ) from None
+
+
 def operating_point(state: dict[str, Any], model_head: str) -> float:
     """Threshold (presence) or gate (phase clustering) chosen on validation during training, else 0.5."""
     val = state.get("val_metrics") or {}
@@ -95,12 +116,14 @@ def predict_one(
     wavelength_angstrom: float | None,
     top_k: int = 10,
     threshold: float | None = None,
+    training: TrainingRanges | None = None,
 ) -> tuple[Prediction, GriddedPattern]:
     """Rank the space groups of one measured pattern and pick the predicted set.
 
     The pattern goes onto the model grid (:func:`~xrdmodels.measured.to_model_grid`), then one forward pass
     gives the set scores (:func:`~xrdmodels.evaluate.set_scores`); groups are ranked by them and those scoring
-    >= ``threshold`` (default: the checkpoint's validation operating point) form the predicted set.
+    >= ``threshold`` (default: the checkpoint's validation operating point) form the predicted set. Warnings
+    compare the pattern with ``training`` (default: :func:`training_ranges` of ``state``).
 
     Raises:
         MeasuredSignalError: the pattern holds no measurable signal; nothing is predicted.
@@ -114,6 +137,7 @@ def predict_one(
         two_theta_min_deg=lo,
         two_theta_max_deg=hi,
         n_bins=n_bins,
+        training=training if training is not None else training_ranges(state),
     )
     x = torch.from_numpy(gridded.pattern[None, :].astype(np.float32))
     mask = torch.zeros(1, n_bins, dtype=torch.bool)
@@ -249,7 +273,7 @@ def predict_files(
 
     Raises:
         ValueError: a setting that would fail every file (threshold < 0, unknown format, a ``library``
-            that is not a usable bank store), before any file.
+            that is not a usable bank store, a malformed training recipe in the checkpoint), before any file.
     """
     if threshold is not None and not threshold >= 0:
         raise ValueError(
@@ -262,6 +286,7 @@ def predict_files(
         )
     spectral_library = SpectralLibrary.open(library) if library is not None else None
     model, state = load_model(checkpoint)
+    training = training_ranges(state, checkpoint)
     predictions: list[Prediction] = []
     failures: list[tuple[str, str]] = []
     for f in collect_files(paths):
@@ -274,6 +299,7 @@ def predict_files(
                 wavelength_angstrom=wavelength_angstrom,
                 top_k=top_k,
                 threshold=threshold,
+                training=training,
             )
         except (ValueError, OSError) as exc:
             failures.append((str(f), str(exc)))

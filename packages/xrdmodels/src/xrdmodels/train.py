@@ -332,6 +332,8 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
             "wavelength_angstrom": float(stream.store.attrs.get("wavelength_angstrom", CU_KA_ANGSTROM)),
             "grid": dict(stream.store.attrs["grid"]),
             "train_store": config.persistable()["train_store"],
+            # The generating recipe (JSON data, never xrdsynth objects): predict warns against its ranges.
+            **({"recipe": stream.store.attrs["recipe"]} if "recipe" in stream.store.attrs else {}),
         },
     )
     # Whether the coming pass over the loader starts its epoch at the first batch (not a resumed position).

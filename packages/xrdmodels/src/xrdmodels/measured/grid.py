@@ -5,13 +5,15 @@
 :func:`lp_reweighting`), the peak-width check and optional broadening (:func:`match_training_widths`), the
 resampling (:func:`window_bins`, :func:`resample`), the normalisation (:func:`normalise`) and the warnings
 about how far the pattern lies from what the model was trained on (:func:`raw_signal_warnings`,
-:func:`coverage_warnings`, :func:`width_warnings`).
+:func:`coverage_warnings`, :func:`width_warnings`). What it was trained on is a :class:`TrainingRanges`:
+:meth:`TrainingRanges.from_recipe` of the recipe the checkpoint records, or :data:`A1` (the paper's).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -186,6 +188,155 @@ MAX_WIDTH_PEAKS = 10
 MIN_RELATIVE_PROMINENCE = 0.1
 """Only peaks at least this fraction as prominent as the most prominent one enter the width estimate, so
 that noise bumps do not."""
+ANODE_KALPHA_ANGSTROM = {
+    "Cu": 1.54184,
+    "Co": 1.79026,
+    "Mo": 0.71073,
+    "Fe": 1.93735,
+    "Cr": 2.291,
+    "Ag": 0.560885,
+}
+"""Kα mean wavelengths (Å) of the tube anodes a `lab` recipe draws (pymatgen's ``WAVELENGTHS`` table, as
+xrdsynth's ``config.anode_lines_angstrom``): the wavelength the reader is told for a doublet beam."""
+
+
+@dataclass(frozen=True)
+class TrainingRanges:
+    """What the warnings compare a measured pattern with: the ranges of the recipe a model was trained on.
+
+    Built from the recipe a checkpoint records (:meth:`from_recipe`); :data:`A1` is the paper's recipe,
+    assumed for checkpoints that record none. Widths follow docs/physics.md (Widths; for a `lab` recipe
+    "The lab recipe": the instrument's Caglioti width is evaluated at the instrument angle
+    sinθ' = q sinθ, q = λ_anode/λ_model, and scaled onto the model grid by J = cosθ'/(q cosθ)).
+
+    Attributes:
+        max_window_start_deg: latest window start drawn (model 2θ, degrees).
+        min_window_end_deg: earliest window end drawn.
+        microstrain: (min, max) microstrain ε.
+        strain_fwhm_factor: Gaussian FWHM = factor · ε · tanθ (rad).
+        crystallite_size_nm: (min, max) crystallite size L.
+        scherrer_k: Lorentzian FWHM = K λ / (L cosθ) (rad).
+        caglioti_u_deg2, caglioti_v_deg2, caglioti_w_deg2: (min, max) Caglioti U, V, W (base + increment).
+        instrument_wavelength_ratios: q = λ_anode/λ_model of every anode drawn with probability > 0; (1.0,)
+            when the instrument measures at the model wavelength (A.1).
+        description: how messages name the recipe.
+    """
+
+    max_window_start_deg: float
+    min_window_end_deg: float
+    microstrain: tuple[float, float]
+    strain_fwhm_factor: float
+    crystallite_size_nm: tuple[float, float]
+    scherrer_k: float
+    caglioti_u_deg2: tuple[float, float]
+    caglioti_v_deg2: tuple[float, float]
+    caglioti_w_deg2: tuple[float, float]
+    instrument_wavelength_ratios: tuple[float, ...] = (1.0,)
+    description: str = field(default="the training recipe", compare=False)
+
+    @property
+    def min_window_deg(self) -> float:
+        """Shortest measurement window drawn in training, degrees 2θ."""
+        return self.min_window_end_deg - self.max_window_start_deg
+
+    @property
+    def min_grid_coverage_fraction(self) -> float:
+        """The shortest training window over the span of the paper's grid (the ``paper`` model preset's
+        [5°, 120°]): a window covering less of whatever grid the model uses is narrower than any in training."""
+        return self.min_window_deg / (_PAPER_MODEL.two_theta_max_deg - _PAPER_MODEL.two_theta_min_deg)
+
+    @classmethod
+    def from_recipe(cls, recipe: dict[str, Any]) -> TrainingRanges:
+        """The ranges of a recipe as a mixture store records it (attribute ``recipe``, xrdsynth's
+        ``RecipeConfig`` as JSON); a field it lacks takes its A.1 default, as ``RecipeConfig`` does. With a
+        ``lab`` object, every anode of ``lab.anode_probabilities`` with probability > 0 bounds the instrument
+        widths (its Kα mean wavelength, :data:`ANODE_KALPHA_ANGSTROM`; a Kα1-only beam differs by under 0.1%).
+
+        Raises:
+            ValueError: a field of the wrong shape or type, or an unknown anode, named.
+        """
+        if not isinstance(recipe, dict):
+            raise ValueError(f"recipe must be a JSON object, got {type(recipe).__name__}")
+        model_wavelength = _recipe_number(recipe, "wavelength_angstrom", 1.54184)
+        ratios: tuple[float, ...] = (1.0,)
+        lab = recipe.get("lab")
+        if lab is not None:
+            probabilities = lab.get("anode_probabilities") if isinstance(lab, dict) else None
+            if not isinstance(probabilities, dict) or not probabilities:
+                raise ValueError(
+                    f"recipe field lab.anode_probabilities must be an object of anode -> probability, got "
+                    f"{probabilities!r}"
+                )
+            unknown = sorted(set(probabilities) - set(ANODE_KALPHA_ANGSTROM))
+            if unknown:
+                raise ValueError(
+                    f"recipe field lab.anode_probabilities names unknown anodes {unknown}; known: "
+                    f"{', '.join(ANODE_KALPHA_ANGSTROM)}"
+                )
+            drawn = [a for a, p in probabilities.items() if _is_number(p) and p > 0]
+            if not drawn:
+                raise ValueError(
+                    f"recipe field lab.anode_probabilities {probabilities} gives no anode a chance"
+                )
+            ratios = tuple(sorted({ANODE_KALPHA_ANGSTROM[a] / model_wavelength for a in drawn}))
+        base_u = _recipe_number(recipe, "instrument_u_deg2", 0.0)
+        base_v = _recipe_number(recipe, "instrument_v_deg2", 0.0)
+        base_w = _recipe_number(recipe, "instrument_w_deg2", 0.0)
+        du = _recipe_range(recipe, "instrument_du_deg2", A1.caglioti_u_deg2)
+        dv = _recipe_range(recipe, "instrument_dv_deg2", A1.caglioti_v_deg2)
+        dw = _recipe_range(recipe, "instrument_dw_deg2", A1.caglioti_w_deg2)
+        log_size = _recipe_range(recipe, "crystallite_size_log10_nm", (2.0, 2.4))
+        return cls(
+            max_window_start_deg=_recipe_range(
+                recipe, "window_low_deg", (5.0, MAX_TRAINING_WINDOW_START_DEG)
+            )[1],
+            min_window_end_deg=_recipe_range(recipe, "window_high_deg", (MIN_TRAINING_WINDOW_END_DEG, 120.0))[
+                0
+            ],
+            microstrain=_recipe_range(recipe, "microstrain", A1.microstrain),
+            strain_fwhm_factor=_recipe_number(recipe, "strain_fwhm_factor", A1.strain_fwhm_factor),
+            crystallite_size_nm=(10.0 ** log_size[0], 10.0 ** log_size[1]),
+            scherrer_k=_recipe_number(recipe, "scherrer_k", A1.scherrer_k),
+            caglioti_u_deg2=(base_u + du[0], base_u + du[1]),
+            caglioti_v_deg2=(base_v + dv[0], base_v + dv[1]),
+            caglioti_w_deg2=(base_w + dw[0], base_w + dw[1]),
+            instrument_wavelength_ratios=ratios,
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _recipe_number(recipe: dict[str, Any], name: str, default: float) -> float:
+    value = recipe.get(name, default)
+    if not _is_number(value):
+        raise ValueError(f"recipe field {name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _recipe_range(recipe: dict[str, Any], name: str, default: tuple[float, float]) -> tuple[float, float]:
+    value = recipe.get(name, default)
+    if not (isinstance(value, list | tuple) and len(value) == 2 and all(map(_is_number, value))):
+        raise ValueError(f"recipe field {name} must be a [low, high] pair of finite numbers, got {value!r}")
+    if value[0] > value[1]:
+        raise ValueError(f"recipe field {name} {list(value)} must be [low, high] with low <= high")
+    return float(value[0]), float(value[1])
+
+
+A1 = TrainingRanges(
+    max_window_start_deg=MAX_TRAINING_WINDOW_START_DEG,
+    min_window_end_deg=MIN_TRAINING_WINDOW_END_DEG,
+    microstrain=TRAINING_MICROSTRAIN,
+    strain_fwhm_factor=TRAINING_STRAIN_FWHM_FACTOR,
+    crystallite_size_nm=TRAINING_CRYSTALLITE_SIZE_NM,
+    scherrer_k=TRAINING_SCHERRER_K,
+    caglioti_u_deg2=TRAINING_CAGLIOTI_U_DEG2,
+    caglioti_v_deg2=(0.0, 0.0),
+    caglioti_w_deg2=TRAINING_CAGLIOTI_W_DEG2,
+    description="the paper's A.1 recipe",
+)
+"""The paper's recipe (A.1): what a model was trained on when its checkpoint records no recipe."""
 
 
 def lp_reweighting(
@@ -231,34 +382,42 @@ def _tch_fwhm_deg(gauss_fwhm_deg: np.ndarray, lorentz_fwhm_deg: np.ndarray) -> n
 
 
 def training_fwhm_range_deg(
-    two_theta_deg: np.ndarray, wavelength_angstrom: float
+    two_theta_deg: np.ndarray, wavelength_angstrom: float, training: TrainingRanges = A1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(narrowest, widest) peak FWHM in degrees 2θ that the A.1 recipe renders at ``two_theta_deg`` on a
-    grid at ``wavelength_angstrom`` (the recipe's Scherrer wavelength): strain, Caglioti and crystallite
-    size at the ends of their ranges, combined as the recipe does (docs/physics.md, Widths). About
-    0.062-0.16° at 20°, 0.065-0.39° at 60°, 0.071-0.64° at 90° and 0.085-1.1° at 120°
-    for Cu Kα."""
+    """(narrowest, widest) peak FWHM in degrees 2θ that the ``training`` recipe (default :data:`A1`)
+    renders at ``two_theta_deg`` on a grid at ``wavelength_angstrom`` (the recipe's Scherrer wavelength):
+    strain, Caglioti and crystallite size at the ends of their ranges, combined as the recipe does
+    (docs/physics.md, Widths), over every anode of the recipe (the Caglioti width at the anode's own angle
+    θ', times J = cosθ'/(q cosθ)); NaN where no anode of the recipe reaches the angle. For A.1 about
+    0.062-0.16° at 20°, 0.065-0.39° at 60°, 0.071-0.64° at 90° and 0.085-1.1° at 120° for Cu Kα."""
     theta = np.radians(np.asarray(two_theta_deg, dtype=np.float64)) / 2.0
     tan_theta, cos_theta = np.tan(theta), np.cos(theta)
 
-    def fwhm(strain: float, u_deg2: float, w_deg2: float, size_nm: float) -> np.ndarray:
-        strain_deg = np.degrees(TRAINING_STRAIN_FWHM_FACTOR * strain * tan_theta)
-        gauss = np.sqrt(strain_deg**2 + u_deg2 * tan_theta**2 + w_deg2)
-        lorentz = np.degrees(TRAINING_SCHERRER_K * wavelength_angstrom / (10.0 * size_nm * cos_theta))
+    def instrument_fwhm_sq(q: float, u_deg2: float, v_deg2: float, w_deg2: float) -> np.ndarray:
+        if q == 1.0:
+            tan_instrument, jacobian = tan_theta, 1.0
+        else:
+            sin_instrument = q * np.sin(theta)
+            cos_instrument = np.sqrt(np.where(sin_instrument < 1.0, 1.0 - sin_instrument**2, np.nan))
+            tan_instrument = sin_instrument / cos_instrument
+            jacobian = cos_instrument / (q * cos_theta)
+        caglioti = u_deg2 * tan_instrument**2 + v_deg2 * tan_instrument + w_deg2
+        return jacobian**2 * np.maximum(caglioti, 0.0)
+
+    def fwhm(pick: int, q: float) -> np.ndarray:
+        strain_deg = np.degrees(training.strain_fwhm_factor * training.microstrain[pick] * tan_theta)
+        instrument = instrument_fwhm_sq(
+            q, training.caglioti_u_deg2[pick], training.caglioti_v_deg2[pick], training.caglioti_w_deg2[pick]
+        )
+        gauss = np.sqrt(strain_deg**2 + instrument)
+        size_nm = training.crystallite_size_nm[1 - pick]
+        lorentz = np.degrees(training.scherrer_k * wavelength_angstrom / (10.0 * size_nm * cos_theta))
         return _tch_fwhm_deg(gauss, lorentz)
 
-    narrowest = fwhm(
-        TRAINING_MICROSTRAIN[0],
-        TRAINING_CAGLIOTI_U_DEG2[0],
-        TRAINING_CAGLIOTI_W_DEG2[0],
-        TRAINING_CRYSTALLITE_SIZE_NM[1],
-    )
-    widest = fwhm(
-        TRAINING_MICROSTRAIN[1],
-        TRAINING_CAGLIOTI_U_DEG2[1],
-        TRAINING_CAGLIOTI_W_DEG2[1],
-        TRAINING_CRYSTALLITE_SIZE_NM[0],
-    )
+    ratios = training.instrument_wavelength_ratios
+    # fmin/fmax skip an anode that does not reach an angle (NaN) without warning.
+    narrowest = np.fmin.reduce(np.stack([fwhm(0, q) for q in ratios]), axis=0)
+    widest = np.fmax.reduce(np.stack([fwhm(1, q) for q in ratios]), axis=0)
     return narrowest, widest
 
 
@@ -334,25 +493,32 @@ training ranges and for the estimate's own error (Kα2 shoulders, noise, 0.01-0.
 
 
 def width_warnings(
-    centres_deg: np.ndarray, fwhm_deg: np.ndarray, model_wavelength_angstrom: float, mapped_from: str
+    centres_deg: np.ndarray,
+    fwhm_deg: np.ndarray,
+    model_wavelength_angstrom: float,
+    mapped_from: str,
+    training: TrainingRanges = A1,
 ) -> list[str]:
     """A warning when the strong peaks (:func:`strong_peak_widths`, in model 2θ) are narrower or wider than
-    anything the A.1 recipe renders at their angles (:func:`training_fwhm_range_deg`), beyond
-    :data:`WIDTH_WARNING_MARGIN`; ``mapped_from`` says which wavelength mapping scaled the widths, if any."""
+    anything the ``training`` recipe (default :data:`A1`) renders at their angles
+    (:func:`training_fwhm_range_deg`), beyond :data:`WIDTH_WARNING_MARGIN`; ``mapped_from`` says which
+    wavelength mapping scaled the widths, if any. Peaks at angles no anode of the recipe reaches are left out."""
+    narrowest, widest = training_fwhm_range_deg(centres_deg, model_wavelength_angstrom, training)
+    reached = np.isfinite(narrowest)
+    fwhm_deg, narrowest, widest = fwhm_deg[reached], narrowest[reached], widest[reached]
     if fwhm_deg.size == 0:
         return []
-    narrowest, widest = training_fwhm_range_deg(centres_deg, model_wavelength_angstrom)
     measured = (
         f"median FWHM {np.median(fwhm_deg):.3f} deg over the {fwhm_deg.size} strongest peaks{mapped_from}"
     )
     if np.median(fwhm_deg / narrowest) < 1.0 / WIDTH_WARNING_MARGIN:
         return [
-            f"peaks narrower than any in training: {measured}, where the A.1 recipe's narrowest are "
+            f"peaks narrower than any in training: {measured}, where {training.description}'s narrowest are "
             f"{np.median(narrowest):.3f} deg; broaden_to_training=True adds the missing Gaussian width"
         ]
     if np.median(fwhm_deg / widest) > WIDTH_WARNING_MARGIN:
         return [
-            f"peaks wider than any in training: {measured}, where the A.1 recipe's widest are "
+            f"peaks wider than any in training: {measured}, where {training.description}'s widest are "
             f"{np.median(widest):.3f} deg (nanocrystalline or strained sample, coarse instrument, or "
             "overlapping reflections); the model never saw peaks this broad"
         ]
@@ -360,15 +526,20 @@ def width_warnings(
 
 
 def missing_gaussian_fwhm_deg(
-    centres_deg: np.ndarray, fwhm_deg: np.ndarray, model_wavelength_angstrom: float
+    centres_deg: np.ndarray,
+    fwhm_deg: np.ndarray,
+    model_wavelength_angstrom: float,
+    training: TrainingRanges = A1,
 ) -> float:
-    """FWHM of the Gaussian that brings the strong peaks to the narrowest training width at their angles
-    (median over the peaks of sqrt(narrowest² - FWHM²), widths adding in quadrature); 0 when they are not
-    narrower than that."""
-    if fwhm_deg.size == 0:
+    """FWHM of the Gaussian that brings the strong peaks to the narrowest width of the ``training`` recipe
+    (default :data:`A1`) at their angles (median over the peaks of sqrt(narrowest² - FWHM²), widths adding
+    in quadrature); 0 when they are not narrower than that."""
+    narrowest, _ = training_fwhm_range_deg(centres_deg, model_wavelength_angstrom, training)
+    reached = np.isfinite(narrowest)
+    if not np.any(reached):
         return 0.0
-    narrowest, _ = training_fwhm_range_deg(centres_deg, model_wavelength_angstrom)
-    return float(np.median(np.sqrt(np.clip(narrowest**2 - fwhm_deg**2, 0.0, None))))
+    missing_sq = narrowest[reached] ** 2 - fwhm_deg[reached] ** 2
+    return float(np.median(np.sqrt(np.clip(missing_sq, 0.0, None))))
 
 
 def gaussian_broaden(two_theta_deg: np.ndarray, intensity: np.ndarray, fwhm_deg: float) -> np.ndarray:
@@ -395,9 +566,11 @@ def match_training_widths(
     measured_wavelength_angstrom: float,
     model_wavelength_angstrom: float,
     broaden: bool,
+    training: TrainingRanges = A1,
 ) -> tuple[np.ndarray, list[str]]:
     """(intensity, warnings) for a pattern already at the model wavelength: the strong peaks' widths
-    (:func:`strong_peak_widths`) checked against training (:func:`width_warnings`); with ``broaden``, peaks
+    (:func:`strong_peak_widths`) checked against the ``training`` recipe (default :data:`A1`,
+    :func:`width_warnings`); with ``broaden``, peaks
     narrower than training first get the missing Gaussian width (:func:`gaussian_broaden`), said in a
     warning, and are checked again."""
     centres, fwhm = strong_peak_widths(two_theta_deg, intensity)
@@ -419,15 +592,19 @@ def match_training_widths(
             f"{stretch.min():.2f}-{stretch.max():.2f}x)"
         )
     warnings: list[str] = []
-    added_fwhm = missing_gaussian_fwhm_deg(centres, fwhm, model_wavelength_angstrom) if broaden else 0.0
-    if added_fwhm > 0.0 and width_warnings(centres, fwhm, model_wavelength_angstrom, mapped_from):
+    added_fwhm = (
+        missing_gaussian_fwhm_deg(centres, fwhm, model_wavelength_angstrom, training) if broaden else 0.0
+    )
+    if added_fwhm > 0.0 and width_warnings(centres, fwhm, model_wavelength_angstrom, mapped_from, training):
         intensity = gaussian_broaden(two_theta_deg, intensity, added_fwhm)
         warnings.append(
             f"peaks narrower than in training (median FWHM {np.median(fwhm):.3f} deg) were convolved with a "
             f"{added_fwhm:.3f} deg FWHM Gaussian (broaden_to_training)"
         )
         centres, fwhm = strong_peak_widths(two_theta_deg, intensity)
-    return intensity, warnings + width_warnings(centres, fwhm, model_wavelength_angstrom, mapped_from)
+    return intensity, warnings + width_warnings(
+        centres, fwhm, model_wavelength_angstrom, mapped_from, training
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -576,27 +753,33 @@ def raw_signal_warnings(pattern: MeasuredPattern) -> list[str]:
 
 
 def coverage_warnings(
-    values: np.ndarray, window: tuple[int, int], two_theta_min_deg: float, two_theta_max_deg: float
+    values: np.ndarray,
+    window: tuple[int, int],
+    two_theta_min_deg: float,
+    two_theta_max_deg: float,
+    training: TrainingRanges = A1,
 ) -> list[str]:
-    """Warnings for a normalised pattern unlike the training data: a window narrower than the shortest
-    training window, one outside the training windows' start and end ranges, a mostly empty window."""
+    """Warnings for a normalised pattern unlike the ``training`` recipe's data (default :data:`A1`): a window
+    narrower than the shortest training window, one outside the training windows' start and end ranges, a
+    mostly empty window."""
     first, end = window
     width = (two_theta_max_deg - two_theta_min_deg) / values.size
     warnings: list[str] = []
     window_deg = (end - first) * width
     grid_deg = two_theta_max_deg - two_theta_min_deg
-    if window_deg < MIN_TRAINING_WINDOW_DEG or window_deg < MIN_GRID_COVERAGE_FRACTION * grid_deg:
+    shortest, fraction = training.min_window_deg, training.min_grid_coverage_fraction
+    if window_deg < shortest or window_deg < fraction * grid_deg:
         warnings.append(
             f"measured range covers only {100 * window_deg / grid_deg:.0f}% of the model grid "
-            f"({window_deg:.1f} of {grid_deg:.1f} deg); the paper's training windows were at least "
-            f"{MIN_TRAINING_WINDOW_DEG:.0f} deg wide, {100 * MIN_GRID_COVERAGE_FRACTION:.0f}% of its grid (A.1)"
+            f"({window_deg:.1f} of {grid_deg:.1f} deg); the training windows of {training.description} were "
+            f"at least {shortest:.0f} deg wide, {100 * fraction:.0f}% of the paper's grid"
         )
     window_start, window_end = two_theta_min_deg + first * width, two_theta_min_deg + end * width
-    if window_start > MAX_TRAINING_WINDOW_START_DEG or window_end < MIN_TRAINING_WINDOW_END_DEG:
+    if window_start > training.max_window_start_deg or window_end < training.min_window_end_deg:
         warnings.append(
-            f"window {window_start:.1f}-{window_end:.1f} deg lies outside the paper's training windows "
-            f"(start <= {MAX_TRAINING_WINDOW_START_DEG:.0f} deg, end >= {MIN_TRAINING_WINDOW_END_DEG:.0f} deg, "
-            "A.1): the model never saw that part of the grid unmeasured"
+            f"window {window_start:.1f}-{window_end:.1f} deg lies outside the training windows of "
+            f"{training.description} (start <= {training.max_window_start_deg:.0f} deg, end >= "
+            f"{training.min_window_end_deg:.0f} deg): the model never saw that part of the grid unmeasured"
         )
     empty_fraction = float(np.mean(values[first:end] <= 0))
     if empty_fraction > MOSTLY_EMPTY_FRACTION:
@@ -622,6 +805,7 @@ def to_model_grid(
     n_bins: int,
     lp_correction: bool = True,
     broaden_to_training: bool = False,
+    training: TrainingRanges = A1,
 ) -> GriddedPattern:
     """Put a measured pattern on the model's input grid, normalised as in training.
 
@@ -644,14 +828,17 @@ def to_model_grid(
     4. Normalisation (A.1): 0 outside the window; inside, clipped at 0 and divided by the 99th percentile
        (``numpy.quantile``, linear) of the in-window values when that is > 0.
 
-    Warnings are added for a window shorter than the shortest training window
-    (:data:`MIN_TRAINING_WINDOW_DEG` or :data:`MIN_GRID_COVERAGE_FRACTION` of the grid), a window that
-    starts after :data:`MAX_TRAINING_WINDOW_START_DEG` or ends before :data:`MIN_TRAINING_WINDOW_END_DEG`
-    (outside the training distribution), a mostly empty pattern (:data:`MOSTLY_EMPTY_FRACTION`), a pattern
+    Warnings compare the pattern with ``training``, the ranges of the recipe the model was trained on
+    (:meth:`TrainingRanges.from_recipe` of the recipe its checkpoint records; default :data:`A1`, the paper's,
+    whose windows give :data:`MIN_TRAINING_WINDOW_DEG`, :data:`MIN_GRID_COVERAGE_FRACTION`,
+    :data:`MAX_TRAINING_WINDOW_START_DEG` and :data:`MIN_TRAINING_WINDOW_END_DEG`). They are added for a
+    window shorter than the shortest training window (in degrees or as a fraction of the grid), a window that
+    starts after the latest training start or ends before the earliest training end (outside the training
+    distribution), a mostly empty pattern (:data:`MOSTLY_EMPTY_FRACTION`), a pattern
     so sparse that its 99th percentile is 0 (then divided by its maximum instead), negative intensities
     (clipped to 0), points dropped by the wavelength conversion, more than 10% of the window bins
     interpolated, a wavelength option that contradicts the file (by more than 0.1%), strong peaks narrower or
-    wider than the A.1 recipe renders at their angles (:func:`width_warnings`), and the Gaussian width
+    wider than the training recipe renders at their angles (:func:`width_warnings`), and the Gaussian width
     added by ``broaden_to_training``.
 
     Raises:
@@ -677,6 +864,7 @@ def to_model_grid(
         measured_wavelength_angstrom=measured_wavelength,
         model_wavelength_angstrom=model_wavelength_angstrom,
         broaden=broaden_to_training,
+        training=training,
     )
     warnings += width_notes
 
@@ -697,5 +885,5 @@ def to_model_grid(
         f"at {model_wavelength_angstrom} Å)"
     )
     warnings += normalise(values, window, source=pattern.source, where=where)
-    warnings += coverage_warnings(values, window, two_theta_min_deg, two_theta_max_deg)
+    warnings += coverage_warnings(values, window, two_theta_min_deg, two_theta_max_deg, training)
     return GriddedPattern(values.astype(np.float32), window, warnings)
