@@ -184,29 +184,30 @@ def fmt(row: dict, keys: list[str]) -> str:
     return " | ".join(f"{row[k]:.3f}" if k in row else "" for k in keys)
 
 
+def baseline_cells(
+    train: dict[str, torch.Tensor], splits: dict[str, Path], single: bool
+) -> dict[str, list[dict]]:
+    """The label prior and 1-NN retrieval over `train`, each summarised on every split's first EVAL_SAMPLES."""
+    prior = train["targets"].numpy().mean(axis=0)
+    cells: dict[str, list[dict]] = {"label prior": [], "1-NN": []}
+    for url in splits.values():
+        query = load_store(url, EVAL_SAMPLES)
+        targets = query["targets"].numpy() > 0.5
+        cells["label prior"].append(summarise(np.tile(prior, (len(targets), 1)), targets, None, single))
+        pred_set, scores = nearest_neighbour_scores(train, query)
+        cells["1-NN"].append(summarise(scores, targets, pred_set, single))
+    return cells
+
+
 def score_checkpoint(checkpoint: Path, stores: Path, nn_train: int) -> None:
     """One trained model against the label prior and 1-NN (over the first `nn_train` training samples) on the
     in-library and out-of-library stores it was trained beside."""
     splits = {"in-library": stores / "in_library.zarr", "out-of-library": stores / "test.zarr"}
     keys = ["micro_f1", "cover", "recall", "cover@3K*"]
     train = load_store(stores / "train.zarr", nn_train)
-    prior = train["targets"].numpy().mean(axis=0)
-    rows = []
-    for name in ("label prior", "1-NN", str(checkpoint)):
-        cells = []
-        for url in splits.values():
-            if name == str(checkpoint):
-                cells.append(model_summary(checkpoint, url, single=False))
-                continue
-            query = load_store(url, EVAL_SAMPLES)
-            targets = query["targets"].numpy() > 0.5
-            if name == "label prior":
-                cells.append(summarise(np.tile(prior, (len(targets), 1)), targets, None, False))
-            else:
-                pred_set, scores = nearest_neighbour_scores(train, query)
-                cells.append(summarise(scores, targets, pred_set, False))
-        rows.append(f"| {name} | " + " | ".join(fmt(c, keys) for c in cells) + " |")
-        print(rows[-1], flush=True)
+    cells = baseline_cells(train, splits, single=False)
+    cells[str(checkpoint)] = [model_summary(checkpoint, url, single=False) for url in splits.values()]
+    rows = [f"| {name} | " + " | ".join(fmt(c, keys) for c in row) + " |" for name, row in cells.items()]
     print(
         f"\n{EVAL_SAMPLES} samples per split; 1-NN over {len(train['targets'])} training samples of {stores}\n"
     )
@@ -267,17 +268,7 @@ def main(argv: list[str] | None = None) -> None:
 
         t0 = time.perf_counter()
         train = load_store(stores / "train.zarr")
-        prior = train["targets"].numpy().mean(axis=0)
-        for name in ("label prior", "1-NN"):
-            cells = []
-            for url in splits.values():
-                query = load_store(url, EVAL_SAMPLES)
-                targets = query["targets"].numpy() > 0.5
-                if name == "label prior":
-                    cells.append(summarise(np.tile(prior, (len(targets), 1)), targets, None, single))
-                else:
-                    pred_set, scores = nearest_neighbour_scores(train, query)
-                    cells.append(summarise(scores, targets, pred_set, single))
+        for name, cells in baseline_cells(train, splits, single).items():
             rows.append(f"| {name} | | | " + " | ".join(fmt(c, keys) for c in cells) + " |")
         print(f"[{task}] baselines in {time.perf_counter() - t0:.0f} s", flush=True)
         del train

@@ -23,10 +23,21 @@ import numba
 import numpy as np
 
 from xrdsynth.config import GridConfig, RecipeConfig, recipe_preset
-from xrdsynth.recipe import generate_batch, sample_mixture_parameters
+from xrdsynth.recipe import generate_batch, render_clean_mixtures, sample_mixture_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCES = REPO / "tests" / "xrdsynth"
+#: One cost of the lab recipe removed at a time, to say where its time goes.
+LAB_WITHOUT = {
+    "kalpha1_only": {"lab": {"monochromatic_probability": 1.0}},
+    "no_texture": {"lab": {"march_dollase_probability": 0.0}},
+    "a1_widths": {
+        "crystallite_size_log10_nm": (2.0, 2.4),
+        "instrument_du_deg2": (0.0, 0.004),
+        "instrument_dw_deg2": (0.0018, 0.002),
+    },
+    "cut_8x_coarser": {"tail_tolerance_sigma": 0.1},
+}
 
 
 def _reference_module(name: str):
@@ -115,6 +126,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     results["lab_numpy_reference_mixtures_per_s_wall"] = wall
     results["lab_numpy_reference_mixtures_per_s_cpu"] = cpu
+    # Where the lab recipe's time goes: the draws and the clean render timed alone, and the whole recipe with
+    # one cost removed at a time (rates relative to the full lab recipe, CPU time).
+    draws, _ = _rate(
+        lambda: sample_mixture_parameters(rng, lab_pool, args.n, config, grid, lab_library), args.n
+    )
+    fixed = sample_mixture_parameters(rng, lab_pool, args.n, config, grid, lab_library)
+    clean, _ = _rate(lambda: render_clean_mixtures(fixed, lab_library, config, grid), args.n)
+    results["lab_draws_us_per_mixture"] = 1e6 / draws
+    results["lab_clean_render_us_per_mixture"] = 1e6 / clean
+    results["lab_finish_us_per_mixture"] = 1e6 / results["lab_mixtures_per_s_cpu"] - 1e6 / draws - 1e6 / clean
+    for name, overrides in LAB_WITHOUT.items():
+        variant = recipe_preset("lab", **overrides)
+        generate_batch(rng, lab_library, lab_pool, 8, variant, grid)
+        _, cpu = _rate(lambda v=variant: generate_batch(rng, lab_library, lab_pool, args.n, v, grid), args.n)
+        results[f"lab_{name}_vs_lab_cpu"] = cpu / results["lab_mixtures_per_s_cpu"]
     for clock in ("wall", "cpu"):
         results[f"lab_speedup_vs_numpy_{clock}"] = (
             results[f"lab_mixtures_per_s_{clock}"] / results[f"lab_numpy_reference_mixtures_per_s_{clock}"]

@@ -306,39 +306,22 @@ def peaks_through_d_spacing(
     return moved[inside], reweighted
 
 
-def tch_pseudo_voigt(gauss_fwhm: np.ndarray, lorentz_fwhm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(FWHM, Lorentzian fraction η) of the Thompson-Cox-Hastings pseudo-Voigt."""
-    g, lo = gauss_fwhm, lorentz_fwhm
-    fwhm = (
-        g**5
-        + 2.69269 * g**4 * lo
-        + 2.42843 * g**3 * lo**2
-        + 4.47163 * g**2 * lo**3
-        + 0.07842 * g * lo**4
-        + lo**5
-    ) ** 0.2
-    q = lo / fwhm
-    return fwhm, 1.36603 * q - 0.47719 * q**2 + 0.11116 * q**3
-
-
 def render(instrument: Instrument, two_theta_deg: np.ndarray, area: np.ndarray) -> np.ndarray:
     """Clean pattern on the instrument's axis: each peak a unit-area TCH pseudo-Voigt times its intensity,
     with widths in the instrument's 2θ (Scherrer at its wavelength, Caglioti in its degrees)."""
+    from xrdsynth.profiles import stick_fwhm_eta_deg
+
     axis = instrument.axis()
-    theta = np.radians(two_theta_deg) / 2.0
-    gauss = np.sqrt(
-        np.clip(
-            instrument.caglioti_u_deg2 * np.tan(theta) ** 2
-            + instrument.caglioti_v_deg2 * np.tan(theta)
-            + instrument.caglioti_w_deg2,
-            0.0,
-            None,
-        )
+    fwhm, eta, _ = stick_fwhm_eta_deg(
+        two_theta_deg,
+        microstrain=0.0,
+        crystallite_size_nm=instrument.crystallite_nm,
+        caglioti_u_deg2=instrument.caglioti_u_deg2,
+        caglioti_v_deg2=instrument.caglioti_v_deg2,
+        caglioti_w_deg2=instrument.caglioti_w_deg2,
+        scherrer_k=SCHERRER_K,
+        wavelength_angstrom=instrument.wavelength_angstrom,
     )
-    lorentz = np.degrees(
-        SCHERRER_K * instrument.wavelength_angstrom / (10.0 * instrument.crystallite_nm * np.cos(theta))
-    )
-    fwhm, eta = tch_pseudo_voigt(gauss, lorentz)
     out = np.zeros(axis.size)
     for lo in range(0, two_theta_deg.size, 128):
         sl = slice(lo, lo + 128)

@@ -890,6 +890,17 @@ def percentile_linear(values: np.ndarray, percentile: float) -> float:
     return b - diff * (1.0 - frac) if frac >= 0.5 else a + diff * frac
 
 
+@nb.njit(cache=True)
+def normalise_window(values: np.ndarray, target: np.ndarray, percentile: float) -> None:
+    """target = values / their `percentile` (numpy's linear interpolation), or values themselves when that is
+    <= 0: the normalisation contract of both recipes (module docstring of recipe.py)."""
+    level = percentile_linear(values, percentile)
+    if level <= 0.0:
+        level = 1.0
+    for i in range(values.shape[0]):
+        target[i] = values[i] / level
+
+
 @nb.njit(cache=True, error_model="numpy", fastmath={"contract"})
 def finish_sample(
     mixture: np.ndarray,
@@ -941,12 +952,7 @@ def finish_sample(
         x = mix[i] * (1.0 + multiplicative * baseline) + (1.0 - multiplicative) * baseline
         x += floor_offset + floor_slope * t + noise_sigma * noise[i]
         values[i] = max(x, 0.0)
-    level = percentile_linear(values, background.percentile)
-    if level <= 0.0:
-        level = 1.0
-    target = out[first_bin:end_bin]
-    for i in range(n):
-        target[i] = values[i] / level
+    normalise_window(values, out[first_bin:end_bin], background.percentile)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -1039,12 +1045,7 @@ def finish_lab_sample(
         if subtracted:
             value = max(value - counts * b, 0.0)
         values[i] = value
-    level_99 = percentile_linear(values, background.percentile)
-    if level_99 <= 0.0:
-        level_99 = 1.0
-    target = out[first_bin:end_bin]
-    for i in range(n):
-        target[i] = values[i] / level_99
+    normalise_window(values, out[first_bin:end_bin], background.percentile)
 
 
 @nb.njit(cache=True, parallel=True)
