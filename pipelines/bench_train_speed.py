@@ -1,17 +1,20 @@
 """Training speed on CPU (issue 10, item 4): samples/s of real optimizer steps of the demo's model families.
 
-For each family of the `cpu` preset (the demo's `pipelines/demo/train_cpu.json` trains phase clustering; the
-learning benchmark adds the presence Transformer and the presence token CNN), times the training loop's step
+For each family of the `cpu` preset (the demo's `pipelines/demo/train_cpu.json` trains phase clustering and the
+presence Transformer; the learning benchmark adds the presence token CNN), times the training loop's step
 (forward and loss under the configured autocast, zero_grad, backward, clip_grad_norm_, AdamW step, schedule
 step; `xrdmodels.train`), batch 32, on batches read from a small store of realistic 2,048-bin patterns, for
-these variants of how the step is executed:
+these variants of the model and of how the step is executed:
 
-  default      what `xrdmodels train` does today: fp32, eager, torch's default thread count (all cores): the
-               baseline the ratios are against (`--baseline` picks another)
-  1 thread     fp32 with one intra-op thread (`torch_threads: 1`)
-  bf16 ...     bf16 autocast (`precision: "bf16"`; the CPU's avx512_bf16 / AMX, where present, run it natively)
-  compiled ... torch.compile of the model (`compile: true`); its compile time is printed
-  no dropout   not an execution option but a model change (dropout = cnn_dropout = 0): what dropout costs
+  previous cpu preset   the demo's model when issue 10 was filed: the `cpu` preset with the paper's front-end
+                        (strides 2/2/2/2: 128 tokens; 3/7/15-tap branches) and dropout 0.1, fp32, torch's
+                        default thread count: the baseline the ratios are against (`--baseline` picks another)
+  previous, ...         the same, one change at a time towards today's preset: one intra-op thread, the
+                        fused AdamW (`schedule.build_adamw`), no dropout, 3/5/7-tap branches
+  cpu preset            today's `cpu` preset (adds stride 4 first: 64 tokens), default threads / one thread
+  bf16                  bf16 autocast (`precision: "bf16"`; native on CPUs with avx512_bf16 / AMX, emulated and
+                        several times slower on AVX2-only CPUs)
+  compiled              torch.compile of the model (`compile: true`); its compile time is printed
 
 (A channels-last layout of the front-end, as 2-D convolutions, was measured apart: same outputs, no gain;
 docs/benchmarks.md.)
@@ -67,25 +70,32 @@ class Variant:
     precision: str = "fp32"
     compile: bool = False
     model_overrides: dict = field(default_factory=dict)
+    fused_adamw: bool = True  # False: AdamW's per-parameter loop, as the training loop ran it before
 
 
+#: The `cpu` preset as the demo trained it when issue 10 was filed: the paper's front-end and dropout.
+PREVIOUS = {
+    "cnn_strides": [2, 2, 2, 2],
+    "branch_kernel_sizes": [3, 7, 15],
+    "dropout": 0.1,
+    "cnn_dropout": 0.1,
+}
 NO_DROPOUT = {"dropout": 0.0, "cnn_dropout": 0.0}
 VARIANTS: dict[str, Variant] = {
-    "default": Variant(),
-    "1 thread": Variant(threads=1),
-    "bf16": Variant(precision="bf16"),
-    "bf16 1 thread": Variant(threads=1, precision="bf16"),
-    "compiled 1 thread": Variant(threads=1, compile=True),
-    "compiled bf16 1 thread": Variant(threads=1, precision="bf16", compile=True),
-    "no dropout 1 thread": Variant(threads=1, model_overrides=NO_DROPOUT),
-    "no dropout bf16 1 thread": Variant(threads=1, precision="bf16", model_overrides=NO_DROPOUT),
-    "no dropout compiled 1 thread": Variant(threads=1, compile=True, model_overrides=NO_DROPOUT),
-    "no dropout compiled bf16 1 thread": Variant(
-        threads=1, precision="bf16", compile=True, model_overrides=NO_DROPOUT
+    "previous cpu preset": Variant(model_overrides=PREVIOUS, fused_adamw=False),
+    "previous, 1 thread": Variant(threads=1, model_overrides=PREVIOUS, fused_adamw=False),
+    "previous, 1 thread, fused AdamW": Variant(threads=1, model_overrides=PREVIOUS),
+    "previous, no dropout, 1 thread": Variant(threads=1, model_overrides={**PREVIOUS, **NO_DROPOUT}),
+    "previous, no dropout, 3/5/7 taps, 1 thread": Variant(
+        threads=1, model_overrides={**PREVIOUS, **NO_DROPOUT, "branch_kernel_sizes": [3, 5, 7]}
     ),
+    "cpu preset": Variant(),
+    "cpu preset, 1 thread": Variant(threads=1),
+    "cpu preset, bf16, 1 thread": Variant(threads=1, precision="bf16"),
+    "cpu preset, compiled, 1 thread": Variant(threads=1, compile=True),
 }
-BASELINE = "default"
-QUICK_VARIANTS = ("default", "1 thread", "bf16 1 thread", "no dropout bf16 1 thread")
+BASELINE = "previous cpu preset"
+QUICK_VARIANTS = ("previous cpu preset", "cpu preset", "cpu preset, 1 thread")
 
 
 def autocast(precision: str) -> torch.autocast | nullcontext:
@@ -129,7 +139,12 @@ class Stepper:
         self.variant = variant
         torch.manual_seed(seed)
         self.model = SpaceGroupModel(preset("cpu", **FAMILIES[family], **variant.model_overrides))
-        self.optimizer = build_adamw(self.model.parameters(), lr=1e-3, weight_decay=1e-2, betas=(0.9, 0.999))
+        if variant.fused_adamw:
+            self.optimizer = build_adamw(
+                self.model.parameters(), lr=1e-3, weight_decay=1e-2, betas=(0.9, 0.999)
+            )
+        else:
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=1e-2)
         self.scheduler = warmup_cosine_schedule(self.optimizer, 50, 2000)
         self.net = torch.compile(self.model) if variant.compile else self.model
         self.model.train()
@@ -308,25 +323,28 @@ def op_kinds(family: str, precision: str, batches: list[dict[str, torch.Tensor]]
 
 
 def report_breakdown(family: str, batches: list[dict[str, torch.Tensor]], steps: int, read_ms: float) -> None:
+    # bf16 only where the CPU runs it natively: emulated, it is several times slower and says nothing useful.
+    precisions = ("fp32", "bf16") if torch.ops.mkldnn._is_mkldnn_bf16_supported() else ("fp32",)
     print(f"\n{family}: where one step's time goes (1 thread; median ms per step, share)")
-    parts = step_breakdown(family, ("fp32", "bf16"), batches, steps)
-    print("| part | fp32 ms | fp32 % | bf16 ms | bf16 % |\n|---|---:|---:|---:|---:|")
+    parts = step_breakdown(family, precisions, batches, steps)
+    print("| part | " + " | ".join(f"{p} ms | {p} %" for p in precisions) + " |")
+    print("|---|" + "---:|---:|" * len(precisions))
     totals = {p: sum(v.values()) for p, v in parts.items()}
     for name in parts["fp32"]:
         cells = " | ".join(
-            f"{parts[p][name]:.1f} | {100 * parts[p][name] / totals[p]:.0f}" for p in ("fp32", "bf16")
+            f"{parts[p][name]:.1f} | {100 * parts[p][name] / totals[p]:.0f}" for p in precisions
         )
         print(f"| {name} | {cells} |")
-    print(f"| step total | {totals['fp32']:.1f} | 100 | {totals['bf16']:.1f} | 100 |")
+    print("| step total | " + " | ".join(f"{totals[p]:.1f} | 100" for p in precisions) + " |")
     print(
         f"| (data path: read + decode one batch) | {read_ms:.1f} | {100 * read_ms / totals['fp32']:.0f} of the "
-        "step | | |"
+        "step |" + " | |" * (len(precisions) - 1)
     )
-    kinds = {p: op_kinds(family, p, batches, steps) for p in ("fp32", "bf16")}
+    kinds = {p: op_kinds(family, p, batches, steps) for p in precisions}
     print("\nby operator kind (torch.profiler self time, share of the step)")
-    print("| kind | fp32 % | bf16 % |\n|---|---:|---:|")
+    print("| kind | " + " | ".join(f"{p} %" for p in precisions) + " |\n|---|" + "---:|" * len(precisions))
     for kind in kinds["fp32"]:
-        print(f"| {kind} | {100 * kinds['fp32'][kind]:.0f} | {100 * kinds['bf16'].get(kind, 0.0):.0f} |")
+        print(f"| {kind} | " + " | ".join(f"{100 * kinds[p].get(kind, 0.0):.0f}" for p in precisions) + " |")
 
 
 def memorise(family: str, precision: str, steps: int = 150, n_bins: int = 1024) -> dict[str, float]:
@@ -343,7 +361,7 @@ def memorise(family: str, precision: str, steps: int = 150, n_bins: int = 1024) 
     data = memorisation_set(n_bins)
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    config = preset("cpu", n_bins=n_bins, dropout=0.0, cnn_dropout=0.0, **FAMILIES[family])
+    config = preset("cpu", n_bins=n_bins, **FAMILIES[family])
     model = SpaceGroupModel(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     generator = torch.Generator().manual_seed(0)
@@ -407,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
         "--baseline",
         choices=list(VARIANTS),
         default=BASELINE,
-        help=f"the variant ratios are against (default {BASELINE!r}: what `xrdmodels train` does today)",
+        help=f"the variant ratios are against (default {BASELINE!r}: the demo's model when issue 10 was filed)",
     )
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--steps", type=int, default=4, help="timed steps per variant per round (default 4)")

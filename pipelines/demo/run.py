@@ -32,7 +32,7 @@ BIN = Path(sys.executable).parent
 EXPERIMENTAL = REPO.parent / "shared" / "data" / "experimental"
 
 
-def train_config(out: Path, name: str, head: str, minutes: float, workers: int) -> Path:
+def train_config(out: Path, name: str, head: str, minutes: float) -> Path:
     """A `cpu`-preset model trained for a fixed wall-clock budget."""
     cfg = json.loads((HERE / "train_cpu.json").read_text())
     cfg.update(
@@ -41,7 +41,6 @@ def train_config(out: Path, name: str, head: str, minutes: float, workers: int) 
             "val_store": str(out / "mixtures" / "val.zarr"),
             "out_dir": str(out / "models" / name),
             "max_minutes": minutes,
-            "num_workers": min(workers, 1),
         }
     )
     cfg["model_overrides"] = {**cfg.get("model_overrides", {}), "head": head}
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
 
     checkpoints = []
     for name, head in (("phase_cluster", "phase_cluster"), ("presence", "presence")):
-        cfg = train_config(out, name, head, args.train_minutes, args.workers)
+        cfg = train_config(out, name, head, args.train_minutes)
         run_dir = out / "models" / name
         resume = ["--resume"] if (run_dir / "last.pt").exists() else []
         stages.run(

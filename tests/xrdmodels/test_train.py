@@ -354,7 +354,9 @@ def test_sigint_to_cli_process_saves_consistent_checkpoint(stores, reference_run
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130, output  # interrupted, not finished: a pipeline must not skip on to evaluation
+    assert proc.returncode == 130, (
+        output
+    )  # interrupted, not finished: a pipeline must not skip on to evaluation
     stopped = load_checkpoint(out / "last.pt")["step"]
     assert stopped < REF_STEPS, "the run finished before the signal arrived"
     assert f"interrupted at step {stopped}" in output

@@ -113,7 +113,8 @@ def train_cmd(config_file: str | None, resume: bool, overrides: tuple[str, ...])
     xrdmodels train --config pipelines/demo/train_cpu.json max_steps=200 model_overrides.head=presence
 
     Model presets (model_preset): paper (A.2-A.4 exactly), small (the paper's structure at CPU size) and cpu
-    (CPU size with flatten read-outs: what learns in minutes on a CPU, docs/benchmarks.md).
+    (CPU size with flatten read-outs, a lean 64-token front-end and no dropout: what learns in minutes on a
+    CPU, docs/benchmarks.md).
 
     Multi-GPU / multi-node: torchrun --nproc-per-node G -m xrdmodels.cli train --config FILE
 

@@ -281,6 +281,15 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     Raises TrainingDiverged on a NaN/inf loss or gradient norm, ValueError on a store/model mismatch.
     """
     rt = setup_runtime(config.device)
+    if (
+        config.precision == "bf16"
+        and rt.device.type == "cpu"
+        and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    ):
+        log.warning(
+            "precision bf16 on a CPU without native bf16 (no avx512_bf16 or AMX): autocast emulates it and "
+            "steps run 5-7x slower than fp32 (docs/benchmarks.md, training speed); set precision to fp32"
+        )
     threads_before = torch.get_num_threads()
     if config.torch_threads is not None:
         torch.set_num_threads(config.torch_threads)
