@@ -324,7 +324,9 @@ def op_kinds(family: str, precision: str, batches: list[dict[str, torch.Tensor]]
 
 def report_breakdown(family: str, batches: list[dict[str, torch.Tensor]], steps: int, read_ms: float) -> None:
     # bf16 only where the CPU runs it natively: emulated, it is several times slower and says nothing useful.
-    precisions = ("fp32", "bf16") if torch.ops.mkldnn._is_mkldnn_bf16_supported() else ("fp32",)
+    from xrdmodels.train import cpu_has_native_bf16
+
+    precisions = ("fp32", "bf16") if cpu_has_native_bf16() else ("fp32",)
     print(f"\n{family}: where one step's time goes (1 thread; median ms per step, share)")
     parts = step_breakdown(family, precisions, batches, steps)
     print("| part | " + " | ".join(f"{p} ms | {p} %" for p in precisions) + " |")

@@ -449,6 +449,17 @@ def test_execution_options_train_and_resume_exactly(stores, tmp_path, fields):
     assert_same_weights(weights(split / "last.pt"), weights(whole / "last.pt"))
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_native_bf16_warns(stores, tmp_path, monkeypatch, caplog, native):
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: native)
+    with caplog.at_level("WARNING", logger=train_module.log.name):
+        train(make_config(stores, tmp_path / "bf16", precision="bf16", max_steps=1), progress=False)
+    warned = [r.getMessage() for r in caplog.records if "without native bf16" in r.getMessage()]
+    assert len(warned) == (0 if native else 1)
+    if warned:
+        assert "set precision to fp32" in warned[0]
+
+
 def test_torch_threads_applies_to_the_run_only(stores, tmp_path, monkeypatch):
     real_loss, seen = train_module.model_loss, []
 

@@ -150,6 +150,14 @@ def _ignore_stop_signals(worker_id: int) -> None:  # noqa: ARG001
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (avx512_bf16 or AMX); True when it cannot tell."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN, or a private API that moved
+        return True
+
+
 def autocast(config: TrainConfig, device: torch.device) -> AbstractContextManager:
     """bf16 autocast when config.precision is "bf16" (on CPU as well as CUDA); fp32 otherwise (A.6)."""
     if config.precision == "bf16":
@@ -281,11 +289,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     Raises TrainingDiverged on a NaN/inf loss or gradient norm, ValueError on a store/model mismatch.
     """
     rt = setup_runtime(config.device)
-    if (
-        config.precision == "bf16"
-        and rt.device.type == "cpu"
-        and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    ):
+    if config.precision == "bf16" and rt.device.type == "cpu" and not cpu_has_native_bf16():
         log.warning(
             "precision bf16 on a CPU without native bf16 (no avx512_bf16 or AMX): autocast emulates it and "
             "steps run 5-7x slower than fp32 (docs/benchmarks.md, training speed); set precision to fp32"
