@@ -6,8 +6,8 @@
   loader    streaming samples/s from local disk and loopback S3 vs the 4,000 samples/s an H100 needs
   learning  learning curves of the three model families vs the label prior and 1-NN retrieval (minutes each)
   memorise  which read-out lets a CPU-size model memorise 256 fixed patterns (the paper's vs the cpu preset's)
-  train_speed  samples/s of the `cpu` preset's training steps (threads, bf16, torch.compile, dropout) vs
-            today's default execution, and where a step's time goes (issue 10: 3x)
+  train_speed  samples/s of the `cpu` preset's training steps (front-end, dropout, fused AdamW, threads, bf16,
+            torch.compile) vs the demo's model when issue 10 was filed, and where a step's time goes (3x)
   wavelength  a checkpoint's scores on the same phases simulated at Cu, Mo, Ag and synchrotron wavelengths,
             read through the measured-data reader with and without each of its steps, beside a library search
 
