@@ -1,6 +1,7 @@
 """Which training physics matters on measured patterns (issue 12, item 5): the measured pipeline
 (pipelines/measured/run.py) with the same bank, mixture count and training budget for the `paper` recipe, the
-`lab` recipe and the lab recipe without each of its effects, then one table of their scores on the shared measured
+`lab` recipe, the lab recipe without each of its effects and the model without its SNIP background removal
+(`lab-no-snip`), then one table of their scores on the shared measured
 sets beside the library search.
 
 Usage: .venv/bin/python pipelines/measured/ablation.py --bank runs/measured-lab/bank.zarr [--train-steps 2500]
@@ -33,10 +34,13 @@ DEFAULT_VARIANTS = ["paper", "lab", *(f"lab-no-{e}" for e in ("kalpha2", "textur
 def variant_arguments(variant: str) -> list[str]:
     if variant in ("paper", "lab"):
         return ["--recipe", variant]
+    if variant == "lab-no-snip":
+        return ["--recipe", "lab", "--background-removal", "none"]
     effect = variant.removeprefix("lab-no-")
     if not variant.startswith("lab-no-") or effect not in LAB_EFFECTS:
         raise SystemExit(
-            f"ablation: unknown variant {variant!r}; use paper, lab or lab-no-<{'|'.join(LAB_EFFECTS)}>"
+            f"ablation: unknown variant {variant!r}; use paper, lab, lab-no-snip (no background removal in the "
+            f"model) or lab-no-<{'|'.join(LAB_EFFECTS)}>"
         )
     return ["--recipe", "lab", "--without", effect]
 

@@ -5,13 +5,15 @@ measured set beside a library search of the same bank (issue 12):
                robocrys, aflow) + pymatgen's AFLOW prototypes + N random crystals per space group (pyxtal)
   2. mixtures  train / val / test / in-library stores of the `lab` recipe (docs/physics.md, "The lab recipe")
   3. train     the best CPU configuration of the learning benchmark (docs/benchmarks.md, "Learning"): the `cpu`
-               preset with the token-CNN encoder and the presence head, for a wall-clock budget
+               preset with the token-CNN encoder and the presence head, removing each pattern's SNIP
+               background at its input, for a wall-clock budget
   4. evaluate  Table 1 on in-library and out-of-library synthetic test mixtures (A.7-A.8)
   5. score     `xrdmodels score-measured` on every file of ../shared/data/experimental/all_labels.csv, the
                model and the library search of the bank side by side (measured.md)
 
-`--recipe paper` trains on the A.1 recipe instead, and `--without EFFECT` removes one lab effect, with everything
-else equal: the ablation of issue 12 (pipelines/measured/ablation.py runs them and writes one table).
+`--recipe paper` trains on the A.1 recipe instead, `--without EFFECT` removes one lab effect and
+`--background-removal none` the model's SNIP background removal, with everything else equal: the ablation of
+issue 12 (pipelines/measured/ablation.py runs them and writes one table).
 Every stage is the real command a user would type; a rerun reuses what finished (see pipelines/stages.py).
 
 Usage: .venv/bin/python pipelines/measured/run.py [--out runs/measured] [--train-minutes 45] [--recipe lab]
@@ -34,6 +36,9 @@ BIN = Path(sys.executable).parent
 SHARED = REPO.parent / "shared" / "data"
 STRUCTURE_SOURCES = ("bgmn", "iucr", "xrd_autoanalyzer", "robocrys", "aflow")
 MODEL = {"model_preset": "cpu", "model_overrides": {"encoder": "cnn", "head": "presence"}}
+#: The model's own background removal (docs/physics.md, "Background removal at the model's input"): raw scans,
+#: background-subtracted exports and training patterns reach the network with the same baseline.
+BACKGROUND_REMOVAL = "snip"
 # The demo's protocol (pipelines/demo/train_cpu.json) for a longer run: the schedule spans about what the
 # budget reaches (~500 steps per minute of the lean `cpu` preset on 2 idle cores), so the learning rate has
 # decayed when the budget ends.
@@ -89,6 +94,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--train-steps", type=int, default=None, help="train this many steps instead of a wall-clock budget"
     )
+    parser.add_argument(
+        "--background-removal",
+        choices=("snip", "none"),
+        default=BACKGROUND_REMOVAL,
+        help=f"the model's input background removal (default {BACKGROUND_REMOVAL}; none: the network sees the "
+        "pattern as delivered)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
     parser.add_argument(
         "--bank", default=None, help="use this bank instead of building one (shared by ablations)"
@@ -106,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     if not (SHARED / "structures").exists() or not (SHARED / "experimental").exists():
         sys.exit(f"measured: this pipeline needs ../shared/data (structures and experimental) at {SHARED}")
     name = args.recipe + "".join(f"-no-{e}" for e in sorted(args.without))
+    if args.background_removal != BACKGROUND_REMOVAL:
+        name += f"-{args.background_removal}-background-removal"
     out = Path(args.out or f"runs/measured-{name}").resolve()
     t0 = time.perf_counter()
     stages = Stages(out, "measured")
@@ -133,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = out / "models" / "cnn_presence"
     config = {
         **MODEL,
+        "model_overrides": {**MODEL["model_overrides"], "background_removal": args.background_removal},
         **TRAIN,
         "total_steps": args.train_steps or max(1000, int(args.train_minutes * STEPS_PER_MINUTE)),
         "max_minutes": None if args.train_steps else args.train_minutes,

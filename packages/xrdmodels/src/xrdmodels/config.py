@@ -44,6 +44,24 @@ class ModelConfig(BaseModel):
         description="Upper bound of the global 2θ grid, degrees; maps to +1 in the angle conditioning (A.1, A.3).",
     )
 
+    # --- input pre-processing (not in the paper) ---
+    background_removal: Literal["none", "snip"] = Field(
+        "none",
+        description="'none': the network sees the pattern as given (A.1); 'snip': the model first subtracts a "
+        "SNIP background (clipping half-width background_half_width_deg) and rescales the window to a maximum "
+        "of 1, in training and in prediction alike, so raw scans, background-subtracted exports and training "
+        "patterns reach the network with the same baseline (docs/physics.md).",
+    )
+    background_half_width_deg: float = Field(
+        1.0,
+        gt=0.0,
+        le=20.0,
+        description="SNIP clipping half-width in degrees 2θ, rounded to whole bins of the grid. 1° keeps Bragg "
+        "peaks up to 1.2° FWHM at full height (training peaks reach ~1°) and removes smooth curvature and air "
+        "scatter; concave humps are only partly removed (60% of an 8°-wide one). 0.5° clips 10-17% off 1° peaks, "
+        "2° leaves 90% of such a hump (docs/physics.md).",
+    )
+
     # --- CNN front-end (A.2) ---
     cnn_channels: list[int] = Field(
         [64, 128, 256, 256], min_length=1, description="Output channels C_l of each front-end stage (A.2)."
@@ -165,6 +183,12 @@ class ModelConfig(BaseModel):
                 f"two_theta_max_deg ({self.two_theta_max_deg}) must exceed two_theta_min_deg ({self.two_theta_min_deg})"
             )
         return self
+
+    @property
+    def background_half_width_bins(self) -> int:
+        """SNIP half-width in bins of the global grid (at least 1)."""
+        bin_deg = (self.two_theta_max_deg - self.two_theta_min_deg) / self.n_bins
+        return max(1, round(self.background_half_width_deg / bin_deg))
 
     @property
     def n_tokens(self) -> int:

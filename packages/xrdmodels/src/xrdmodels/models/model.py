@@ -1,6 +1,7 @@
 """The full space-group model: CNN front-end (A.2) -> token encoder (A.3) -> presence or phase-cluster head (A.4).
 
 pattern x (B, N), mask (B, N) bool
+  -> [SNIP background removal, when config.background_removal == "snip"]
   -> CNNFrontEnd        tokens (B, L, d), valid (B, L)      L = N / 16 for the paper's strides
   -> encoder            Z (B, L, d)                          Transformer (RoPE) or token CNN
   -> head               presence logits (B, 230)             or slots (B, K, d) + slot logits (B, K, 231)
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from xrdmodels.config import ModelConfig
+from xrdmodels.models.background import remove_background
 from xrdmodels.models.encoders import build_encoder
 from xrdmodels.models.frontend import CNNFrontEnd
 from xrdmodels.models.heads import (
@@ -63,6 +65,8 @@ class SpaceGroupModel(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> ModelOutput:
         """x: (B, N) normalised intensity; mask: (B, N) bool, True = measured bin. Unmeasured bins are ignored."""
+        if self.config.background_removal == "snip":
+            x = remove_background(x, mask, self.config.background_half_width_bins)
         tokens, valid = self.frontend(x, mask)
         z = self.encoder(tokens, valid)
         if isinstance(self.head, PresenceHead):
