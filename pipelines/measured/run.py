@@ -59,6 +59,7 @@ LAB_EFFECTS: dict[str, dict] = {
     "kbeta": {"lab": {"kbeta_probability": 0.0}},
     "anodes": {"lab": {"anode_probabilities": {"Cu": 1.0}}},
     "texture": {"lab": {"march_dollase_probability": 0.0}},
+    "strain": {"lab": {"lattice_strain_probability": 0.0}},
     "displacement": {"lab": {"sample_displacement_deg": [0.0, 0.0]}},
     "background": {"lab": {"background_level": [1e-9, 1e-9]}},
     "humps": {"lab": {"amorphous_hump_probability": 0.0}},

@@ -100,6 +100,21 @@ def render_lab_clean(
                     for j in range(first, last)
                 ]
             sin_model = np.sin(np.radians(position / 2))
+            strain = p["lattice_strain"][s, k]
+            if strain.any():
+                # d -> d(1 + δ), δ the share-weighted mean of nᵀεn over the peak's reflections.
+                ro = library.reflection_offsets
+                n_j = library.reflection_direction
+                delta = np.array(
+                    [
+                        np.sum(
+                            library.reflection_weight[ro[j] : ro[j + 1]]
+                            * np.einsum("ri,ij,rj->r", n_j[ro[j] : ro[j + 1]], strain, n_j[ro[j] : ro[j + 1]])
+                        )
+                        for j in range(first, last)
+                    ]
+                )
+                sin_model = sin_model / (1.0 + delta)
             strain = config.strain_fwhm_factor * p["microstrain"][s, k]
             size_nm = p["crystallite_size_nm"][s, k]
             for wavelength, line_share in lines:

@@ -67,6 +67,7 @@ def isolated(lab: dict | None = None, **fields) -> RecipeConfig:
         "kbeta_probability": 0.0,
         "sample_displacement_deg": (0.0, 0.0),
         "march_dollase_probability": 0.0,
+        "lattice_strain_probability": 0.0,
         "background_chebyshev_order": (0, 0),
         "amorphous_hump_probability": 0.0,
         "air_scatter_probability": 0.0,
@@ -151,7 +152,12 @@ def test_lab_draws_follow_the_paper_draws(library):
     for name, value in paper.params.items():
         assert value.tobytes() == lab.params[name].tobytes(), name
     p = lab.params
-    shapes = {"texture_r": (64, 5), "texture_axis": (64, 5, 3), "background_coefficients": (64, 6)}
+    shapes = {
+        "texture_r": (64, 5),
+        "texture_axis": (64, 5, 3),
+        "background_coefficients": (64, 6),
+        "lattice_strain": (64, 5, 3, 3),
+    }
     for name in ("anode", "monochromatic", "kalpha2_ratio", "kbeta_ratio", "sample_displacement_deg",
                  "background_level", "hump_height", "hump_center_deg", "hump_fwhm_deg", "air_scatter_height",
                  "air_scatter_decay_deg", "counts_at_max"):  # fmt: skip
@@ -172,6 +178,20 @@ def test_texture_axis_is_a_reflection_of_a_low_angle_peak(library):
             axis = parameters.params["texture_axis"][s, k]
             assert (candidates == axis).all(axis=1).any()
             assert 0.6 <= parameters.params["texture_r"][s, k] <= 1.6
+
+
+def test_lattice_strain_draws_are_symmetric_bounded_and_per_phase(library):
+    config = recipe_preset("lab", lab={"lattice_strain_probability": 0.5, "lattice_strain": (0.0, 0.01)})
+    parameters = draw(config, library, 4000, 5, GRID)
+    strain = parameters.params["lattice_strain"]
+    np.testing.assert_array_equal(strain, np.swapaxes(strain, -1, -2))
+    assert np.abs(strain).max() <= 0.01
+    present = np.arange(5)[None, :] < parameters.n_phases[:, None]
+    assert not strain[~present].any()
+    strained = np.abs(strain).reshape(4000, 5, 9).max(axis=-1) > 0
+    assert strained[present].mean() == pytest.approx(0.5, abs=0.03)
+    # The amplitude a ~ U(0, 0.01) bounds every entry; its largest entry reaches ~a.
+    assert np.abs(strain[strained]).reshape(-1, 9).max(axis=1).mean() == pytest.approx(0.005 * 0.9, rel=0.1)
 
 
 # --- the clean mixture against the reference -------------------------------------------------------------------
@@ -436,6 +456,37 @@ def test_march_dollase_scales_each_reflection():
         render_clean_mixtures(off_parameters, library, off, FINE)[0],
         rtol=1e-12,
         atol=0,
+    )
+
+
+def test_lattice_strain_moves_each_peak_to_its_strained_d_spacing():
+    """d -> d(1 + δ) with δ the share-weighted nᵀεn of the peak's reflections: analytic values for a reflection
+    along z (ε_zz), six cubic-equivalent ones (the point-group average tr ε / 3, so the peak does not split) and
+    one along [110]/√2 ((ε_xx + ε_yy)/2 + ε_xy); engine and reference agree."""
+    z, x, y = (0.0, 0.0, 1.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0)
+    cubic = [(d, 1 / 6) for d in (x, y, z, (-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, -1.0))]
+    reflections = [[(z, 1.0)], cubic, [((1.0, 1.0, 0.0), 1.0)]]
+    positions = [30.0, 65.0, 100.0]
+    library = stick_library(positions, reflections)
+    config = isolated(lab={"lattice_strain_probability": 1.0})
+    strain = np.array([[0.004, 0.002, -0.001], [0.002, -0.006, 0.003], [-0.001, 0.003, 0.009]])
+    parameters = draw(config, library, 1, 0)
+    strained = with_params(parameters, lattice_strain=np.tile(strain, (1, 5, 1, 1)))
+    unstrained = with_params(parameters, lattice_strain=np.zeros((1, 5, 3, 3)))
+    engine = clean_against_reference(strained, library, config, FINE, 1e-6)[0]
+    still = render_clean_mixtures(unstrained, library, config, FINE)[0][0]
+    deltas = [strain[2, 2], np.trace(strain) / 3, (strain[0, 0] + strain[1, 1]) / 2 + strain[0, 1]]
+    for t, delta in zip(positions, deltas, strict=True):
+        expected = 2 * np.degrees(np.arcsin(np.sin(np.radians(t / 2)) / (1 + delta)))
+        assert moments(still, FINE, t, 0.6)[1] == pytest.approx(t, abs=1e-4)
+        assert moments(engine, FINE, expected, 0.6)[1] == pytest.approx(expected, abs=1e-4)
+        assert moments(engine, FINE, expected, 0.6)[0] == pytest.approx(
+            moments(still, FINE, t, 0.6)[0], rel=1e-6
+        )
+    # Off (probability 0) is the unstrained pattern exactly.
+    off = isolated()
+    np.testing.assert_array_equal(
+        render_clean_mixtures(draw(off, library, 1, 0), library, off, FINE)[0][0], still
     )
 
 

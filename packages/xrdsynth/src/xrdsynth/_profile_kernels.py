@@ -116,6 +116,7 @@ class LabPhysics(NamedTuple):
     sample_displacement_deg: np.ndarray  # (n,) D: instrument-angle shift D·cosθ'
     texture_r: np.ndarray  # (n, 5) March-Dollase r; 1 = untextured
     texture_axis: np.ndarray  # (n, 5, 3) unit texture axis in the crystal's Cartesian reciprocal frame
+    lattice_strain: np.ndarray  # (n, 5, 3, 3) symmetric strain tensor ε in that frame; 0 = the bank's cell
     reflection_offsets: np.ndarray  # int64 (P+1,): reflections of stick p are [offsets[p], offsets[p+1])
     reflection_direction: np.ndarray  # (R, 3) unit scattering vectors
     reflection_weight: np.ndarray  # (R,) share of the stick's intensity, summing to 1 per stick
@@ -614,6 +615,22 @@ def march_dollase(
     return total
 
 
+@nb.njit(cache=True)
+def lattice_strain_shift(
+    direction: np.ndarray, weight: np.ndarray, first: int, end: int, strain: np.ndarray
+) -> float:
+    """Relative d-spacing change δ of one stick under strain ε: Σ_j ω_j n_jᵀ ε n_j over its reflections
+    [first, end), so d -> d(1 + δ) (first order in ε)."""
+    total = 0.0
+    for j in range(first, end):
+        x, y, z = direction[j, 0], direction[j, 1], direction[j, 2]
+        total += weight[j] * (
+            strain[0, 0] * x * x + strain[1, 1] * y * y + strain[2, 2] * z * z
+            + 2.0 * (strain[0, 1] * x * y + strain[0, 2] * x * z + strain[1, 2] * y * z)
+        )  # fmt: skip
+    return total
+
+
 # Sub-bin positions tabulated by the LUT: a stick between two of them interpolates linearly, so its kernel is
 # off by at most (1/16 bin)²/8 × the kernel's curvature (docs/physics.md, "lut").
 LUT_SUBBIN_PHASES = 16
@@ -848,6 +865,8 @@ def _render_lab_phases(
             draws.microstrain[s, k], draws.crystallite_size_nm[s, k], constants
         )
         r = lab.texture_r[s, k]
+        strain = lab.lattice_strain[s, k]
+        strained = np.any(strain)
         for p in range(sticks.offsets[m], sticks.offsets[m + 1]):
             if strong_kalpha1_only and sticks.intensity[p] < LAB_STRONG_LINE_FRACTION * strongest:
                 continue
@@ -857,20 +876,31 @@ def _render_lab_phases(
                 coefficients, draws.orientation_mean[s, k], constants, grid,
             )  # fmt: skip
             # One division per stick, not per line.
-            sin_theta = sticks.tan_theta[p] / sticks.sec_theta[p]
+            tan_theta, sec_theta = sticks.tan_theta[p], sticks.sec_theta[p]
+            sin_theta = tan_theta / sec_theta
             if r != 1.0:
                 area *= march_dollase(
                     lab.reflection_direction, lab.reflection_weight, lab.reflection_offsets[p],
                     lab.reflection_offsets[p + 1], lab.texture_axis[s, k], r,
                 )  # fmt: skip
+            if strained:
+                # d -> d(1 + δ): sinθ -> sinθ / (1 + δ); the A.1 envelope above stays at the bank's angle.
+                sin_theta /= 1.0 + lattice_strain_shift(
+                    lab.reflection_direction, lab.reflection_weight, lab.reflection_offsets[p],
+                    lab.reflection_offsets[p + 1], strain,
+                )  # fmt: skip
+                if sin_theta >= 1.0:
+                    continue
+                cos_theta = math.sqrt(1.0 - sin_theta * sin_theta)
+                tan_theta, sec_theta = sin_theta / cos_theta, 1.0 / cos_theta
+                two_theta_deg = 2.0 * math.asin(sin_theta) / _DEG
             for i in range(n_lines):
                 line_area = area * lab.line_weight[s, i]
                 if line_area < tolerance:
                     continue
                 render_lab_line(
-                    out, cdf, first_bin, end_bin, grid, line_area, sticks.tan_theta[p], sticks.sec_theta[p],
-                    sin_theta, two_theta_deg, lab.line_ratio[s, i], lab.wavelength_ratio[s], draws.zero_shift_deg[s],
-                    lab.sample_displacement_deg[s], strain_deg, size_deg, draws.caglioti_u_deg2[s],
+                    out, cdf, first_bin, end_bin, grid, line_area, tan_theta, sec_theta, sin_theta, two_theta_deg,
+                    lab.line_ratio[s, i], lab.wavelength_ratio[s], draws.zero_shift_deg[s], lab.sample_displacement_deg[s], strain_deg, size_deg, draws.caglioti_u_deg2[s],
                     draws.caglioti_v_deg2[s], draws.caglioti_w_deg2[s], tolerance,
                 )  # fmt: skip
 

@@ -266,6 +266,21 @@ class LabConfig(_Strict):
         description="The texture axis is the scattering vector of a reflection of one of the phase's this-many "
         "lowest-angle peaks (low-index directions, the usual plate normals and needle axes).",
     )
+    lattice_strain_probability: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Probability that a phase's cell differs from the bank's (solid solution, composition, "
+        "temperature: a measured mineral is rarely the database's exact cell), per phase.",
+    )
+    lattice_strain: Range = Field(
+        (0.0, 0.01),
+        description="Amplitude a of a strained phase's strain tensor, uniform: ε = a·S, S symmetric with entries "
+        "U(-1, 1). A reflection of unit scattering vector n moves to d(1 + nᵀεn) (first order); a peak moves by "
+        "the share-weighted mean over its reflections, which for symmetry-equivalent reflections is the "
+        "point-group average of ε, so the strained cell keeps its space group. ±1% is the spread of cell "
+        "parameters within a mineral's solid-solution range (e.g. forsterite-fayalite spans ~3% in b).",
+    )
     background_level: Range = Field(
         (0.003, 0.3),
         description="Scale of the smooth background relative to the highest clean bin, log-uniform: "
@@ -324,7 +339,7 @@ class LabConfig(_Strict):
     )
 
     @field_validator(
-        "kalpha2_ratio", "kbeta_ratio", "sample_displacement_deg", "march_dollase_r", "background_level",
+        "kalpha2_ratio", "kbeta_ratio", "sample_displacement_deg", "march_dollase_r", "lattice_strain", "background_level",
         "amorphous_hump_center_deg", "amorphous_hump_fwhm_deg", "amorphous_hump_height", "air_scatter_height",
         "air_scatter_decay_deg", "counts_at_max",
     )  # fmt: skip
@@ -362,6 +377,10 @@ class LabConfig(_Strict):
                 )
         if self.kbeta_ratio[0] < 0.0:
             raise ValueError(f"kbeta_ratio {self.kbeta_ratio} must be >= 0")
+        if self.lattice_strain[0] < 0.0 or self.lattice_strain[1] > 0.1:
+            raise ValueError(
+                f"lattice_strain {self.lattice_strain} must lie in [0, 0.1] (an amplitude; the shift is first order)"
+            )
         low, high = self.background_chebyshev_order
         if not 0 <= low <= high <= 12:
             raise ValueError(

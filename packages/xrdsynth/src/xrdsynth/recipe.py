@@ -320,12 +320,7 @@ def sample_texture(
     axis = np.zeros(shape + (3,))
     if not textured.any():
         return {"texture_r": r, "texture_axis": axis}
-    if library.reflection_offsets is None:
-        raise ValueError(
-            "recipe.lab.march_dollase_probability > 0 needs the bank's per-reflection data, which this bank lacks: "
-            "rebuild it with this version's `xrdsynth bank build`, or set recipe.lab.march_dollase_probability "
-            "to 0"
-        )
+    _require_reflections(library, "march_dollase_probability")
     m = np.maximum(materials, 0)
     first_peak = library.peak_offsets[m]
     n_peaks = library.peak_offsets[m + 1] - first_peak
@@ -337,6 +332,33 @@ def sample_texture(
     reflection = first_reflection + (reflection_pick * n_reflections).astype(np.int64)
     axis = np.where(textured[..., None], library.reflection_direction[reflection], 0.0)
     return {"texture_r": np.where(textured, r, 1.0), "texture_axis": axis}
+
+
+def _require_reflections(library: PhaseLibrary, field: str) -> None:
+    if library.reflection_offsets is None:
+        raise ValueError(
+            f"recipe.lab.{field} > 0 needs the bank's per-reflection data, which this bank lacks: rebuild it with "
+            f"this version's `xrdsynth bank build`, or set recipe.lab.{field} to 0"
+        )
+
+
+def sample_lattice_strain(
+    rng: np.random.Generator, materials: np.ndarray, lab: LabConfig, library: PhaseLibrary
+) -> dict[str, np.ndarray]:
+    """Symmetric strain tensor per phase (n, 5, 3, 3), all 0 for an unstrained phase (lab recipe):
+    ε = a·S, a ~ U(lattice_strain), S symmetric with entries U(-1, 1)."""
+    shape = materials.shape
+    strained = (rng.random(shape) < lab.lattice_strain_probability) & (materials >= 0)
+    amplitude = np.where(strained, _uniform(rng, lab.lattice_strain, shape), 0.0)
+    entries = rng.uniform(-1.0, 1.0, shape + (6,))
+    upper = np.triu_indices(3)
+    strain = np.zeros(shape + (3, 3))
+    strain[..., upper[0], upper[1]] = entries
+    strain = strain + np.swapaxes(np.triu(strain, 1), -1, -2)
+    strain *= amplitude[..., None, None]
+    if (amplitude > 0).any():
+        _require_reflections(library, "lattice_strain_probability")
+    return {"lattice_strain": strain}
 
 
 def sample_lab_background(rng: np.random.Generator, n: int, lab: LabConfig) -> dict[str, np.ndarray]:
@@ -401,6 +423,7 @@ def sample_mixture_parameters(
         params.update(sample_beam(rng, n, config.lab))
         params.update(sample_texture(rng, materials, config.lab, library))
         params.update(sample_lab_background(rng, n, config.lab))
+        params.update(sample_lattice_strain(rng, materials, config.lab, library))
     return MixtureParameters(n_phases, materials, weights, params, standard_normal)
 
 
@@ -462,6 +485,7 @@ def render_clean_mixtures(
             sample_displacement_deg=p["sample_displacement_deg"],
             texture_r=p["texture_r"],
             texture_axis=p["texture_axis"],
+            lattice_strain=p["lattice_strain"],
             reflection_offsets=reflections if reflections is not None else np.zeros(1, dtype=np.int64),
             reflection_direction=library.reflection_direction
             if reflections is not None
