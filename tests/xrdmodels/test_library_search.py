@@ -323,3 +323,16 @@ def test_score_measured_reports_the_library_beside_the_model(tmp_path, bank) -> 
     assert library["mean_first_rank"] == pytest.approx((1 + 1 + (len(GROUPS) + 1 + 230) / 2) / 3)
     model = {r["set"]: r for r in payload["summary"]}["all"]
     assert model["files"] == 3 and "in_library" not in model
+    # The model's hits split by the library's rank of the truth, recomputed from the per-file top 10s.
+    strata = {r["stratum"]: r for r in payload["by_library_rank"]}
+    assert set(strata) == {"library top 1", "library rank > 10"}
+    for name, members in (
+        ("library top 1", ("single.xy", "mixture.xy")),
+        ("library rank > 10", ("absent.xy",)),
+    ):
+        rows = [f for f in payload["files"] if f["file"] in members]
+        hit = [any(g in set().union(*map(set, f["phases"])) for g in f["top10"][:1]) for f in rows]
+        assert strata[name]["files"] == len(members)
+        assert strata[name]["hit@1"] == pytest.approx(sum(hit) / len(rows))
+    assert strata["library top 1"]["lib hit@5"] == 1.0 and strata["library rank > 10"]["lib hit@5"] == 0.0
+    assert "library rank > 10" in (out / "measured.md").read_text()

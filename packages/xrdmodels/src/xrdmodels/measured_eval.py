@@ -7,13 +7,15 @@ recall@K* (mean fraction of phases found in the top K*) and cover@K* (every phas
 
 With a library (a bank store, :mod:`xrdmodels.library_search`), the same files are also searched against it
 and the same figures are reported for the library's ranking, beside the model's, with the fraction of the
-phases whose space group the library holds at all (no search can find the others).
+phases whose space group the library holds at all (no search can find the others), and the model's hits by
+where the library ranks the truth (`by_library_rank`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +163,36 @@ def summarise(scores: list[MeasuredScore], *, library: bool = False) -> list[dic
 
 _METRICS = [*[f"hit@{k}" for k in HIT_KS], "recall@K*", "cover@K*", "mean_first_rank"]
 
+#: Strata of `by_library_rank`: (name, lowest, highest library rank of the first true phase).
+LIBRARY_RANK_STRATA = (
+    ("library top 1", 1, 1),
+    ("library rank 2-10", 2, 10),
+    ("library rank > 10", 11, math.inf),
+)
+
+
+def by_library_rank(scores: list[MeasuredScore]) -> list[dict[str, float | str | int]]:
+    """The model's hit@1 and hit@5 on the files where the library search ranks a true phase first, 2nd-10th,
+    or lower (or not at all: not in the library), beside the library's hit@5 there: whether the model adds
+    anything beyond a search of the same bank, and whether it reads phases the library does not hold. Strata
+    without files are left out."""
+    searched = [s for s in scores if s.library_ranked is not None]
+    rank = {id(s): _first_rank(s, s.library_ranked or []) for s in searched}
+    out = []
+    for name, low, high in LIBRARY_RANK_STRATA:
+        members = [s for s in searched if low <= rank[id(s)] <= high]
+        if members:
+            out.append(
+                {
+                    "stratum": name,
+                    "files": len(members),
+                    "hit@1": sum(any(s.found(1)) for s in members) / len(members),
+                    "hit@5": sum(any(s.found(5)) for s in members) / len(members),
+                    "lib hit@5": sum(any(s.found(5, s.library_ranked)) for s in members) / len(members),
+                }
+            )
+    return out
+
 
 def markdown(summary: list[dict], library_summary: list[dict] | None = None) -> str:
     """The per-set table; with ``library_summary``, the library's columns (``lib ...``) beside the model's."""
@@ -190,12 +222,22 @@ def write(
     library_summary = (
         summarise(scores, library=True) if any(s.library_ranked is not None for s in scores) else None
     )
-    (out / "measured.md").write_text(markdown(summary, library_summary))
+    strata = by_library_rank(scores) if library_summary is not None else None
+    table = markdown(summary, library_summary)
+    if strata is not None:
+        table += "\nThe model by where the library search ranks the true phase (all files):\n\n"
+        table += "| stratum | files | hit@1 | hit@5 | lib hit@5 |\n|---|---|---|---|---|\n"
+        table += "".join(
+            f"| {r['stratum']} | {r['files']} | {r['hit@1']:.3f} | {r['hit@5']:.3f} | {r['lib hit@5']:.3f} |\n"
+            for r in strata
+        )
+    (out / "measured.md").write_text(table)
     (out / "measured.json").write_text(
         json.dumps(
             {
                 "summary": summary,
                 "library_summary": library_summary,
+                "by_library_rank": strata,
                 "files": [
                     {
                         "set": s.set,
