@@ -322,7 +322,9 @@ class TrainState:
                 f"{path} was written by {saved_world} rank(s), this run has {world_size}; resume with the same "
                 "number of processes (torchrun --nproc-per-node) to continue exactly"
             )
-        saved_model = state["model_config"]
+        # Through ModelConfig, so a field added since the checkpoint was written takes its default, which keeps
+        # the behaviour of the version that wrote it (e.g. background_removal "none").
+        saved_model = ModelConfig.model_validate(state["model_config"]).model_dump(mode="json")
         now_model = model_config.model_dump(mode="json")
         differing = sorted(k for k in now_model if saved_model.get(k) != now_model[k])
         if differing:
