@@ -278,8 +278,9 @@ class LabConfig(_Strict):
         description="Amplitude a of a strained phase's strain tensor, uniform: ε = a·S, S symmetric with entries "
         "U(-1, 1). A reflection of unit scattering vector n moves to d(1 + nᵀεn) (first order); a peak moves by "
         "the share-weighted mean over its reflections, which for symmetry-equivalent reflections is the "
-        "point-group average of ε, so the strained cell keeps its space group. ±1% is the spread of cell "
-        "parameters within a mineral's solid-solution range (e.g. forsterite-fayalite spans ~3% in b).",
+        "point-group average of ε, so the strained cell keeps its space group. Up to 1% is a typical difference "
+        "between a natural sample's cell and a database entry of the same mineral; whole solid-solution series "
+        "span more (forsterite-fayalite ~3% in b).",
     )
     background_level: Range = Field(
         (0.003, 0.3),

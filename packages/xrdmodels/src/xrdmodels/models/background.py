@@ -32,27 +32,41 @@ def snip_background(x: Tensor, mask: Tensor, half_width_bins: int) -> Tensor:
     twice the half-width are clipped away; broader ones are kept where they are convex (curvature, air
     scatter) and partly eroded where they are concave (amorphous humps). Run on linear intensity (no
     log-log-sqrt transform), so the estimate scales with the pattern. Beyond the measured window a neighbour is
-    the odd reflection about the window's end bin, v_{lo-k} = max(2 v_lo - v_{lo+k}, 0): a sloped baseline
-    continues straight instead of being clipped at the edge (a constant continuation would clip a falling air
-    scatter at the window start), and unmeasured bins never enter. x: (B, N) float; mask: (B, N) bool, a
-    contiguous window per row. Returns (B, N) with background <= x inside the window and 0 outside.
+    the odd reflection about the window's end bin, v_{lo-k} = max(2 v_lo - v_{lo+min(k, n-1)}, 0) (n bins in the
+    window; likewise at the high end): a sloped baseline continues straight instead of being clipped at the edge
+    (a constant continuation would clip a falling air scatter at the window start), and unmeasured bins never
+    enter. x: (B, N) float; mask: (B, N) bool, a contiguous window per row. Returns (B, N) with
+    background <= x inside the window and 0 outside.
     """
-    v = torch.where(mask, x.float(), 0.0)
+    p_max = half_width_bins
+    batch, n_bins = x.shape
     first, last = window_bounds(mask)
-    idx = torch.arange(x.shape[-1], device=x.device).expand_as(v)
-    low, high = first.unsqueeze(-1), last.unsqueeze(-1)
-    for p in range(1, half_width_bins + 1):
-        v_low, v_high = v.gather(-1, low), v.gather(-1, high)
-        left, right = idx - p, idx + p
-        below, beyond = left < low, right > high
-        left_value = v.gather(-1, torch.where(below, torch.minimum(2 * low - left, high), left.clamp_min(0)))
-        right_value = v.gather(
-            -1, torch.where(beyond, torch.maximum(2 * high - right, low), right.clamp_max(x.shape[-1] - 1))
+    n = torch.where(mask.any(dim=-1), last - first + 1, 1).unsqueeze(-1)
+    # Every row shifted so that its window starts at column p_max, with p_max columns of room before it and
+    # after the longest window: the neighbours of every iteration are then two plain slices, and only the 2·p_max
+    # reflected columns need per-row indexing. One gather in, one out.
+    columns = torch.arange(n_bins + 2 * p_max, device=x.device)
+    source = (first.unsqueeze(-1) + columns - p_max).clamp(0, n_bins - 1)
+    v = torch.gather(torch.where(mask, x.float(), 0.0), -1, source)
+    k = torch.arange(1, p_max + 1, device=x.device).expand(batch, -1)
+    reach = torch.minimum(k, n - 1)
+    left_source = p_max + reach.flip(-1)  # column p_max - k reflects column p_max + min(k, n - 1)
+    high = p_max + n - 1  # the window's last column
+    right_column = high + k
+    right_source = high - reach
+    for p in range(1, p_max + 1):
+        v[:, :p_max] = (2.0 * v[:, p_max : p_max + 1] - v.gather(-1, left_source)).clamp_min(0.0)
+        v.scatter_(-1, right_column, (2.0 * v.gather(-1, high) - v.gather(-1, right_source)).clamp_min(0.0))
+        inner = v[:, p_max : p_max + n_bins]
+        inner.copy_(
+            torch.minimum(
+                inner, 0.5 * (v[:, p_max - p : p_max - p + n_bins] + v[:, p_max + p : p_max + p + n_bins])
+            )
         )
-        left_value = torch.where(below, (2.0 * v_low - left_value).clamp_min(0.0), left_value)
-        right_value = torch.where(beyond, (2.0 * v_high - right_value).clamp_min(0.0), right_value)
-        v = torch.minimum(v, 0.5 * (left_value + right_value))
-    return torch.where(mask, v, 0.0)
+    back = (torch.arange(n_bins, device=x.device) - first.unsqueeze(-1) + p_max).clamp(
+        0, n_bins + 2 * p_max - 1
+    )
+    return torch.where(mask, torch.gather(v, -1, back), 0.0)
 
 
 def window_percentile(x: Tensor, mask: Tensor, q: float) -> Tensor:
