@@ -28,7 +28,7 @@ cmd="${1:-}"; shift || true
 case "$cmd" in
   setup) setup ;;
   demo)  setup; exec "$venv/bin/python" pipelines/demo/run.py "$@" ;;
-  test)  setup; exec "$py" -m pytest -n "${PYTEST_WORKERS:-2}" "$@" ;;
+  test)  setup; exec "$py" -m pytest -n "${PYTEST_WORKERS:-2}" --dist worksteal "$@" ;;
   lint)  setup; exec "$venv/bin/ruff" check packages tests pipelines "$@" ;;
   bench) setup; exec "$py" pipelines/bench.py "$@" ;;
   *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
