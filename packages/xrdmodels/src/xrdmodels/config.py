@@ -48,8 +48,8 @@ class ModelConfig(BaseModel):
     background_removal: Literal["none", "snip"] = Field(
         "none",
         description="'none': the network sees the pattern as given (A.1); 'snip': the model first subtracts a "
-        "SNIP background (clipping half-width background_half_width_deg) and rescales the window to a maximum "
-        "of 1, in training and in prediction alike, so raw scans, background-subtracted exports and training "
+        "SNIP background (clipping half-width background_half_width_deg) and divides the window by its 99th "
+        "percentile as the stores do, in training and in prediction alike, so raw scans, background-subtracted exports and training "
         "patterns reach the network with the same baseline (docs/physics.md).",
     )
     background_half_width_deg: float = Field(
