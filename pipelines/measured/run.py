@@ -41,8 +41,8 @@ MODEL = {"model_preset": "cpu", "model_overrides": {"encoder": "cnn", "head": "p
 BACKGROUND_REMOVAL = "snip"
 # The demo's protocol (pipelines/demo/train_cpu.json) for a longer run: the schedule spans about what the
 # budget reaches, so the learning rate has decayed when the budget ends: ~390 steps per minute of the lean `cpu`
-# preset with SNIP background removal on 2 idle AVX2 cores, validation included (414/min without SNIP; the
-# benchmark run made 325/min with a first SNIP 4x slower than today's).
+# preset with SNIP background removal on 2 idle AVX2 cores, an estimate from the step time (measured: 414/min
+# without SNIP, 325/min with a first SNIP 4x slower than today's; no run with today's SNIP yet).
 TRAIN = {
     "batch_size": 32,
     "lr": 1e-3,
