@@ -100,6 +100,8 @@ def render_lab_clean(
                     for j in range(first, last)
                 ]
             sin_model = np.sin(np.radians(position / 2))
+            # Debye-Waller: exp(-2B s²), s = sinθ/λ at the bank's angle and wavelength.
+            area *= np.exp(-2.0 * p["debye_waller_b_a2"][s, k] * (sin_model / model_wavelength) ** 2)
             strain = p["lattice_strain"][s, k]
             if strain.any():
                 # d -> d(1 + δ), δ the share-weighted mean of nᵀεn over the peak's reflections.

@@ -68,6 +68,7 @@ def isolated(lab: dict | None = None, **fields) -> RecipeConfig:
         "sample_displacement_deg": (0.0, 0.0),
         "march_dollase_probability": 0.0,
         "lattice_strain_probability": 0.0,
+        "debye_waller_b_a2": (0.0, 0.0),
         "background_chebyshev_order": (0, 0),
         "amorphous_hump_probability": 0.0,
         "air_scatter_probability": 0.0,
@@ -157,6 +158,7 @@ def test_lab_draws_follow_the_paper_draws(library):
         "texture_axis": (64, 5, 3),
         "background_coefficients": (64, 6),
         "lattice_strain": (64, 5, 3, 3),
+        "debye_waller_b_a2": (64, 5),
     }
     for name in ("anode", "monochromatic", "kalpha2_ratio", "kbeta_ratio", "sample_displacement_deg",
                  "background_level", "hump_height", "hump_center_deg", "hump_fwhm_deg", "air_scatter_height",
@@ -490,6 +492,41 @@ def test_lattice_strain_moves_each_peak_to_its_strained_d_spacing():
     np.testing.assert_array_equal(
         render_clean_mixtures(draw(off, library, 1, 0), library, off, FINE)[0][0], still
     )
+
+
+def test_debye_waller_damps_each_peak_as_pymatgen_does(library):
+    """exp(-2B (sinθ/λ)²) per stick: each NaCl peak's rendered area with B = 1.2 Å² over its area with B = 0 is
+    the ratio of pymatgen's XRDCalculator with and without that B on every element (an independent
+    implementation, on the form factors); engine and reference agree. The default draw is U(0, 1.5) per phase."""
+    from pymatgen.analysis.diffraction.xrd import XRDCalculator
+    from pymatgen.core import Lattice, Structure
+
+    b = 1.2
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    plain = XRDCalculator(CU_MODEL_ANGSTROM).get_pattern(nacl, scaled=False, two_theta_range=(10, 115))
+    damped = XRDCalculator(CU_MODEL_ANGSTROM, debye_waller_factors={"Na": b, "Cl": b}).get_pattern(
+        nacl, scaled=False, two_theta_range=(10, 115)
+    )
+    np.testing.assert_allclose(damped.x, plain.x)
+    expected = damped.y / plain.y
+    nacl_sticks = stick_library(list(plain.x))
+    config = isolated(lab={"debye_waller_b_a2": (b, b)})
+    parameters = draw(config, nacl_sticks, 1, 0)
+    engine = clean_against_reference(parameters, nacl_sticks, config, FINE, 1e-6)[0]
+    bank = render_clean_mixtures(
+        with_params(parameters, debye_waller_b_a2=np.zeros((1, 5))), nacl_sticks, config, FINE
+    )[0][0]
+    for t, ratio in zip(plain.x, expected, strict=True):
+        assert moments(engine, FINE, t, 0.5)[0] / moments(bank, FINE, t, 0.5)[0] == pytest.approx(
+            ratio, rel=1e-6
+        )
+    assert expected.min() < 0.6 < 0.9 < expected.max()  # high-angle peaks lose ~half, low-angle ones little
+    drawn = draw(recipe_preset("lab"), library, 2000, 6, GRID)
+    thermal = drawn.params["debye_waller_b_a2"]
+    present = np.arange(5)[None, :] < drawn.n_phases[:, None]
+    assert not thermal[~present].any()
+    assert thermal[present].min() >= 0.0 and thermal[present].max() <= 1.5
+    assert thermal[present].mean() == pytest.approx(0.75, abs=0.03)
 
 
 def test_march_dollase_averages_to_one_over_axes():

@@ -117,6 +117,7 @@ class LabPhysics(NamedTuple):
     texture_r: np.ndarray  # (n, 5) March-Dollase r; 1 = untextured
     texture_axis: np.ndarray  # (n, 5, 3) unit texture axis in the crystal's Cartesian reciprocal frame
     lattice_strain: np.ndarray  # (n, 5, 3, 3) symmetric strain tensor ε in that frame; 0 = the bank's cell
+    debye_waller_b_a2: np.ndarray  # (n, 5) overall isotropic B (Å²); 0 = the bank's intensities
     reflection_offsets: np.ndarray  # int64 (P+1,): reflections of stick p are [offsets[p], offsets[p+1])
     reflection_direction: np.ndarray  # (R, 3) unit scattering vectors
     reflection_weight: np.ndarray  # (R,) share of the stick's intensity, summing to 1 per stick
@@ -867,6 +868,8 @@ def _render_lab_phases(
         r = lab.texture_r[s, k]
         strain = lab.lattice_strain[s, k]
         strained = np.any(strain)
+        # exp(-2B (sinθ/λ)²) at the bank's angle and wavelength: a function of d alone, whatever the beam.
+        thermal = 2.0 * lab.debye_waller_b_a2[s, k] / (10.0 * constants.wavelength_nm) ** 2
         for p in range(sticks.offsets[m], sticks.offsets[m + 1]):
             if strong_kalpha1_only and sticks.intensity[p] < LAB_STRONG_LINE_FRACTION * strongest:
                 continue
@@ -883,6 +886,8 @@ def _render_lab_phases(
                     lab.reflection_direction, lab.reflection_weight, lab.reflection_offsets[p],
                     lab.reflection_offsets[p + 1], lab.texture_axis[s, k], r,
                 )  # fmt: skip
+            if thermal != 0.0:
+                area *= math.exp(-thermal * sin_theta * sin_theta)
             if strained:
                 # d -> d(1 + δ): sinθ -> sinθ / (1 + δ); the A.1 envelope above stays at the bank's angle.
                 sin_theta /= 1.0 + lattice_strain_shift(

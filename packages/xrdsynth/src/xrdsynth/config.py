@@ -282,6 +282,14 @@ class LabConfig(_Strict):
         "between a natural sample's cell and a database entry of the same mineral; whole solid-solution series "
         "span more (forsterite-fayalite ~3% in b).",
     )
+    debye_waller_b_a2: Range = Field(
+        (0.0, 1.5),
+        description="Overall isotropic Debye-Waller B of a phase in Å², uniform: every stick's area times "
+        "exp(-2B (sinθ/λ)²) = exp(-B/(2d²)). Bank patterns carry no thermal motion (the CIFs' displacement "
+        "parameters are not read), measured ones do: at room temperature B is ~0.2-1.5 Å² for most elements and "
+        "simple solids (Peng et al. 1996, Acta Cryst. A52, 257), and high-angle peaks fall by a third to a half "
+        "at 2θ = 90-120° (Cu) for B = 1 Å². 0 is the bank's pattern.",
+    )
     background_level: Range = Field(
         (0.003, 0.3),
         description="Scale of the smooth background relative to the highest clean bin, log-uniform: "
@@ -340,7 +348,7 @@ class LabConfig(_Strict):
     )
 
     @field_validator(
-        "kalpha2_ratio", "kbeta_ratio", "sample_displacement_deg", "march_dollase_r", "lattice_strain", "background_level",
+        "kalpha2_ratio", "kbeta_ratio", "sample_displacement_deg", "march_dollase_r", "lattice_strain", "debye_waller_b_a2", "background_level",
         "amorphous_hump_center_deg", "amorphous_hump_fwhm_deg", "amorphous_hump_height", "air_scatter_height",
         "air_scatter_decay_deg", "counts_at_max",
     )  # fmt: skip
@@ -381,6 +389,11 @@ class LabConfig(_Strict):
         if self.lattice_strain[0] < 0.0 or self.lattice_strain[1] > 0.1:
             raise ValueError(
                 f"lattice_strain {self.lattice_strain} must lie in [0, 0.1] (an amplitude; the shift is first order)"
+            )
+        if self.debye_waller_b_a2[0] < 0.0 or self.debye_waller_b_a2[1] > 10.0:
+            raise ValueError(
+                f"debye_waller_b_a2 {self.debye_waller_b_a2} must lie in [0, 10] Å² (room-temperature solids: "
+                "~0.2-1.5; 0 keeps the bank's intensities)"
             )
         low, high = self.background_chebyshev_order
         if not 0 <= low <= high <= 12:

@@ -361,6 +361,14 @@ def sample_lattice_strain(
     return {"lattice_strain": strain}
 
 
+def sample_debye_waller(
+    rng: np.random.Generator, materials: np.ndarray, lab: LabConfig
+) -> dict[str, np.ndarray]:
+    """Overall isotropic Debye-Waller B in Å² per phase (n, 5), U(debye_waller_b_a2), 0 for empty slots."""
+    b = _uniform(rng, lab.debye_waller_b_a2, materials.shape)
+    return {"debye_waller_b_a2": np.where(materials >= 0, b, 0.0)}
+
+
 def sample_lab_background(rng: np.random.Generator, n: int, lab: LabConfig) -> dict[str, np.ndarray]:
     """Log-Chebyshev background, amorphous hump, air scatter, counting level and whether the pattern is delivered
     background-subtracted, per pattern (lab recipe)."""
@@ -424,6 +432,7 @@ def sample_mixture_parameters(
         params.update(sample_texture(rng, materials, config.lab, library))
         params.update(sample_lab_background(rng, n, config.lab))
         params.update(sample_lattice_strain(rng, materials, config.lab, library))
+        params.update(sample_debye_waller(rng, materials, config.lab))
     return MixtureParameters(n_phases, materials, weights, params, standard_normal)
 
 
@@ -486,6 +495,7 @@ def render_clean_mixtures(
             texture_r=p["texture_r"],
             texture_axis=p["texture_axis"],
             lattice_strain=p["lattice_strain"],
+            debye_waller_b_a2=p["debye_waller_b_a2"],
             reflection_offsets=reflections if reflections is not None else np.zeros(1, dtype=np.int64),
             reflection_direction=library.reflection_direction
             if reflections is not None
