@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 results[f"{engine}_mixtures_per_s_{clock}"]
                 / results[f"numpy_reference_mixtures_per_s_{clock}"]
             )
-    print(json.dumps({k: round(v, 1) for k, v in results.items()}, indent=2))
+    print(json.dumps({k: round(v, 2) for k, v in results.items()}, indent=2))
     return results
 
 
