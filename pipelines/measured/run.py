@@ -61,7 +61,7 @@ LAB_EFFECTS: dict[str, dict] = {
     "anodes": {"lab": {"anode_probabilities": {"Cu": 1.0}}},
     "texture": {"lab": {"march_dollase_probability": 0.0}},
     "strain": {"lab": {"lattice_strain_probability": 0.0}},
-    "thermal": {"lab": {"debye_waller_b_a2": (0.0, 0.0)}},
+    "thermal": {"lab": {"debye_waller_b_a2": (0.0, 0.0), "debye_waller_extra_b_a2": (0.0, 0.0)}},
     "displacement": {"lab": {"sample_displacement_deg": [0.0, 0.0]}},
     "background": {"lab": {"background_level": [1e-9, 1e-9]}},
     "humps": {"lab": {"amorphous_hump_probability": 0.0}},
@@ -71,11 +71,12 @@ LAB_EFFECTS: dict[str, dict] = {
 }
 
 
-def recipe_overrides(effects: list[str]) -> dict:
-    """The `recipe` fields that turn `effects` off, merged (each is a `lab` object)."""
+def recipe_overrides(effects: list[str], lab_fields: dict | None = None) -> dict:
+    """The `recipe` fields that turn `effects` off, merged (each is a `lab` object), then `lab_fields`."""
     lab: dict = {}
     for effect in effects:
         lab.update(LAB_EFFECTS[effect]["lab"])
+    lab.update(lab_fields or {})
     return {"lab": lab} if lab else {}
 
 
@@ -115,9 +116,21 @@ def main(argv: list[str] | None = None) -> None:
         choices=sorted(LAB_EFFECTS),
         help="turn one lab effect off (repeatable; the ablation): " + ", ".join(sorted(LAB_EFFECTS)),
     )
+    parser.add_argument(
+        "--lab",
+        default=None,
+        help="lab recipe fields to change, as a JSON object (e.g. '{\"lattice_strain\": [0, 0.03]}'; names and "
+        "ranges in docs/config.md); the output folder should then be named with --out",
+    )
     args = parser.parse_args(argv)
-    if args.without and args.recipe != "lab":
-        parser.error("--without removes effects of the lab recipe; use it with --recipe lab")
+    try:
+        lab_fields = json.loads(args.lab) if args.lab else {}
+    except json.JSONDecodeError as error:
+        parser.error(f"--lab must be a JSON object of lab recipe fields: {error}")
+    if not isinstance(lab_fields, dict):
+        parser.error(f"--lab must be a JSON object of lab recipe fields, got {args.lab!r}")
+    if (args.without or lab_fields) and args.recipe != "lab":
+        parser.error("--without and --lab change the lab recipe; use them with --recipe lab")
     if not (SHARED / "structures").exists() or not (SHARED / "experimental").exists():
         sys.exit(f"measured: this pipeline needs ../shared/data (structures and experimental) at {SHARED}")
     name = args.recipe + "".join(f"-no-{e}" for e in sorted(args.without))
@@ -140,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         )  # fmt: skip
     recipe_config = out / "configs" / "mixtures.json"
     recipe_config.parent.mkdir(parents=True, exist_ok=True)
-    recipe_config.write_text(json.dumps({"recipe": recipe_overrides(args.without)}, indent=2))
+    recipe_config.write_text(json.dumps({"recipe": recipe_overrides(args.without, lab_fields)}, indent=2))
     stages.run(
         f"mixtures: {name} recipe",
         [xrdsynth, "mixtures", "generate", "--bank", str(bank), "--out", str(mixtures), "--n", args.n_train,

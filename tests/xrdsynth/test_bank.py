@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
+from pymatgen.analysis.diffraction.xrd import XRDCalculator
 
 from xrdsynth import bank as bank_mod
 from xrdsynth.bank import SPLITS, Bank, BankError, PartFileError, decode_part, encode_part, split_of
@@ -517,3 +518,31 @@ def test_bad_items_are_reported_and_the_rest_built(tmp_path, monkeypatch) -> Non
     # Only the text check says "lists ... distinct positions": big.cif was never handed to pymatgen.
     assert "lists more than max_sites=1000 distinct positions" in reasons[f"{archive}::big.cif"]
     assert "52428800 bytes exceed the 1048576-byte limit" in reasons[f"{archive}::bomb.cif"]
+
+
+def test_displacement_parameters_reach_the_bank_and_can_be_turned_off(tmp_path) -> None:
+    """A CIF with B values is diffracted with them (column thermal_displacement True) and one without as at
+    rest; BankConfig(displacement_parameters=False) gives pymatgen's at-rest pattern for both (the paper's
+    bank), and its library flags no material."""
+    if not SHARED.exists():
+        pytest.skip(f"shared structures not found at {SHARED}")
+    d = tmp_path / "cifs"
+    d.mkdir()
+    for name in ("bgmn/BGMN__ANNITE.cif", "xrd_autoanalyzer/La2O3_164.cif"):
+        shutil.copy(SHARED / name, d / Path(name).name)
+    entries = {load_entry(item).entry_id: load_entry(item).structure for item in list_items(str(d))}
+    for flag in (True, False):
+        config = BankConfig(displacement_parameters=flag)
+        bank = build_bank([str(d)], str(tmp_path / f"bank-{flag}.zarr"), config, seed=0, workers=0)
+        thermal = dict(zip(bank.column("id"), bank.column("thermal_displacement"), strict=True))
+        assert thermal == {i: flag and "ANNITE" in i for i in entries}
+        np.testing.assert_array_equal(bank.library().thermal_displacement, list(thermal.values()))
+        for index, entry_id in enumerate(bank.column("id")):
+            structure = entries[entry_id].copy()
+            if not flag and "U11_cif" in structure.site_properties:
+                for name in ("U11_cif", "U22_cif", "U33_cif", "U23_cif", "U13_cif", "U12_cif"):
+                    structure.remove_site_property(name)
+            reference = XRDCalculator(config.wavelength_angstrom).get_pattern(
+                structure, scaled=True, two_theta_range=(5.0, 120.0)
+            )
+            np.testing.assert_allclose(bank.peaks(index)[2], reference.y, rtol=1e-9, atol=1e-9)

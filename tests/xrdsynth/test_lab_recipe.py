@@ -529,6 +529,22 @@ def test_debye_waller_damps_each_peak_as_pymatgen_does(library):
     assert thermal[present].mean() == pytest.approx(0.75, abs=0.03)
 
 
+def test_entries_with_displacement_parameters_draw_only_the_extra_b(library):
+    """Materials whose sticks already include their CIF's displacement parameters draw B from
+    debye_waller_extra_b_a2 (default U(0, 0.5) Å²), the others from debye_waller_b_a2 (U(0, 1.5))."""
+    flags = np.arange(library.n_materials) % 2 == 0
+    drawn = draw(recipe_preset("lab"), replace(library, thermal_displacement=flags), 4000, 6, GRID)
+    thermal = drawn.params["debye_waller_b_a2"]
+    present = np.arange(5)[None, :] < drawn.n_phases[:, None]
+    flagged = present & flags[np.maximum(drawn.phase_material, 0)]
+    at_rest = present & ~flagged
+    assert flagged.sum() > 2000 and at_rest.sum() > 2000
+    assert thermal[flagged].max() <= 0.5 and thermal[flagged].mean() == pytest.approx(0.25, abs=0.02)
+    assert thermal[at_rest].max() > 1.0 and thermal[at_rest].mean() == pytest.approx(0.75, abs=0.04)
+    with pytest.raises(ValueError, match="thermal_displacement has shape"):
+        replace(library, thermal_displacement=flags[:-1])
+
+
 def test_march_dollase_averages_to_one_over_axes():
     # Axes drawn from 2,000 nearly uniform reflection directions of the lowest peak: each pattern's factor on a
     # perpendicular-to-x reflection is MD(r, a·x), and over the patterns it averages to 1 (texture moves

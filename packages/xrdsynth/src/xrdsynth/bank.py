@@ -60,8 +60,11 @@ ENTRY_COLUMNS: dict[str, str] = {
     "disordered": "bool",
     "synthetic": "bool",
     "e_above_hull_ev_per_atom": "float64",  # NaN when unknown
+    "thermal_displacement": "bool",  # the pattern includes the input's displacement parameters
     "split": "str",
 }
+# Columns a bank of this format version may lack (written before they were added), with their value then.
+OPTIONAL_COLUMNS: dict[str, Any] = {"thermal_displacement": False}
 
 
 class BankError(ValueError):
@@ -93,6 +96,7 @@ def compute_chunk(items: list, config: BankConfig, seed: int) -> dict[str, Any]:
     from .diffraction import compute_peaks
     from .profiles import deposit_sticks
     from .structures import describe, load_entry
+    from .structures.displacement import U_CIF_PROPERTIES
 
     rows: list[dict[str, Any]] = []
     peaks: list[tuple[np.ndarray, ...]] = []
@@ -106,6 +110,9 @@ def compute_chunk(items: list, config: BankConfig, seed: int) -> dict[str, Any]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 entry = load_entry(item, seed=seed, max_sites=config.max_sites)
+                if not config.displacement_parameters:
+                    for name in set(U_CIF_PROPERTIES) & set(entry.structure.site_properties):
+                        entry.structure.remove_site_property(name)
                 info = describe(entry, config)
                 p = compute_peaks(
                     entry.structure, wavelength, (grid.two_theta_min_deg, grid.two_theta_max_deg)
@@ -136,6 +143,7 @@ def compute_chunk(items: list, config: BankConfig, seed: int) -> dict[str, Any]:
                 "disordered": info.disordered,
                 "synthetic": entry.synthetic,
                 "e_above_hull_ev_per_atom": float(e_hull) if e_hull is not None else float("nan"),
+                "thermal_displacement": "U11_cif" in entry.structure.site_properties,
             }
         )
         peaks.append(
@@ -551,8 +559,12 @@ class Bank:
         return [Skipped(**s) for s in self.attrs.get("skipped", [])]
 
     def column(self, name: str) -> np.ndarray:
-        """One per-entry column; text columns come back as a plain numpy str array."""
-        values = self.group["entries"][name][...]
+        """One per-entry column; text columns come back as a plain numpy str array. An optional column that
+        an older bank lacks comes back filled with its default (``OPTIONAL_COLUMNS``)."""
+        entries = self.group["entries"]
+        if name in OPTIONAL_COLUMNS and name not in entries:
+            return np.full(len(self), OPTIONAL_COLUMNS[name], dtype=ENTRY_COLUMNS[name])
+        values = entries[name][...]
         if ENTRY_COLUMNS[name] == "str":
             return np.array(values.tolist(), dtype=str)
         return np.asarray(values)
@@ -604,6 +616,7 @@ class Bank:
             peak_two_theta_deg=np.asarray(g["two_theta_deg"][:], dtype=np.float64),
             peak_intensity=np.asarray(g["intensity"][:], dtype=np.float64),
             spacegroup=self.column("spacegroup_number").astype(np.int16),
+            thermal_displacement=self.column("thermal_displacement").astype(bool),
             dense_profile=np.asarray(self.group["profile"][:], dtype=np.float32) if with_profiles else None,
             **reflections,
         )

@@ -139,6 +139,13 @@ class BankConfig(_Strict):
     chunk_size: int = Field(
         64, ge=1, le=100_000, description="Entries per Dask task and per resumable chunk."
     )
+    displacement_parameters: bool = Field(
+        True,
+        description="Damp each atom's scattering by the atomic displacement parameters its CIF lists "
+        '(U or B, isotropic or anisotropic; docs/physics.md, "Thermal motion"), so that an entry\'s pattern is '
+        "that of the refined room-temperature structure. False diffracts every structure as atoms at rest, "
+        "as pymatgen's CifParser + XRDCalculator do (the paper's bank, A.1.1).",
+    )
 
     @field_validator("wavelength")
     @classmethod
@@ -288,7 +295,14 @@ class LabConfig(_Strict):
         "exp(-2B (sinθ/λ)²) = exp(-B/(2d²)). Bank patterns carry no thermal motion (the CIFs' displacement "
         "parameters are not read), measured ones do: at room temperature B is ~0.2-1.5 Å² for most elements and "
         "simple solids (Peng et al. 1996, Acta Cryst. A52, 257), and high-angle peaks fall by a third to a half "
-        "at 2θ = 90-120° (Cu) for B = 1 Å². 0 is the bank's pattern.",
+        "at 2θ = 90-120° (Cu) for B = 1 Å². 0 is the bank's pattern. Entries whose CIF gave displacement "
+        "parameters (the bank's thermal_displacement column) draw from debye_waller_extra_b_a2 instead.",
+    )
+    debye_waller_extra_b_a2: Range = Field(
+        (0.0, 0.5),
+        description="Extra overall B in Å², uniform, for entries whose pattern already includes their CIF's "
+        "displacement parameters (BankConfig.displacement_parameters): those are room-temperature values, so "
+        "only a sample's own temperature, static disorder and the spread of refined B values remain.",
     )
     background_level: Range = Field(
         (0.003, 0.3),
@@ -348,7 +362,8 @@ class LabConfig(_Strict):
     )
 
     @field_validator(
-        "kalpha2_ratio", "kbeta_ratio", "sample_displacement_deg", "march_dollase_r", "lattice_strain", "debye_waller_b_a2", "background_level",
+        "kalpha2_ratio", "kbeta_ratio", "sample_displacement_deg", "march_dollase_r", "lattice_strain", "debye_waller_b_a2", "debye_waller_extra_b_a2",
+        "background_level",
         "amorphous_hump_center_deg", "amorphous_hump_fwhm_deg", "amorphous_hump_height", "air_scatter_height",
         "air_scatter_decay_deg", "counts_at_max",
     )  # fmt: skip
@@ -390,11 +405,13 @@ class LabConfig(_Strict):
             raise ValueError(
                 f"lattice_strain {self.lattice_strain} must lie in [0, 0.1] (an amplitude; the shift is first order)"
             )
-        if self.debye_waller_b_a2[0] < 0.0 or self.debye_waller_b_a2[1] > 10.0:
-            raise ValueError(
-                f"debye_waller_b_a2 {self.debye_waller_b_a2} must lie in [0, 10] Å² (room-temperature solids: "
-                "~0.2-1.5; 0 keeps the bank's intensities)"
-            )
+        for name in ("debye_waller_b_a2", "debye_waller_extra_b_a2"):
+            low, high = getattr(self, name)
+            if low < 0.0 or high > 10.0:
+                raise ValueError(
+                    f"{name} {(low, high)} must lie in [0, 10] Å² (room-temperature solids: ~0.2-1.5; 0 keeps "
+                    "the bank's intensities)"
+                )
         low, high = self.background_chebyshev_order
         if not 0 <= low <= high <= 12:
             raise ValueError(

@@ -38,6 +38,8 @@ class PhaseLibrary:
     reflection_direction: float64 (R, 3) or None, unit vector of each reflection's g (one per Friedel pair) in its
         crystal's Busing-Levy frame (x along a*, y in the a*-b* plane, z along c; diffraction.busing_levy_frame).
     reflection_weight: float64 (R,) or None, each reflection's share of its peak's intensity (sums to 1 per peak).
+    thermal_displacement: bool (M,) or None (none does), whether a material's sticks already include its
+        input's atomic displacement parameters (the bank's thermal_displacement column).
     """
 
     peak_offsets: np.ndarray
@@ -48,9 +50,15 @@ class PhaseLibrary:
     reflection_offsets: np.ndarray | None = None
     reflection_direction: np.ndarray | None = None
     reflection_weight: np.ndarray | None = None
+    thermal_displacement: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n_materials = self.spacegroup.shape[0]
+        if self.thermal_displacement is not None and self.thermal_displacement.shape != (n_materials,):
+            raise ValueError(
+                f"PhaseLibrary.thermal_displacement has shape {self.thermal_displacement.shape}; "
+                f"{n_materials} materials need ({n_materials},)"
+            )
         if self.peak_offsets.shape != (n_materials + 1,):
             raise ValueError(
                 f"PhaseLibrary.peak_offsets has shape {self.peak_offsets.shape}; "
@@ -362,10 +370,18 @@ def sample_lattice_strain(
 
 
 def sample_debye_waller(
-    rng: np.random.Generator, materials: np.ndarray, lab: LabConfig
+    rng: np.random.Generator, materials: np.ndarray, lab: LabConfig, library: PhaseLibrary
 ) -> dict[str, np.ndarray]:
-    """Overall isotropic Debye-Waller B in Å² per phase (n, 5), U(debye_waller_b_a2), 0 for empty slots."""
-    b = _uniform(rng, lab.debye_waller_b_a2, materials.shape)
+    """Overall isotropic Debye-Waller B in Å² per phase (n, 5): U(debye_waller_b_a2) for a material at rest,
+    U(debye_waller_extra_b_a2) for one whose sticks include its displacement parameters; 0 for empty slots."""
+    u = rng.random(materials.shape)
+    b = lab.debye_waller_b_a2[0] + (lab.debye_waller_b_a2[1] - lab.debye_waller_b_a2[0]) * u
+    if library.thermal_displacement is not None:
+        extra = (
+            lab.debye_waller_extra_b_a2[0]
+            + (lab.debye_waller_extra_b_a2[1] - lab.debye_waller_extra_b_a2[0]) * u
+        )
+        b = np.where(library.thermal_displacement[np.maximum(materials, 0)], extra, b)
     return {"debye_waller_b_a2": np.where(materials >= 0, b, 0.0)}
 
 
@@ -432,7 +448,7 @@ def sample_mixture_parameters(
         params.update(sample_texture(rng, materials, config.lab, library))
         params.update(sample_lab_background(rng, n, config.lab))
         params.update(sample_lattice_strain(rng, materials, config.lab, library))
-        params.update(sample_debye_waller(rng, materials, config.lab))
+        params.update(sample_debye_waller(rng, materials, config.lab, library))
     return MixtureParameters(n_phases, materials, weights, params, standard_normal)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from pymatgen.core import Structure
 
 from .base import Entry, MetadataValue, SourceItem, StructureError
+from .displacement import cif_displacement_properties
 from .metadata import spacegroup_from_symbol
 
 # CIF data blocks: a block starts at a line "data_<name>"; a block holds a structure if it lists atom sites.
@@ -224,7 +225,9 @@ def entry_from_cif(item: SourceItem, text: str, block: int | None, max_sites: in
     """The entry of data block ``block`` (1-based; None for the whole text) of CIF text.
 
     The given space group is the shared collection's header label, else the CIF's own symmetry tags
-    (P1 excepted); licence, mineral or common name and the stated formula go into the metadata.
+    (P1 excepted); licence, mineral or common name and the stated formula go into the metadata. The CIF's
+    atomic displacement parameters become U11_cif..U12_cif site properties (:mod:`.displacement`), and the
+    metadata's ``displacement_parameters`` says which were read or why none were.
     """
     where = item.locator
     preamble, blocks = _cif_blocks(text)
@@ -246,4 +249,8 @@ def entry_from_cif(item: SourceItem, text: str, block: int | None, max_sites: in
         metadata["formula_given"] = tags["_chemical_formula_sum"].strip()
     if noted:
         metadata["parse_warnings"] = noted
+    properties, how = cif_displacement_properties(structure, tags)
+    for name, values in properties.items():
+        structure.add_site_property(name, values)
+    metadata["displacement_parameters"] = how
     return Entry(item.entry_id, item.source, item.locator, structure, given, metadata, synthetic=False)
