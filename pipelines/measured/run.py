@@ -71,13 +71,15 @@ LAB_EFFECTS: dict[str, dict] = {
 }
 
 
-def recipe_overrides(effects: list[str], lab_fields: dict | None = None) -> dict:
-    """The `recipe` fields that turn `effects` off, merged (each is a `lab` object), then `lab_fields`."""
+def recipe_overrides(effects: list[str], fields: dict | None = None) -> dict:
+    """The `recipe` fields that turn `effects` off, merged (each is a `lab` object), then `fields` on top (their
+    `lab` object merged field by field)."""
+    fields = dict(fields or {})
     lab: dict = {}
     for effect in effects:
         lab.update(LAB_EFFECTS[effect]["lab"])
-    lab.update(lab_fields or {})
-    return {"lab": lab} if lab else {}
+    lab.update(fields.pop("lab", {}))
+    return {**fields, "lab": lab} if lab else fields
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,20 +119,21 @@ def main(argv: list[str] | None = None) -> None:
         help="turn one lab effect off (repeatable; the ablation): " + ", ".join(sorted(LAB_EFFECTS)),
     )
     parser.add_argument(
-        "--lab",
+        "--recipe-fields",
         default=None,
-        help="lab recipe fields to change, as a JSON object (e.g. '{\"lattice_strain\": [0, 0.03]}'; names and "
-        "ranges in docs/config.md); the output folder should then be named with --out",
+        help='recipe fields to change, as a JSON object, a "lab" object merged field by field (e.g. '
+        '\'{"microstrain": [0, 0.006], "lab": {"lattice_strain": [0, 0.03]}}\'; names and ranges in '
+        "docs/config.md); name the output folder with --out",
     )
     args = parser.parse_args(argv)
     try:
-        lab_fields = json.loads(args.lab) if args.lab else {}
+        fields = json.loads(args.recipe_fields) if args.recipe_fields else {}
     except json.JSONDecodeError as error:
-        parser.error(f"--lab must be a JSON object of lab recipe fields: {error}")
-    if not isinstance(lab_fields, dict):
-        parser.error(f"--lab must be a JSON object of lab recipe fields, got {args.lab!r}")
-    if (args.without or lab_fields) and args.recipe != "lab":
-        parser.error("--without and --lab change the lab recipe; use them with --recipe lab")
+        parser.error(f"--recipe-fields must be a JSON object of recipe fields: {error}")
+    if not isinstance(fields, dict) or not isinstance(fields.get("lab", {}), dict):
+        parser.error(f"--recipe-fields must be a JSON object of recipe fields, got {args.recipe_fields!r}")
+    if args.without and args.recipe != "lab":
+        parser.error("--without removes effects of the lab recipe; use it with --recipe lab")
     if not (SHARED / "structures").exists() or not (SHARED / "experimental").exists():
         sys.exit(f"measured: this pipeline needs ../shared/data (structures and experimental) at {SHARED}")
     name = args.recipe + "".join(f"-no-{e}" for e in sorted(args.without))
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         )  # fmt: skip
     recipe_config = out / "configs" / "mixtures.json"
     recipe_config.parent.mkdir(parents=True, exist_ok=True)
-    recipe_config.write_text(json.dumps({"recipe": recipe_overrides(args.without, lab_fields)}, indent=2))
+    recipe_config.write_text(json.dumps({"recipe": recipe_overrides(args.without, fields)}, indent=2))
     stages.run(
         f"mixtures: {name} recipe",
         [xrdsynth, "mixtures", "generate", "--bank", str(bank), "--out", str(mixtures), "--n", args.n_train,

@@ -104,7 +104,7 @@ def render_lab_clean(
             area *= np.exp(-2.0 * p["debye_waller_b_a2"][s, k] * (sin_model / model_wavelength) ** 2)
             strain = p["lattice_strain"][s, k]
             if strain.any():
-                # d -> d(1 + δ), δ the share-weighted mean of nᵀεn over the peak's reflections.
+                # 1/d² -> (1 - 2δ)/d², δ the share-weighted mean of nᵀεn over the peak's reflections.
                 ro = library.reflection_offsets
                 n_j = library.reflection_direction
                 delta = np.array(
@@ -116,7 +116,7 @@ def render_lab_clean(
                         for j in range(first, last)
                     ]
                 )
-                sin_model = sin_model / (1.0 + delta)
+                sin_model = sin_model * np.sqrt(1.0 - 2.0 * delta)
             strain = config.strain_fwhm_factor * p["microstrain"][s, k]
             size_nm = p["crystallite_size_nm"][s, k]
             for wavelength, line_share in lines:

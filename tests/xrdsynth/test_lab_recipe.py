@@ -464,7 +464,7 @@ def test_march_dollase_scales_each_reflection():
 
 
 def test_lattice_strain_moves_each_peak_to_its_strained_d_spacing():
-    """d -> d(1 + δ) with δ the share-weighted nᵀεn of the peak's reflections: analytic values for a reflection
+    """d -> d/√(1 - 2δ) with δ the share-weighted nᵀεn of the peak's reflections: analytic values for a reflection
     along z (ε_zz), six cubic-equivalent ones (the point-group average tr ε / 3, so the peak does not split) and
     one along [110]/√2 ((ε_xx + ε_yy)/2 + ε_xy); engine and reference agree."""
     z, x, y = (0.0, 0.0, 1.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0)
@@ -481,7 +481,7 @@ def test_lattice_strain_moves_each_peak_to_its_strained_d_spacing():
     still = render_clean_mixtures(unstrained, library, config, FINE)[0][0]
     deltas = [strain[2, 2], np.trace(strain) / 3, (strain[0, 0] + strain[1, 1]) / 2 + strain[0, 1]]
     for t, delta in zip(positions, deltas, strict=True):
-        expected = 2 * np.degrees(np.arcsin(np.sin(np.radians(t / 2)) / (1 + delta)))
+        expected = 2 * np.degrees(np.arcsin(np.sin(np.radians(t / 2)) * np.sqrt(1 - 2 * delta)))
         assert moments(still, FINE, t, 0.6)[1] == pytest.approx(t, abs=1e-4)
         assert moments(engine, FINE, expected, 0.6)[1] == pytest.approx(expected, abs=1e-4)
         assert moments(engine, FINE, expected, 0.6)[0] == pytest.approx(

@@ -620,8 +620,8 @@ def march_dollase(
 def lattice_strain_shift(
     direction: np.ndarray, weight: np.ndarray, first: int, end: int, strain: np.ndarray
 ) -> float:
-    """Relative d-spacing change δ of one stick under strain ε: Σ_j ω_j n_jᵀ ε n_j over its reflections
-    [first, end), so d -> d(1 + δ) (first order in ε)."""
+    """δ = Σ_j ω_j n_jᵀ ε n_j over a stick's reflections [first, end): its d moves to d/√(1 - 2δ), the
+    reciprocal metric g'ᵀg' = gᵀ(I - 2ε)g of a deformed cell (d(1 + δ) to first order in ε)."""
     total = 0.0
     for j in range(first, end):
         x, y, z = direction[j, 0], direction[j, 1], direction[j, 2]
@@ -889,11 +889,14 @@ def _render_lab_phases(
             if thermal != 0.0:
                 area *= math.exp(-thermal * sin_theta * sin_theta)
             if strained:
-                # d -> d(1 + δ): sinθ -> sinθ / (1 + δ); the A.1 envelope above stays at the bank's angle.
-                sin_theta /= 1.0 + lattice_strain_shift(
+                # 1/d² -> (1 - 2δ)/d²: sinθ -> sinθ √(1 - 2δ); the A.1 envelope above stays at the bank's angle.
+                metric = 1.0 - 2.0 * lattice_strain_shift(
                     lab.reflection_direction, lab.reflection_weight, lab.reflection_offsets[p],
                     lab.reflection_offsets[p + 1], strain,
                 )  # fmt: skip
+                if metric <= 0.0:
+                    continue
+                sin_theta *= math.sqrt(metric)
                 if sin_theta >= 1.0:
                     continue
                 cos_theta = math.sqrt(1.0 - sin_theta * sin_theta)

@@ -283,9 +283,10 @@ class LabConfig(_Strict):
     lattice_strain: Range = Field(
         (0.0, 0.01),
         description="Amplitude a of a strained phase's strain tensor, uniform: ε = a·S, S symmetric with entries "
-        "U(-1, 1). A reflection of unit scattering vector n moves to d(1 + nᵀεn) (first order); a peak moves by "
-        "the share-weighted mean over its reflections, which for symmetry-equivalent reflections is the "
-        "point-group average of ε, so the strained cell keeps its space group. Up to 1% is a typical difference "
+        "U(-1, 1). A reflection of unit scattering vector n moves to d/√(1 - 2nᵀεn), the reciprocal metric "
+        "gᵀ(I - 2ε)g of a deformed cell (d(1 + nᵀεn) to first order); a peak moves by the share-weighted mean "
+        "of nᵀεn over its reflections, which for symmetry-equivalent reflections is the point-group average "
+        "of ε, so the strained cell keeps its space group. Up to 1% is a typical difference "
         "between a natural sample's cell and a database entry of the same mineral; whole solid-solution series "
         "span more (forsterite-fayalite ~3% in b).",
     )
@@ -401,9 +402,10 @@ class LabConfig(_Strict):
                 )
         if self.kbeta_ratio[0] < 0.0:
             raise ValueError(f"kbeta_ratio {self.kbeta_ratio} must be >= 0")
-        if self.lattice_strain[0] < 0.0 or self.lattice_strain[1] > 0.1:
+        if self.lattice_strain[0] < 0.0 or self.lattice_strain[1] > 0.15:
             raise ValueError(
-                f"lattice_strain {self.lattice_strain} must lie in [0, 0.1] (an amplitude; the shift is first order)"
+                f"lattice_strain {self.lattice_strain} must lie in [0, 0.15] (an amplitude; below 1/6 the "
+                "strained metric I - 2ε stays positive definite)"
             )
         for name in ("debye_waller_b_a2", "debye_waller_extra_b_a2"):
             low, high = getattr(self, name)
