@@ -494,6 +494,50 @@ def test_lattice_strain_moves_each_peak_to_its_strained_d_spacing():
     )
 
 
+def test_large_lattice_strain_matches_pymatgen_on_the_deformed_cell():
+    """An 8% strain is exact, not first order: the peaks of an orthorhombic cell strained by a diagonal ε (in
+    its Busing-Levy frame) sit where pymatgen's XRDCalculator puts those of the cell deformed by
+    (I - 2ε)^(-1/2), whose reciprocal metric is gᵀ(I - 2ε)g; d(1 + δ) would miss them by up to ~0.5°."""
+    from pymatgen.analysis.diffraction.xrd import XRDCalculator
+    from pymatgen.core import Lattice, Structure
+
+    from xrdsynth.diffraction import compute_peaks
+
+    abc = np.array([3.1, 4.37, 5.71])
+    epsilon = np.array([0.06, -0.05, 0.08])
+    cell = Structure(Lattice.orthorhombic(*abc), ["Cu"], [[0, 0, 0]])
+    deformed = Structure(Lattice.orthorhombic(*(abc / np.sqrt(1 - 2 * epsilon))), ["Cu"], [[0, 0, 0]])
+    peaks = compute_peaks(cell, CU_MODEL_ANGSTROM, (5.0, 120.0))
+    library = PhaseLibrary(
+        peak_offsets=np.array([0, peaks.intensity.size], np.int64),
+        peak_two_theta_deg=peaks.two_theta_deg,
+        peak_intensity=np.full(peaks.intensity.size, 100.0),
+        spacegroup=np.array([47], np.int16),
+        reflection_offsets=peaks.reflection_offsets,
+        reflection_direction=peaks.reflection_direction.astype(np.float64),
+        reflection_weight=peaks.reflection_weight.astype(np.float64),
+    )
+    config = isolated(lab={"lattice_strain_probability": 1.0})
+    strain = np.tile(np.diag(epsilon), (1, 5, 1, 1))
+    parameters = with_params(draw(config, library, 1, 0), lattice_strain=strain)
+    engine = clean_against_reference(parameters, library, config, FINE, 1e-6)[0]
+    expected = XRDCalculator(CU_MODEL_ANGSTROM).get_pattern(deformed, two_theta_range=(5.0, 118.0)).x
+    gaps = np.diff(np.concatenate([[-10.0], expected, [200.0]]))
+    isolated_peaks = expected[(gaps[:-1] > 1.5) & (gaps[1:] > 1.5)]
+    assert isolated_peaks.size >= 5
+    for t in isolated_peaks:
+        assert moments(engine, FINE, t, 0.6)[1] == pytest.approx(t, abs=2e-3)
+    # The first-order d(1 + δ) would put peaks elsewhere by more than the tolerance above, by far.
+    delta = np.add.reduceat(
+        library.reflection_weight * (library.reflection_direction**2 @ epsilon),
+        library.reflection_offsets[:-1],
+    )
+    sin_theta = np.sin(np.radians(peaks.two_theta_deg / 2))
+    exact = np.degrees(np.arcsin(np.minimum(sin_theta * np.sqrt(1 - 2 * delta), 1.0)))
+    first_order = np.degrees(np.arcsin(np.minimum(sin_theta / (1 + delta), 1.0)))
+    assert np.abs(2 * (exact - first_order)).max() > 0.3
+
+
 def test_debye_waller_damps_each_peak_as_pymatgen_does(library):
     """exp(-2B (sinθ/λ)²) per stick: each NaCl peak's rendered area with B = 1.2 Å² over its area with B = 0 is
     the ratio of pymatgen's XRDCalculator with and without that B on every element (an independent
