@@ -116,7 +116,9 @@ def render_lab_clean(
                         for j in range(first, last)
                     ]
                 )
-                sin_model = sin_model * np.sqrt(1.0 - 2.0 * delta)
+                strained = sin_model * np.sqrt(1.0 - 2.0 * delta)
+                area = area * lorentz_polarisation(strained) / lorentz_polarisation(sin_model)
+                sin_model = strained
             strain = config.strain_fwhm_factor * p["microstrain"][s, k]
             size_nm = p["crystallite_size_nm"][s, k]
             for wavelength, line_share in lines:
@@ -145,6 +147,12 @@ def render_lab_clean(
         lo, hi = windows[s]
         out[s, lo:hi] = mixture[lo:hi]
     return out, windows
+
+
+def lorentz_polarisation(sin_theta: np.ndarray) -> np.ndarray:
+    """(1 + cos²2θ) / (sin²θ cosθ), as in pymatgen's XRDCalculator."""
+    theta = np.arcsin(sin_theta)
+    return (1 + np.cos(2 * theta) ** 2) / (np.sin(theta) ** 2 * np.cos(theta))
 
 
 def lab_background(params: dict[str, np.ndarray], s: int, two_theta_deg: np.ndarray) -> np.ndarray:

@@ -632,6 +632,14 @@ def lattice_strain_shift(
     return total
 
 
+@nb.njit(cache=True)
+def lorentz_polarisation(sin_theta: float) -> float:
+    """(1 + cos²2θ) / (sin²θ cosθ), the unpolarised-beam Lorentz-polarisation factor pymatgen's intensities carry."""
+    sin2 = sin_theta * sin_theta
+    cos_two_theta = 1.0 - 2.0 * sin2
+    return (1.0 + cos_two_theta * cos_two_theta) / (sin2 * math.sqrt(1.0 - sin2))
+
+
 # Sub-bin positions tabulated by the LUT: a stick between two of them interpolates linearly, so its kernel is
 # off by at most (1/16 bin)²/8 × the kernel's curvature (docs/physics.md, "lut").
 LUT_SUBBIN_PHASES = 16
@@ -896,9 +904,12 @@ def _render_lab_phases(
                 )  # fmt: skip
                 if metric <= 0.0:
                     continue
+                lorentz_bank = lorentz_polarisation(sin_theta)
                 sin_theta *= math.sqrt(metric)
                 if sin_theta >= 1.0:
                     continue
+                # The bank's intensity carries LP at the bank's angle; the strained reflection diffracts at the new one.
+                area *= lorentz_polarisation(sin_theta) / lorentz_bank
                 cos_theta = math.sqrt(1.0 - sin_theta * sin_theta)
                 tan_theta, sec_theta = sin_theta / cos_theta, 1.0 / cos_theta
                 two_theta_deg = 2.0 * math.asin(sin_theta) / _DEG
