@@ -32,6 +32,7 @@ LAB_WITHOUT = {
     "kalpha1_only": {"lab": {"monochromatic_probability": 1.0}},
     "no_texture": {"lab": {"march_dollase_probability": 0.0}},
     "no_strain": {"lab": {"lattice_strain_probability": 0.0}},
+    "no_intensity_variation": {"lab": {"intensity_variation_probability": 0.0}},
     "a1_widths": {
         "crystallite_size_log10_nm": (2.0, 2.4),
         "instrument_du_deg2": (0.0, 0.004),

@@ -6,7 +6,8 @@ measured set beside a library search of the same bank (issue 12):
   2. mixtures  train / val / test / in-library stores of the `lab` recipe (docs/physics.md, "The lab recipe")
   3. train     the best CPU configuration of the learning benchmark (docs/benchmarks.md, "Learning"): the `cpu`
                preset with the token-CNN encoder and the presence head, removing each pattern's SNIP
-               background at its input, for a wall-clock budget
+               background at its input, for a wall-clock budget (a 300-step probe first measures this
+               machine's speed, so that the cosine schedule ends where the budget does)
   4. evaluate  Table 1 on in-library and out-of-library synthetic test mixtures (A.7-A.8)
   5. score     `xrdmodels score-measured` on every file of ../shared/data/experimental/all_labels.csv, the
                model and the library search of the bank side by side (measured.md)
@@ -22,7 +23,10 @@ Usage: .venv/bin/python pipelines/measured/run.py [--out runs/measured] [--train
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,10 +43,9 @@ MODEL = {"model_preset": "cpu", "model_overrides": {"encoder": "cnn", "head": "p
 #: The model's own background removal (docs/physics.md, "Background removal at the model's input"): raw scans,
 #: background-subtracted exports and training patterns reach the network with the same baseline.
 BACKGROUND_REMOVAL = "snip"
-# The demo's protocol (pipelines/demo/train_cpu.json) for a longer run: the schedule spans about what the
-# budget reaches, so the learning rate has decayed when the budget ends: ~370 steps per minute of the lean `cpu`
-# preset with SNIP background removal on 2 idle AVX2 cores (measured, validation and checkpoints included,
-# 2026-12-02: 344/min over 4,000 steps, 400/min over 13,800; this VM's speed moves by that much).
+# The demo's protocol (pipelines/demo/train_cpu.json) for a longer run. The cosine schedule spans what the budget
+# reaches on this machine, so the learning rate has decayed when the budget ends: a short probe run measures the
+# steps per minute first (the same VM ran the `cpu` preset at 344 to 720 steps/min on different days).
 TRAIN = {
     "batch_size": 32,
     "lr": 1e-3,
@@ -53,7 +56,11 @@ TRAIN = {
     "log_every": 50,
     "num_workers": 0,
 }
-STEPS_PER_MINUTE = 370
+#: Steps of the speed probe; its first SPEED_PROBE_SKIP steps (start-up, allocator warm-up) are not timed.
+SPEED_PROBE_STEPS, SPEED_PROBE_SKIP = 300, 100
+#: Share of the probed speed the schedule plans for: validation (16 batches per 500 steps) and checkpoints take
+#: 2-3% of the steps' time, the rest is margin for a machine that slows down, so the decay ends inside the budget.
+SPEED_MARGIN = 0.92
 #: `--without EFFECT`: the lab recipe with one effect turned off (the ablation of issue 12, item 5).
 LAB_EFFECTS: dict[str, dict] = {
     "kalpha2": {"lab": {"monochromatic_probability": 1.0}},
@@ -61,6 +68,7 @@ LAB_EFFECTS: dict[str, dict] = {
     "anodes": {"lab": {"anode_probabilities": {"Cu": 1.0}}},
     "texture": {"lab": {"march_dollase_probability": 0.0}},
     "strain": {"lab": {"lattice_strain_probability": 0.0}},
+    "intensity": {"lab": {"intensity_variation_probability": 0.0}},
     "thermal": {"lab": {"debye_waller_b_a2": (0.0, 0.0), "debye_waller_extra_b_a2": (0.0, 0.0)}},
     "displacement": {"lab": {"sample_displacement_deg": [0.0, 0.0]}},
     "background": {"lab": {"background_level": [1e-9, 1e-9]}},
@@ -80,6 +88,41 @@ def recipe_overrides(effects: list[str], fields: dict | None = None) -> dict:
         lab.update(LAB_EFFECTS[effect]["lab"])
     lab.update(fields.pop("lab", {}))
     return {**fields, "lab": lab} if lab else fields
+
+
+def steps_per_minute(stages: Stages, out: Path, config: dict, xrdmodels: str) -> float:
+    """Training steps per minute of `config` on this machine, from a short probe run; saved in
+    out/configs/train_speed.json and reused on a rerun, so a resumed training keeps its schedule."""
+    saved = out / "configs" / "train_speed.json"
+    if saved.exists():
+        return float(json.loads(saved.read_text())["steps_per_minute"])
+    probe_dir = out / "models" / "speed_probe"
+    shutil.rmtree(probe_dir, ignore_errors=True)
+    probe = {
+        **config,
+        "total_steps": SPEED_PROBE_STEPS,
+        "max_minutes": None,
+        "val_store": None,
+        "checkpoint_every": SPEED_PROBE_STEPS,
+        "out_dir": str(probe_dir),
+    }
+    probe_path = out / "configs" / "speed_probe.json"
+    probe_path.write_text(json.dumps(probe, indent=2))
+    stages.run(
+        f"calibrate: training speed of this machine ({SPEED_PROBE_STEPS} steps)",
+        [xrdmodels, "train", "--config", str(probe_path)],
+        always=True,
+    )
+    with (probe_dir / "metrics.csv").open(newline="") as f:
+        rates = [
+            float(row["value"])
+            for row in csv.DictReader(f)
+            if row["name"] == "samples_per_s" and int(row["step"]) > SPEED_PROBE_SKIP
+        ]
+    speed = 60.0 * statistics.median(rates) / config["batch_size"]
+    saved.write_text(json.dumps({"steps_per_minute": speed, "probe_steps": SPEED_PROBE_STEPS}, indent=2))
+    shutil.rmtree(probe_dir)
+    return speed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,6 +149,12 @@ def main(argv: list[str] | None = None) -> None:
         default=BACKGROUND_REMOVAL,
         help=f"the model's input background removal (default {BACKGROUND_REMOVAL}; none: the network sees the "
         "pattern as delivered)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the mixtures and of the training (default 0; another seed repeats a run to measure its spread)",
     )
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
     parser.add_argument(
@@ -156,7 +205,9 @@ def main(argv: list[str] | None = None) -> None:
         )  # fmt: skip
     recipe_config = out / "configs" / "mixtures.json"
     recipe_config.parent.mkdir(parents=True, exist_ok=True)
-    recipe_config.write_text(json.dumps({"recipe": recipe_overrides(args.without, fields)}, indent=2))
+    recipe_config.write_text(
+        json.dumps({"seed": args.seed, "recipe": recipe_overrides(args.without, fields)}, indent=2)
+    )
     stages.run(
         f"mixtures: {name} recipe",
         [xrdsynth, "mixtures", "generate", "--bank", str(bank), "--out", str(mixtures), "--n", args.n_train,
@@ -168,12 +219,16 @@ def main(argv: list[str] | None = None) -> None:
         **MODEL,
         "model_overrides": {**MODEL["model_overrides"], "background_removal": args.background_removal},
         **TRAIN,
-        "total_steps": args.train_steps or max(1000, int(args.train_minutes * STEPS_PER_MINUTE)),
-        "max_minutes": None if args.train_steps else args.train_minutes,
+        "seed": args.seed,
         "train_store": str(mixtures / "train.zarr"),
         "val_store": str(mixtures / "val.zarr"),
         "out_dir": str(run_dir),
     }
+    if args.train_steps:
+        config.update(total_steps=args.train_steps, max_minutes=None)
+    else:
+        planned = SPEED_MARGIN * args.train_minutes * steps_per_minute(stages, out, config, xrdmodels)
+        config.update(total_steps=max(1000, int(planned)), max_minutes=args.train_minutes)
     config_path = out / "configs" / "cnn_presence.json"
     config_path.write_text(json.dumps(config, indent=2))
     resume = ["--resume"] if (run_dir / "last.pt").exists() else []

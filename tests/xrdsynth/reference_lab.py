@@ -102,6 +102,10 @@ def render_lab_clean(
             sin_model = np.sin(np.radians(position / 2))
             # Debye-Waller: exp(-2B s²), s = sinθ/λ at the bank's angle and wavelength.
             area *= np.exp(-2.0 * p["debye_waller_b_a2"][s, k] * (sin_model / model_wavelength) ** 2)
+            log_sd = p["intensity_log_sd"][s, k]
+            if log_sd:
+                seed = int(p["intensity_seed"][s, k])
+                area *= [intensity_factor(seed, j, log_sd) for j in range(last - first)]
             strain = p["lattice_strain"][s, k]
             if strain.any():
                 # 1/d² -> (1 - 2δ)/d², δ the share-weighted mean of nᵀεn over the peak's reflections.
@@ -147,6 +151,17 @@ def render_lab_clean(
         lo, hi = windows[s]
         out[s, lo:hi] = mixture[lo:hi]
     return out, windows
+
+
+def intensity_factor(seed: int, peak: int, log_sd: float) -> float:
+    """exp(σ√3·v), v = 2u - 1 with u the top 53 bits of splitmix64(seed·2^32 + peak) (Steele et al. 2014), in
+    Python integers."""
+    mask = (1 << 64) - 1
+    z = ((seed << 32) + peak + 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    z ^= z >> 31
+    return float(np.exp(log_sd * np.sqrt(3.0) * (2.0 * (z >> 11) / 2.0**53 - 1.0)))
 
 
 def lorentz_polarisation(sin_theta: np.ndarray) -> np.ndarray:

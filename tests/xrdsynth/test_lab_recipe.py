@@ -70,6 +70,7 @@ def isolated(lab: dict | None = None, **fields) -> RecipeConfig:
         "march_dollase_probability": 0.0,
         "lattice_strain_probability": 0.0,
         "debye_waller_b_a2": (0.0, 0.0),
+        "intensity_variation_probability": 0.0,
         "background_chebyshev_order": (0, 0),
         "amorphous_hump_probability": 0.0,
         "air_scatter_probability": 0.0,
@@ -160,6 +161,8 @@ def test_lab_draws_follow_the_paper_draws(library):
         "background_coefficients": (64, 6),
         "lattice_strain": (64, 5, 3, 3),
         "debye_waller_b_a2": (64, 5),
+        "intensity_log_sd": (64, 5),
+        "intensity_seed": (64, 5),
     }
     for name in ("anode", "monochromatic", "kalpha2_ratio", "kbeta_ratio", "sample_displacement_deg",
                  "background_level", "hump_height", "hump_center_deg", "hump_fwhm_deg", "air_scatter_height",
@@ -212,6 +215,7 @@ def test_lattice_strain_draws_are_symmetric_bounded_and_per_phase(library):
                 "anode_probabilities": EVERY_ANODE,
                 "kbeta_probability": 0.5,
                 "march_dollase_probability": 1.0,
+                "intensity_variation_probability": 1.0,
             },
             "preferred_orientation_probability": 0.6,
             "pre_mix_normalization": "total_intensity",
@@ -574,6 +578,50 @@ def test_debye_waller_damps_each_peak_as_pymatgen_does(library):
     assert not thermal[~present].any()
     assert thermal[present].min() >= 0.0 and thermal[present].max() <= 1.5
     assert thermal[present].mean() == pytest.approx(0.75, abs=0.03)
+
+
+def test_intensity_variation_scales_each_peak_by_its_own_factor():
+    """Each peak of a varied phase is scaled by exp(σ√3·v), v ~ U(-1, 1) from a counter-based hash of the phase's
+    seed and the peak's index: engine and an independent Python-integer splitmix64 agree peak by peak, the
+    factors' log has standard deviation σ and mean 0, and no two peaks share a factor."""
+    from reference_lab import intensity_factor
+
+    positions = [20.0 + 6.0 * j for j in range(15)]
+    sticks = stick_library(positions)
+    config = isolated(lab={"intensity_variation_probability": 1.0, "intensity_variation_log_sd": (0.5, 0.5)})
+    parameters = draw(config, sticks, 1, 2)
+    assert parameters.params["intensity_log_sd"][0, 0] == 0.5
+    seed = parameters.params["intensity_seed"][0, 0]
+    assert seed == np.float32(seed) and 0 <= seed < 2**24 and seed == int(seed)
+    engine = clean_against_reference(parameters, sticks, config, FINE, 1e-6)[0]
+    bank = render_clean_mixtures(
+        with_params(parameters, intensity_log_sd=np.zeros((1, 5))), sticks, config, FINE
+    )[0][0]
+    ratios = [moments(engine, FINE, t, 1.0)[0] / moments(bank, FINE, t, 1.0)[0] for t in positions]
+    expected = [intensity_factor(int(seed), j, 0.5) for j in range(len(positions))]
+    np.testing.assert_allclose(ratios, expected, rtol=1e-6)
+    assert len(set(np.round(ratios, 9))) == len(positions)
+    logs = np.log([intensity_factor(7, j, 0.5) for j in range(20000)])
+    assert abs(logs.mean()) < 0.01 and logs.std() == pytest.approx(0.5, rel=0.02)
+    assert np.abs(logs).max() <= 0.5 * np.sqrt(3)
+
+
+def test_intensity_variation_draws_are_per_phase(library):
+    config = recipe_preset(
+        "lab", lab={"intensity_variation_probability": 0.5, "intensity_variation_log_sd": (0.1, 0.3)}
+    )
+    drawn = draw(config, library, 4000, 9, GRID)
+    log_sd, seed = drawn.params["intensity_log_sd"], drawn.params["intensity_seed"]
+    present = np.arange(5)[None, :] < drawn.n_phases[:, None]
+    assert not log_sd[~present].any() and not seed[~present].any()
+    varied = log_sd > 0
+    assert varied[present].mean() == pytest.approx(0.5, abs=0.03)
+    assert log_sd[varied].min() >= 0.1 and log_sd[varied].max() <= 0.3
+    assert (seed[~varied] == 0).all() and len(np.unique(seed[varied])) > 0.99 * varied.sum()
+    off = draw(recipe_preset("lab", lab={"intensity_variation_probability": 0.0}), library, 100, 9, GRID)
+    assert not off.params["intensity_log_sd"].any()
+    with pytest.raises(ValueError, match="intensity_variation_log_sd"):
+        recipe_preset("lab", lab={"intensity_variation_log_sd": (0.0, 3.0)})
 
 
 def test_entries_with_displacement_parameters_draw_only_the_extra_b(library):

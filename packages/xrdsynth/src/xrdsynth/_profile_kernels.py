@@ -118,6 +118,8 @@ class LabPhysics(NamedTuple):
     texture_axis: np.ndarray  # (n, 5, 3) unit texture axis in the crystal's Cartesian reciprocal frame
     lattice_strain: np.ndarray  # (n, 5, 3, 3) symmetric strain tensor ε in that frame; 0 = the bank's cell
     debye_waller_b_a2: np.ndarray  # (n, 5) overall isotropic B (Å²); 0 = the bank's intensities
+    intensity_log_sd: np.ndarray  # (n, 5) σ of each peak's log intensity factor; 0 = the bank's intensities
+    intensity_seed: np.ndarray  # (n, 5) integer in [0, 2^24): which factors (`intensity_variation`)
     reflection_offsets: np.ndarray  # int64 (P+1,): reflections of stick p are [offsets[p], offsets[p+1])
     reflection_direction: np.ndarray  # (R, 3) unit scattering vectors
     reflection_weight: np.ndarray  # (R,) share of the stick's intensity, summing to 1 per stick
@@ -632,6 +634,24 @@ def lattice_strain_shift(
     return total
 
 
+_GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+
+
+@nb.njit(cache=True)
+def intensity_variation(seed: float, peak: int, log_sd: float) -> float:
+    """exp(σ√3·v) for peak `peak` (its index within the phase) of a phase with variation seed `seed`, v ~ U(-1, 1)
+    from splitmix64 of (seed, peak): a counter-based draw, so a peak's factor depends on its sample's draws alone,
+    never on how samples are split among workers, and needs no per-peak storage."""
+    z = (np.uint64(seed) << np.uint64(32)) + np.uint64(peak) + _GOLDEN_GAMMA
+    z = (z ^ (z >> np.uint64(30))) * _MIX_1
+    z = (z ^ (z >> np.uint64(27))) * _MIX_2
+    z = z ^ (z >> np.uint64(31))
+    v = 2.0 * float(z >> np.uint64(11)) * 2.0**-53 - 1.0
+    return math.exp(log_sd * math.sqrt(3.0) * v)
+
+
 @nb.njit(cache=True)
 def lorentz_polarisation(sin_theta: float) -> float:
     """(1 + cos²2θ) / (sin²θ cosθ), the unpolarised-beam Lorentz-polarisation factor pymatgen's intensities carry."""
@@ -878,6 +898,7 @@ def _render_lab_phases(
         strained = np.any(strain)
         # exp(-2B (sinθ/λ)²) at the bank's angle and wavelength: a function of d alone, whatever the beam.
         thermal = 2.0 * lab.debye_waller_b_a2[s, k] / (10.0 * constants.wavelength_nm) ** 2
+        log_sd = lab.intensity_log_sd[s, k]
         for p in range(sticks.offsets[m], sticks.offsets[m + 1]):
             if strong_kalpha1_only and sticks.intensity[p] < LAB_STRONG_LINE_FRACTION * strongest:
                 continue
@@ -896,6 +917,8 @@ def _render_lab_phases(
                 )  # fmt: skip
             if thermal != 0.0:
                 area *= math.exp(-thermal * sin_theta * sin_theta)
+            if log_sd != 0.0:
+                area *= intensity_variation(lab.intensity_seed[s, k], p - sticks.offsets[m], log_sd)
             if strained:
                 # 1/d² -> (1 - 2δ)/d²: sinθ -> sinθ √(1 - 2δ); the A.1 envelope above stays at the bank's angle.
                 metric = 1.0 - 2.0 * lattice_strain_shift(

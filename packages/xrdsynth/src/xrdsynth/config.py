@@ -307,6 +307,23 @@ class LabConfig(_Strict):
         "displacement parameters (BankConfig.displacement_parameters): those are room-temperature values, so "
         "only a sample's own temperature, static disorder and the spread of refined B values remain.",
     )
+    intensity_variation_probability: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="Probability that a phase's peak intensities differ from the bank's, per phase (not in the "
+        "paper): a measured mineral's composition, site occupancies and atomic positions are rarely the database "
+        "entry's, and each changes its structure factors reflection by reflection (an isotype or solid-solution "
+        "member has its own |F_hkl|²). 0 keeps the bank's intensities. 0.8 with log σ up to 1: RRUFF dev top-5 "
+        '+0.02 and +0.04 over two seeds, top-1 level (docs/benchmarks.md, "Peak intensities").',
+    )
+    intensity_variation_log_sd: Range = Field(
+        (0.0, 1.0),
+        description="Standard deviation σ of the natural log of each peak's intensity factor, uniform per varied "
+        "phase; the factors are exp(σ√3·v), v ~ U(-1, 1) independently per peak (symmetry-equivalent reflections "
+        "share a peak, so the varied phase keeps its space group). σ = 1 changes a peak by up to a factor 5.7, "
+        "what a heavy-for-light atom substitution does to some reflections; 0.5 by up to 2.4.",
+    )
     background_level: Range = Field(
         (0.003, 0.3),
         description="Scale of the smooth background relative to the highest clean bin, log-uniform: "
@@ -366,7 +383,7 @@ class LabConfig(_Strict):
 
     @field_validator(
         "kalpha2_ratio", "kbeta_ratio", "sample_displacement_deg", "march_dollase_r", "lattice_strain", "debye_waller_b_a2", "debye_waller_extra_b_a2",
-        "background_level",
+        "intensity_variation_log_sd", "background_level",
         "amorphous_hump_center_deg", "amorphous_hump_fwhm_deg", "amorphous_hump_height", "air_scatter_height",
         "air_scatter_decay_deg", "counts_at_max",
     )  # fmt: skip
@@ -416,6 +433,12 @@ class LabConfig(_Strict):
                     f"{name} {(low, high)} must lie in [0, 10] Å² (room-temperature solids: ~0.2-1.5; 0 keeps "
                     "the bank's intensities)"
                 )
+        low, high = self.intensity_variation_log_sd
+        if low < 0.0 or high > 2.0:
+            raise ValueError(
+                f"intensity_variation_log_sd {(low, high)} must lie in [0, 2] (a log standard deviation; 2 already "
+                "changes peaks by factors up to 30)"
+            )
         low, high = self.background_chebyshev_order
         if not 0 <= low <= high <= 12:
             raise ValueError(

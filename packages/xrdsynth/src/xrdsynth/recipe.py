@@ -385,6 +385,19 @@ def sample_debye_waller(
     return {"debye_waller_b_a2": np.where(materials >= 0, b, 0.0)}
 
 
+def sample_intensity_variation(
+    rng: np.random.Generator, materials: np.ndarray, lab: LabConfig
+) -> dict[str, np.ndarray]:
+    """Per phase (n, 5): σ of its peaks' log intensity factors (0 when its intensities are the bank's) and the
+    integer seed in [0, 2^24) of those factors (exact in the store's float32; the kernel draws each peak's factor
+    from it, `_profile_kernels.intensity_variation`)."""
+    shape = materials.shape
+    varied = (rng.random(shape) < lab.intensity_variation_probability) & (materials >= 0)
+    log_sd = np.where(varied, _uniform(rng, lab.intensity_variation_log_sd, shape), 0.0)
+    seed = rng.integers(0, 2**24, size=shape).astype(np.float64)
+    return {"intensity_log_sd": log_sd, "intensity_seed": np.where(varied, seed, 0.0)}
+
+
 def sample_lab_background(rng: np.random.Generator, n: int, lab: LabConfig) -> dict[str, np.ndarray]:
     """Log-Chebyshev background, amorphous hump, air scatter, counting level and whether the pattern is delivered
     background-subtracted, per pattern (lab recipe)."""
@@ -449,6 +462,7 @@ def sample_mixture_parameters(
         params.update(sample_lab_background(rng, n, config.lab))
         params.update(sample_lattice_strain(rng, materials, config.lab, library))
         params.update(sample_debye_waller(rng, materials, config.lab, library))
+        params.update(sample_intensity_variation(rng, materials, config.lab))
     return MixtureParameters(n_phases, materials, weights, params, standard_normal)
 
 
@@ -512,6 +526,8 @@ def render_clean_mixtures(
             texture_axis=p["texture_axis"],
             lattice_strain=p["lattice_strain"],
             debye_waller_b_a2=p["debye_waller_b_a2"],
+            intensity_log_sd=p["intensity_log_sd"],
+            intensity_seed=p["intensity_seed"],
             reflection_offsets=reflections if reflections is not None else np.zeros(1, dtype=np.int64),
             reflection_direction=library.reflection_direction
             if reflections is not None
