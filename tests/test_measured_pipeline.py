@@ -1,0 +1,76 @@
+"""The measured pipeline's own logic (`pipelines/measured/run.py`): what `--without EFFECT` turns off and how the
+speed probe sizes the learning-rate schedule. The stages themselves are the real CLI commands, tested elsewhere."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from xrdsynth.config import recipe_preset
+
+REPO = Path(__file__).resolve().parents[1]
+# Loaded under its own name: pipelines/ holds more than one run.py.
+_spec = importlib.util.spec_from_file_location("measured_run", REPO / "pipelines" / "measured" / "run.py")
+run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run)
+Stages = run.Stages
+
+
+@pytest.mark.parametrize("effect", sorted(run.LAB_EFFECTS))
+def test_every_ablation_effect_is_a_valid_change_of_the_lab_recipe(effect):
+    default = recipe_preset("lab")
+    without = recipe_preset("lab", **run.recipe_overrides([effect]))
+    changed = {
+        name for name, value in without.lab.model_dump().items() if value != getattr(default.lab, name)
+    }
+    assert changed, f"--without {effect} changes nothing"
+    assert changed <= set(run.LAB_EFFECTS[effect]["lab"])
+
+
+def test_recipe_fields_merge_into_the_lab_object_field_by_field():
+    merged = run.recipe_overrides(
+        ["texture"], {"microstrain": [0, 0.01], "lab": {"lattice_strain": [0, 0.02]}}
+    )
+    assert merged == {
+        "microstrain": [0, 0.01],
+        "lab": {"march_dollase_probability": 0.0, "lattice_strain": [0, 0.02]},
+    }
+
+
+def _stand_in_trainer(tmp_path: Path, samples_per_s: dict[int, float]) -> Path:
+    """An `xrdmodels` that, for `train --config FILE`, writes the metrics.csv a real run would, with fixed rates."""
+    rows = "".join(f"{step},train,samples_per_s,{rate!r}\\n" for step, rate in samples_per_s.items())
+    script = tmp_path / "xrdmodels"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys, pathlib\n"
+        "config = json.loads(pathlib.Path(sys.argv[3]).read_text())\n"
+        "out = pathlib.Path(config['out_dir']); out.mkdir(parents=True)\n"
+        f"(out / 'metrics.csv').write_text('step,split,name,value\\n' + '{rows}')\n"
+        "(out / 'calls').write_text('1')\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def test_speed_probe_sizes_the_schedule_from_the_timed_steps_and_is_reused(tmp_path):
+    # Steps up to SPEED_PROBE_SKIP are start-up and not timed; the median of the rest is the speed.
+    rates = {50: 10.0, 100: 20.0, 150: 300.0, 200: 320.0, 250: 310.0, 300: 1000.0}
+    trainer = _stand_in_trainer(tmp_path, rates)
+    out = tmp_path / "run"
+    (out / "configs").mkdir(parents=True)
+    config = {**run.MODEL, **run.TRAIN, "train_store": "t.zarr", "val_store": "v.zarr", "out_dir": "unused"}
+
+    speed = run.steps_per_minute(Stages(out, "test"), out, config, str(trainer))
+
+    assert speed == pytest.approx(60.0 * 315.0 / config["batch_size"])
+    probe = json.loads((out / "configs" / "speed_probe.json").read_text())
+    assert probe["total_steps"] == run.SPEED_PROBE_STEPS and probe["val_store"] is None
+    assert not (out / "models" / "speed_probe").exists(), "the probe's checkpoints are removed"
+    # A rerun (e.g. resuming the training) keeps the measured speed, so the schedule does not change under it.
+    trainer.write_text("#!/bin/sh\nexit 3\n")
+    assert run.steps_per_minute(Stages(out, "test"), out, config, str(trainer)) == speed
