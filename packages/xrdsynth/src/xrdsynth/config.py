@@ -322,7 +322,7 @@ class LabConfig(_Strict):
         description="Standard deviation σ of the natural log of each peak's intensity factor, uniform per varied "
         "phase; the factors are exp(σ√3·v), v ~ U(-1, 1) independently per peak (symmetry-equivalent reflections "
         "share a peak, so the varied phase keeps its space group). σ = 1 changes a peak by up to a factor 5.7, "
-        "what a heavy-for-light atom substitution does to some reflections; 0.5 by up to 2.4.",
+        "0.5 by up to 2.4.",
     )
     background_level: Range = Field(
         (0.003, 0.3),
