@@ -43,6 +43,9 @@ MODEL = {"model_preset": "cpu", "model_overrides": {"encoder": "cnn", "head": "p
 #: The model's own background removal (docs/physics.md, "Background removal at the model's input"): raw scans,
 #: background-subtracted exports and training patterns reach the network with the same baseline.
 BACKGROUND_REMOVAL = "snip"
+# Substituted relatives per curated structure (docs/benchmarks.md, "Isotypes"); 0 builds the bank of read
+# structures only.
+ISOTYPES = 0
 # The demo's protocol (pipelines/demo/train_cpu.json) for a longer run. The cosine schedule spans what the budget
 # reaches on this machine, so the learning rate has decayed when the budget ends: a short probe run measures the
 # steps per minute first (the same VM ran the `cpu` preset at 344 to 720 steps/min on different days).
@@ -135,6 +138,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--random-per-group", type=int, default=2, help="random crystals per space group (2)")
     parser.add_argument(
+        "--isotypes",
+        type=int,
+        default=ISOTYPES,
+        help=f"substituted relatives per curated structure in the bank (default {ISOTYPES}; docs/physics.md, "
+        '"Isotypes")',
+    )
+    parser.add_argument(
         "--n-train",
         default="600k",
         help="training mixtures (default 600k: about what 45 minutes of training read)",
@@ -199,8 +209,8 @@ def main(argv: list[str] | None = None) -> None:
         stages.run(
             "bank: shared curated structures + AFLOW prototypes + random crystals",
             [xrdsynth, "bank", "build", *sources, "--source", "builtin", "--source",
-             f"random:{args.random_per_group}", "--split-fractions", "0.96,0.02,0.02", "--out", str(bank),
-             "--workers", str(args.workers)],
+             f"random:{args.random_per_group}", "--isotypes", str(args.isotypes), "--split-fractions",
+             "0.96,0.02,0.02", "--out", str(bank), "--workers", str(args.workers)],
             always=True,
         )  # fmt: skip
     recipe_config = out / "configs" / "mixtures.json"

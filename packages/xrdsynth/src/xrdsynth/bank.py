@@ -61,10 +61,11 @@ ENTRY_COLUMNS: dict[str, str] = {
     "synthetic": "bool",
     "e_above_hull_ev_per_atom": "float64",  # NaN when unknown
     "thermal_displacement": "bool",  # the pattern includes the input's displacement parameters
+    "isotype_of": "str",  # the id of the entry this one substitutes (BankConfig.isotypes_per_structure), else ""
     "split": "str",
 }
 # Columns a bank of this format version may lack (written before they were added), with their value then.
-OPTIONAL_COLUMNS: dict[str, Any] = {"thermal_displacement": False}
+OPTIONAL_COLUMNS: dict[str, Any] = {"thermal_displacement": False, "isotype_of": ""}
 
 
 class BankError(ValueError):
@@ -89,12 +90,117 @@ def split_of(key: str, seed: int, fractions: tuple[float, float, float]) -> str:
     return SPLITS[-1]
 
 
-def compute_chunk(items: list, config: BankConfig, seed: int) -> dict[str, Any]:
-    """Parse, describe and diffract one chunk of source items; bad items become skip records, never errors."""
-    import warnings
-
+def _diffract(
+    entry, info, config: BankConfig, isotype_of: str = ""
+) -> tuple[dict[str, Any], tuple, np.ndarray]:
+    """An entry's row, peaks (the 6-tuple parts store) and dense profile; raises ValueError without peaks."""
     from .diffraction import compute_peaks
     from .profiles import deposit_sticks
+
+    grid = config.grid
+    p = compute_peaks(
+        entry.structure, config.wavelength_angstrom, (grid.two_theta_min_deg, grid.two_theta_max_deg)
+    )
+    if len(p.two_theta_deg) == 0:
+        raise ValueError(
+            f"no reflections between {grid.two_theta_min_deg} and {grid.two_theta_max_deg} deg 2θ"
+        )
+    e_hull = info.e_above_hull_ev_per_atom
+    row = {
+        "id": entry.entry_id,
+        "source": entry.source,
+        "provenance": entry.provenance,
+        "reduced_formula": info.reduced_formula,
+        "spacegroup_number": info.spacegroup_number,
+        "spacegroup_symbol": info.spacegroup_symbol,
+        "crystal_system": info.crystal_system,
+        "given_spacegroup": entry.given_spacegroup or 0,
+        "spacegroup_disagrees": info.spacegroup_disagrees,
+        "lattice_abc_angstrom": info.lattice_abc_angstrom,
+        "lattice_angles_deg": info.lattice_angles_deg,
+        "n_sites": info.n_sites,
+        "disordered": info.disordered,
+        "synthetic": entry.synthetic,
+        "e_above_hull_ev_per_atom": float(e_hull) if e_hull is not None else float("nan"),
+        "thermal_displacement": "U11_cif" in entry.structure.site_properties,
+        "isotype_of": isotype_of,
+    }
+    peaks = (
+        p.two_theta_deg,
+        p.d_spacing_angstrom,
+        p.intensity,
+        p.reflection_offsets,
+        p.reflection_direction,
+        p.reflection_weight,
+    )
+    return row, peaks, deposit_sticks(p.two_theta_deg, p.intensity, grid)
+
+
+def _isotypes(entry, info, config: BankConfig, seed: int) -> tuple[list, list[dict[str, str]]]:
+    """(entry, info) of each substituted relative of a read entry (config.isotypes_per_structure), and skip
+    records for relatives that failed the bank's checks or changed space group."""
+    from dataclasses import replace
+
+    from .structures import StructureError, describe
+    from .structures.isotypes import isotype, isotype_rng
+
+    out, skipped = [], []
+    seen: set[frozenset] = set()
+    for k in range(1, config.isotypes_per_structure + 1):
+        made = isotype(
+            entry.structure,
+            isotype_rng(seed, entry.entry_id, k),
+            min_pair_correlation=config.isotype_min_pair_correlation,
+            radius_tolerance=config.isotype_radius_tolerance,
+        )
+        if made is None:
+            break  # no element of this structure has a substitute: no relative will
+        structure, mapping = made
+        if frozenset(mapping.items()) in seen:
+            continue  # the same relative again (a structure with few substitutes)
+        seen.add(frozenset(mapping.items()))
+        swaps = ", ".join(f"{a}→{b}" for a, b in sorted(mapping.items()))
+        relative = replace(
+            entry,
+            entry_id=f"{entry.entry_id}~iso{k}",
+            provenance=f"{entry.provenance} with {swaps}",
+            structure=structure,
+            given_spacegroup=info.spacegroup_number,
+            metadata={},
+        )
+        try:
+            relative_info = describe(relative, config)
+        except StructureError as exc:
+            skipped.append(_skip(entry, relative.provenance, exc, "isotype"))
+            continue
+        if relative_info.spacegroup_disagrees:
+            skipped.append(
+                {
+                    "source": entry.source,
+                    "provenance": relative.provenance,
+                    "reason": f"isotype of {entry.entry_id}: spglib finds space group "
+                    f"{relative_info.spacegroup_number}, not its parent's {info.spacegroup_number}",
+                }
+            )
+            continue
+        out.append((relative, relative_info))
+    return out, skipped
+
+
+def _skip(entry, provenance: str, exc: Exception, what: str) -> dict[str, str]:
+    reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+    return {
+        "source": entry.source,
+        "provenance": provenance,
+        "reason": f"{what} of {entry.entry_id}: {reason}"[:500],
+    }
+
+
+def compute_chunk(items: list, config: BankConfig, seed: int) -> dict[str, Any]:
+    """Parse, describe and diffract one chunk of source items (and the isotypes of the read ones); bad items
+    become skip records, never errors."""
+    import warnings
+
     from .structures import describe, load_entry
     from .structures.displacement import U_CIF_PROPERTIES
 
@@ -103,8 +209,6 @@ def compute_chunk(items: list, config: BankConfig, seed: int) -> dict[str, Any]:
     profiles: list[np.ndarray] = []
     structures: list[str] = []
     skipped: list[dict[str, str]] = []
-    wavelength = config.wavelength_angstrom
-    grid = config.grid
     for item in items:
         try:
             with warnings.catch_warnings():
@@ -114,51 +218,35 @@ def compute_chunk(items: list, config: BankConfig, seed: int) -> dict[str, Any]:
                     for name in set(U_CIF_PROPERTIES) & set(entry.structure.site_properties):
                         entry.structure.remove_site_property(name)
                 info = describe(entry, config)
-                p = compute_peaks(
-                    entry.structure, wavelength, (grid.two_theta_min_deg, grid.two_theta_max_deg)
-                )
-            if len(p.two_theta_deg) == 0:
-                raise ValueError(
-                    f"no reflections between {grid.two_theta_min_deg} and {grid.two_theta_max_deg} deg 2θ"
-                )
+                computed = [(entry, *_diffract(entry, info, config))]
         except Exception as exc:  # noqa: BLE001 - any failure of one structure is reported, never fatal
             reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
             skipped.append({"source": item.source, "provenance": item.locator, "reason": str(reason)[:500]})
             continue
-        e_hull = info.e_above_hull_ev_per_atom
-        rows.append(
-            {
-                "id": entry.entry_id,
-                "source": entry.source,
-                "provenance": entry.provenance,
-                "reduced_formula": info.reduced_formula,
-                "spacegroup_number": info.spacegroup_number,
-                "spacegroup_symbol": info.spacegroup_symbol,
-                "crystal_system": info.crystal_system,
-                "given_spacegroup": entry.given_spacegroup or 0,
-                "spacegroup_disagrees": info.spacegroup_disagrees,
-                "lattice_abc_angstrom": info.lattice_abc_angstrom,
-                "lattice_angles_deg": info.lattice_angles_deg,
-                "n_sites": info.n_sites,
-                "disordered": info.disordered,
-                "synthetic": entry.synthetic,
-                "e_above_hull_ev_per_atom": float(e_hull) if e_hull is not None else float("nan"),
-                "thermal_displacement": "U11_cif" in entry.structure.site_properties,
-            }
-        )
-        peaks.append(
-            (
-                p.two_theta_deg,
-                p.d_spacing_angstrom,
-                p.intensity,
-                p.reflection_offsets,
-                p.reflection_direction,
-                p.reflection_weight,
-            )
-        )
-        profiles.append(deposit_sticks(p.two_theta_deg, p.intensity, grid))
-        if config.deduplicate:
-            structures.append(json.dumps(entry.structure.as_dict()))
+        if config.isotypes_per_structure and not entry.synthetic:
+            # A relative that fails is reported and dropped; its parent stays.
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    relatives, failed = _isotypes(entry, info, config, seed)
+            except Exception as exc:  # noqa: BLE001
+                relatives, failed = [], [_skip(entry, entry.provenance, exc, "isotypes")]
+            skipped += failed
+            for relative, relative_info in relatives:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        computed.append(
+                            (relative, *_diffract(relative, relative_info, config, entry.entry_id))
+                        )
+                except Exception as exc:  # noqa: BLE001
+                    skipped.append(_skip(entry, relative.provenance, exc, "isotype"))
+        for made, row, peak_columns, profile in computed:
+            rows.append(row)
+            peaks.append(peak_columns)
+            profiles.append(profile)
+            if config.deduplicate:
+                structures.append(json.dumps(made.structure.as_dict()))
     return {"rows": rows, "peaks": peaks, "profiles": profiles, "structures": structures, "skipped": skipped}
 
 
@@ -172,7 +260,7 @@ def _fingerprint(ids: Iterable[str], offsets: np.ndarray, intensity: np.ndarray,
     return h.hexdigest()[:32]
 
 
-PART_FORMAT_VERSION = 2
+PART_FORMAT_VERSION = 3
 _PART_NAME = re.compile(r"^chunk-(\d{6})\.npz$")
 _PEAK_COLUMNS = ("two_theta_deg", "d_spacing_angstrom", "intensity")
 _REFLECTION_ARRAYS = ("reflection_offsets", "reflection_direction", "reflection_weight")
@@ -455,9 +543,38 @@ def assemble(
     rows = [r for r, k in zip(rows, keep, strict=True) if k]
     peaks = [p for p, k in zip(peaks, keep, strict=True) if k]
     profiles = [p for p, k in zip(profiles, keep, strict=True) if k]
+    by_id = {r["id"]: r for r in rows}
     for r in rows:
-        key = r["reduced_formula"] if config.group_polymorphs else r["id"]
+        # An isotype goes where its parent goes: a test material's relatives are unseen too.
+        owner = by_id.get(r["isotype_of"], r) if r["isotype_of"] else r
+        key = owner["reduced_formula"] if config.group_polymorphs else owner["id"]
         r["split"] = split_of(key, config.split_seed, config.split_fractions)
+    # An isotype whose formula is that of a read entry in another split (corundum's Al→Fe relative and a
+    # test hematite) would show that material to another split: it is dropped.
+    read_splits: dict[str, set[str]] = {}
+    for r in rows:
+        if not r["isotype_of"]:
+            read_splits.setdefault(r["reduced_formula"], set()).add(r["split"])
+    crossing = [
+        i
+        for i, r in enumerate(rows)
+        if r["isotype_of"] and read_splits.get(r["reduced_formula"], {r["split"]}) != {r["split"]}
+    ]
+    for i in crossing:
+        r = rows[i]
+        skipped.append(
+            {
+                "source": r["source"],
+                "provenance": r["provenance"],
+                "reason": f"isotype of {r['isotype_of']}: its formula {r['reduced_formula']} is a read entry's "
+                f"in the {'/'.join(sorted(read_splits[r['reduced_formula']]))} split",
+            }
+        )
+    if crossing:
+        drop = set(crossing)
+        rows = [r for i, r in enumerate(rows) if i not in drop]
+        peaks = [p for i, p in enumerate(peaks) if i not in drop]
+        profiles = [p for i, p in enumerate(profiles) if i not in drop]
 
     n = len(rows)
     n_bins = config.grid.n_bins
@@ -643,8 +760,10 @@ class Bank:
             )
             synthetic = int(self.column("synthetic").sum())
             disagree = int(self.column("spacegroup_disagrees").sum())
+            parents = self.column("isotype_of")
             out.write(
-                f"  synthetic {synthetic}, disordered {int(self.column('disordered').sum())}, "
+                f"  synthetic {synthetic}, isotypes {int((parents != '').sum())} (of "
+                f"{len(set(parents) - {''})} read entries), disordered {int(self.column('disordered').sum())}, "
                 f"detected space group differs from the given label: {disagree}\n"
             )
             sg = self.column("spacegroup_number")

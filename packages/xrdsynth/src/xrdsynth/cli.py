@@ -121,6 +121,13 @@ def bank() -> None:
     field="group_polymorphs",
     help="Keep all entries of one reduced formula in the same split",
 )
+@_config_option(
+    "--isotypes",
+    model=BankConfig,
+    field="isotypes_per_structure",
+    help="Substituted relatives (isotypes) added per read structure; docs/physics.md, Isotypes",
+    type=int,
+)
 @click.option(
     "--deduplicate",
     is_flag=True,
@@ -167,6 +174,7 @@ def bank_build(
     split_fractions,
     split_seed,
     group_polymorphs,
+    isotypes,
     deduplicate,
     chunk_size,
     seed,
@@ -190,6 +198,7 @@ def bank_build(
         "max_e_above_hull_ev_per_atom": max_e_above_hull,
         "split_seed": split_seed,
         "group_polymorphs": group_polymorphs,
+        "isotypes_per_structure": isotypes,
         "deduplicate": deduplicate,
         "chunk_size": chunk_size,
         "split_fractions": tuple(float(x) for x in split_fractions.split(",")) if split_fractions else None,

@@ -146,6 +146,30 @@ class BankConfig(_Strict):
         "that of the refined room-temperature structure. False diffracts every structure as atoms at rest, "
         "as pymatgen's CifParser + XRDCalculator do (the paper's bank, A.1.1).",
     )
+    isotypes_per_structure: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="Substituted relatives added per read structure (not in the paper; generated crystals get "
+        "none): each replaces one or more elements on all their sites by chemically similar ones (docs/physics.md, "
+        '"Isotypes") and takes the predicted cell volume, so the bank holds the isotypes and solid-solution '
+        "members a measured mineral may be. They keep the parent's space group and split. 0 (default): the "
+        "paper's bank, read structures only.",
+    )
+    isotype_min_pair_correlation: float = Field(
+        3.0,
+        gt=0.0,
+        description="Least ICSD pair correlation (pymatgen's data-mined substitution probabilities, Hautier et "
+        "al. 2011) between an element and its substitute at their shared oxidation state (1 = as often as chance; 3 keeps Ca↔Sr, Mg↔Fe, Al↔Ga, Si↔Ge and "
+        "rejects Ca→Zn, Si→Mn).",
+    )
+    isotype_radius_tolerance: float = Field(
+        0.25,
+        gt=0.0,
+        le=1.0,
+        description="Largest relative difference of Shannon ionic radii between an element and its substitute "
+        "(0.25 keeps Si↔Ge, 24%, and rejects Mg↔Ca, 33%).",
+    )
 
     @field_validator("wavelength")
     @classmethod
