@@ -101,7 +101,8 @@ def isotype(
     from pymatgen.analysis.structure_prediction.volume_predictor import RLSVolumePredictor
 
     elements = sorted({el.symbol for el in structure.composition.elements})
-    most_electronegative = max(elements, key=lambda s: Element(s).X if Element(s).X == Element(s).X else 0.0)
+    # pymatgen gives NaN for elements without a Pauling electronegativity (noble gases): they rank last.
+    most_electronegative = max(elements, key=lambda s: np.nan_to_num(Element(s).X, nan=0.0))
     options = {
         s: [
             t
