@@ -171,28 +171,27 @@ def _isotypes(entry, info, config: BankConfig, seed: int) -> tuple[list, list[di
         try:
             relative_info = describe(relative, config)
         except StructureError as exc:
-            skipped.append(_skip(entry, relative.provenance, exc, "isotype"))
+            skipped.append(_skip(entry, relative.provenance, exc))
             continue
         if relative_info.spacegroup_disagrees:
-            skipped.append(
-                {
-                    "source": entry.source,
-                    "provenance": relative.provenance,
-                    "reason": f"isotype of {entry.entry_id}: spglib finds space group "
-                    f"{relative_info.spacegroup_number}, not its parent's {info.spacegroup_number}",
-                }
-            )
+            found = f"spglib finds space group {relative_info.spacegroup_number}, not its parent's {info.spacegroup_number}"
+            skipped.append(_skip(entry, relative.provenance, found))
             continue
         out.append((relative, relative_info))
     return out, skipped
 
 
-def _skip(entry, provenance: str, exc: Exception, what: str) -> dict[str, str]:
-    reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+def _skip(entry, provenance: str, problem: Exception | str) -> dict[str, str]:
+    """The skip record of a relative of ``entry`` that could not be made."""
+    reason = (
+        problem
+        if isinstance(problem, str)
+        else getattr(problem, "reason", None) or f"{type(problem).__name__}: {problem}"
+    )
     return {
         "source": entry.source,
         "provenance": provenance,
-        "reason": f"{what} of {entry.entry_id}: {reason}"[:500],
+        "reason": f"isotype of {entry.entry_id}: {reason}"[:500],
     }
 
 
@@ -225,22 +224,20 @@ def compute_chunk(items: list, config: BankConfig, seed: int) -> dict[str, Any]:
             continue
         if config.isotypes_per_structure and not entry.synthetic:
             # A relative that fails is reported and dropped; its parent stays.
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    relatives, failed = _isotypes(entry, info, config, seed)
-            except Exception as exc:  # noqa: BLE001
-                relatives, failed = [], [_skip(entry, entry.provenance, exc, "isotypes")]
-            skipped += failed
-            for relative, relative_info in relatives:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
+                    relatives, failed = _isotypes(entry, info, config, seed)
+                except Exception as exc:  # noqa: BLE001
+                    relatives, failed = [], [_skip(entry, entry.provenance, exc)]
+                skipped += failed
+                for relative, relative_info in relatives:
+                    try:
                         computed.append(
                             (relative, *_diffract(relative, relative_info, config, entry.entry_id))
                         )
-                except Exception as exc:  # noqa: BLE001
-                    skipped.append(_skip(entry, relative.provenance, exc, "isotype"))
+                    except Exception as exc:  # noqa: BLE001
+                        skipped.append(_skip(entry, relative.provenance, exc))
         for made, row, peak_columns, profile in computed:
             rows.append(row)
             peaks.append(peak_columns)
