@@ -147,6 +147,8 @@ def test_bank_isotypes_follow_their_parent_and_never_cross_splits(tmp_path) -> N
         assert split[i] == split[parent] and group[i] == 225
         assert ids[i].startswith(f"{parents[i]}~iso")
         assert f"{ids[parent]}" in bank.column("provenance")[i] and "→" in bank.column("provenance")[i]
+    # The mixture recipe reads the same column (RecipeConfig.isotype_weight draws relatives by it).
+    np.testing.assert_array_equal(bank.library().isotype, np.array(parents) != "")
     for name in expected:  # no relative twice
         mine = [str(formula[i]) for i in relatives if parents[i] == name]
         assert len(set(mine)) == len(mine)

@@ -116,6 +116,53 @@ def test_materials_distinct_from_pool_and_weights_floored():
         sample_materials(rng, pool[:2], np.array([3], dtype=np.int8))
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_weighted_materials_follow_the_enumerated_set_probabilities(k):
+    # Reference: every set of k distinct pool members, each with probability ∝ the product of its members'
+    # weights (what independent weighted draws conditioned on distinctness give), summed into each member's
+    # chance of being in the mixture.
+    from itertools import combinations
+
+    pool = np.array([2, 5, 9, 11, 17, 30])
+    weight = np.array([1.0, 0.25, 1.0, 0.25, 0.5, 2.0])
+    sets = list(combinations(range(pool.size), k))
+    set_probability = np.array([np.prod(weight[list(c)]) for c in sets])
+    set_probability /= set_probability.sum()
+    expected = np.zeros(pool.size)
+    for c, p in zip(sets, set_probability, strict=True):
+        expected[list(c)] += p
+    n = 40_000
+    materials = sample_materials(np.random.default_rng(7), pool, np.full(n, k, dtype=np.int8), weight)
+    assert all(len(set(r[:k])) == k for r in materials) and (materials[:, k:] == -1).all()
+    counts = np.array([(materials == m).sum() for m in pool])
+    chi2 = (((counts - n * expected) ** 2) / (n * expected)).sum()
+    assert chi2 < 20.52  # chi-square, 5 degrees of freedom, p = 0.001
+
+
+def test_isotype_weight_draws_relatives_less_often():
+    one_phase = (1.0, 0.0, 0.0, 0.0, 0.0)
+    uniform_config = RecipeConfig(phase_count_probabilities=one_phase)
+    config = RecipeConfig(phase_count_probabilities=one_phase, isotype_weight=0.25)
+    library = PhaseLibrary(
+        peak_offsets=np.arange(9, dtype=np.int64),
+        peak_two_theta_deg=np.full(8, 30.0),
+        peak_intensity=np.full(8, 100.0),
+        spacegroup=np.full(8, 225, dtype=np.int16),
+        isotype=np.array([False, False, False, False, True, True, True, True]),
+    )
+    pool = np.arange(8)
+    params = sample_mixture_parameters(np.random.default_rng(3), pool, 40_000, config, GRID, library)
+    share = np.isin(params.phase_material[:, 0], [4, 5, 6, 7]).mean()
+    assert share == pytest.approx(4 * 0.25 / (4 + 4 * 0.25), abs=0.01)
+    # Weight 1 (the default) or a library without relatives keeps A.1's uniform draw, draw for draw.
+    uniform = [
+        sample_mixture_parameters(np.random.default_rng(4), pool, 64, c, GRID, lib).phase_material
+        for c, lib in [(uniform_config, library), (config, None), (uniform_config, None)]
+    ]
+    np.testing.assert_array_equal(uniform[0], uniform[2])
+    np.testing.assert_array_equal(uniform[1], uniform[2])
+
+
 def test_two_phase_weights_are_affine_dirichlet():
     # K = 2, α = 1: w_1 = 0.03 + 0.94·U(0, 1), so its mean is 0.5 and its variance 0.94²/12.
     rng = np.random.default_rng(2)

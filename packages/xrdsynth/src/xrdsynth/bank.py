@@ -731,6 +731,7 @@ class Bank:
             peak_intensity=np.asarray(g["intensity"][:], dtype=np.float64),
             spacegroup=self.column("spacegroup_number").astype(np.int16),
             thermal_displacement=self.column("thermal_displacement").astype(bool),
+            isotype=self.column("isotype_of") != "",
             dense_profile=np.asarray(self.group["profile"][:], dtype=np.float32) if with_profiles else None,
             **reflections,
         )

@@ -483,6 +483,14 @@ class RecipeConfig(_Strict):
         (0.20, 0.40, 0.25, 0.10, 0.05),
         description="P(K* = 1..5), the number of phases in a mixture (A.1).",
     )
+    isotype_weight: float = Field(
+        1.0,
+        gt=0.0,
+        description="How often a substituted relative (bank column isotype_of, BankConfig.isotypes_per_structure) "
+        "is drawn as a phase, relative to a read or random entry: each material is drawn with probability "
+        "proportional to its weight (1 = uniform over the split, A.1; docs/physics.md, Isotypes). Below 1, the "
+        "relatives add variety without thinning out how often each read structure is seen.",
+    )
     dirichlet_alpha: float = Field(
         1.0, gt=0.0, description="Concentration of the Dirichlet mixture weights (A.1)."
     )

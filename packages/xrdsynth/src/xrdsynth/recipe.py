@@ -40,6 +40,8 @@ class PhaseLibrary:
     reflection_weight: float64 (R,) or None, each reflection's share of its peak's intensity (sums to 1 per peak).
     thermal_displacement: bool (M,) or None (none does), whether a material's sticks already include its
         input's atomic displacement parameters (the bank's thermal_displacement column).
+    isotype: bool (M,) or None (none is), whether a material is a substituted relative of another (the bank's
+        isotype_of column is set); RecipeConfig.isotype_weight sets how often these are drawn.
     """
 
     peak_offsets: np.ndarray
@@ -51,14 +53,16 @@ class PhaseLibrary:
     reflection_direction: np.ndarray | None = None
     reflection_weight: np.ndarray | None = None
     thermal_displacement: np.ndarray | None = None
+    isotype: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n_materials = self.spacegroup.shape[0]
-        if self.thermal_displacement is not None and self.thermal_displacement.shape != (n_materials,):
-            raise ValueError(
-                f"PhaseLibrary.thermal_displacement has shape {self.thermal_displacement.shape}; "
-                f"{n_materials} materials need ({n_materials},)"
-            )
+        for name in ("thermal_displacement", "isotype"):
+            column = getattr(self, name)
+            if column is not None and column.shape != (n_materials,):
+                raise ValueError(
+                    f"PhaseLibrary.{name} has shape {column.shape}; {n_materials} materials need ({n_materials},)"
+                )
         if self.peak_offsets.shape != (n_materials + 1,):
             raise ValueError(
                 f"PhaseLibrary.peak_offsets has shape {self.peak_offsets.shape}; "
@@ -167,23 +171,50 @@ def sample_phase_counts(rng: np.random.Generator, n: int, config: RecipeConfig) 
     )
 
 
-def sample_materials(rng: np.random.Generator, pool: np.ndarray, n_phases: np.ndarray) -> np.ndarray:
+def sample_materials(
+    rng: np.random.Generator, pool: np.ndarray, n_phases: np.ndarray, weight: np.ndarray | None = None
+) -> np.ndarray:
     """K* distinct materials per sample from `pool` (A.1 mixture sampler), int32 (n, 5), -1 pad.
 
-    Rows with a repeated material are redrawn until none is left (rejection keeps the draw uniform over sets).
+    Each phase is pool[i] with probability proportional to weight[i] (uniform when `weight` is None, as in A.1).
+    Rows with a repeated material are redrawn until none is left (rejection keeps the draw of each set
+    proportional to the product of its weights).
     """
     max_k = int(n_phases.max(initial=0))
     if pool.size < max_k:
         raise ValueError(f"the material pool has {pool.size} materials, fewer than the {max_k} phases drawn")
     slots = _phase_slots(n_phases)
-    picks = rng.integers(0, pool.size, size=(n_phases.size, MAX_PHASES))
+    if weight is None:
+
+        def draw(rows: int) -> np.ndarray:
+            return rng.integers(0, pool.size, size=(rows, MAX_PHASES))
+
+    else:
+        cumulative = np.cumsum(np.asarray(weight, dtype=np.float64))
+
+        def draw(rows: int) -> np.ndarray:
+            u = rng.random((rows, MAX_PHASES)) * cumulative[-1]
+            return np.minimum(np.searchsorted(cumulative, u, side="right"), pool.size - 1)
+
+    picks = draw(n_phases.size)
     while True:
         ordered = np.sort(np.where(slots, picks, -1 - np.arange(MAX_PHASES)), axis=1)
         repeated = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
         if repeated.size == 0:
             break
-        picks[repeated] = rng.integers(0, pool.size, size=(repeated.size, MAX_PHASES))
+        picks[repeated] = draw(repeated.size)
     return np.where(slots, pool[picks], -1).astype(np.int32)
+
+
+def pool_weights(pool: np.ndarray, config: RecipeConfig, library: PhaseLibrary | None) -> np.ndarray | None:
+    """Drawing weight of each pool material (`sample_materials`): RecipeConfig.isotype_weight for substituted
+    relatives, 1 for the rest; None (uniform) when that changes nothing."""
+    if config.isotype_weight == 1.0 or library is None or library.isotype is None:
+        return None
+    relative = library.isotype[pool]
+    if not relative.any():
+        return None
+    return np.where(relative, config.isotype_weight, 1.0)
 
 
 def sample_weights(rng: np.random.Generator, n_phases: np.ndarray, config: RecipeConfig) -> np.ndarray:
@@ -442,10 +473,10 @@ def sample_mixture_parameters(
     library: PhaseLibrary | None = None,
 ) -> MixtureParameters:
     """Draw every random quantity of `n` mixtures, in the fixed order of A.1, then the lab recipe's (which
-    needs the `library` for its texture axes)."""
+    needs the `library` for its texture axes; the material draw reads which entries are isotypes from it)."""
     pool = np.asarray(pool, dtype=np.int64)
     n_phases = sample_phase_counts(rng, n, config)
-    materials = sample_materials(rng, pool, n_phases)
+    materials = sample_materials(rng, pool, n_phases, pool_weights(pool, config, library))
     weights = sample_weights(rng, n_phases, config)
     params: dict[str, np.ndarray] = {}
     params.update(sample_preferred_orientation(rng, n_phases, config, grid))
