@@ -744,7 +744,9 @@ RECIPE_PRESETS: dict[str, dict] = {
         "lab": {},
         "preferred_orientation_probability": 0.0,
         "microstrain": (0.0, 0.003),
-        "crystallite_size_log10_nm": (1.4, 3.0),
+        # 5 nm - 1 µm: nanocrystalline samples (Scherrer FWHM ~1.7-2.1° at 5 nm, Cu) as well as well-crystallised
+        # ones (docs/physics.md, "The lab recipe"; docs/benchmarks.md, "Broad peaks").
+        "crystallite_size_log10_nm": (0.7, 3.0),
         "zero_shift_deg": (-0.1, 0.1),
         "instrument_du_deg2": (0.0, 0.01),
         "instrument_dw_deg2": (0.0008, 0.012),
