@@ -1277,13 +1277,16 @@ def test_width_warning_follows_the_training_recipes_anodes() -> None:
         broad, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, training=lab, **GRID
     )
     assert not any("peaks wider" in w or "narrower" in w for w in trained.warnings), trained.warnings
-    # Broader still (0.33 deg at Mo, 0.76 deg at Cu): only the Mo and Ag tubes' instrument widths, widened by
-    # J on the Cu grid, reach it; the lab recipe with Cu and Co tubes alone warns.
+    # Broader still (0.33 deg at Mo, 0.76 deg at Cu): with crystallites of at least 25 nm, only the Mo and Ag
+    # tubes' instrument widths, widened by J on the Cu grid, reach it; the same recipe with Cu and Co tubes
+    # alone warns. (The lab preset's 5 nm crystallites reach it at any tube.)
     broader = MeasuredPattern(mo_deg, _render_sticks(mo_deg, mo_peaks, mo_areas, 0.33), MO_KA, "broader Mo")
+    sized = {"crystallite_size_log10_nm": (1.4, 3.0)}
+    all_tubes = TrainingRanges.from_recipe(_recipe_dict("lab", **sized))
     long_tubes = TrainingRanges.from_recipe(
-        _recipe_dict("lab", lab={"anode_probabilities": {"Cu": 0.9, "Co": 0.1}})
+        _recipe_dict("lab", **sized, lab={"anode_probabilities": {"Cu": 0.9, "Co": 0.1}})
     )
-    for training, warns in [(lab, False), (long_tubes, True)]:
+    for training, warns in [(lab, False), (all_tubes, False), (long_tubes, True)]:
         gridded = to_model_grid(
             broader, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, training=training, **GRID
         )
