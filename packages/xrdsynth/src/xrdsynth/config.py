@@ -489,7 +489,8 @@ class RecipeConfig(_Strict):
         description="How often a substituted relative (bank column isotype_of, BankConfig.isotypes_per_structure) "
         "is drawn as a phase, relative to a read or random entry: each material is drawn with probability "
         "proportional to its weight (1 = uniform over the split, A.1; docs/physics.md, Isotypes). Below 1, the "
-        "relatives add variety without thinning out how often each read structure is seen.",
+        "read entries keep more of the draws (measured on RRUFF dev in docs/benchmarks.md, Isotypes: it does not "
+        "remove the relatives' top-1 cost).",
     )
     dirichlet_alpha: float = Field(
         1.0, gt=0.0, description="Concentration of the Dirichlet mixture weights (A.1)."
