@@ -20,6 +20,7 @@ from store_factory import StoreSpec, write_store
 
 from xrdmodels.checkpoint import save_checkpoint
 from xrdmodels.cli import main
+from xrdmodels.combined import library_probability
 from xrdmodels.config import preset
 from xrdmodels.library_search import LibraryFormatError, SpectralLibrary, typical_fwhm_bins
 from xrdmodels.measured import MeasuredPattern
@@ -277,8 +278,23 @@ def test_predict_prints_the_library_ranking_beside_the_models(tmp_path, bank) ->
     as_json = CliRunner().invoke(
         main, ["predict", str(ckpt), str(scan), "--wavelength", "CuKa", "--json", "--library", url]
     )
-    library = json.loads(as_json.stdout)["predictions"][0]["library"]
+    prediction = json.loads(as_json.stdout)["predictions"][0]
+    library = prediction["library"]
     assert library["ranked"][0]["spacegroup"] == phases[5]["group"] and library["library"] == url
+    # The combined ranking: the model's probability of each group noisy-OR the calibrated library figure of
+    # merit; the library's best match (cosine ~1) leads it whatever the untrained model says.
+    combined = prediction["combined"]
+    assert len(combined) == 10 and combined[0]["spacegroup"] == phases[5]["group"]
+    fom = {r["spacegroup"]: r["score"] for r in library["ranked"]}
+    model = {r["spacegroup"]: r["probability"] for r in prediction["ranked"]}
+    for r in combined:
+        if r["spacegroup"] in fom:
+            assert r["library_probability"] == pytest.approx(library_probability(fom[r["spacegroup"]]))
+        if r["spacegroup"] in model:
+            assert r["model_probability"] == pytest.approx(model[r["spacegroup"]])
+        assert r["score"] == pytest.approx(1 - (1 - r["model_probability"]) * (1 - r["library_probability"]))
+    assert [r["score"] for r in combined] == sorted((r["score"] for r in combined), reverse=True)
+    assert "model and library combined" in result.output
     wrong = tmp_path / "mix.zarr"
     _mixture_store(str(wrong))
     refused = CliRunner().invoke(main, ["predict", str(ckpt), str(scan), "--library", str(wrong)])
@@ -335,4 +351,16 @@ def test_score_measured_reports_the_library_beside_the_model(tmp_path, bank) -> 
         assert strata[name]["files"] == len(members)
         assert strata[name]["hit@1"] == pytest.approx(sum(hit) / len(rows))
     assert strata["library top 1"]["lib hit@5"] == 1.0 and strata["library rank > 10"]["lib hit@5"] == 0.0
+    # The combined ranking's figures, recomputed from its per-file top 10s.
+    combined = {r["set"]: r for r in payload["combined_summary"]}["all"]
+    for k in (1, 3, 5, 10):
+        hits = [
+            any(g in set().union(*map(set, f["phases"])) for g in f["combined_top10"][:k])
+            for f in payload["files"]
+        ]
+        assert combined[f"hit@{k}"] == pytest.approx(sum(hits) / 3)
+    single = next(f for f in payload["files"] if f["file"] == "single.xy")
+    assert single["combined_top10"][0] == phases[2]["group"]  # the library's near-perfect match leads
+    assert strata["library top 1"]["comb hit@1"] == 1.0
+    assert "combined in one ranking" in result.output
     assert "library rank > 10" in (out / "measured.md").read_text()

@@ -272,7 +272,8 @@ def evaluate_cmd(checkpoints, mixtures_dir, stores, out_dir, names, batch_size, 
     metavar="BANK",
     help="Also search this bank store (built by `xrdsynth bank build`; a path or fsspec URL) and show its "
     "space groups, ranked by how well their phases match the pattern, beside the model's (a classical "
-    "search-match baseline).",
+    "search-match baseline), then both in one ranking (the model's probability and the library's calibrated "
+    "figure of merit, noisy-OR; xrdmodels.combined).",
 )
 def predict_cmd(
     checkpoint, files, wavelength, file_format, top_k, threshold, as_json, plot_dir, max_file_mb, library
@@ -284,7 +285,8 @@ def predict_cmd(
     signal (all zero, flat, mostly negative) is reported and not predicted; a few negative intensities are
     clipped to 0 with a warning (docs/formats.md). Groups are ranked by the score whose threshold gives the
     predicted set (docs/paper-protocol.md). With --library, a search of the bank's phases ranks its space
-    groups beside the model's (xrdmodels.library_search).
+    groups beside the model's (xrdmodels.library_search), and a third ranking combines the two
+    (xrdmodels.combined).
     """
     from .predict import format_prediction, predict_files, to_json
 
@@ -340,11 +342,13 @@ def predict_cmd(
     default=None,
     metavar="BANK",
     help="Also score a search of this bank store (built by `xrdsynth bank build`; a path or fsspec URL) on "
-    "the same files: the library's hit@k, recall@K* and cover@K* beside the model's.",
+    "the same files: the library's hit@k, recall@K* and cover@K* beside the model's, and those of the model "
+    "and the library combined in one ranking (xrdmodels.combined).",
 )
 def score_measured_cmd(checkpoint, labels_csv, sets, limit, out_dir, library) -> None:
     """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set
-    (with --library, the same for a search of that bank, beside the model's)."""
+    (with --library, the same for a search of that bank and for the model and the library combined, beside the
+    model's)."""
     from .measured_eval import markdown, score_measured, write
 
     try:
@@ -357,8 +361,8 @@ def score_measured_cmd(checkpoint, labels_csv, sets, limit, out_dir, library) ->
         _fail(
             f"no file of {labels_csv} could be scored; first error: {failures[0] if failures else 'no rows'}"
         )
-    summary, library_summary = write(scores, failures, out_dir)
-    click.echo(markdown(summary, library_summary))
+    summary, library_summary, combined_summary = write(scores, failures, out_dir)
+    click.echo(markdown(summary, library_summary, combined_summary))
     for f, err in failures:
         click.echo(f"could not score {f}: {err}", err=True)
     click.echo(f"score-measured: {len(scores)} files scored, {len(failures)} failed -> {out_dir}")

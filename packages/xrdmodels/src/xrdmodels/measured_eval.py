@@ -7,8 +7,9 @@ recall@K* (mean fraction of phases found in the top K*) and cover@K* (every phas
 
 With a library (a bank store, :mod:`xrdmodels.library_search`), the same files are also searched against it
 and the same figures are reported for the library's ranking, beside the model's, with the fraction of the
-phases whose space group the library holds at all (no search can find the others), and the model's hits by
-where the library ranks the truth (`by_library_rank`).
+phases whose space group the library holds at all (no search can find the others), the same for the model and
+the library combined in one ranking (:mod:`xrdmodels.combined`), and the model's hits by where the library ranks
+the truth (`by_library_rank`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
+
+from .combined import combine
 from .config import N_SPACE_GROUPS
 from .evaluate import load_model
 from .library_search import SpectralLibrary
@@ -36,6 +41,9 @@ class MeasuredScore:
     ranked: list[int]  # space groups, most probable first (all 230)
     warnings: list[str]
     library_ranked: list[int] | None = None  # the library's groups, best first ([] when its search failed)
+    combined_ranked: list[int] | None = (
+        None  # model and library combined (all 230; the model's when it failed)
+    )
 
     @property
     def k_star(self) -> int:
@@ -106,14 +114,19 @@ def score_measured(
         except (ValueError, OSError) as exc:
             failures.append((str(path), str(exc)))
             continue
-        warnings, library_ranked = list(pred.warnings), None
+        warnings, library_ranked, combined_ranked = list(pred.warnings), None, None
         if spectral_library is not None:
             try:
                 found = spectral_library.search(pattern, wavelength_angstrom=wl)
-                library_ranked = [m.spacegroup for m in found.ranked]
             except ValueError as exc:
-                library_ranked = []
+                library_ranked, combined_ranked = [], [r.spacegroup for r in pred.ranked]
                 warnings.append(f"library search failed: {exc}")
+            else:
+                library_ranked = [m.spacegroup for m in found.ranked]
+                probability = np.zeros(N_SPACE_GROUPS)
+                for r in pred.ranked:
+                    probability[r.spacegroup - 1] = r.probability
+                combined_ranked = [g.spacegroup for g in combine(probability, found)]
         scores.append(
             MeasuredScore(
                 row["set"],
@@ -122,6 +135,7 @@ def score_measured(
                 [r.spacegroup for r in pred.ranked],
                 warnings,
                 library_ranked,
+                combined_ranked,
             )
         )
     return scores, failures
@@ -134,17 +148,31 @@ def _first_rank(score: MeasuredScore, ranked: list[int]) -> float:
     return float(min(ranks)) if ranks else (len(ranked) + 1 + N_SPACE_GROUPS) / 2
 
 
-def summarise(scores: list[MeasuredScore], *, library: bool = False) -> list[dict[str, float | str | int]]:
+Ranking = Literal["model", "library", "combined"]
+
+
+def _ranking(score: MeasuredScore, ranking: Ranking) -> list[int]:
+    if ranking == "library":
+        return score.library_ranked or []
+    if ranking == "combined":
+        return score.combined_ranked or []
+    return score.ranked
+
+
+def summarise(
+    scores: list[MeasuredScore], *, ranking: Ranking = "model"
+) -> list[dict[str, float | str | int]]:
     """One row per set (and one for all files): hit@k, recall@K*, cover@K*, mean rank of the first true phase,
-    of the model's ranking or (``library=True``) of the library's, which adds ``in_library``: the mean
-    fraction of a file's phases whose space group the library holds."""
+    of the model's ranking, the library's (which adds ``in_library``: the mean fraction of a file's phases whose
+    space group the library holds) or the two combined (:mod:`xrdmodels.combined`)."""
+    library = ranking == "library"
     out = []
     groups = {s.set for s in scores}
     for name in [*sorted(groups), "all"]:
         members = [s for s in scores if name in ("all", s.set)]
         if not members:
             continue
-        ranked = {id(s): (s.library_ranked or []) if library else s.ranked for s in members}
+        ranked = {id(s): _ranking(s, ranking) for s in members}
         row: dict[str, float | str | int] = {"set": name, "files": len(members)}
         for k in HIT_KS:
             row[f"hit@{k}"] = sum(any(s.found(k, ranked[id(s)])) for s in members) / len(members)
@@ -173,9 +201,9 @@ LIBRARY_RANK_STRATA = (
 
 def by_library_rank(scores: list[MeasuredScore]) -> list[dict[str, float | str | int]]:
     """The model's hit@1 and hit@5 on the files where the library search ranks a true phase first, 2nd-10th,
-    or lower (or not at all: not in the library), beside the library's hit@5 there: whether the model adds
-    anything beyond a search of the same bank, and whether it reads phases the library does not hold. Strata
-    without files are left out."""
+    or lower (or not at all: not in the library), beside the library's hit@5 and the combined ranking's hit@1
+    and hit@5 there: whether the model adds anything beyond a search of the same bank, whether it reads phases
+    the library does not hold, and what combining the two keeps of each. Strata without files are left out."""
     searched = [s for s in scores if s.library_ranked is not None]
     rank = {id(s): _first_rank(s, s.library_ranked or []) for s in searched}
     out = []
@@ -189,21 +217,14 @@ def by_library_rank(scores: list[MeasuredScore]) -> list[dict[str, float | str |
                     "hit@1": sum(any(s.found(1)) for s in members) / len(members),
                     "hit@5": sum(any(s.found(5)) for s in members) / len(members),
                     "lib hit@5": sum(any(s.found(5, s.library_ranked)) for s in members) / len(members),
+                    "comb hit@1": sum(any(s.found(1, s.combined_ranked)) for s in members) / len(members),
+                    "comb hit@5": sum(any(s.found(5, s.combined_ranked)) for s in members) / len(members),
                 }
             )
     return out
 
 
-def markdown(summary: list[dict], library_summary: list[dict] | None = None) -> str:
-    """The per-set table; with ``library_summary``, the library's columns (``lib ...``) beside the model's."""
-    cols = ["set", "files", *_METRICS]
-    rows = [dict(r) for r in summary]
-    if library_summary is not None:
-        library_cols = [*_METRICS, "in_library"]
-        cols += [f"lib {c}" for c in library_cols]
-        by_set = {r["set"]: r for r in library_summary}
-        for r in rows:
-            r.update({f"lib {c}": by_set[r["set"]][c] for c in library_cols})
+def _table(cols: list[str], rows: list[dict]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append(
@@ -212,24 +233,43 @@ def markdown(summary: list[dict], library_summary: list[dict] | None = None) -> 
     return "\n".join(lines) + "\n"
 
 
+def markdown(
+    summary: list[dict], library_summary: list[dict] | None = None, combined_summary: list[dict] | None = None
+) -> str:
+    """The per-set table; with ``library_summary``, the library's columns (``lib ...``) beside the model's; with
+    ``combined_summary``, a second table for the model and the library combined."""
+    cols = ["set", "files", *_METRICS]
+    rows = [dict(r) for r in summary]
+    if library_summary is not None:
+        library_cols = [*_METRICS, "in_library"]
+        cols += [f"lib {c}" for c in library_cols]
+        by_set = {r["set"]: r for r in library_summary}
+        for r in rows:
+            r.update({f"lib {c}": by_set[r["set"]][c] for c in library_cols})
+    text = _table(cols, rows)
+    if combined_summary is not None:
+        text += "\nThe model and the library combined in one ranking (xrdmodels.combined):\n\n"
+        text += _table(["set", "files", *_METRICS], combined_summary)
+    return text
+
+
 def write(
     scores: list[MeasuredScore], failures: list[tuple[str, str]], out_dir: str | Path
 ) -> tuple[list[dict], list[dict] | None]:
-    """Write measured.md and measured.json; returns the model's summary and the library's (None without one)."""
+    """Write measured.md and measured.json; returns the model's summary, the library's and the combined
+    ranking's (both None without a library)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(scores)
-    library_summary = (
-        summarise(scores, library=True) if any(s.library_ranked is not None for s in scores) else None
-    )
-    strata = by_library_rank(scores) if library_summary is not None else None
-    table = markdown(summary, library_summary)
+    searched = any(s.library_ranked is not None for s in scores)
+    library_summary = summarise(scores, ranking="library") if searched else None
+    combined_summary = summarise(scores, ranking="combined") if searched else None
+    strata = by_library_rank(scores) if searched else None
+    table = markdown(summary, library_summary, combined_summary)
     if strata is not None:
         table += "\nThe model by where the library search ranks the true phase (all files):\n\n"
-        table += "| stratum | files | hit@1 | hit@5 | lib hit@5 |\n|---|---|---|---|---|\n"
-        table += "".join(
-            f"| {r['stratum']} | {r['files']} | {r['hit@1']:.3f} | {r['hit@5']:.3f} | {r['lib hit@5']:.3f} |\n"
-            for r in strata
+        table += _table(
+            ["stratum", "files", "hit@1", "hit@5", "lib hit@5", "comb hit@1", "comb hit@5"], strata
         )
     (out / "measured.md").write_text(table)
     (out / "measured.json").write_text(
@@ -237,6 +277,7 @@ def write(
             {
                 "summary": summary,
                 "library_summary": library_summary,
+                "combined_summary": combined_summary,
                 "by_library_rank": strata,
                 "files": [
                     {
@@ -245,6 +286,7 @@ def write(
                         "phases": [sorted(p) for p in s.phases],
                         "top10": s.ranked[:10],
                         "library_top10": None if s.library_ranked is None else s.library_ranked[:10],
+                        "combined_top10": None if s.combined_ranked is None else s.combined_ranked[:10],
                         "warnings": s.warnings,
                     }
                     for s in scores
@@ -254,4 +296,4 @@ def write(
             indent=2,
         )
     )
-    return summary, library_summary
+    return summary, library_summary, combined_summary

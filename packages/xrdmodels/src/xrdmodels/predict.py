@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .combined import CombinedGroup, combine
 from .config import CU_KA_ANGSTROM, N_SPACE_GROUPS
 from .evaluate import load_model, set_scores
 from .library_search import LibraryResult, SpectralLibrary
@@ -65,6 +66,9 @@ class Prediction:
     threshold: float
     warnings: list[str] = field(default_factory=list)
     library: LibraryResult | None = None  # the library search on the same file, when one was asked for
+    combined: list[CombinedGroup] | None = (
+        None  # the model and the library in one ranking (xrdmodels.combined)
+    )
 
 
 def model_grid(state: dict[str, Any]) -> tuple[float, float, int, float]:
@@ -221,6 +225,16 @@ def format_prediction(pred: Prediction) -> str:
     width = max(len(row) for row in model_rows)
     for model_row, library_row in zip_longest(model_rows, library_rows, fillvalue=""):
         lines.append(f"{model_row:<{width}}  |  {library_row}".rstrip())
+    if pred.combined:
+        lines.append(
+            "  model and library combined (noisy-OR of the model's and the library's calibrated probabilities):"
+        )
+        lines.append("  rank  SG   symbol      system          score   model  library")
+        for i, r in enumerate(pred.combined, 1):
+            lines.append(
+                f"  {i:4d}  {r.spacegroup:3d}  {r.symbol:10s}  {r.crystal_system:12s}  {r.score:6.4f}  "
+                f"{r.model_probability:6.4f}  {r.library_probability:6.4f}"
+            )
     return "\n".join(lines)
 
 
@@ -268,8 +282,9 @@ def predict_files(
     (:class:`~xrdmodels.measured.MeasuredSignalError`), is reported in `failures` and the rest go on.
 
     With ``library`` (a bank store URL) each predicted file is also searched against that library
-    (:mod:`xrdmodels.library_search`), top ``top_k`` groups, in ``Prediction.library``; when the search cannot
-    use a file the model predicted, the reason is added to that prediction's warnings.
+    (:mod:`xrdmodels.library_search`), top ``top_k`` groups, in ``Prediction.library``, and the model and the
+    library are ranked together (:mod:`xrdmodels.combined`), top ``top_k``, in ``Prediction.combined``; when the
+    search cannot use a file the model predicted, the reason is added to that prediction's warnings.
 
     Raises:
         ValueError: a setting that would fail every file (threshold < 0, unknown format, a ``library``
@@ -297,7 +312,8 @@ def predict_files(
                 state,
                 pattern,
                 wavelength_angstrom=wavelength_angstrom,
-                top_k=top_k,
+                # The combined ranking needs the model's probability for every group.
+                top_k=top_k if spectral_library is None else N_SPACE_GROUPS,
                 threshold=threshold,
                 training=training,
             )
@@ -305,12 +321,17 @@ def predict_files(
             failures.append((str(f), str(exc)))
             continue
         if spectral_library is not None:
+            probability = np.zeros(N_SPACE_GROUPS)
+            for r in pred.ranked:
+                probability[r.spacegroup - 1] = r.probability
+            pred.ranked = pred.ranked[:top_k]
             try:
-                pred.library = spectral_library.search(
-                    pattern, wavelength_angstrom=wavelength_angstrom, top_k=top_k
-                )
+                found = spectral_library.search(pattern, wavelength_angstrom=wavelength_angstrom)
             except ValueError as exc:
                 pred.warnings.append(f"library search failed: {exc}")
+            else:
+                pred.combined = combine(probability, found)[:top_k]
+                pred.library = replace(found, ranked=found.ranked[:top_k])
         predictions.append(pred)
         if plot_dir:
             Path(plot_dir).mkdir(parents=True, exist_ok=True)

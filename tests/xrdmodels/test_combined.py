@@ -1,0 +1,69 @@
+"""The model and the library search in one ranking (xrdmodels.combined), against a per-group loop in plain math."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from xrdmodels.combined import (
+    LIBRARY_FOM_MIDPOINT,
+    LIBRARY_FOM_SLOPE,
+    combine,
+    group_fom,
+    library_probability,
+)
+from xrdmodels.library_search import LibraryMatch, LibraryResult
+
+
+def _library(foms: dict[int, float]) -> LibraryResult:
+    ranked = [
+        LibraryMatch(g, "", "", c, f"phase-{g}", "X", 0.0, 1)
+        for g, c in sorted(foms.items(), key=lambda item: -item[1])
+    ]
+    return LibraryResult("scan.xy", "bank.zarr", ranked, [ranked[0].phase_id] if ranked else [])
+
+
+def test_the_calibration_is_the_stated_logistic_and_a_missing_group_gets_zero() -> None:
+    foms = np.array([0.0, 0.5, LIBRARY_FOM_MIDPOINT, 0.9, 1.0, np.nan])
+    expected = [
+        0.0 if math.isnan(c) else 1.0 / (1.0 + math.exp(-LIBRARY_FOM_SLOPE * (c - LIBRARY_FOM_MIDPOINT)))
+        for c in foms
+    ]
+    q = library_probability(foms)
+    np.testing.assert_allclose(q, expected, rtol=1e-12)
+    assert q[2] == pytest.approx(0.5) and np.all(np.diff(q[:5]) > 0) and q[5] == 0.0
+
+
+def test_combine_is_the_noisy_or_of_every_group_ranked_best_first() -> None:
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.0, 1.0, 230) ** 3
+    foms = {int(g): float(rng.uniform(0.3, 1.0)) for g in rng.choice(np.arange(1, 231), 60, replace=False)}
+    found = group_fom(_library(foms))
+    assert np.isnan(found).sum() == 230 - 60 and all(found[g - 1] == c for g, c in foms.items())
+    combined = combine(p, _library(foms))
+    expected = {}
+    for g in range(1, 231):
+        q = 1.0 / (1.0 + math.exp(-LIBRARY_FOM_SLOPE * (foms[g] - LIBRARY_FOM_MIDPOINT))) if g in foms else 0.0
+        expected[g] = (1.0 - (1.0 - p[g - 1]) * (1.0 - q), q)
+    assert [r.spacegroup for r in combined] == sorted(range(1, 231), key=lambda g: (-expected[g][0], g))
+    for r in combined:
+        assert r.score == pytest.approx(expected[r.spacegroup][0], rel=1e-12)
+        assert r.library_probability == pytest.approx(expected[r.spacegroup][1], rel=1e-12)
+        assert r.model_probability == p[r.spacegroup - 1]
+
+
+def test_a_strong_library_match_leads_and_weak_ones_leave_the_models_order() -> None:
+    p = np.full(230, 0.01)
+    p[[13, 1, 61]] = [0.6, 0.4, 0.2]  # the model: 14, 2, 62
+    strong = combine(p, _library({225: 0.97, 14: 0.55}))
+    assert [r.spacegroup for r in strong[:4]] == [225, 14, 2, 62]
+    weak = combine(p, _library({225: 0.35, 194: 0.3}))
+    assert [r.spacegroup for r in weak[:3]] == [14, 2, 62]
+    assert combine(p, _library({}))[0].score == pytest.approx(0.6)
+
+
+def test_combine_refuses_a_probability_vector_of_the_wrong_length() -> None:
+    with pytest.raises(ValueError, match=r"shape \(230,\)"):
+        combine(np.zeros(229), _library({}))
