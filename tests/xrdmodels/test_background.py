@@ -132,3 +132,35 @@ def test_model_with_snip_sees_raw_and_background_subtracted_patterns_alike():
         plain_probs = plain(x, mask).set_probs
     assert torch.allclose(probs[0], probs[1], atol=2e-3)
     assert not torch.allclose(plain_probs[0], plain_probs[1], atol=2e-3)
+
+
+@pytest.mark.parametrize("background_removal", ["none", "snip"])
+def test_sqrt_intensity_scale_feeds_the_network_the_signed_square_root(background_removal):
+    """intensity_scale 'sqrt' is the linear model fed sign(x)·sqrt(|x|) of what it would otherwise see (after the
+    background removal; a negative bin keeps its sign), computed here with numpy."""
+    config = preset("small", background_removal=background_removal, intensity_scale="sqrt")
+    torch.manual_seed(0)
+    model = SpaceGroupModel(config).eval()
+    linear = SpaceGroupModel(config.model_copy(update={"intensity_scale": "linear"})).eval()
+    linear.load_state_dict(model.state_dict())
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(0.2, 0.5, size=(2, config.n_bins)) ** 2 - 0.05, dtype=torch.float32)
+    mask = torch.zeros(2, config.n_bins, dtype=torch.bool)
+    mask[0, 100:1800] = True
+    mask[1, 400:1200] = True
+    with torch.no_grad():
+        seen = (
+            remove_background(x, mask, config.background_half_width_bins)
+            if background_removal == "snip"
+            else x
+        )
+        seen = seen.numpy().astype(np.float64)
+        rooted = torch.tensor(np.sign(seen) * np.sqrt(np.abs(seen)), dtype=torch.float32)
+        probs = model(x, mask).set_probs
+        no_background = linear.config.model_copy(update={"background_removal": "none"})
+        reference = SpaceGroupModel(no_background).eval()
+        reference.load_state_dict(model.state_dict())
+        expected = reference(rooted, mask).set_probs
+        assert (seen > 1).any() and (background_removal == "snip" or (seen < 0).any())
+        torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(probs, linear(x, mask).set_probs, atol=1e-4)

@@ -100,12 +100,12 @@ def test_a_run_on_another_number_of_ranks_is_refused(tmp_path):
 
 
 def test_a_checkpoint_from_before_a_model_field_was_added_resumes(tmp_path):
-    """Fields added to ModelConfig later (background_removal, background_half_width_deg) default to the
+    """Fields added to ModelConfig later (background_removal, background_half_width_deg, intensity_scale) default to the
     behaviour of the version that wrote the checkpoint, so its run continues; a real difference is refused."""
     state = fresh_state(tmp_path, seed=1)
     path = tmp_path / "last.pt"
     saved = state.state_dict(SINGLE)
-    for added in ("background_removal", "background_half_width_deg"):
+    for added in ("background_removal", "background_half_width_deg", "intensity_scale"):
         del saved["model_config"][added]
     save_checkpoint(path, saved)
     TrainState.check_resumable(load_checkpoint(path), path, state.config, state.model_config, world_size=1)

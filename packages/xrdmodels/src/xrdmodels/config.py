@@ -62,6 +62,16 @@ class ModelConfig(BaseModel):
         "2° leaves 90% of such a hump (docs/physics.md).",
     )
 
+    intensity_scale: Literal["linear", "sqrt"] = Field(
+        "linear",
+        description="'linear': the network sees intensities as given (A.1); 'sqrt': after any background removal "
+        "each bin's intensity x becomes sign(x)·sqrt(|x|), in training and in prediction alike. The square root "
+        "is the variance-stabilising transform of counting statistics (the library search compares patterns "
+        "on it too) and compresses the strongest reflections, whose heights preferred orientation and "
+        "absorption distort most in measured patterns (docs/physics.md, \"Intensity scale at the model's "
+        'input").',
+    )
+
     # --- CNN front-end (A.2) ---
     cnn_channels: list[int] = Field(
         [64, 128, 256, 256], min_length=1, description="Output channels C_l of each front-end stage (A.2)."

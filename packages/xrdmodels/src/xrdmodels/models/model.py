@@ -2,6 +2,7 @@
 
 pattern x (B, N), mask (B, N) bool
   -> [SNIP background removal, when config.background_removal == "snip"]
+  -> [signed square root of the intensities, when config.intensity_scale == "sqrt"]
   -> CNNFrontEnd        tokens (B, L, d), valid (B, L)      L = N / 16 for the paper's strides
   -> encoder            Z (B, L, d)                          Transformer (RoPE) or token CNN
   -> head               presence logits (B, 230)             or slots (B, K, d) + slot logits (B, K, 231)
@@ -67,6 +68,8 @@ class SpaceGroupModel(nn.Module):
         """x: (B, N) normalised intensity; mask: (B, N) bool, True = measured bin. Unmeasured bins are ignored."""
         if self.config.background_removal == "snip":
             x = remove_background(x, mask, self.config.background_half_width_bins)
+        if self.config.intensity_scale == "sqrt":
+            x = torch.sign(x) * torch.sqrt(torch.abs(x))
         tokens, valid = self.frontend(x, mask)
         z = self.encoder(tokens, valid)
         if isinstance(self.head, PresenceHead):
