@@ -45,7 +45,11 @@ def test_combine_is_the_noisy_or_of_every_group_ranked_best_first() -> None:
     combined = combine(p, _library(foms))
     expected = {}
     for g in range(1, 231):
-        q = 1.0 / (1.0 + math.exp(-LIBRARY_FOM_SLOPE * (foms[g] - LIBRARY_FOM_MIDPOINT))) if g in foms else 0.0
+        q = (
+            1.0 / (1.0 + math.exp(-LIBRARY_FOM_SLOPE * (foms[g] - LIBRARY_FOM_MIDPOINT)))
+            if g in foms
+            else 0.0
+        )
         expected[g] = (1.0 - (1.0 - p[g - 1]) * (1.0 - q), q)
     assert [r.spacegroup for r in combined] == sorted(range(1, 231), key=lambda g: (-expected[g][0], g))
     for r in combined:
