@@ -10,10 +10,10 @@ and the two are combined as independent detections (noisy-OR): s_g = 1 - (1 - p_
 matches well rises to the top even where the model missed it; where the library holds nothing like the sample
 (every cosine low, q ≈ 0) the model's ranking stands; a group without a phase in the library keeps p_g.
 
-Calibration (docs/benchmarks.md, "The model and the library combined"): a logistic regression of "the library's
-best group is the labelled one" on that group's cosine, over the 443 single-phase patterns of the shared RRUFF dev
-set searched against the measured pipeline's bank (1,219 curated structures, AFLOW prototypes, 2 random crystals
-per group). Either half of the set alone gives slopes 13.0 / 16.2 and midpoints 0.727 / 0.739. A library of
+Calibration (docs/benchmarks.md, "The pipeline with square-root intensities, and the model and the library
+combined"): a logistic regression of "the library's best group is the labelled one" on that group's cosine, over
+the 443 single-phase patterns of the shared RRUFF dev set searched against the measured pipeline's bank (1,219
+curated structures, AFLOW prototypes, 2 random crystals per group). Either half of the set alone gives slopes 13.0 / 16.2 and midpoints 0.727 / 0.739. A library of
 another size or make may warrant its own fit; the constants are the search's, whatever the model.
 """
 

@@ -41,9 +41,8 @@ class MeasuredScore:
     ranked: list[int]  # space groups, most probable first (all 230)
     warnings: list[str]
     library_ranked: list[int] | None = None  # the library's groups, best first ([] when its search failed)
-    combined_ranked: list[int] | None = (
-        None  # model and library combined (all 230; the model's when it failed)
-    )
+    # model and library in one ranking (the model's alone when the search failed)
+    combined_ranked: list[int] | None = None
 
     @property
     def k_star(self) -> int:
@@ -255,7 +254,7 @@ def markdown(
 
 def write(
     scores: list[MeasuredScore], failures: list[tuple[str, str]], out_dir: str | Path
-) -> tuple[list[dict], list[dict] | None]:
+) -> tuple[list[dict], list[dict] | None, list[dict] | None]:
     """Write measured.md and measured.json; returns the model's summary, the library's and the combined
     ranking's (both None without a library)."""
     out = Path(out_dir)

@@ -66,9 +66,8 @@ class Prediction:
     threshold: float
     warnings: list[str] = field(default_factory=list)
     library: LibraryResult | None = None  # the library search on the same file, when one was asked for
-    combined: list[CombinedGroup] | None = (
-        None  # the model and the library in one ranking (xrdmodels.combined)
-    )
+    # the model and the library in one ranking (xrdmodels.combined), when a library was asked for
+    combined: list[CombinedGroup] | None = None
 
 
 def model_grid(state: dict[str, Any]) -> tuple[float, float, int, float]:
