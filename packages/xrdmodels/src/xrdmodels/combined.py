@@ -13,8 +13,9 @@ matches well rises to the top even where the model missed it; where the library 
 Calibration (docs/benchmarks.md, "The pipeline with square-root intensities, and the model and the library
 combined"): a logistic regression of "the library's best group is the labelled one" on that group's cosine, over
 the 443 single-phase patterns of the shared RRUFF dev set searched against the measured pipeline's bank (1,219
-curated structures, AFLOW prototypes, 2 random crystals per group). Either half of the set alone gives slopes 13.0 / 16.2 and midpoints 0.727 / 0.739. A library of
-another size or make may warrant its own fit; the constants are the search's, whatever the model.
+curated structures, AFLOW prototypes, 2 random crystals per group). The even and the odd rows alone give slopes
+13.2 / 15.8 and midpoints 0.731 / 0.737. pipelines/fit_library_calibration.py reproduces the fit; a library of
+another size or make may warrant its own. The constants are the search's, whatever the model.
 """
 
 from __future__ import annotations

@@ -21,14 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from .combined import combine
 from .config import N_SPACE_GROUPS
 from .evaluate import load_model
 from .library_search import SpectralLibrary
 from .measured import read_pattern
-from .predict import predict_one, training_ranges
+from .predict import model_probabilities, predict_one, training_ranges
 
 HIT_KS = (1, 3, 5, 10)
 
@@ -122,10 +120,8 @@ def score_measured(
                 warnings.append(f"library search failed: {exc}")
             else:
                 library_ranked = [m.spacegroup for m in found.ranked]
-                probability = np.zeros(N_SPACE_GROUPS)
-                for r in pred.ranked:
-                    probability[r.spacegroup - 1] = r.probability
-                combined_ranked = [g.spacegroup for g in combine(probability, found)]
+                combined = combine(model_probabilities(pred.ranked), found)
+                combined_ranked = [g.spacegroup for g in combined]
         scores.append(
             MeasuredScore(
                 row["set"],

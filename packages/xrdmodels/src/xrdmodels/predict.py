@@ -70,6 +70,14 @@ class Prediction:
     combined: list[CombinedGroup] | None = None
 
 
+def model_probabilities(ranked: list[RankedGroup]) -> np.ndarray:
+    """(230,) each ranked group's probability at index g - 1 (0 for a group not in ``ranked``)."""
+    probability = np.zeros(N_SPACE_GROUPS)
+    for r in ranked:
+        probability[r.spacegroup - 1] = r.probability
+    return probability
+
+
 def model_grid(state: dict[str, Any]) -> tuple[float, float, int, float]:
     """(2θ min, 2θ max, n_bins, wavelength Å) the checkpoint's model was trained on; a checkpoint that
     predates recording its training wavelength was trained at the paper's Cu Kα (A.1)."""
@@ -320,9 +328,7 @@ def predict_files(
             failures.append((str(f), str(exc)))
             continue
         if spectral_library is not None:
-            probability = np.zeros(N_SPACE_GROUPS)
-            for r in pred.ranked:
-                probability[r.spacegroup - 1] = r.probability
+            probability = model_probabilities(pred.ranked)
             pred.ranked = pred.ranked[:top_k]
             try:
                 found = spectral_library.search(pattern, wavelength_angstrom=wavelength_angstrom)
