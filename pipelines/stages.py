@@ -21,22 +21,54 @@ class Stages:
         self.summary: list[str] = []
 
     def run(self, title: str, argv: list[str], *, outputs: list[Path] = (), always: bool = False) -> None:
+        self.run_together(title, [argv], outputs=outputs, always=always)
+
+    def run_together(
+        self,
+        title: str,
+        argvs: list[list[str]],
+        *,
+        logs: list[Path | None] | None = None,
+        outputs: list[Path] = (),
+        always: bool = False,
+    ) -> None:
+        """Run the commands `argvs` at the same time (e.g. the members of an ensemble, one core each) as one
+        stage. Command i writes to the terminal, or to the file logs[i] when one is given."""
         # --resume only says how to continue, not what is computed: it does not change the stage's identity.
-        key = hashlib.sha256(json.dumps([a for a in argv if a != "--resume"]).encode()).hexdigest()[:16]
+        stripped = [[a for a in argv if a != "--resume"] for argv in argvs]
+        # A single command keeps the key it had before a stage could run several, so old runs are reused.
+        identity = json.dumps(stripped[0] if len(argvs) == 1 else stripped)
+        key = hashlib.sha256(identity.encode()).hexdigest()[:16]
         mark = self.marks / f"{title.split(':')[0].replace(' ', '_')}.{key}"
-        print(f"\n== {title}\n$ {shlex.join(argv)}", flush=True)
+        logs = logs or [None] * len(argvs)
+        print(f"\n== {title}", flush=True)
+        for argv, log in zip(argvs, logs, strict=True):
+            print(f"$ {shlex.join(argv)}" + (f" > {log} 2>&1" if log else ""), flush=True)
         if not always and mark.exists() and all(p.exists() for p in outputs):
             print(f"== {title}: already done, reused", flush=True)
             self.summary.append(f"{title}: reused")
             return
         t0 = time.perf_counter()
-        result = subprocess.run(argv)
-        if result.returncode != 0:
+        processes = []
+        for argv, log in zip(argvs, logs, strict=True):
+            if log:
+                log.parent.mkdir(parents=True, exist_ok=True)
+            sink = open(log, "w") if log else None  # noqa: SIM115 - closed once the process ends
+            processes.append(
+                (subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT if sink else None), sink)
+            )
+        failed = []
+        for (process, sink), log in zip(processes, logs, strict=True):
+            if process.wait() != 0:
+                failed.append(f"exit {process.returncode}" + (f", see {log}" if log else ""))
+            if sink:
+                sink.close()
+        if failed:
             sys.exit(
-                f"{self.pipeline}: stage '{title}' failed (exit {result.returncode}); fix the error above and rerun "
+                f"{self.pipeline}: stage '{title}' failed ({'; '.join(failed)}); fix the error above and rerun "
                 "the same command: finished stages are reused"
             )
-        mark.write_text(shlex.join(argv))
+        mark.write_text("\n".join(shlex.join(argv) for argv in argvs))
         line = f"{title}: done in {time.perf_counter() - t0:.0f} s"
         print(f"== {line}", flush=True)
         self.summary.append(line)

@@ -42,16 +42,16 @@ def test_recipe_fields_merge_into_the_lab_object_field_by_field():
 
 
 def _stand_in_trainer(tmp_path: Path, samples_per_s: dict[int, float]) -> Path:
-    """An `xrdmodels` that, for `train --config FILE`, writes the metrics.csv a real run would, with fixed rates."""
-    rows = "".join(f"{step},train,samples_per_s,{rate!r}\\n" for step, rate in samples_per_s.items())
+    """An `xrdmodels` that, for `train --config FILE`, writes the metrics.csv a real run would, with fixed rates
+    divided by 1 + the config's seed (so that ensemble members train at different speeds)."""
     script = tmp_path / "xrdmodels"
     script.write_text(
         f"#!{sys.executable}\n"
         "import json, sys, pathlib\n"
         "config = json.loads(pathlib.Path(sys.argv[3]).read_text())\n"
         "out = pathlib.Path(config['out_dir']); out.mkdir(parents=True)\n"
-        f"(out / 'metrics.csv').write_text('step,split,name,value\\n' + '{rows}')\n"
-        "(out / 'calls').write_text('1')\n"
+        f"rows = ''.join(f'{{s}},train,samples_per_s,{{r / (1 + config[\"seed\"])!r}}\\n' for s, r in {samples_per_s!r}.items())\n"
+        "(out / 'metrics.csv').write_text('step,split,name,value\\n' + rows)\n"
     )
     script.chmod(0o755)
     return script
@@ -63,14 +63,47 @@ def test_speed_probe_sizes_the_schedule_from_the_timed_steps_and_is_reused(tmp_p
     trainer = _stand_in_trainer(tmp_path, rates)
     out = tmp_path / "run"
     (out / "configs").mkdir(parents=True)
-    config = {**run.MODEL, **run.TRAIN, "train_store": "t.zarr", "val_store": "v.zarr", "out_dir": "unused"}
+    config = {
+        **run.MODEL,
+        **run.TRAIN,
+        "seed": 0,
+        "train_store": "t.zarr",
+        "val_store": "v.zarr",
+        "out_dir": "x",
+    }
 
-    speed = run.steps_per_minute(Stages(out, "test"), out, config, str(trainer))
+    speed = run.steps_per_minute(Stages(out, "test"), out, [config], str(trainer))
 
     assert speed == pytest.approx(60.0 * 315.0 / config["batch_size"])
-    probe = json.loads((out / "configs" / "speed_probe.json").read_text())
+    probe = json.loads((out / "configs" / "speed_probe_0.json").read_text())
     assert probe["total_steps"] == run.SPEED_PROBE_STEPS and probe["val_store"] is None
-    assert not (out / "models" / "speed_probe").exists(), "the probe's checkpoints are removed"
+    assert not (out / "models" / "speed_probe_0").exists(), "the probe's checkpoints are removed"
     # A rerun (e.g. resuming the training) keeps the measured speed, so the schedule does not change under it.
     trainer.write_text("#!/bin/sh\nexit 3\n")
-    assert run.steps_per_minute(Stages(out, "test"), out, config, str(trainer)) == speed
+    assert run.steps_per_minute(Stages(out, "test"), out, [config], str(trainer)) == speed
+
+
+def test_ensemble_members_are_probed_side_by_side_and_the_slowest_sets_the_schedule(tmp_path):
+    rates = {150: 300.0, 200: 320.0, 250: 310.0}
+    trainer = _stand_in_trainer(tmp_path, rates)
+    out = tmp_path / "run"
+    (out / "configs").mkdir(parents=True)
+    base = {**run.MODEL, **run.TRAIN, "train_store": "t.zarr", "val_store": "v.zarr"}
+    members = [{**base, "seed": k, "out_dir": f"m{k}"} for k in range(2)]
+
+    speed = run.steps_per_minute(Stages(out, "test"), out, members, str(trainer))
+
+    assert speed == pytest.approx(60.0 * 310.0 / 2 / base["batch_size"]), "member 1 runs at half the rate"
+    assert (out / "logs" / "speed_probe_1.log").exists(), "the second member's output goes to its log"
+    # A one-model speed does not size an ensemble's schedule: a different number of members probes again.
+    assert run.steps_per_minute(Stages(out, "test"), out, members[:1], str(trainer)) == pytest.approx(
+        60.0 * 310.0 / base["batch_size"]
+    )
+
+
+def test_a_failing_member_stops_the_stage_and_names_its_log(tmp_path):
+    out = tmp_path / "run"
+    stages = Stages(out, "test")
+    with pytest.raises(SystemExit, match="see .*m1.log"):
+        stages.run_together("train: two", [["true"], ["false"]], logs=[None, out / "logs" / "m1.log"])
+    assert not list((out / ".stages").glob("train.*")), "a failed stage is not marked done"

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     lines = [
         f"Same bank ({args.bank}), {args.n_train} training mixtures and {args.train_steps} training steps of 32 per "
-        "variant; the `cpu`-preset token CNN with the presence head (pipelines/measured/run.py).\n",
+        "variant; one `cpu`-preset token CNN with the presence head (pipelines/measured/run.py --ensemble 1).\n",
         "| variant | " + " | ".join(f"{s} {m}" for s, m in COLUMNS) + " |",
         "|---" * (len(COLUMNS) + 1) + "|",
     ]
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         subprocess.run(
             [sys.executable, str(HERE / "run.py"), *variant_arguments(variant), "--bank", args.bank, "--out",
              str(run_out), "--n-train", args.n_train, "--train-steps", str(args.train_steps), "--workers",
-             str(args.workers)],
+             str(args.workers), "--ensemble", "1"],
             check=True,
         )  # fmt: skip
         scores = json.loads((run_out / "measured" / "measured.json").read_text())

@@ -1,4 +1,4 @@
-"""Command line: `xrdmodels train`, `xrdmodels evaluate`, `xrdmodels predict`."""
+"""Command line: `xrdmodels train`, `evaluate`, `predict`, `score-measured`, `ensemble`."""
 
 from __future__ import annotations
 
@@ -190,7 +190,8 @@ def train_cmd(config_file: str | None, resume: bool, overrides: tuple[str, ...])
 def evaluate_cmd(checkpoints, mixtures_dir, stores, out_dir, names, batch_size, max_samples, device) -> None:
     """Score checkpoints as in the paper (A.7-A.8): micro-F1 sweeps, cover/recall/IoU@K, strata; Table 1.
 
-    Several checkpoints are compared in one table.
+    Several checkpoints are compared in one table. A CHECKPOINT may be an ensemble manifest (.json, written by
+    `xrdmodels ensemble`): its members are scored as one model.
     """
     from .data import StoreFormatError
     from .evaluate import evaluate_checkpoints, markdown_table
@@ -286,7 +287,8 @@ def predict_cmd(
     clipped to 0 with a warning (docs/formats.md). Groups are ranked by the score whose threshold gives the
     predicted set (docs/paper-protocol.md). With --library, a search of the bank's phases ranks its space
     groups beside the model's (xrdmodels.library_search), and a third ranking combines the two
-    (xrdmodels.combined).
+    (xrdmodels.combined). CHECKPOINT may be an ensemble manifest (.json, written by `xrdmodels ensemble`): the
+    members' probabilities are averaged.
     """
     from .predict import format_prediction, predict_files, to_json
 
@@ -348,7 +350,7 @@ def predict_cmd(
 def score_measured_cmd(checkpoint, labels_csv, sets, limit, out_dir, library) -> None:
     """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set
     (with --library, the same for a search of that bank and for the model and the library combined, beside the
-    model's)."""
+    model's). CHECKPOINT may be an ensemble manifest (.json, written by `xrdmodels ensemble`)."""
     from .measured_eval import markdown, score_measured, write
 
     try:
@@ -396,3 +398,25 @@ def _wavelength(text: str | None) -> float | None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+@main.command("ensemble")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.argument("checkpoints", nargs=-1, required=True, metavar="CHECKPOINT...")
+def ensemble_cmd(manifest, checkpoints) -> None:
+    """Write MANIFEST (a .json file) naming CHECKPOINTs read as one model: every command that takes a checkpoint
+    takes the manifest instead and averages the members' presence probabilities (a deep ensemble;
+    xrdmodels.ensemble, docs/formats.md "Ensemble manifests").
+
+    The members must be presence models trained on the same grid, wavelength and recipe (e.g. one config with
+    different seeds); they are loaded and checked before the manifest is written. Members below the manifest's
+    folder are stored relative to it, so the folder can be moved as a whole.
+    """
+    from .ensemble import write_manifest
+    from .evaluate import load_model
+
+    try:
+        written = write_manifest(manifest, list(checkpoints), load_member=load_model)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    click.echo(f"ensemble: {len(checkpoints)} members -> {written}")

@@ -21,6 +21,7 @@ import torch
 from .checkpoint import load_checkpoint
 from .config import ModelConfig
 from .data import MixtureStore, to_batch
+from .ensemble import PresenceEnsemble, ensemble_state, is_manifest, read_manifest
 from .metrics import (
     TABLE1_COLUMNS,
     EvaluationResult,
@@ -38,8 +39,17 @@ from .models.model import ModelOutput, SpaceGroupModel
 
 def load_model(
     checkpoint: str | Path, device: str | torch.device = "cpu"
-) -> tuple[SpaceGroupModel, dict[str, Any]]:
-    """The model of a checkpoint, in eval mode, and the checkpoint's other contents."""
+) -> tuple[SpaceGroupModel | PresenceEnsemble, dict[str, Any]]:
+    """The model of a checkpoint, in eval mode, and the checkpoint's other contents.
+
+    An ensemble manifest (:mod:`xrdmodels.ensemble`) in place of a checkpoint gives its members as one
+    :class:`~xrdmodels.ensemble.PresenceEnsemble` and :func:`~xrdmodels.ensemble.ensemble_state`.
+    """
+    if is_manifest(checkpoint):
+        paths = read_manifest(checkpoint)
+        loaded = [load_model(p, device) for p in paths]
+        state = ensemble_state(checkpoint, paths, [s for _, s in loaded])
+        return PresenceEnsemble([m for m, _ in loaded]).to(device).eval(), state
     state = load_checkpoint(checkpoint, map_location=device)
     model = SpaceGroupModel(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
@@ -72,7 +82,7 @@ class StorePredictions:
 
 @torch.no_grad()
 def predict_store(
-    model: SpaceGroupModel,
+    model: SpaceGroupModel | PresenceEnsemble,
     url: str,
     *,
     batch_size: int = 256,
@@ -148,9 +158,10 @@ def evaluate_checkpoints(
     strata_rows: list[dict[str, Any]] = []
     for i, ckpt in enumerate(checkpoints):
         model, state = load_model(ckpt, device)
-        method = (
-            names[i] if names else f"{method_name(model.config)} [{Path(ckpt).parent.name}/{Path(ckpt).name}]"
-        )
+        kind = method_name(model.config)
+        if isinstance(model, PresenceEnsemble):
+            kind = f"ensemble of {len(model.members)} {kind}"
+        method = names[i] if names else f"{kind} [{Path(ckpt).parent.name}/{Path(ckpt).name}]"
         for split, url in stores.items():
             pred = predict_store(model, url, batch_size=batch_size, device=device, max_samples=max_samples)
             result, strata = score(pred)
