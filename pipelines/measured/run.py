@@ -199,8 +199,10 @@ def main(argv: list[str] | None = None) -> None:
         "--ensemble",
         type=int,
         default=ENSEMBLE,
-        help=f"models trained side by side from seeds SEED, SEED+1, ..., each on its share of the cores, and "
-        f"read as one (their probabilities averaged; default {ENSEMBLE}; 1: one model on every core)",
+        metavar="K",
+        help=f"K models trained side by side from seeds SEED, SEED+1, ..., each on its share of the cores, and "
+        f"read as one, their probabilities averaged (default {ENSEMBLE}; 1 = one model on every core; "
+        'docs/benchmarks.md, "Ensembles")',
     )
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
     parser.add_argument(

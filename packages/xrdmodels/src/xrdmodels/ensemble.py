@@ -31,8 +31,8 @@ ENSEMBLE_FORMAT = "xrdmodels.ensemble"
 ENSEMBLE_FORMAT_VERSION = 1
 #: A manifest naming more members than this is refused: it is not a file this package writes.
 MAX_MEMBERS = 64
-#: Checkpoint entries every member must share: the grid the pattern is put on, the wavelength it is mapped to,
-#: and the training recipe the input warnings compare with.
+#: Model-config fields every member must share: the grid the pattern is put on. The wavelength it is mapped to and
+#: the training recipe the input warnings compare with (`data.wavelength_angstrom`, `data.recipe`) must agree too.
 _SHARED_MODEL_FIELDS = ("two_theta_min_deg", "two_theta_max_deg", "n_bins")
 
 
