@@ -396,10 +396,6 @@ def _wavelength(text: str | None) -> float | None:
     return value
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 @main.command("ensemble")
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.argument("checkpoints", nargs=-1, required=True, metavar="CHECKPOINT...")
@@ -420,3 +416,7 @@ def ensemble_cmd(manifest, checkpoints) -> None:
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     click.echo(f"ensemble: {len(checkpoints)} members -> {written}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
