@@ -58,9 +58,21 @@ class Stages:
                 (subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT if sink else None), sink)
             )
         failed = []
-        for (process, sink), log in zip(processes, logs, strict=True):
-            if process.wait() != 0:
-                failed.append(f"exit {process.returncode}" + (f", see {log}" if log else ""))
+        running = list(range(len(processes)))
+        while running and not failed:
+            time.sleep(0.2)
+            for i in [i for i in running if processes[i][0].poll() is not None]:
+                running.remove(i)
+                if processes[i][0].returncode != 0:
+                    failed.append(
+                        f"exit {processes[i][0].returncode}" + (f", see {logs[i]}" if logs[i] else "")
+                    )
+        # One failed command fails the stage: the others stop now rather than run on for nothing (a training
+        # stopped this way resumes from its last checkpoint when the stage is rerun).
+        for i in running:
+            processes[i][0].terminate()
+        for process, sink in processes:
+            process.wait()
             if sink:
                 sink.close()
         if failed:

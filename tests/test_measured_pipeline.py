@@ -107,3 +107,13 @@ def test_a_failing_member_stops_the_stage_and_names_its_log(tmp_path):
     with pytest.raises(SystemExit, match="see .*m1.log"):
         stages.run_together("train: two", [["true"], ["false"]], logs=[None, out / "logs" / "m1.log"])
     assert not list((out / ".stages").glob("train.*")), "a failed stage is not marked done"
+
+
+def test_a_member_that_fails_at_once_stops_the_others(tmp_path):
+    out = tmp_path / "run"
+    late = tmp_path / "late"
+    # The second command would write `late` after 30 s: stopped when the first fails, it never does.
+    sleeper = [sys.executable, "-c", f"import time; time.sleep(30); open({str(late)!r}, 'w')"]
+    with pytest.raises(SystemExit, match="exit 1"):
+        Stages(out, "test").run_together("train: two", [["false"], sleeper])
+    assert not late.exists()

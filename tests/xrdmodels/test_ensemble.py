@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkpoint_factory import make_checkpoint
 from click.testing import CliRunner
 from store_factory import StoreSpec, write_store
 
-from xrdmodels.checkpoint import save_checkpoint
 from xrdmodels.cli import main
-from xrdmodels.config import preset
 from xrdmodels.ensemble import (
     ManifestError,
     PresenceEnsemble,
@@ -23,7 +22,6 @@ from xrdmodels.ensemble import (
     write_manifest,
 )
 from xrdmodels.evaluate import load_model, predict_store
-from xrdmodels.models.model import SpaceGroupModel
 
 N_BINS = 256
 RECIPE = {"name": "lab"}
@@ -32,21 +30,9 @@ RECIPE = {"name": "lab"}
 def _checkpoint(
     path: Path, seed: int, *, head: str = "presence", n_bins: int = N_BINS, threshold=0.3
 ) -> Path:
-    torch.manual_seed(seed)
-    config = preset("small", head=head, n_bins=n_bins, cnn_channels=[8, 8, 16, 16], d_model=32, ffn_dim=64)
-    model = SpaceGroupModel(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(
-        path,
-        {
-            "model": model.state_dict(),
-            "model_config": config.model_dump(mode="json"),
-            "step": 100 + seed,
-            "data": {"wavelength_angstrom": 1.54184, "recipe": RECIPE},
-            "val_metrics": {"best_threshold": threshold},
-        },
+    return make_checkpoint(
+        path, head=head, n_bins=n_bins, seed=seed, step=100 + seed, recipe=RECIPE, best_threshold=threshold
     )
-    return path
 
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from checkpoint_factory import make_checkpoint
 from click.testing import CliRunner
 from store_factory import StoreSpec, write_store
 
-from xrdmodels.checkpoint import load_checkpoint, save_checkpoint
+from xrdmodels.checkpoint import load_checkpoint
 from xrdmodels.cli import _LINES_ANGSTROM, main
 from xrdmodels.config import preset
 from xrdmodels.data import MixtureStore, to_batch
@@ -26,23 +27,6 @@ from xrdmodels.models.model import ModelOutput, SpaceGroupModel
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTAL = REPO.parent / "shared" / "data" / "experimental"
 N_BINS = 256
-
-
-def make_checkpoint(path: Path, head: str) -> Path:
-    torch.manual_seed(0)
-    config = preset("small", head=head, n_bins=N_BINS, cnn_channels=[8, 8, 16, 16], d_model=32, ffn_dim=64)
-    model = SpaceGroupModel(config)
-    save_checkpoint(
-        path,
-        {
-            "model": model.state_dict(),
-            "model_config": config.model_dump(mode="json"),
-            "step": 7,
-            "data": {"wavelength_angstrom": 1.54184},
-            "val_metrics": {},
-        },
-    )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +42,7 @@ def stores(tmp_path_factory) -> dict[str, str]:
 
 @pytest.mark.parametrize("head", ["presence", "phase_cluster"])
 def test_evaluate_matches_metrics_on_a_direct_forward_pass(tmp_path, stores, head) -> None:
-    ckpt = make_checkpoint(tmp_path / f"{head}.pt", head)
+    ckpt = make_checkpoint(tmp_path / f"{head}.pt", head=head)
     out = tmp_path / "eval"
     result = CliRunner().invoke(
         main,
@@ -101,8 +85,8 @@ def test_evaluate_matches_metrics_on_a_direct_forward_pass(tmp_path, stores, hea
 
 
 def test_several_checkpoints_share_one_table(tmp_path, stores) -> None:
-    a = make_checkpoint(tmp_path / "a.pt", "presence")
-    b = make_checkpoint(tmp_path / "b.pt", "phase_cluster")
+    a = make_checkpoint(tmp_path / "a.pt", head="presence")
+    b = make_checkpoint(tmp_path / "b.pt", head="phase_cluster")
     result = CliRunner().invoke(
         main,
         [
@@ -127,7 +111,7 @@ def test_several_checkpoints_share_one_table(tmp_path, stores) -> None:
 def test_predict_reads_measured_files_and_reports_bad_ones(tmp_path) -> None:
     if not EXPERIMENTAL.exists():
         pytest.skip(f"measured patterns not found at {EXPERIMENTAL}")
-    ckpt = make_checkpoint(tmp_path / "m.pt", "phase_cluster")
+    ckpt = make_checkpoint(tmp_path / "m.pt", head="phase_cluster")
     folder = tmp_path / "patterns"
     folder.mkdir()
     shutil.copy(EXPERIMENTAL / "xrd_autoanalyzer" / "TiO2.xy", folder)
@@ -172,7 +156,7 @@ def test_score_measured_on_the_development_set(tmp_path) -> None:
     labels = EXPERIMENTAL / "all_labels.csv"
     if not labels.exists():
         pytest.skip(f"measured patterns not found at {EXPERIMENTAL}")
-    ckpt = make_checkpoint(tmp_path / "m.pt", "presence")
+    ckpt = make_checkpoint(tmp_path / "m.pt", head="presence")
     result = CliRunner().invoke(
         main,
         [
@@ -371,7 +355,7 @@ def test_degenerate_patterns_are_reported_and_not_predicted(tmp_path) -> None:
 
     from xrdmodels.predict import predict_files
 
-    ckpt = make_checkpoint(tmp_path / "m.pt", "presence")
+    ckpt = make_checkpoint(tmp_path / "m.pt", head="presence")
     folder = tmp_path / "patterns"
     expected = _degenerate_folder(folder)
     result = CliRunner().invoke(main, ["predict", str(ckpt), str(folder), "--wavelength", "CuKa", "--json"])
@@ -396,7 +380,7 @@ def test_degenerate_patterns_are_reported_and_not_predicted(tmp_path) -> None:
 def test_cli_messages_name_the_cli_options(tmp_path) -> None:
     from xrdmodels.measured import DEFAULT_MAX_PATTERN_BYTES
 
-    ckpt = make_checkpoint(tmp_path / "m.pt", "presence")
+    ckpt = make_checkpoint(tmp_path / "m.pt", head="presence")
     pattern = _write_xy(tmp_path / "nowave.xy", _peaks())  # states no wavelength
     runner = CliRunner()
     no_wavelength = runner.invoke(main, ["predict", str(ckpt), str(pattern)])

@@ -13,18 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import zarr
+from checkpoint_factory import make_checkpoint
 from click.testing import CliRunner
 from store_factory import StoreSpec, write_store
 
-from xrdmodels.checkpoint import save_checkpoint
 from xrdmodels.cli import main
 from xrdmodels.combined import library_probability
-from xrdmodels.config import preset
 from xrdmodels.library_search import LibraryFormatError, SpectralLibrary, typical_fwhm_bins
 from xrdmodels.measured import MeasuredPattern
-from xrdmodels.models.model import SpaceGroupModel
 
 BANK_WAVELENGTH = 1.54184
 GRID = {"two_theta_min_deg": 5.0, "two_theta_max_deg": 120.0, "n_bins": 2048}
@@ -238,22 +235,6 @@ def test_a_bank_of_the_wrong_format_is_refused_naming_the_problem(tmp_path, make
     assert url in str(info.value)
 
 
-def make_checkpoint(path: Path) -> Path:
-    torch.manual_seed(0)
-    config = preset("small", n_bins=256, cnn_channels=[8, 8, 16, 16], d_model=32, ffn_dim=64)
-    save_checkpoint(
-        path,
-        {
-            "model": SpaceGroupModel(config).state_dict(),
-            "model_config": config.model_dump(mode="json"),
-            "step": 1,
-            "data": {"wavelength_angstrom": BANK_WAVELENGTH},
-            "val_metrics": {},
-        },
-    )
-    return path
-
-
 def _write_xy(path: Path, pattern: MeasuredPattern) -> Path:
     np.savetxt(path, np.column_stack([pattern.two_theta_deg, pattern.intensity]), fmt="%.4f")
     return path
@@ -261,7 +242,7 @@ def _write_xy(path: Path, pattern: MeasuredPattern) -> Path:
 
 def test_predict_prints_the_library_ranking_beside_the_models(tmp_path, bank) -> None:
     url, phases = bank
-    ckpt = make_checkpoint(tmp_path / "m.pt")
+    ckpt = make_checkpoint(tmp_path / "m.pt", wavelength_angstrom=BANK_WAVELENGTH)
     scan = _write_xy(tmp_path / "scan.xy", measure([phases[5]], [1.0], seed=9))
     result = CliRunner().invoke(
         main, ["predict", str(ckpt), str(scan), "--wavelength", "CuKa", "--top", "4", "--library", url]
@@ -304,7 +285,7 @@ def test_predict_prints_the_library_ranking_beside_the_models(tmp_path, bank) ->
 
 def test_score_measured_reports_the_library_beside_the_model(tmp_path, bank) -> None:
     url, phases = bank
-    ckpt = make_checkpoint(tmp_path / "m.pt")
+    ckpt = make_checkpoint(tmp_path / "m.pt", wavelength_angstrom=BANK_WAVELENGTH)
     files = {
         "single.xy": (measure([phases[2]], [1.0], seed=11), str(phases[2]["group"])),
         "mixture.xy": (

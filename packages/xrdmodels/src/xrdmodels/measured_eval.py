@@ -64,7 +64,7 @@ def parse_phases(accept: str, primary: str) -> list[set[int]]:
     return phases
 
 
-def _labelled_wavelength(row: dict[str, str], labels_csv: str) -> float:
+def labelled_wavelength(row: dict[str, str], labels_csv: str) -> float:
     text = (row.get("wavelength_angstrom") or "").strip()
     try:
         return float(text)
@@ -104,7 +104,7 @@ def score_measured(
         path = base / row["file"]
         try:
             pattern = read_pattern(path)
-            wl = pattern.wavelength_angstrom or _labelled_wavelength(row, labels_csv)
+            wl = pattern.wavelength_angstrom or labelled_wavelength(row, labels_csv)
             pred, _ = predict_one(
                 model, state, pattern, wavelength_angstrom=wl, top_k=N_SPACE_GROUPS, training=training
             )

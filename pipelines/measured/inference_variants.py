@@ -1,0 +1,169 @@
+"""Changes at inference time to a trained model, scored on the shared measured sets against the model as it is
+(docs/benchmarks.md, "Ensembles"): the mean of several checkpoints of one run, the mean over 2θ shifts of each
+pattern, a Bayes correction from the training mixtures' label prior to the bank's prior of curated groups, and
+a mixture of the model's scores with that prior. Each variant is paired with the first checkpoint, file by file.
+
+Usage: .venv/bin/python pipelines/measured/inference_variants.py runs/measured/models/cnn_presence/last.pt
+           [more checkpoints of the same run] --run runs/measured [--shifts 0.05 0.1] [--out variants.md]
+
+`--run` is the measured pipeline's output folder: its bank (the curated structures' groups, split `train`) and
+its training mixtures (the label prior the model learned) are read from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from xrdmodels.evaluate import load_model
+from xrdmodels.measured import read_pattern
+from xrdmodels.measured_eval import MeasuredScore, labelled_wavelength, parse_phases, summarise
+from xrdmodels.predict import model_probabilities, predict_one, training_ranges
+
+REPO = Path(__file__).resolve().parents[2]
+LABELS = REPO.parent / "shared" / "data" / "experimental" / "all_labels.csv"
+N_GROUPS = 230
+#: Rows of the training store read for its label prior: enough for every group's frequency to 1e-3.
+PRIOR_ROWS = 200_000
+#: (pseudo-count added to each group's bank count, strength of the correction on the logit)
+PRIOR_CORRECTIONS = [(a, t) for a in (0.5, 1.0, 3.0) for t in (0.25, 0.5, 1.0)]
+#: Weights of the bank's prior in a mixture with the model's normalised scores.
+PRIOR_MIXTURES = (0.02, 0.05, 0.1, 0.2)
+
+
+def labelled_patterns(labels_csv: Path) -> list[tuple[dict[str, str], object, float]]:
+    """(label row, pattern, wavelength in Å) of every file of the labels table that reads."""
+    out = []
+    with open(labels_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                pattern = read_pattern(labels_csv.parent / row["file"])
+                wavelength = pattern.wavelength_angstrom or labelled_wavelength(row, str(labels_csv))
+            except (ValueError, OSError) as exc:
+                print(f"skipped {row['file']}: {exc}")
+                continue
+            out.append((row, pattern, wavelength))
+    return out
+
+
+def probabilities(checkpoint: str, patterns, shift_deg: float = 0.0) -> np.ndarray:
+    """(files, 230) presence probabilities of the model, each pattern's 2θ axis moved by `shift_deg`."""
+    model, state = load_model(checkpoint)
+    training = training_ranges(state, checkpoint)
+    out = np.zeros((len(patterns), N_GROUPS))
+    for i, (_, pattern, wavelength) in enumerate(patterns):
+        moved = dataclasses.replace(pattern, two_theta_deg=pattern.two_theta_deg + shift_deg)
+        try:
+            pred, _ = predict_one(
+                model, state, moved, wavelength_angstrom=wavelength, top_k=N_GROUPS, training=training
+            )
+        except ValueError:  # a shift that moves the scan off the model's grid: the file scores nothing
+            continue
+        out[i] = model_probabilities(pred.ranked)
+    return out
+
+
+def priors(run: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Counts per group (230,) of the training mixtures' phases and of the bank's curated training entries."""
+    mixtures = zarr.open_group(str(run / "mixtures" / "train.zarr"), mode="r")
+    groups = mixtures["phase_spacegroup"][:PRIOR_ROWS]
+    training = np.bincount(groups[groups > 0], minlength=N_GROUPS + 1)[1:].astype(float)
+    entries = zarr.open_group(str(run / "bank.zarr"), mode="r")["entries"]
+    curated = (~entries["synthetic"][:]) & (np.array([str(x) for x in entries["split"][:]]) == "train")
+    bank = np.bincount(entries["spacegroup_number"][:][curated], minlength=N_GROUPS + 1)[1:].astype(float)
+    return training, bank
+
+
+def scores_of(patterns, scores: np.ndarray) -> list[MeasuredScore]:
+    return [
+        MeasuredScore(
+            row["set"],
+            row["file"],
+            parse_phases(row["spacegroups_accept"], row["spacegroups"]),
+            (np.argsort(-s, kind="stable") + 1).tolist(),
+            [],
+        )
+        for (row, _, _), s in zip(patterns, scores, strict=True)
+    ]
+
+
+def row_of(name: str, scored: list[MeasuredScore], base: list[MeasuredScore]) -> str:
+    table = {r["set"]: r for r in summarise(scored)}
+    rruff = [i for i, s in enumerate(scored) if s.set == "rruff"]
+    paired = []
+    for k in (1, 5):
+        now = np.array([any(scored[i].found(k)) for i in rruff])
+        before = np.array([any(base[i].found(k)) for i in rruff])
+        paired.append(f"+{np.sum(now & ~before)} −{np.sum(before & ~now)}")
+    nist = [s for s in scored if s.set.startswith("nist")]
+    both = sum({225, 229} <= set(s.ranked[:3]) for s in nist)
+    r = table["rruff"]
+    return (
+        f"| {name} | {r['hit@1']:.3f} / {r['hit@3']:.3f} / {r['hit@5']:.3f} / {r['hit@10']:.3f} | "
+        f"{' / '.join(paired)} | {table['xrd_autoanalyzer']['recall@K*']:.3f} | {both} of {len(nist)} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("checkpoints", nargs="+", help="checkpoints of one run; the first is the baseline")
+    parser.add_argument("--run", type=Path, required=True, help="the measured pipeline's output folder")
+    parser.add_argument("--labels", type=Path, default=LABELS, help="labels table of the measured files")
+    parser.add_argument("--shifts", type=float, nargs="*", default=[0.05, 0.1], help="2θ shifts in degrees")
+    parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
+    args = parser.parse_args()
+
+    training, bank = priors(args.run)
+    patterns = labelled_patterns(args.labels)
+    per_checkpoint = [probabilities(c, patterns) for c in args.checkpoints]
+    base_probs = per_checkpoint[0]
+    base = scores_of(patterns, base_probs)
+    lines = [
+        f"{len(patterns)} files of {args.labels}; baseline {args.checkpoints[0]}",
+        "",
+        "| variant | RRUFF hit@1 / @3 / @5 / @10 | paired vs baseline hit@1 / hit@5 | xrd_autoanalyzer "
+        "recall@K* | NIST both in top 3 |",
+        "|---|---|---|---|---|",
+        row_of("the first checkpoint", base, base),
+    ]
+    if len(per_checkpoint) > 1:
+        lines.append(
+            row_of(
+                f"mean of {len(per_checkpoint)} checkpoints",
+                scores_of(patterns, np.mean(per_checkpoint, 0)),
+                base,
+            )
+        )
+    for shift in args.shifts:
+        moved = [probabilities(args.checkpoints[0], patterns, s) for s in (-shift, shift)]
+        mean = np.mean([base_probs, *moved], axis=0)
+        lines.append(row_of(f"mean over 2θ shifts 0, ±{shift}°", scores_of(patterns, mean), base))
+    training_prior = training / training.sum()
+    eps = 1e-6
+    logit = np.log(np.clip(base_probs, eps, 1 - eps)) - np.log(np.clip(1 - base_probs, eps, 1))
+    for pseudo_count, strength in PRIOR_CORRECTIONS:
+        bank_prior = (bank + pseudo_count) / (bank + pseudo_count).sum()
+        corrected = logit + strength * (np.log(bank_prior) - np.log(training_prior + 1e-9))
+        name = f"label-prior correction, pseudo-count {pseudo_count}, strength {strength}"
+        lines.append(row_of(name, scores_of(patterns, corrected), base))
+    normalised = base_probs / np.clip(base_probs.sum(1, keepdims=True), eps, None)
+    for weight in PRIOR_MIXTURES:
+        mixed = (1 - weight) * normalised + weight * bank / bank.sum()
+        lines.append(
+            row_of(f"mixed with the bank's prior, weight {weight}", scores_of(patterns, mixed), base)
+        )
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
