@@ -25,7 +25,7 @@ from .combined import combine
 from .config import N_SPACE_GROUPS
 from .evaluate import load_model
 from .library_search import SpectralLibrary
-from .measured import read_pattern
+from .measured import MeasuredPattern, read_pattern
 from .predict import model_probabilities, predict_one, training_ranges
 
 HIT_KS = (1, 3, 5, 10)
@@ -64,7 +64,7 @@ def parse_phases(accept: str, primary: str) -> list[set[int]]:
     return phases
 
 
-def labelled_wavelength(row: dict[str, str], labels_csv: str) -> float:
+def _labelled_wavelength(row: dict[str, str], labels_csv: str) -> float:
     text = (row.get("wavelength_angstrom") or "").strip()
     try:
         return float(text)
@@ -73,6 +73,41 @@ def labelled_wavelength(row: dict[str, str], labels_csv: str) -> float:
             f"{labels_csv}: the file states no wavelength and its row's wavelength_angstrom is {text!r}; give "
             "the wavelength in Å in that column"
         ) from None
+
+
+@dataclass
+class LabelledPattern:
+    """One row of a labels table with its file read."""
+
+    row: dict[str, str]
+    path: Path
+    pattern: MeasuredPattern
+    wavelength_angstrom: float  # the file's own, else the row's `wavelength_angstrom`
+
+    @property
+    def phases(self) -> list[set[int]]:
+        return parse_phases(self.row["spacegroups_accept"], self.row["spacegroups"])
+
+
+def read_labelled(
+    labels_csv: str | Path, *, sets: list[str] | None = None, limit: int | None = None
+) -> tuple[list[LabelledPattern], list[tuple[str, str]]]:
+    """Read the files of a labels table (rows of ``sets`` only, the first ``limit`` of them); returns those
+    that read and the others as (file, reason)."""
+    base = Path(labels_csv).parent
+    with open(labels_csv, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if not sets or r["set"] in sets]
+    read, failures = [], []
+    for row in rows[:limit]:
+        path = base / row["file"]
+        try:
+            pattern = read_pattern(path)
+            wavelength = pattern.wavelength_angstrom or _labelled_wavelength(row, str(labels_csv))
+        except (ValueError, OSError) as exc:
+            failures.append((str(path), str(exc)))
+            continue
+        read.append(LabelledPattern(row, path, pattern, wavelength))
+    return read, failures
 
 
 def score_measured(
@@ -96,20 +131,16 @@ def score_measured(
     spectral_library = SpectralLibrary.open(library) if library is not None else None
     model, state = load_model(checkpoint)
     training = training_ranges(state, checkpoint)
-    base = Path(labels_csv).parent
-    scores, failures = [], []
-    with open(labels_csv, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if not sets or r["set"] in sets]
-    for row in rows[:limit]:
-        path = base / row["file"]
+    labelled, failures = read_labelled(labels_csv, sets=sets, limit=limit)
+    scores = []
+    for item in labelled:
+        pattern, wl = item.pattern, item.wavelength_angstrom
         try:
-            pattern = read_pattern(path)
-            wl = pattern.wavelength_angstrom or labelled_wavelength(row, labels_csv)
             pred, _ = predict_one(
                 model, state, pattern, wavelength_angstrom=wl, top_k=N_SPACE_GROUPS, training=training
             )
-        except (ValueError, OSError) as exc:
-            failures.append((str(path), str(exc)))
+        except ValueError as exc:
+            failures.append((str(item.path), str(exc)))
             continue
         warnings, library_ranked, combined_ranked = list(pred.warnings), None, None
         if spectral_library is not None:
@@ -124,9 +155,9 @@ def score_measured(
                 combined_ranked = [g.spacegroup for g in combined]
         scores.append(
             MeasuredScore(
-                row["set"],
-                row["file"],
-                parse_phases(row["spacegroups_accept"], row["spacegroups"]),
+                item.row["set"],
+                item.row["file"],
+                item.phases,
                 [r.spacegroup for r in pred.ranked],
                 warnings,
                 library_ranked,

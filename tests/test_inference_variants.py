@@ -1,0 +1,88 @@
+"""`pipelines/measured/inference_variants.py` on a labels table without the shared sets' names: every row is
+written, a variant equal to the baseline pairs +0 −0, and a label-prior correction towards the bank's groups
+moves the bank's group to the top."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+variants = _load("inference_variants", REPO / "pipelines" / "measured" / "inference_variants.py")
+make_checkpoint = _load(
+    "checkpoint_factory", REPO / "tests" / "xrdmodels" / "checkpoint_factory.py"
+).make_checkpoint
+
+#: The only group of the bank's curated training entries (space group 14, P2_1/c).
+BANK_GROUP = 14
+
+
+def _run_folder(path: Path) -> Path:
+    """The two arrays the script reads of a measured run: the training mixtures' groups (every group equally
+    often) and the bank's entries (all curated, all of BANK_GROUP, plus one synthetic entry of group 2)."""
+    mixtures = zarr.open_group(str(path / "mixtures" / "train.zarr"), mode="w")
+    groups = np.zeros((2300, 5), dtype=np.int16)
+    groups[:, 0] = np.tile(np.arange(1, 231), 10)
+    mixtures.create_array("phase_spacegroup", data=groups)
+    entries = zarr.open_group(str(path / "bank.zarr"), mode="w").create_group("entries")
+    n = 100_001
+    entries.create_array("synthetic", data=np.arange(n) == 0)
+    entries.create_array("split", data=np.array(["train"] * n, dtype=np.dtypes.StringDType()))
+    entries.create_array(
+        "spacegroup_number", data=np.where(np.arange(n) == 0, 2, BANK_GROUP).astype(np.int16)
+    )
+    return path
+
+
+def _labels(folder: Path) -> Path:
+    two_theta = np.arange(10.0, 80.0, 0.02)
+    for i, centres in enumerate([(28.4, 47.3, 56.1), (31.7, 45.5, 66.2)]):
+        intensity = 20.0 + sum(800.0 * np.exp(-0.5 * ((two_theta - c) / 0.08) ** 2) for c in centres)
+        (folder / f"p{i}.xy").write_text(
+            "\n".join(f"{x:.3f} {y:.4f}" for x, y in zip(two_theta, intensity, strict=True))
+        )
+    labels = folder / "labels.csv"
+    labels.write_text(
+        "set,file,spacegroups,spacegroups_accept,wavelength_angstrom\n"
+        f"demo,p0.xy,{BANK_GROUP},,1.54184\ndemo,p1.xy,225,,1.54184\ndemo,missing.xy,1,,1.54184\n"
+    )
+    return labels
+
+
+def test_variants_table_on_a_labels_table_of_other_sets(tmp_path, monkeypatch, capsys) -> None:
+    run = _run_folder(tmp_path / "run")
+    labels = _labels(tmp_path)
+    ckpt = make_checkpoint(tmp_path / "m.pt", n_bins=256)
+    out = tmp_path / "variants.md"
+    argv = ["inference_variants.py", str(ckpt), str(ckpt), "--run", str(run), "--labels", str(labels)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--shifts", "0.05", "--out", str(out)])
+    variants.main()
+
+    assert "skipped" in capsys.readouterr().out  # missing.xy is reported and the others are scored
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line for line in out.read_text().splitlines() if line[:2] == "| "
+    }
+    expected = 3 + len(variants.PRIOR_CORRECTIONS) + len(variants.PRIOR_MIXTURES)  # + header row
+    assert len(rows) == 1 + expected, rows.keys()
+    baseline, same = rows["the first checkpoint"], rows["mean of 2 checkpoints"]
+    assert "+0 −0 / +0 −0" in baseline and "+0 −0 / +0 −0" in same
+    assert (
+        baseline.split(" | ")[1] == same.split(" | ")[1]
+    )  # the mean of one checkpoint twice is that checkpoint
+    assert baseline.endswith("| – | – |")  # no xrd_autoanalyzer or NIST rows in these labels
+    strongest = rows["label-prior correction, pseudo-count 0.5, strength 1.0"].split(" | ")[1]
+    assert baseline.split(" | ")[1].startswith("0.000 /")  # the untrained model finds neither first
+    assert strongest.startswith("0.500 /")  # corrected, p0 (BANK_GROUP) is found first; p1 (225) cannot be
