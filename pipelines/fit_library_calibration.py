@@ -11,15 +11,13 @@ Usage: .venv/bin/python pipelines/fit_library_calibration.py --bank runs/measure
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from xrdmodels.combined import LIBRARY_FOM_MIDPOINT, LIBRARY_FOM_SLOPE
 from xrdmodels.library_search import SpectralLibrary
-from xrdmodels.measured import read_pattern
-from xrdmodels.measured_eval import parse_phases
+from xrdmodels.measured_eval import read_labelled
 
 LABELS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "experimental" / "all_labels.csv"
 
@@ -46,18 +44,17 @@ def main() -> None:
     parser.add_argument("--set", default="rruff", help="set of the labels CSV to fit on (default rruff)")
     args = parser.parse_args()
     library = SpectralLibrary.open(args.bank)
+    labelled, failures = read_labelled(args.labels, sets=[args.set])
+    for file, reason in failures:
+        print(f"skipped {file}: {reason}")
     foms, right = [], []
-    with open(args.labels, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["set"] == args.set]
-    for row in rows:
-        phases = parse_phases(row["spacegroups_accept"], row["spacegroups"])
-        if len(phases) != 1:
+    for item in labelled:
+        if len(item.phases) != 1:
             continue
-        pattern = read_pattern(Path(args.labels).parent / row["file"])
-        wavelength = pattern.wavelength_angstrom or float(row["wavelength_angstrom"])
-        best = library.search(pattern, wavelength_angstrom=wavelength, top_k=1).ranked[0]
+        found = library.search(item.pattern, wavelength_angstrom=item.wavelength_angstrom, top_k=1)
+        best = found.ranked[0]
         foms.append(best.score)
-        right.append(float(best.spacegroup in phases[0]))
+        right.append(float(best.spacegroup in item.phases[0]))
     fom, hit = np.array(foms), np.array(right)
     print(
         f"{len(fom)} single-phase files of set {args.set!r}; the library's best group right in {hit.mean():.3f}"
