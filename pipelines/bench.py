@@ -10,6 +10,7 @@
             torch.compile) vs the demo's model when issue 10 was filed, and where a step's time goes (3x)
   wavelength  a checkpoint's scores on the same phases simulated at Cu, Mo, Ag and synchrotron wavelengths,
             read through the measured-data reader with and without each of its steps, beside a library search
+  random_crystals  the `random:N` source's pyxtal crystals with one shared tolerance table vs pyxtal's own per call
 
 Record the figures with the command and machine in docs/benchmarks.md.
 """
@@ -33,6 +34,7 @@ BENCHES = {
     "memorise": "bench_memorise.py",
     "train_speed": "bench_train_speed.py",
     "wavelength": "bench_wavelength.py",
+    "random_crystals": "bench_random_crystals.py",
 }
 
 

@@ -171,7 +171,12 @@ def test_every_shared_cif_matches_pymatgen(source: str, part: int) -> None:
     assert n_cases == len(paths) > 0
 
 
-# (b) CDVAE CSV sets: a deterministic subset by default, all ~11.6k rows when slow tests run.
+# (b) CDVAE CSV sets: every 40th row of each, and every row of three of them (~7.8k structures; slow). perov5's
+# val split, 3,786 more five-atom perovskites from the same generator as its test split, is left to the subset:
+# its full comparison cost 75 s of the suite's ~11 minutes on this 2-core machine.
+CSV_FULL_SETS = ("perov5/test.csv", "carbon24/test.csv", "carbon24/val.csv")
+
+
 @pytest.mark.parametrize("csv_name", CSV_SETS)
 def test_csv_subset_matches_pymatgen(csv_name: str) -> None:
     _require_structures()
@@ -179,7 +184,7 @@ def test_csv_subset_matches_pymatgen(csv_name: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("csv_name", CSV_SETS)
+@pytest.mark.parametrize("csv_name", CSV_FULL_SETS)
 def test_full_csv_sets_match_pymatgen(csv_name: str) -> None:
     _require_structures()
     assert _check_all(_csv_structures(csv_name, 1)) > 2000

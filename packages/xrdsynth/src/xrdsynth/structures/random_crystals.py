@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import functools
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pymatgen.core import Structure
 
 from .base import ACCEPTED_FORMS, Entry, ItemKind, MetadataValue, NamedSource, SourceItem, StructureError
+
+if TYPE_CHECKING:
+    from pyxtal.tolerance import Tol_matrix
 
 # Elements drawn for random crystals: common, well-tabulated scatterers across the periodic table.
 RANDOM_ELEMENTS = (
@@ -69,6 +73,25 @@ def _wyckoff_multiplicities(sg: int) -> tuple[tuple[int, ...], int]:
     return multiplicities, _CENTRING_POINTS[group.symbol[0]]
 
 
+@functools.cache
+def _pyxtal_tolerances() -> Tol_matrix:
+    """pyxtal's default distance tolerances, built once per process and used by every random crystal.
+
+    pyxtal 1.1 builds ``Tol_matrix(prototype="atomic")`` (a 119 x 119 table, ~10 ms) for every crystal that
+    is not given one, and its Wyckoff ``merge`` calls ``check_images(..., tol=tol)`` without a table, so that
+    ``check_images`` builds one per call and, ``tol`` being given, does not use it: half of the time of a
+    random crystal. Passing the same default table, built once, to both leaves every crystal unchanged
+    (tests/xrdsynth/test_structures.py compares crystals made both ways)."""
+    import pyxtal.symmetry
+    from pyxtal.operations import check_images
+    from pyxtal.tolerance import Tol_matrix
+
+    table = Tol_matrix(prototype="atomic")
+    if pyxtal.symmetry.check_images is check_images:
+        pyxtal.symmetry.check_images = functools.partial(check_images, tm=table)
+    return table
+
+
 def random_structure(sg: int, k: int, seed: int) -> tuple[Structure, dict[str, MetadataValue]]:
     """The k-th random crystal of space group ``sg`` for ``seed``, generated with pyxtal.
 
@@ -83,6 +106,7 @@ def random_structure(sg: int, k: int, seed: int) -> tuple[Structure, dict[str, M
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
     from pyxtal import pyxtal
 
+    tolerances = _pyxtal_tolerances()
     rng = np.random.default_rng(np.random.SeedSequence([seed, sg, k]))
     multiplicities, lattice_points = _wyckoff_multiplicities(sg)
     reasons: list[str] = []
@@ -98,7 +122,7 @@ def random_structure(sg: int, k: int, seed: int) -> tuple[Structure, dict[str, M
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                crystal.from_random(3, sg, species, counts, random_state=rng)
+                crystal.from_random(3, sg, species, counts, random_state=rng, tm=tolerances)
             except Exception as exc:  # noqa: BLE001 - pyxtal signals incompatible compositions with many types
                 reasons.append(f"{species}{counts}: {type(exc).__name__}")
                 continue
