@@ -87,7 +87,8 @@ def _pyxtal_tolerances() -> Tol_matrix:
     from pyxtal.tolerance import Tol_matrix
 
     table = Tol_matrix(prototype="atomic")
-    if pyxtal.symmetry.check_images is check_images:
+    # Only where pyxtal still merges through this very function; another pyxtal is left as it is (slower).
+    if getattr(pyxtal.symmetry, "check_images", None) is check_images:
         pyxtal.symmetry.check_images = functools.partial(check_images, tm=table)
     return table
 
