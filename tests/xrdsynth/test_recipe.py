@@ -163,6 +163,28 @@ def test_isotype_weight_draws_relatives_less_often():
     np.testing.assert_array_equal(uniform[1], uniform[2])
 
 
+@pytest.mark.parametrize("balance", [0.5, 1.0])
+def test_space_group_balance_evens_draws_over_groups(balance):
+    # Six materials of Fm-3m, two of P2_1/c: material weight n^-b gives each group a share proportional to n^(1-b).
+    one_phase = (1.0, 0.0, 0.0, 0.0, 0.0)
+    library = PhaseLibrary(
+        peak_offsets=np.arange(9, dtype=np.int64),
+        peak_two_theta_deg=np.full(8, 30.0),
+        peak_intensity=np.full(8, 100.0),
+        spacegroup=np.array([225] * 6 + [14] * 2, dtype=np.int16),
+    )
+    config = RecipeConfig(phase_count_probabilities=one_phase, space_group_balance=balance)
+    params = sample_mixture_parameters(np.random.default_rng(5), np.arange(8), 40_000, config, GRID, library)
+    first = params.phase_material[:, 0]
+    share_225 = np.isin(first, np.arange(6)).mean()
+    assert share_225 == pytest.approx(
+        6 ** (1 - balance) / (6 ** (1 - balance) + 2 ** (1 - balance)), abs=0.01
+    )
+    # Within a group the draw stays uniform.
+    per_material = np.bincount(first, minlength=8)[:6] / first.size
+    np.testing.assert_allclose(per_material, share_225 / 6, atol=0.01)
+
+
 def test_two_phase_weights_are_affine_dirichlet():
     # K = 2, α = 1: w_1 = 0.03 + 0.94·U(0, 1), so its mean is 0.5 and its variance 0.94²/12.
     rng = np.random.default_rng(2)

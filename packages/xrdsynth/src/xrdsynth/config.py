@@ -492,6 +492,14 @@ class RecipeConfig(_Strict):
         "read entries keep more of the draws (measured on RRUFF dev in docs/benchmarks.md, Isotypes: it does not "
         "remove the relatives' top-1 cost).",
     )
+    space_group_balance: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Exponent b that evens the draws out over space groups: each material is drawn with weight "
+        "n^-b, n the number of materials of its space group in the split (0 = uniform over materials, A.1; 1 = "
+        "every group of the split drawn equally often; docs/physics.md, Phase draws). Multiplies isotype_weight.",
+    )
     dirichlet_alpha: float = Field(
         1.0, gt=0.0, description="Concentration of the Dirichlet mixture weights (A.1)."
     )

@@ -208,13 +208,17 @@ def sample_materials(
 
 def pool_weights(pool: np.ndarray, config: RecipeConfig, library: PhaseLibrary | None) -> np.ndarray | None:
     """Drawing weight of each pool material (`sample_materials`): RecipeConfig.isotype_weight for substituted
-    relatives, 1 for the rest; None (uniform) when that changes nothing."""
-    if config.isotype_weight == 1.0 or library is None or library.isotype is None:
+    relatives (1 for the rest) times n^-space_group_balance, n the pool's materials of the same space group;
+    None (uniform) when that changes nothing."""
+    if library is None:
         return None
-    relative = library.isotype[pool]
-    if not relative.any():
-        return None
-    return np.where(relative, config.isotype_weight, 1.0)
+    weight = np.ones(pool.size)
+    if config.isotype_weight != 1.0 and library.isotype is not None:
+        weight = np.where(library.isotype[pool], config.isotype_weight, 1.0)
+    if config.space_group_balance != 0.0:
+        groups = library.spacegroup[pool].astype(np.int64)
+        weight = weight * np.bincount(groups, minlength=231)[groups] ** -config.space_group_balance
+    return None if np.all(weight == weight[0]) else weight
 
 
 def sample_weights(rng: np.random.Generator, n_phases: np.ndarray, config: RecipeConfig) -> np.ndarray:
