@@ -134,11 +134,19 @@ def test_model_with_snip_sees_raw_and_background_subtracted_patterns_alike():
     assert not torch.allclose(plain_probs[0], plain_probs[1], atol=2e-3)
 
 
+SCALES = {
+    "sqrt": lambda v: np.sign(v) * np.sqrt(np.abs(v)),
+    "log": lambda v: np.sign(v) * np.log(1.0 + np.abs(v) / 0.01) / np.log(101.0),
+}
+
+
+@pytest.mark.parametrize("scale", sorted(SCALES))
 @pytest.mark.parametrize("background_removal", ["none", "snip"])
-def test_sqrt_intensity_scale_feeds_the_network_the_signed_square_root(background_removal):
-    """intensity_scale 'sqrt' is the linear model fed sign(x)·sqrt(|x|) of what it would otherwise see (after the
-    background removal; a negative bin keeps its sign), computed here with numpy."""
-    config = preset("small", background_removal=background_removal, intensity_scale="sqrt")
+def test_intensity_scale_feeds_the_network_the_signed_transform(background_removal, scale):
+    """intensity_scale 'sqrt' ('log') is the linear model fed sign(x)·sqrt(|x|) (sign(x)·ln(1 + |x|/0.01)/ln 101)
+    of what it would otherwise see (after the background removal; a negative bin keeps its sign), computed here
+    with numpy."""
+    config = preset("small", background_removal=background_removal, intensity_scale=scale)
     torch.manual_seed(0)
     model = SpaceGroupModel(config).eval()
     linear = SpaceGroupModel(config.model_copy(update={"intensity_scale": "linear"})).eval()
@@ -155,7 +163,7 @@ def test_sqrt_intensity_scale_feeds_the_network_the_signed_square_root(backgroun
             else x
         )
         seen = seen.numpy().astype(np.float64)
-        rooted = torch.tensor(np.sign(seen) * np.sqrt(np.abs(seen)), dtype=torch.float32)
+        rooted = torch.tensor(SCALES[scale](seen), dtype=torch.float32)
         probs = model(x, mask).set_probs
         no_background = linear.config.model_copy(update={"background_removal": "none"})
         reference = SpaceGroupModel(no_background).eval()

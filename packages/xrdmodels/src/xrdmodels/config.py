@@ -62,13 +62,14 @@ class ModelConfig(BaseModel):
         "2° leaves 90% of such a hump (docs/physics.md).",
     )
 
-    intensity_scale: Literal["linear", "sqrt"] = Field(
+    intensity_scale: Literal["linear", "sqrt", "log"] = Field(
         "linear",
         description="'linear': the network sees intensities as given (A.1); 'sqrt': after any background removal "
         "each bin's intensity x becomes sign(x)·sqrt(|x|), in training and in prediction alike. The square root "
         "is the variance-stabilising transform of counting statistics (the library search compares patterns "
         "on it too) and compresses the strongest reflections, whose heights preferred orientation and "
-        "absorption distort most in measured patterns (docs/physics.md, \"Intensity scale at the model's "
+        "absorption distort most in measured patterns; 'log': sign(x)·ln(1 + |x|/0.01)/ln(101), linear below "
+        "1% of the maximum and compressing more above it (docs/physics.md, \"Intensity scale at the model's "
         'input").',
     )
 
