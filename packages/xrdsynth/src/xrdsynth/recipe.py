@@ -218,7 +218,7 @@ def pool_weights(pool: np.ndarray, config: RecipeConfig, library: PhaseLibrary |
     if config.space_group_balance != 0.0:
         groups = library.spacegroup[pool].astype(np.int64)
         weight = weight * np.bincount(groups, minlength=231)[groups] ** -config.space_group_balance
-    return None if np.all(weight == weight[0]) else weight
+    return weight if weight.size and np.ptp(weight) > 0 else None
 
 
 def sample_weights(rng: np.random.Generator, n_phases: np.ndarray, config: RecipeConfig) -> np.ndarray:
