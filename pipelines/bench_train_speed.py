@@ -257,12 +257,8 @@ def step_breakdown(
             mark("encoder forward")
             z_in = z.detach().requires_grad_()
             if isinstance(model.head, PresenceHead):
-                logits, system_logits = model.head(z_in, valid)
-                out = ModelOutput(
-                    set_probs=torch.sigmoid(logits.float()),
-                    presence_logits=logits,
-                    crystal_system_logits=system_logits,
-                )
+                logits = model.head(z_in, valid)
+                out = ModelOutput(set_probs=torch.sigmoid(logits.float()), presence_logits=logits)
             else:
                 _, slot_logits = model.head(z_in, valid)
                 out = ModelOutput(set_probs=slot_noisy_or_probs(slot_logits), slot_logits=slot_logits)

@@ -160,22 +160,6 @@ def test_model_loss_picks_the_objective_of_the_head() -> None:
     expected_presence = presence_bce_loss(presence_logits, labels_to_multi_hot(labels))
     assert float(model_loss(presence_output, labels)) == pytest.approx(float(expected_presence))
 
-    # With crystal-system logits the loss adds their BCE against "any phase of the system is present":
-    # monoclinic (12), orthorhombic + cubic (62, 225), in CRYSTAL_SYSTEMS order.
-    system_logits = torch.randn(2, 7)
-    system_targets = torch.tensor([[0, 1, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 1]], dtype=torch.float32)
-    system_output = ModelOutput(
-        set_probs=presence_logits.sigmoid(),
-        presence_logits=presence_logits,
-        crystal_system_logits=system_logits,
-    )
-    p = 1.0 / (1.0 + np.exp(-system_logits.numpy().astype(np.float64)))
-    t = system_targets.numpy()
-    expected_system = -np.mean(t * np.log(p) + (1 - t) * np.log(1 - p))
-    assert float(model_loss(system_output, labels)) == pytest.approx(
-        float(expected_presence) + expected_system, rel=1e-5
-    )
-
     slot_logits = torch.randn(2, 5, 231)
     slot_output = ModelOutput(set_probs=torch.zeros(2, 230), slot_logits=slot_logits)
     assert float(model_loss(slot_output, labels)) == pytest.approx(

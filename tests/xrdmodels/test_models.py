@@ -339,7 +339,6 @@ def test_gradients_reach_every_parameter(encoder: str, head: str) -> None:
 READOUTS = [
     {"head": "presence", "presence_pooling": "flatten"},
     {"head": "presence", "presence_pooling": "attention", "angle_encoding": "fourier"},
-    {"head": "presence", "presence_pooling": "flatten", "crystal_system_head": "additive"},
     {"head": "phase_cluster", "slot_init": "flatten"},
     {"head": "phase_cluster", "angle_encoding": "fourier"},
 ]
@@ -364,29 +363,6 @@ def test_readouts_ignore_unmeasured_bins_and_train_every_parameter(overrides: di
     model_loss(model(x, mask), labels).backward()
     for name, param in model.named_parameters():
         assert param.grad is not None and float(param.grad.abs().max()) > 0.0, f"{name} got no gradient"
-
-
-def test_crystal_system_head_adds_each_groups_system_logit() -> None:
-    from pymatgen.symmetry.groups import SpaceGroup
-
-    torch.manual_seed(12)
-    config = preset("cpu", encoder="cnn", head="presence", crystal_system_head="additive")
-    model = SpaceGroupModel(config).eval()
-    gen = torch.Generator().manual_seed(13)
-    x, mask = torch.rand(2, 2048, generator=gen), _window_mask(2, 2048, gen)
-    with torch.no_grad():
-        out = model(x, mask)
-        tokens, valid = model.frontend(x, mask)
-        pooled = (model.encoder(tokens, valid) * valid.unsqueeze(-1)).flatten(1)
-        own = model.head.classifier(pooled).numpy()
-        system = model.head.system_classifier(pooled).numpy()
-    names = ["triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic"]
-    system_of_group = [names.index(SpaceGroup.from_int_number(n).crystal_system) for n in range(1, 231)]
-    expected = own + system[:, system_of_group]
-    np.testing.assert_allclose(out.presence_logits.numpy(), expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out.crystal_system_logits.numpy(), system, rtol=1e-6)
-    with pytest.raises(ValidationError, match="crystal_system_head needs head 'presence'"):
-        preset("small", head="phase_cluster", crystal_system_head="additive")
 
 
 def test_fourier_angle_code_tells_every_token_apart() -> None:

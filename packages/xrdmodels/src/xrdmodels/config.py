@@ -151,13 +151,6 @@ class ModelConfig(BaseModel):
         "pool_queries learned queries attending to valid tokens, concatenated; 'flatten' = all tokens side by "
         "side (invalid ones zeroed) into the linear layer, weights per 2θ position (not in the paper).",
     )
-    crystal_system_head: Literal["none", "auxiliary", "additive"] = Field(
-        "none",
-        description="Presence head only: a second linear layer on the same pooled features gives 7 crystal-system "
-        "logits, trained by their own presence BCE (a system is present when any phase's group is in it), and "
-        "each space group's logit adds its system's, so groups with few training structures share the evidence "
-        'of their whole system (not in the paper; docs/benchmarks.md, "Crystal-system head").',
-    )
     pool_queries: int = Field(
         4, gt=0, description="Learned queries of the 'attention' presence pooling (not in the paper)."
     )
@@ -196,8 +189,6 @@ class ModelConfig(BaseModel):
                 f"d_model={self.d_model} must be divisible by n_heads={self.n_heads} into an even head width "
                 "(RoPE rotates pairs of channels)"
             )
-        if self.crystal_system_head != "none" and self.head != "presence":
-            raise ValueError("crystal_system_head needs head 'presence' (the slot head has no global logits)")
         if self.two_theta_max_deg <= self.two_theta_min_deg:
             raise ValueError(
                 f"two_theta_max_deg ({self.two_theta_max_deg}) must exceed two_theta_min_deg ({self.two_theta_min_deg})"

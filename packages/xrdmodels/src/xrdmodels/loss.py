@@ -16,7 +16,6 @@ from torch import Tensor
 
 from xrdmodels.config import N_SPACE_GROUPS, NONE_CLASS
 from xrdmodels.models.model import ModelOutput
-from xrdmodels.spacegroups import CRYSTAL_SYSTEMS, crystal_system_index
 
 
 def _check_labels(labels: Tensor) -> None:
@@ -101,30 +100,13 @@ def assignment_loss(
     return per_sample.mean()
 
 
-def crystal_system_multi_hot(targets: Tensor) -> Tensor:
-    """(B, 230) space-group multi-hot -> (B, 7) crystal-system multi-hot: a system is present when any of its
-    groups is (`spacegroups.CRYSTAL_SYSTEMS` order)."""
-    system_of_class = torch.tensor(
-        [crystal_system_index(c + 1) for c in range(N_SPACE_GROUPS)], device=targets.device
-    )
-    hot = torch.zeros(targets.shape[0], len(CRYSTAL_SYSTEMS), device=targets.device, dtype=targets.dtype)
-    return hot.scatter_reduce(1, system_of_class.expand_as(targets), targets, reduce="amax")
-
-
 def model_loss(output: ModelOutput, labels: Tensor) -> Tensor:
     """The paper's objective L = λ_pres L_pres + λ_assign L_assign with (1, 0) for presence models and (0, 1)
-    for phase-cluster models (A.5): whichever head produced `output` decides. Returns a 0-d tensor.
-
-    A presence model with `crystal_system_head` adds the crystal systems' presence BCE, weight 1 (not in the
-    paper)."""
+    for phase-cluster models (A.5): whichever head produced `output` decides. Returns a 0-d tensor."""
     if output.presence_logits is not None:
-        targets = labels_to_multi_hot(labels).to(output.presence_logits)
-        loss = presence_bce_loss(output.presence_logits, targets)
-        if output.crystal_system_logits is not None:
-            loss = loss + F.binary_cross_entropy_with_logits(
-                output.crystal_system_logits.float(), crystal_system_multi_hot(targets).float()
-            )
-        return loss
+        return presence_bce_loss(
+            output.presence_logits, labels_to_multi_hot(labels).to(output.presence_logits)
+        )
     if output.slot_logits is None:
         raise ValueError("model output has neither presence logits nor slot logits")
     return assignment_loss(output.slot_logits, labels)

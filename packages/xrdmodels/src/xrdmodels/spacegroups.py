@@ -259,19 +259,10 @@ def symbol(number: int) -> str:
     return SYMBOLS[number - 1]
 
 
-#: The seven crystal systems, in the order of the International Tables (index = `crystal_system_index`).
-CRYSTAL_SYSTEMS: tuple[str, ...] = tuple(name for _, name in _SYSTEM_STARTS)
-
-
 def crystal_system(number: int) -> str:
     """Crystal system of space group `number` (1..230)."""
-    return CRYSTAL_SYSTEMS[crystal_system_index(number)]
-
-
-def crystal_system_index(number: int) -> int:
-    """Index 0..6 in `CRYSTAL_SYSTEMS` of the crystal system of space group `number` (1..230)."""
     _check(number)
-    return sum(number >= start for start, _ in _SYSTEM_STARTS) - 1
+    return [name for start, name in _SYSTEM_STARTS if number >= start][-1]
 
 
 def _check(number: int) -> None:

@@ -11,7 +11,6 @@ from torch import Tensor, nn
 
 from xrdmodels.config import N_SPACE_GROUPS, NONE_CLASS, ModelConfig
 from xrdmodels.models.encoders import FeedForward, MultiHeadAttention, key_padding_mask
-from xrdmodels.spacegroups import CRYSTAL_SYSTEMS, crystal_system_index
 
 #: ε of the masked mean pooling denominator (A.3); guards samples without a valid token.
 POOL_EPS = 1e-6
@@ -41,38 +40,23 @@ class PresenceHead(nn.Module):
         super().__init__()
         self.pooling = config.presence_pooling
         if self.pooling == "flatten":
-            n_features = config.n_tokens * config.d_model
+            self.classifier = nn.Linear(config.n_tokens * config.d_model, N_SPACE_GROUPS)
         elif self.pooling == "attention":
             self.queries = nn.Parameter(torch.randn(config.pool_queries, config.d_model))
             self.attn = MultiHeadAttention(config.d_model, config.n_heads, config.dropout)
             self.norm = nn.LayerNorm(config.d_model)
-            n_features = config.pool_queries * config.d_model
+            self.classifier = nn.Linear(config.pool_queries * config.d_model, N_SPACE_GROUPS)
         else:
-            n_features = config.d_model
-        self.classifier = nn.Linear(n_features, N_SPACE_GROUPS)
-        self.system_classifier = (
-            nn.Linear(n_features, len(CRYSTAL_SYSTEMS)) if config.crystal_system_head != "none" else None
-        )
-        self.additive = config.crystal_system_head == "additive"
-        system_of_class = torch.tensor([crystal_system_index(c + 1) for c in range(N_SPACE_GROUPS)])
-        self.register_buffer("system_of_class", system_of_class, persistent=False)
+            self.classifier = nn.Linear(config.d_model, N_SPACE_GROUPS)
 
-    def forward(self, z: Tensor, valid: Tensor) -> tuple[Tensor, Tensor | None]:
-        """-> (presence logits (B, 230), crystal-system logits (B, 7) or None without `crystal_system_head`)."""
+    def forward(self, z: Tensor, valid: Tensor) -> Tensor:
         if self.pooling == "mean":
-            pooled = masked_mean(z, valid)
-        elif self.pooling == "flatten":
-            pooled = masked_flatten(z, valid)
-        else:
-            queries = self.queries.to(z.dtype).expand(z.shape[0], -1, -1)
-            pooled = self.norm(self.attn(queries, z, key_padding_mask(valid))).flatten(1)
-        logits = self.classifier(pooled)
-        if self.system_classifier is None:
-            return logits, None
-        system_logits = self.system_classifier(pooled)
-        if self.additive:
-            logits = logits + system_logits[:, self.system_of_class]
-        return logits, system_logits
+            return self.classifier(masked_mean(z, valid))
+        if self.pooling == "flatten":
+            return self.classifier(masked_flatten(z, valid))
+        queries = self.queries.to(z.dtype).expand(z.shape[0], -1, -1)
+        pooled = self.norm(self.attn(queries, z, key_padding_mask(valid)))
+        return self.classifier(pooled.flatten(1))
 
 
 class SlotUpdateLayer(nn.Module):

@@ -5,7 +5,7 @@ pattern x (B, N), mask (B, N) bool
   -> [signed square root or logarithm of the intensities, when config.intensity_scale is "sqrt" or "log"]
   -> CNNFrontEnd        tokens (B, L, d), valid (B, L)      L = N / 16 for the paper's strides
   -> encoder            Z (B, L, d)                          Transformer (RoPE) or token CNN
-  -> head               presence logits (B, 230) [+ crystal systems (B, 7)] or slots (B, K, d) + slot logits (B, K, 231)
+  -> head               presence logits (B, 230)             or slots (B, K, d) + slot logits (B, K, 231)
   -> ModelOutput        set-level scores (B, 230) for evaluation
 """
 
@@ -41,10 +41,7 @@ class ModelOutput:
     set_probs: (B, 230) probability that each space group is in the mixture: sigmoid of the presence logits,
         or the soft slot union 1 - prod_k (1 - π_{k,c}) for phase-cluster models. Evaluate,
         predict and score-measured rank and threshold classes by one rule instead (`evaluate.set_scores`).
-    presence_logits: (B, 230), presence models only (A.5); with `crystal_system_head` each already includes its
-        crystal system's logit.
-    crystal_system_logits: (B, 7) presence logits of the crystal systems (`spacegroups.CRYSTAL_SYSTEMS` order),
-        presence models with `crystal_system_head` only.
+    presence_logits: (B, 230), presence models only (A.5).
     slot_logits: (B, K, 231), phase-cluster models only (A.4).
     slot_gates: (B, K) g_k = 1 - π_{k,NONE} (A.4), phase-cluster models only.
     slots: (B, K, d) slot representations, for `PhaseClusterHead.slot_diversity` (Fig. A2).
@@ -54,7 +51,6 @@ class ModelOutput:
 
     set_probs: Tensor
     presence_logits: Tensor | None = None
-    crystal_system_logits: Tensor | None = None
     slot_logits: Tensor | None = None
     slot_gates: Tensor | None = None
     slots: Tensor | None = None
@@ -88,12 +84,8 @@ class SpaceGroupModel(nn.Module):
         tokens, valid = self.frontend(x, mask)
         z = self.encoder(tokens, valid)
         if isinstance(self.head, PresenceHead):
-            logits, system_logits = self.head(z, valid)
-            return ModelOutput(
-                set_probs=torch.sigmoid(logits.float()),
-                presence_logits=logits,
-                crystal_system_logits=system_logits,
-            )
+            logits = self.head(z, valid)
+            return ModelOutput(set_probs=torch.sigmoid(logits.float()), presence_logits=logits)
         slots, slot_logits = self.head(z, valid)
         return ModelOutput(
             set_probs=slot_noisy_or_probs(slot_logits),
