@@ -1,10 +1,11 @@
 """Changes at inference time to a trained model, scored on the shared measured sets against the model as it is
 (docs/benchmarks.md, "Ensembles"): the mean of several checkpoints of one run, the mean over 2θ shifts of each
-pattern, a Bayes correction from the training mixtures' label prior to the bank's prior of curated groups, and
+pattern, the mean over d-spacing scalings of each pattern (as if its cell were larger or smaller), a Bayes correction from the training mixtures' label prior to the bank's prior of curated groups, and
 a mixture of the model's scores with that prior. Each variant is paired with the first checkpoint, file by file.
 
 Usage: .venv/bin/python pipelines/measured/inference_variants.py runs/measured/models/cnn_presence/last.pt
-           [more checkpoints of the same run] --run runs/measured [--shifts 0.05 0.1] [--out variants.md]
+           [more checkpoints of the same run] --run runs/measured [--shifts 0.05 0.1] [--scales 0.01 0.02]
+           [--out variants.md]
 
 `--run` is the measured pipeline's output folder: its bank (the curated structures' groups, split `train`) and
 its training mixtures (the label prior the model learned) are read from there.
@@ -34,13 +35,22 @@ PRIOR_CORRECTIONS = [(a, t) for a in (0.5, 1.0, 3.0) for t in (0.25, 0.5, 1.0)]
 PRIOR_MIXTURES = (0.02, 0.05, 0.1, 0.2)
 
 
-def probabilities(checkpoint: str, patterns: list[LabelledPattern], shift_deg: float = 0.0) -> np.ndarray:
-    """(files, 230) presence probabilities of the model, each pattern's 2θ axis moved by `shift_deg`."""
+def probabilities(
+    checkpoint: str, patterns: list[LabelledPattern], shift_deg: float = 0.0, d_scale: float = 1.0
+) -> np.ndarray:
+    """(files, 230) presence probabilities of the model, each pattern's d-spacings multiplied by `d_scale`
+    (sin θ divided by it; points whose sin θ would pass 1 are dropped), then its 2θ axis moved by `shift_deg`."""
     model, state = load_model(checkpoint)
     training = training_ranges(state, checkpoint)
     out = np.zeros((len(patterns), N_GROUPS))
     for i, item in enumerate(patterns):
-        moved = dataclasses.replace(item.pattern, two_theta_deg=item.pattern.two_theta_deg + shift_deg)
+        sin_theta = np.sin(np.radians(item.pattern.two_theta_deg / 2.0)) / d_scale
+        keep = sin_theta < 1.0
+        moved = dataclasses.replace(
+            item.pattern,
+            two_theta_deg=2.0 * np.degrees(np.arcsin(sin_theta[keep])) + shift_deg,
+            intensity=item.pattern.intensity[keep],
+        )
         try:
             pred, _ = predict_one(
                 model,
@@ -107,6 +117,13 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="the measured pipeline's output folder")
     parser.add_argument("--labels", type=Path, default=LABELS, help="labels table of the measured files")
     parser.add_argument("--shifts", type=float, nargs="*", default=[0.05, 0.1], help="2θ shifts in degrees")
+    parser.add_argument(
+        "--scales",
+        type=float,
+        nargs="*",
+        default=[0.01, 0.02],
+        help="relative d-spacing scalings ε: the mean over d·(1 - ε), d, d·(1 + ε)",
+    )
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args()
 
@@ -137,6 +154,10 @@ def main() -> None:
         moved = [probabilities(args.checkpoints[0], patterns, s) for s in (-shift, shift)]
         mean = np.mean([base_probs, *moved], axis=0)
         lines.append(row_of(f"mean over 2θ shifts 0, ±{shift}°", scores_of(patterns, mean), base))
+    for scale in args.scales:
+        scaled = [probabilities(args.checkpoints[0], patterns, d_scale=1.0 + e) for e in (-scale, scale)]
+        mean = np.mean([base_probs, *scaled], axis=0)
+        lines.append(row_of(f"mean over d-spacing scalings 1, 1 ± {scale}", scores_of(patterns, mean), base))
     training_prior = training / training.sum()
     eps = 1e-6
     logit = np.log(np.clip(base_probs, eps, 1 - eps)) - np.log(np.clip(1 - base_probs, eps, 1))
