@@ -68,15 +68,16 @@ def test_variants_table_on_a_labels_table_of_other_sets(tmp_path, monkeypatch, c
     ckpt = make_checkpoint(tmp_path / "m.pt", n_bins=256)
     out = tmp_path / "variants.md"
     argv = ["inference_variants.py", str(ckpt), str(ckpt), "--run", str(run), "--labels", str(labels)]
-    monkeypatch.setattr(sys, "argv", [*argv, "--shifts", "0.05", "--out", str(out)])
+    monkeypatch.setattr(sys, "argv", [*argv, "--shifts", "0.05", "--scales", "0.02", "--out", str(out)])
     variants.main()
 
     assert "skipped" in capsys.readouterr().out  # missing.xy is reported and the others are scored
     rows = {
         line.split(" | ")[0].lstrip("| "): line for line in out.read_text().splitlines() if line[:2] == "| "
     }
-    expected = 3 + len(variants.PRIOR_CORRECTIONS) + len(variants.PRIOR_MIXTURES)  # + header row
+    expected = 4 + len(variants.PRIOR_CORRECTIONS) + len(variants.PRIOR_MIXTURES)  # + header row
     assert len(rows) == 1 + expected, rows.keys()
+    assert "mean over d-spacing scalings 1, 1 ± 0.02" in rows
     baseline, same = rows["the first checkpoint"], rows["mean of 2 checkpoints"]
     assert "+0 −0 / +0 −0" in baseline and "+0 −0 / +0 −0" in same
     assert (
@@ -86,3 +87,21 @@ def test_variants_table_on_a_labels_table_of_other_sets(tmp_path, monkeypatch, c
     strongest = rows["label-prior correction, pseudo-count 0.5, strength 1.0"].split(" | ")[1]
     assert baseline.split(" | ")[1].startswith("0.000 /")  # the untrained model finds neither first
     assert strongest.startswith("0.500 /")  # corrected, p0 (BANK_GROUP) is found first; p1 (225) cannot be
+
+
+def test_scaled_d_spacings_follow_braggs_law_and_drop_points_past_90_degrees() -> None:
+    from xrdmodels.measured import MeasuredPattern
+
+    wavelength = 1.5406
+    two_theta = np.array([20.0, 45.0, 100.0, 170.0])
+    pattern = MeasuredPattern(two_theta, np.arange(4.0), wavelength, "synthetic")
+    d = wavelength / (2.0 * np.sin(np.radians(two_theta / 2.0)))
+    larger = variants.scale_d_spacings(pattern, 1.02)
+    np.testing.assert_allclose(wavelength / (2.0 * np.sin(np.radians(larger.two_theta_deg / 2.0))), 1.02 * d)
+    smaller = variants.scale_d_spacings(
+        pattern, 0.98
+    )  # 170° would need sin θ > 1: dropped with its intensity
+    np.testing.assert_allclose(
+        smaller.two_theta_deg, 2.0 * np.degrees(np.arcsin(wavelength / (2 * 0.98 * d[:3])))
+    )
+    np.testing.assert_array_equal(smaller.intensity, [0.0, 1.0, 2.0])

@@ -21,6 +21,7 @@ import numpy as np
 import zarr
 
 from xrdmodels.evaluate import load_model
+from xrdmodels.measured import MeasuredPattern
 from xrdmodels.measured_eval import LabelledPattern, MeasuredScore, read_labelled, summarise
 from xrdmodels.predict import model_probabilities, predict_one, training_ranges
 
@@ -44,13 +45,8 @@ def probabilities(
     training = training_ranges(state, checkpoint)
     out = np.zeros((len(patterns), N_GROUPS))
     for i, item in enumerate(patterns):
-        sin_theta = np.sin(np.radians(item.pattern.two_theta_deg / 2.0)) / d_scale
-        keep = sin_theta < 1.0
-        moved = dataclasses.replace(
-            item.pattern,
-            two_theta_deg=2.0 * np.degrees(np.arcsin(sin_theta[keep])) + shift_deg,
-            intensity=item.pattern.intensity[keep],
-        )
+        scaled = scale_d_spacings(item.pattern, d_scale)
+        moved = dataclasses.replace(scaled, two_theta_deg=scaled.two_theta_deg + shift_deg)
         try:
             pred, _ = predict_one(
                 model,
@@ -64,6 +60,18 @@ def probabilities(
             continue
         out[i] = model_probabilities(pred.ranked)
     return out
+
+
+def scale_d_spacings(pattern: MeasuredPattern, d_scale: float) -> MeasuredPattern:
+    """The pattern with every point's d-spacing multiplied by `d_scale` (sin θ divided by it, at any
+    wavelength); points whose sin θ would reach 1 are dropped."""
+    sin_theta = np.sin(np.radians(pattern.two_theta_deg / 2.0)) / d_scale
+    keep = sin_theta < 1.0
+    return dataclasses.replace(
+        pattern,
+        two_theta_deg=2.0 * np.degrees(np.arcsin(sin_theta[keep])),
+        intensity=pattern.intensity[keep],
+    )
 
 
 def priors(run: Path) -> tuple[np.ndarray, np.ndarray]:
