@@ -1,0 +1,140 @@
+"""Models compared file by file on the shared measured sets: each `score-measured` output against the first.
+
+Usage: .venv/bin/python pipelines/measured/compare.py BASE/measured.json OTHER/measured.json [...]
+           [--names base other ...] [--single-set rruff] [--out compare.md]
+
+Prints one markdown row per model: hit@1 / hit@3 / hit@5 / hit@10 on the single-phase set, the files it gets
+right that the first model gets wrong and the reverse (at hit@1 and hit@5) with the exact two-sided sign-test
+p-value of that split (McNemar's test on the discordant files), recall@K* of every multi-phase set as
+score-measured summarised it, and how many scans of each multi-phase set hold every labelled phase in the top 3.
+This is how the levers in docs/benchmarks.md are compared: with 443 RRUFF files and a seed spread of ~0.015, a
+paired split is what tells a lever from noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from math import comb
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ScoredFile:
+    """One file of a score-measured output: its labelled phases (each a set of acceptable groups) and the
+    model's ranking, best first."""
+
+    set: str
+    file: str
+    phases: tuple[frozenset[int], ...]
+    ranking: tuple[int, ...]
+
+    def found(self, k: int) -> bool:
+        """Whether any labelled phase has an acceptable group in the top k."""
+        return any(phase & set(self.ranking[:k]) for phase in self.phases)
+
+    def all_found(self, k: int) -> bool:
+        """Whether every labelled phase has an acceptable group in the top k."""
+        return all(phase & set(self.ranking[:k]) for phase in self.phases)
+
+
+def read_scores(path: Path) -> tuple[dict[tuple[str, str], ScoredFile], list[dict]]:
+    """The files of a score-measured `measured.json`, keyed by (set, file), and its per-set summary rows."""
+    try:
+        data = json.loads(path.read_text())
+        files = {
+            (f["set"], f["file"]): ScoredFile(
+                f["set"], f["file"], tuple(frozenset(p) for p in f["phases"]), tuple(f["top10"])
+            )
+            for f in data["files"]
+        }
+        return files, data["summary"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SystemExit(
+            f"{path}: not a score-measured measured.json ({error}); pass the file score-measured wrote"
+        ) from None
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Exact two-sided p-value of `wins` against `losses` under a fair coin (1 when both are 0)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2.0 * tail)
+
+
+def paired(base: list[ScoredFile], other: list[ScoredFile], k: int) -> tuple[int, int]:
+    """(files `other` finds in its top k and `base` does not, the reverse), over the same files in order."""
+    wins = sum(o.found(k) and not b.found(k) for b, o in zip(base, other, strict=True))
+    losses = sum(b.found(k) and not o.found(k) for b, o in zip(base, other, strict=True))
+    return wins, losses
+
+
+def table(paths: list[Path], names: list[str], single_set: str) -> str:
+    """The markdown comparison table of the module docstring."""
+    runs = [read_scores(p) for p in paths]
+    base_files = runs[0][0]
+    for path, (files, _) in zip(paths[1:], runs[1:], strict=True):
+        if files.keys() != base_files.keys():
+            raise SystemExit(
+                f"{path} scores other files than {paths[0]}; compare outputs of one labels table"
+            )
+    keys = sorted(k for k in base_files if k[0] == single_set)
+    if not keys:
+        raise SystemExit(
+            f"no file of set {single_set!r} in {paths[0]}; pass --single-set with one of its sets"
+        )
+    multi_sets = sorted({k[0] for k in base_files if k[0] != single_set})
+    header = (
+        f"| model | {single_set} hit@1 / hit@3 / hit@5 / hit@10 | paired vs {names[0]}, hit@1 (p) / hit@5 (p) | "
+        + " | ".join(f"{s} recall@K* | {s} every phase in top 3" for s in multi_sets)
+        + " |"
+    )
+    lines = [header, "|" + "---|" * (3 + 2 * len(multi_sets))]
+    base = [base_files[k] for k in keys]
+    for name, (files, summary) in zip(names, runs, strict=True):
+        ordered = [files[k] for k in keys]
+        hits = " / ".join(f"{sum(f.found(k) for f in ordered) / len(ordered):.3f}" for k in (1, 3, 5, 10))
+        splits = []
+        for k in (1, 5):
+            wins, losses = paired(base, ordered, k)
+            splits.append(f"+{wins} −{losses} ({sign_test_p(wins, losses):.2g})")
+        recall = {row["set"]: row["recall@K*"] for row in summary}
+        cells = []
+        for s in multi_sets:
+            scans = [f for key, f in files.items() if key[0] == s]
+            cells.append(f"{recall.get(s, float('nan')):.3f}")
+            cells.append(f"{sum(f.all_found(3) for f in scans)} of {len(scans)}")
+        paired_cell = "" if name == names[0] else " / ".join(splits)
+        lines.append(f"| {name} | {hits} | {paired_cell} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "scores", nargs="+", type=Path, help="measured.json of score-measured; the first is the base"
+    )
+    parser.add_argument("--names", nargs="+", help="one row name per file (default: each file's folder)")
+    parser.add_argument(
+        "--single-set", default="rruff", help="the single-phase set of the labels table (rruff)"
+    )
+    parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
+    args = parser.parse_args(argv)
+    names = args.names or [
+        p.parent.parent.name if p.parent.name == "measured" else p.parent.name for p in args.scores
+    ]
+    if len(names) != len(args.scores):
+        parser.error(f"--names gives {len(names)} names for {len(args.scores)} files")
+    text = table(args.scores, names, args.single_set)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""`pipelines/measured/compare.py`: paired splits counted file by file, the sign test against a brute-force
+binomial sum, multi-phase scans counted only when every phase is in the top 3, and clear errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from itertools import product
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location(
+    "compare_measured", REPO / "pipelines" / "measured" / "compare.py"
+)
+compare = importlib.util.module_from_spec(_spec)
+sys.modules["compare_measured"] = compare  # dataclasses look their module up while the module runs
+_spec.loader.exec_module(compare)
+
+
+def _write(path: Path, rankings: dict[str, list[int]], multi: list[list[int]]) -> Path:
+    """A measured.json: single-phase files s0..s3 labelled 12 (or 14|15 for s3), two multi-phase scans
+    labelled 225 + 229."""
+    files = [
+        {"set": "single", "file": name, "phases": [[14, 15]] if name == "s3" else [[12]], "top10": ranking}
+        for name, ranking in rankings.items()
+    ]
+    files += [
+        {"set": "multi", "file": f"m{i}", "phases": [[225], [229]], "top10": ranking}
+        for i, ranking in enumerate(multi)
+    ]
+    summary = [{"set": "multi", "recall@K*": 0.75}, {"set": "single", "recall@K*": 0.5}]
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"summary": summary, "files": files}))
+    return path
+
+
+def test_paired_table_counts_files_and_scans(tmp_path: Path) -> None:
+    ranks = [2, 3, 4, 5, 6, 7, 8, 9, 10]
+    base = _write(
+        tmp_path / "a" / "measured.json",
+        {"s0": [12, *ranks], "s1": [1, 12, *ranks[1:]], "s2": [1, *ranks], "s3": [15, *ranks]},
+        [[225, 229, 1], [225, 1, 2, 229]],
+    )
+    other = _write(
+        tmp_path / "b" / "measured.json",
+        # s0 lost at hit@1 (still in the top 5), s1 won at hit@1, s2 lost everywhere (never found), s3 kept
+        {"s0": [1, 12, *ranks[1:]], "s1": [12, *ranks], "s2": [1, *ranks], "s3": [2, 14, *ranks[1:]]},
+        [[229, 1, 225], [1, 2, 3]],
+    )
+    text = compare.table([base, other], ["a", "b"], "single")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()[2:]}
+    assert rows["a"].split(" | ")[1] == "0.500 / 0.750 / 0.750 / 0.750"
+    assert rows["b"].split(" | ")[1] == "0.250 / 0.750 / 0.750 / 0.750"
+    # hit@1: b wins s1, loses s0 and s3; hit@5: level
+    assert "+1 −2 (1) / +0 −0 (1)" in rows["b"]
+    assert rows["a"].endswith("| 0.750 | 1 of 2 |") and rows["b"].endswith("| 0.750 | 1 of 2 |")
+
+
+@pytest.mark.parametrize(("wins", "losses"), [(0, 0), (1, 0), (1, 2), (3, 9), (6, 6)])
+def test_sign_test_matches_enumeration(wins: int, losses: int) -> None:
+    n = wins + losses
+    # Share of the 2^n fair-coin outcomes that split at least as unevenly as the observed one.
+    extreme = sum(abs(2 * sum(o) - n) >= abs(wins - losses) for o in product((0, 1), repeat=n))
+    assert compare.sign_test_p(wins, losses) == pytest.approx(extreme / 2**n)
+
+
+def test_sign_test_matches_scipy_on_a_large_split() -> None:
+    assert compare.sign_test_p(19, 57) == pytest.approx(1.4836899336372366e-05, rel=1e-9)  # scipy binomtest
+
+
+def test_mismatched_files_and_missing_set_are_clear_errors(tmp_path: Path) -> None:
+    ranks = list(range(2, 11))
+    a = _write(tmp_path / "a" / "measured.json", {"s0": [12, *ranks]}, [])
+    b = _write(tmp_path / "b" / "measured.json", {"s1": [12, *ranks]}, [])
+    with pytest.raises(SystemExit, match="scores other files"):
+        compare.table([a, b], ["a", "b"], "single")
+    with pytest.raises(SystemExit, match="no file of set 'rruff'"):
+        compare.table([a], ["a"], "rruff")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{}")
+    with pytest.raises(SystemExit, match="not a score-measured measured.json"):
+        compare.read_scores(broken)
