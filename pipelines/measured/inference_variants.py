@@ -1,7 +1,8 @@
 """Changes at inference time to a trained model, scored on the shared measured sets against the model as it is
 (docs/benchmarks.md, "Ensembles"): the mean of several checkpoints of one run, the mean over 2θ shifts of each
-pattern, the mean over d-spacing scalings of each pattern (as if its cell were larger or smaller), a Bayes correction from the training mixtures' label prior to the bank's prior of curated groups, and
-a mixture of the model's scores with that prior. Each variant is paired with the first checkpoint, file by file.
+pattern, the mean over d-spacing scalings of each pattern (as if its cell were larger or smaller), a Bayes
+correction from the training mixtures' label prior to the bank's prior of curated groups, and a mixture of the
+model's scores with that prior. Each variant is paired with the first checkpoint, file by file.
 
 Usage: .venv/bin/python pipelines/measured/inference_variants.py runs/measured/models/cnn_presence/last.pt
            [more checkpoints of the same run] --run runs/measured [--shifts 0.05 0.1] [--scales 0.01 0.02]
