@@ -94,7 +94,7 @@ def table(paths: list[Path], names: list[str], single_set: str) -> str:
     )
     lines = [header, "|" + "---|" * (3 + 2 * len(multi_sets))]
     base = [base_files[k] for k in keys]
-    for name, (files, summary) in zip(names, runs, strict=True):
+    for row, (name, (files, summary)) in enumerate(zip(names, runs, strict=True)):
         ordered = [files[k] for k in keys]
         hits = " / ".join(f"{sum(f.found(k) for f in ordered) / len(ordered):.3f}" for k in (1, 3, 5, 10))
         splits = []
@@ -107,7 +107,7 @@ def table(paths: list[Path], names: list[str], single_set: str) -> str:
             scans = [f for key, f in files.items() if key[0] == s]
             cells.append(f"{recall.get(s, float('nan')):.3f}")
             cells.append(f"{sum(f.all_found(3) for f in scans)} of {len(scans)}")
-        paired_cell = "" if name == names[0] else " / ".join(splits)
+        paired_cell = " / ".join(splits) if row else ""  # the base row pairs with itself
         lines.append(f"| {name} | {hits} | {paired_cell} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
