@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from itertools import product
 from pathlib import Path
 
@@ -16,7 +15,6 @@ _spec = importlib.util.spec_from_file_location(
     "compare_measured", REPO / "pipelines" / "measured" / "compare.py"
 )
 compare = importlib.util.module_from_spec(_spec)
-sys.modules["compare_measured"] = compare  # dataclasses look their module up while the module runs
 _spec.loader.exec_module(compare)
 
 

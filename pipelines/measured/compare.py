@@ -15,37 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 from math import comb
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class ScoredFile:
-    """One file of a score-measured output: its labelled phases (each a set of acceptable groups) and the
-    model's ranking, best first."""
-
-    set: str
-    file: str
-    phases: tuple[frozenset[int], ...]
-    ranking: tuple[int, ...]
-
-    def found(self, k: int) -> bool:
-        """Whether any labelled phase has an acceptable group in the top k."""
-        return any(phase & set(self.ranking[:k]) for phase in self.phases)
-
-    def all_found(self, k: int) -> bool:
-        """Whether every labelled phase has an acceptable group in the top k."""
-        return all(phase & set(self.ranking[:k]) for phase in self.phases)
+from xrdmodels.measured_eval import MeasuredScore
 
 
-def read_scores(path: Path) -> tuple[dict[tuple[str, str], ScoredFile], list[dict]]:
+def read_scores(path: Path) -> tuple[dict[tuple[str, str], MeasuredScore], list[dict]]:
     """The files of a score-measured `measured.json`, keyed by (set, file), and its per-set summary rows."""
     try:
         data = json.loads(path.read_text())
         files = {
-            (f["set"], f["file"]): ScoredFile(
-                f["set"], f["file"], tuple(frozenset(p) for p in f["phases"]), tuple(f["top10"])
+            (f["set"], f["file"]): MeasuredScore(
+                f["set"], f["file"], [set(p) for p in f["phases"]], list(f["top10"]), f.get("warnings", [])
             )
             for f in data["files"]
         }
@@ -65,11 +47,10 @@ def sign_test_p(wins: int, losses: int) -> float:
     return min(1.0, 2.0 * tail)
 
 
-def paired(base: list[ScoredFile], other: list[ScoredFile], k: int) -> tuple[int, int]:
+def paired(base: list[MeasuredScore], other: list[MeasuredScore], k: int) -> tuple[int, int]:
     """(files `other` finds in its top k and `base` does not, the reverse), over the same files in order."""
-    wins = sum(o.found(k) and not b.found(k) for b, o in zip(base, other, strict=True))
-    losses = sum(b.found(k) and not o.found(k) for b, o in zip(base, other, strict=True))
-    return wins, losses
+    pairs = [(any(b.found(k)), any(o.found(k))) for b, o in zip(base, other, strict=True)]
+    return sum(o and not b for b, o in pairs), sum(b and not o for b, o in pairs)
 
 
 def table(paths: list[Path], names: list[str], single_set: str) -> str:
@@ -96,17 +77,19 @@ def table(paths: list[Path], names: list[str], single_set: str) -> str:
     base = [base_files[k] for k in keys]
     for row, (name, (files, summary)) in enumerate(zip(names, runs, strict=True)):
         ordered = [files[k] for k in keys]
-        hits = " / ".join(f"{sum(f.found(k) for f in ordered) / len(ordered):.3f}" for k in (1, 3, 5, 10))
+        hits = " / ".join(
+            f"{sum(any(f.found(k)) for f in ordered) / len(ordered):.3f}" for k in (1, 3, 5, 10)
+        )
         splits = []
         for k in (1, 5):
             wins, losses = paired(base, ordered, k)
             splits.append(f"+{wins} −{losses} ({sign_test_p(wins, losses):.2g})")
-        recall = {row["set"]: row["recall@K*"] for row in summary}
+        recall = {entry["set"]: entry["recall@K*"] for entry in summary}
         cells = []
         for s in multi_sets:
             scans = [f for key, f in files.items() if key[0] == s]
             cells.append(f"{recall.get(s, float('nan')):.3f}")
-            cells.append(f"{sum(f.all_found(3) for f in scans)} of {len(scans)}")
+            cells.append(f"{sum(all(f.found(3)) for f in scans)} of {len(scans)}")
         paired_cell = " / ".join(splits) if row else ""  # the base row pairs with itself
         lines.append(f"| {name} | {hits} | {paired_cell} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
