@@ -18,7 +18,7 @@ import json
 from math import comb
 from pathlib import Path
 
-from xrdmodels.measured_eval import MeasuredScore
+from xrdmodels.measured_eval import MeasuredScore, paired_changes
 
 
 def read_scores(path: Path) -> tuple[dict[tuple[str, str], MeasuredScore], list[dict]]:
@@ -45,12 +45,6 @@ def sign_test_p(wins: int, losses: int) -> float:
         return 1.0
     tail = sum(comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
     return min(1.0, 2.0 * tail)
-
-
-def paired(base: list[MeasuredScore], other: list[MeasuredScore], k: int) -> tuple[int, int]:
-    """(files `other` finds in its top k and `base` does not, the reverse), over the same files in order."""
-    pairs = [(any(b.found(k)), any(o.found(k))) for b, o in zip(base, other, strict=True)]
-    return sum(o and not b for b, o in pairs), sum(b and not o for b, o in pairs)
 
 
 def table(paths: list[Path], names: list[str], single_set: str) -> str:
@@ -82,7 +76,7 @@ def table(paths: list[Path], names: list[str], single_set: str) -> str:
         )
         splits = []
         for k in (1, 5):
-            wins, losses = paired(base, ordered, k)
+            wins, losses = paired_changes(base, ordered, k)
             splits.append(f"+{wins} −{losses} ({sign_test_p(wins, losses):.2g})")
         recall = {entry["set"]: entry["recall@K*"] for entry in summary}
         cells = []

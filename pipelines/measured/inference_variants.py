@@ -23,7 +23,13 @@ import zarr
 
 from xrdmodels.evaluate import load_model
 from xrdmodels.measured import MeasuredPattern
-from xrdmodels.measured_eval import LabelledPattern, MeasuredScore, read_labelled, summarise
+from xrdmodels.measured_eval import (
+    LabelledPattern,
+    MeasuredScore,
+    paired_changes,
+    read_labelled,
+    summarise,
+)
 from xrdmodels.predict import model_probabilities, predict_one, training_ranges
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,9 +111,8 @@ def row_of(name: str, scored: list[MeasuredScore], base: list[MeasuredScore]) ->
     members = [i for i, s in enumerate(scored) if single in ("all", s.set)]
     paired = []
     for k in (1, 5):
-        now = np.array([any(scored[i].found(k)) for i in members], dtype=bool)
-        before = np.array([any(base[i].found(k)) for i in members], dtype=bool)
-        paired.append(f"+{np.sum(now & ~before)} −{np.sum(before & ~now)}")
+        gained, lost = paired_changes([base[i] for i in members], [scored[i] for i in members], k)
+        paired.append(f"+{gained} −{lost}")
     r = table[single]
     multi = table.get("xrd_autoanalyzer")
     nist = [s for s in scored if s.set.startswith("nist")]

@@ -19,7 +19,7 @@ from xrdmodels.checkpoint import load_checkpoint
 from xrdmodels.cli import _LINES_ANGSTROM, main
 from xrdmodels.config import preset
 from xrdmodels.data import MixtureStore, to_batch
-from xrdmodels.measured_eval import parse_phases
+from xrdmodels.measured_eval import MeasuredScore, paired_changes, parse_phases
 from xrdmodels.metrics import gate_sweep, threshold_sweep
 from xrdmodels.models.heads import slot_gates, slot_noisy_or_probs
 from xrdmodels.models.model import ModelOutput, SpaceGroupModel
@@ -408,3 +408,26 @@ def test_cli_messages_name_the_cli_options(tmp_path) -> None:
 
     option = next(p for p in main.commands["predict"].params if p.name == "max_file_mb")
     assert option.default * 2**20 == DEFAULT_MAX_PATTERN_BYTES
+
+
+def test_paired_changes_count_each_file_once_per_direction() -> None:
+    """A file counts as gained when any of its phases enters the other ranking's top k, lost in reverse."""
+
+    def score(phases: list[set[int]], ranked: list[int]) -> MeasuredScore:
+        return MeasuredScore(set="s", file="f", phases=phases, ranked=ranked, warnings=[])
+
+    base = [
+        score([{1}], [1, 2, 3]),  # found by both
+        score([{4}], [5, 6, 4]),  # found by base in the top 3 only
+        score([{7}, {8}], [9, 10, 11]),  # found by neither in the base
+        score([{12, 13}], [13, 14, 15]),  # one acceptable group is enough
+    ]
+    other = [
+        score([{1}], [2, 1, 3]),
+        score([{4}], [5, 6, 7]),
+        score([{7}, {8}], [8, 9, 10]),
+        score([{12, 13}], [14, 15, 16]),
+    ]
+    assert paired_changes(base, other, 1) == (1, 2)  # gained file 3; lost files 1 and 4
+    assert paired_changes(base, other, 3) == (1, 2)  # gained file 3; lost files 2 and 4
+    assert paired_changes(base, base, 3) == (0, 0)

@@ -53,6 +53,13 @@ class MeasuredScore:
         return [bool(p & top) for p in self.phases]
 
 
+def paired_changes(base: list[MeasuredScore], other: list[MeasuredScore], k: int) -> tuple[int, int]:
+    """(files `other` finds a phase of in its top k and `base` does not, the reverse), over the same files in
+    order: the paired split that tells two models apart on one labelled set."""
+    pairs = [(any(b.found(k)), any(o.found(k))) for b, o in zip(base, other, strict=True)]
+    return sum(o and not b for b, o in pairs), sum(b and not o for b, o in pairs)
+
+
 def parse_phases(accept: str, primary: str) -> list[set[int]]:
     """Acceptable space groups per phase from `spacegroups_accept` (`a|b;c`), else from `spacegroups` (`a;c`)."""
     text = accept.strip() or primary.strip()
