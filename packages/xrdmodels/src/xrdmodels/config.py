@@ -73,21 +73,6 @@ class ModelConfig(BaseModel):
         'input").',
     )
 
-    input_axis: Literal["two_theta", "log_d"] = Field(
-        "two_theta",
-        description="'two_theta': the network sees the store's 2θ grid (A.1); 'log_d': after background removal "
-        "each pattern is rebinned, area-conserving, onto log_d_bins bins uniform in ln d between the grid's "
-        "bounds (ordered by increasing 2θ), in training and in prediction alike. A cell scaled by s then moves "
-        "the whole pattern by ln s instead of each peak by its own Δ2θ ∝ tanθ (docs/physics.md, \"The model's "
-        'input axis"; not in the paper).',
-    )
-    log_d_bins: int = Field(
-        4096,
-        ge=8,
-        description="Bins of the ln d axis when input_axis is 'log_d'. On 5-120° 2θ, 4,096 bins are as fine as "
-        "a 2,048-bin 2θ grid at 2θ = 60°, 7x finer at 5° and 2.6x coarser at 120°.",
-    )
-
     # --- CNN front-end (A.2) ---
     cnn_channels: list[int] = Field(
         [64, 128, 256, 256], min_length=1, description="Output channels C_l of each front-end stage (A.2)."
@@ -217,14 +202,9 @@ class ModelConfig(BaseModel):
         return max(1, round(self.background_half_width_deg / bin_deg))
 
     @property
-    def axis_bins(self) -> int:
-        """Bins the front-end sees: n_bins on the 2θ axis, log_d_bins on the ln d axis."""
-        return self.log_d_bins if self.input_axis == "log_d" else self.n_bins
-
-    @property
     def n_tokens(self) -> int:
         """Token count L after the strided front-end (each stage rounds up: ceil(L / s))."""
-        length = self.axis_bins
+        length = self.n_bins
         for stride in self.cnn_strides:
             length = -(-length // stride)
         return length

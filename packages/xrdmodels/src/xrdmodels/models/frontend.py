@@ -93,10 +93,9 @@ class CNNFrontEnd(nn.Module):
         self.condition = nn.Sequential(
             nn.Linear(n_angle + 1, config.d_model), nn.GELU(), nn.Linear(config.d_model, config.d_model)
         )
-        # Bin-centre 2θ (or ln d, on that axis) scaled to [-1, 1] by the global grid bounds, pooled to token
-        # resolution (A.3). The grid is fixed (A.1), so this is a constant buffer: bin i of N has centre
-        # lo + (i + 1/2) * (hi - lo) / N.
-        centres = (torch.arange(config.axis_bins, dtype=torch.float32) + 0.5) / config.axis_bins
+        # Bin-centre 2θ scaled to [-1, 1] by the global grid bounds, pooled to token resolution (A.3). The grid
+        # is fixed (A.1), so this is a constant buffer: bin i has centre lo + (i + 1/2) * (hi - lo) / N.
+        centres = (torch.arange(config.n_bins, dtype=torch.float32) + 0.5) / config.n_bins
         scaled_angle = self._pool(2.0 * centres - 1.0, F.avg_pool1d)
         self.register_buffer("token_angle", scaled_angle, persistent=False)
         if config.angle_encoding == "fourier":
@@ -116,10 +115,9 @@ class CNNFrontEnd(nn.Module):
         return out.reshape(*signal.shape[:-1], out.shape[-1])
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        if x.ndim != 2 or x.shape[-1] != self.config.axis_bins:
+        if x.ndim != 2 or x.shape[-1] != self.config.n_bins:
             raise ValueError(
-                f"pattern must have shape (batch, {self.config.axis_bins} bins of the {self.config.input_axis} "
-                f"axis), got {tuple(x.shape)}; "
+                f"pattern must have shape (batch, n_bins={self.config.n_bins}), got {tuple(x.shape)}; "
                 "set ModelConfig.n_bins to the data grid length"
             )
         if mask.shape != x.shape or mask.dtype != torch.bool:

@@ -2,7 +2,6 @@
 
 pattern x (B, N), mask (B, N) bool
   -> [SNIP background removal, when config.background_removal == "snip"]
-  -> [area-conserving rebinning onto a ln d axis, when config.input_axis == "log_d"]
   -> [signed square root or logarithm of the intensities, when config.intensity_scale is "sqrt" or "log"]
   -> CNNFrontEnd        tokens (B, L, d), valid (B, L)      L = N / 16 for the paper's strides
   -> encoder            Z (B, L, d)                          Transformer (RoPE) or token CNN
@@ -19,7 +18,6 @@ import torch
 from torch import Tensor, nn
 
 from xrdmodels.config import ModelConfig
-from xrdmodels.models.axis import LogDRebin
 from xrdmodels.models.background import remove_background
 from xrdmodels.models.encoders import build_encoder
 from xrdmodels.models.frontend import CNNFrontEnd
@@ -65,11 +63,6 @@ class SpaceGroupModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.rebin = (
-            LogDRebin(config.two_theta_min_deg, config.two_theta_max_deg, config.n_bins, config.log_d_bins)
-            if config.input_axis == "log_d"
-            else None
-        )
         self.frontend = CNNFrontEnd(config)
         self.encoder = build_encoder(config)
         self.head: PresenceHead | PhaseClusterHead = (
@@ -80,9 +73,6 @@ class SpaceGroupModel(nn.Module):
         """x: (B, N) normalised intensity; mask: (B, N) bool, True = measured bin. Unmeasured bins are ignored."""
         if self.config.background_removal == "snip":
             x = remove_background(x, mask, self.config.background_half_width_bins)
-        if self.rebin is not None:
-            # Before the intensity scale: the rebinning averages intensities, which are additive; their roots are not.
-            x, mask = self.rebin(x, mask)
         if self.config.intensity_scale == "sqrt":
             x = torch.sign(x) * torch.sqrt(torch.abs(x))
         elif self.config.intensity_scale == "log":
