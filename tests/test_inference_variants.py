@@ -98,9 +98,8 @@ def test_scaled_d_spacings_follow_braggs_law_and_drop_points_past_90_degrees() -
     d = wavelength / (2.0 * np.sin(np.radians(two_theta / 2.0)))
     larger = variants.scale_d_spacings(pattern, 1.02)
     np.testing.assert_allclose(wavelength / (2.0 * np.sin(np.radians(larger.two_theta_deg / 2.0))), 1.02 * d)
-    smaller = variants.scale_d_spacings(
-        pattern, 0.98
-    )  # 170° would need sin θ > 1: dropped with its intensity
+    # 170° would need sin θ > 1 at the smaller d-spacing: dropped with its intensity.
+    smaller = variants.scale_d_spacings(pattern, 0.98)
     np.testing.assert_allclose(
         smaller.two_theta_deg, 2.0 * np.degrees(np.arcsin(wavelength / (2 * 0.98 * d[:3])))
     )
