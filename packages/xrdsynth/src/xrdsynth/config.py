@@ -319,8 +319,8 @@ class LabConfig(_Strict):
     debye_waller_b_a2: Range = Field(
         (0.0, 1.5),
         description="Overall isotropic Debye-Waller B of a phase in Å², uniform: every stick's area times "
-        "exp(-2B (sinθ/λ)²) = exp(-B/(2d²)). Bank patterns carry no thermal motion (the CIFs' displacement "
-        "parameters are not read), measured ones do: at room temperature B is ~0.2-1.5 Å² for most elements and "
+        "exp(-2B (sinθ/λ)²) = exp(-B/(2d²)). Bank patterns of entries without displacement "
+        "parameters in their CIF carry no thermal motion, measured ones do: at room temperature B is ~0.2-1.5 Å² for most elements and "
         "simple solids (Peng et al. 1996, Acta Cryst. A52, 257), and high-angle peaks fall by a third to a half "
         "at 2θ = 90-120° (Cu) for B = 1 Å². 0 is the bank's pattern. Entries whose CIF gave displacement "
         "parameters (the bank's thermal_displacement column) draw from debye_waller_extra_b_a2 instead.",
