@@ -319,8 +319,8 @@ class LabConfig(_Strict):
     debye_waller_b_a2: Range = Field(
         (0.0, 1.5),
         description="Overall isotropic Debye-Waller B of a phase in Å², uniform: every stick's area times "
-        "exp(-2B (sinθ/λ)²) = exp(-B/(2d²)). Bank patterns of entries without displacement "
-        "parameters in their CIF carry no thermal motion, measured ones do: at room temperature B is ~0.2-1.5 Å² for most elements and "
+        "exp(-2B (sinθ/λ)²) = exp(-B/(2d²)). Bank patterns of entries without displacement parameters in their "
+        "CIF carry no thermal motion, measured ones do: at room temperature B is ~0.2-1.5 Å² for most elements and "
         "simple solids (Peng et al. 1996, Acta Cryst. A52, 257), and high-angle peaks fall by a third to a half "
         "at 2θ = 90-120° (Cu) for B = 1 Å². 0 is the bank's pattern. Entries whose CIF gave displacement "
         "parameters (the bank's thermal_displacement column) draw from debye_waller_extra_b_a2 instead.",
@@ -346,9 +346,10 @@ class LabConfig(_Strict):
         description="Standard deviation σ of the natural log of each peak's intensity factor, uniform per varied "
         "phase; the factors are exp(σ√3·v), v ~ U(-1, 1) independently per peak (symmetry-equivalent reflections "
         "share a peak, so the varied phase keeps its space group). σ = 2 changes a peak by up to a factor 32, "
-        "1 by up to 5.7. Up to 2 rather than 1: RRUFF dev top-5 0.686 -> 0.711 and top-1 0.524 -> 0.533 at the "
-        "measured pipeline's budget, NIST tilt scans 1 -> 3-4 of 5 at 4,000 steps, xrd_autoanalyzer 0.96 -> 0.78 "
-        '(docs/benchmarks.md, "Stronger peak-intensity variation").',
+        "1 by up to 5.7. Up to 2 rather than 1: at the measured pipeline's budget RRUFF dev top-5 0.686 -> 0.711 "
+        "and top-1 0.524 -> 0.533 / 0.546 (two seeds), xrd_autoanalyzer recall 0.96 -> 0.78 / 0.87; the NIST tilt "
+        "scans gain at 4,000 steps (1 -> 3-4 of 5), not at the full budget (3 and 1 of 5; "
+        'docs/benchmarks.md, "Stronger peak-intensity variation").',
     )
     background_level: Range = Field(
         (0.003, 0.3),
