@@ -114,6 +114,7 @@ class LabPhysics(NamedTuple):
     line_weight: np.ndarray  # (n, 3) intensity of each line relative to Kα1; 0 = no such line
     wavelength_ratio: np.ndarray  # (n,) q = λ_reader / λ_model: instrument sinθ' = q·sinθ
     sample_displacement_deg: np.ndarray  # (n,) D: instrument-angle shift D·cosθ'
+    axial_divergence_deg: np.ndarray  # (n,) A: axial aberration out to ε_m = -A·cot2θ' (`add_axial_line`)
     texture_r: np.ndarray  # (n, 5) March-Dollase r; 1 = untextured
     texture_axis: np.ndarray  # (n, 5, 3) unit texture axis in the crystal's Cartesian reciprocal frame
     lattice_strain: np.ndarray  # (n, 5, 3, 3) symmetric strain tensor ε in that frame; 0 = the bank's cell
@@ -790,6 +791,7 @@ def render_lab_line(
     wavelength_ratio: float,
     zero_shift_deg: float,
     displacement_deg: float,
+    axial_deg: float,
     strain_deg: float,
     size_deg: float,
     caglioti_u_deg2: float,
@@ -799,7 +801,8 @@ def render_lab_line(
 ) -> None:
     """One beam line of one stick in the lab frame (docs/physics.md, "The lab recipe"): model angle
     sinθ_i = ρ sinθ, instrument angle sinθ' = q sinθ_i, instrument widths and shifts scaled by
-    J = cosθ' / (q cosθ_i); lines beyond 2θ = 180° in either frame are skipped. Exact engine only."""
+    J = cosθ' / (q cosθ_i), convolved with the axial aberration when A = `axial_deg` > 0 (`add_axial_line`);
+    lines beyond 2θ = 180° in either frame are skipped. Exact engine only."""
     if line_ratio == 1.0:
         sec_m = sec_theta
         tan_m = tan_theta
@@ -815,6 +818,7 @@ def render_lab_line(
     if wavelength_ratio == 1.0:
         tan_i = tan_m
         cos_i = 1.0 / sec_m
+        sin_i = tan_m * cos_i
         jacobian = 1.0
     else:
         sin_i = wavelength_ratio * tan_m / sec_m
@@ -827,6 +831,12 @@ def render_lab_line(
         tan_m, sec_m, strain_deg, size_deg, tan_i, jacobian, caglioti_u_deg2, caglioti_v_deg2, caglioti_w_deg2
     )
     center += jacobian * (zero_shift_deg + displacement_deg * cos_i)
+    if axial_deg != 0.0:
+        # ε_m = -A·cot2θ' in instrument degrees, J·ε_m on the model grid.
+        extent = -jacobian * axial_deg * (cos_i * cos_i - sin_i * sin_i) / (2.0 * sin_i * cos_i)
+        fwhm, eta = tch_fwhm_eta(gauss_fwhm, lorentz_fwhm)
+        add_axial_line(out, cdf, first_bin, end_bin, grid, center, extent, area, fwhm, eta, tolerance)
+        return
     # ~40% of the lines fall outside the window: skip them before the TCH fifth root and the extent's logarithm.
     if not may_reach_window(center, area, gauss_fwhm + lorentz_fwhm, first_bin, end_bin, grid, tolerance):
         return
@@ -834,6 +844,59 @@ def render_lab_line(
     add_pseudo_voigt_parts(
         out, cdf, first_bin, end_bin, grid.lo_deg, grid.bin_width_deg, center, area, fwhm, eta, tolerance
     )
+
+
+# Axial-divergence nodes lie at most this many FWHM apart; a line gets at most AXIAL_MAX_NODES of them.
+AXIAL_NODE_SPACING_FWHM = 0.5
+AXIAL_MAX_NODES = 64
+
+
+@nb.njit(cache=True)
+def axial_node_count(extent_deg: float, fwhm_deg: float) -> int:
+    """Nodes of `add_axial_line` for a line of FWHM `fwhm_deg` whose aberration reaches `extent_deg`: node j
+    sits at ε_m·t̄_j with t̄_j ∈ [(j/n)², ((j+1)/n)²], so neighbours are at most 2|ε_m|/n apart."""
+    n = math.ceil(2.0 * abs(extent_deg) / (AXIAL_NODE_SPACING_FWHM * fwhm_deg))
+    return min(max(n, 1), AXIAL_MAX_NODES)
+
+
+@nb.njit(cache=True)
+def axial_node(j: int, n: int) -> tuple[float, float]:
+    """(t̄_j, w_j) of node j of n: the aberration (1/√t - 1) dt on t = ε/ε_m ∈ (0, 1] is 2(1 - u) du in
+    u = √t; node j takes the probability w_j of u ∈ [j/n, (j+1)/n] and sits at that interval's mean of t, so the
+    nodes keep the kernel's mean (1/6) exactly."""
+    a = j / n
+    b = (j + 1) / n
+    weight = 2.0 * (b - a) - (b * b - a * a)
+    mean_t = (2.0 * (b**3 - a**3) / 3.0 - 0.5 * (b**4 - a**4)) / weight
+    return mean_t, weight
+
+
+@nb.njit(cache=True, error_model="numpy")
+def add_axial_line(
+    out: np.ndarray,
+    cdf: np.ndarray,
+    first_bin: int,
+    end_bin: int,
+    grid: BinGrid,
+    center_deg: float,
+    extent_deg: float,
+    area: float,
+    fwhm_deg: float,
+    eta: float,
+    tolerance: float,
+) -> None:
+    """One line convolved with the axial aberration (docs/physics.md, "Axial divergence"): the pseudo-Voigt
+    at `axial_node_count` nodes center + ε_m·t̄_j, each with its share w_j of the area."""
+    n = axial_node_count(extent_deg, fwhm_deg)
+    for j in range(n):
+        mean_t, weight = axial_node(j, n)
+        node_center = center_deg + extent_deg * mean_t
+        node_area = area * weight
+        if may_reach_window(node_center, node_area, fwhm_deg, first_bin, end_bin, grid, tolerance):
+            add_pseudo_voigt_parts(
+                out, cdf, first_bin, end_bin, grid.lo_deg, grid.bin_width_deg, node_center, node_area, fwhm_deg,
+                eta, tolerance,
+            )  # fmt: skip
 
 
 @nb.njit(cache=True)
@@ -942,7 +1005,7 @@ def _render_lab_phases(
                     continue
                 render_lab_line(
                     out, cdf, first_bin, end_bin, grid, line_area, tan_theta, sec_theta, sin_theta, two_theta_deg,
-                    lab.line_ratio[s, i], lab.wavelength_ratio[s], draws.zero_shift_deg[s], lab.sample_displacement_deg[s], strain_deg, size_deg, draws.caglioti_u_deg2[s],
+                    lab.line_ratio[s, i], lab.wavelength_ratio[s], draws.zero_shift_deg[s], lab.sample_displacement_deg[s], lab.axial_divergence_deg[s], strain_deg, size_deg, draws.caglioti_u_deg2[s],
                     draws.caglioti_v_deg2[s], draws.caglioti_w_deg2[s], tolerance,
                 )  # fmt: skip
 

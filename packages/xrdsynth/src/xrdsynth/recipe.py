@@ -498,6 +498,7 @@ def sample_mixture_parameters(
         params.update(sample_lattice_strain(rng, materials, config.lab, library))
         params.update(sample_debye_waller(rng, materials, config.lab, library))
         params.update(sample_intensity_variation(rng, materials, config.lab))
+        params["axial_divergence_deg"] = _uniform(rng, config.lab.axial_divergence_deg, n)
     return MixtureParameters(n_phases, materials, weights, params, standard_normal)
 
 
@@ -557,6 +558,7 @@ def render_clean_mixtures(
             line_weight=line_weight,
             wavelength_ratio=wavelength_ratio,
             sample_displacement_deg=p["sample_displacement_deg"],
+            axial_divergence_deg=p["axial_divergence_deg"],
             texture_r=p["texture_r"],
             texture_axis=p["texture_axis"],
             lattice_strain=p["lattice_strain"],
