@@ -4,7 +4,8 @@ Written from docs/physics.md, "The lab recipe (beyond A.1)", not from the engine
 by `xrdsynth.recipe.sample_mixture_parameters` under a `RecipeConfig` with `lab` set and renders them with
 none of the engine's shortcuts: every line of every stick is integrated over every bin edge of the grid (no
 tail truncation), the pseudo-Voigt CDF uses scipy's erf, and the Poisson quantile below λ = 16 is scipy's
-exact one. Only the anode line table (`config.anode_lines_angstrom`) and the A.1 reference's TCH mixing
+exact one. The axial-divergence aberration is a 400-point midpoint rule, converged far below the engine's
+node spacing. Only the anode line table (`config.anode_lines_angstrom`) and the A.1 reference's TCH mixing
 rule and orientation envelope are shared with other code.
 """
 
