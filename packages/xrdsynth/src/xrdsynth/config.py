@@ -286,7 +286,7 @@ class LabConfig(_Strict):
         "below 2θ' = 90° and towards high angles above it, moving the centroid by ε_m/6. A = (H + S)²/(2L²) in "
         "radians for source and sample axial lengths H, S on a goniometer of radius L: ~0.05° (0.0008 rad) "
         "behind 2.5° Soller slits. 0 keeps the symmetric profile. Off by default: A ≤ 0.1° or ≤ 0.3° moved no "
-        "shared measured set and costs ~25% of the lab generation rate at ≤ 0.1° (docs/benchmarks.md, "
+        "shared measured set and costs ~27% of the lab generation rate at ≤ 0.1° (docs/benchmarks.md, "
         '"Axial-divergence asymmetry").',
     )
     march_dollase_probability: float = Field(
