@@ -434,10 +434,8 @@ def test_axial_divergence_moves_each_line_by_a_sixth_of_its_aberration():
     library = stick_library(positions)
     config = isolated(lab={"axial_divergence_deg": (0.3, 0.3)})
     parameters = draw(config, library, 1, 0)
-    still = render_clean_mixtures(
-        with_params(parameters, axial_divergence_deg=np.zeros(1)), library, config, FINE
-    )
-    still = still[0][0]
+    symmetric = with_params(parameters, axial_divergence_deg=np.zeros(1))
+    still = render_clean_mixtures(symmetric, library, config, FINE)[0][0]
     engine = render_clean_mixtures(parameters, library, config, FINE)[0][0]
     for t in positions:
         extent = -0.3 / np.tan(np.radians(t))
