@@ -62,20 +62,18 @@ def main() -> None:
 
     print("| patterns | n | " + " | ".join(f"p{p}" for p in PERCENTILES) + " |")
     print("|---|---|" + "---|" * len(PERCENTILES))
+    # Measured files go onto the stores' grid and wavelength (the last store's; without stores the A.1 grid, Cu Kα).
+    grid = {"model_wavelength_angstrom": 1.54184, "two_theta_min_deg": 5.0, "two_theta_max_deg": 120.0,
+            "n_bins": 2048}  # fmt: skip
     for store_path in args.stores:
         store = zarr.open_group(str(store_path), mode="r")
+        grid = {"model_wavelength_angstrom": store.attrs["wavelength_angstrom"], **store.attrs["grid"]}
         patterns = store["pattern"][: args.n].astype(np.float64)
         windows = store["window_bins"][: args.n]
         n_phases = store["n_phases"][: args.n]
         noise = np.array([robust_noise(p[lo:hi]) for p, (lo, hi) in zip(patterns, windows, strict=True)])
         print(row(f"{store_path} single-phase", noise[n_phases == 1]))
         print(row(f"{store_path} all", noise))
-    # The stores' grid and wavelength (the last store's; without stores the A.1 grid, Cu Kα).
-    grid = {"model_wavelength_angstrom": 1.54184, "two_theta_min_deg": 5.0, "two_theta_max_deg": 120.0,
-            "n_bins": 2048}  # fmt: skip
-    for store_path in args.stores:
-        attrs = zarr.open_group(str(store_path), mode="r").attrs
-        grid = {"model_wavelength_angstrom": attrs["wavelength_angstrom"], **attrs["grid"]}
     if not args.measured.is_dir():
         print(f"(no measured sets at {args.measured}: measured rows skipped)")
         return

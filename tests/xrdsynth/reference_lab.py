@@ -147,9 +147,9 @@ def render_lab_clean(
                 # du in u = √t; a fine midpoint rule in u stands for the exact convolution.
                 extent = -jacobian * p["axial_divergence_deg"][s] / np.tan(2 * theta_instrument)
                 nodes = [(0.0, 1.0)] if not p["axial_divergence_deg"][s] else _axial_midpoints()
+                sigma = (fwhm / (2 * np.sqrt(2 * np.log(2))))[:, None]
                 for t, weight in nodes:
                     x = edges[None, :] - (center + extent * t)[:, None]
-                    sigma = (fwhm / (2 * np.sqrt(2 * np.log(2))))[:, None]
                     cdf = (1 - eta)[:, None] * 0.5 * (1 + erf(x / (sigma * np.sqrt(2)))) + eta[:, None] * (
                         0.5 + np.arctan(x / (fwhm / 2)[:, None]) / np.pi
                     )
