@@ -59,7 +59,7 @@ class ModelConfig(BaseModel):
         description="SNIP clipping half-width in degrees 2θ, rounded to whole bins of the grid. 1° keeps Bragg "
         "peaks up to 1.2° FWHM at full height and removes smooth curvature and air scatter; concave humps are "
         "only partly removed (60% of an 8°-wide one). The lab recipe's 5-nm crystallites give peaks up to ~2°, of "
-        "which 1° keeps 80-86% of the height and 2° all; 0.5° clips 10-17% off 1° peaks, 2° leaves 90% of an 8° "
+        "which 1° keeps 80-86% of the height and 2° 97-100%; 0.5° clips 10-17% off 1° peaks, 2° leaves 90% of an 8° "
         'hump. 2° measured no better on the shared measured sets (docs/physics.md; docs/benchmarks.md, "The '
         "model's input\").",
     )
