@@ -54,9 +54,10 @@ MODEL = {
 #: background-subtracted exports and training patterns reach the network with the same baseline.
 BACKGROUND_REMOVAL = "snip"
 #: Models trained side by side and read as one (`--ensemble`, xrdmodels.ensemble). 1: on this 2-core machine two
-#: one-thread members (7,500 steps each in 45 minutes) averaged scored RRUFF hit@1 / hit@5 0.517 / 0.700, one
-#: two-thread model 0.526 / 0.702 (13,896 steps): the mean gains over its members (+0.013 / +0.011), not over the
-#: steps they give up (docs/benchmarks.md, "Ensembles").
+#: one-thread members averaged gain ~0.01 of RRUFF hit@1 over their members but not over one two-thread model in
+#: the same 45 minutes, whether the members stop below the accuracy plateau (7,500 steps each: 0.517 / 0.700
+#: against 0.526 / 0.702) or past it (25,286 steps each: 0.537 / 0.709 against 0.533 / 0.711; docs/benchmarks.md,
+#: "Ensembles" and "A peak-list branch, two models side by side").
 ENSEMBLE = 1
 # Substituted relatives per curated structure in the bank. 0: with 2 the model placed more of the minerals its
 # library lacks but lost top-1 on RRUFF at every budget measured (docs/benchmarks.md, "Isotypes in the bank").
