@@ -1,6 +1,6 @@
 """`pipelines/measured/inference_variants.py` on a labels table without the shared sets' names: every row is
-written, a variant equal to the baseline pairs +0 −0, and a label-prior correction towards the bank's groups
-moves the bank's group to the top."""
+written, a variant equal to the baseline pairs +0 −0, a label-prior correction towards the bank's groups
+moves the bank's group to the top, and a uniform training prior added to the probabilities moves nothing."""
 
 from __future__ import annotations
 
@@ -75,7 +75,9 @@ def test_variants_table_on_a_labels_table_of_other_sets(tmp_path, monkeypatch, c
     rows = {
         line.split(" | ")[0].lstrip("| "): line for line in out.read_text().splitlines() if line[:2] == "| "
     }
-    expected = 4 + len(variants.PRIOR_CORRECTIONS) + len(variants.PRIOR_MIXTURES)  # + header row
+    expected = (
+        4 + len(variants.PRIOR_CORRECTIONS) + len(variants.PRIOR_MIXTURES) + len(variants.PRIOR_WEIGHTS)
+    )  # + header
     assert len(rows) == 1 + expected, rows.keys()
     assert "mean over d-spacing scalings 1, 1 ± 0.02" in rows
     baseline, same = rows["the first checkpoint"], rows["mean of 2 checkpoints"]
@@ -87,6 +89,9 @@ def test_variants_table_on_a_labels_table_of_other_sets(tmp_path, monkeypatch, c
     strongest = rows["label-prior correction, pseudo-count 0.5, strength 1.0"].split(" | ")[1]
     assert baseline.split(" | ")[1].startswith("0.000 /")  # the untrained model finds neither first
     assert strongest.startswith("0.500 /")  # corrected, p0 (BANK_GROUP) is found first; p1 (225) cannot be
+    # Every group is equally common in the training mixtures: adding the prior moves no group past another.
+    hedged = rows["plus 4.0 x the training label prior"].split(" | ")
+    assert hedged[1] == baseline.split(" | ")[1] and hedged[2] == "+0 −0 / +0 −0"
 
 
 def test_scaled_d_spacings_follow_braggs_law_and_drop_points_past_90_degrees() -> None:

@@ -1,8 +1,10 @@
 """Changes at inference time to a trained model, scored on the shared measured sets against the model as it is
 (docs/benchmarks.md, "Ensembles"): the mean of several checkpoints of one run, the mean over 2θ shifts of each
 pattern, the mean over d-spacing scalings of each pattern (as if its cell were larger or smaller), a Bayes
-correction from the training mixtures' label prior to the bank's prior of curated groups, and a mixture of the
-model's scores with that prior. Each variant is paired with the first checkpoint, file by file.
+correction from the training mixtures' label prior to the bank's prior of curated groups, a mixture of the
+model's normalised scores with that prior, and the model's probabilities plus w times the training label prior
+(the ranking `predict` uses, with w = `--prior-weight`). Each variant is paired with the first checkpoint's
+probabilities alone, file by file.
 
 Usage: .venv/bin/python pipelines/measured/inference_variants.py runs/measured/models/cnn_presence/last.pt
            [more checkpoints of the same run] --run runs/measured [--shifts 0.05 0.1] [--scales 0.01 0.02]
@@ -41,6 +43,8 @@ PRIOR_ROWS = 200_000
 PRIOR_CORRECTIONS = [(a, t) for a in (0.5, 1.0, 3.0) for t in (0.25, 0.5, 1.0)]
 #: Weights of the bank's prior in a mixture with the model's normalised scores.
 PRIOR_MIXTURES = (0.02, 0.05, 0.1, 0.2)
+#: Weights w of the training label prior added to the model's probabilities (predict's --prior-weight).
+PRIOR_WEIGHTS = (0.5, 1.0, 2.0, 3.0, 4.0)
 
 
 def probabilities(
@@ -186,6 +190,9 @@ def main() -> None:
         lines.append(
             row_of(f"mixed with the bank's prior, weight {weight}", scores_of(patterns, mixed), base)
         )
+    for weight in PRIOR_WEIGHTS:
+        hedged = base_probs + weight * training_prior
+        lines.append(row_of(f"plus {weight} x the training label prior", scores_of(patterns, hedged), base))
     text = "\n".join(lines)
     print(text)
     if args.out:

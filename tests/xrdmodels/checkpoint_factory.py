@@ -24,6 +24,7 @@ def make_checkpoint(
     wavelength_angstrom: float = CU_KALPHA_ANGSTROM,
     recipe: dict[str, Any] | None = None,
     best_threshold: float | None = None,
+    label_prior: list[float] | None = None,
 ) -> Path:
     """Write a `small` model with narrow layers (weights drawn from `seed`) to `path`; return `path`."""
     torch.manual_seed(seed)
@@ -31,6 +32,8 @@ def make_checkpoint(
     data: dict[str, Any] = {"wavelength_angstrom": wavelength_angstrom}
     if recipe is not None:
         data["recipe"] = recipe
+    if label_prior is not None:
+        data["label_prior"] = label_prior
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
         path,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkpoint_factory import make_checkpoint
 from click.testing import CliRunner
 from store_factory import StoreSpec, write_store
 
@@ -29,6 +30,7 @@ from xrdmodels.checkpoint import (
 from xrdmodels.checkpoint import main as checkpoint_main
 from xrdmodels.cli import main as cli_main
 from xrdmodels.config import TrainConfig, preset, redact_storage_options, redact_url
+from xrdmodels.data import MixtureStore
 from xrdmodels.models.model import SpaceGroupModel
 from xrdmodels.predict import predict_files
 from xrdmodels.train import train
@@ -293,6 +295,21 @@ def test_format_1_checkpoint_is_refused_with_the_upgrade_command_which_converts_
     expected = (random.random(), np.random.random(), torch.rand(1))  # noqa: NPY002  # draws after the saved state
     set_rng_state(state["rng"][0], torch.device("cpu"))
     assert (random.random(), np.random.random(), torch.rand(1)) == expected  # noqa: NPY002
+
+
+def test_add_label_prior_records_the_training_stores_prior_and_keeps_the_rest(tmp_path, store_url, capsys):
+    old = make_checkpoint(tmp_path / "old.pt", recipe={"name": "lab"}, best_threshold=0.3)
+    new = tmp_path / "new.pt"
+    checkpoint_main(["add-label-prior", str(old), store_url, str(new)])
+    assert "wrote" in capsys.readouterr().out
+    before, after = load_checkpoint(old), load_checkpoint(new)
+    np.testing.assert_allclose(after["data"].pop("label_prior"), MixtureStore(store_url).label_prior())
+    assert after["data"] == before["data"] and after["val_metrics"] == before["val_metrics"]
+    for name, weight in before["model"].items():
+        assert torch.equal(weight, after["model"][name]), name
+    with pytest.raises(SystemExit):
+        checkpoint_main(["add-label-prior", str(old), str(tmp_path / "missing.zarr"), str(tmp_path / "x.pt")])
+    assert "missing.zarr" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import zarr
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -90,6 +91,27 @@ def test_reads_the_documented_layout(store: tuple[str, dict[str, np.ndarray]]) -
     np.testing.assert_array_equal(rows["window_bins"], arrays["window_bins"][896:1003])
     centers = opened.grid.centers_deg()
     np.testing.assert_allclose(centers[[0, -1]], [5.0 + 115 / 64, 120.0 - 115 / 64])
+
+
+def test_label_prior_is_each_groups_share_of_the_phases(store: tuple[str, dict[str, np.ndarray]]) -> None:
+    url, arrays = store
+    opened = MixtureStore(url)
+    for samples in (1003, 300, 5000):
+        counts = np.zeros(230)
+        for row in arrays["phase_spacegroup"][:samples]:
+            for group in row:
+                if group > 0:
+                    counts[group - 1] += 1
+        np.testing.assert_allclose(opened.label_prior(samples), counts / counts.sum(), rtol=1e-12)
+    assert opened.label_prior().sum() == pytest.approx(1.0)
+
+
+def test_label_prior_of_a_store_without_labels_names_the_array(tmp_path: Path) -> None:
+    url = str(tmp_path / "unlabelled.zarr")
+    write_store(url, StoreSpec(n_samples=40, shard_size=16, chunk_rows=8))
+    zarr.open_group(url, mode="r+")["phase_spacegroup"][:] = 0
+    with pytest.raises(StoreFormatError, match=r"unlabelled.zarr.*no space-group label.*phase_spacegroup"):
+        MixtureStore(url).label_prior()
 
 
 def test_refuses_unknown_format_version(tmp_path: Path) -> None:

@@ -60,6 +60,19 @@ def test_the_ensemble_probability_is_the_mean_of_the_members_run_alone(tmp_path)
     assert state["data"]["recipe"] == RECIPE and "model" not in state
 
 
+def test_the_ensemble_label_prior_is_the_mean_of_the_members_and_none_unless_all_record_one(tmp_path):
+    priors = [np.eye(230)[k].tolist() for k in range(2)]
+    paths = [
+        make_checkpoint(tmp_path / f"seed{k}.pt", seed=k, recipe=RECIPE, label_prior=priors[k])
+        for k in range(2)
+    ]
+    _, state = load_model(write_manifest(tmp_path / "both.json", paths))
+    np.testing.assert_allclose(state["data"]["label_prior"], np.mean(priors, axis=0))
+    alone = make_checkpoint(tmp_path / "without.pt", seed=2, recipe=RECIPE)
+    _, state = load_model(write_manifest(tmp_path / "one.json", [paths[0], alone]))
+    assert "label_prior" not in state["data"]
+
+
 def test_members_below_the_manifest_are_stored_relative_so_the_folder_moves(tmp_path):
     paths = [_checkpoint(tmp_path / "run" / f"m{k}" / "last.pt", k) for k in range(2)]
     outside = _checkpoint(tmp_path / "elsewhere" / "last.pt", 5)

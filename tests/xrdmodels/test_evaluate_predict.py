@@ -309,6 +309,111 @@ def test_evaluate_predict_and_score_measured_rank_by_the_same_rule(tmp_path, mon
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The ranking of a measured pattern hedged towards the training label prior
+# ---------------------------------------------------------------------------------------------------------
+
+# Space group 11 is certain (0.9), 31 and 51 unsure (0.2, 0.15); the training phases are 20% group 51 and no
+# group 31, the rest spread evenly.
+FIXED_PRESENCE = np.full(230, 0.01)
+FIXED_PRESENCE[[10, 30, 50]] = [0.9, 0.2, 0.15]
+LABEL_PRIOR = np.full(230, 0.8 / 228)
+LABEL_PRIOR[[30, 50]] = [0.0, 0.2]
+
+
+class FixedPresenceModel(torch.nn.Module):
+    """A presence model whose probabilities are FIXED_PRESENCE whatever the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(head="presence", encoder="cnn")
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
+        return ModelOutput(set_probs=torch.tensor(FIXED_PRESENCE, dtype=torch.float32).expand(x.shape[0], -1))
+
+
+def _hedged(monkeypatch, tmp_path, label_prior, *args: str) -> dict:
+    """`xrdmodels predict --json --top 230` of FixedPresenceModel with `label_prior` recorded (None: not)."""
+    import xrdmodels.predict as predict_module
+
+    state = {**_fixed_state(), "val_metrics": {"best_threshold": 0.5}}
+    if label_prior is not None:
+        state["data"] = {**state["data"], "label_prior": label_prior}
+    monkeypatch.setattr(
+        predict_module, "load_model", lambda checkpoint, device="cpu": (FixedPresenceModel(), state)
+    )
+    ckpt = tmp_path / "fixed.pt"
+    ckpt.write_bytes(b"not read: load_model is replaced")
+    pattern = _write_xy(tmp_path / "sample.xy", _peaks())
+    result = CliRunner().invoke(
+        main, ["predict", str(ckpt), str(pattern), "--wavelength", "CuKa", "--json", "--top", "230", *args]
+    )
+    return {
+        "exit_code": result.exit_code,
+        "output": result.output,
+        **(json.loads(result.stdout) if result.exit_code == 0 else {}),
+    }
+
+
+def _ranked_by(key: np.ndarray) -> list[int]:
+    """Space groups by descending key, ties by ascending group: a plain sort, independent of numpy's argsort."""
+    return [c + 1 for c in sorted(range(230), key=lambda c: (-float(key[c]), c))]
+
+
+def test_predict_ranks_by_the_model_score_plus_the_weighted_label_prior(tmp_path, monkeypatch) -> None:
+    p = FIXED_PRESENCE.astype(np.float32).astype(np.float64)
+    for args, weight in (((), 2.0), (("--prior-weight", "0.5"), 0.5)):
+        prediction = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), *args)["predictions"][0]
+        key = p + weight * LABEL_PRIOR
+        assert [r["spacegroup"] for r in prediction["ranked"]] == _ranked_by(key)
+        np.testing.assert_allclose([r["score"] for r in prediction["ranked"]], np.sort(key)[::-1], rtol=1e-12)
+        np.testing.assert_allclose(
+            [r["probability"] for r in prediction["ranked"]], p[np.array(_ranked_by(key)) - 1], rtol=1e-12
+        )
+        assert prediction["prior_weight"] == weight
+        assert prediction["predicted_set"] == [11]  # the certain group stays first
+    # With weight 2 the common unsure group 51 passes the rare one the model prefers; with 0.1 it does not.
+    ranked = [
+        r["spacegroup"]
+        for r in _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist())["predictions"][0]["ranked"]
+    ]
+    assert ranked[:3] == [11, 51, 31]
+    light = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), "--prior-weight", "0.1")["predictions"][0]
+    assert [r["spacegroup"] for r in light["ranked"][:3]] == [11, 31, 51]
+
+
+def test_weight_0_or_no_recorded_prior_ranks_by_the_model_alone(tmp_path, monkeypatch) -> None:
+    p = FIXED_PRESENCE.astype(np.float32).astype(np.float64)
+    for prior, args in ((LABEL_PRIOR.tolist(), ("--prior-weight", "0")), (None, ())):
+        prediction = _hedged(monkeypatch, tmp_path, prior, *args)["predictions"][0]
+        assert [r["spacegroup"] for r in prediction["ranked"]] == _ranked_by(p)
+        assert prediction["prior_weight"] == 0.0
+        assert prediction["predicted_set"] == [11]
+
+
+def test_the_predicted_set_keeps_the_models_size_and_is_the_top_of_the_hedged_ranking(tmp_path, monkeypatch):
+    # At threshold 0.18 the model admits two groups (11 and 31); the hedged ranking puts 51 second.
+    prediction = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), "--threshold", "0.18")["predictions"][0]
+    assert prediction["predicted_set"] == [11, 51]
+    assert prediction["predicted_set"] == sorted(r["spacegroup"] for r in prediction["ranked"][:2])
+    plain = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), "--threshold", "0.18", "--prior-weight", "0")
+    assert plain["predictions"][0]["predicted_set"] == [11, 31]
+
+
+@pytest.mark.parametrize("prior", [[0.5, 0.5], [float("nan")] * 230, [-1.0] + [0.0] * 229, "uniform"])
+def test_a_malformed_recorded_prior_is_refused_naming_the_file_and_entry(
+    tmp_path, monkeypatch, prior
+) -> None:
+    result = _hedged(monkeypatch, tmp_path, prior)
+    assert result["exit_code"] != 0
+    assert "fixed.pt" in result["output"] and "data.label_prior" in result["output"]
+
+
+def test_a_negative_prior_weight_is_refused(tmp_path, monkeypatch) -> None:
+    result = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), "--prior-weight", "-1")
+    assert result["exit_code"] == 2 and "--prior-weight" in result["output"]
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Degenerate measured input and CLI wording
 # ---------------------------------------------------------------------------------------------------------
 

@@ -207,6 +207,8 @@ def test_short_run_writes_outputs_and_loss_falls_from_chance(presence_run):
     # The generating recipe of the xrdsynth store, recorded as data: the paper's, so predict warns as for A.1.
     assert state["data"]["recipe"] == MixtureStore(config.train_store).attrs["recipe"]
     assert training_ranges(state) == A1
+    # Each group's share of the training phases, which predict hedges its ranking towards.
+    np.testing.assert_allclose(state["data"]["label_prior"], MixtureStore(config.train_store).label_prior())
     losses = [v for _, v in train_losses(out)]
     assert [s for s, _ in train_losses(out)] == list(range(1, 17))
     assert all(math.isfinite(v) for v in losses)

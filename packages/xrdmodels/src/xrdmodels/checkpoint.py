@@ -13,7 +13,8 @@ prediction need only `REQUIRED_KEYS` (the weights and the model configuration); 
 training data's wavelength and the latest validation where present.
 
 Format version 1 (before this one) needed full unpickling; `python -m xrdmodels.checkpoint upgrade OLD NEW`
-converts such a file without running code in it.
+converts such a file without running code in it. `python -m xrdmodels.checkpoint add-label-prior OLD STORE NEW`
+records the label prior of the training store in a checkpoint written before training recorded it.
 """
 
 from __future__ import annotations
@@ -250,7 +251,8 @@ class TrainState:
     #: Saved without credentials (`TrainConfig.persistable`).
     config: TrainConfig
     model_config: ModelConfig
-    #: What prediction needs to know of the training data: grid, wavelength_angstrom, train_store and, when
+    #: What prediction needs to know of the training data: grid, wavelength_angstrom, train_store,
+    #: label_prior (230 floats: each group's share of the training phases, `MixtureStore.label_prior`) and, when
     #: the store records it, recipe (its generating recipe as JSON data; without it A.1 is assumed).
     data: dict[str, Any]
     #: Optimisation steps taken.
@@ -430,13 +432,31 @@ def upgrade_checkpoint(source: str | os.PathLike, destination: str | os.PathLike
     save_checkpoint(destination, state)
 
 
+def add_label_prior(
+    source: str | os.PathLike,
+    train_store: str,
+    destination: str | os.PathLike,
+    storage_options: dict | None = None,
+) -> None:
+    """Write `source` to `destination` with ``data.label_prior`` from `train_store` (its
+    :meth:`~xrdmodels.data.MixtureStore.label_prior`, what training records since it did), so that prediction
+    hedges the ranking of a checkpoint trained before (:func:`xrdmodels.predict.label_prior`). Give the store the
+    checkpoint was trained on: the prior is that store's, whatever the file says."""
+    from .data import MixtureStore
+
+    state = load_checkpoint(source)
+    prior = MixtureStore(train_store, storage_options).label_prior()
+    state["data"] = {**state.get("data", {}), "label_prior": prior.tolist()}
+    save_checkpoint(destination, state)
+
+
 def _upgrade_rng(state: dict[str, Any]) -> dict[str, Any]:
     # Format 1 held the getstate() tuples themselves.
     return {**state, **_plain_rng(state["python"], state["numpy"])}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m xrdmodels.checkpoint upgrade OLD NEW`."""
+    """`python -m xrdmodels.checkpoint upgrade OLD NEW`, `... add-label-prior OLD STORE NEW`."""
     parser = argparse.ArgumentParser(
         prog="python -m xrdmodels.checkpoint", description=__doc__.splitlines()[0]
     )
@@ -444,10 +464,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     upgrade = commands.add_parser("upgrade", help="convert a format-1 checkpoint to the current format")
     upgrade.add_argument("source", help="format-1 checkpoint (.pt)")
     upgrade.add_argument("destination", help="file to write")
+    prior = commands.add_parser(
+        "add-label-prior",
+        help="record the label prior of the training store in a checkpoint written before training recorded it",
+    )
+    prior.add_argument("source", help="checkpoint (.pt) of the current format")
+    prior.add_argument("store", help="the mixture store it was trained on (path or fsspec URL)")
+    prior.add_argument("destination", help="file to write")
     args = parser.parse_args(argv)
     try:
-        upgrade_checkpoint(args.source, args.destination)
-    except (CheckpointError, FileNotFoundError) as exc:
+        if args.command == "upgrade":
+            upgrade_checkpoint(args.source, args.destination)
+        else:
+            add_label_prior(args.source, args.store, args.destination)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
         parser.exit(1, f"error: {exc}\n")
     print(f"wrote {args.destination} (checkpoint format {CHECKPOINT_FORMAT_VERSION})")
 

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from .config import CU_KA_ANGSTROM
+from .config import CU_KA_ANGSTROM, DEFAULT_PRIOR_WEIGHT
 
 
 def _fail(message: str) -> None:
@@ -229,6 +229,14 @@ def evaluate_cmd(checkpoints, mixtures_dir, stores, out_dir, names, batch_size, 
     click.echo(f"evaluate: table.md, results.csv, results.json, strata.csv and figures in {out_dir}")
 
 
+_PRIOR_WEIGHT_HELP = (
+    "Weight w of the training label prior in the ranking: each group is ranked by its model score + w x its "
+    "share of the training phases (recorded in the checkpoint), so that among groups the model is unsure of the "
+    "commoner come first; 0 ranks by the model's scores alone (the paper). The predicted set keeps the model's "
+    "size (docs/paper-protocol.md)."
+)
+
+
 @main.command("predict")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.argument("files", nargs=-1, required=True, metavar="FILE_OR_FOLDER...")
@@ -249,8 +257,15 @@ def evaluate_cmd(checkpoints, mixtures_dir, stores, out_dir, names, batch_size, 
     "--threshold",
     type=float,
     default=None,
-    help="Presence threshold or slot gate: groups whose score is >= it form the predicted set (default: the "
-    "best on validation).",
+    help="Presence threshold or slot gate: as many groups as the model scores >= it form the predicted set, "
+    "taken from the top of the ranking (default: the best threshold on validation).",
+)
+@click.option(
+    "--prior-weight",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_PRIOR_WEIGHT,
+    show_default=True,
+    help=_PRIOR_WEIGHT_HELP,
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option(
@@ -277,7 +292,17 @@ def evaluate_cmd(checkpoints, mixtures_dir, stores, out_dir, names, batch_size, 
     "figure of merit, noisy-OR; xrdmodels.combined).",
 )
 def predict_cmd(
-    checkpoint, files, wavelength, file_format, top_k, threshold, as_json, plot_dir, max_file_mb, library
+    checkpoint,
+    files,
+    wavelength,
+    file_format,
+    top_k,
+    threshold,
+    prior_weight,
+    as_json,
+    plot_dir,
+    max_file_mb,
+    library,
 ) -> None:
     """Space groups present in measured patterns: .xy/.xye/.csv/.dat, .xrdml, .fxye/.gsa, .ras/.rasx, .brml, .raw.
 
@@ -304,6 +329,7 @@ def predict_cmd(
             file_format=file_format,
             max_bytes=int(max_file_mb * 2**20),
             library=library,
+            prior_weight=prior_weight,
         )
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
@@ -333,6 +359,13 @@ def predict_cmd(
 )
 @click.option("--limit", type=int, default=None, help="Score only the first N files.")
 @click.option(
+    "--prior-weight",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_PRIOR_WEIGHT,
+    show_default=True,
+    help=_PRIOR_WEIGHT_HELP,
+)
+@click.option(
     "--out",
     "out_dir",
     required=True,
@@ -347,7 +380,7 @@ def predict_cmd(
     "the same files: the library's hit@k, recall@K* and cover@K* beside the model's, and those of the model "
     "and the library combined in one ranking (xrdmodels.combined).",
 )
-def score_measured_cmd(checkpoint, labels_csv, sets, limit, out_dir, library) -> None:
+def score_measured_cmd(checkpoint, labels_csv, sets, limit, prior_weight, out_dir, library) -> None:
     """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set
     (with --library, the same for a search of that bank and for the model and the library combined, beside the
     model's). CHECKPOINT may be an ensemble manifest (.json, written by `xrdmodels ensemble`)."""
@@ -355,7 +388,12 @@ def score_measured_cmd(checkpoint, labels_csv, sets, limit, out_dir, library) ->
 
     try:
         scores, failures = score_measured(
-            checkpoint, labels_csv, sets=list(sets) or None, limit=limit, library=library
+            checkpoint,
+            labels_csv,
+            sets=list(sets) or None,
+            limit=limit,
+            library=library,
+            prior_weight=prior_weight,
         )
     except (FileNotFoundError, ValueError) as exc:  # the checkpoint (refused, incomplete) or the labels file
         _fail(str(exc))

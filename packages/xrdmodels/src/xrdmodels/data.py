@@ -24,6 +24,9 @@ SUPPORTED_VERSIONS = (1,)
 
 #: The per-sample arrays a model needs, as read from the store (other arrays, e.g. `params/*`, are not read).
 MODEL_ARRAYS = ("pattern", "window_bins", "n_phases", "phase_spacegroup", "phase_weight")
+#: Samples read for a store's label prior: mixtures are independent draws, so the first 200,000 give each group's
+#: share of the phases to ~1e-3 whatever the store's size, in one read of ~2 MB.
+LABEL_PRIOR_SAMPLES = 200_000
 
 
 class StoreFormatError(ValueError):
@@ -132,6 +135,24 @@ class MixtureStore:
 
     def read_shard(self, shard: int) -> dict[str, np.ndarray]:
         return self.read_rows(*self.shard_rows(shard))
+
+    def label_prior(self, samples: int = LABEL_PRIOR_SAMPLES) -> np.ndarray:
+        """(230,) each space group's share of the phases of the first `samples` mixtures (index g - 1, sums to
+        1): the frequency of the training labels, which prediction hedges its ranking towards
+        (:mod:`xrdmodels.predict`).
+
+        Raises:
+            StoreFormatError: those mixtures hold no phase label in 1..230.
+        """
+        groups = np.asarray(self.arrays["phase_spacegroup"][: min(samples, self.n_samples)]).ravel()
+        groups = groups[(groups > 0) & (groups <= N_SPACE_GROUPS)].astype(np.intp)
+        counts = np.bincount(groups, minlength=N_SPACE_GROUPS + 1)[1:]
+        if counts.sum() == 0:
+            raise StoreFormatError(
+                f"{self.url}: its first {min(samples, self.n_samples)} mixtures hold no space-group label in "
+                f"1..{N_SPACE_GROUPS} (array phase_spacegroup); the store is damaged, regenerate it"
+            )
+        return counts / counts.sum()
 
 
 def window_mask(window_bins: np.ndarray, n_bins: int) -> np.ndarray:

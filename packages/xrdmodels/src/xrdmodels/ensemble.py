@@ -167,4 +167,11 @@ def ensemble_state(manifest: str | os.PathLike, members: list[Path], states: lis
         merged["val_metrics"] = {"best_threshold": float(sum(thresholds) / len(thresholds))}
     else:
         merged.pop("val_metrics", None)
+    # The mean of the members' label priors, for the ranking's hedge (predict.label_prior); none unless every
+    # member records one.
+    priors = [s.get("data", {}).get("label_prior") for s in states]
+    data = {k: v for k, v in first.get("data", {}).items() if k != "label_prior"}
+    if all(p is not None for p in priors):
+        data["label_prior"] = [sum(values) / len(values) for values in zip(*priors, strict=True)]
+    merged["data"] = data
     return merged

@@ -26,7 +26,14 @@ from .config import N_SPACE_GROUPS
 from .evaluate import load_model
 from .library_search import SpectralLibrary
 from .measured import MeasuredPattern, read_pattern
-from .predict import model_probabilities, predict_one, training_ranges
+from .predict import (
+    DEFAULT_PRIOR_WEIGHT,
+    check_prior_weight,
+    label_prior,
+    model_probabilities,
+    predict_one,
+    training_ranges,
+)
 
 HIT_KS = (1, 3, 5, 10)
 
@@ -124,27 +131,38 @@ def score_measured(
     sets: list[str] | None = None,
     limit: int | None = None,
     library: str | None = None,
+    prior_weight: float = DEFAULT_PRIOR_WEIGHT,
 ) -> tuple[list[MeasuredScore], list[tuple[str, str]]]:
     """Predict every labelled file; returns the per-file scores and the files that failed (file, reason).
 
     With ``library`` (a bank store URL) each file is also searched against that library; a file the model
     predicts but the library search cannot use keeps its model score, counts as a miss for the library and
-    carries the reason as a warning.
+    carries the reason as a warning. ``prior_weight``: the model's ranking hedged towards the training label
+    prior (:func:`~xrdmodels.predict.predict_one`).
 
     Raises:
         LibraryFormatError: ``library`` is not a usable bank store (before any file is read).
-        ValueError: the checkpoint's recorded training recipe is malformed (before any file is read).
+        ValueError: the checkpoint's recorded training recipe or label prior is malformed, or the prior weight
+            is negative (before any file is read).
     """
+    check_prior_weight(prior_weight)
     spectral_library = SpectralLibrary.open(library) if library is not None else None
     model, state = load_model(checkpoint)
     training = training_ranges(state, checkpoint)
+    label_prior(state, checkpoint)
     labelled, failures = read_labelled(labels_csv, sets=sets, limit=limit)
     scores = []
     for item in labelled:
         pattern, wl = item.pattern, item.wavelength_angstrom
         try:
             pred, _ = predict_one(
-                model, state, pattern, wavelength_angstrom=wl, top_k=N_SPACE_GROUPS, training=training
+                model,
+                state,
+                pattern,
+                wavelength_angstrom=wl,
+                top_k=N_SPACE_GROUPS,
+                training=training,
+                prior_weight=prior_weight,
             )
         except ValueError as exc:
             failures.append((str(item.path), str(exc)))

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .combined import CombinedGroup, combine
-from .config import CU_KA_ANGSTROM, N_SPACE_GROUPS
+from .config import CU_KA_ANGSTROM, DEFAULT_PRIOR_WEIGHT, N_SPACE_GROUPS
 from .evaluate import load_model, set_scores
 from .library_search import LibraryResult, SpectralLibrary
 from .measured import (
@@ -33,9 +33,10 @@ from .spacegroups import crystal_system, symbol
 class RankedGroup:
     """One space group of the ranking.
 
-    score: the set score the ranking and the predicted set use (metrics module docstring): the presence
-        probability, or for phase-cluster models the gate of the strongest slot voting for the group, and
-        (largest slot probability - 1) < 0 for a group no slot votes for.
+    score: the ranking key: the set score (metrics module docstring: the presence probability, or for
+        phase-cluster models the gate of the strongest slot voting for the group, and (largest slot
+        probability - 1) < 0 for a group no slot votes for) plus ``prior_weight`` × the group's share of the
+        training phases (`label_prior`).
     probability: the presence probability, or the largest probability any slot gives the group.
     """
 
@@ -64,6 +65,8 @@ class Prediction:
     window_deg: tuple[float, float]
     wavelength_angstrom: float
     threshold: float
+    #: Weight of the training label prior in the ranking (0: the model's set scores alone, the paper's ranking).
+    prior_weight: float
     warnings: list[str] = field(default_factory=list)
     library: LibraryResult | None = None  # the library search on the same file, when one was asked for
     # the model and the library in one ranking (xrdmodels.combined), when a library was asked for
@@ -111,6 +114,38 @@ def training_ranges(state: dict[str, Any], checkpoint: str = "the checkpoint") -
         ) from None
 
 
+def label_prior(state: dict[str, Any], checkpoint: str = "the checkpoint") -> np.ndarray | None:
+    """(230,) each group's share of the training phases as the checkpoint records it (``data.label_prior``,
+    :meth:`~xrdmodels.data.MixtureStore.label_prior`); None for a checkpoint written before it was recorded
+    (`python -m xrdmodels.checkpoint add-label-prior` adds it).
+
+    Raises:
+        ValueError: the recorded prior is malformed; the message names ``checkpoint``.
+    """
+    recorded = state.get("data", {}).get("label_prior")
+    if recorded is None:
+        return None
+    try:
+        prior = np.asarray(recorded, dtype=np.float64)
+    except (TypeError, ValueError):
+        prior = np.empty(0)
+    if prior.shape != (N_SPACE_GROUPS,) or not np.isfinite(prior).all() or (prior < 0).any():
+        raise ValueError(
+            f"{checkpoint}: its training label prior (data.label_prior) must be {N_SPACE_GROUPS} non-negative "
+            "numbers; the file was altered or not written by xrdmodels train"
+        )
+    return prior
+
+
+def check_prior_weight(prior_weight: float) -> None:
+    """Raise ValueError unless ``prior_weight`` is a finite number >= 0."""
+    if not (np.isfinite(prior_weight) and prior_weight >= 0):
+        raise ValueError(
+            f"prior weight {prior_weight} must be a finite number >= 0 (--prior-weight on the command line, "
+            "prior_weight= in Python; 0 ranks by the model's scores alone)"
+        )
+
+
 def operating_point(state: dict[str, Any], model_head: str) -> float:
     """Threshold (presence) or gate (phase clustering) chosen on validation during training, else 0.5."""
     val = state.get("val_metrics") or {}
@@ -128,13 +163,18 @@ def predict_one(
     top_k: int = 10,
     threshold: float | None = None,
     training: TrainingRanges | None = None,
+    prior_weight: float = DEFAULT_PRIOR_WEIGHT,
 ) -> tuple[Prediction, GriddedPattern]:
     """Rank the space groups of one measured pattern and pick the predicted set.
 
     The pattern goes onto the model grid (:func:`~xrdmodels.measured.to_model_grid`), then one forward pass
-    gives the set scores (:func:`~xrdmodels.evaluate.set_scores`); groups are ranked by them and those scoring
-    >= ``threshold`` (default: the checkpoint's validation operating point) form the predicted set. Warnings
-    compare the pattern with ``training`` (default: :func:`training_ranges` of ``state``).
+    gives the set scores s_g (:func:`~xrdmodels.evaluate.set_scores`). Groups are ranked by s_g + w·π_g, π the
+    training label prior the checkpoint records (:func:`label_prior`) and w = ``prior_weight``: a model sure of a
+    group (s near 1) keeps it first, while among groups it is unsure of the commoner come first, which is where a
+    measured pattern unlike every training phase leaves it. A checkpoint without a recorded prior, or w = 0, ranks
+    by s alone (the paper's ranking). The predicted set has as many groups as score >= ``threshold`` (default:
+    the checkpoint's validation operating point) and is the top of the ranking. Warnings compare the pattern
+    with ``training`` (default: :func:`training_ranges` of ``state``).
 
     Raises:
         MeasuredSignalError: the pattern holds no measurable signal; nothing is predicted.
@@ -156,9 +196,15 @@ def predict_one(
     out = model(x, mask)
     scores = set_scores(out)[0]
     op = threshold if threshold is not None else operating_point(state, model.config.head)
-    # One rule for the ranking and the set (metrics.predicted_set on the same scores), so the predicted set is
-    # always the top of the ranking.
-    predicted = [int(c) + 1 for c in np.flatnonzero(predicted_set(scores, op))]
+    check_prior_weight(prior_weight)
+    prior = label_prior(state)
+    weight = prior_weight if prior is not None else 0.0
+    key = scores + weight * prior if weight > 0 else scores
+    order = rank_classes(key[None])[0]
+    # The model's operating point says how many groups are present, the ranking which: the predicted set is
+    # always the top of the ranking (with w = 0, exactly metrics.predicted_set at op).
+    n_present = int(predicted_set(scores, op).sum())
+    predicted = sorted(int(c) + 1 for c in order[:n_present])
     probability = scores
     slots = None
     if out.slot_logits is not None:
@@ -178,16 +224,16 @@ def predict_one(
             int(c) + 1,
             symbol(int(c) + 1),
             crystal_system(int(c) + 1),
-            float(scores[c]),
+            float(key[c]),
             float(probability[c]),
         )
-        for c in rank_classes(scores[None])[0][:top_k]
+        for c in order[:top_k]
     ]
     width = (hi - lo) / n_bins
     window = (lo + gridded.window_bins[0] * width, lo + gridded.window_bins[1] * width)
     used = wavelength_angstrom or pattern.wavelength_angstrom
     return Prediction(
-        str(pattern.source), ranked, slots, predicted, window, float(used), op, list(gridded.warnings)
+        str(pattern.source), ranked, slots, predicted, window, float(used), op, weight, list(gridded.warnings)
     ), gridded
 
 
@@ -210,7 +256,11 @@ def format_prediction(pred: Prediction) -> str:
     for w in pred.warnings:
         lines.append(f"  warning: {w}")
     chosen = ", ".join(f"{s} ({symbol(s)})" for s in pred.predicted_set) or "none"
-    lines.append(f"  predicted set (score >= {pred.threshold:g}): {chosen}")
+    lines.append(f"  predicted set (as many groups as the model scores >= {pred.threshold:g}): {chosen}")
+    if pred.prior_weight > 0:
+        lines.append(
+            f"  ranked by score = the model's score + {pred.prior_weight:g} × the group's share of the training phases"
+        )
     if pred.slots is not None:
         for s in pred.slots:
             lines.append(
@@ -284,6 +334,7 @@ def predict_files(
     file_format: str | None = None,
     max_bytes: int = DEFAULT_MAX_PATTERN_BYTES,
     library: str | None = None,
+    prior_weight: float = DEFAULT_PRIOR_WEIGHT,
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Predict every file; a file that cannot be read or converted, or holds no measurable signal
     (:class:`~xrdmodels.measured.MeasuredSignalError`), is reported in `failures` and the rest go on.
@@ -293,9 +344,12 @@ def predict_files(
     library are ranked together (:mod:`xrdmodels.combined`), top ``top_k``, in ``Prediction.combined``; when the
     search cannot use a file the model predicted, the reason is added to that prediction's warnings.
 
+    ``prior_weight``: see :func:`predict_one`.
+
     Raises:
-        ValueError: a setting that would fail every file (threshold < 0, unknown format, a ``library``
-            that is not a usable bank store, a malformed training recipe in the checkpoint), before any file.
+        ValueError: a setting that would fail every file (threshold < 0, a prior weight < 0, unknown format, a
+            ``library`` that is not a usable bank store, a malformed training recipe or label prior in the
+            checkpoint), before any file.
     """
     if threshold is not None and not threshold >= 0:
         raise ValueError(
@@ -306,9 +360,11 @@ def predict_files(
             f"unknown format {file_format!r}: use one of {', '.join(known_formats())} (--format on the command "
             "line, file_format= in Python), or leave it out to detect each file's format"
         )
+    check_prior_weight(prior_weight)
     spectral_library = SpectralLibrary.open(library) if library is not None else None
     model, state = load_model(checkpoint)
     training = training_ranges(state, checkpoint)
+    label_prior(state, checkpoint)
     predictions: list[Prediction] = []
     failures: list[tuple[str, str]] = []
     for f in collect_files(paths):
@@ -323,6 +379,7 @@ def predict_files(
                 top_k=top_k if spectral_library is None else N_SPACE_GROUPS,
                 threshold=threshold,
                 training=training,
+                prior_weight=prior_weight,
             )
         except (ValueError, OSError) as exc:
             failures.append((str(f), str(exc)))

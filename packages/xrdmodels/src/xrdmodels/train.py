@@ -347,6 +347,8 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
             "train_store": config.persistable()["train_store"],
             # The generating recipe (JSON data, never xrdsynth objects): predict warns against its ranges.
             **({"recipe": stream.store.attrs["recipe"]} if "recipe" in stream.store.attrs else {}),
+            # Each group's share of the training phases: predict hedges its ranking of a measured pattern towards it.
+            "label_prior": stream.store.label_prior().tolist(),
         },
     )
     # Whether the coming pass over the loader starts its epoch at the first batch (not a resumed position).
