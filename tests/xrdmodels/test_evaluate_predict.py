@@ -399,6 +399,41 @@ def test_the_predicted_set_keeps_the_models_size_and_is_the_top_of_the_hedged_ra
     assert plain["predictions"][0]["predicted_set"] == [11, 31]
 
 
+def test_score_measured_ranks_like_predict_and_records_the_weight(tmp_path, monkeypatch) -> None:
+    import xrdmodels.measured_eval as measured_eval_module
+
+    predicted = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), "--prior-weight", "3")["predictions"][0]
+    state = {**_fixed_state(), "data": {**_fixed_state()["data"], "label_prior": LABEL_PRIOR.tolist()}}
+    monkeypatch.setattr(
+        measured_eval_module, "load_model", lambda checkpoint, device="cpu": (FixedPresenceModel(), state)
+    )
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "set,file,spacegroups,spacegroups_accept,wavelength_angstrom\ndemo,sample.xy,51,,1.54184\n"
+    )
+    out = tmp_path / "scored"
+    result = CliRunner().invoke(
+        main,
+        [
+            "score-measured",
+            str(tmp_path / "fixed.pt"),
+            "--labels",
+            str(labels),
+            "--out",
+            str(out),
+            "--prior-weight",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    scored = json.loads((out / "measured.json").read_text())["files"][0]
+    assert (
+        scored["top10"] == [r["spacegroup"] for r in predicted["ranked"][:10]]
+        and scored["prior_weight"] == 3.0
+    )
+    assert "w = 3 (--prior-weight" in (out / "measured.md").read_text()
+
+
 @pytest.mark.parametrize("prior", [[0.5, 0.5], [float("nan")] * 230, [-1.0] + [0.0] * 229, "uniform"])
 def test_a_malformed_recorded_prior_is_refused_naming_the_file_and_entry(
     tmp_path, monkeypatch, prior

@@ -229,11 +229,18 @@ def evaluate_cmd(checkpoints, mixtures_dir, stores, out_dir, names, batch_size, 
     click.echo(f"evaluate: table.md, results.csv, results.json, strata.csv and figures in {out_dir}")
 
 
-_PRIOR_WEIGHT_HELP = (
-    "Weight w of the training label prior in the ranking: each group is ranked by its model score + w x its "
-    "share of the training phases (recorded in the checkpoint), so that among groups the model is unsure of the "
-    "commoner come first; 0 ranks by the model's scores alone (the paper). The predicted set keeps the model's "
-    "size (docs/paper-protocol.md)."
+#: --prior-weight of `predict` and `score-measured`.
+_prior_weight_option = click.option(
+    "--prior-weight",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_PRIOR_WEIGHT,
+    show_default=True,
+    help=(
+        "Weight w of the training label prior in the ranking: each group is ranked by its model score + w x its "
+        "share of the training phases (recorded in the checkpoint), so that among groups the model is unsure of the "
+        "commoner come first; 0 ranks by the model's scores alone (the paper). The predicted set keeps the model's "
+        "size (docs/paper-protocol.md)."
+    ),
 )
 
 
@@ -260,13 +267,7 @@ _PRIOR_WEIGHT_HELP = (
     help="Presence threshold or slot gate: as many groups as the model scores >= it form the predicted set, "
     "taken from the top of the ranking (default: the best threshold on validation).",
 )
-@click.option(
-    "--prior-weight",
-    type=click.FloatRange(min=0),
-    default=DEFAULT_PRIOR_WEIGHT,
-    show_default=True,
-    help=_PRIOR_WEIGHT_HELP,
-)
+@_prior_weight_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option(
     "--plot",
@@ -358,13 +359,7 @@ def predict_cmd(
     "--set", "sets", multiple=True, help="Only these sets (repeatable), e.g. --set xrd_autoanalyzer."
 )
 @click.option("--limit", type=int, default=None, help="Score only the first N files.")
-@click.option(
-    "--prior-weight",
-    type=click.FloatRange(min=0),
-    default=DEFAULT_PRIOR_WEIGHT,
-    show_default=True,
-    help=_PRIOR_WEIGHT_HELP,
-)
+@_prior_weight_option
 @click.option(
     "--out",
     "out_dir",

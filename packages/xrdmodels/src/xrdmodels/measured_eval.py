@@ -48,6 +48,7 @@ class MeasuredScore:
     library_ranked: list[int] | None = None  # the library's groups, best first ([] when its search failed)
     # model and library in one ranking (the model's alone when the search failed)
     combined_ranked: list[int] | None = None
+    prior_weight: float = 0.0  # of the training label prior in `ranked` (predict.predict_one)
 
     @property
     def k_star(self) -> int:
@@ -187,6 +188,7 @@ def score_measured(
                 warnings,
                 library_ranked,
                 combined_ranked,
+                pred.prior_weight,
             )
         )
     return scores, failures
@@ -317,6 +319,13 @@ def write(
     combined_summary = summarise(scores, ranking="combined") if searched else None
     strata = by_library_rank(scores) if searched else None
     table = markdown(summary, library_summary, combined_summary)
+    weights = sorted({s.prior_weight for s in scores})
+    if weights != [0.0]:
+        table = (
+            "The model ranks each group by its score + w × the group's share of the training phases, w = "
+            f"{' / '.join(f'{w:g}' for w in weights)} (--prior-weight; 0: the model's scores alone).\n\n"
+            + table
+        )
     if strata is not None:
         table += "\nThe model by where the library search ranks the true phase (all files):\n\n"
         table += _table(
@@ -339,6 +348,7 @@ def write(
                         "library_top10": None if s.library_ranked is None else s.library_ranked[:10],
                         "combined_top10": None if s.combined_ranked is None else s.combined_ranked[:10],
                         "warnings": s.warnings,
+                        "prior_weight": s.prior_weight,
                     }
                     for s in scores
                 ],
