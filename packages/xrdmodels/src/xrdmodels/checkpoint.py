@@ -439,9 +439,9 @@ def add_label_prior(
     storage_options: dict | None = None,
 ) -> None:
     """Write `source` to `destination` with ``data.label_prior`` from `train_store` (its
-    :meth:`~xrdmodels.data.MixtureStore.label_prior`, what training records since it did), so that prediction
-    hedges the ranking of a checkpoint trained before (:func:`xrdmodels.predict.label_prior`). Give the store the
-    checkpoint was trained on: the prior is that store's, whatever the file says."""
+    :meth:`~xrdmodels.data.MixtureStore.label_prior`, as training now records it), so that prediction hedges the
+    ranking of a checkpoint trained before that (:func:`xrdmodels.predict.label_prior`). Name the store the
+    checkpoint was trained on: the prior is read from it, not checked against the checkpoint's ``train_store``."""
     from .data import MixtureStore
 
     state = load_checkpoint(source)
