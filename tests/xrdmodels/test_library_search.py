@@ -276,6 +276,32 @@ def test_predict_prints_the_library_ranking_beside_the_models(tmp_path, bank) ->
         assert r["score"] == pytest.approx(1 - (1 - r["model_probability"]) * (1 - r["library_probability"]))
     assert [r["score"] for r in combined] == sorted((r["score"] for r in combined), reverse=True)
     assert "model and library combined" in result.output
+    # With a recorded label prior the model's term is hedged as its own ranking is: probability + w × prior.
+    prior = np.linspace(1.0, 2.0, 230) / np.linspace(1.0, 2.0, 230).sum()
+    hedged = make_checkpoint(
+        tmp_path / "h.pt", wavelength_angstrom=BANK_WAVELENGTH, label_prior=prior.tolist()
+    )
+    as_json = CliRunner().invoke(
+        main,
+        [
+            "predict",
+            str(hedged),
+            str(scan),
+            "--wavelength",
+            "CuKa",
+            "--json",
+            "--library",
+            url,
+            "--top",
+            "230",
+        ],
+    )
+    prediction = json.loads(as_json.stdout)["predictions"][0]
+    model = {r["spacegroup"]: r["probability"] for r in prediction["ranked"]}
+    for r in prediction["combined"]:
+        g = r["spacegroup"]
+        assert r["model_probability"] == pytest.approx(model[g] + 2.0 * prior[g - 1], rel=1e-12)
+        assert r["score"] == pytest.approx(1 - (1 - r["model_probability"]) * (1 - r["library_probability"]))
     wrong = tmp_path / "mix.zarr"
     _mixture_store(str(wrong))
     refused = CliRunner().invoke(main, ["predict", str(ckpt), str(scan), "--library", str(wrong)])

@@ -29,8 +29,8 @@ from .measured import MeasuredPattern, read_pattern
 from .predict import (
     DEFAULT_PRIOR_WEIGHT,
     check_prior_weight,
+    combined_model_term,
     label_prior,
-    model_probabilities,
     predict_one,
     training_ranges,
 )
@@ -177,7 +177,7 @@ def score_measured(
                 warnings.append(f"library search failed: {exc}")
             else:
                 library_ranked = [m.spacegroup for m in found.ranked]
-                combined = combine(model_probabilities(pred.ranked), found)
+                combined = combine(combined_model_term(pred, state), found)
                 combined_ranked = [g.spacegroup for g in combined]
         scores.append(
             MeasuredScore(

@@ -81,6 +81,16 @@ def model_probabilities(ranked: list[RankedGroup]) -> np.ndarray:
     return probability
 
 
+def combined_model_term(pred: Prediction, state: dict[str, Any]) -> np.ndarray:
+    """(230,) what the model brings to the combined ranking (:mod:`xrdmodels.combined`): its probability for each
+    group plus ``pred.prior_weight`` × the training label prior, the hedge of its own ranking (`predict_one`)."""
+    probability = model_probabilities(pred.ranked)
+    prior = label_prior(state)
+    if prior is None or pred.prior_weight == 0:
+        return probability
+    return probability + pred.prior_weight * prior
+
+
 def model_grid(state: dict[str, Any]) -> tuple[float, float, int, float]:
     """(2θ min, 2θ max, n_bins, wavelength Å) the checkpoint's model was trained on; a checkpoint that
     predates recording its training wavelength was trained at the paper's Cu Kα (A.1)."""
@@ -385,14 +395,14 @@ def predict_files(
             failures.append((str(f), str(exc)))
             continue
         if spectral_library is not None:
-            probability = model_probabilities(pred.ranked)
+            model_term = combined_model_term(pred, state)
             pred.ranked = pred.ranked[:top_k]
             try:
                 found = spectral_library.search(pattern, wavelength_angstrom=wavelength_angstrom)
             except ValueError as exc:
                 pred.warnings.append(f"library search failed: {exc}")
             else:
-                pred.combined = combine(probability, found)[:top_k]
+                pred.combined = combine(model_term, found)[:top_k]
                 pred.library = replace(found, ranked=found.ranked[:top_k])
         predictions.append(pred)
         if plot_dir:
