@@ -76,7 +76,7 @@ def test_variants_table_on_a_labels_table_of_other_sets(tmp_path, monkeypatch, c
         line.split(" | ")[0].lstrip("| "): line for line in out.read_text().splitlines() if line[:2] == "| "
     }
     expected = (
-        4 + len(variants.PRIOR_CORRECTIONS) + len(variants.PRIOR_MIXTURES) + len(variants.PRIOR_WEIGHTS)
+        4 + len(variants.PRIOR_CORRECTIONS) + len(variants.PRIOR_MIXTURES) + 2 * len(variants.PRIOR_WEIGHTS)
     )  # + header
     assert len(rows) == 1 + expected, rows.keys()
     assert "mean over d-spacing scalings 1, 1 ± 0.02" in rows

@@ -2,8 +2,8 @@
 (docs/benchmarks.md, "Ensembles"): the mean of several checkpoints of one run, the mean over 2θ shifts of each
 pattern, the mean over d-spacing scalings of each pattern (as if its cell were larger or smaller), a Bayes
 correction from the training mixtures' label prior to the bank's prior of curated groups, a mixture of the
-model's normalised scores with that prior, and the model's probabilities plus w times the training label prior
-(the ranking `predict` uses, with w = `--prior-weight`). Each variant is paired with the first checkpoint's
+model's normalised scores with that prior, the model's probabilities plus w times the training label prior, and
+plus w times `xrdmodels.predict.prior_hedge` of it (the ranking `predict` uses, with w = `--prior-weight`). Each variant is paired with the first checkpoint's
 probabilities alone, file by file.
 
 Usage: .venv/bin/python pipelines/measured/inference_variants.py runs/measured/models/cnn_presence/last.pt
@@ -32,7 +32,7 @@ from xrdmodels.measured_eval import (
     read_labelled,
     summarise,
 )
-from xrdmodels.predict import model_probabilities, predict_one, training_ranges
+from xrdmodels.predict import model_probabilities, predict_one, prior_hedge, training_ranges
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = REPO.parent / "shared" / "data" / "experimental" / "all_labels.csv"
@@ -190,9 +190,12 @@ def main() -> None:
         lines.append(
             row_of(f"mixed with the bank's prior, weight {weight}", scores_of(patterns, mixed), base)
         )
+    hedges = np.stack([prior_hedge(p, training_prior) for p in base_probs])
     for weight in PRIOR_WEIGHTS:
-        hedged = base_probs + weight * training_prior
-        lines.append(row_of(f"plus {weight} x the training label prior", scores_of(patterns, hedged), base))
+        plain = base_probs + weight * training_prior
+        lines.append(row_of(f"plus {weight} x the training label prior", scores_of(patterns, plain), base))
+        hedged = base_probs + weight * hedges
+        lines.append(row_of(f"plus {weight} x predict's hedge", scores_of(patterns, hedged), base))
     text = "\n".join(lines)
     print(text)
     if args.out:

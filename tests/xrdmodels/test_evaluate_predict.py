@@ -23,6 +23,8 @@ from xrdmodels.measured_eval import MeasuredScore, paired_changes, parse_phases
 from xrdmodels.metrics import gate_sweep, threshold_sweep
 from xrdmodels.models.heads import slot_gates, slot_noisy_or_probs
 from xrdmodels.models.model import ModelOutput, SpaceGroupModel
+from xrdmodels.predict import prior_hedge
+from xrdmodels.spacegroups import crystal_system
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTAL = REPO.parent / "shared" / "data" / "experimental"
@@ -313,10 +315,10 @@ def test_evaluate_predict_and_score_measured_rank_by_the_same_rule(tmp_path, mon
 # ---------------------------------------------------------------------------------------------------------
 
 # Space group 11 is certain (0.9), 31 and 51 unsure (0.2, 0.15); the training phases are 20% group 51 and no
-# group 31, the rest spread evenly.
-FIXED_PRESENCE = np.full(230, 0.01)
+# group 31, the rest spread over the other groups.
+FIXED_PRESENCE = np.linspace(0.01, 0.02, 230)  # distinct, so that no two groups tie
 FIXED_PRESENCE[[10, 30, 50]] = [0.9, 0.2, 0.15]
-LABEL_PRIOR = np.full(230, 0.8 / 228)
+LABEL_PRIOR = np.linspace(0.8, 1.6, 230) * 0.8 / np.linspace(0.8, 1.6, 230).sum()
 LABEL_PRIOR[[30, 50]] = [0.0, 0.2]
 
 
@@ -354,6 +356,37 @@ def _hedged(monkeypatch, tmp_path, label_prior, *args: str) -> dict:
     }
 
 
+def _hedge_reference(p: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """The hedge of predict's ranking, group by group in plain Python: the model's share of its summed
+    probabilities in a group's crystal system, times the prior's share of that group within the system."""
+    system = [crystal_system(g) for g in range(1, 231)]
+    belief = {s: sum(p[c] for c in range(230) if system[c] == s) / sum(p) for s in set(system)}
+    prior_of = {s: sum(prior[c] for c in range(230) if system[c] == s) for s in set(system)}
+    return np.array(
+        [
+            belief[system[c]] * prior[c] / prior_of[system[c]] if prior_of[system[c]] > 0 else 0.0
+            for c in range(230)
+        ]
+    )
+
+
+def test_the_hedge_is_the_prior_within_each_crystal_system_weighted_by_the_models_belief() -> None:
+    rng = np.random.default_rng(5)
+    p = rng.uniform(0.0, 1.0, 230) ** 4
+    prior = rng.dirichlet(np.ones(230))
+    prior[crystal_system_groups("cubic")] = 0.0  # a system without training phases gets nothing
+    prior /= prior.sum()
+    hedge = prior_hedge(p, prior)
+    np.testing.assert_allclose(hedge, _hedge_reference(p, prior), rtol=1e-12, atol=1e-15)
+    assert hedge.sum() == pytest.approx(1.0 - sum(p[c] for c in crystal_system_groups("cubic")) / p.sum())
+    np.testing.assert_allclose(prior_hedge(np.zeros(230), prior), prior, rtol=1e-12)  # no belief: the prior
+
+
+def crystal_system_groups(name: str) -> list[int]:
+    """Indices (group - 1) of the space groups of one crystal system."""
+    return [c for c in range(230) if crystal_system(c + 1) == name]
+
+
 def _ranked_by(key: np.ndarray) -> list[int]:
     """Space groups by descending key, ties by ascending group: a plain sort, independent of numpy's argsort."""
     return [c + 1 for c in sorted(range(230), key=lambda c: (-float(key[c]), c))]
@@ -363,7 +396,7 @@ def test_predict_ranks_by_the_model_score_plus_the_weighted_label_prior(tmp_path
     p = FIXED_PRESENCE.astype(np.float32).astype(np.float64)
     for args, weight in (((), 2.0), (("--prior-weight", "0.5"), 0.5)):
         prediction = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), *args)["predictions"][0]
-        key = p + weight * LABEL_PRIOR
+        key = p + weight * _hedge_reference(p, LABEL_PRIOR)
         assert [r["spacegroup"] for r in prediction["ranked"]] == _ranked_by(key)
         np.testing.assert_allclose([r["score"] for r in prediction["ranked"]], np.sort(key)[::-1], rtol=1e-12)
         np.testing.assert_allclose(

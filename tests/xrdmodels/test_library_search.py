@@ -22,6 +22,7 @@ from xrdmodels.cli import main
 from xrdmodels.combined import library_probability
 from xrdmodels.library_search import LibraryFormatError, SpectralLibrary, typical_fwhm_bins
 from xrdmodels.measured import MeasuredPattern
+from xrdmodels.predict import prior_hedge
 
 BANK_WAVELENGTH = 1.54184
 GRID = {"two_theta_min_deg": 5.0, "two_theta_max_deg": 120.0, "n_bins": 2048}
@@ -297,10 +298,13 @@ def test_predict_prints_the_library_ranking_beside_the_models(tmp_path, bank) ->
         ],
     )
     prediction = json.loads(as_json.stdout)["predictions"][0]
-    model = {r["spacegroup"]: r["probability"] for r in prediction["ranked"]}
+    probability = np.zeros(230)
+    for r in prediction["ranked"]:
+        probability[r["spacegroup"] - 1] = r["probability"]
+    hedge = prior_hedge(probability, prior)  # tested against a plain loop in test_evaluate_predict
     for r in prediction["combined"]:
         g = r["spacegroup"]
-        assert r["model_probability"] == pytest.approx(model[g] + 2.0 * prior[g - 1], rel=1e-12)
+        assert r["model_probability"] == pytest.approx(probability[g - 1] + 2.0 * hedge[g - 1], rel=1e-12)
         assert r["score"] == pytest.approx(1 - (1 - r["model_probability"]) * (1 - r["library_probability"]))
     wrong = tmp_path / "mix.zarr"
     _mixture_store(str(wrong))

@@ -11,11 +11,12 @@ matches well rises to the top even where the model missed it; where the library 
 (every cosine low, q ≈ 0) the model's ranking stands; a group without a phase in the library keeps p_g.
 
 `predict` and `score-measured` give p_g hedged as the model's own ranking is (:func:`xrdmodels.predict.predict_one`):
-its probability plus w × the group's share of the training phases, so the hedge acts as (1 - q_g)·w·π_g, in full
-where the library finds nothing and not at all where it is sure; p_g passes 1 only where the model is sure of a
-common group, which then leads either way. On the shared RRUFF dev set this lifts the combined hit@5 by
-0.016-0.030 over four seeds of the measured pipeline, hit@1 within ±0.007 (docs/benchmarks.md, "Hedging towards
-the label prior").
+its probability plus w·h_g (:func:`xrdmodels.predict.prior_hedge`: the training label prior within each crystal
+system, weighted by the model's belief in the system), so the hedge acts as (1 - q_g)·w·h_g, in full where the
+library finds nothing and not at all where it is sure; p_g passes 1 only where the model is sure of a common
+group, which then leads either way. On the shared RRUFF dev set this lifts the combined hit@5 from 0.707-0.727 to
+0.743-0.747 over four seeds of the measured pipeline, hit@1 0.544-0.553 to 0.546-0.560 (docs/benchmarks.md,
+"Hedging towards the label prior").
 
 Calibration (docs/benchmarks.md, "The pipeline with square-root intensities, and the model and the library
 combined"): a logistic regression of "the library's best group is the labelled one" on that group's cosine, over

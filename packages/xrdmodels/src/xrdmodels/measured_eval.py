@@ -322,7 +322,8 @@ def write(
     weights = sorted({s.prior_weight for s in scores})
     if weights != [0.0]:
         table = (
-            "The model ranks each group by its score + w × the group's share of the training phases, w = "
+            "The model ranks each group by its score + w × (its share of the training phases within its crystal "
+            "system × the model's belief in that system), w = "
             f"{' / '.join(f'{w:g}' for w in weights)} (--prior-weight; 0: the model's scores alone).\n\n"
             + table
         )

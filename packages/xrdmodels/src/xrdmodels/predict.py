@@ -35,8 +35,8 @@ class RankedGroup:
 
     score: the ranking key: the set score (metrics module docstring: the presence probability, or for
         phase-cluster models the gate of the strongest slot voting for the group, and (largest slot
-        probability - 1) < 0 for a group no slot votes for) plus ``prior_weight`` × the group's share of the
-        training phases (`label_prior`).
+        probability - 1) < 0 for a group no slot votes for) plus ``prior_weight`` × its :func:`prior_hedge`
+        (the training label prior within its crystal system, weighted by the model's belief in the system).
     probability: the presence probability, or the largest probability any slot gives the group.
     """
 
@@ -81,14 +81,45 @@ def model_probabilities(ranked: list[RankedGroup]) -> np.ndarray:
     return probability
 
 
+#: Index 0..6 of each space group's crystal system (index g - 1).
+_SYSTEM_OF_GROUP = np.unique([crystal_system(g) for g in range(1, N_SPACE_GROUPS + 1)], return_inverse=True)[
+    1
+]
+_N_SYSTEMS = 7
+
+
+def prior_hedge(probability: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """(230,) h_g = B(S) · π_g / π(S) for group g of crystal system S: the training label prior π within each system,
+    weighted by the model's belief B(S) in that system, its share of the model's summed probabilities (230,).
+    Where the model is sure of the crystal system but not the group, the commonest groups of that system come
+    first: a back-off from the group to the system (docs/benchmarks.md, "Hedging towards the label prior"). A
+    system without training phases gets nothing; probabilities summing to 0 give π itself."""
+    probability = np.asarray(probability, dtype=np.float64)  # sums in double, whatever the model's dtype
+    total = float(probability.sum())
+    prior_of_system = np.bincount(_SYSTEM_OF_GROUP, weights=prior, minlength=_N_SYSTEMS)
+    belief = (
+        np.bincount(_SYSTEM_OF_GROUP, weights=probability, minlength=_N_SYSTEMS) / total
+        if total > 0
+        else prior_of_system
+    )
+    within = np.divide(
+        prior,
+        prior_of_system[_SYSTEM_OF_GROUP],
+        out=np.zeros(N_SPACE_GROUPS),
+        where=prior_of_system[_SYSTEM_OF_GROUP] > 0,
+    )
+    return belief[_SYSTEM_OF_GROUP] * within
+
+
 def combined_model_term(pred: Prediction, state: dict[str, Any]) -> np.ndarray:
     """(230,) what the model brings to the combined ranking (:mod:`xrdmodels.combined`): its probability for each
-    group plus ``pred.prior_weight`` × the training label prior, the hedge of its own ranking (`predict_one`)."""
+    group plus ``pred.prior_weight`` × :func:`prior_hedge`, the hedge of its own ranking (`predict_one`); needs
+    every group in ``pred.ranked``."""
     probability = model_probabilities(pred.ranked)
     prior = label_prior(state)
     if prior is None or pred.prior_weight == 0:
         return probability
-    return probability + pred.prior_weight * prior
+    return probability + pred.prior_weight * prior_hedge(probability, prior)
 
 
 def model_grid(state: dict[str, Any]) -> tuple[float, float, int, float]:
@@ -178,11 +209,12 @@ def predict_one(
     """Rank the space groups of one measured pattern and pick the predicted set.
 
     The pattern goes onto the model grid (:func:`~xrdmodels.measured.to_model_grid`), then one forward pass
-    gives the set scores s_g (:func:`~xrdmodels.evaluate.set_scores`). Groups are ranked by s_g + w·π_g, π the
-    training label prior the checkpoint records (:func:`label_prior`) and w = ``prior_weight``: a model sure of a
-    group (s near 1) keeps it first, while among groups it is unsure of the commoner come first, which is where a
-    measured pattern unlike every training phase leaves it. A checkpoint without a recorded prior, or w = 0, ranks
-    by s alone (the paper's ranking). The predicted set has as many groups as score >= ``threshold`` (default:
+    gives the set scores s_g (:func:`~xrdmodels.evaluate.set_scores`). Groups are ranked by s_g + w·h_g, h the
+    :func:`prior_hedge` of the training label prior the checkpoint records (:func:`label_prior`) and w =
+    ``prior_weight``: a model sure of a group (s near 1) keeps it first, while among groups it is unsure of, the
+    commoner of the crystal systems it believes in come first, which is where a measured pattern unlike every
+    training phase leaves it. A checkpoint without a recorded prior, or w = 0, ranks by s alone (the paper's
+    ranking). The predicted set has as many groups as score >= ``threshold`` (default:
     the checkpoint's validation operating point) and is the top of the ranking. Warnings compare the pattern
     with ``training`` (default: :func:`training_ranges` of ``state``).
 
@@ -207,14 +239,6 @@ def predict_one(
     scores = set_scores(out)[0]
     op = threshold if threshold is not None else operating_point(state, model.config.head)
     check_prior_weight(prior_weight)
-    prior = label_prior(state)
-    weight = prior_weight if prior is not None else 0.0
-    key = scores + weight * prior if weight > 0 else scores
-    order = rank_classes(key[None])[0]
-    # The model's operating point says how many groups are present, the ranking which: the predicted set is
-    # always the top of the ranking (with w = 0, exactly metrics.predicted_set at op).
-    n_present = int(predicted_set(scores, op).sum())
-    predicted = sorted(int(c) + 1 for c in order[:n_present])
     probability = scores
     slots = None
     if out.slot_logits is not None:
@@ -229,6 +253,14 @@ def predict_one(
                 slots.append(
                     ActiveSlot(int(k), float(gates[k]), c + 1, symbol(c + 1), float(slot_probs[k, c]))
                 )
+    prior = label_prior(state)
+    weight = prior_weight if prior is not None else 0.0
+    key = scores + weight * prior_hedge(probability, prior) if weight > 0 else scores
+    order = rank_classes(key[None])[0]
+    # The model's operating point says how many groups are present, the ranking which: the predicted set is
+    # always the top of the ranking (with w = 0, exactly metrics.predicted_set at op).
+    n_present = int(predicted_set(scores, op).sum())
+    predicted = sorted(int(c) + 1 for c in order[:n_present])
     ranked = [
         RankedGroup(
             int(c) + 1,
@@ -269,7 +301,8 @@ def format_prediction(pred: Prediction) -> str:
     lines.append(f"  predicted set (as many groups as the model scores >= {pred.threshold:g}): {chosen}")
     if pred.prior_weight > 0:
         lines.append(
-            f"  ranked by score = the model's score + {pred.prior_weight:g} × the group's share of the training phases"
+            f"  ranked by score = the model's score + {pred.prior_weight:g} × (the group's share of the training "
+            "phases within its crystal system × the model's belief in that system)"
         )
     if pred.slots is not None:
         for s in pred.slots:
