@@ -82,18 +82,18 @@ def model_probabilities(ranked: list[RankedGroup]) -> np.ndarray:
 
 
 #: Index 0..6 of each space group's crystal system (index g - 1).
-_SYSTEM_OF_GROUP = np.unique([crystal_system(g) for g in range(1, N_SPACE_GROUPS + 1)], return_inverse=True)[
-    1
-]
+_, _SYSTEM_OF_GROUP = np.unique(
+    [crystal_system(g) for g in range(1, N_SPACE_GROUPS + 1)], return_inverse=True
+)
 _N_SYSTEMS = 7
 
 
 def prior_hedge(probability: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """(230,) h_g = B(S) · π_g / π(S) for group g of crystal system S: the training label prior π within each system,
-    weighted by the model's belief B(S) in that system, its share of the model's summed probabilities (230,).
-    Where the model is sure of the crystal system but not the group, the commonest groups of that system come
-    first: a back-off from the group to the system (docs/benchmarks.md, "Hedging towards the label prior"). A
-    system without training phases gets nothing; probabilities summing to 0 give π itself."""
+    """(230,) h_g = B(S)·π_g/π(S) for group g of crystal system S: the training label prior π within each
+    system, weighted by the model's belief B(S) in that system, its share of the model's summed probabilities
+    (230,). Where the model is sure of the crystal system but not the group, the commonest groups of that system
+    come first: a back-off from the group to the system (docs/benchmarks.md, "Hedging towards the label prior").
+    A system without training phases gets nothing; probabilities summing to 0 give π itself."""
     probability = np.asarray(probability, dtype=np.float64)  # sums in double, whatever the model's dtype
     total = float(probability.sum())
     prior_of_system = np.bincount(_SYSTEM_OF_GROUP, weights=prior, minlength=_N_SYSTEMS)
