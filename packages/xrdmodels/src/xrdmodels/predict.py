@@ -327,7 +327,8 @@ def format_prediction(pred: Prediction) -> str:
         lines.append(f"{model_row:<{width}}  |  {library_row}".rstrip())
     if pred.combined:
         lines.append(
-            "  model and library combined (noisy-OR of the model's and the library's calibrated probabilities):"
+            "  model and library combined (noisy-OR of the model's probability, hedged as its ranking is, and the "
+            "library's calibrated probability):"
         )
         lines.append("  rank  SG   symbol      system          score   model  library")
         for i, r in enumerate(pred.combined, 1):
