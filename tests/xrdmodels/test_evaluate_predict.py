@@ -421,6 +421,8 @@ def test_weight_0_or_no_recorded_prior_ranks_by_the_model_alone(tmp_path, monkey
         assert [r["spacegroup"] for r in prediction["ranked"]] == _ranked_by(p)
         assert prediction["prior_weight"] == 0.0
         assert prediction["predicted_set"] == [11]
+        # Asked for a hedge the checkpoint cannot give: said, with the command that fixes it.
+        assert any("add-label-prior" in w for w in prediction["warnings"]) == (prior is None)
 
 
 def test_the_predicted_set_keeps_the_models_size_and_is_the_top_of_the_hedged_ranking(tmp_path, monkeypatch):

@@ -274,8 +274,15 @@ def predict_one(
     width = (hi - lo) / n_bins
     window = (lo + gridded.window_bins[0] * width, lo + gridded.window_bins[1] * width)
     used = wavelength_angstrom or pattern.wavelength_angstrom
+    warnings = list(gridded.warnings)
+    if prior is None and prior_weight > 0:
+        warnings.append(
+            "the checkpoint records no training label prior (it was trained before training recorded one), so the "
+            "ranking is the model's alone; `python -m xrdmodels.checkpoint add-label-prior CHECKPOINT TRAIN_STORE "
+            "NEW` adds it"
+        )
     return Prediction(
-        str(pattern.source), ranked, slots, predicted, window, float(used), op, weight, list(gridded.warnings)
+        str(pattern.source), ranked, slots, predicted, window, float(used), op, weight, warnings
     ), gridded
 
 
