@@ -3,8 +3,8 @@
 pattern, the mean over d-spacing scalings of each pattern (as if its cell were larger or smaller), a Bayes
 correction from the training mixtures' label prior to the bank's prior of curated groups, a mixture of the
 model's normalised scores with that prior, the model's probabilities plus w times the training label prior, and
-plus w times `xrdmodels.predict.prior_hedge` of it (the ranking `predict` uses, with w = `--prior-weight`). Each variant is paired with the first checkpoint's
-probabilities alone, file by file.
+plus w times `xrdmodels.predict.prior_hedge` of it (the ranking `predict` uses, with w = `--prior-weight`). Each
+variant is paired with the first checkpoint's probabilities alone, file by file.
 
 Usage: .venv/bin/python pipelines/measured/inference_variants.py runs/measured/models/cnn_presence/last.pt
            [more checkpoints of the same run] --run runs/measured [--shifts 0.05 0.1] [--scales 0.01 0.02]
@@ -66,6 +66,7 @@ def probabilities(
                 wavelength_angstrom=item.wavelength_angstrom,
                 top_k=N_GROUPS,
                 training=training,
+                prior_weight=0.0,  # the probabilities alone; the variants below add the prior themselves
             )
         except ValueError:  # a shift that moves the scan off the model's grid: the file scores nothing
             continue

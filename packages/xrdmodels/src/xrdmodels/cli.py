@@ -239,7 +239,7 @@ _prior_weight_option = click.option(
         "Weight w of the training label prior in the ranking: each group is ranked by its model score + w x its "
         "share of the training phases (recorded in the checkpoint) within its crystal system x the model's belief "
         "in that system, so that among groups the model is unsure of, the commoner of the systems it believes in "
-        "commoner come first; 0 ranks by the model's scores alone (the paper). The predicted set keeps the model's "
+        "come first; 0 ranks by the model's scores alone (the paper). The predicted set keeps the model's "
         "size (docs/paper-protocol.md)."
     ),
 )

@@ -81,11 +81,10 @@ def model_probabilities(ranked: list[RankedGroup]) -> np.ndarray:
     return probability
 
 
-#: Index 0..6 of each space group's crystal system (index g - 1).
-_, _SYSTEM_OF_GROUP = np.unique(
+#: The crystal systems, and the index into them of each space group's (index g - 1).
+_SYSTEMS, _SYSTEM_OF_GROUP = np.unique(
     [crystal_system(g) for g in range(1, N_SPACE_GROUPS + 1)], return_inverse=True
 )
-_N_SYSTEMS = 7
 
 
 def prior_hedge(probability: np.ndarray, prior: np.ndarray) -> np.ndarray:
@@ -96,9 +95,9 @@ def prior_hedge(probability: np.ndarray, prior: np.ndarray) -> np.ndarray:
     A system without training phases gets nothing; probabilities summing to 0 give π itself."""
     probability = np.asarray(probability, dtype=np.float64)  # sums in double, whatever the model's dtype
     total = float(probability.sum())
-    prior_of_system = np.bincount(_SYSTEM_OF_GROUP, weights=prior, minlength=_N_SYSTEMS)
+    prior_of_system = np.bincount(_SYSTEM_OF_GROUP, weights=prior, minlength=len(_SYSTEMS))
     belief = (
-        np.bincount(_SYSTEM_OF_GROUP, weights=probability, minlength=_N_SYSTEMS) / total
+        np.bincount(_SYSTEM_OF_GROUP, weights=probability, minlength=len(_SYSTEMS)) / total
         if total > 0
         else prior_of_system
     )
