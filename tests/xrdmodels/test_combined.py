@@ -68,6 +68,21 @@ def test_a_strong_library_match_leads_and_weak_ones_leave_the_models_order() -> 
     assert combine(p, _library({}))[0].score == pytest.approx(0.6)
 
 
+def test_a_hedged_model_term_past_1_leads_by_itself_and_a_library_match_never_lowers_a_group() -> None:
+    p = np.full(230, 0.01)
+    p[[13, 14, 1]] = [1.3, 1.1, 0.9]  # the model's term with the prior hedge: 14 and 15 past 1, then 2
+    combined = combine(p, _library({15: 0.99, 2: 0.99, 14: 0.2}))
+    assert [r.spacegroup for r in combined[:3]] == [14, 15, 2]
+    assert [r.score for r in combined[:2]] == [1.3, 1.1]  # the noisy-OR would give 15 less than 1.1
+    assert combined[2].score == pytest.approx(1.0 - 0.1 * (1.0 - library_probability(np.array([0.99]))[0]))
+    for model_term in (0.2, 0.99, 1.0, 1.4):  # group 7's score as its library match improves
+        scores = [
+            next(r.score for r in combine(np.full(230, model_term), _library({7: fom})) if r.spacegroup == 7)
+            for fom in np.linspace(0.3, 1.0, 11)
+        ]
+        assert np.all(np.diff(scores) >= 0.0) and scores[-1] >= model_term, model_term
+
+
 def test_combine_refuses_a_probability_vector_of_the_wrong_length() -> None:
     with pytest.raises(ValueError, match=r"shape \(230,\)"):
         combine(np.zeros(229), _library({}))

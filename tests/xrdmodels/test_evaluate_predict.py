@@ -19,7 +19,14 @@ from xrdmodels.checkpoint import load_checkpoint
 from xrdmodels.cli import _LINES_ANGSTROM, main
 from xrdmodels.config import preset
 from xrdmodels.data import MixtureStore, to_batch
-from xrdmodels.measured_eval import MeasuredScore, paired_changes, parse_phases
+from xrdmodels.measured_eval import (
+    MeasuredScore,
+    markdown,
+    paired_changes,
+    parse_phases,
+    summarise,
+    wilson_interval,
+)
 from xrdmodels.metrics import gate_sweep, threshold_sweep
 from xrdmodels.models.heads import slot_gates, slot_noisy_or_probs
 from xrdmodels.models.model import ModelOutput, SpaceGroupModel
@@ -180,6 +187,54 @@ def test_score_measured_on_the_development_set(tmp_path) -> None:
     assert by_set["all"]["files"] == 14 and by_set["xrd_autoanalyzer"]["files"] == 9
     for r in summary:
         assert 0 <= r["hit@1"] <= r["hit@3"] <= r["hit@5"] <= r["hit@10"] <= 1
+        assert r["hit@1 lo"] <= r["hit@1"] <= r["hit@1 hi"] and r["hit@5 lo"] <= r["hit@5"] <= r["hit@5 hi"]
+    assert "95% intervals of hit@1 and hit@5" in (tmp_path / "s" / "measured.md").read_text()
+
+
+def _wilson_by_bisection(successes: int, n: int, z: float) -> tuple[float, float]:
+    """The interval's ends as the roots of (share - p)² = z²·p(1 - p)/n on either side of the share."""
+    share = successes / n
+
+    def outside(p: float) -> bool:
+        return (share - p) ** 2 > z * z * p * (1 - p) / n
+
+    ends = []
+    for inner, outer in ((share, 0.0), (share, 1.0)):
+        if not outside(outer):
+            ends.append(outer)
+            continue
+        for _ in range(200):
+            middle = 0.5 * (inner + outer)
+            inner, outer = (inner, middle) if outside(middle) else (middle, outer)
+        ends.append(0.5 * (inner + outer))
+    return ends[0], ends[1]
+
+
+def test_wilson_interval_solves_the_score_test_and_is_refused_without_files() -> None:
+    for successes, n in [(240, 443), (0, 5), (5, 5), (1, 9), (333, 443), (1, 1)]:
+        lo, hi = wilson_interval(successes, n)
+        expected = _wilson_by_bisection(successes, n, 1.959963984540054)
+        assert lo == pytest.approx(expected[0], abs=1e-9) and hi == pytest.approx(expected[1], abs=1e-9)
+        assert 0.0 <= lo <= successes / n <= hi <= 1.0
+    assert wilson_interval(0, 5)[0] == 0.0 and wilson_interval(5, 5)[1] == 1.0
+    # 443 files at 0.54: about ±0.046, the spread a target 0.01 away sits inside.
+    lo, hi = wilson_interval(240, 443)
+    assert 0.09 < hi - lo < 0.095
+    with pytest.raises(ValueError, match="at least one file"):
+        wilson_interval(0, 0)
+    with pytest.raises(ValueError, match=r"successes must lie in \[0, 4\]"):
+        wilson_interval(5, 4)
+
+
+def test_summary_rows_carry_the_intervals_of_their_own_hits() -> None:
+    scores = [
+        MeasuredScore("a", f"{i}.xy", [{14}], [14 if i < 3 else 2, 15, 12, 62, 14], []) for i in range(8)
+    ]
+    row = {r["set"]: r for r in summarise(scores)}["a"]
+    assert row["hit@1"] == 3 / 8 and (row["hit@1 lo"], row["hit@1 hi"]) == wilson_interval(3, 8)
+    assert row["hit@5"] == 1.0 and (row["hit@5 lo"], row["hit@5 hi"]) == wilson_interval(8, 8)
+    lo, hi = wilson_interval(3, 8)
+    assert f"| a | model | 0.375 ({lo:.3f}-{hi:.3f}) |" in markdown(summarise(scores))
 
 
 def test_phase_labels_with_alternatives() -> None:

@@ -14,7 +14,8 @@ matches well rises to the top even where the model missed it; where the library 
 its probability plus w·h_g (:func:`xrdmodels.predict.prior_hedge`: the training label prior within each crystal
 system, weighted by the model's belief in the system), so the hedge acts as (1 - q_g)·w·h_g, in full where the
 library finds nothing and not at all where it is sure; p_g passes 1 only where the model is sure of a common
-group, which then leads either way. On the shared RRUFF dev set this lifts the combined hit@5 from 0.707-0.727 to
+group, which then leads either way: such a group scores p_g, above every group below 1 (1 - (1 - p)(1 - q) with
+p > 1 would fall as q rises, so that a library match would push one of two such groups below the other). On the shared RRUFF dev set this lifts the combined hit@5 from 0.707-0.727 to
 0.743-0.747 over four seeds of the measured pipeline, hit@1 0.544-0.553 to 0.546-0.560 (docs/benchmarks.md,
 "Hedging towards the label prior").
 
@@ -46,7 +47,8 @@ LIBRARY_FOM_SLOPE = 14.4
 class CombinedGroup:
     """One space group of the combined ranking.
 
-    score: 1 - (1 - model_probability)(1 - library_probability), the ranking key (module docstring).
+    score: 1 - (1 - model_probability)(1 - library_probability), or model_probability where that passes 1: the
+        ranking key (module docstring), never lower for a higher term of either.
     model_probability: the model's term: its probability for the group (for phase-cluster models, the largest
         slot's), plus the hedge towards the training label prior where its ranking has one.
     library_probability: the calibrated probability of the library's figure of merit; 0 for a group without a
@@ -85,7 +87,7 @@ def combine(model_probability: np.ndarray, library: LibraryResult) -> list[Combi
     if p.shape != (N_SPACE_GROUPS,):
         raise ValueError(f"model_probability must have shape ({N_SPACE_GROUPS},), got {p.shape}")
     q = library_probability(group_fom(library))
-    score = 1.0 - (1.0 - p) * (1.0 - q)
+    score = np.where(p > 1.0, p, 1.0 - (1.0 - p) * (1.0 - q))
     return [
         CombinedGroup(int(c) + 1, symbol(int(c) + 1), crystal_system(int(c) + 1), float(score[c]), float(p[c]),
                       float(q[c]))

@@ -3,7 +3,8 @@
 The labels file lists one measured file per row with its phases: `spacegroups` (the target set),
 `spacegroups_accept` (one entry per phase, `a|b` meaning either is acceptable) and `extra_or_trace` (minor
 phases that are neither required nor penalised). Per set of files it reports hit@k (some phase in the top k),
-recall@K* (mean fraction of phases found in the top K*) and cover@K* (every phase in the top K*).
+recall@K* (mean fraction of phases found in the top K*) and cover@K* (every phase in the top K*), with 95%
+intervals of hit@1 and hit@5 (:func:`wilson_interval`) so that a difference can be read against the set's size.
 
 With a library (a bank store, :mod:`xrdmodels.library_search`), the same files are also searched against it
 and the same figures are reported for the library's ranking, beside the model's, with the fraction of the
@@ -36,6 +37,29 @@ from .predict import (
 )
 
 HIT_KS = (1, 3, 5, 10)
+#: hit@k whose 95% interval every summary row carries (`hit@k lo`, `hit@k hi`).
+INTERVAL_KS = (1, 5)
+#: Standard normal quantile of a two-sided 95% interval.
+Z_95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a proportion, successes of n (95% for the default z): the p whose normal test
+    does not reject the observed share, |successes/n - p| <= z·sqrt(p(1 - p)/n). It stays inside [0, 1] and is
+    honest near 0 and 1 where the plain p̂ ± z·se is not. Files are taken as independent; near-identical samples
+    in a set (RRUFF's `group` column) make the true interval somewhat wider."""
+    if n <= 0:
+        raise ValueError(f"an interval needs at least one file, got n = {n}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must lie in [0, {n}], got {successes}")
+    share = successes / n
+    z2 = z * z
+    centre = (share + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(share * (1 - share) / n + z2 / (4 * n * n))
+    # At 0 or n successes one end is exactly 0 or 1; rounding would leave it a few ulps inside.
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return lo, hi
 
 
 @dataclass
@@ -228,7 +252,10 @@ def summarise(
         ranked = {id(s): _ranking(s, ranking) for s in members}
         row: dict[str, float | str | int] = {"set": name, "files": len(members)}
         for k in HIT_KS:
-            row[f"hit@{k}"] = sum(any(s.found(k, ranked[id(s)])) for s in members) / len(members)
+            hits = sum(any(s.found(k, ranked[id(s)])) for s in members)
+            row[f"hit@{k}"] = hits / len(members)
+            if k in INTERVAL_KS:
+                row[f"hit@{k} lo"], row[f"hit@{k} hi"] = wilson_interval(hits, len(members))
         row["recall@K*"] = sum(sum(s.found(s.k_star, ranked[id(s)])) / s.k_star for s in members) / len(
             members
         )
@@ -303,6 +330,25 @@ def markdown(
     if combined_summary is not None:
         text += "\nThe model and the library combined in one ranking (xrdmodels.combined):\n\n"
         text += _table(["set", "files", *_METRICS], combined_summary)
+    rankings = [("model", summary), ("library", library_summary), ("combined", combined_summary)]
+    text += (
+        "\n95% intervals of hit@1 and hit@5 (Wilson score, files taken as independent; near-identical samples "
+        "widen them):\n\n"
+    )
+    interval_rows = [
+        {
+            "set": r["set"],
+            "ranking": name,
+            **{
+                f"hit@{k}": f"{r[f'hit@{k}']:.3f} ({r[f'hit@{k} lo']:.3f}-{r[f'hit@{k} hi']:.3f})"
+                for k in INTERVAL_KS
+            },
+        }
+        for name, rows_of in rankings
+        if rows_of is not None
+        for r in rows_of
+    ]
+    text += _table(["set", "ranking", *[f"hit@{k}" for k in INTERVAL_KS]], interval_rows)
     return text
 
 
