@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from pipeline_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_wavelength", REPO / "pipelines" / "bench_wavelength.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_wavelength"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script(
+        "bench_wavelength", "pipelines/bench_wavelength.py", register=True
+    )  # for its dataclasses
 
 
 def test_bank_peaks_moved_through_d_spacing_equal_peaks_computed_at_the_new_wavelength(bench) -> None:

@@ -3,19 +3,15 @@ binomial sum, multi-phase scans counted only when every phase is in the top 3, a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from itertools import product
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "compare_measured", REPO / "pipelines" / "measured" / "compare.py"
-)
-compare = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(compare)
+from pipeline_scripts import load_script
+
+compare = load_script("compare_measured", "pipelines/measured/compare.py")
 
 
 def _write(path: Path, rankings: dict[str, list[int]], multi: list[list[int]]) -> Path:

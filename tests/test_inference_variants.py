@@ -4,27 +4,16 @@ moves the bank's group to the top, and a uniform training prior added to the pro
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-REPO = Path(__file__).resolve().parents[1]
+from pipeline_scripts import load_script
 
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-variants = _load("inference_variants", REPO / "pipelines" / "measured" / "inference_variants.py")
-make_checkpoint = _load(
-    "checkpoint_factory", REPO / "tests" / "xrdmodels" / "checkpoint_factory.py"
-).make_checkpoint
+variants = load_script("inference_variants", "pipelines/measured/inference_variants.py")
+make_checkpoint = load_script("checkpoint_factory", "tests/xrdmodels/checkpoint_factory.py").make_checkpoint
 
 #: The only group of the bank's curated training entries (space group 14, P2_1/c).
 BANK_GROUP = 14

@@ -11,13 +11,10 @@ training loop are the memorisation benchmark's, so the guard and the published a
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from pipeline_scripts import load_script
+
 STEPS = 150
 FAMILIES = {
     "cnn-presence": {"encoder": "cnn", "head": "presence"},
@@ -28,11 +25,7 @@ FAMILIES = {
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_memorise", REPO / "pipelines" / "bench_memorise.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_memorise"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_memorise", "pipelines/bench_memorise.py", register=True)
 
 
 @pytest.fixture(scope="module")

@@ -3,20 +3,17 @@ speed probe sizes the learning-rate schedule. The stages themselves are the real
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
+from pipeline_scripts import load_script
 from xrdsynth.config import recipe_preset
 
-REPO = Path(__file__).resolve().parents[1]
 # Loaded under its own name: pipelines/ holds more than one run.py.
-_spec = importlib.util.spec_from_file_location("measured_run", REPO / "pipelines" / "measured" / "run.py")
-run = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(run)
+run = load_script("measured_run", "pipelines/measured/run.py")
 Stages = run.Stages
 
 

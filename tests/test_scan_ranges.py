@@ -3,28 +3,15 @@ k-th of them, and the table has one row per scan variant, the first paired +0/âˆ
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 
+from pipeline_scripts import load_script
 from xrdmodels.measured import MeasuredPattern
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-scan_ranges = _load("scan_ranges", REPO / "pipelines" / "measured" / "scan_ranges.py")
-make_checkpoint = _load(
-    "checkpoint_factory", REPO / "tests" / "xrdmodels" / "checkpoint_factory.py"
-).make_checkpoint
+scan_ranges = load_script("scan_ranges", "pipelines/measured/scan_ranges.py")
+make_checkpoint = load_script("checkpoint_factory", "tests/xrdmodels/checkpoint_factory.py").make_checkpoint
 
 
 def test_a_scan_keeps_the_points_in_its_range_at_its_step() -> None:
