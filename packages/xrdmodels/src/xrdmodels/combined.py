@@ -15,9 +15,9 @@ its probability plus w·h_g (:func:`xrdmodels.predict.prior_hedge`: the training
 system, weighted by the model's belief in the system), so the hedge acts as (1 - q_g)·w·h_g, in full where the
 library finds nothing and not at all where it is sure; p_g passes 1 only where the model is sure of a common
 group, which then leads either way: such a group scores p_g, above every group below 1 (1 - (1 - p)(1 - q) with
-p > 1 would fall as q rises, so that a library match would push one of two such groups below the other). On the shared RRUFF dev set this lifts the combined hit@5 from 0.707-0.727 to
-0.743-0.747 over four seeds of the measured pipeline, hit@1 0.544-0.553 to 0.546-0.560 (docs/benchmarks.md,
-"Hedging towards the label prior").
+p > 1 would fall as q rises, so that a library match would push one of two such groups below the other). On the
+shared RRUFF dev set this lifts the combined hit@5 from 0.707-0.727 to 0.743-0.747 over four seeds of the
+measured pipeline, hit@1 0.544-0.553 to 0.546-0.560 (docs/benchmarks.md, "Hedging towards the label prior").
 
 Calibration (docs/benchmarks.md, "The pipeline with square-root intensities, and the model and the library
 combined"): a logistic regression of "the library's best group is the labelled one" on that group's cosine, over

@@ -317,7 +317,8 @@ def markdown(
     summary: list[dict], library_summary: list[dict] | None = None, combined_summary: list[dict] | None = None
 ) -> str:
     """The per-set table; with ``library_summary``, the library's columns (``lib ...``) beside the model's; with
-    ``combined_summary``, a second table for the model and the library combined."""
+    ``combined_summary``, a second table for the model and the library combined; then the 95% intervals of hit@1
+    and hit@5 of each ranking, set by set."""
     cols = ["set", "files", *_METRICS]
     rows = [dict(r) for r in summary]
     if library_summary is not None:
