@@ -44,4 +44,4 @@ def test_table_has_a_row_per_variant(tmp_path, monkeypatch, capsys) -> None:
         line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line
     ]
     assert len(rows) == 1 + len(scan_ranges.VARIANTS)  # + header
-    assert rows[1].startswith(f"| {scan_ranges.VARIANTS[0][0]} | 1 |") and rows[1].endswith("| 0 / 0 |")
+    assert rows[1].startswith(f"| {scan_ranges.VARIANTS[0][0]} | 1 | 0 |") and rows[1].endswith("| 0 / 0 |")

@@ -1,10 +1,11 @@
 """How a model's answers on measured single-phase patterns depend on how the scan was taken: each file cropped to
 the 2θ ranges labs commonly scan, and thinned to coarser steps, scored like `score-measured` scores the whole file
-(docs/benchmarks.md, "Scan range and step").
+(docs/benchmarks.md, "A fifth seed on a fresh VM, and how the scan's range and step move the answers").
 
 A shared RRUFF file runs 5-90° at 0.01°. A crop keeps the points inside [lo, hi]; a coarser step keeps every k-th
 point, as a scan with that step and the same counting time per point would have measured them. Nothing else
-changes: the same reader, grid mapping, model and ranking (`predict_one`, the checkpoint's prior hedge).
+changes: the same reader, grid mapping, model and ranking (`predict_one`, the checkpoint's prior hedge). A file
+the model refuses after the cut (too little of it left) counts as a miss and is counted in the `refused` column.
 
 Usage: .venv/bin/python pipelines/measured/scan_ranges.py CHECKPOINT [--labels ../shared/data/experimental/
            all_labels.csv] [--set rruff] [--limit N] [--prior-weight 2]
@@ -50,11 +51,21 @@ def scan(pattern, lo_deg: float, hi_deg: float, every: int):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint")
-    parser.add_argument("--labels", default=str(REPO.parent / "shared/data/experimental/all_labels.csv"))
+    parser.add_argument("checkpoint", help="trained checkpoint (or ensemble manifest) to score")
+    parser.add_argument(
+        "--labels",
+        default=str(REPO.parent / "shared/data/experimental/all_labels.csv"),
+        help="labels table of measured files (default ../shared/data/experimental/all_labels.csv)",
+    )
     parser.add_argument("--set", default="rruff", help="single-phase set to score (default rruff)")
     parser.add_argument("--limit", type=int, default=None, help="first N files only")
-    parser.add_argument("--prior-weight", type=float, default=DEFAULT_PRIOR_WEIGHT)
+    parser.add_argument(
+        "--prior-weight",
+        type=float,
+        default=DEFAULT_PRIOR_WEIGHT,
+        help="weight of the training label prior in the ranking, as in score-measured "
+        f"(default {DEFAULT_PRIOR_WEIGHT:g})",
+    )
     args = parser.parse_args(argv)
     model, state = load_model(args.checkpoint)
     training = training_ranges(state, args.checkpoint)
@@ -62,18 +73,20 @@ def main(argv: list[str] | None = None) -> None:
     for path, reason in failures:
         print(f"unreadable: {path}: {reason}")
     print(f"{len(labelled)} files of {args.set}, {args.checkpoint}, prior weight {args.prior_weight:g}\n")
-    print("| scan | files | hit@1 | hit@5 | files that lose hit@5 / gain it, vs as measured |")
-    print("|---|---|---|---|---|")
+    print("| scan | files | refused | hit@1 | hit@5 | files that lose hit@5 / gain it, vs as measured |")
+    print("|---|---|---|---|---|---|")
     reference = None
     for name, lo, hi, every in VARIANTS:
-        hits = []
+        hits, refused = [], 0
         for item in labelled:
             try:
                 pred, _ = predict_one(
-                    model, state, scan(item.pattern, lo, hi, every), wavelength_angstrom=item.wavelength_angstrom,
-                    top_k=N_SPACE_GROUPS, training=training, prior_weight=args.prior_weight,
+                    model, state, scan(item.pattern, lo, hi, every),
+                    wavelength_angstrom=item.wavelength_angstrom, top_k=N_SPACE_GROUPS, training=training,
+                    prior_weight=args.prior_weight,
                 )  # fmt: skip
             except ValueError:
+                refused += 1
                 hits.append((False, False))
                 continue
             ranked = [r.spacegroup for r in pred.ranked]
@@ -85,8 +98,8 @@ def main(argv: list[str] | None = None) -> None:
         lost = int((reference[:, 1] & ~hits_array[:, 1]).sum())
         gained = int((~reference[:, 1] & hits_array[:, 1]).sum())
         print(
-            f"| {name} | {len(hits)} | {hits_array[:, 0].mean():.3f} | {hits_array[:, 1].mean():.3f} | "
-            f"{lost} / {gained} |",
+            f"| {name} | {len(hits)} | {refused} | {hits_array[:, 0].mean():.3f} | "
+            f"{hits_array[:, 1].mean():.3f} | {lost} / {gained} |",
             flush=True,
         )
 

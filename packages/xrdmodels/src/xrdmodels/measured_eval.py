@@ -4,7 +4,8 @@ The labels file lists one measured file per row with its phases: `spacegroups` (
 `spacegroups_accept` (one entry per phase, `a|b` meaning either is acceptable) and `extra_or_trace` (minor
 phases that are neither required nor penalised). Per set of files it reports hit@k (some phase in the top k),
 recall@K* (mean fraction of phases found in the top K*) and cover@K* (every phase in the top K*), with 95%
-intervals of hit@1 and hit@5 (:func:`wilson_interval`) so that a difference can be read against the set's size.
+intervals of hit@1 and hit@5 (:func:`wilson_interval`), so that a difference can be read against the set's
+size.
 
 With a library (a bank store, :mod:`xrdmodels.library_search`), the same files are also searched against it
 and the same figures are reported for the library's ranking, beside the model's, with the fraction of the
@@ -45,9 +46,9 @@ Z_95 = 1.959963984540054
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
     """Wilson score interval of a proportion, successes of n (95% for the default z): the p whose normal test
-    does not reject the observed share, |successes/n - p| <= z·sqrt(p(1 - p)/n). It stays inside [0, 1] and is
-    honest near 0 and 1 where the plain p̂ ± z·se is not. Files are taken as independent; near-identical samples
-    in a set (RRUFF's `group` column) make the true interval somewhat wider."""
+    does not reject the observed share, |successes/n - p| <= z·sqrt(p(1 - p)/n). It stays inside [0, 1] and
+    is honest near 0 and 1 where the plain p̂ ± z·se is not. Files are taken as independent; near-identical
+    samples in a set (RRUFF's `group` column) make the true interval somewhat wider."""
     if n <= 0:
         raise ValueError(f"an interval needs at least one file, got n = {n}")
     if not 0 <= successes <= n:
