@@ -1,6 +1,6 @@
 """How a model's answers on measured single-phase patterns depend on how the scan was taken: each file cropped to
 the 2θ ranges labs commonly scan, and thinned to coarser steps, scored like `score-measured` scores the whole file
-(docs/benchmarks.md, "A fifth seed on a fresh VM, and how the scan's range and step move the answers").
+(docs/benchmarks.md, "A fifth and a sixth seed on a fresh VM", its table "Scan range and step").
 
 A shared RRUFF file runs 5-90° at 0.01°. A crop keeps the points inside [lo, hi]; a coarser step keeps every k-th
 point, as a scan with that step and the same counting time per point would have measured them. Nothing else
