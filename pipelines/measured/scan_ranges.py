@@ -21,7 +21,7 @@ import numpy as np
 
 from xrdmodels.config import DEFAULT_PRIOR_WEIGHT, N_SPACE_GROUPS
 from xrdmodels.evaluate import load_model
-from xrdmodels.measured_eval import read_labelled
+from xrdmodels.measured_eval import MeasuredScore, read_labelled
 from xrdmodels.predict import predict_one, training_ranges
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,9 +89,10 @@ def main(argv: list[str] | None = None) -> None:
                 refused += 1
                 hits.append((False, False))
                 continue
-            ranked = [r.spacegroup for r in pred.ranked]
-            truth = set().union(*item.phases)
-            hits.append((bool(truth & set(ranked[:1])), bool(truth & set(ranked[:5]))))
+            score = MeasuredScore(
+                item.row["set"], item.row["file"], item.phases, [r.spacegroup for r in pred.ranked], []
+            )
+            hits.append((any(score.found(1)), any(score.found(5))))
         hits_array = np.array(hits)
         if reference is None:
             reference = hits_array
