@@ -114,20 +114,3 @@ def test_a_member_that_fails_at_once_stops_the_others(tmp_path):
     with pytest.raises(SystemExit, match="exit 1"):
         Stages(out, "test").run_together("train: two", [["false"], sleeper])
     assert not late.exists()
-
-
-def test_ensemble_members_train_from_their_own_seeds_on_their_own_mixtures(tmp_path):
-    mixtures = tmp_path / "mixtures"
-    one = run.member_configs(tmp_path, mixtures, 1, seed=5, background_removal="snip")
-    assert [c["train_store"] for c in one] == [str(mixtures / "train.zarr")]
-    assert Path(one[0]["out_dir"]).name == "cnn_presence" and "torch_threads" not in one[0]
-
-    three = run.member_configs(tmp_path, mixtures, 3, seed=5, background_removal="none")
-    assert [c["seed"] for c in three] == [5, 6, 7]
-    stores = [c["train_store"] for c in three]
-    assert stores[0] == str(mixtures / "train.zarr") and len(set(stores)) == 3
-    assert stores == [str(p) for p in run.member_train_stores(mixtures, 3)]
-    assert {c["val_store"] for c in three} == {str(mixtures / "val.zarr")}, "one validation set for all"
-    assert [Path(c["out_dir"]).name for c in three] == [f"cnn_presence_{k}" for k in range(3)]
-    assert {c["model_overrides"]["background_removal"] for c in three} == {"none"}
-    assert all(c["torch_threads"] >= 1 for c in three)

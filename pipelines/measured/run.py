@@ -9,8 +9,7 @@ measured set beside a library search of the same bank (issue 12):
                background at its input and reading square-root intensities, for a wall-clock budget (a
                300-step probe first measures this machine's speed, so that the cosine schedule ends where the
                budget does); with `--ensemble K`, K such models from seeds SEED..SEED+K-1 train side by side,
-               each on its share of the cores and on its own training mixtures, and `xrdmodels ensemble`
-               makes them one model
+               each on its share of the cores, and `xrdmodels ensemble` makes them one model
   4. evaluate  Table 1 on in-library and out-of-library synthetic test mixtures (A.7-A.8)
   5. score     `xrdmodels score-measured` on every file of ../shared/data/experimental/all_labels.csv, the
                model and the library search of the bank side by side, and the two combined in one ranking
@@ -159,40 +158,6 @@ def steps_per_minute(stages: Stages, out: Path, configs: list[dict], xrdmodels: 
     return speed
 
 
-def member_train_stores(mixtures: Path, members: int) -> list[Path]:
-    """The training store of each model: one model, or an ensemble's member 0, reads mixtures/train.zarr; member k
-    reads its own, drawn with seed SEED + k (mixtures/member_k/train.zarr). Members that differ in their data, not
-    only in their initialisation and order, disagree more where they are wrong, which is what averaging needs
-    (docs/benchmarks.md, "Ensembles of members with their own mixtures")."""
-    return [mixtures / "train.zarr"] + [mixtures / f"member_{k}" / "train.zarr" for k in range(1, members)]
-
-
-def member_configs(
-    out: Path, mixtures: Path, members: int, *, seed: int, background_removal: str
-) -> list[dict]:
-    """The training config of each model (without its budget): member k trains from seed SEED + k on its own
-    store (`member_train_stores`), all validate on the same store. One model keeps the folder name of the runs
-    before ensembles (models/cnn_presence); members are models/cnn_presence_0, _1, ..."""
-    names = ["cnn_presence"] if members == 1 else [f"cnn_presence_{k}" for k in range(members)]
-    configs = [
-        {
-            **MODEL,
-            "model_overrides": {**MODEL["model_overrides"], "background_removal": background_removal},
-            **TRAIN,
-            "seed": seed + k,
-            "train_store": str(store),
-            "val_store": str(mixtures / "val.zarr"),
-            "out_dir": str(out / "models" / member),
-        }
-        for k, (member, store) in enumerate(zip(names, member_train_stores(mixtures, members), strict=True))
-    ]
-    if members > 1:
-        # Each member trains on its share of the cores, all at once (docs/benchmarks.md, "Ensembles").
-        threads = max(1, (os.cpu_count() or 1) // members)
-        configs = [{**config, "torch_threads": threads} for config in configs]
-    return configs
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -212,8 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--n-train",
         default="600k",
-        help="training mixtures per model (default 600k: about what 45 minutes of training read; each member of "
-        "an ensemble gets its own)",
+        help="training mixtures (default 600k: about what 45 minutes of training read)",
     )
     parser.add_argument("--train-minutes", type=float, default=45.0, help="training budget in minutes (45)")
     parser.add_argument(
@@ -237,9 +201,8 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=ENSEMBLE,
         metavar="K",
-        help=f"K models trained side by side from seeds SEED, SEED+1, ..., each on its share of the cores and on "
-        f"its own training mixtures, and read as one, their probabilities averaged (default {ENSEMBLE}; 1 = one "
-        "model on every core; "
+        help=f"K models trained side by side from seeds SEED, SEED+1, ..., each on its share of the cores, and "
+        f"read as one, their probabilities averaged (default {ENSEMBLE}; 1 = one model on every core; "
         'docs/benchmarks.md, "Ensembles")',
     )
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
@@ -302,23 +265,24 @@ def main(argv: list[str] | None = None) -> None:
          "--recipe", args.recipe, "--config", str(recipe_config), "--workers", str(args.workers), "--resume"],
         always=True,
     )  # fmt: skip
-    train_stores = member_train_stores(mixtures, args.ensemble)
-    for k in range(1, args.ensemble):
-        member_config = out / "configs" / f"mixtures_member_{k}.json"
-        member_config.write_text(
-            json.dumps({"seed": args.seed + k, "recipe": recipe_overrides(args.without, fields)}, indent=2)
-        )
-        stages.run(
-            f"mixtures: member {k}'s own training set ({name} recipe, seed {args.seed + k})",
-            [xrdsynth, "mixtures", "generate", "--bank", str(bank), "--out", str(train_stores[k].parent), "--n",
-             args.n_train, "--splits", "train", "--recipe", args.recipe, "--config", str(member_config),
-             "--workers", str(args.workers), "--resume"],
-            always=True,
-        )  # fmt: skip
-    configs = member_configs(
-        out, mixtures, args.ensemble, seed=args.seed, background_removal=args.background_removal
-    )
-    names = [Path(config["out_dir"]).name for config in configs]
+    # One model keeps the folder name of the runs before ensembles; members are cnn_presence_0, _1, ...
+    names = ["cnn_presence"] if args.ensemble == 1 else [f"cnn_presence_{k}" for k in range(args.ensemble)]
+    configs = [
+        {
+            **MODEL,
+            "model_overrides": {**MODEL["model_overrides"], "background_removal": args.background_removal},
+            **TRAIN,
+            "seed": args.seed + k,
+            "train_store": str(mixtures / "train.zarr"),
+            "val_store": str(mixtures / "val.zarr"),
+            "out_dir": str(out / "models" / member),
+        }
+        for k, member in enumerate(names)
+    ]
+    if args.ensemble > 1:
+        # Each member trains on its share of the cores, all at once (docs/benchmarks.md, "Ensembles").
+        threads = max(1, (os.cpu_count() or 1) // args.ensemble)
+        configs = [{**config, "torch_threads": threads} for config in configs]
     if args.train_steps:
         budget = {"total_steps": args.train_steps, "max_minutes": None}
     else:
