@@ -57,7 +57,9 @@ BACKGROUND_REMOVAL = "snip"
 #: one-thread members averaged gain ~0.01 of RRUFF hit@1 over their members but not over one two-thread model in
 #: the same 45 minutes, whether the members stop below the accuracy plateau (7,500 steps each: 0.517 / 0.700
 #: against 0.526 / 0.702) or past it (25,286 steps each: 0.537 / 0.709 against 0.533 / 0.711; docs/benchmarks.md,
-#: "Ensembles" and "A peak-list branch, two models side by side").
+#: "Ensembles" and "A peak-list branch, two models side by side"), and with the hedged ranking and each member on
+#: its own mixtures (two runs: 0.549 / 0.745 against one model's 0.545 / 0.745 over six seeds; "Ensembles of members
+#: with their own mixtures").
 ENSEMBLE = 1
 # Substituted relatives per curated structure in the bank. 0: with 2 the model placed more of the minerals its
 # library lacks but lost top-1 on RRUFF at every budget measured (docs/benchmarks.md, "Isotypes in the bank").
