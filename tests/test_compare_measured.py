@@ -7,6 +7,7 @@ import json
 from itertools import product
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline_scripts import load_script
@@ -77,3 +78,49 @@ def test_mismatched_files_and_missing_set_are_clear_errors(tmp_path: Path) -> No
     broken.write_text("{}")
     with pytest.raises(SystemExit, match="not a score-measured measured.json"):
         compare.read_scores(broken)
+
+
+def test_bootstrap_over_groups_counts_a_group_once_however_many_files_it_holds() -> None:
+    rng = np.random.default_rng(1)
+    values = (rng.random((60, 2)) < 0.6).astype(float)
+    groups = [f"g{i}" for i in range(60)]
+    once = compare.bootstrap_group_means(values, groups, resamples=2000)
+    # Every file copied twice into its own group: every resample draws the same groups, so the same means.
+    twice = compare.bootstrap_group_means(
+        np.repeat(values, 2, axis=0), list(np.repeat(groups, 2)), resamples=2000
+    )
+    np.testing.assert_allclose(twice, once, rtol=1e-12)
+    # The copies counted as groups of their own: half the spread, as for twice the independent files.
+    apart = compare.bootstrap_group_means(
+        np.repeat(values, 2, axis=0), [f"{g}{c}" for g in groups for c in "ab"], resamples=2000
+    )
+    ratio = apart.std(axis=0) / once.std(axis=0)
+    np.testing.assert_allclose(ratio, 1 / np.sqrt(2), rtol=0.1)
+
+
+def test_bootstrap_over_single_file_groups_matches_the_binomial_spread() -> None:
+    values = np.zeros((400, 1))
+    values[:240] = 1.0  # p = 0.6
+    means = compare.bootstrap_group_means(values, [str(i) for i in range(400)], resamples=20_000)
+    assert means.mean() == pytest.approx(0.6, abs=0.002)
+    assert means.std() == pytest.approx(np.sqrt(0.6 * 0.4 / 400), rel=0.03)
+
+
+def test_groups_add_intervals_to_the_table_and_name_what_is_missing(tmp_path: Path) -> None:
+    ranks = list(range(2, 11))
+    base = _write(tmp_path / "a" / "measured.json", {"s0": [12, *ranks], "s1": [1, *ranks]}, [])
+    other = _write(tmp_path / "b" / "measured.json", {"s0": [12, *ranks], "s1": [12, *ranks]}, [])
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,group\ns0,1\ns1,1\n")
+    text = compare.table([base, other], ["a", "b"], "single", compare.read_groups(labels))
+    rows = [line.split(" | ") for line in text.splitlines()]
+    assert "95% over groups" in rows[0][-2]
+    # One group holding both files: every resample is that group, so each interval is a single value.
+    assert rows[2][-2] == "0.500-0.500 / 0.500-0.500" and rows[3][-2] == "1.000-1.000 / 1.000-1.000"
+    assert rows[3][-1].rstrip(" |") == "+0.500 to +0.500 / +0.500 to +0.500"
+    labels.write_text("file,group\ns0,1\n")
+    with pytest.raises(SystemExit, match="no group for 1 single files, e.g. s1"):
+        compare.table([base, other], ["a", "b"], "single", compare.read_groups(labels))
+    labels.write_text("file,kind\ns0,1\n")
+    with pytest.raises(SystemExit, match="`file` and `group` columns"):
+        compare.read_groups(labels)

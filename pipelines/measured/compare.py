@@ -1,7 +1,8 @@
 """Models compared file by file on the shared measured sets: each `score-measured` output against the first.
 
 Usage: .venv/bin/python pipelines/measured/compare.py BASE/measured.json OTHER/measured.json [...]
-           [--names base other ...] [--single-set rruff] [--out compare.md]
+           [--names base other ...] [--single-set rruff] [--groups ../shared/data/experimental/rruff/labels.csv]
+           [--out compare.md]
 
 Prints one markdown row per model: hit@1 / hit@3 / hit@5 / hit@10 on the single-phase set, the files it gets
 right that the first model gets wrong and the reverse (at hit@1 and hit@5) with the exact two-sided sign-test
@@ -9,16 +10,28 @@ p-value of that split (McNemar's test on the discordant files), recall@K* of eve
 score-measured summarised it, and how many scans of each multi-phase set hold every labelled phase in the top 3.
 This is how the levers in docs/benchmarks.md are compared: with 443 RRUFF files and a seed spread of ~0.015, a
 paired split is what tells a lever from noise.
+
+With `--groups LABELS.csv` (a table with `file` and `group` columns, as RRUFF's labels.csv: near-identical samples
+of one mineral share a group) two more columns give 95% intervals that treat each group, not each file, as one
+draw: each model's hit@1 / hit@5 and its difference from the first model's, from a bootstrap over groups
+(percentile intervals of BOOTSTRAP_RESAMPLES resamples, seed 0). RRUFF's 443 files fall in 218 groups, up to 38
+files each, so a file-level interval or sign test understates the uncertainty.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from math import comb
 from pathlib import Path
 
+import numpy as np
+
 from xrdmodels.measured_eval import MeasuredScore, paired_changes
+
+#: Resamples of the bootstrap over groups (`--groups`); the percentile intervals move by ~0.002 between seeds.
+BOOTSTRAP_RESAMPLES = 10_000
 
 
 def read_scores(path: Path) -> tuple[dict[tuple[str, str], MeasuredScore], list[dict]]:
@@ -47,7 +60,44 @@ def sign_test_p(wins: int, losses: int) -> float:
     return min(1.0, 2.0 * tail)
 
 
-def table(paths: list[Path], names: list[str], single_set: str) -> str:
+def read_groups(path: Path) -> dict[str, str]:
+    """File name (without folders) -> group id, from a CSV with `file` and `group` columns."""
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        groups = {Path(row["file"]).name: row["group"] for row in rows}
+    except (OSError, KeyError, csv.Error) as error:
+        raise SystemExit(
+            f"{path}: not a labels table with `file` and `group` columns ({error}); pass e.g. "
+            "../shared/data/experimental/rruff/labels.csv"
+        ) from None
+    if len(groups) != len(rows):
+        raise SystemExit(f"{path}: a file name appears twice; groups must name each file once")
+    return groups
+
+
+def bootstrap_group_means(
+    values: np.ndarray, groups: list[str], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> np.ndarray:
+    """(resamples, M) means of the (N, M) per-file `values` over bootstrap resamples of the files' groups: each
+    resample draws as many groups as there are, with replacement, and takes all files of every group drawn."""
+    ids = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    index = np.array([ids[g] for g in groups])
+    sums = np.zeros((len(ids), values.shape[1]))
+    np.add.at(sums, index, values)
+    sizes = np.bincount(index, minlength=len(ids)).astype(float)
+    draws = np.random.default_rng(seed).multinomial(
+        len(ids), np.full(len(ids), 1.0 / len(ids)), size=resamples
+    )
+    return (draws @ sums) / (draws @ sizes)[:, None]
+
+
+def _interval(samples: np.ndarray, signed: bool = False) -> str:
+    lo, hi = np.percentile(samples, [2.5, 97.5])
+    return f"{lo:+.3f} to {hi:+.3f}" if signed else f"{lo:.3f}-{hi:.3f}"
+
+
+def table(paths: list[Path], names: list[str], single_set: str, groups: dict[str, str] | None = None) -> str:
     """The markdown comparison table of the module docstring."""
     runs = [read_scores(p) for p in paths]
     base_files = runs[0][0]
@@ -67,7 +117,24 @@ def table(paths: list[Path], names: list[str], single_set: str) -> str:
         + " | ".join(f"{s} recall@K* | {s} every phase in top 3" for s in multi_sets)
         + " |"
     )
-    lines = [header, "|" + "---|" * (3 + 2 * len(multi_sets))]
+    n_columns = 3 + 2 * len(multi_sets)
+    if groups is not None:
+        header += " hit@1 / hit@5, 95% over groups | difference vs first, hit@1 / hit@5, 95% over groups |"
+        n_columns += 2
+        missing = [k[1] for k in keys if Path(k[1]).name not in groups]
+        if missing:
+            raise SystemExit(
+                f"--groups names no group for {len(missing)} {single_set} files, e.g. {missing[0]}; pass the "
+                f"labels table of the {single_set} set"
+            )
+        resampled = bootstrap_group_means(
+            np.array(
+                [[any(files[k].found(n)) for files, _ in runs for n in (1, 5)] for k in keys],
+                dtype=float,
+            ),
+            [groups[Path(k[1]).name] for k in keys],
+        ).reshape(-1, len(runs), 2)
+    lines = [header, "|" + "---|" * n_columns]
     base = [base_files[k] for k in keys]
     for row, (name, (files, summary)) in enumerate(zip(names, runs, strict=True)):
         ordered = [files[k] for k in keys]
@@ -85,6 +152,10 @@ def table(paths: list[Path], names: list[str], single_set: str) -> str:
             cells.append(f"{recall.get(s, float('nan')):.3f}")
             cells.append(f"{sum(all(f.found(3)) for f in scans)} of {len(scans)}")
         paired_cell = " / ".join(splits) if row else ""  # the base row pairs with itself
+        if groups is not None:
+            cells.append(" / ".join(_interval(resampled[:, row, j]) for j in (0, 1)))
+            difference = resampled[:, row] - resampled[:, 0]
+            cells.append(" / ".join(_interval(difference[:, j], signed=True) for j in (0, 1)) if row else "")
         lines.append(f"| {name} | {hits} | {paired_cell} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -100,6 +171,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--single-set", default="rruff", help="the single-phase set of the labels table (rruff)"
     )
+    parser.add_argument(
+        "--groups",
+        type=Path,
+        help="labels table with `file` and `group` columns (e.g. ../shared/data/experimental/rruff/labels.csv): "
+        "adds 95%% intervals from a bootstrap over groups of near-identical samples",
+    )
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args(argv)
     names = args.names or [
@@ -107,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     if len(names) != len(args.scores):
         parser.error(f"--names gives {len(names)} names for {len(args.scores)} files")
-    text = table(args.scores, names, args.single_set)
+    text = table(args.scores, names, args.single_set, read_groups(args.groups) if args.groups else None)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
