@@ -48,7 +48,8 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     """Wilson score interval of a proportion, successes of n (95% for the default z): the p whose normal test
     does not reject the observed share, |successes/n - p| <= z·sqrt(p(1 - p)/n). It stays inside [0, 1] and
     is honest near 0 and 1 where the plain p̂ ± z·se is not. Files are taken as independent; near-identical
-    samples in a set (RRUFF's `group` column) make the true interval somewhat wider."""
+    samples in a set (RRUFF's `group` column) make the true interval wider: about twice on RRUFF
+    (`pipelines/measured/compare.py --groups`, docs/benchmarks.md)."""
     if n <= 0:
         raise ValueError(f"an interval needs at least one file, got n = {n}")
     if not 0 <= successes <= n:
