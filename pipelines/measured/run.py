@@ -170,6 +170,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--random-per-group", type=int, default=2, help="random crystals per space group (2)")
     parser.add_argument(
+        "--random-style",
+        choices=("random", "random-ionic"),
+        default="random",
+        help="the bank's random-crystal source (default random: 1-3 species on one orbit each; random-ionic: "
+        'cations and an anion over several orbits; docs/physics.md, "Random crystals")',
+    )
+    parser.add_argument(
         "--isotypes",
         type=int,
         default=ISOTYPES,
@@ -252,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
         stages.run(
             "bank: shared curated structures + AFLOW prototypes + random crystals",
             [xrdsynth, "bank", "build", *sources, "--source", "builtin", "--source",
-             f"random:{args.random_per_group}", "--isotypes", str(args.isotypes), "--split-fractions",
+             f"{args.random_style}:{args.random_per_group}", "--isotypes", str(args.isotypes), "--split-fractions",
              "0.96,0.02,0.02", "--out", str(bank), "--workers", str(args.workers)],
             always=True,
         )  # fmt: skip

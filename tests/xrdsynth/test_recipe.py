@@ -163,6 +163,35 @@ def test_isotype_weight_draws_relatives_less_often():
     np.testing.assert_array_equal(uniform[1], uniform[2])
 
 
+def test_synthetic_weight_draws_generated_crystals_less_often():
+    # Four read entries, two substituted relatives, two random crystals: each drawn in proportion to its weight.
+    one_phase = (1.0, 0.0, 0.0, 0.0, 0.0)
+    config = RecipeConfig(phase_count_probabilities=one_phase, isotype_weight=0.5, synthetic_weight=0.1)
+    library = PhaseLibrary(
+        peak_offsets=np.arange(9, dtype=np.int64),
+        peak_two_theta_deg=np.full(8, 30.0),
+        peak_intensity=np.full(8, 100.0),
+        spacegroup=np.full(8, 225, dtype=np.int16),
+        isotype=np.array([False] * 4 + [True] * 2 + [False] * 2),
+        synthetic=np.array([False] * 6 + [True] * 2),
+    )
+    weight = np.array([1.0] * 4 + [0.5] * 2 + [0.1] * 2)
+    n = 40_000
+    params = sample_mixture_parameters(np.random.default_rng(5), np.arange(8), n, config, GRID, library)
+    counts = np.bincount(params.phase_material[:, 0], minlength=8)
+    expected = n * weight / weight.sum()
+    assert (
+        ((counts - expected) ** 2) / expected
+    ).sum() < 24.32  # chi-square, 7 degrees of freedom, p = 0.001
+    # Weight 1 (the default) keeps A.1's uniform draw, draw for draw, whatever the column says.
+    draws = [
+        sample_mixture_parameters(np.random.default_rng(4), np.arange(8), 64, c, GRID, lib).phase_material
+        for c, lib in [(RecipeConfig(phase_count_probabilities=one_phase), library),
+                       (RecipeConfig(phase_count_probabilities=one_phase), None)]
+    ]  # fmt: skip
+    np.testing.assert_array_equal(draws[0], draws[1])
+
+
 @pytest.mark.parametrize("balance", [0.5, 1.0])
 def test_space_group_balance_evens_draws_over_groups(balance):
     # Six materials of Fm-3m, two of P2_1/c: material weight n^-b gives each group a share proportional to n^(1-b).

@@ -359,6 +359,62 @@ def test_random_one_per_group_matches_target(part: int) -> None:
     assert exceptions == []
 
 
+def test_random_ionic_listing_forms() -> None:
+    items = list_items("random-ionic:2:14,62", seed=5)
+    assert [i.entry_id for i in items] == [
+        "random-ionic:14:0:s5", "random-ionic:14:1:s5", "random-ionic:62:0:s5", "random-ionic:62:1:s5"
+    ]  # fmt: skip
+    assert {i.kind for i in items} == {"random"}
+    for bad in ("random-ionic:0", "random-ionic:x", "random-ionic:1:0-3"):
+        with pytest.raises(ValueError, match="random-ionic"):
+            list_items(bad)
+
+
+def _orbits(structure: Structure) -> int:
+    """Symmetry-distinct sites (Wyckoff orbits) of a crystal, read by spglib independently of pyxtal."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    return len(SpacegroupAnalyzer(structure, symprec=0.1).get_symmetrized_structure().equivalent_sites)
+
+
+def test_random_ionic_crystals_are_anion_frameworks_on_several_orbits() -> None:
+    """The random-ionic style: its group at spglib's symprec 0.1, one anion species and 1-3 cations, at most 96
+    atoms per primitive cell, deterministic, and at least twice the orbits of the one-orbit style over the same
+    groups (the reason it exists: structure factors with many independent sites)."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    from xrdsynth.structures import random_crystals
+
+    groups = (2, 4, 14, 15, 19, 33, 61, 62, 88, 122, 148, 167, 176, 194, 216, 225)
+    ionic_orbits, one_orbit_orbits = [], []
+    for sg in groups:
+        structure, metadata = random_crystals.random_structure(sg, 0, 11, ionic=True)
+        assert metadata["style"] == "ionic" and metadata["target_spacegroup"] == sg
+        assert SpacegroupAnalyzer(structure, symprec=0.1).get_space_group_number() == sg
+        elements = {str(site.specie) for site in structure}
+        anions = elements & set(random_crystals.IONIC_ANIONS)
+        assert len(anions) == 1 and 1 <= len(elements - anions) <= 3, (sg, elements)
+        assert elements - anions <= set(random_crystals.IONIC_CATIONS)
+        assert len(structure.get_primitive_structure(tolerance=0.1)) <= 96
+        again, _ = random_crystals.random_structure(sg, 0, 11, ionic=True)
+        np.testing.assert_array_equal(structure.frac_coords, again.frac_coords)
+        ionic_orbits.append(_orbits(structure))
+        one_orbit_orbits.append(_orbits(random_crystals.random_structure(sg, 0, 11)[0]))
+    assert np.mean(ionic_orbits) >= 2 * np.mean(one_orbit_orbits), (ionic_orbits, one_orbit_orbits)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("part", range(2))
+def test_random_ionic_one_per_group_matches_target(part: int) -> None:
+    config = BankConfig()
+    exceptions = []
+    for item in list_items("random-ionic:1")[part::2]:
+        entry = load_entry(item)
+        if describe(entry, config).spacegroup_number != entry.given_spacegroup:
+            exceptions.append(item.entry_id)
+    assert exceptions == []
+
+
 # ------------------------------------------------------------------------------------------ bad inputs
 
 

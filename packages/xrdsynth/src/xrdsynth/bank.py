@@ -732,6 +732,7 @@ class Bank:
             spacegroup=self.column("spacegroup_number").astype(np.int16),
             thermal_displacement=self.column("thermal_displacement").astype(bool),
             isotype=self.column("isotype_of") != "",
+            synthetic=self.column("synthetic").astype(bool),
             dense_profile=np.asarray(self.group["profile"][:], dtype=np.float32) if with_profiles else None,
             **reflections,
         )

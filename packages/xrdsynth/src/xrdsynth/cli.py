@@ -79,7 +79,9 @@ def bank() -> None:
     help="Structures to include; repeatable. A directory (searched recursively) or glob of CIF files, a .cif, "
     "a .zip/.tar.gz of CIFs, a .json/.jsonl of pymatgen Structure dicts, a .csv with a `cif` column "
     "(optional id, e_above_hull...), `builtin` (the AFLOW prototype library shipped with pymatgen) or "
-    "`random:N` (N pyxtal crystals per space group for all 230; `random:N:1-10` limits the groups).",
+    "`random:N` (N pyxtal crystals per space group for all 230, 1-3 species on one Wyckoff orbit each; "
+    "`random:N:1-10` limits the groups) or `random-ionic:N[:GROUPS]` (the same, built as 1-3 cations and an "
+    "anion over several orbits; docs/physics.md, Random crystals).",
 )
 @click.option(
     "--out", "out", required=True, metavar="URL", help="Bank store to write: a path or fsspec URL (s3://...)."

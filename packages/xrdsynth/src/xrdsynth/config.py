@@ -511,6 +511,14 @@ class RecipeConfig(_Strict):
         "read entries keep more of the draws (measured on RRUFF dev in docs/benchmarks.md, Isotypes: it does not "
         "remove the relatives' top-1 cost).",
     )
+    synthetic_weight: float = Field(
+        1.0,
+        gt=0.0,
+        description="How often a generated crystal (bank column synthetic: the random:N and random-ionic:N "
+        "sources) is drawn as a phase, relative to a read entry (1 = uniform over the split, A.1). Below 1, a "
+        "bank can hold many random crystals for diversity while the read structures keep their share of the "
+        "draws (docs/physics.md, Phase draws). Multiplies isotype_weight.",
+    )
     space_group_balance: float = Field(
         0.0,
         ge=0.0,

@@ -42,6 +42,8 @@ class PhaseLibrary:
         input's atomic displacement parameters (the bank's thermal_displacement column).
     isotype: bool (M,) or None (none is), whether a material is a substituted relative of another (the bank's
         isotype_of column is set); RecipeConfig.isotype_weight sets how often these are drawn.
+    synthetic: bool (M,) or None (none is), whether a material was generated (random crystals; the bank's
+        synthetic column); RecipeConfig.synthetic_weight sets how often these are drawn.
     """
 
     peak_offsets: np.ndarray
@@ -54,10 +56,11 @@ class PhaseLibrary:
     reflection_weight: np.ndarray | None = None
     thermal_displacement: np.ndarray | None = None
     isotype: np.ndarray | None = None
+    synthetic: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n_materials = self.spacegroup.shape[0]
-        for name in ("thermal_displacement", "isotype"):
+        for name in ("thermal_displacement", "isotype", "synthetic"):
             column = getattr(self, name)
             if column is not None and column.shape != (n_materials,):
                 raise ValueError(
@@ -208,13 +211,16 @@ def sample_materials(
 
 def pool_weights(pool: np.ndarray, config: RecipeConfig, library: PhaseLibrary | None) -> np.ndarray | None:
     """Drawing weight of each pool material (`sample_materials`): RecipeConfig.isotype_weight for substituted
-    relatives (1 for the rest) times n^-space_group_balance, n the pool's materials of the same space group;
-    None (uniform) when that changes nothing."""
+    relatives and RecipeConfig.synthetic_weight for generated crystals (1 for the rest) times
+    n^-space_group_balance, n the pool's materials of the same space group; None (uniform) when that changes
+    nothing."""
     if library is None:
         return None
     weight = np.ones(pool.size)
     if config.isotype_weight != 1.0 and library.isotype is not None:
         weight = np.where(library.isotype[pool], config.isotype_weight, 1.0)
+    if config.synthetic_weight != 1.0 and library.synthetic is not None:
+        weight = weight * np.where(library.synthetic[pool], config.synthetic_weight, 1.0)
     if config.space_group_balance != 0.0:
         groups = library.spacegroup[pool].astype(np.int64)
         weight = weight * np.bincount(groups, minlength=231)[groups] ** -config.space_group_balance

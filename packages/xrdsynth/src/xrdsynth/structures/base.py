@@ -17,8 +17,9 @@ ACCEPTED_FORMS = (
     "a directory (searched recursively for *.cif), a glob pattern such as 'cifs/**/*.cif', a .cif file, "
     "a .zip/.tar.gz/.tgz archive of CIFs, a .json/.json.gz list or .jsonl/.jsonl.gz lines of pymatgen "
     "Structure dicts (or {'structure': dict, 'id': ...} records), a .csv with a 'cif' column, 'builtin' "
-    "(AFLOW prototypes shipped with pymatgen), or 'random:N[:GROUPS]' (N pyxtal crystals per space group, "
-    "GROUPS like '1-10' or '2,14,225')"
+    "(AFLOW prototypes shipped with pymatgen), 'random:N[:GROUPS]' (N pyxtal crystals per space group, "
+    "GROUPS like '1-10' or '2,14,225') or 'random-ionic:N[:GROUPS]' (the same, built as cations and an anion "
+    "over several Wyckoff orbits)"
 )
 
 # Errors that reading a file, an archive or a compressed stream can raise.
@@ -48,7 +49,8 @@ class SourceItem:
 
     ``locator`` forms: ``path.cif``, ``path.cif#block=2`` (1-based data block of a multi-block CIF),
     ``archive.zip::member.cif``, ``file.json#item=3`` (1-based), ``file.jsonl#L12`` (1-based line),
-    ``file.csv#row=5`` (1-based data row after the header), ``aflow:<label>`` and ``random:<sg>:<k>``.
+    ``file.csv#row=5`` (1-based data row after the header), ``aflow:<label>``, ``random:<sg>:<k>`` and
+    ``random-ionic:<sg>:<k>``.
     """
 
     source: str

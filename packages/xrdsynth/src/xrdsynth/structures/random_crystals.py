@@ -1,4 +1,14 @@
-"""``random:N[:GROUPS]``: N pyxtal crystals per space group, each a function of (seed, group, index) only."""
+"""``random:N[:GROUPS]`` and ``random-ionic:N[:GROUPS]``: N pyxtal crystals per space group, each a function of
+(seed, group, index) only.
+
+``random:`` crystals are small: 1-3 species, each on one Wyckoff orbit, the smallest orbits first, so that most
+atoms sit on special positions. ``random-ionic:`` crystals are built like the inorganic compounds a powder
+pattern usually comes from: 1-3 cations and one anion species, the anion spread over 1-5 orbits and each cation
+over 1-2, every orbit drawn from all of the group's multiplicities (the general position as often as any), up
+to 96 atoms in the primitive cell. Their patterns carry many reflections of comparable intensity, so that the
+space group shows in systematic absences and the metric rather than in the accidental absences of atoms on
+special positions (docs/physics.md, "Random crystals").
+"""
 
 from __future__ import annotations
 
@@ -19,8 +29,13 @@ RANDOM_ELEMENTS = (
     "Li", "Na", "K", "Mg", "Ca", "Sr", "Ba", "B", "Al", "Ga", "C", "Si", "Ge", "Sn", "N", "P", "O", "S",
     "Se", "F", "Cl", "Br", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Zr", "Nb", "Mo", "Ag", "La",
 )  # fmt: skip
+# Anions of random-ionic crystals, oxygen weighted as in the oxides and oxysalts that dominate inorganic databases.
+IONIC_ANIONS = ("O", "O", "O", "O", "O", "O", "S", "Se", "N", "F", "Cl", "Br")
+# Cations of random-ionic crystals: the metals and metalloids of RANDOM_ELEMENTS.
+IONIC_CATIONS = tuple(e for e in RANDOM_ELEMENTS if e not in set(IONIC_ANIONS) | {"C", "P", "B"})
 # Random crystals are kept small (atoms per primitive cell) so that generating all 230 groups stays fast.
 _RANDOM_MAX_ATOMS = 64
+_IONIC_MAX_ATOMS = 96
 _RANDOM_MAX_ATTEMPTS = 40
 # Random crystals must show their target group even at this loose tolerance, so that any bank symprec
 # up to it detects the target rather than an accidental supergroup.
@@ -46,14 +61,15 @@ def _parse_groups(text: str, source: str) -> list[int]:
 
 def _list_random(source: str, seed: int) -> list[SourceItem]:
     parts = source.strip().split(":")
+    style = parts[0]
     if len(parts) not in (2, 3) or not parts[1].isdigit() or int(parts[1]) < 1:
         raise ValueError(
-            f"source {source!r}: expected 'random:N' or 'random:N:GROUPS' with N >= 1; accepted: {ACCEPTED_FORMS}"
+            f"source {source!r}: expected '{style}:N' or '{style}:N:GROUPS' with N >= 1; accepted: {ACCEPTED_FORMS}"
         )
     per_group = int(parts[1])
     groups = _parse_groups(parts[2], source) if len(parts) == 3 else list(range(1, 231))
     return [
-        SourceItem(source, "random", f"random:{sg}:{k}", f"random:{sg}:{k}:s{seed}")
+        SourceItem(source, "random", f"{style}:{sg}:{k}", f"{style}:{sg}:{k}:s{seed}")
         for sg in groups
         for k in range(per_group)
     ]
@@ -93,30 +109,56 @@ def _pyxtal_tolerances() -> Tol_matrix:
     return table
 
 
-def random_structure(sg: int, k: int, seed: int) -> tuple[Structure, dict[str, MetadataValue]]:
+def _one_orbit_composition(
+    rng: np.random.Generator, attempt: int, multiplicities: tuple[int, ...]
+) -> tuple[list[str], list[int]]:
+    """1-3 species of RANDOM_ELEMENTS, each on one orbit; early attempts admit only the smallest orbits, and every
+    second attempt the next larger one."""
+    choices = multiplicities[: 2 + attempt // 2]
+    n_species = int(rng.integers(1, 4))
+    species = [str(e) for e in rng.choice(RANDOM_ELEMENTS, size=n_species, replace=False)]
+    return species, [int(rng.choice(choices)) for _ in species]
+
+
+def _ionic_composition(
+    rng: np.random.Generator, attempt: int, multiplicities: tuple[int, ...]
+) -> tuple[list[str], list[int]]:
+    """1-3 cations on 1-2 orbits each and one anion on 1-5 orbits, every orbit drawn from all multiplicities
+    (``attempt`` is unused: every attempt draws from the same orbits)."""
+    n_cations = int(rng.integers(1, 4))
+    species = [str(e) for e in rng.choice(IONIC_CATIONS, size=n_cations, replace=False)]
+    species.append(str(rng.choice(IONIC_ANIONS)))
+    orbits = [int(rng.integers(1, 3)) for _ in range(n_cations)] + [int(rng.integers(1, 6))]
+    return species, [int(sum(rng.choice(multiplicities, size=n))) for n in orbits]
+
+
+def random_structure(
+    sg: int, k: int, seed: int, *, ionic: bool = False
+) -> tuple[Structure, dict[str, MetadataValue]]:
     """The k-th random crystal of space group ``sg`` for ``seed``, generated with pyxtal.
 
-    The generator is seeded from ``SeedSequence([seed, sg, k])`` only, so the crystal does not depend on
-    the order or process it is made in. Compositions are 1-3 species from :data:`RANDOM_ELEMENTS`, each
-    on one Wyckoff orbit, with at most 64 atoms in the primitive cell (the conventional cell is returned).
-    Early attempts use only the smallest orbits, which keeps crystals small; a composition pyxtal cannot
-    place, or a crystal whose spglib group at symprec 0.1 Å is not ``sg`` (an accidental supergroup, common
-    when every atom sits on a fixed special position), is replaced by the next draw of the same generator,
-    and every second attempt admits the next larger orbit, up to the general position.
+    The generator is seeded from ``SeedSequence([seed, sg, k])`` only (``[seed, sg, k, 1]`` for ``ionic``), so
+    the crystal does not depend on the order or process it is made in. Compositions (module docstring): by
+    default 1-3 species from :data:`RANDOM_ELEMENTS`, each on one Wyckoff orbit, with at most 64 atoms in the
+    primitive cell, early attempts using only the smallest orbits; with ``ionic``, 1-3 of
+    :data:`IONIC_CATIONS` on 1-2 orbits each and one of :data:`IONIC_ANIONS` on 1-5, at most 96 atoms. The
+    conventional cell is returned. A composition pyxtal cannot place, or a crystal whose spglib group at symprec
+    0.1 Å is not ``sg`` (an accidental supergroup, common when every atom sits on a fixed special position), is
+    replaced by the next draw of the same generator.
     """
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
     from pyxtal import pyxtal
 
     tolerances = _pyxtal_tolerances()
-    rng = np.random.default_rng(np.random.SeedSequence([seed, sg, k]))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, sg, k, 1] if ionic else [seed, sg, k]))
     multiplicities, lattice_points = _wyckoff_multiplicities(sg)
+    draw, max_atoms = (
+        (_ionic_composition, _IONIC_MAX_ATOMS) if ionic else (_one_orbit_composition, _RANDOM_MAX_ATOMS)
+    )
     reasons: list[str] = []
     for attempt in range(_RANDOM_MAX_ATTEMPTS):
-        choices = multiplicities[: 2 + attempt // 2]
-        n_species = int(rng.integers(1, 4))
-        species = [str(e) for e in rng.choice(RANDOM_ELEMENTS, size=n_species, replace=False)]
-        counts = [int(rng.choice(choices)) for _ in species]
-        if sum(counts) > _RANDOM_MAX_ATOMS * lattice_points:
+        species, counts = draw(rng, attempt, multiplicities)
+        if sum(counts) > max_atoms * lattice_points:
             continue
         crystal = pyxtal()
         # pyxtal and spglib warn on every rejected placement; the reasons are kept below instead.
@@ -144,23 +186,25 @@ def random_structure(sg: int, k: int, seed: int) -> tuple[Structure, dict[str, M
             "k": k,
             "attempt": attempt + 1,
         }
+        if ionic:
+            metadata["style"] = "ionic"
         return structure, metadata
     raise StructureError(
-        f"random:{sg}:{k}:s{seed}",
+        f"{'random-ionic' if ionic else 'random'}:{sg}:{k}:s{seed}",
         f"pyxtal placed no composition in {_RANDOM_MAX_ATTEMPTS} attempts ({'; '.join(reasons[-3:])})",
     )
 
 
 def _load_random(item: SourceItem, seed: int, max_sites: int | None) -> Entry:
-    _, sg_text, k_text = item.locator.split(":")
+    style, sg_text, k_text = item.locator.split(":")
     if not item.entry_id.endswith(f":s{seed}"):
         raise ValueError(
             f"item {item.entry_id!r} was listed with another seed than load_entry's seed={seed}; "
             "pass the same seed to list_items and load_entry"
         )
-    structure, metadata = random_structure(int(sg_text), int(k_text), seed)
+    structure, metadata = random_structure(int(sg_text), int(k_text), seed, ionic=style == "random-ionic")
     return Entry(item.entry_id, item.source, item.locator, structure, int(sg_text), metadata, synthetic=True)
 
 
-NAMED_SOURCE = NamedSource(lambda text: text.startswith("random:"), _list_random)
+NAMED_SOURCE = NamedSource(lambda text: text.startswith(("random:", "random-ionic:")), _list_random)
 ITEM_KIND = ItemKind("random", _load_random, lambda item: None)

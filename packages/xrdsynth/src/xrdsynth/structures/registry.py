@@ -1,7 +1,7 @@
 """The kinds table: which module lists a ``--source`` string and which loads an item, in one place each.
 
 ``list_items`` runs in the driver and only locates structures; ``load_entry`` runs in a worker and parses one.
-A source is a named source (``builtin``, ``random:...``), else a path: a directory of CIFs, a glob, or one file
+A source is a named source (``builtin``, ``random:...``, ``random-ionic:...``), else a path: a directory of CIFs, a glob, or one file
 whose format is recognised by the end of its name. Items carry their kind, which picks the loader.
 """
 
@@ -38,7 +38,7 @@ ITEM_KINDS: dict[str, ItemKind] = {
 def list_items(source: str, *, seed: int = 0) -> list[SourceItem]:
     """List the structures named by one ``--source`` string without parsing them.
 
-    ``seed`` only enters the ids of ``random:`` sources. Raises ``ValueError`` naming the source and
+    ``seed`` only enters the ids of ``random:`` and ``random-ionic:`` sources. Raises ``ValueError`` naming the source and
     :data:`ACCEPTED_FORMS` for a nonexistent path or unknown format, and naming the source for a file or
     archive that cannot be read, a CSV without a ``cif`` column, invalid JSON, or duplicate ids in one
     source. Single files and archive members too large to read (``MAX_CIF_BYTES``) are still listed,
@@ -60,7 +60,7 @@ def list_items(source: str, *, seed: int = 0) -> list[SourceItem]:
 def load_entry(item: SourceItem, *, seed: int = 0, max_sites: int | None = None) -> Entry:
     """Parse the structure an item points to; raises :class:`StructureError` on any bad input.
 
-    ``seed`` must be the one given to :func:`list_items` for ``random:`` items (it is checked against the
+    ``seed`` must be the one given to :func:`list_items` for random items (it is checked against the
     id); other kinds ignore it. With ``max_sites``, CIF text and Structure dicts that list more atom
     positions than that are rejected before they are parsed (parsing a 10,000-atom CIF takes seconds).
     CIF files and archive members larger than ``MAX_CIF_BYTES`` are rejected unread.
