@@ -196,6 +196,26 @@ def test_a_two_phase_mixture_puts_both_groups_in_the_top_three(bank) -> None:
         assert {phases[first]["group"], phases[second]["group"]} <= set(top3), (first, second, top3)
 
 
+def test_generated_crystals_are_left_out_of_the_search(tmp_path) -> None:
+    """The bank's generated crystals (entries/synthetic) are never identified, even when the pattern is one of
+    theirs; a bank of generated crystals only, or without the column, is searched whole."""
+    url = str(tmp_path / "bank.zarr")
+    phases = write_bank(url)
+    entries = zarr.open_group(url, mode="r+")["entries"]
+    generated = np.arange(len(phases)) % 2 == 1  # the second phase of every group
+    entries["synthetic"][...] = generated
+    library = SpectralLibrary.open(url)
+    assert sorted(library.phase_ids) == sorted(
+        p["id"] for p, g in zip(phases, generated, strict=True) if not g
+    )
+    pattern = measure([phases[1]], [1.0], seed=2)
+    assert phases[1]["id"] not in library.search(pattern).identified
+    entries["synthetic"][...] = np.ones(len(phases), dtype=bool)
+    assert len(SpectralLibrary.open(url)) == len(phases)
+    del entries["synthetic"]
+    assert len(SpectralLibrary.open(url)) == len(phases)
+
+
 def test_typical_peak_width_is_measured_in_bins() -> None:
     bins = np.arange(2000.0)
     for fwhm in (3.0, 12.0, 30.0):

@@ -289,8 +289,8 @@ _prior_weight_option = click.option(
     default=None,
     metavar="BANK",
     help="Also search this bank store (built by `xrdsynth bank build`; a path or fsspec URL) and show its "
-    "space groups, ranked by how well their phases match the pattern, beside the model's (a classical "
-    "search-match baseline), then both in one ranking (the model's probability, hedged by --prior-weight as its "
+    "space groups, ranked by how well its read phases (not its generated random crystals) match the pattern, "
+    "beside the model's (a classical search-match baseline), then both in one ranking (the model's probability, hedged by --prior-weight as its "
     "ranking is, and the library's calibrated figure of merit, noisy-OR; xrdmodels.combined).",
 )
 def predict_cmd(
@@ -372,7 +372,8 @@ def predict_cmd(
     "--library",
     default=None,
     metavar="BANK",
-    help="Also score a search of this bank store (built by `xrdsynth bank build`; a path or fsspec URL) on "
+    help="Also score a search of this bank store's read phases (built by `xrdsynth bank build`; a path or "
+    "fsspec URL; its generated random crystals are left out) on "
     "the same files: the library's hit@k, recall@K* and cover@K* beside the model's, and those of the model "
     "and the library combined in one ranking (xrdmodels.combined).",
 )

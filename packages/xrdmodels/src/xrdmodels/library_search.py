@@ -14,7 +14,8 @@ Hageman (J. Comput. Chem. 22, 273, 2001), maximised over a small zero shift, on 
    :data:`BACKGROUND_WINDOW_DEG`, smoothed by a rolling mean of the same width) is subtracted, and the noise
    floor (median of what remains plus :data:`NOISE_THRESHOLD_SIGMA` standard deviations of the counting noise,
    estimated from bin-to-bin differences) is cut off, so only peaks are compared.
-3. Each phase's stored profile (its sticks on the grid) is broadened by a Gaussian as wide as the measured
+3. Each read phase's stored profile (its sticks on the grid; generated crystals, the bank's ``synthetic``
+   entries, are left out: :func:`_searched_entries`) is broadened by a Gaussian as wide as the measured
    peaks (the median FWHM of the strongest ones, :func:`typical_fwhm_bins`, rounded to a ladder of widths
    from :data:`PEAK_FWHM_DEG` to :data:`MAX_PEAK_FWHM_DEG`), so broad peaks are compared with broad lines.
 4. Both sides are square-rooted (the variance-stabilising transform of counting statistics, which also
@@ -185,6 +186,23 @@ def _check_bank(group: zarr.Group, url: str) -> None:
         )
 
 
+def _searched_entries(group: zarr.Group, n: int, url: str) -> np.ndarray:
+    """bool (n,): the entries a search compares with, the read structures. Generated crystals (the optional
+    ``entries/synthetic`` column: the bank's ``random:N`` and ``random-ionic:N`` sources) are there to teach a
+    model the space groups no read structure holds, not phases a sample can contain: searched, they outscore
+    real phases on some patterns (docs/benchmarks.md, "Random crystals built as ionic compounds"). A bank
+    without the column, or of generated crystals only, is searched whole."""
+    if "synthetic" not in group["entries"]:
+        return np.ones(n, dtype=bool)
+    read = ~np.asarray(group["entries/synthetic"][...], dtype=bool)
+    if read.shape != (n,):
+        raise LibraryFormatError(
+            f"{url}: entries/synthetic has shape {read.shape} for {n} entries; the store is "
+            "damaged: rebuild it"
+        )
+    return read if read.any() else np.ones(n, dtype=bool)
+
+
 def _box_rows(values: np.ndarray, width_bins: int) -> np.ndarray:
     """Each row's running sum over ``width_bins`` centred bins (zero beyond the ends), by cumulative sums."""
     if width_bins <= 1:
@@ -351,12 +369,13 @@ class SpectralLibrary:
             raise LibraryFormatError(
                 f"{url}: entries/spacegroup_number holds {bad[:5].tolist()}, outside 1-{N_SPACE_GROUPS}"
             )
+        keep = _searched_entries(group, n, url)
         return cls(
             url,
-            phase_ids,
-            formulas,
-            spacegroups,
-            np.asarray(profile[...], dtype=np.float32),
+            phase_ids[keep],
+            formulas[keep],
+            spacegroups[keep],
+            np.asarray(profile[...], dtype=np.float32)[keep],
             wavelength_angstrom=float(group.attrs["wavelength_angstrom"]),
             two_theta_min_deg=float(grid["two_theta_min_deg"]),
             two_theta_max_deg=float(grid["two_theta_max_deg"]),
