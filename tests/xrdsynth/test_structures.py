@@ -344,11 +344,12 @@ def test_shared_pyxtal_tolerances_leave_random_crystals_unchanged(monkeypatch: p
 
 @pytest.mark.slow
 @pytest.mark.parametrize("part", range(4))
-def test_random_one_per_group_matches_target(part: int) -> None:
+@pytest.mark.parametrize("source", ["random:1", "random-ionic:1"])
+def test_random_one_per_group_matches_target(source: str, part: int) -> None:
     """All 230 groups as 4 interleaved parts, so that the suite's two workers share them."""
     config = BankConfig()
     exceptions = []
-    for item in list_items("random:1")[part::4]:
+    for item in list_items(source)[part::4]:
         entry = load_entry(item)
         info = describe(entry, config)
         if info.spacegroup_number != entry.given_spacegroup:
@@ -401,18 +402,6 @@ def test_random_ionic_crystals_are_anion_frameworks_on_several_orbits() -> None:
         ionic_orbits.append(_orbits(structure))
         one_orbit_orbits.append(_orbits(random_crystals.random_structure(sg, 0, 11)[0]))
     assert np.mean(ionic_orbits) >= 2 * np.mean(one_orbit_orbits), (ionic_orbits, one_orbit_orbits)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("part", range(2))
-def test_random_ionic_one_per_group_matches_target(part: int) -> None:
-    config = BankConfig()
-    exceptions = []
-    for item in list_items("random-ionic:1")[part::2]:
-        entry = load_entry(item)
-        if describe(entry, config).spacegroup_number != entry.given_spacegroup:
-            exceptions.append(item.entry_id)
-    assert exceptions == []
 
 
 # ------------------------------------------------------------------------------------------ bad inputs
