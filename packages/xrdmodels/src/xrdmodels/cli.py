@@ -290,8 +290,9 @@ _prior_weight_option = click.option(
     metavar="BANK",
     help="Also search this bank store (built by `xrdsynth bank build`; a path or fsspec URL) and show its "
     "space groups, ranked by how well its read phases (not its generated random crystals) match the pattern, "
-    "beside the model's (a classical search-match baseline), then both in one ranking (the model's probability, hedged by --prior-weight as its "
-    "ranking is, and the library's calibrated figure of merit, noisy-OR; xrdmodels.combined).",
+    "beside the model's (a classical search-match baseline), then both in one ranking (the model's "
+    "probability, hedged by --prior-weight as its ranking is, and the library's calibrated figure of merit, "
+    "noisy-OR; xrdmodels.combined).",
 )
 def predict_cmd(
     checkpoint,

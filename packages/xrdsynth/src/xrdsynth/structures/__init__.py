@@ -13,12 +13,12 @@ per-entry record the bank stores (:class:`EntryInfo`), including the space group
 One module per source kind, each listing and loading its own items: :mod:`.cif_files` (directories, globs,
 ``.cif`` files, ``.zip`` / ``.tar.gz`` / ``.tgz`` archives), :mod:`.records` (``.json`` / ``.jsonl``,
 optionally gzipped, and ``.csv``), :mod:`.builtin` (the AFLOW prototypes shipped in pymatgen) and
-:mod:`.random_crystals` (``random:N[:GROUPS]``, ``random-ionic:N[:GROUPS]``, pyxtal). :mod:`.registry` holds the kinds table that routes a
-source string and an item to them; :mod:`.cif_text` parses CIF text for files, archives and records alike;
-:mod:`.describe` holds the checks and the spglib description. To add a source, write a module that exports a
-:class:`~.base.FileFormat` (a file suffix) or a :class:`~.base.NamedSource` (a source string) to list its
-items, and an :class:`~.base.ItemKind` to load them, then add them to the tables in :mod:`.registry` and a
-phrase to :data:`ACCEPTED_FORMS`.
+:mod:`.random_crystals` (``random:N[:GROUPS]``, ``random-ionic:N[:GROUPS]``, pyxtal). :mod:`.registry` holds
+the kinds table that routes a source string and an item to them; :mod:`.cif_text` parses CIF text for files,
+archives and records alike; :mod:`.describe` holds the checks and the spglib description. To add a source, write
+a module that exports a :class:`~.base.FileFormat` (a file suffix) or a :class:`~.base.NamedSource` (a source
+string) to list its items, and an :class:`~.base.ItemKind` to load them, then add them to the tables in
+:mod:`.registry` and a phrase to :data:`ACCEPTED_FORMS`.
 """
 
 from .base import ACCEPTED_FORMS, Entry, MetadataValue, SourceItem, StructureError

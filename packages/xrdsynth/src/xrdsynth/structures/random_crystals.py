@@ -1,13 +1,12 @@
 """``random:N[:GROUPS]`` and ``random-ionic:N[:GROUPS]``: N pyxtal crystals per space group, each a function of
 (seed, group, index) only.
 
-``random:`` crystals are small: 1-3 species, each on one Wyckoff orbit, the smallest orbits first, so that most
-atoms sit on special positions. ``random-ionic:`` crystals are built like the inorganic compounds a powder
-pattern usually comes from: 1-3 cations and one anion species, the anion spread over 1-5 orbits and each cation
-over 1-2, every orbit drawn from all of the group's multiplicities (the general position as often as any), up
-to 96 atoms in the primitive cell. Their patterns carry many reflections of comparable intensity, so that the
-space group shows in systematic absences and the metric rather than in the accidental absences of atoms on
-special positions (docs/physics.md, "Random crystals").
+``random:`` crystals are small: 1-3 species, each on one Wyckoff orbit, the smallest orbits first.
+``random-ionic:`` crystals are built as inorganic compounds usually are: 1-3 cations and one anion species, the
+anion spread over 1-5 orbits and each cation over 1-2, every orbit drawn from all of the group's multiplicities
+(the general position as often as any), up to 96 atoms in the primitive cell, so that their structure factors
+come from many independent sites. Sites, peaks and effective peaks of both, against the read structures', are
+in docs/physics.md, "Random crystals".
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The kinds table: which module lists a ``--source`` string and which loads an item, in one place each.
 
 ``list_items`` runs in the driver and only locates structures; ``load_entry`` runs in a worker and parses one.
-A source is a named source (``builtin``, ``random:...``, ``random-ionic:...``), else a path: a directory of CIFs, a glob, or one file
-whose format is recognised by the end of its name. Items carry their kind, which picks the loader.
+A source is a named source (``builtin``, ``random:...``, ``random-ionic:...``), else a path: a directory of CIFs,
+a glob, or one file whose format is recognised by the end of its name. Items carry their kind, which picks the loader.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ ITEM_KINDS: dict[str, ItemKind] = {
 def list_items(source: str, *, seed: int = 0) -> list[SourceItem]:
     """List the structures named by one ``--source`` string without parsing them.
 
-    ``seed`` only enters the ids of ``random:`` and ``random-ionic:`` sources. Raises ``ValueError`` naming the source and
-    :data:`ACCEPTED_FORMS` for a nonexistent path or unknown format, and naming the source for a file or
+    ``seed`` only enters the ids of ``random:`` and ``random-ionic:`` sources. Raises ``ValueError`` naming the
+    source and :data:`ACCEPTED_FORMS` for a nonexistent path or unknown format, and naming the source for a file or
     archive that cannot be read, a CSV without a ``cif`` column, invalid JSON, or duplicate ids in one
     source. Single files and archive members too large to read (``MAX_CIF_BYTES``) are still listed,
     as one item each, so that :func:`load_entry` reports them as skipped entries.
