@@ -124,3 +124,36 @@ def test_groups_add_intervals_to_the_table_and_name_what_is_missing(tmp_path: Pa
     labels.write_text("file,kind\ns0,1\n")
     with pytest.raises(SystemExit, match="`file` and `group` columns"):
         compare.read_groups(labels)
+
+
+def test_pairs_pool_the_seeds_file_by_file_and_count_an_exact_tie(tmp_path: Path) -> None:
+    ranks = list(range(2, 11))
+    hit, miss, fifth = [12, *ranks], [1, *ranks], [1, 2, 3, 4, 12, *ranks[4:]]
+
+    def scores(name: str, s0: list[int], s1: list[int]) -> Path:
+        return _write(tmp_path / name / "measured.json", {"s0": s0, "s1": s1}, [])
+
+    # Seed A: the other model wins s1 at hit@1 and at hit@5. Seed B: it loses s0 at hit@1 (still in its top 5).
+    paths = [
+        scores("base_a", hit, miss),
+        scores("other_a", hit, hit),
+        scores("base_b", hit, hit),
+        scores("other_b", fifth, hit),
+    ]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,group\ns0,g0\ns1,g1\n")
+    text = compare.pooled_table(paths, "single", compare.read_groups(labels))
+    rows = [line.strip("| ").split(" | ") for line in text.splitlines()]
+    assert rows[2][1:4] == ["0.500 / 0.500", "1.000 / 1.000", "+0.500 / +0.500"]
+    assert rows[3][1:4] == ["1.000 / 1.000", "0.500 / 1.000", "-0.500 / +0.000"]
+    # Pooled: hit@1 +1 -1 over the two seeds is exactly 0 (every resample is a mix of s0's -1/2 and s1's +1/2);
+    # hit@5 +1/2 on s1 only.
+    hit1, hit5 = rows[4][1], rows[4][2]
+    assert hit1.startswith("+0.0000, 95% over groups -0.500 to +0.500")
+    assert hit5.startswith("+0.2500, 95% over groups +0.000 to +0.500")
+    # Resamples of two groups: both s0 (1/4), both s1 (1/4), one of each (1/2): hit@1 at or below 0 in 3/4 of
+    # them, counting the exact ties; hit@5 at 0 only when both draws are s0.
+    assert float(hit1.split(", ")[2].split()[0]) == pytest.approx(0.75, abs=0.02)
+    assert float(hit5.split(", ")[2].split()[0]) == pytest.approx(0.25, abs=0.02)
+    with pytest.raises(SystemExit, match="BASE OTHER pairs"):
+        compare.pooled_table(paths[:3], "single", compare.read_groups(labels))

@@ -3,6 +3,8 @@
 Usage: .venv/bin/python pipelines/measured/compare.py BASE/measured.json OTHER/measured.json [...]
            [--names base other ...] [--single-set rruff] [--groups ../shared/data/experimental/rruff/labels.csv]
            [--out compare.md]
+       .venv/bin/python pipelines/measured/compare.py --pairs --groups LABELS.csv BASE0/measured.json
+           OTHER0/measured.json BASE1/measured.json OTHER1/measured.json [...]
 
 Prints one markdown row per model: hit@1 / hit@3 / hit@5 / hit@10 on the single-phase set, the files it gets
 right that the first model gets wrong and the reverse (at hit@1 and hit@5) with the exact two-sided sign-test
@@ -16,6 +18,13 @@ of one mineral share a group) two more columns give 95% intervals that treat eac
 draw: each model's hit@1 / hit@5 and its difference from the first model's, from a bootstrap over groups
 (percentile intervals of BOOTSTRAP_RESAMPLES resamples, seed 0). RRUFF's 443 files fall in 218 groups, up to 38
 files each, so a file-level interval or sign test understates the uncertainty.
+
+With `--pairs` (and `--groups`) the files are read as BASE OTHER pairs, one pair per seed (e.g. the default and a
+lever trained with seeds 0, 1, 2): one row per pair with both models' hit@1 / hit@5 and the difference, then the
+difference pooled over the seeds file by file (each file's mean over the pairs), with its 95% interval from the
+bootstrap over groups and the share of resamples at or below 0. This is how a lever measured over several seeds
+is decided (docs/benchmarks.md). The bootstrap runs on each file's integer count of wins minus losses, so a pooled
+difference of exactly 0 stays 0 and is counted as such.
 """
 
 from __future__ import annotations
@@ -98,6 +107,27 @@ def _interval(samples: np.ndarray, signed: bool = False) -> str:
     return f"{lo:+.3f} to {hi:+.3f}" if signed else f"{lo:.3f}-{hi:.3f}"
 
 
+def _run_name(path: Path) -> str:
+    """A run's name from its score file: runs/R/measured/measured.json -> R, else the file's folder."""
+    return path.parent.parent.name if path.parent.name == "measured" else path.parent.name
+
+
+def _single_phase_keys(
+    files: dict[tuple[str, str], MeasuredScore], path: Path, single_set: str, groups: dict[str, str] | None
+) -> list[tuple[str, str]]:
+    """The (set, file) keys of `single_set` in `files`, checked to have a group in `groups` (when given)."""
+    keys = sorted(k for k in files if k[0] == single_set)
+    if not keys:
+        raise SystemExit(f"no file of set {single_set!r} in {path}; pass --single-set with one of its sets")
+    missing = [k[1] for k in keys if groups is not None and Path(k[1]).name not in groups]
+    if missing:
+        raise SystemExit(
+            f"--groups names no group for {len(missing)} {single_set} files, e.g. {missing[0]}; pass the "
+            f"labels table of the {single_set} set"
+        )
+    return keys
+
+
 def table(paths: list[Path], names: list[str], single_set: str, groups: dict[str, str] | None = None) -> str:
     """The markdown comparison table of the module docstring."""
     runs = [read_scores(p) for p in paths]
@@ -107,11 +137,7 @@ def table(paths: list[Path], names: list[str], single_set: str, groups: dict[str
             raise SystemExit(
                 f"{path} scores other files than {paths[0]}; compare outputs of one labels table"
             )
-    keys = sorted(k for k in base_files if k[0] == single_set)
-    if not keys:
-        raise SystemExit(
-            f"no file of set {single_set!r} in {paths[0]}; pass --single-set with one of its sets"
-        )
+    keys = _single_phase_keys(base_files, paths[0], single_set, groups)
     multi_sets = sorted({k[0] for k in base_files if k[0] != single_set})
     header = (
         f"| model | {single_set} hit@1 / hit@3 / hit@5 / hit@10 | paired vs {names[0]}, hit@1 (p) / hit@5 (p) | "
@@ -122,12 +148,6 @@ def table(paths: list[Path], names: list[str], single_set: str, groups: dict[str
     if groups is not None:
         header += " hit@1 / hit@5, 95% over groups | difference vs first, hit@1 / hit@5, 95% over groups |"
         n_columns += 2
-        missing = [k[1] for k in keys if Path(k[1]).name not in groups]
-        if missing:
-            raise SystemExit(
-                f"--groups names no group for {len(missing)} {single_set} files, e.g. {missing[0]}; pass the "
-                f"labels table of the {single_set} set"
-            )
         resampled = bootstrap_group_means(
             np.array(
                 [[any(files[k].found(n)) for files, _ in runs for n in (1, 5)] for k in keys],
@@ -161,6 +181,49 @@ def table(paths: list[Path], names: list[str], single_set: str, groups: dict[str
     return "\n".join(lines)
 
 
+def pooled_table(paths: list[Path], single_set: str, groups: dict[str, str]) -> str:
+    """The `--pairs` table of the module docstring: `paths` are BASE, OTHER, BASE, OTHER, ... of several seeds."""
+    if len(paths) < 2 or len(paths) % 2:
+        raise SystemExit(f"--pairs needs BASE OTHER pairs of measured.json files, got {len(paths)} files")
+    pairs = list(zip(paths[0::2], paths[1::2], strict=True))
+    lines = [
+        f"| seed pair (base / other) | {single_set} hit@1 / hit@5, base | other | difference |",
+        "|---|---|---|---|",
+    ]
+    keys: list[tuple[str, str]] | None = None
+    wins_minus_losses = None
+    for base_path, other_path in pairs:
+        (base, _), (other, _) = read_scores(base_path), read_scores(other_path)
+        if keys is None:
+            keys = _single_phase_keys(base, base_path, single_set, groups)
+            wins_minus_losses = np.zeros((len(keys), 2), dtype=np.int64)
+        for path, files in ((base_path, base), (other_path, other)):
+            if sorted(k for k in files if k[0] == single_set) != keys:
+                raise SystemExit(f"{path} scores other {single_set} files than {paths[0]}")
+        hits = np.array(
+            [[[any(files[k].found(n)) for n in (1, 5)] for files in (base, other)] for k in keys],
+            dtype=np.int64,
+        )
+        wins_minus_losses += hits[:, 1] - hits[:, 0]
+        rates = hits.mean(axis=0)
+        lines.append(
+            f"| {_run_name(base_path)} / {_run_name(other_path)} | {rates[0, 0]:.3f} / {rates[0, 1]:.3f} | "
+            f"{rates[1, 0]:.3f} / {rates[1, 1]:.3f} | {rates[1, 0] - rates[0, 0]:+.3f} / "
+            f"{rates[1, 1] - rates[0, 1]:+.3f} |"
+        )
+    resampled = bootstrap_group_means(
+        wins_minus_losses.astype(float), [groups[Path(k[1]).name] for k in keys]
+    ) / len(pairs)
+    mean = wins_minus_losses.mean(axis=0) / len(pairs)
+    cells = [
+        f"{mean[j]:+.4f}, 95% over groups {_interval(resampled[:, j], signed=True)}, "
+        f"{(resampled[:, j] <= 0).mean():.4f} of resamples ≤ 0"
+        for j in (0, 1)
+    ]
+    lines.append(f"| pooled over {len(pairs)} seeds, hit@1 / hit@5 | {cells[0]} | {cells[1]} | |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -178,11 +241,24 @@ def main(argv: list[str] | None = None) -> None:
         help="labels table with `file` and `group` columns (e.g. ../shared/data/experimental/rruff/labels.csv): "
         "adds 95%% intervals from a bootstrap over groups of near-identical samples",
     )
+    parser.add_argument(
+        "--pairs",
+        action="store_true",
+        help="read the files as BASE OTHER pairs of several seeds and pool their paired differences (needs --groups)",
+    )
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args(argv)
-    names = args.names or [
-        p.parent.parent.name if p.parent.name == "measured" else p.parent.name for p in args.scores
-    ]
+    if args.pairs:
+        if not args.groups:
+            parser.error("--pairs needs --groups (the labels table with `file` and `group` columns)")
+        if args.names:
+            parser.error("--pairs names each row after its runs' folders; leave out --names")
+        text = pooled_table(args.scores, args.single_set, read_groups(args.groups))
+        print(text)
+        if args.out:
+            args.out.write_text(text + "\n")
+        return
+    names = args.names or [_run_name(p) for p in args.scores]
     if len(names) != len(args.scores):
         parser.error(f"--names gives {len(names)} names for {len(args.scores)} files")
     text = table(args.scores, names, args.single_set, read_groups(args.groups) if args.groups else None)
