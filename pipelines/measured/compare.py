@@ -128,6 +128,11 @@ def _single_phase_keys(
     return keys
 
 
+def _hits(files: dict[tuple[str, str], MeasuredScore], keys: list[tuple[str, str]]) -> np.ndarray:
+    """int (len(keys), 2): whether each file's truth is in the top 1 and in the top 5."""
+    return np.array([[any(files[k].found(n)) for n in (1, 5)] for k in keys], dtype=np.int64)
+
+
 def table(paths: list[Path], names: list[str], single_set: str, groups: dict[str, str] | None = None) -> str:
     """The markdown comparison table of the module docstring."""
     runs = [read_scores(p) for p in paths]
@@ -149,10 +154,7 @@ def table(paths: list[Path], names: list[str], single_set: str, groups: dict[str
         header += " hit@1 / hit@5, 95% over groups | difference vs first, hit@1 / hit@5, 95% over groups |"
         n_columns += 2
         resampled = bootstrap_group_means(
-            np.array(
-                [[any(files[k].found(n)) for files, _ in runs for n in (1, 5)] for k in keys],
-                dtype=float,
-            ),
+            np.concatenate([_hits(files, keys) for files, _ in runs], axis=1).astype(float),
             [groups[Path(k[1]).name] for k in keys],
         ).reshape(-1, len(runs), 2)
     lines = [header, "|" + "---|" * n_columns]
@@ -200,16 +202,12 @@ def pooled_table(paths: list[Path], single_set: str, groups: dict[str, str]) -> 
         for path, files in ((base_path, base), (other_path, other)):
             if sorted(k for k in files if k[0] == single_set) != keys:
                 raise SystemExit(f"{path} scores other {single_set} files than {paths[0]}")
-        hits = np.array(
-            [[[any(files[k].found(n)) for n in (1, 5)] for files in (base, other)] for k in keys],
-            dtype=np.int64,
-        )
-        wins_minus_losses += hits[:, 1] - hits[:, 0]
-        rates = hits.mean(axis=0)
+        base_hits, other_hits = _hits(base, keys), _hits(other, keys)
+        wins_minus_losses += other_hits - base_hits
+        b, o = base_hits.mean(axis=0), other_hits.mean(axis=0)
         lines.append(
-            f"| {_run_name(base_path)} / {_run_name(other_path)} | {rates[0, 0]:.3f} / {rates[0, 1]:.3f} | "
-            f"{rates[1, 0]:.3f} / {rates[1, 1]:.3f} | {rates[1, 0] - rates[0, 0]:+.3f} / "
-            f"{rates[1, 1] - rates[0, 1]:+.3f} |"
+            f"| {_run_name(base_path)} / {_run_name(other_path)} | {b[0]:.3f} / {b[1]:.3f} | "
+            f"{o[0]:.3f} / {o[1]:.3f} | {o[0] - b[0]:+.3f} / {o[1] - b[1]:+.3f} |"
         )
     resampled = bootstrap_group_means(
         wins_minus_losses.astype(float), [groups[Path(k[1]).name] for k in keys]
@@ -254,14 +252,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.names:
             parser.error("--pairs names each row after its runs' folders; leave out --names")
         text = pooled_table(args.scores, args.single_set, read_groups(args.groups))
-        print(text)
-        if args.out:
-            args.out.write_text(text + "\n")
-        return
-    names = args.names or [_run_name(p) for p in args.scores]
-    if len(names) != len(args.scores):
-        parser.error(f"--names gives {len(names)} names for {len(args.scores)} files")
-    text = table(args.scores, names, args.single_set, read_groups(args.groups) if args.groups else None)
+    else:
+        names = args.names or [_run_name(p) for p in args.scores]
+        if len(names) != len(args.scores):
+            parser.error(f"--names gives {len(names)} names for {len(args.scores)} files")
+        text = table(args.scores, names, args.single_set, read_groups(args.groups) if args.groups else None)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
