@@ -33,9 +33,18 @@ def test_recipe_fields_merge_into_the_lab_object_field_by_field():
         ["texture"], {"microstrain": [0, 0.01], "lab": {"lattice_strain": [0, 0.02]}}
     )
     assert merged == {
+        "synthetic_weight": run.SYNTHETIC_WEIGHT,
         "microstrain": [0, 0.01],
         "lab": {"march_dollase_probability": 0.0, "lattice_strain": [0, 0.02]},
     }
+
+
+@pytest.mark.parametrize("recipe", ["lab", "paper"])
+def test_the_pipeline_draws_random_crystals_at_its_weight_unless_told_otherwise(recipe):
+    # The measured pipeline's bank holds 20 random-ionic crystals per group, drawn at weight 0.1 so that they keep
+    # the share of the draws random:2 had; a bank of random:2 is drawn uniformly again with synthetic_weight 1.
+    assert recipe_preset(recipe, **run.recipe_overrides([])).synthetic_weight == run.SYNTHETIC_WEIGHT < 1
+    assert recipe_preset(recipe, **run.recipe_overrides([], {"synthetic_weight": 1})).synthetic_weight == 1
 
 
 def _stand_in_trainer(tmp_path: Path, samples_per_s: dict[int, float]) -> Path:
