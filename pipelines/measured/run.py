@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help='recipe fields to change, as a JSON object, a "lab" object merged field by field (e.g. '
         '\'{"microstrain": [0, 0.006], "lab": {"lattice_strain": [0, 0.03]}}\'; names and ranges in '
-        f"docs/config.md; the pipeline sets synthetic_weight {SYNTHETIC_WEIGHT}: give \'{{\"synthetic_weight\": 1}}\' "
+        f"docs/config.md; the pipeline sets synthetic_weight {SYNTHETIC_WEIGHT}: give '{{\"synthetic_weight\": 1}}' "
         "with a bank of random:2); name the output folder with --out",
     )
     args = parser.parse_args(argv)
