@@ -6,6 +6,7 @@ merit (cosine): q(c) = 1 / (1 + exp(-slope (c - midpoint))). Prints the fit on a
 odd rows), and the fraction right per cosine band, beside the constants combined.py ships.
 
 Usage: .venv/bin/python pipelines/fit_library_calibration.py --bank runs/measured-lab/bank.zarr [--set rruff]
+       [--cell-scan 0.03]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from xrdmodels.combined import LIBRARY_FOM_MIDPOINT, LIBRARY_FOM_SLOPE
+from xrdmodels.config import DEFAULT_LIBRARY_CELL_SCAN
 from xrdmodels.library_search import SpectralLibrary
 from xrdmodels.measured_eval import read_labelled
 
@@ -42,6 +44,13 @@ def main() -> None:
         "--labels", default=str(LABELS), help="labels CSV (default ../shared/.../all_labels.csv)"
     )
     parser.add_argument("--set", default="rruff", help="set of the labels CSV to fit on (default rruff)")
+    parser.add_argument(
+        "--cell-scan",
+        type=float,
+        default=DEFAULT_LIBRARY_CELL_SCAN,
+        help=f"the search's cell scan, a fraction of d (default {DEFAULT_LIBRARY_CELL_SCAN}, what predict and "
+        "score-measured use; the constants combined.py ships were fitted at it)",
+    )
     args = parser.parse_args()
     library = SpectralLibrary.open(args.bank)
     labelled, failures = read_labelled(args.labels, sets=[args.set])
@@ -51,7 +60,9 @@ def main() -> None:
     for item in labelled:
         if len(item.phases) != 1:
             continue
-        found = library.search(item.pattern, wavelength_angstrom=item.wavelength_angstrom, top_k=1)
+        found = library.search(
+            item.pattern, wavelength_angstrom=item.wavelength_angstrom, top_k=1, cell_scan=args.cell_scan
+        )
         best = found.ranked[0]
         foms.append(best.score)
         right.append(float(best.spacegroup in item.phases[0]))

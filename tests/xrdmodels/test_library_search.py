@@ -20,7 +20,14 @@ from store_factory import StoreSpec, write_store
 
 from xrdmodels.cli import main
 from xrdmodels.combined import library_probability
-from xrdmodels.library_search import LibraryFormatError, SpectralLibrary, typical_fwhm_bins
+from xrdmodels.config import DEFAULT_LIBRARY_CELL_SCAN
+from xrdmodels.library_search import (
+    CELL_SCALE_STEP,
+    MAX_ZERO_SHIFT_DEG,
+    LibraryFormatError,
+    SpectralLibrary,
+    typical_fwhm_bins,
+)
 from xrdmodels.measured import MeasuredPattern
 from xrdmodels.predict import prior_hedge
 
@@ -194,6 +201,82 @@ def test_a_two_phase_mixture_puts_both_groups_in_the_top_three(bank) -> None:
         pattern = measure([phases[first], phases[second]], [0.6, 0.4], seed=seed)
         top3 = [m.spacegroup for m in library.search(pattern, top_k=3).ranked]
         assert {phases[first]["group"], phases[second]["group"]} <= set(top3), (first, second, top3)
+
+
+def _naive_best_cosine(
+    library: SpectralLibrary, pattern: MeasuredPattern, phase: int, max_scale: float
+) -> float:
+    """The search's first-round figure of merit of one phase, scale by scale and shift by shift in plain loops:
+    the cosine over the measured window of the phase's template and the measured template read at each cell
+    scale and moved by each zero shift."""
+    _, _, fwhm_deg, _ = library.measured_template(pattern)
+    template = library.templates(library.width_level(fwhm_deg))[0][phase].astype(np.float64)
+    reach = math.floor(max_scale / CELL_SCALE_STEP + 1e-9)
+    max_shift = round(MAX_ZERO_SHIFT_DEG / library.bin_width_deg)
+    best = -1.0
+    for k in range(-reach, reach + 1):
+        measured, (first, end), _, _ = library.measured_template(pattern, None, k * CELL_SCALE_STEP)
+        for shift in range(-max_shift, max_shift + 1):
+            moved = np.zeros(library.n_bins)
+            for b in range(first, end):
+                if first <= b - shift < end:
+                    moved[b] = measured[b - shift]
+            norm = math.sqrt(
+                float(np.dot(template[first:end], template[first:end])) * float(np.dot(moved, moved))
+            )
+            if norm > 0:
+                best = max(best, float(np.dot(template, moved)) / norm)
+    return best
+
+
+@pytest.mark.parametrize("cell_change", [-0.02, 0.025])
+def test_a_phase_whose_cell_differs_is_found_by_the_cell_scan(bank, cell_change) -> None:
+    """A measured phase 2-2.5% off the library's cell (a solid-solution member) ranks its group first with the
+    scan, which reports the cell change; the library's cells alone score it lower. Its figure of merit equals the
+    plain-loop reference."""
+    url, phases = bank
+    library = SpectralLibrary.open(url)
+    for k in (3, 10, 22):
+        strained = {**phases[k], "d": phases[k]["d"] * (1.0 + cell_change)}
+        pattern = measure([strained], [1.0], zero_shift_deg=0.0, seed=k)
+        scanned = library.search(pattern)
+        fixed = library.search(pattern, cell_scan=0.0)
+        top = scanned.ranked[0]
+        assert top.spacegroup == phases[k]["group"] and top.phase_id == phases[k]["id"], (
+            k,
+            scanned.ranked[:3],
+        )
+        assert abs(top.cell_scale - cell_change) <= CELL_SCALE_STEP, top
+        assert all(m.cell_scale == 0.0 for m in fixed.ranked)
+        fixed_score = next(m.score for m in fixed.ranked if m.spacegroup == phases[k]["group"])
+        assert top.score > fixed_score + 0.2, (top.score, fixed_score)
+        reference = _naive_best_cosine(
+            library,
+            pattern,
+            int(np.flatnonzero(library.phase_ids == phases[k]["id"])[0]),
+            DEFAULT_LIBRARY_CELL_SCAN,
+        )
+        assert top.score == pytest.approx(reference, abs=1e-5)
+
+
+def test_a_two_phase_mixture_with_changed_cells_puts_both_groups_in_the_top_three(bank) -> None:
+    """The residual search takes the first phase's lines out at every cell scale: the second phase, at another
+    cell, is still found."""
+    url, phases = bank
+    library = SpectralLibrary.open(url)
+    for first, second, seed in ((0, 9, 3), (4, 21, 4), (12, 19, 5)):
+        a = {**phases[first], "d": phases[first]["d"] * 1.015}
+        b = {**phases[second], "d": phases[second]["d"] * 0.985}
+        result = library.search(measure([a, b], [0.6, 0.4], zero_shift_deg=0.0, seed=seed), top_k=3)
+        assert {phases[first]["group"], phases[second]["group"]} <= {m.spacegroup for m in result.ranked}
+        assert result.identified[:2] == [phases[first]["id"], phases[second]["id"]], result.identified
+
+
+def test_the_cell_scan_refuses_a_reach_outside_its_range(bank) -> None:
+    library = SpectralLibrary.open(bank[0])
+    pattern = measure([bank[1][0]], [1.0])
+    with pytest.raises(ValueError, match="cell_scan"):
+        library.search(pattern, cell_scan=-0.01)
 
 
 def test_generated_crystals_are_left_out_of_the_search(tmp_path) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from .config import CU_KA_ANGSTROM, DEFAULT_PRIOR_WEIGHT
+from .config import CU_KA_ANGSTROM, DEFAULT_LIBRARY_CELL_SCAN, DEFAULT_PRIOR_WEIGHT
 
 
 def _fail(message: str) -> None:
@@ -243,6 +243,19 @@ _prior_weight_option = click.option(
         "size (docs/paper-protocol.md)."
     ),
 )
+#: --library-cell-scan of `predict` and `score-measured`.
+_library_cell_scan_option = click.option(
+    "--library-cell-scan",
+    type=click.FloatRange(min=0, max=0.5, max_open=True),
+    default=DEFAULT_LIBRARY_CELL_SCAN,
+    show_default=True,
+    metavar="FRACTION",
+    help="Reach of the library search's cell scan: each library phase is also compared with its cell "
+    "isotropically larger and smaller, d-spacings up to this fraction apart, in steps of 0.003, so that a solid "
+    "solution or a sample's own composition still matches its library entry (the match reports the cell "
+    "change); 0 compares the library's cells only. The combined ranking's calibration was fitted at the "
+    "default.",
+)
 
 
 @main.command("predict")
@@ -294,6 +307,7 @@ _prior_weight_option = click.option(
     "probability, hedged by --prior-weight as its ranking is, and the library's calibrated figure of merit, "
     "noisy-OR; xrdmodels.combined).",
 )
+@_library_cell_scan_option
 def predict_cmd(
     checkpoint,
     files,
@@ -306,6 +320,7 @@ def predict_cmd(
     plot_dir,
     max_file_mb,
     library,
+    library_cell_scan,
 ) -> None:
     """Space groups present in measured patterns: .xy/.xye/.csv/.dat, .xrdml, .fxye/.gsa, .ras/.rasx, .brml, .raw.
 
@@ -333,6 +348,7 @@ def predict_cmd(
             max_bytes=int(max_file_mb * 2**20),
             library=library,
             prior_weight=prior_weight,
+            library_cell_scan=library_cell_scan,
         )
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
@@ -378,7 +394,10 @@ def predict_cmd(
     "the same files: the library's hit@k, recall@K* and cover@K* beside the model's, and those of the model "
     "and the library combined in one ranking (xrdmodels.combined).",
 )
-def score_measured_cmd(checkpoint, labels_csv, sets, limit, prior_weight, out_dir, library) -> None:
+@_library_cell_scan_option
+def score_measured_cmd(
+    checkpoint, labels_csv, sets, limit, prior_weight, out_dir, library, library_cell_scan
+) -> None:
     """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set
     (with --library, the same for a search of that bank and for the model and the library combined, beside the
     model's). CHECKPOINT may be an ensemble manifest (.json, written by `xrdmodels ensemble`)."""
@@ -392,6 +411,7 @@ def score_measured_cmd(checkpoint, labels_csv, sets, limit, prior_weight, out_di
             limit=limit,
             library=library,
             prior_weight=prior_weight,
+            library_cell_scan=library_cell_scan,
         )
     except (FileNotFoundError, ValueError) as exc:  # the checkpoint (refused, incomplete) or the labels file
         _fail(str(exc))

@@ -23,7 +23,11 @@ Hageman (J. Comput. Chem. 22, 273, 2001), maximised over a small zero shift, on 
    +-:data:`MATCH_TOLERANCE_DEG`: the dot product of two box-filtered vectors is the WCC numerator with a
    triangular weight of twice that half-width, so peaks that are close but not on the same bin still agree.
 5. The phase's score is the cosine of the two vectors over the measured window, maximised over zero
-   shifts of the measured pattern within +-:data:`MAX_ZERO_SHIFT_DEG`; 1 is a perfect match.
+   shifts of the measured pattern within +-:data:`MAX_ZERO_SHIFT_DEG` and over isotropic changes of its cell
+   within +-``cell_scan`` (default :data:`~xrdmodels.config.DEFAULT_LIBRARY_CELL_SCAN`, 3%: its d-spacings
+   divided by 1 + s before step 1, s in steps of :data:`CELL_SCALE_STEP`): a measured mineral is rarely the
+   library entry's exact cell (solid solution, composition, temperature), and a search that only tolerates a
+   zero shift misses it where the cells differ by more than a fraction of a per cent; 1 is a perfect match.
 
 Mixtures: the search runs in rounds, as a residual search does (Hanawalt search on the unexplained lines).
 After each round the best phase's strong lines (its template above :data:`COVERED_FRACTION` of its maximum)
@@ -34,8 +38,9 @@ its phases.
 
 Cost: the whole ``profile`` array is read once and kept with the templates of the last 3 peak widths used,
 about 35 bytes per bin and phase (90 MB for 1,219 phases of 2,048 bins); a search is one matrix product
-per round. On one core, the 1,219-phase bank of ../shared/data/structures searches the 457 shared measured
-files in 6 s (14 ms per pattern; reading the files takes another 2 s).
+per round over every zero shift and cell scale. On one core, the 1,219 read phases of the measured pipeline's
+bank search the 443 RRUFF dev files in ~38 s without the cell scan and ~2.5 minutes with it (about 85 and 350 ms a
+pattern, reading included; docs/benchmarks.md, "The library search scans the cell").
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zarr
 
-from .config import N_SPACE_GROUPS
+from .config import DEFAULT_LIBRARY_CELL_SCAN, N_SPACE_GROUPS
 from .measured import MeasuredPattern, MeasuredSignalError, convert_two_theta_deg
 from .measured.grid import measurement_wavelength, raw_signal_warnings, resample, window_bins
 from .spacegroups import crystal_system, symbol
@@ -70,6 +75,9 @@ MATCH_TOLERANCE_DEG = 0.2
 """Half-width (degrees 2θ) of the box filter; the WCC triangle it makes is twice as wide."""
 MAX_ZERO_SHIFT_DEG = 0.3
 """Largest zero shift (degrees 2θ) tried between the measured pattern and the library."""
+CELL_SCALE_STEP = 0.003
+"""Step of the cell scan, a fraction of d: at 2θ = 90° neighbouring scales move a peak by 0.34°, less than the
+zero-shift scan and the match window together cover."""
 BACKGROUND_WINDOW_DEG = 4.0
 """Width (degrees 2θ) of the top-hat background window: wider than a cluster of overlapping peaks."""
 NOISE_THRESHOLD_SIGMA = 2.0
@@ -92,6 +100,16 @@ _TEMPLATE_BLOCK_ROWS = 1024
 _CACHED_WIDTHS = 3
 
 
+def check_cell_scan(cell_scan: float) -> None:
+    """Raise ValueError unless ``cell_scan`` (a fraction of d) lies in [0, 0.5)."""
+    if not 0.0 <= cell_scan < 0.5:
+        raise ValueError(
+            f"library cell scan {cell_scan} must lie in [0, 0.5), a fraction of d (--library-cell-scan on the "
+            f"command line, cell_scan= in Python; 0 compares the library's cells only, default "
+            f"{DEFAULT_LIBRARY_CELL_SCAN})"
+        )
+
+
 class LibraryFormatError(ValueError):
     """A bank store that cannot serve as a library: missing, another format or version, incomplete, damaged."""
 
@@ -102,7 +120,10 @@ class LibraryMatch:
 
     score: the best figure of merit of the group's phases (cosine, 0..1; module docstring).
     phase_id, formula: the library entry that gave it.
-    zero_shift_deg: measured minus library peak positions (degrees 2θ at the bank's wavelength) at the match.
+    zero_shift_deg: measured minus library peak positions (degrees 2θ at the bank's wavelength) at the match,
+        after the cell scale.
+    cell_scale: the measured phase's d-spacings over the library phase's, minus 1, at the match (0.01: the
+        sample's cell is 1% larger than the library's).
     round: the residual-search round in which it scored best (1: against the whole pattern).
     """
 
@@ -113,6 +134,7 @@ class LibraryMatch:
     phase_id: str
     formula: str
     zero_shift_deg: float
+    cell_scale: float
     round: int
 
 
@@ -283,14 +305,16 @@ def typical_fwhm_bins(peaks: np.ndarray) -> float:
 
 
 def _cosines(
-    templates: np.ndarray, templates_squared: np.ndarray, shifted: np.ndarray, mask: np.ndarray
+    templates: np.ndarray, templates_squared: np.ndarray, shifted: np.ndarray, masks: np.ndarray
 ) -> np.ndarray:
-    """(phases, shifts) cosine of each template with each shifted measured template over the bins of
-    ``mask`` (``shifted`` is already 0 outside it); phases with no intensity there score 0."""
-    numerator = templates @ shifted.T
-    phase_norm = np.sqrt(np.clip(templates_squared @ mask, 0.0, None))
-    measured_norm = np.linalg.norm(shifted, axis=1)
-    denominator = phase_norm[:, None] * measured_norm[None, :]
+    """(phases, scales, shifts) cosine of each template with each shifted measured template of each cell scale
+    (``shifted``: (scales, shifts, bins)) over the bins of that scale's mask (``masks``: (scales, bins);
+    ``shifted`` is already 0 outside it); phases with no intensity there score 0."""
+    n_scales, n_shifts, n_bins = shifted.shape
+    numerator = (templates @ shifted.reshape(-1, n_bins).T).reshape(-1, n_scales, n_shifts)
+    phase_norm = np.sqrt(np.clip(templates_squared @ masks.T, 0.0, None))
+    measured_norm = np.linalg.norm(shifted, axis=2)
+    denominator = phase_norm[:, :, None] * measured_norm[None, :, :]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denominator > 0, numerator / denominator, 0.0).astype(np.float64)
 
@@ -427,10 +451,11 @@ class SpectralLibrary:
         return np.fft.irfft(block * gaussian, n=n_padded, axis=1)[:, :n].astype(np.float32)
 
     def measured_template(
-        self, pattern: MeasuredPattern, wavelength_angstrom: float | None = None
+        self, pattern: MeasuredPattern, wavelength_angstrom: float | None = None, cell_scale: float = 0.0
     ) -> tuple[np.ndarray, tuple[int, int], float, list[str]]:
         """(template on the bank grid, window [first, end) bins, typical peak FWHM in degrees 2θ at the
-        bank's wavelength, warnings) of a measured pattern.
+        bank's wavelength, warnings) of a measured pattern whose d-spacings are divided by 1 + ``cell_scale``
+        (0: as measured).
 
         Raises:
             MeasuredSignalError: no measurable signal (all zero, flat, mostly negative, no peaks).
@@ -439,9 +464,10 @@ class SpectralLibrary:
         """
         measured_wavelength, warnings = measurement_wavelength(pattern, wavelength_angstrom)
         warnings = list(warnings) + raw_signal_warnings(pattern)
+        # d = λ / (2 sin θ): reading the scan at λ / (1 + s) divides its d-spacings by 1 + s.
         two_theta = convert_two_theta_deg(
             pattern.two_theta_deg,
-            from_wavelength_angstrom=measured_wavelength,
+            from_wavelength_angstrom=measured_wavelength / (1.0 + cell_scale),
             to_wavelength_angstrom=self.wavelength_angstrom,
         )
         reachable = np.isfinite(two_theta)
@@ -482,42 +508,69 @@ class SpectralLibrary:
         *,
         wavelength_angstrom: float | None = None,
         top_k: int | None = None,
+        cell_scan: float = DEFAULT_LIBRARY_CELL_SCAN,
     ) -> LibraryResult:
         """Rank the library's space groups for one measured pattern (module docstring for the method).
 
         ``wavelength_angstrom`` overrides the file's wavelength. ``ranked`` holds the library's space groups
         only (a group without a phase in the library cannot be found), best first, at most ``top_k``.
+        ``cell_scan``: the cell scan's reach, a fraction of d (default
+        :data:`~xrdmodels.config.DEFAULT_LIBRARY_CELL_SCAN`; 0 compares the library's cells only; the combined
+        ranking's calibration, :mod:`xrdmodels.combined`, was fitted at the default).
 
         Raises:
-            MeasuredSignalError, MeasuredFormatError, ValueError: as :meth:`measured_template`.
+            MeasuredSignalError, MeasuredFormatError, ValueError: as :meth:`measured_template` at the
+                measured cell.
         """
+        check_cell_scan(cell_scan)
         measured, (first, end), fwhm_deg, warnings = self.measured_template(pattern, wavelength_angstrom)
+        wavelength, _ = measurement_wavelength(pattern, wavelength_angstrom)
+        reach = math.floor(cell_scan / CELL_SCALE_STEP + 1e-9)
+        scales, templates_by_scale, windows = [], [], []
+        for k in range(-reach, reach + 1):
+            scale = k * CELL_SCALE_STEP
+            if k == 0:
+                template, window = measured, (first, end)
+            else:
+                try:
+                    template, window, _, _ = self.measured_template(pattern, wavelength, scale)
+                except ValueError:  # this cell puts the scan outside the library's range
+                    continue
+            scales.append(scale)
+            templates_by_scale.append(template)
+            windows.append(window)
+        scales_array = np.array(scales)
+        unscaled = scales.index(0.0)
         templates, templates_squared = self.templates(self.width_level(fwhm_deg))
         max_shift = self._bins(MAX_ZERO_SHIFT_DEG)
         shifts = np.arange(-max_shift, max_shift + 1)
-        shifted = np.zeros((shifts.size, self.n_bins), dtype=np.float32)
-        for k, s in enumerate(shifts):
-            # Row k is the measured template moved by s bins: the measured pattern with its zero shifted.
-            lo, hi = max(first, first + s), min(end, end + s)
-            shifted[k, lo:hi] = measured[lo - s : hi - s]
+        shifted = np.zeros((len(scales), shifts.size, self.n_bins), dtype=np.float32)
+        masks = np.zeros((len(scales), self.n_bins), dtype=np.float32)
+        for j, (template, (lo_bin, hi_bin)) in enumerate(zip(templates_by_scale, windows, strict=True)):
+            masks[j, lo_bin:hi_bin] = 1.0
+            for k, s in enumerate(shifts):
+                # Row k is the measured template moved by s bins: the measured pattern with its zero shifted.
+                lo, hi = max(lo_bin, lo_bin + s), min(hi_bin, hi_bin + s)
+                shifted[j, k, lo:hi] = template[lo - s : hi - s]
         n = len(self)
         best = np.full(n, -1.0)
         best_shift = np.zeros(n, dtype=np.int64)
+        best_scale = np.zeros(n)
         best_round = np.zeros(n, dtype=np.int64)
-        mask = np.zeros(self.n_bins, dtype=np.float32)
-        mask[first:end] = 1.0
         total_signal = float(measured[first:end].sum())
         available = np.ones(n, dtype=bool)
         identified: list[str] = []
         for round_number in range(1, MAX_ROUNDS + 1):
-            cosine = _cosines(templates, templates_squared, shifted * mask, mask)
+            cosine = _cosines(templates, templates_squared, shifted * masks[:, None, :], masks).reshape(n, -1)
             cosine[~available] = -1.0
             k_best = np.argmax(cosine, axis=1)
             score = cosine[np.arange(n), k_best]
+            scale_index, shift_index = np.divmod(k_best, shifts.size)
             better = score > best
-            best[better], best_shift[better], best_round[better] = (
+            best[better], best_shift[better], best_scale[better], best_round[better] = (
                 score[better],
-                shifts[k_best[better]],
+                shifts[shift_index[better]],
+                scales_array[scale_index[better]],
                 round_number,
             )
             winner = int(np.argmax(score))
@@ -525,22 +578,52 @@ class SpectralLibrary:
                 break
             identified.append(str(self.phase_ids[winner]))
             available[winner] = False
-            # The mask lives in the library's frame (the measured rows are shifted onto it), so the
-            # winner's lines are taken out where its template has them.
-            covered = templates[winner]
-            mask[covered > COVERED_FRACTION * covered[first:end].max()] = 0.0
-            if float((measured * mask).sum()) < MIN_UNEXPLAINED_FRACTION * total_signal:
+            winner_scale = int(scale_index[winner])
+            lo_bin, hi_bin = windows[winner_scale]
+            strong = templates[winner] > COVERED_FRACTION * templates[winner][lo_bin:hi_bin].max(initial=0.0)
+            self._take_out(masks, strong, scales_array, scales_array[winner_scale])
+            if float((measured * masks[unscaled]).sum()) < MIN_UNEXPLAINED_FRACTION * total_signal:
                 break
         return LibraryResult(
             str(pattern.source),
             self.url,
-            self._rank_groups(best, best_shift, best_round, top_k),
+            self._rank_groups(best, best_shift, best_scale, best_round, top_k),
             identified,
             warnings,
         )
 
+    def _take_out(
+        self, masks: np.ndarray, strong: np.ndarray, scales: np.ndarray, winner_scale: float
+    ) -> None:
+        """Zero, in each scale's mask, the bins that hold the lines of a phase identified at ``winner_scale``
+        (``strong``: bool (bins,), where its template passes :data:`COVERED_FRACTION` of its maximum).
+
+        The masks live in the library's frame, where a scan read at scale s shows a line of d-spacing d_lib
+        (found at ``winner_scale``) at d_lib (1 + winner_scale) / (1 + s): the winner's lines are moved there
+        for each scale, so no later round matches them again at another cell.
+        """
+        centres = self.two_theta_min_deg + self.bin_width_deg * (np.arange(self.n_bins) + 0.5)
+        sin_theta = np.sin(np.radians(centres) / 2.0)
+        for j, scale in enumerate(scales):
+            # The library-frame bin whose line shows at each bin of this scale's frame.
+            source = sin_theta * (1.0 + winner_scale) / (1.0 + scale)
+            inside = source < 1.0
+            index = np.full(self.n_bins, -1)
+            index[inside] = np.floor(
+                (2.0 * np.degrees(np.arcsin(source[inside])) - self.two_theta_min_deg) / self.bin_width_deg
+            ).astype(np.int64)
+            valid = (index >= 0) & (index < self.n_bins)
+            taken = np.zeros(self.n_bins, dtype=bool)
+            taken[valid] = strong[index[valid]]
+            masks[j, taken] = 0.0
+
     def _rank_groups(
-        self, best: np.ndarray, best_shift: np.ndarray, best_round: np.ndarray, top_k: int | None
+        self,
+        best: np.ndarray,
+        best_shift: np.ndarray,
+        best_scale: np.ndarray,
+        best_round: np.ndarray,
+        top_k: int | None,
     ) -> list[LibraryMatch]:
         # Phases by score (ties by library order), then the first phase seen of each group is its best.
         order = np.lexsort((np.arange(len(self)), -best))
@@ -561,6 +644,7 @@ class SpectralLibrary:
                     str(self.formulas[i]),
                     # Row s moved the measured pattern by s bins onto the library: its zero is off by -s.
                     float(-best_shift[i] * self.bin_width_deg),
+                    float(best_scale[i]),
                     int(best_round[i]),
                 )
             )

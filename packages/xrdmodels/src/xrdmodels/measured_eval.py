@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Literal
 
 from .combined import combine
-from .config import N_SPACE_GROUPS
+from .config import DEFAULT_LIBRARY_CELL_SCAN, N_SPACE_GROUPS
 from .evaluate import load_model
-from .library_search import SpectralLibrary
+from .library_search import SpectralLibrary, check_cell_scan
 from .measured import MeasuredPattern, read_pattern
 from .predict import (
     DEFAULT_PRIOR_WEIGHT,
@@ -159,20 +159,23 @@ def score_measured(
     limit: int | None = None,
     library: str | None = None,
     prior_weight: float = DEFAULT_PRIOR_WEIGHT,
+    library_cell_scan: float = DEFAULT_LIBRARY_CELL_SCAN,
 ) -> tuple[list[MeasuredScore], list[tuple[str, str]]]:
     """Predict every labelled file; returns the per-file scores and the files that failed (file, reason).
 
     With ``library`` (a bank store URL) each file is also searched against that library; a file the model
     predicts but the library search cannot use keeps its model score, counts as a miss for the library and
     carries the reason as a warning. ``prior_weight``: the model's ranking hedged towards the training label
-    prior (:func:`~xrdmodels.predict.predict_one`).
+    prior (:func:`~xrdmodels.predict.predict_one`). ``library_cell_scan``: the library search's cell scan
+    (:meth:`~xrdmodels.library_search.SpectralLibrary.search`, ``cell_scan``).
 
     Raises:
         LibraryFormatError: ``library`` is not a usable bank store (before any file is read).
-        ValueError: the checkpoint's recorded training recipe or label prior is malformed, or the prior weight
-            is negative (before any file is read).
+        ValueError: the checkpoint's recorded training recipe or label prior is malformed, the prior weight
+            is negative or the cell scan outside [0, 0.5) (before any file is read).
     """
     check_prior_weight(prior_weight)
+    check_cell_scan(library_cell_scan)
     spectral_library = SpectralLibrary.open(library) if library is not None else None
     model, state = load_model(checkpoint)
     training = training_ranges(state, checkpoint)
@@ -197,7 +200,7 @@ def score_measured(
         warnings, library_ranked, combined_ranked = list(pred.warnings), None, None
         if spectral_library is not None:
             try:
-                found = spectral_library.search(pattern, wavelength_angstrom=wl)
+                found = spectral_library.search(pattern, wavelength_angstrom=wl, cell_scan=library_cell_scan)
             except ValueError as exc:
                 library_ranked, combined_ranked = [], [r.spacegroup for r in pred.ranked]
                 warnings.append(f"library search failed: {exc}")

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from .combined import CombinedGroup, combine
-from .config import CU_KA_ANGSTROM, DEFAULT_PRIOR_WEIGHT, N_SPACE_GROUPS
+from .config import CU_KA_ANGSTROM, DEFAULT_LIBRARY_CELL_SCAN, DEFAULT_PRIOR_WEIGHT, N_SPACE_GROUPS
 from .evaluate import load_model, set_scores
-from .library_search import LibraryResult, SpectralLibrary
+from .library_search import LibraryResult, SpectralLibrary, check_cell_scan
 from .measured import (
     DEFAULT_MAX_PATTERN_BYTES,
     GriddedPattern,
@@ -324,8 +324,9 @@ def format_prediction(pred: Prediction) -> str:
         return "\n".join(lines + model_rows)
     found = ", ".join(pred.library.identified) or "nothing"
     lines.append(f"  library search in {pred.library.library} (right): identified {found}")
-    library_rows = ["library SG  symbol      FoM    best phase"] + [
-        f"{r.spacegroup:10d}  {r.symbol:10s}  {r.score:5.3f}  {r.formula} ({r.phase_id})"
+    library_rows = ["library SG  symbol      FoM    best phase (its cell change at the match)"] + [
+        f"{r.spacegroup:10d}  {r.symbol:10s}  {r.score:5.3f}  {r.formula} ({r.phase_id}"
+        + (f", cell {100 * r.cell_scale:+.1f}%)" if r.cell_scale else ")")
         for r in pred.library.ranked
     ]
     width = max(len(row) for row in model_rows)
@@ -385,6 +386,7 @@ def predict_files(
     max_bytes: int = DEFAULT_MAX_PATTERN_BYTES,
     library: str | None = None,
     prior_weight: float = DEFAULT_PRIOR_WEIGHT,
+    library_cell_scan: float = DEFAULT_LIBRARY_CELL_SCAN,
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Predict every file; a file that cannot be read or converted, or holds no measurable signal
     (:class:`~xrdmodels.measured.MeasuredSignalError`), is reported in `failures` and the rest go on.
@@ -394,11 +396,12 @@ def predict_files(
     library are ranked together (:mod:`xrdmodels.combined`), top ``top_k``, in ``Prediction.combined``; when the
     search cannot use a file the model predicted, the reason is added to that prediction's warnings.
 
-    ``prior_weight``: see :func:`predict_one`.
+    ``prior_weight``: see :func:`predict_one`. ``library_cell_scan``: the library search's cell scan
+    (:meth:`~xrdmodels.library_search.SpectralLibrary.search`, ``cell_scan``).
 
     Raises:
         ValueError: a setting that would fail every file (threshold < 0, a prior weight < 0, unknown format, a
-            ``library`` that is not a usable bank store, a malformed training recipe or label prior in the
+            cell scan outside [0, 0.5), a ``library`` that is not a usable bank store, a malformed training recipe or label prior in the
             checkpoint), before any file.
     """
     if threshold is not None and not threshold >= 0:
@@ -411,6 +414,7 @@ def predict_files(
             "line, file_format= in Python), or leave it out to detect each file's format"
         )
     check_prior_weight(prior_weight)
+    check_cell_scan(library_cell_scan)
     spectral_library = SpectralLibrary.open(library) if library is not None else None
     model, state = load_model(checkpoint)
     training = training_ranges(state, checkpoint)
@@ -438,7 +442,9 @@ def predict_files(
             model_term = combined_model_term(pred, state)
             pred.ranked = pred.ranked[:top_k]
             try:
-                found = spectral_library.search(pattern, wavelength_angstrom=wavelength_angstrom)
+                found = spectral_library.search(
+                    pattern, wavelength_angstrom=wavelength_angstrom, cell_scan=library_cell_scan
+                )
             except ValueError as exc:
                 pred.warnings.append(f"library search failed: {exc}")
             else:
