@@ -19,7 +19,7 @@ from xrdmodels.library_search import LibraryMatch, LibraryResult
 
 def _library(foms: dict[int, float]) -> LibraryResult:
     ranked = [
-        LibraryMatch(g, "", "", c, f"phase-{g}", "X", 0.0, 1)
+        LibraryMatch(g, "", "", c, f"phase-{g}", "X", 0.0, 0.0, 1)
         for g, c in sorted(foms.items(), key=lambda item: -item[1])
     ]
     return LibraryResult("scan.xy", "bank.zarr", ranked, [ranked[0].phase_id] if ranked else [])

@@ -38,9 +38,9 @@ its phases.
 
 Cost: the whole ``profile`` array is read once and kept with the templates of the last 3 peak widths used,
 about 35 bytes per bin and phase (90 MB for 1,219 phases of 2,048 bins); a search is one matrix product
-per round over every zero shift and cell scale. On one core, the 1,219 read phases of the measured pipeline's
-bank search the 443 RRUFF dev files in ~38 s without the cell scan and ~2.5 minutes with it (about 85 and 350 ms a
-pattern, reading included; docs/benchmarks.md, "The library search scans the cell").
+per round over every zero shift and cell scale. On one thread, the 1,219 read phases of the measured pipeline's
+bank search the 443 RRUFF dev files in 16 s without the cell scan and 60 s with it (about 36 and 135 ms a pattern,
+reading the files and the bank included; docs/benchmarks.md, "The library search scans the cell").
 """
 
 from __future__ import annotations
