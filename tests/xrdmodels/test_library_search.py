@@ -344,6 +344,30 @@ def _write_xy(path: Path, pattern: MeasuredPattern) -> Path:
     return path
 
 
+def test_predict_reports_the_cell_change_and_takes_the_scan_reach_as_an_option(tmp_path, bank) -> None:
+    """`--library-cell-scan`: the library's best match of a phase measured 2.4% off its cell reports the change in
+    the table and in the JSON; 0 searches the library's cells only; a reach outside [0, 0.5) is refused by name."""
+    url, phases = bank
+    ckpt = make_checkpoint(tmp_path / "m.pt", wavelength_angstrom=BANK_WAVELENGTH)
+    strained = {**phases[5], "d": phases[5]["d"] * 1.024}
+    scan = _write_xy(tmp_path / "scan.xy", measure([strained], [1.0], zero_shift_deg=0.0, seed=9))
+    base = ["predict", str(ckpt), str(scan), "--wavelength", "CuKa", "--library", url]
+    result = CliRunner().invoke(main, base)
+    assert result.exit_code == 0, result.output
+    assert f"{phases[5]['id']}, cell +2.4%)" in result.output
+    as_json = CliRunner().invoke(main, [*base, "--json"])
+    best = json.loads(as_json.stdout)["predictions"][0]["library"]["ranked"][0]
+    assert best["phase_id"] == phases[5]["id"] and best["cell_scale"] == pytest.approx(
+        0.024, abs=CELL_SCALE_STEP
+    )
+    fixed = CliRunner().invoke(main, [*base, "--json", "--library-cell-scan", "0"])
+    ranked = json.loads(fixed.stdout)["predictions"][0]["library"]["ranked"]
+    assert all(r["cell_scale"] == 0.0 for r in ranked) and ranked[0]["score"] < best["score"] - 0.2
+    refused = CliRunner().invoke(main, [*base, "--library-cell-scan", "0.6"])
+    assert refused.exit_code != 0 and "--library-cell-scan" in refused.output
+    assert "--library-cell-scan" in CliRunner().invoke(main, ["score-measured", "--help"]).output
+
+
 def test_predict_prints_the_library_ranking_beside_the_models(tmp_path, bank) -> None:
     url, phases = bank
     ckpt = make_checkpoint(tmp_path / "m.pt", wavelength_angstrom=BANK_WAVELENGTH)
