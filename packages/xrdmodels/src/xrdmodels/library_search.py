@@ -578,10 +578,10 @@ class SpectralLibrary:
                 break
             identified.append(str(self.phase_ids[winner]))
             available[winner] = False
-            winner_scale = int(scale_index[winner])
-            lo_bin, hi_bin = windows[winner_scale]
+            at = int(scale_index[winner])
+            lo_bin, hi_bin = windows[at]
             strong = templates[winner] > COVERED_FRACTION * templates[winner][lo_bin:hi_bin].max(initial=0.0)
-            self._take_out(masks, strong, scales_array, scales_array[winner_scale])
+            self._take_out(masks, strong, scales_array, float(scales_array[at]))
             if float((measured * masks[unscaled]).sum()) < MIN_UNEXPLAINED_FRACTION * total_signal:
                 break
         return LibraryResult(
