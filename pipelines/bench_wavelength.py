@@ -1,7 +1,8 @@
 """Wavelength benchmark: does a pattern measured at another wavelength reach the model like a Cu one (issue 12)?
 
-For N single-phase materials of a trained model's bank, simulates one measured-like pattern per material and
-instrument, each from the crystal structure at the instrument's own wavelength:
+For N single-phase materials of a trained model's bank (its read entries: generated crystals are left out),
+simulates one measured-like pattern per material and instrument, each from the crystal structure at the
+instrument's own wavelength:
 
   Cu Kα 1.54184 Å on 5-90°, Mo Kα 0.71073 Å on 2-40°, Ag Kα 0.56 Å on 2-32°, synchrotron 0.459 Å on 1.5-26°
   (all cover d from about 17 Å to 1 Å), at step 0.01°, with the same sample and instrument: crystallite
@@ -188,13 +189,21 @@ def sibling_bank(checkpoint: Path) -> Path:
 
 
 def pick_materials(bank: zarr.Group, n: int, seed: int, split: str) -> list[Material]:
-    """``n`` entries of ``split`` (``all``: any) drawn without replacement, in bank order, labelled as the
-    model was trained."""
+    """``n`` read entries of ``split`` (``all``: any) drawn without replacement, in bank order, labelled as the
+    model was trained. Generated crystals (``entries/synthetic``) are left out where the bank holds read ones: a
+    measured sample is a real structure, and the library search, the 1-NN column, does not search them."""
     ids = bank["entries/id"][...].tolist()
     splits = bank["entries/split"][...].tolist()
-    pool = np.flatnonzero([split in ("all", s) for s in splits])
+    read = (
+        ~np.asarray(bank["entries/synthetic"][...], dtype=bool)
+        if "synthetic" in bank["entries"]
+        else np.ones(len(ids), dtype=bool)
+    )
+    if not read.any():
+        read[:] = True
+    pool = np.flatnonzero([split in ("all", s) and r for s, r in zip(splits, read, strict=True)])
     if pool.size == 0:
-        raise SystemExit(f"the bank holds no entry of split {split!r}; choose another --split")
+        raise SystemExit(f"the bank holds no read entry of split {split!r}; choose another --split")
     picks = np.sort(np.random.default_rng(seed).choice(pool, size=min(n, pool.size), replace=False))
     formulas = bank["entries/reduced_formula"][...].tolist()
     groups = np.asarray(bank["entries/spacegroup_number"][...])

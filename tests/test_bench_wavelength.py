@@ -44,3 +44,28 @@ def test_rendered_peaks_keep_their_integrated_intensity(bench) -> None:
         # Lorentzian tails beyond the axis hold under 1% of the area at these widths.
         assert pattern.sum() * instrument.step_deg == pytest.approx(140.0, rel=0.01)
         assert pattern.argmax() == np.abs(instrument.axis() - centres[0]).argmin()
+
+
+def test_materials_are_drawn_from_the_read_entries_only(bench, tmp_path) -> None:
+    """Generated crystals (entries/synthetic) are not drawn while the bank holds read entries; a bank of generated
+    crystals only is drawn whole."""
+    import zarr
+
+    def bank(synthetic: list[bool]) -> zarr.Group:
+        root = zarr.open_group(str(tmp_path / f"bank{len(synthetic)}{sum(synthetic)}.zarr"), mode="w")
+        n = len(synthetic)
+        entries = root.create_group("entries")
+        for name, values in (
+            ("id", [f"e{i}" for i in range(n)]),
+            ("split", ["train"] * n),
+            ("reduced_formula", ["X"] * n),
+        ):
+            entries.create_array(name, shape=(n,), dtype=str, chunks=(n,))[:] = np.array(values)
+        entries.create_array("spacegroup_number", data=np.arange(1, n + 1, dtype=np.int64))
+        entries.create_array("synthetic", data=np.array(synthetic, dtype=bool))
+        return root
+
+    mixed = bench.pick_materials(bank([False, True, True, False, True, False]), 10, 0, "all")
+    assert [m.index for m in mixed] == [0, 3, 5]
+    generated = bench.pick_materials(bank([True, True, True]), 10, 0, "train")
+    assert [m.index for m in generated] == [0, 1, 2]
