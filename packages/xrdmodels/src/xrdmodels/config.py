@@ -32,8 +32,9 @@ DEFAULT_PRIOR_WEIGHT = 2.0
 #: each library phase is also compared at isotropically scaled cells, d-spacings up to this fraction larger and
 #: smaller, since solid solutions and a sample's own composition and temperature move a mineral's cell by up to a
 #: few per cent (forsterite-fayalite ~3% in b). 0 compares the library's cells only. On the RRUFF dev set the scan
-#: lifts the library's hit@1 from 0.483 to 0.515-0.519 whether it spans 2, 3, 4 or 6% (docs/benchmarks.md, "The
-#: library search scans the cell").
+#: lifts the library's hit@1 from 0.483 to 0.515 (`pipelines/fit_library_calibration.py --cell-scan 0` and the
+#: default); a screen outside the repo found 0.515-0.519 for reaches of 2 to 6% (docs/benchmarks.md, "The library
+#: search scans the cell").
 DEFAULT_LIBRARY_CELL_SCAN = 0.03
 
 EncoderKind = Literal["transformer", "cnn"]

@@ -464,6 +464,14 @@ class SpectralLibrary:
         """
         measured_wavelength, warnings = measurement_wavelength(pattern, wavelength_angstrom)
         warnings = list(warnings) + raw_signal_warnings(pattern)
+        template, window, peaks = self._template_at(pattern, measured_wavelength, cell_scale)
+        return template, window, typical_fwhm_bins(peaks) * self.bin_width_deg, warnings
+
+    def _template_at(
+        self, pattern: MeasuredPattern, measured_wavelength: float, cell_scale: float
+    ) -> tuple[np.ndarray, tuple[int, int], np.ndarray]:
+        """(template, window, background-free peaks in the window) of :meth:`measured_template`, for a pattern
+        measured at ``measured_wavelength``: the part the cell scan repeats at every scale."""
         # d = λ / (2 sin θ): reading the scan at λ / (1 + s) divides its d-spacings by 1 + s.
         two_theta = convert_two_theta_deg(
             pattern.two_theta_deg,
@@ -494,13 +502,12 @@ class SpectralLibrary:
                 "no peak stands above the background and noise inside the library's 2θ range",
                 "Check the wavelength and that the second column holds the measured intensities",
             )
-        fwhm_deg = typical_fwhm_bins(peaks) * self.bin_width_deg
         template = np.zeros(self.n_bins, dtype=np.float32)
         template[first:end] = peaks
         template = _box_rows(np.sqrt(template)[None, :], 2 * self._bins(MATCH_TOLERANCE_DEG) + 1)[0]
         template[:first] = 0.0
         template[end:] = 0.0
-        return template, window, fwhm_deg, warnings
+        return template, window, peaks
 
     def search(
         self,
@@ -533,7 +540,7 @@ class SpectralLibrary:
                 template, window = measured, (first, end)
             else:
                 try:
-                    template, window, _, _ = self.measured_template(pattern, wavelength, scale)
+                    template, window, _ = self._template_at(pattern, wavelength, scale)
                 except ValueError:  # this cell puts the scan outside the library's range
                     continue
             scales.append(scale)
