@@ -26,6 +26,7 @@ from xrdmodels.library_search import (
     MAX_ZERO_SHIFT_DEG,
     LibraryFormatError,
     SpectralLibrary,
+    axis_ties,
     typical_fwhm_bins,
 )
 from xrdmodels.measured import MeasuredPattern
@@ -69,13 +70,21 @@ def _deposit(two_theta: np.ndarray, intensity: np.ndarray) -> np.ndarray:
 
 
 def write_bank(url: str, seed: int = 0, **attrs) -> list[dict]:
-    """A complete bank store per docs/formats.md ("Bank store"); returns each phase's lines and group.
-    ``attrs`` override attributes after the documented ones (a wrong format, version or completeness)."""
+    """A complete bank store per docs/formats.md ("Bank store"), without per-reflection arrays; returns each
+    phase's lines and group. ``attrs`` override attributes after the documented ones (a wrong format, version or
+    completeness)."""
     rng = np.random.default_rng(seed)
     phases = []
     for k, group in enumerate(g for g in GROUPS for _ in range(2)):
         d, intensity = _phase_lines(rng)
         phases.append({"id": f"test:{group}:{k}", "group": group, "d": d, "intensity": intensity})
+    _write_bank_store(url, phases, seed, **attrs)
+    return phases
+
+
+def _write_bank_store(url: str, phases: list[dict], seed: int, **attrs) -> None:
+    """Phases (``d``, ``intensity`` per peak, ``group``, ``id``; and, for all or none, ``abc``, ``angles`` and
+    ``reflections``: per peak a list of (unit direction, weight)) as a bank store."""
     n = len(phases)
     two_theta = [_two_theta_deg(p["d"], BANK_WAVELENGTH) for p in phases]
     offsets = np.concatenate([[0], np.cumsum([p["d"].size for p in phases])]).astype(np.int64)
@@ -97,8 +106,10 @@ def write_bank(url: str, seed: int = 0, **attrs) -> list[dict]:
         "spacegroup_number": np.array([p["group"] for p in phases], dtype=np.int16),
         "given_spacegroup": np.zeros(n, dtype=np.int16),
         "spacegroup_disagrees": np.zeros(n, dtype=bool),
-        "lattice_abc_angstrom": np.full((n, 3), 5.0),
-        "lattice_angles_deg": np.full((n, 3), 90.0),
+        "lattice_abc_angstrom": np.array([p.get("abc", (5.0, 5.0, 5.0)) for p in phases], dtype=np.float64),
+        "lattice_angles_deg": np.array(
+            [p.get("angles", (90.0, 90.0, 90.0)) for p in phases], dtype=np.float64
+        ),
         "n_sites": np.ones(n, dtype=np.int32),
         "disordered": np.zeros(n, dtype=bool),
         "synthetic": np.ones(n, dtype=bool),
@@ -114,6 +125,19 @@ def write_bank(url: str, seed: int = 0, **attrs) -> list[dict]:
         ("intensity", np.concatenate([p["intensity"] for p in phases])),
     ):
         peaks.create_array(name, shape=values.shape, dtype=values.dtype, chunks=values.shape)[:] = values
+    if "reflections" in phases[0]:
+        per_peak = [r for p in phases for r in p["reflections"]]
+        for name, values in (
+            (
+                "reflection_offsets",
+                np.concatenate([[0], np.cumsum([len(r) for r in per_peak])]).astype(np.int64),
+            ),
+            ("reflection_direction", np.array([u for r in per_peak for u, _ in r], dtype=np.float32)),
+            ("reflection_weight", np.array([w for r in per_peak for _, w in r], dtype=np.float32)),
+        ):
+            peaks.create_array(name, shape=values.shape, dtype=values.dtype, chunks=values.shape)[...] = (
+                values
+            )
     profile = np.stack([_deposit(t, p["intensity"]) for t, p in zip(two_theta, phases, strict=True)])
     root.create_array("profile", shape=profile.shape, dtype="float32", chunks=profile.shape)[:] = profile
     root.attrs.update(
@@ -133,7 +157,6 @@ def write_bank(url: str, seed: int = 0, **attrs) -> list[dict]:
     root.attrs.update(attrs)
     if "complete" not in attrs:
         root.attrs["complete"] = True  # last, as the writer does
-    return phases
 
 
 def measure(
@@ -279,6 +302,174 @@ def test_the_cell_scan_refuses_a_reach_outside_its_range(bank) -> None:
         library.search(pattern, cell_scan=-0.01)
 
 
+#: Phases defined by their cells (space group, a b c in Å, α β γ in degrees), for the axis-by-axis refinement.
+CELLS = (
+    (221, (4.05, 4.05, 4.05), (90.0, 90.0, 90.0)),
+    (225, (5.64, 5.64, 5.64), (90.0, 90.0, 90.0)),
+    (136, (4.59, 4.59, 2.96), (90.0, 90.0, 90.0)),
+    (141, (6.60, 6.60, 5.98), (90.0, 90.0, 90.0)),
+    (62, (5.50, 7.60, 5.30), (90.0, 90.0, 90.0)),
+    (14, (5.10, 8.30, 6.90), (90.0, 101.5, 90.0)),
+    (194, (3.20, 3.20, 5.20), (90.0, 90.0, 120.0)),
+    (167, (4.76, 4.76, 12.99), (90.0, 90.0, 120.0)),
+)
+
+
+def _reciprocal_rows(abc, angles) -> np.ndarray:
+    """a*, b*, c* (rows, 1/Å) in the Busing-Levy frame: the lower Cholesky factor of the reciprocal metric."""
+    a, b, c = abc
+    ca, cb, cg = (math.cos(math.radians(x)) for x in angles)
+    metric = np.array(
+        [[a * a, a * b * cg, a * c * cb], [a * b * cg, b * b, b * c * ca], [a * c * cb, b * c * ca, c * c]]
+    )
+    return np.linalg.cholesky(np.linalg.inv(metric))
+
+
+def _reflections(abc, angles, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(hkl (R, 3), d in Å (R,), intensity (R,)) of a cell's reflections, one per Friedel pair, between 2θ = 12°
+    and 100° at the bank wavelength, with random intensities equal within a pair of the same d."""
+    rows = _reciprocal_rows(abc, angles)
+    hkl = np.array([v for v in np.ndindex(13, 13, 13)]) - 6
+    positive = (hkl[:, 0] > 0) | ((hkl[:, 0] == 0) & ((hkl[:, 1] > 0) | ((hkl[:, 1] == 0) & (hkl[:, 2] > 0))))
+    hkl = hkl[positive]
+    d = 1.0 / np.linalg.norm(hkl @ rows, axis=1)
+    two_theta = 2 * np.degrees(np.arcsin(np.clip(BANK_WAVELENGTH / (2 * d), 0, 1)))
+    inside = (BANK_WAVELENGTH / (2 * d) < 1) & (two_theta > 12) & (two_theta < 100)
+    hkl, d = hkl[inside], d[inside]
+    _, peak, counts = np.unique(np.round(d, 9), return_inverse=True, return_counts=True)
+    intensity = (rng.pareto(1.2, peak.max() + 1) + 0.05)[peak] / counts[peak]
+    return hkl, d, intensity
+
+
+def _strained_d(hkl: np.ndarray, abc, angles, axis_scales) -> np.ndarray:
+    """d-spacings (Å) of the reflections once the cell is stretched by 1 + e along each Busing-Levy axis, from
+    the stretched cell's parameters (orthogonal and hexagonal cells: a, b, c change, the angles do not)."""
+    stretched = tuple(x * (1 + e) for x, e in zip(abc, axis_scales, strict=True))
+    return 1.0 / np.linalg.norm(hkl @ _reciprocal_rows(stretched, angles), axis=1)
+
+
+def write_cell_bank(url: str, seed: int = 0) -> list[dict]:
+    """A bank store of the phases of :data:`CELLS` with their reflections (format version 2); returns each
+    phase with its reflections' hkl, d and intensity."""
+    rng = np.random.default_rng(seed)
+    phases = []
+    for k, (group, abc, angles) in enumerate(CELLS):
+        hkl, d, intensity = _reflections(abc, angles, rng)
+        directions = hkl @ _reciprocal_rows(abc, angles)
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        peak_d, peak = np.unique(np.round(d, 9), return_inverse=True)
+        peak_intensity = np.bincount(peak, weights=intensity)
+        reflections = [
+            [(directions[r], intensity[r] / peak_intensity[p]) for r in np.flatnonzero(peak == p)]
+            for p in range(peak_d.size)
+        ]
+        scale = 100.0 / peak_intensity.max()
+        phases.append(
+            {
+                "id": f"cell:{group}:{k}",
+                "group": group,
+                "abc": abc,
+                "angles": angles,
+                "d": peak_d[::-1],
+                "intensity": peak_intensity[::-1] * scale,
+                "reflections": reflections[::-1],
+                "hkl": hkl,
+                "reflection_d": d,
+                "reflection_intensity": intensity * scale,
+            }
+        )
+    _write_bank_store(url, phases, seed)
+    return phases
+
+
+@pytest.fixture(scope="module")
+def cell_bank(tmp_path_factory) -> tuple[str, list[dict]]:
+    url = str(tmp_path_factory.mktemp("cells") / "bank.zarr")
+    return url, write_cell_bank(url)
+
+
+@pytest.mark.parametrize(
+    ("group", "abc", "angles", "ties"),
+    [
+        (225, (5.6, 5.6, 5.6), (90, 90, 90), [0, 0, 0]),
+        (136, (4.6, 4.6, 3.0), (90, 90, 90), [0, 0, 1]),
+        (136, (3.0, 4.6, 4.6), (90, 90, 90), [1, 0, 0]),
+        (194, (3.2, 3.2, 5.2), (90, 90, 120), [0, 0, 1]),
+        (167, (5.4, 5.4, 5.4), (55, 55, 55), [0, 0, 0]),  # a rhombohedral setting
+        (62, (5.5, 7.6, 5.3), (90, 90, 90), [0, 1, 2]),
+        (14, (5.1, 8.3, 6.9), (90, 101.5, 90), [0, 1, 2]),
+    ],
+)
+def test_the_axes_a_cell_may_change_apart_follow_its_crystal_system(group, abc, angles, ties) -> None:
+    assert axis_ties(group, np.array(abc), np.array(angles)).tolist() == ties
+
+
+def test_strained_templates_put_each_reflection_where_the_stretched_cell_has_it(cell_bank) -> None:
+    """A phase's template with its cell stretched axis by axis equals the template of a profile built from the
+    stretched cell's own d-spacings (hkl through its reciprocal metric)."""
+    url, phases = cell_bank
+    library = SpectralLibrary.open(url)
+    for k, axis_scales in ((2, (0.02, 0.02, -0.015)), (4, (-0.01, 0.025, 0.005)), (6, (0.012, 0.012, 0.03))):
+        p = phases[k]
+        d = _strained_d(p["hkl"], p["abc"], p["angles"], axis_scales)
+        profile = _deposit(_two_theta_deg(d, BANK_WAVELENGTH), p["reflection_intensity"])
+        reference = SpectralLibrary(
+            "reference",
+            np.array(["x"]),
+            np.array(["x"]),
+            np.array([p["group"]]),
+            profile[None, :],
+            wavelength_angstrom=BANK_WAVELENGTH,
+            two_theta_min_deg=GRID["two_theta_min_deg"],
+            two_theta_max_deg=GRID["two_theta_max_deg"],
+        ).templates(2)[0][0]
+        strained = library.strained_templates(k, np.array([axis_scales]), 2)[0]
+        # float32 round-off near zero, amplified by the square root, stays far below a misplaced line (~max).
+        np.testing.assert_allclose(strained, reference, atol=1e-3 * reference.max())
+
+
+@pytest.mark.parametrize(
+    ("k", "axis_scales"),
+    [(2, (0.018, 0.018, 0.006)), (4, (-0.012, -0.002, 0.008)), (6, (-0.009, -0.009, 0.006))],
+)
+def test_a_phase_whose_axes_change_apart_is_found_and_its_change_reported(cell_bank, k, axis_scales) -> None:
+    """A tetragonal, an orthorhombic and a hexagonal phase measured with their axes changed by different amounts
+    rank first, with each axis's change within two steps, and score higher than the isotropic scan (the default)."""
+    url, phases = cell_bank
+    library = SpectralLibrary.open(url)
+    p = phases[k]
+    d = _strained_d(p["hkl"], p["abc"], p["angles"], axis_scales)
+    pattern = measure([{"d": d, "intensity": p["reflection_intensity"]}], [1.0], zero_shift_deg=0.05, seed=k)
+    top = library.search(pattern, refine_axes=True).ranked[0]
+    assert (top.spacegroup, top.phase_id) == (p["group"], p["id"]), top
+    assert top.cell_axes is not None
+    assert np.max(np.abs(np.array(top.cell_axes) - axis_scales)) <= 2 * CELL_SCALE_STEP, top
+    assert top.cell_scale == pytest.approx(float(np.mean(top.cell_axes)))
+    isotropic = library.search(pattern).ranked  # the default: the isotropic scan only
+    isotropic_score = next(m.score for m in isotropic if m.phase_id == p["id"])
+    assert top.score > isotropic_score + 0.01, (top.score, isotropic_score)
+    assert all(m.cell_axes is None for m in isotropic)
+
+
+def test_a_bank_without_reflections_warns_that_cells_were_not_refined(bank) -> None:
+    library = SpectralLibrary.open(bank[0])
+    result = library.search(measure([bank[1][3]], [1.0]), refine_axes=True)
+    assert any("per-reflection arrays" in w for w in result.warnings), result.warnings
+    assert all(m.cell_axes is None for m in result.ranked)
+
+
+def test_a_cubic_phase_keeps_its_cell_whole(cell_bank) -> None:
+    url, phases = cell_bank
+    library = SpectralLibrary.open(url)
+    p = phases[1]
+    pattern = measure(
+        [{"d": p["reflection_d"] * 1.018, "intensity": p["reflection_intensity"]}], [1.0], seed=3
+    )
+    top = library.search(pattern, refine_axes=True).ranked[0]
+    assert (top.phase_id, top.cell_axes) == (p["id"], None)
+    assert abs(top.cell_scale - 0.018) <= CELL_SCALE_STEP
+
+
 def test_generated_crystals_are_left_out_of_the_search(tmp_path) -> None:
     """The bank's generated crystals (entries/synthetic) are never identified, even when the pattern is one of
     theirs; a bank of generated crystals only, or without the column, is searched whole."""
@@ -366,6 +557,31 @@ def test_predict_reports_the_cell_change_and_takes_the_scan_reach_as_an_option(t
     refused = CliRunner().invoke(main, [*base, "--library-cell-scan", "0.6"])
     assert refused.exit_code != 0 and "--library-cell-scan" in refused.output
     assert "--library-cell-scan" in CliRunner().invoke(main, ["score-measured", "--help"]).output
+
+
+def test_predict_and_score_measured_refine_axes_on_request(tmp_path, cell_bank) -> None:
+    """`--library-refine-axes`: an orthorhombic phase measured with its axes changed by different amounts is
+    printed with each axis's change, and the JSON carries them; without the flag the match is isotropic."""
+    url, phases = cell_bank
+    p = phases[4]
+    d = _strained_d(p["hkl"], p["abc"], p["angles"], (-0.010, 0.002, 0.010))
+    scan = _write_xy(
+        tmp_path / "scan.xy",
+        measure([{"d": d, "intensity": p["reflection_intensity"]}], [1.0], zero_shift_deg=0.0, seed=4),
+    )
+    ckpt = make_checkpoint(tmp_path / "m.pt", wavelength_angstrom=BANK_WAVELENGTH)
+    base = ["predict", str(ckpt), str(scan), "--wavelength", "CuKa", "--library", url]
+    refined = CliRunner().invoke(main, [*base, "--library-refine-axes"])
+    assert refined.exit_code == 0, refined.output
+    assert f"{p['id']}, cell a/b/c " in refined.output
+    best = json.loads(CliRunner().invoke(main, [*base, "--library-refine-axes", "--json"]).stdout)[
+        "predictions"
+    ][0]
+    axes = best["library"]["ranked"][0]["cell_axes"]
+    assert np.max(np.abs(np.array(axes) - (-0.010, 0.002, 0.010))) <= 2 * CELL_SCALE_STEP, axes
+    plain = json.loads(CliRunner().invoke(main, [*base, "--json"]).stdout)["predictions"][0]
+    assert all(r["cell_axes"] is None for r in plain["library"]["ranked"])
+    assert "--library-refine-axes" in CliRunner().invoke(main, ["score-measured", "--help"]).output
 
 
 def test_predict_prints_the_library_ranking_beside_the_models(tmp_path, bank) -> None:

@@ -257,6 +257,17 @@ _library_cell_scan_option = click.option(
     "default.",
 )
 
+#: --library-refine-axes of `predict` and `score-measured`.
+_library_refine_axes_option = click.option(
+    "--library-refine-axes",
+    is_flag=True,
+    default=False,
+    help="Also refine the library search's best phases axis by axis: each axis its crystal system lets change "
+    "on its own (none for cubic phases) may depart up to 1.2% from the isotropic cell change, and the match "
+    "reports each axis's change (cell a/b/c). Needs a bank with per-reflection arrays (format version 2). Off "
+    'by default: 3.5x slower, with no measured gain on RRUFF dev (docs/benchmarks.md, "Axis by axis").',
+)
+
 
 @main.command("predict")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
@@ -308,6 +319,7 @@ _library_cell_scan_option = click.option(
     "noisy-OR; xrdmodels.combined).",
 )
 @_library_cell_scan_option
+@_library_refine_axes_option
 def predict_cmd(
     checkpoint,
     files,
@@ -321,6 +333,7 @@ def predict_cmd(
     max_file_mb,
     library,
     library_cell_scan,
+    library_refine_axes,
 ) -> None:
     """Space groups present in measured patterns: .xy/.xye/.csv/.dat, .xrdml, .fxye/.gsa, .ras/.rasx, .brml, .raw.
 
@@ -349,6 +362,7 @@ def predict_cmd(
             library=library,
             prior_weight=prior_weight,
             library_cell_scan=library_cell_scan,
+            library_refine_axes=library_refine_axes,
         )
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
@@ -395,8 +409,17 @@ def predict_cmd(
     "and the library combined in one ranking (xrdmodels.combined).",
 )
 @_library_cell_scan_option
+@_library_refine_axes_option
 def score_measured_cmd(
-    checkpoint, labels_csv, sets, limit, prior_weight, out_dir, library, library_cell_scan
+    checkpoint,
+    labels_csv,
+    sets,
+    limit,
+    prior_weight,
+    out_dir,
+    library,
+    library_cell_scan,
+    library_refine_axes,
 ) -> None:
     """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set
     (with --library, the same for a search of that bank and for the model and the library combined, beside the
@@ -412,6 +435,7 @@ def score_measured_cmd(
             library=library,
             prior_weight=prior_weight,
             library_cell_scan=library_cell_scan,
+            library_refine_axes=library_refine_axes,
         )
     except (FileNotFoundError, ValueError) as exc:  # the checkpoint (refused, incomplete) or the labels file
         _fail(str(exc))

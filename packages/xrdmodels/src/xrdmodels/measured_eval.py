@@ -160,14 +160,16 @@ def score_measured(
     library: str | None = None,
     prior_weight: float = DEFAULT_PRIOR_WEIGHT,
     library_cell_scan: float = DEFAULT_LIBRARY_CELL_SCAN,
+    library_refine_axes: bool = False,
 ) -> tuple[list[MeasuredScore], list[tuple[str, str]]]:
     """Predict every labelled file; returns the per-file scores and the files that failed (file, reason).
 
     With ``library`` (a bank store URL) each file is also searched against that library; a file the model
     predicts but the library search cannot use keeps its model score, counts as a miss for the library and
     carries the reason as a warning. ``prior_weight``: the model's ranking hedged towards the training label
-    prior (:func:`~xrdmodels.predict.predict_one`). ``library_cell_scan``: the library search's cell scan
-    (:meth:`~xrdmodels.library_search.SpectralLibrary.search`, ``cell_scan``).
+    prior (:func:`~xrdmodels.predict.predict_one`). ``library_cell_scan``, ``library_refine_axes``: the library
+    search's cell scan and axis-by-axis refinement (:meth:`~xrdmodels.library_search.SpectralLibrary.search`,
+    ``cell_scan`` and ``refine_axes``).
 
     Raises:
         LibraryFormatError: ``library`` is not a usable bank store (before any file is read).
@@ -200,7 +202,12 @@ def score_measured(
         warnings, library_ranked, combined_ranked = list(pred.warnings), None, None
         if spectral_library is not None:
             try:
-                found = spectral_library.search(pattern, wavelength_angstrom=wl, cell_scan=library_cell_scan)
+                found = spectral_library.search(
+                    pattern,
+                    wavelength_angstrom=wl,
+                    cell_scan=library_cell_scan,
+                    refine_axes=library_refine_axes,
+                )
             except ValueError as exc:
                 library_ranked, combined_ranked = [], [r.spacegroup for r in pred.ranked]
                 warnings.append(f"library search failed: {exc}")

@@ -14,7 +14,7 @@ import torch
 from .combined import CombinedGroup, combine
 from .config import CU_KA_ANGSTROM, DEFAULT_LIBRARY_CELL_SCAN, DEFAULT_PRIOR_WEIGHT, N_SPACE_GROUPS
 from .evaluate import load_model, set_scores
-from .library_search import LibraryResult, SpectralLibrary, check_cell_scan
+from .library_search import LibraryMatch, LibraryResult, SpectralLibrary, check_cell_scan
 from .measured import (
     DEFAULT_MAX_PATTERN_BYTES,
     GriddedPattern,
@@ -296,6 +296,13 @@ def collect_files(paths: list[str]) -> list[Path]:
     return files
 
 
+def _cell_change(match: LibraryMatch) -> str:
+    """ ", cell +1.2%" (isotropic), ", cell a/b/c +0.3/+2.1/+1.2%" (axis by axis) or "" (the library's cell)."""
+    if match.cell_axes is not None:
+        return ", cell a/b/c " + "/".join(f"{100 * x:+.1f}" for x in match.cell_axes) + "%"
+    return f", cell {100 * match.cell_scale:+.1f}%" if match.cell_scale else ""
+
+
 def format_prediction(pred: Prediction) -> str:
     lines = [
         f"{pred.file}  (λ = {pred.wavelength_angstrom:.5f} Å, window {pred.window_deg[0]:.1f}-"
@@ -325,8 +332,7 @@ def format_prediction(pred: Prediction) -> str:
     found = ", ".join(pred.library.identified) or "nothing"
     lines.append(f"  library search in {pred.library.library} (right): identified {found}")
     library_rows = ["library SG  symbol      FoM    best phase (its cell change at the match)"] + [
-        f"{r.spacegroup:10d}  {r.symbol:10s}  {r.score:5.3f}  {r.formula} ({r.phase_id}"
-        + (f", cell {100 * r.cell_scale:+.1f}%)" if r.cell_scale else ")")
+        f"{r.spacegroup:10d}  {r.symbol:10s}  {r.score:5.3f}  {r.formula} ({r.phase_id}{_cell_change(r)})"
         for r in pred.library.ranked
     ]
     width = max(len(row) for row in model_rows)
@@ -387,6 +393,7 @@ def predict_files(
     library: str | None = None,
     prior_weight: float = DEFAULT_PRIOR_WEIGHT,
     library_cell_scan: float = DEFAULT_LIBRARY_CELL_SCAN,
+    library_refine_axes: bool = False,
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Predict every file; a file that cannot be read or converted, or holds no measurable signal
     (:class:`~xrdmodels.measured.MeasuredSignalError`), is reported in `failures` and the rest go on.
@@ -396,8 +403,9 @@ def predict_files(
     library are ranked together (:mod:`xrdmodels.combined`), top ``top_k``, in ``Prediction.combined``; when the
     search cannot use a file the model predicted, the reason is added to that prediction's warnings.
 
-    ``prior_weight``: see :func:`predict_one`. ``library_cell_scan``: the library search's cell scan
-    (:meth:`~xrdmodels.library_search.SpectralLibrary.search`, ``cell_scan``).
+    ``prior_weight``: see :func:`predict_one`. ``library_cell_scan``, ``library_refine_axes``: the library
+    search's cell scan and axis-by-axis refinement (:meth:`~xrdmodels.library_search.SpectralLibrary.search`,
+    ``cell_scan`` and ``refine_axes``).
 
     Raises:
         ValueError: a setting that would fail every file (threshold < 0, a prior weight < 0, unknown format, a
@@ -443,7 +451,10 @@ def predict_files(
             pred.ranked = pred.ranked[:top_k]
             try:
                 found = spectral_library.search(
-                    pattern, wavelength_angstrom=wavelength_angstrom, cell_scan=library_cell_scan
+                    pattern,
+                    wavelength_angstrom=wavelength_angstrom,
+                    cell_scan=library_cell_scan,
+                    refine_axes=library_refine_axes,
                 )
             except ValueError as exc:
                 pred.warnings.append(f"library search failed: {exc}")

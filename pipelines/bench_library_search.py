@@ -1,0 +1,124 @@
+"""Library search on the shared measured sets: how each part of the search moves its answers, and what it costs.
+
+Searches every file of a labels CSV (default: all of ../shared/data/experimental) against a bank with each variant
+of `xrdmodels.library_search` named on the command line, all in one run, and prints per variant and set:
+single-phase files with a labelled group first (hit@1) and in the first five (hit@5); multi-phase files with every
+phase's group in the first three; milliseconds per pattern on this thread (reading excluded); and, against the
+first variant, the single-phase files each one gains and loses at hit@1 and hit@5 (a paired comparison on the same
+files). Variants:
+
+  default          the search as `predict --library` runs it (the isotropic cell scan, +-3%)
+  axes             the default and the axis-by-axis refinement (`--library-refine-axes`)
+  no-scan          the library's cells only (zero-shift scan alone)
+  scan-N           the default with the cell scan's reach at N per cent (e.g. scan-2, scan-6)
+
+Usage: OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 .venv/bin/python pipelines/bench_library_search.py
+       --bank runs/ionic20/bank.zarr [--variants default axes no-scan] [--sets rruff nist_duplex_steel]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from xrdmodels.config import DEFAULT_LIBRARY_CELL_SCAN
+from xrdmodels.library_search import SpectralLibrary
+from xrdmodels.measured_eval import read_labelled
+
+LABELS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "experimental" / "all_labels.csv"
+
+
+def _variant(name: str) -> tuple[float, bool]:
+    """(cell scan, axis-by-axis refinement) of a variant name."""
+    if name == "default":
+        return DEFAULT_LIBRARY_CELL_SCAN, False
+    if name == "axes":
+        return DEFAULT_LIBRARY_CELL_SCAN, True
+    if name == "no-scan":
+        return 0.0, False
+    if name.startswith("scan-"):
+        return float(name.removeprefix("scan-")) / 100.0, False
+    raise SystemExit(f"unknown variant {name!r}: use default, axes, no-scan or scan-N (N in per cent)")
+
+
+def _hit_rate(results: list[tuple[int | None, bool]], k: int) -> float:
+    """Share of files whose first labelled group ranks within the first ``k``."""
+    return sum(rank is not None and rank < k for rank, _ in results) / max(len(results), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--bank", required=True, help="bank store searched (the library)")
+    parser.add_argument(
+        "--labels",
+        default=str(LABELS),
+        help="labels CSV (default ../shared/data/experimental/all_labels.csv)",
+    )
+    parser.add_argument("--sets", nargs="*", default=None, help="sets of the labels CSV (default: all)")
+    parser.add_argument(
+        "--variants", nargs="+", default=["default", "axes", "no-scan"], help="variants (see above)"
+    )
+    args = parser.parse_args()
+    if not Path(args.labels).exists():
+        raise SystemExit(
+            f"no labels at {args.labels}: give --labels (the shared measured sets' all_labels.csv)"
+        )
+    settings = {name: _variant(name) for name in args.variants}
+    library = SpectralLibrary.open(args.bank)
+    labelled, failures = read_labelled(args.labels, sets=args.sets)
+    for file, reason in failures:
+        print(f"skipped {file}: {reason}")
+    print(f"{len(library)} searched phases in {args.bank}; {len(labelled)} files")
+    # hits[variant][file] = (rank of the first labelled group or None, every phase in the top 3)
+    hits: dict[str, dict[str, tuple[int | None, bool]]] = {}
+    seconds: dict[str, float] = {}
+    for name, (cell_scan, refine_axes) in settings.items():
+        hits[name], start = {}, time.perf_counter()
+        for item in labelled:
+            ranked = library.search(
+                item.pattern,
+                wavelength_angstrom=item.wavelength_angstrom,
+                top_k=10,
+                cell_scan=cell_scan,
+                refine_axes=refine_axes,
+            ).ranked
+            groups = [m.spacegroup for m in ranked]
+            phases = item.phases
+            rank = next((i for i, g in enumerate(groups) if any(g in p for p in phases)), None)
+            all_in_3 = all(any(g in p for g in groups[:3]) for p in phases)
+            hits[name][str(item.path)] = (rank, all_in_3)
+        seconds[name] = time.perf_counter() - start
+    sets = sorted({item.row["set"] for item in labelled})
+    print(
+        "\n| variant | set | single-phase files | hit@1 | hit@5 | multi-phase files all in top 3 | ms per pattern |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name in settings:
+        for set_name in sets:
+            items = [i for i in labelled if i.row["set"] == set_name]
+            single = [hits[name][str(i.path)] for i in items if len(i.phases) == 1]
+            multi = [hits[name][str(i.path)] for i in items if len(i.phases) > 1]
+            multi_text = f"{sum(a for _, a in multi)} of {len(multi)}" if multi else "-"
+            print(
+                f"| {name} | {set_name} | {len(single)} | {_hit_rate(single, 1):.3f} | {_hit_rate(single, 5):.3f} | "
+                f"{multi_text} | "
+                f"{1000 * seconds[name] / len(labelled):.0f} |"
+            )
+    base = args.variants[0]
+    single_files = [str(i.path) for i in labelled if len(i.phases) == 1]
+    for name in args.variants[1:]:
+        counts = []
+        for k in (1, 5):
+            hit = {
+                n: {f for f in single_files if (r := hits[n][f][0]) is not None and r < k}
+                for n in (base, name)
+            }
+            counts.append(f"hit@{k} +{len(hit[name] - hit[base])} -{len(hit[base] - hit[name])}")
+        print(f"{name} against {base}, single-phase files: {', '.join(counts)}")
+
+
+if __name__ == "__main__":
+    main()
