@@ -718,3 +718,42 @@ def test_score_measured_reports_the_library_beside_the_model(tmp_path, bank) -> 
     assert strata["library top 1"]["comb hit@1"] == 1.0
     assert "combined in one ranking" in result.output
     assert "library rank > 10" in (out / "measured.md").read_text()
+
+
+def test_the_library_benchmark_scores_each_variant_on_labelled_files(tmp_path, cell_bank, capsys) -> None:
+    """`pipelines/bench_library_search.py` on a labels table of two files: a single-phase file whose orthorhombic
+    cell changed axis by axis and a two-phase mixture, both found by every variant."""
+    import importlib.util
+    import sys
+
+    url, phases = cell_bank
+    p = phases[4]
+    d = _strained_d(p["hkl"], p["abc"], p["angles"], (-0.010, 0.002, 0.010))
+    _write_xy(
+        tmp_path / "one.xy",
+        measure([{"d": d, "intensity": p["reflection_intensity"]}], [1.0], zero_shift_deg=0.0, seed=4),
+    )
+    mixture = [
+        {"d": q["reflection_d"], "intensity": q["reflection_intensity"]} for q in (phases[1], phases[6])
+    ]
+    _write_xy(tmp_path / "two.xy", measure(mixture, [0.6, 0.4], seed=5))
+    labels = tmp_path / "labels.csv"
+    with open(labels, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["set", "file", "spacegroups", "spacegroups_accept", "wavelength_angstrom"])
+        writer.writerow(["cells", "one.xy", "62", "62", BANK_WAVELENGTH])
+        writer.writerow(["cells", "two.xy", "225;194", "225;194", BANK_WAVELENGTH])
+    path = Path(__file__).resolve().parents[2] / "pipelines" / "bench_library_search.py"
+    spec = importlib.util.spec_from_file_location("bench_library_search", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = ["bench", "--bank", url, "--labels", str(labels), "--variants", "default", "axes", "no-scan"]
+    old_argv, sys.argv = sys.argv, argv
+    try:
+        bench.main()
+    finally:
+        sys.argv = old_argv
+    out = capsys.readouterr().out
+    for variant in ("default", "axes", "no-scan"):
+        assert f"| {variant} | cells | 1 | 1.000 | 1.000 | 1 of 1 |" in out, out
+    assert "axes against default, single-phase files: hit@1 +0 -0, hit@5 +0 -0" in out

@@ -57,7 +57,9 @@ reading the files and the bank included; docs/benchmarks.md, "The library search
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import zarr
@@ -465,7 +467,8 @@ class SpectralLibrary:
         self.n_bins = profiles.shape[1]
         self.bin_width_deg = (two_theta_max_deg - two_theta_min_deg) / self.n_bins
         self.profiles = profiles
-        self.reflections = reflections
+        self._reflections = reflections
+        self._reflection_reader: Callable[[], PhaseReflections | None] | None = None
         self._profile_spectrum: np.ndarray | None = None
         self._templates: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -508,7 +511,7 @@ class SpectralLibrary:
                 f"{url}: entries/spacegroup_number holds {bad[:5].tolist()}, outside 1-{N_SPACE_GROUPS}"
             )
         keep = _searched_entries(group, n, url)
-        return cls(
+        library = cls(
             url,
             phase_ids[keep],
             formulas[keep],
@@ -517,8 +520,17 @@ class SpectralLibrary:
             wavelength_angstrom=float(group.attrs["wavelength_angstrom"]),
             two_theta_min_deg=float(grid["two_theta_min_deg"]),
             two_theta_max_deg=float(grid["two_theta_max_deg"]),
-            reflections=_read_reflections(group, keep),
         )
+        # Only the axis-by-axis refinement needs the reflections: read them when it first asks.
+        library._reflection_reader = partial(_read_reflections, group, keep)
+        return library
+
+    @property
+    def reflections(self) -> PhaseReflections | None:
+        """The phases' reflections (None for a bank without them), read from the bank on first use."""
+        if self._reflection_reader is not None:
+            self._reflections, self._reflection_reader = self._reflection_reader(), None
+        return self._reflections
 
     def __len__(self) -> int:
         return int(self.phase_ids.size)
