@@ -147,10 +147,10 @@ class LibraryMatch:
     cell_scale: the measured phase's d-spacings over the library phase's, minus 1, at the match (0.01: the
         sample's cell is 1% larger than the library's).
     round: the residual-search round in which it scored best (1: against the whole pattern).
-    cell_axes: where the axis-by-axis refinement (module docstring, step 6; off by default) gave the match, the d-spacing change
-        along each axis of the phase's Busing-Levy frame (a*, the normal to a* in the a*-b* plane, c: a, b, c
-        where the axes are orthogonal), as fractions like ``cell_scale``, which is then their mean; otherwise
-        None.
+    cell_axes: where the axis-by-axis refinement (module docstring, step 6; off by default) gave the match,
+        the d-spacing change along each axis of the phase's Busing-Levy frame (a*, the normal to a* in the a*-b*
+        plane, c: a, b, c where the axes are orthogonal), as fractions like ``cell_scale``, which is then their
+        mean; otherwise None.
     """
 
     spacegroup: int
