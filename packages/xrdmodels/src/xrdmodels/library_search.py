@@ -38,7 +38,8 @@ Hageman (J. Comput. Chem. 22, 273, 2001), maximised over a small zero shift, on 
    :meth:`SpectralLibrary.strained_templates`) on grids of cell changes, coarse and broad first
    (:data:`REFINEMENT_STAGES`). A phase keeps the better of its two figures of merit, and the match reports
    each axis's change. Off by default: on RRUFF dev it moved the library's top-1 from 0.515 to 0.524 (13 files
-   gained, 9 lost: no gain beyond chance) at 3.5x the search's time (docs/benchmarks.md, "Axis by axis").
+   gained, 9 lost: no gain beyond chance), and the combined ranking's top-1 up but its top-5 down on one of two
+   models, at 3.5x the search's time (docs/benchmarks.md, "Axis by axis").
 
 Mixtures: the search runs in rounds, as a residual search does (Hanawalt search on the unexplained lines).
 After each round the best phase's strong lines (its template above :data:`COVERED_FRACTION` of its maximum)
