@@ -700,8 +700,9 @@ class SpectralLibrary:
         ``cell_scan``: the cell scan's reach, a fraction of d (default
         :data:`~xrdmodels.config.DEFAULT_LIBRARY_CELL_SCAN`; 0 compares the library's cells only; the combined
         ranking's calibration, :mod:`xrdmodels.combined`, was fitted at the default). ``refine_axes``: also
-        refine the best phases' cells axis by axis (module docstring, step 6; needs the bank's per-reflection
-        arrays, else the result warns and the cells are scanned as a whole).
+        refine the best phases' cells axis by axis (module docstring, step 6; within the cell scan, so nothing
+        is refined when ``cell_scan`` is 0; needs the bank's per-reflection arrays, else the result warns and the
+        cells are scanned as a whole).
 
         Raises:
             MeasuredSignalError, MeasuredFormatError, ValueError: as :meth:`measured_template` at the

@@ -297,7 +297,8 @@ def collect_files(paths: list[str]) -> list[Path]:
 
 
 def _cell_change(match: LibraryMatch) -> str:
-    """ ", cell +1.2%" (isotropic), ", cell a/b/c +0.3/+2.1/+1.2%" (axis by axis) or "" (the library's cell)."""
+    """The match's cell change as the library table prints it: ", cell +1.2%" (isotropic), ", cell a/b/c
+    +0.3/+2.1/+1.2%" (axis by axis) or "" (the library's own cell)."""
     if match.cell_axes is not None:
         return ", cell a/b/c " + "/".join(f"{100 * x:+.1f}" for x in match.cell_axes) + "%"
     return f", cell {100 * match.cell_scale:+.1f}%" if match.cell_scale else ""
