@@ -11,6 +11,8 @@
   wavelength  a checkpoint's scores on the same phases simulated at Cu, Mo, Ag and synchrotron wavelengths,
             read through the measured-data reader with and without each of its steps, beside a library search
   random_crystals  the `random:N` source's pyxtal crystals with one shared tolerance table vs pyxtal's own per call
+  library_search  the library search's variants (cell scan reach, axis-by-axis refinement) on the shared measured
+            sets, file by file against the default, with ms per pattern (needs the measured pipeline's bank)
 
 Record the figures with the command and machine in docs/benchmarks.md.
 """
@@ -35,6 +37,7 @@ BENCHES = {
     "train_speed": "bench_train_speed.py",
     "wavelength": "bench_wavelength.py",
     "random_crystals": "bench_random_crystals.py",
+    "library_search": "bench_library_search.py",
 }
 
 

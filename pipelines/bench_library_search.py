@@ -13,7 +13,8 @@ files). Variants:
   scan-N           the default with the cell scan's reach at N per cent (e.g. scan-2, scan-6)
 
 Usage: OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 .venv/bin/python pipelines/bench_library_search.py
-       --bank runs/ionic20/bank.zarr [--variants default axes no-scan] [--sets rruff nist_duplex_steel]
+       [--bank runs/measured-lab/bank.zarr] [--variants default axes no-scan] [--sets rruff nist_duplex_steel]
+       [--quick]   (`./dev.sh bench --only library_search`; --quick: the two multi-phase sets only, 14 files)
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from xrdmodels.config import DEFAULT_LIBRARY_CELL_SCAN
 from xrdmodels.library_search import SpectralLibrary
 from xrdmodels.measured_eval import read_labelled
 
-LABELS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "experimental" / "all_labels.csv"
+REPO = Path(__file__).resolve().parents[1]
+LABELS = REPO.parent / "shared" / "data" / "experimental" / "all_labels.csv"
+DEFAULT_BANK = REPO / "runs" / "measured-lab" / "bank.zarr"
+QUICK_SETS = ["xrd_autoanalyzer", "nist_duplex_steel"]
 
 
 def _variant(name: str) -> tuple[float, bool]:
@@ -47,11 +51,15 @@ def _hit_rate(results: list[tuple[int | None, bool]], k: int) -> float:
     return sum(rank is not None and rank < k for rank, _ in results) / max(len(results), 1)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--bank", required=True, help="bank store searched (the library)")
+    parser.add_argument(
+        "--bank",
+        default=str(DEFAULT_BANK),
+        help="bank store searched (the library; default the measured pipeline's, runs/measured-lab/bank.zarr)",
+    )
     parser.add_argument(
         "--labels",
         default=str(LABELS),
@@ -61,11 +69,19 @@ def main() -> None:
     parser.add_argument(
         "--variants", nargs="+", default=["default", "axes", "no-scan"], help="variants (see above)"
     )
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help=f"only the sets {', '.join(QUICK_SETS)}")
+    args = parser.parse_args(argv)
     if not Path(args.labels).exists():
         raise SystemExit(
             f"no labels at {args.labels}: give --labels (the shared measured sets' all_labels.csv)"
         )
+    if "://" not in args.bank and not Path(args.bank).exists():
+        raise SystemExit(
+            f"no bank at {args.bank}: build one (`.venv/bin/python pipelines/measured/run.py` writes "
+            "runs/measured-lab/bank.zarr) or give --bank"
+        )
+    if args.quick and args.sets is None:
+        args.sets = QUICK_SETS
     settings = {name: _variant(name) for name in args.variants}
     library = SpectralLibrary.open(args.bank)
     labelled, failures = read_labelled(args.labels, sets=args.sets)

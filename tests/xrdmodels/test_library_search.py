@@ -724,7 +724,6 @@ def test_the_library_benchmark_scores_each_variant_on_labelled_files(tmp_path, c
     """`pipelines/bench_library_search.py` on a labels table of two files: a single-phase file whose orthorhombic
     cell changed axis by axis and a two-phase mixture, both found by every variant."""
     import importlib.util
-    import sys
 
     url, phases = cell_bank
     p = phases[4]
@@ -747,13 +746,10 @@ def test_the_library_benchmark_scores_each_variant_on_labelled_files(tmp_path, c
     spec = importlib.util.spec_from_file_location("bench_library_search", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    argv = ["bench", "--bank", url, "--labels", str(labels), "--variants", "default", "axes", "no-scan"]
-    old_argv, sys.argv = sys.argv, argv
-    try:
-        bench.main()
-    finally:
-        sys.argv = old_argv
+    bench.main(["--bank", url, "--labels", str(labels), "--variants", "default", "axes", "no-scan"])
     out = capsys.readouterr().out
     for variant in ("default", "axes", "no-scan"):
         assert f"| {variant} | cells | 1 | 1.000 | 1.000 | 1 of 1 |" in out, out
     assert "axes against default, single-phase files: hit@1 +0 -0, hit@5 +0 -0" in out
+    with pytest.raises(SystemExit, match="no bank at"):
+        bench.main(["--bank", str(tmp_path / "missing.zarr"), "--labels", str(labels)])
