@@ -25,7 +25,7 @@ from pathlib import Path
 
 from xrdmodels.config import DEFAULT_LIBRARY_CELL_SCAN
 from xrdmodels.library_search import SpectralLibrary
-from xrdmodels.measured_eval import read_labelled
+from xrdmodels.measured_eval import MeasuredScore, paired_changes, read_labelled
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = REPO.parent / "shared" / "data" / "experimental" / "all_labels.csv"
@@ -46,9 +46,9 @@ def _variant(name: str) -> tuple[float, bool]:
     raise SystemExit(f"unknown variant {name!r}: use default, axes, no-scan or scan-N (N in per cent)")
 
 
-def _hit_rate(results: list[tuple[int | None, bool]], k: int) -> float:
-    """Share of files whose first labelled group ranks within the first ``k``."""
-    return sum(rank is not None and rank < k for rank, _ in results) / max(len(results), 1)
+def _hit_rate(scores: list[MeasuredScore], k: int) -> float:
+    """Share of files with a labelled group within the first ``k``."""
+    return sum(any(s.found(k)) for s in scores) / max(len(scores), 1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,11 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     for file, reason in failures:
         print(f"skipped {file}: {reason}")
     print(f"{len(library)} searched phases in {args.bank}; {len(labelled)} files")
-    # hits[variant][file] = (rank of the first labelled group or None, every phase in the top 3)
-    hits: dict[str, dict[str, tuple[int | None, bool]]] = {}
+    # Each variant's library ranking of each file, scored as score-measured scores a ranking.
+    scores: dict[str, list[MeasuredScore]] = {}
     seconds: dict[str, float] = {}
     for name, (cell_scan, refine_axes) in settings.items():
-        hits[name], start = {}, time.perf_counter()
+        scores[name], start = [], time.perf_counter()
         for item in labelled:
             ranked = library.search(
                 item.pattern,
@@ -102,10 +102,7 @@ def main(argv: list[str] | None = None) -> None:
                 refine_axes=refine_axes,
             ).ranked
             groups = [m.spacegroup for m in ranked]
-            phases = item.phases
-            rank = next((i for i, g in enumerate(groups) if any(g in p for p in phases)), None)
-            all_in_3 = all(any(g in p for g in groups[:3]) for p in phases)
-            hits[name][str(item.path)] = (rank, all_in_3)
+            scores[name].append(MeasuredScore(item.row["set"], str(item.path), item.phases, groups, []))
         seconds[name] = time.perf_counter() - start
     sets = sorted({item.row["set"] for item in labelled})
     print(
@@ -114,25 +111,20 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     for name in settings:
         for set_name in sets:
-            items = [i for i in labelled if i.row["set"] == set_name]
-            single = [hits[name][str(i.path)] for i in items if len(i.phases) == 1]
-            multi = [hits[name][str(i.path)] for i in items if len(i.phases) > 1]
-            multi_text = f"{sum(a for _, a in multi)} of {len(multi)}" if multi else "-"
+            single = [s for s in scores[name] if s.set == set_name and s.k_star == 1]
+            multi = [s for s in scores[name] if s.set == set_name and s.k_star > 1]
+            multi_text = f"{sum(all(s.found(3)) for s in multi)} of {len(multi)}" if multi else "-"
             print(
                 f"| {name} | {set_name} | {len(single)} | {_hit_rate(single, 1):.3f} | {_hit_rate(single, 5):.3f} | "
-                f"{multi_text} | "
-                f"{1000 * seconds[name] / len(labelled):.0f} |"
+                f"{multi_text} | {1000 * seconds[name] / len(labelled):.0f} |"
             )
     base = args.variants[0]
-    single_files = [str(i.path) for i in labelled if len(i.phases) == 1]
     for name in args.variants[1:]:
+        single_pairs = [(b, o) for b, o in zip(scores[base], scores[name], strict=True) if b.k_star == 1]
         counts = []
         for k in (1, 5):
-            hit = {
-                n: {f for f in single_files if (r := hits[n][f][0]) is not None and r < k}
-                for n in (base, name)
-            }
-            counts.append(f"hit@{k} +{len(hit[name] - hit[base])} -{len(hit[base] - hit[name])}")
+            gained, lost = paired_changes([b for b, _ in single_pairs], [o for _, o in single_pairs], k)
+            counts.append(f"hit@{k} +{gained} -{lost}")
         print(f"{name} against {base}, single-phase files: {', '.join(counts)}")
 
 

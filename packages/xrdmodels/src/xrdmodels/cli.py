@@ -265,7 +265,7 @@ _library_refine_axes_option = click.option(
     help="Also refine the library search's best phases axis by axis: each axis its crystal system lets change "
     "on its own (none for cubic phases) may depart up to 1.2% from the isotropic cell change, and the match "
     "reports each axis's change (cell a/b/c). Needs a bank with per-reflection arrays (format version 2). Off "
-    "by default: 3.5x slower, with no gain on RRUFF dev that held on two models (docs/benchmarks.md, "
+    "by default: about 3.4x slower, with no gain on RRUFF dev that held on two models (docs/benchmarks.md, "
     '"Axis by axis").',
 )
 

@@ -39,7 +39,7 @@ Hageman (J. Comput. Chem. 22, 273, 2001), maximised over a small zero shift, on 
    (:data:`REFINEMENT_STAGES`). A phase keeps the better of its two figures of merit, and the match reports
    each axis's change. Off by default: on RRUFF dev it moved the library's top-1 from 0.515 to 0.524 (13 files
    gained, 9 lost: no gain beyond chance), and the combined ranking's top-1 up but its top-5 down on one of two
-   models, at 3.5x the search's time (docs/benchmarks.md, "Axis by axis").
+   models, at about 3.4x the search's time (docs/benchmarks.md, "Axis by axis").
 
 Mixtures: the search runs in rounds, as a residual search does (Hanawalt search on the unexplained lines).
 After each round the best phase's strong lines (its template above :data:`COVERED_FRACTION` of its maximum)
@@ -555,25 +555,29 @@ class SpectralLibrary:
         if level not in self._templates:
             if len(self._templates) >= _CACHED_WIDTHS:
                 self._templates.pop(next(iter(self._templates)))
-            fwhm_bins = PEAK_FWHM_DEG * PEAK_FWHM_STEP**level / self.bin_width_deg
-            box = 2 * self._bins(MATCH_TOLERANCE_DEG) + 1
-            blocks = []
-            for i in range(0, len(self), _TEMPLATE_BLOCK_ROWS):
-                broadened = self._broaden(i, fwhm_bins)
-                blocks.append(_box_rows(np.sqrt(np.clip(broadened, 0.0, None)), box))
-            templates = np.concatenate(blocks)
+            if self._profile_spectrum is None:
+                self._profile_spectrum = np.fft.rfft(self.profiles, n=self._n_padded, axis=1).astype(
+                    np.complex64
+                )
+            templates = np.concatenate(
+                [
+                    self._templates_from_spectra(self._profile_spectrum[i : i + _TEMPLATE_BLOCK_ROWS], level)
+                    for i in range(0, len(self), _TEMPLATE_BLOCK_ROWS)
+                ]
+            )
             self._templates[level] = (templates, templates * templates)
         return self._templates[level]
 
-    def _broaden(self, first_row: int, fwhm_bins: float) -> np.ndarray:
-        """Profiles of rows [first_row, first_row + block) convolved with a Gaussian of ``fwhm_bins``, by FFT
-        with zero padding wide enough that no peak wraps around."""
-        if self._profile_spectrum is None:
-            self._profile_spectrum = np.fft.rfft(self.profiles, n=self._n_padded, axis=1).astype(np.complex64)
-        block = self._profile_spectrum[first_row : first_row + _TEMPLATE_BLOCK_ROWS]
-        return np.fft.irfft(block * self._gaussian(fwhm_bins), n=self._n_padded, axis=1)[
+    def _templates_from_spectra(self, spectra: np.ndarray, level: int) -> np.ndarray:
+        """float32 (K, n_bins) search templates of profiles given by their spectra on the zero-padded grid
+        (padding wide enough that no peak wraps around): convolved with a Gaussian of FWHM
+        ``PEAK_FWHM_DEG * PEAK_FWHM_STEP**level``, square-rooted and box-filtered."""
+        fwhm_bins = PEAK_FWHM_DEG * PEAK_FWHM_STEP**level / self.bin_width_deg
+        broadened = np.fft.irfft(spectra * self._gaussian(fwhm_bins), n=self._n_padded, axis=1)[
             :, : self.n_bins
-        ].astype(np.float32)
+        ]
+        box = 2 * self._bins(MATCH_TOLERANCE_DEG) + 1
+        return _box_rows(np.sqrt(np.clip(broadened.astype(np.float32), 0.0, None)), box)
 
     @property
     def _n_padded(self) -> int:
@@ -617,13 +621,8 @@ class SpectralLibrary:
             profiles += np.bincount(
                 (row_start + index)[inside], weights=(weight * intensity)[inside], minlength=profiles.size
             )
-        spectrum = np.fft.rfft(profiles.reshape(n_rows, self.n_bins), n=self._n_padded, axis=1)
-        fwhm_bins = PEAK_FWHM_DEG * PEAK_FWHM_STEP**level / self.bin_width_deg
-        broadened = np.fft.irfft(spectrum * self._gaussian(fwhm_bins), n=self._n_padded, axis=1)[
-            :, : self.n_bins
-        ]
-        box = 2 * self._bins(MATCH_TOLERANCE_DEG) + 1
-        return _box_rows(np.sqrt(np.clip(broadened, 0.0, None)).astype(np.float32), box)
+        spectra = np.fft.rfft(profiles.reshape(n_rows, self.n_bins), n=self._n_padded, axis=1)
+        return self._templates_from_spectra(spectra, level)
 
     def measured_template(
         self, pattern: MeasuredPattern, wavelength_angstrom: float | None = None, cell_scale: float = 0.0
@@ -824,7 +823,6 @@ class SpectralLibrary:
         n_free = int(ties.max()) + 1
         if n_free == 1:
             return None
-        measured_norm = np.linalg.norm(measured_rows, axis=1)
         isotropic = round(start_scale / CELL_SCALE_STEP)
         departure = math.floor(MAX_AXIS_DEPARTURE / CELL_SCALE_STEP + 1e-9)
         low, high = max(-reach, isotropic - departure), min(reach, isotropic + departure)
@@ -839,10 +837,7 @@ class SpectralLibrary:
             trial = np.unique(np.clip(centre + grid, low, high), axis=0)
             stage_level = min(level + broader, self.width_level(MAX_PEAK_FWHM_DEG))
             templates = self.strained_templates(phase, (trial * CELL_SCALE_STEP)[:, ties], stage_level)
-            phase_norm = np.sqrt((templates * templates) @ mask)
-            denominator = phase_norm[:, None] * measured_norm[None, :]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                cosine = np.where(denominator > 0, (templates @ measured_rows.T) / denominator, 0.0)
+            cosine = _cosines(templates, templates * templates, measured_rows[None], mask[None])[:, 0, :]
             k, shift_row = np.unravel_index(int(np.argmax(cosine)), cosine.shape)
             centre = trial[k]
             found = (
