@@ -28,7 +28,11 @@ COLUMNS = [
     ("nist_duplex_steel", "recall@K*"),
     ("all", "hit@1"),
 ]
-DEFAULT_VARIANTS = ["paper", "lab", *(f"lab-no-{e}" for e in ("kalpha2", "texture", "background", "poisson"))]
+#: Every variant by default: the lab recipe, then A.1, then the lab recipe without each of its effects, the
+#: effects ordered by how much earlier sessions found them to matter, so a stopped run has the informative rows.
+ABLATION_ORDER = ("strain", "background", "subtraction", "kalpha2", "texture", "intensity", "poisson", "anodes",
+                  "humps", "air", "displacement", "kbeta", "thermal")  # fmt: skip
+DEFAULT_VARIANTS = ["lab", "paper", *(f"lab-no-{e}" for e in ABLATION_ORDER)]
 
 
 def variant_arguments(variant: str) -> list[str]:
