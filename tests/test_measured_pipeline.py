@@ -123,3 +123,13 @@ def test_a_member_that_fails_at_once_stops_the_others(tmp_path):
     with pytest.raises(SystemExit, match="exit 1"):
         Stages(out, "test").run_together("train: two", [["false"], sleeper])
     assert not late.exists()
+
+
+def test_the_default_ablation_removes_every_lab_effect_once():
+    ablation = load_script("measured_ablation", "pipelines/measured/ablation.py")
+    removed = [v.removeprefix("lab-no-") for v in ablation.DEFAULT_VARIANTS if v.startswith("lab-no-")]
+    assert sorted(removed) == sorted(run.LAB_EFFECTS)
+    assert ablation.DEFAULT_VARIANTS[:2] == ["lab", "paper"]
+    for variant in ablation.DEFAULT_VARIANTS[2:]:
+        effect = variant.removeprefix("lab-no-")
+        assert ablation.variant_arguments(variant) == ["--recipe", "lab", "--without", effect]
