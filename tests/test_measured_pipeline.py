@@ -133,3 +133,37 @@ def test_the_default_ablation_removes_every_lab_effect_once():
     for variant in ablation.DEFAULT_VARIANTS[2:]:
         effect = variant.removeprefix("lab-no-")
         assert ablation.variant_arguments(variant) == ["--recipe", "lab", "--without", effect]
+
+
+def test_the_ablation_table_pairs_every_variant_with_the_first(tmp_path: Path, monkeypatch) -> None:
+    ablation = load_script("measured_ablation", "pipelines/measured/ablation.py")
+    labels = tmp_path / "shared" / "experimental" / "rruff" / "labels.csv"
+    labels.parent.mkdir(parents=True)
+    labels.write_text("file,group\n1.xy,1\n2.xy,1\n3.xy,2\n")
+    monkeypatch.setattr(ablation, "SHARED", tmp_path / "shared")
+
+    def score_measured(argv: list[str], check: bool) -> None:
+        # What run.py leaves for a variant: lab finds files 1 and 2 first, paper only file 1.
+        out = Path(argv[argv.index("--out") + 1]) / "measured"
+        first = {"1.xy": 12, "2.xy": 14, "3.xy": 1} if "lab" in argv else {"1.xy": 12, "2.xy": 1, "3.xy": 1}
+        truth = {"1.xy": 12, "2.xy": 14, "3.xy": 2}
+        files = [
+            {"set": "rruff", "file": f"rruff/{name}", "phases": [[truth[name]]], "top10": [g, *range(3, 12)]}
+            for name, g in first.items()
+        ]
+        sets = ("rruff", "xrd_autoanalyzer", "nist_duplex_steel", "all")
+        summary = [{"set": s, "hit@1": 0.5, "hit@5": 0.5, "recall@K*": 0.5} for s in sets]
+        out.mkdir(parents=True)
+        (out / "measured.json").write_text(
+            json.dumps({"summary": summary, "library_summary": summary, "files": files})
+        )
+
+    monkeypatch.setattr(ablation.subprocess, "run", score_measured)
+    ablation.main(["--bank", "bank.zarr", "--variants", "lab", "paper", "--out", str(tmp_path / "ablation")])
+    scores, paired = (tmp_path / "ablation" / "ablation.md").read_text().split("file by file against lab")
+    assert "| paper | 0.500 | 0.500 | 0.500 | 0.500 | 0.500 |" in scores
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in paired.splitlines() if line.startswith("| ")}
+    assert rows["| lab"][1:3] == ["0.667 / 0.667 / 0.667 / 0.667", ""]
+    # Paired on RRUFF: paper loses file 2 at hit@1 and at hit@5, and wins none.
+    assert rows["| paper"][1:3] == ["0.333 / 0.333 / 0.333 / 0.333", "+0 −1 (1) / +0 −1 (1)"]
+    assert all(len(cells) == len(rows["| model"]) for cells in rows.values())

@@ -144,20 +144,19 @@ def table(paths: list[Path], names: list[str], single_set: str, groups: dict[str
             )
     keys = _single_phase_keys(base_files, paths[0], single_set, groups)
     multi_sets = sorted({k[0] for k in base_files if k[0] != single_set})
-    header = (
-        f"| model | {single_set} hit@1 / hit@3 / hit@5 / hit@10 | paired vs {names[0]}, hit@1 (p) / hit@5 (p) | "
-        + " | ".join(f"{s} recall@K* | {s} every phase in top 3" for s in multi_sets)
-        + " |"
-    )
-    n_columns = 3 + 2 * len(multi_sets)
+    columns = [
+        "model",
+        f"{single_set} hit@1 / hit@3 / hit@5 / hit@10",
+        f"paired vs {names[0]}, hit@1 (p) / hit@5 (p)",
+        *(f"{s} {what}" for s in multi_sets for what in ("recall@K*", "every phase in top 3")),
+    ]
     if groups is not None:
-        header += " hit@1 / hit@5, 95% over groups | difference vs first, hit@1 / hit@5, 95% over groups |"
-        n_columns += 2
+        columns += ["hit@1 / hit@5, 95% over groups", "difference vs first, hit@1 / hit@5, 95% over groups"]
         resampled = bootstrap_group_means(
             np.concatenate([_hits(files, keys) for files, _ in runs], axis=1).astype(float),
             [groups[Path(k[1]).name] for k in keys],
         ).reshape(-1, len(runs), 2)
-    lines = [header, "|" + "---|" * n_columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     base = [base_files[k] for k in keys]
     for row, (name, (files, summary)) in enumerate(zip(names, runs, strict=True)):
         ordered = [files[k] for k in keys]
@@ -179,7 +178,7 @@ def table(paths: list[Path], names: list[str], single_set: str, groups: dict[str
             cells.append(" / ".join(_interval(resampled[:, row, j]) for j in (0, 1)))
             difference = resampled[:, row] - resampled[:, 0]
             cells.append(" / ".join(_interval(difference[:, j], signed=True) for j in (0, 1)) if row else "")
-        lines.append(f"| {name} | {hits} | {paired_cell} | " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join([name, hits, paired_cell, *cells]) + " |")
     return "\n".join(lines)
 
 
