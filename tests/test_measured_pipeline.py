@@ -144,6 +144,7 @@ def test_the_ablation_table_pairs_every_variant_with_the_first(tmp_path: Path, m
 
     def score_measured(argv: list[str], check: bool) -> None:
         # What run.py leaves for a variant: lab finds files 1 and 2 first, paper only file 1.
+        assert argv[argv.index("--seed") + 1] == "3"
         out = Path(argv[argv.index("--out") + 1]) / "measured"
         first = {"1.xy": 12, "2.xy": 14, "3.xy": 1} if "lab" in argv else {"1.xy": 12, "2.xy": 1, "3.xy": 1}
         truth = {"1.xy": 12, "2.xy": 14, "3.xy": 2}
@@ -159,7 +160,19 @@ def test_the_ablation_table_pairs_every_variant_with_the_first(tmp_path: Path, m
         )
 
     monkeypatch.setattr(ablation.subprocess, "run", score_measured)
-    ablation.main(["--bank", "bank.zarr", "--variants", "lab", "paper", "--out", str(tmp_path / "ablation")])
+    ablation.main(
+        [
+            "--bank",
+            "bank.zarr",
+            "--variants",
+            "lab",
+            "paper",
+            "--seed",
+            "3",
+            "--out",
+            str(tmp_path / "ablation"),
+        ]
+    )
     scores, paired = (tmp_path / "ablation" / "ablation.md").read_text().split("file by file against lab")
     assert "| paper | 0.500 | 0.500 | 0.500 | 0.500 | 0.500 |" in scores
     rows = {line.split(" | ")[0]: line.split(" | ") for line in paired.splitlines() if line.startswith("| ")}

@@ -6,7 +6,7 @@ sets beside the library search, and a second with each variant compared file by 
 (`compare.py`: paired splits on RRUFF and intervals over its sample groups).
 
 Usage: .venv/bin/python pipelines/measured/ablation.py --bank runs/measured-lab/bank.zarr [--train-steps 2500]
-           [--n-train 60k] [--variants paper lab lab-no-kalpha2 ...] [--out runs/ablation]
+           [--n-train 60k] [--variants lab paper lab-no-kalpha2 ...] [--seed 0] [--out runs/ablation]
 """
 
 from __future__ import annotations
@@ -64,13 +64,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
     parser.add_argument("--n-train", default="60k")
     parser.add_argument("--train-steps", type=int, default=2500, help="the same step count for every variant")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of every variant's mixtures and training (another repeats the table)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="runs/ablation")
     args = parser.parse_args(argv)
     out = Path(args.out)
     lines = [
         f"Same bank ({args.bank}), {args.n_train} training mixtures and {args.train_steps} training steps of 32 per "
-        "variant; one `cpu`-preset token CNN with the presence head (pipelines/measured/run.py --ensemble 1).\n",
+        f"variant, seed {args.seed}; one `cpu`-preset token CNN with the presence head (pipelines/measured/run.py "
+        "--ensemble 1).\n",
         "| variant | " + " | ".join(f"{s} {m}" for s, m in COLUMNS) + " |",
         "|---" * (len(COLUMNS) + 1) + "|",
     ]
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         subprocess.run(
             [sys.executable, str(HERE / "run.py"), *variant_arguments(variant), "--bank", args.bank, "--out",
              str(run_out), "--n-train", args.n_train, "--train-steps", str(args.train_steps), "--workers",
-             str(args.workers), "--ensemble", "1"],
+             str(args.workers), "--ensemble", "1", "--seed", str(args.seed)],
             check=True,
         )  # fmt: skip
         scores = json.loads((run_out / "measured" / "measured.json").read_text())
