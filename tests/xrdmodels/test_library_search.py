@@ -18,6 +18,7 @@ from checkpoint_factory import make_checkpoint
 from click.testing import CliRunner
 from store_factory import StoreSpec, write_store
 
+from pipeline_scripts import load_script
 from xrdmodels.cli import main
 from xrdmodels.combined import library_probability
 from xrdmodels.config import DEFAULT_LIBRARY_CELL_SCAN
@@ -723,8 +724,6 @@ def test_score_measured_reports_the_library_beside_the_model(tmp_path, bank) -> 
 def test_the_library_benchmark_scores_each_variant_on_labelled_files(tmp_path, cell_bank, capsys) -> None:
     """`pipelines/bench_library_search.py` on a labels table of two files: a single-phase file whose orthorhombic
     cell changed axis by axis and a two-phase mixture, both found by every variant."""
-    import importlib.util
-
     url, phases = cell_bank
     p = phases[4]
     d = _strained_d(p["hkl"], p["abc"], p["angles"], (-0.010, 0.002, 0.010))
@@ -742,10 +741,7 @@ def test_the_library_benchmark_scores_each_variant_on_labelled_files(tmp_path, c
         writer.writerow(["set", "file", "spacegroups", "spacegroups_accept", "wavelength_angstrom"])
         writer.writerow(["cells", "one.xy", "62", "62", BANK_WAVELENGTH])
         writer.writerow(["cells", "two.xy", "225;194", "225;194", BANK_WAVELENGTH])
-    path = Path(__file__).resolve().parents[2] / "pipelines" / "bench_library_search.py"
-    spec = importlib.util.spec_from_file_location("bench_library_search", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_library_search", "pipelines/bench_library_search.py")
     bench.main(["--bank", url, "--labels", str(labels), "--variants", "default", "axes", "no-scan"])
     out = capsys.readouterr().out
     for variant in ("default", "axes", "no-scan"):
