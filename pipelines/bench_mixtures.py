@@ -43,6 +43,7 @@ LAB_WITHOUT = {
 #: Settings the lab preset leaves off, one at a time, to say what turning them on costs.
 LAB_WITH = {
     "axial_divergence": {"lab": {"axial_divergence_deg": (0.0, 0.1)}},
+    "defocus_15pct": {"lab": {"defocus_probability": 0.15}},
 }
 
 

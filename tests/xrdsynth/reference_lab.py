@@ -5,7 +5,7 @@ by `xrdsynth.recipe.sample_mixture_parameters` under a `RecipeConfig` with `lab`
 none of the engine's shortcuts: every line of every stick is integrated over every bin edge of the grid (no
 tail truncation), the pseudo-Voigt CDF uses scipy's erf, and the Poisson quantile below λ = 16 is scipy's
 exact one. The axial-divergence aberration is a 400-point midpoint rule, converged far below the engine's
-node spacing. Only the anode line table (`config.anode_lines_angstrom`) and the A.1 reference's TCH mixing
+node spacing; the defocusing box is a 200-point midpoint rule (the engine's is exact). Only the anode line table (`config.anode_lines_angstrom`) and the A.1 reference's TCH mixing
 rule and orientation envelope are shared with other code.
 """
 
@@ -147,9 +147,13 @@ def render_lab_clean(
                 # du in u = √t; a fine midpoint rule in u stands for the exact convolution.
                 extent = -jacobian * p["axial_divergence_deg"][s] / np.tan(2 * theta_instrument)
                 nodes = [(0.0, 1.0)] if not p["axial_divergence_deg"][s] else _axial_midpoints()
+                # Defocusing: a box of full width B (instrument 2θ, J·B on the model grid) as a midpoint rule.
+                box = jacobian * p["defocus_box_deg"][s]
+                box_nodes = [(0.0, 1.0)] if not p["defocus_box_deg"][s] else _box_midpoints()
+                nodes = [(t, a * b, offset) for t, a in nodes for offset, b in box_nodes]
                 sigma = (fwhm / (2 * np.sqrt(2 * np.log(2))))[:, None]
-                for t, weight in nodes:
-                    x = edges[None, :] - (center + extent * t)[:, None]
+                for t, weight, offset in nodes:
+                    x = edges[None, :] - (center + extent * t + box * offset)[:, None]
                     cdf = (1 - eta)[:, None] * 0.5 * (1 + erf(x / (sigma * np.sqrt(2)))) + eta[:, None] * (
                         0.5 + np.arctan(x / (fwhm / 2)[:, None]) / np.pi
                     )
@@ -168,6 +172,15 @@ def _axial_midpoints() -> list[tuple[float, float]]:
     """(t, weight) of the midpoint rule in u = √t for the density 2(1 - u) on [0, 1]."""
     u = (np.arange(AXIAL_REFERENCE_NODES) + 0.5) / AXIAL_REFERENCE_NODES
     return list(zip(u**2, 2 * (1 - u) / AXIAL_REFERENCE_NODES, strict=True))
+
+
+DEFOCUS_REFERENCE_NODES = 200
+
+
+def _box_midpoints() -> list[tuple[float, float]]:
+    """(offset, weight) of the midpoint rule for the uniform density on offsets in [-1/2, 1/2] (units of B)."""
+    offsets = (np.arange(DEFOCUS_REFERENCE_NODES) + 0.5) / DEFOCUS_REFERENCE_NODES - 0.5
+    return [(float(x), 1.0 / DEFOCUS_REFERENCE_NODES) for x in offsets]
 
 
 def intensity_factor(seed: int, peak: int, log_sd: float) -> float:

@@ -469,6 +469,50 @@ def test_axial_divergence_matches_the_converged_convolution(library):
         recipe_preset("lab", lab={"axial_divergence_deg": (0.0, 0.8)})
 
 
+def test_defocusing_spreads_each_line_into_a_flat_topped_box():
+    # A box of B degrees of instrument 2θ, J·B on the model grid: it keeps each line's area and centre, adds
+    # (J·B)²/12 to its variance and gives it a flat top of height area/(J·B) per degree.
+    positions = [15.0, 40.0, 75.0]
+    box = 2.0
+    library = stick_library(positions)
+    config = isolated(lab={"defocus_probability": 1.0, "defocus_box_deg": (box, box)})
+    parameters = draw(config, library, 1, 0)
+    focused = with_params(parameters, defocus_box_deg=np.zeros(1))
+    still = render_clean_mixtures(focused, library, config, FINE)[0][0]
+    engine = clean_against_reference(parameters, library, config, FINE, 2e-3)[0]
+    q = anode_lines_angstrom("Cu")[1] / CU_MODEL_ANGSTROM
+    centers = FINE.centers_deg()
+    for t in positions:
+        theta = np.radians(t / 2)
+        jacobian = np.sqrt(1 - (q * np.sin(theta)) ** 2) / (q * np.cos(theta))
+        area_still, mean_still, variance_still = moments(still, FINE, t, 2.5)
+        area, mean, variance = moments(engine, FINE, t, 2.5)
+        assert area == pytest.approx(area_still, rel=1e-3)
+        assert mean == pytest.approx(mean_still, abs=1e-3)
+        assert variance - variance_still == pytest.approx((jacobian * box) ** 2 / 12, rel=0.02)
+        top = engine[np.abs(centers - mean) <= 0.3 * jacobian * box]
+        assert top.max() / top.min() < 1.02
+        assert top.mean() == pytest.approx(area / (jacobian * box) * FINE.bin_width_deg, rel=0.02)
+
+
+def test_defocusing_matches_the_reference_on_every_anode(library):
+    config = recipe_preset(
+        "lab",
+        tail_tolerance_sigma=1e-9,
+        lab={"defocus_probability": 1.0, "defocus_box_deg": (0.3, 1.5), "anode_probabilities": EVERY_ANODE},
+    )
+    parameters = draw(config, library, 8, 5, GRID)
+    # The engine is exact and the reference's 200-point rule converged: they agree to 1e-3 of each pattern's
+    # maximum, while the box moves every pattern by 30 times that or more.
+    engine = clean_against_reference(parameters, library, config, GRID, 1e-3)
+    focused = render_clean_mixtures(
+        with_params(parameters, defocus_box_deg=np.zeros(8)), library, config, GRID
+    )[0]
+    assert (np.abs(engine - focused).max(axis=1) / focused.max(axis=1)).min() > 0.03
+    with pytest.raises(ValueError, match="defocus_box_deg"):
+        recipe_preset("lab", lab={"defocus_box_deg": (0.0, 12.0)})
+
+
 def test_march_dollase_scales_each_reflection():
     # The axis comes from the lowest peak (one reflection along z); a peak along the axis scales by r^-3, one
     # perpendicular by r^(3/2), a peak with reflections on x, y, z by their share-weighted mean.

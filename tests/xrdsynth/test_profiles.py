@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.integrate import quad
 
 from xrdsynth import _profile_kernels as kernels
 from xrdsynth.config import GridConfig, RecipeConfig
@@ -122,6 +123,47 @@ def test_tail_tolerance_bounds_the_truncation():
     # Dropped bins each held less than the tolerance (to the far-tail approximation, hence the factor 1.1).
     assert np.abs(full - cut).max() < 1.1e-5
     assert np.count_nonzero(cut) < np.count_nonzero(full)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.45, 1.0])
+@pytest.mark.parametrize("box_fwhm", [0.05, 1.0, 25.0])
+def test_box_convolved_rendering_matches_quadrature(eta, box_fwhm):
+    # Independent route: each bin's integral of the box convolution is (1/B)∫ over the box of the line's bin
+    # integral shifted by t, by adaptive quadrature of the exact CDF; the kernel takes second differences of the
+    # CDF antiderivatives. The window [40, 300) clips the support on the left.
+    center, area, fwhm = GRID.two_theta_min_deg + 45.3 * GRID.bin_width_deg, 1.7, 0.09
+    box = box_fwhm * fwhm
+    sigma = fwhm / (2 * math.sqrt(2 * math.log(2)))
+
+    def cdf(x: float) -> float:
+        gauss = 0.5 * (1 + math.erf(x / (sigma * math.sqrt(2))))
+        return area * ((1 - eta) * gauss + eta * (0.5 + math.atan(x / (fwhm / 2)) / math.pi))
+
+    first, end = 40, 300
+
+    def render(tolerance: float) -> np.ndarray:
+        out = np.zeros(GRID.n_bins)
+        lo, width = GRID.two_theta_min_deg, GRID.bin_width_deg
+        scratch = np.zeros(GRID.n_bins + 1)
+        kernels.add_box_pseudo_voigt(
+            out, scratch, first, end, lo, width, center, area, fwhm, eta, box, tolerance
+        )
+        return out
+
+    def shifted_bin(t: float, b: int) -> float:
+        return cdf(edges[b + 1] - t) - cdf(edges[b] - t)
+
+    out = render(1e-13)
+    edges = GRID.two_theta_min_deg + GRID.bin_width_deg * np.arange(GRID.n_bins + 1) - center
+    expected = np.zeros(GRID.n_bins)
+    for b in range(first, end):
+        expected[b] = quad(shifted_bin, -box / 2, box / 2, args=(b,), epsabs=1e-15, limit=200)[0] / box
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-11 * area)
+    assert out[:first].sum() == 0.0 and out[end:].sum() == 0.0
+    # Dropped bins each held less than the tolerance.
+    cut = render(1e-4)
+    assert np.abs(cut - expected).max() < 1e-4
+    assert np.count_nonzero(cut) < np.count_nonzero(out)
 
 
 def test_deposit_sticks_keeps_area_and_centroid():

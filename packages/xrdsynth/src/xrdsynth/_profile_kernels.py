@@ -21,6 +21,7 @@ import numpy as np
 
 _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 _SQRT2 = math.sqrt(2.0)
+_SQRT_PI = math.sqrt(math.pi)
 # erf(4.6) = 1 - 2e-11: beyond this the Gaussian CDF is flat to float64 rendering precision.
 _ERF_SATURATION = 4.6
 _DEG = math.pi / 180.0
@@ -115,6 +116,7 @@ class LabPhysics(NamedTuple):
     wavelength_ratio: np.ndarray  # (n,) q = λ_reader / λ_model: instrument sinθ' = q·sinθ
     sample_displacement_deg: np.ndarray  # (n,) D: instrument-angle shift D·cosθ'
     axial_divergence_deg: np.ndarray  # (n,) A: axial aberration out to ε_m = -A·cot2θ' (`add_axial_line`)
+    defocus_box_deg: np.ndarray  # (n,) B: full width of the defocusing box in instrument 2θ; 0 = none
     texture_r: np.ndarray  # (n, 5) March-Dollase r; 1 = untextured
     texture_axis: np.ndarray  # (n, 5, 3) unit texture axis in the crystal's Cartesian reciprocal frame
     lattice_strain: np.ndarray  # (n, 5, 3, 3) symmetric strain tensor ε in that frame; 0 = the bank's cell
@@ -440,6 +442,80 @@ def add_pseudo_voigt_parts(
             0.5 * (1.0 - eta) * area,
         )  # fmt: skip
         _add_differences(out, b0, cdf, n_edges - 1)
+
+
+@nb.njit(cache=True, **_VECTOR)
+def erf_integral(z: float) -> float:
+    """∫_0^z erf(t) dt + 1/√π = z·erf z + exp(-z²)/√π."""
+    return z * math.erf(z) + math.exp(-z * z) / _SQRT_PI
+
+
+@nb.njit(cache=True, **_VECTOR)
+def atan_integral(u: float) -> float:
+    """∫_0^u atan(t) dt = u·atan u - ½ln(1 + u²)."""
+    return u * math.atan(u) - 0.5 * math.log1p(u * u)
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _add_box_part(
+    out: np.ndarray,
+    cdf: np.ndarray,
+    b0: int,
+    b1: int,
+    x0: float,
+    step: float,
+    half_box: float,
+    scale: float,
+    lorentzian: bool,
+) -> None:
+    """out[b0 + j] += scale·(H_(j+1) - H_j), H_j = F((x_j + h)/c) - F((x_j - h)/c) over the edges x_j = x0 + j·step
+    in units of the part's width c, F = atan_integral or erf_integral: one part's box-convolved bin integrals."""
+    n_edges = b1 - b0 + 1
+    for j in range(n_edges):
+        x = x0 + j * step
+        if lorentzian:
+            cdf[j] = atan_integral(x + half_box) - atan_integral(x - half_box)
+        else:
+            cdf[j] = erf_integral(x + half_box) - erf_integral(x - half_box)
+    target = out[b0:b1]
+    for j in range(n_edges - 1):
+        target[j] += scale * (cdf[j + 1] - cdf[j])
+
+
+@nb.njit(cache=True, error_model="numpy")
+def add_box_pseudo_voigt(
+    out: np.ndarray,
+    cdf: np.ndarray,
+    first_bin: int,
+    end_bin: int,
+    grid_lo_deg: float,
+    bin_width_deg: float,
+    center_deg: float,
+    area: float,
+    fwhm_deg: float,
+    eta: float,
+    box_deg: float,
+    tail_tolerance: float,
+) -> None:
+    """A pseudo-Voigt of `area` convolved with a box of full width `box_deg` (docs/physics.md, "Defocusing"),
+    integrated over each bin exactly: the convolution's CDF is (1/B)∫ CDF over [x - B/2, x + B/2], so a bin's
+    integral is a second difference of each part's CDF antiderivative (`erf_integral`, `atan_integral`), no
+    quadrature. Each part over its own support (`part_extents`, computed for the line before the box, which only
+    lowers its bins) widened by B/2. `cdf` is scratch of at least end - first + 1 values."""
+    _z_cut, gauss_half, lorentz_half = part_extents(area, fwhm_deg, eta, bin_width_deg, tail_tolerance)
+    half_box = 0.5 * box_deg
+    b0, b1 = support_bins(center_deg, lorentz_half + half_box, first_bin, end_bin, grid_lo_deg, bin_width_deg)
+    if b0 < b1 and lorentz_half > 0.0:
+        gamma = 0.5 * fwhm_deg
+        x0 = (grid_lo_deg + b0 * bin_width_deg - center_deg) / gamma
+        scale = eta * area / math.pi * gamma / box_deg
+        _add_box_part(out, cdf, b0, b1, x0, bin_width_deg / gamma, half_box / gamma, scale, True)
+    b0, b1 = support_bins(center_deg, gauss_half + half_box, first_bin, end_bin, grid_lo_deg, bin_width_deg)
+    if b0 < b1 and gauss_half > 0.0:
+        width = fwhm_deg * _FWHM_TO_SIGMA * _SQRT2
+        x0 = (grid_lo_deg + b0 * bin_width_deg - center_deg) / width
+        scale = 0.5 * (1.0 - eta) * area * width / box_deg
+        _add_box_part(out, cdf, b0, b1, x0, bin_width_deg / width, half_box / width, scale, False)
 
 
 @nb.njit(cache=True)
@@ -792,6 +868,7 @@ def render_lab_line(
     zero_shift_deg: float,
     displacement_deg: float,
     axial_deg: float,
+    box_deg: float,
     strain_deg: float,
     size_deg: float,
     caglioti_u_deg2: float,
@@ -801,8 +878,9 @@ def render_lab_line(
 ) -> None:
     """One beam line of one stick in the lab frame (docs/physics.md, "The lab recipe"): model angle
     sinθ_i = ρ sinθ, instrument angle sinθ' = q sinθ_i, instrument widths and shifts scaled by
-    J = cosθ' / (q cosθ_i), convolved with the axial aberration when A = `axial_deg` > 0 (`add_axial_line`);
-    lines beyond 2θ = 180° in either frame are skipped. Exact engine only."""
+    J = cosθ' / (q cosθ_i), convolved with the axial aberration when A = `axial_deg` > 0 (`add_axial_line`)
+    and with the defocusing box of B = `box_deg` when B > 0 (`add_line`); lines beyond 2θ = 180° in either
+    frame are skipped. Exact engine only."""
     if line_ratio == 1.0:
         sec_m = sec_theta
         tan_m = tan_theta
@@ -831,20 +909,54 @@ def render_lab_line(
         tan_m, sec_m, strain_deg, size_deg, tan_i, jacobian, caglioti_u_deg2, caglioti_v_deg2, caglioti_w_deg2
     )
     center += jacobian * (zero_shift_deg + displacement_deg * cos_i)
+    box = jacobian * box_deg
     if axial_deg != 0.0:
         # ε_m = -A·cot2θ' in instrument degrees, J·ε_m on the model grid.
         extent = -jacobian * axial_deg * (cos_i * cos_i - sin_i * sin_i) / (2.0 * sin_i * cos_i)
         fwhm, eta = tch_fwhm_eta(gauss_fwhm, lorentz_fwhm)
-        add_axial_line(out, cdf, first_bin, end_bin, grid, center, extent, area, fwhm, eta, tolerance)
+        add_axial_line(out, cdf, first_bin, end_bin, grid, center, extent, area, fwhm, eta, box, tolerance)
         return
     # ~40% of the lines fall outside the window: skip them before the TCH fifth root and the extent's logarithm.
-    if not may_reach_window(center, area, gauss_fwhm + lorentz_fwhm, first_bin, end_bin, grid, tolerance):
+    # (A boxed line's own supports clip it to the window.)
+    if box == 0.0 and not may_reach_window(
+        center, area, gauss_fwhm + lorentz_fwhm, first_bin, end_bin, grid, tolerance
+    ):
         return
     fwhm, eta = tch_fwhm_eta(gauss_fwhm, lorentz_fwhm)
-    add_pseudo_voigt_parts(
-        out, cdf, first_bin, end_bin, grid.lo_deg, grid.bin_width_deg, center, area, fwhm, eta, tolerance
-    )
+    add_line(out, cdf, first_bin, end_bin, grid, center, area, fwhm, eta, box, tolerance)
 
+
+@nb.njit(cache=True, error_model="numpy")
+def add_line(
+    out: np.ndarray,
+    cdf: np.ndarray,
+    first_bin: int,
+    end_bin: int,
+    grid: BinGrid,
+    center_deg: float,
+    area: float,
+    fwhm_deg: float,
+    eta: float,
+    box_deg: float,
+    tolerance: float,
+) -> None:
+    """One lab line: the pseudo-Voigt (`add_pseudo_voigt_parts`), convolved with a box of full width `box_deg`
+    when it is more than DEFOCUS_MIN_BOX_FWHM of the line's FWHM (`add_box_pseudo_voigt`)."""
+    if box_deg > DEFOCUS_MIN_BOX_FWHM * fwhm_deg:
+        add_box_pseudo_voigt(
+            out, cdf, first_bin, end_bin, grid.lo_deg, grid.bin_width_deg, center_deg, area, fwhm_deg, eta,
+            box_deg, tolerance,
+        )  # fmt: skip
+    else:
+        add_pseudo_voigt_parts(
+            out, cdf, first_bin, end_bin, grid.lo_deg, grid.bin_width_deg, center_deg, area, fwhm_deg, eta,
+            tolerance,
+        )  # fmt: skip
+
+
+# A box narrower than this fraction of a line's FWHM is left out: it adds B²/12 to the line's variance, under
+# 1e-5 of it, while the second difference of the antiderivatives loses digits as B shrinks.
+DEFOCUS_MIN_BOX_FWHM = 0.01
 
 # Axial-divergence nodes lie at most this many FWHM apart; a line gets at most AXIAL_MAX_NODES of them.
 AXIAL_NODE_SPACING_FWHM = 0.5
@@ -883,20 +995,22 @@ def add_axial_line(
     area: float,
     fwhm_deg: float,
     eta: float,
+    box_deg: float,
     tolerance: float,
 ) -> None:
-    """One line convolved with the axial aberration (docs/physics.md, "Axial divergence"): the pseudo-Voigt
-    at `axial_node_count` nodes center + ε_m·t̄_j, each with its share w_j of the area."""
+    """One line convolved with the axial aberration (docs/physics.md, "Axial divergence"): the line (`add_line`,
+    with its defocusing box) at `axial_node_count` nodes center + ε_m·t̄_j, each with its share w_j of the area."""
     n = axial_node_count(extent_deg, fwhm_deg)
     for j in range(n):
         mean_t, weight = axial_node(j, n)
         node_center = center_deg + extent_deg * mean_t
         node_area = area * weight
-        if may_reach_window(node_center, node_area, fwhm_deg, first_bin, end_bin, grid, tolerance):
-            add_pseudo_voigt_parts(
-                out, cdf, first_bin, end_bin, grid.lo_deg, grid.bin_width_deg, node_center, node_area, fwhm_deg,
-                eta, tolerance,
-            )  # fmt: skip
+        if box_deg != 0.0 or may_reach_window(
+            node_center, node_area, fwhm_deg, first_bin, end_bin, grid, tolerance
+        ):
+            add_line(
+                out, cdf, first_bin, end_bin, grid, node_center, node_area, fwhm_deg, eta, box_deg, tolerance
+            )
 
 
 @nb.njit(cache=True)
@@ -1005,7 +1119,7 @@ def _render_lab_phases(
                     continue
                 render_lab_line(
                     out, cdf, first_bin, end_bin, grid, line_area, tan_theta, sec_theta, sin_theta, two_theta_deg,
-                    lab.line_ratio[s, i], lab.wavelength_ratio[s], draws.zero_shift_deg[s], lab.sample_displacement_deg[s], lab.axial_divergence_deg[s], strain_deg, size_deg, draws.caglioti_u_deg2[s],
+                    lab.line_ratio[s, i], lab.wavelength_ratio[s], draws.zero_shift_deg[s], lab.sample_displacement_deg[s], lab.axial_divergence_deg[s], lab.defocus_box_deg[s], strain_deg, size_deg, draws.caglioti_u_deg2[s],
                     draws.caglioti_v_deg2[s], draws.caglioti_w_deg2[s], tolerance,
                 )  # fmt: skip
 

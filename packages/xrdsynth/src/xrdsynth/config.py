@@ -289,6 +289,21 @@ class LabConfig(_Strict):
         "shared measured set and costs ~27% of the lab generation rate at ≤ 0.1° (docs/benchmarks.md, "
         '"Axial-divergence asymmetry").',
     )
+    defocus_probability: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Probability that a pattern is defocused (not in the paper), as a tilted specimen is in a "
+        "residual-stress or texture (ψ/χ) scan: every line is convolved with a box of full width B "
+        "(`defocus_box_deg`), exactly (the second difference of each profile part's CDF antiderivative). The box "
+        "stands for the measured shape: the tilted NIST duplex-steel scans have flat-topped peaks 1.5-3.5° wide "
+        'at half height, nearly as wide at 44° as at 116° (docs/physics.md, "Defocusing").',
+    )
+    defocus_box_deg: Range = Field(
+        (0.3, 3.0),
+        description="Full width B of the defocusing box in degrees of instrument 2θ, uniform per defocused "
+        'pattern, the same for every line (docs/physics.md, "Defocusing").',
+    )
     march_dollase_probability: float = Field(
         0.5,
         ge=0.0,
@@ -420,7 +435,7 @@ class LabConfig(_Strict):
     )
 
     @field_validator(
-        "kalpha2_ratio", "kbeta_ratio", "sample_displacement_deg", "axial_divergence_deg", "march_dollase_r", "lattice_strain", "debye_waller_b_a2", "debye_waller_extra_b_a2",
+        "kalpha2_ratio", "kbeta_ratio", "sample_displacement_deg", "axial_divergence_deg", "defocus_box_deg", "march_dollase_r", "lattice_strain", "debye_waller_b_a2", "debye_waller_extra_b_a2",
         "intensity_variation_log_sd", "background_level",
         "amorphous_hump_center_deg", "amorphous_hump_fwhm_deg", "amorphous_hump_height", "air_scatter_height",
         "air_scatter_decay_deg", "counts_at_max",
@@ -468,6 +483,11 @@ class LabConfig(_Strict):
             raise ValueError(
                 f"axial_divergence_deg {self.axial_divergence_deg} must lie in [0, 0.5] degrees (~0.05 behind "
                 "2.5° Soller slits, ~0.4 with none; 0 keeps the symmetric profile)"
+            )
+        if self.defocus_box_deg[0] < 0.0 or self.defocus_box_deg[1] > 10.0:
+            raise ValueError(
+                f"defocus_box_deg {self.defocus_box_deg} must lie in [0, 10] degrees of 2θ (the tilted NIST "
+                "duplex-steel scans: 1.5-3.5; turn the effect off with defocus_probability 0)"
             )
         for name in ("debye_waller_b_a2", "debye_waller_extra_b_a2"):
             low, high = getattr(self, name)

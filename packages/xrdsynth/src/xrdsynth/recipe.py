@@ -505,6 +505,8 @@ def sample_mixture_parameters(
         params.update(sample_debye_waller(rng, materials, config.lab, library))
         params.update(sample_intensity_variation(rng, materials, config.lab))
         params["axial_divergence_deg"] = _uniform(rng, config.lab.axial_divergence_deg, n)
+        defocused = rng.random(n) < config.lab.defocus_probability
+        params["defocus_box_deg"] = np.where(defocused, _uniform(rng, config.lab.defocus_box_deg, n), 0.0)
     return MixtureParameters(n_phases, materials, weights, params, standard_normal)
 
 
@@ -565,6 +567,7 @@ def render_clean_mixtures(
             wavelength_ratio=wavelength_ratio,
             sample_displacement_deg=p["sample_displacement_deg"],
             axial_divergence_deg=p["axial_divergence_deg"],
+            defocus_box_deg=p["defocus_box_deg"],
             texture_r=p["texture_r"],
             texture_axis=p["texture_axis"],
             lattice_strain=p["lattice_strain"],
