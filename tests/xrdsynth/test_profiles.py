@@ -166,6 +166,19 @@ def test_box_convolved_rendering_matches_quadrature(eta, box_fwhm):
     assert np.count_nonzero(cut) < np.count_nonzero(out)
 
 
+@pytest.mark.parametrize("a", [0.02, 1.0, 40.0, 900.0])
+@pytest.mark.parametrize("step", [0.01, 0.5, 6.0])
+def test_box_lorentz_tail_bins_are_exact_to_their_last_digits(a, step):
+    # Far out, a bin of the box-convolved Lorentzian (half-widths as unit, box half-width a) is the integral over
+    # the bin of atan(z + a) - atan(z - a) = atan(2a / (1 + z² - a²)), a small positive function that quadrature
+    # integrates to near machine precision; the kernel's series must match it bin by bin, relatively.
+    v = max(kernels.BOX_LORENTZ_TAIL_U, math.sqrt(a * a + 2 * a * step / kernels.BOX_LORENTZ_TAIL_DELTA) - a)
+    for u0 in a + v + np.array([0.0, 3.7, 50.0, 4000.0]):
+        expected = quad(lambda z: math.atan(2 * a / (1 + z * z - a * a)), u0, u0 + step, epsrel=1e-14)[0]
+        for side, lower in ((1, u0), (-1, -u0 - step)):
+            assert kernels._box_lorentz_tail_bin(lower, step, a) == pytest.approx(expected, rel=1e-10), side
+
+
 def test_deposit_sticks_keeps_area_and_centroid():
     rng = np.random.default_rng(3)
     position = np.sort(rng.uniform(6.0, 119.0, 200))

@@ -444,9 +444,16 @@ def add_pseudo_voigt_parts(
         _add_differences(out, b0, cdf, n_edges - 1)
 
 
+# Beyond this |z|, erf_integral takes its asymptote |z|: the terms it drops, |z|·erfc|z| and exp(-z²)/√π, are
+# each below 2e-16 there, under the rounding of |z| itself.
+_ERF_INTEGRAL_SATURATION = 6.0
+
+
 @nb.njit(cache=True, **_VECTOR)
 def erf_integral(z: float) -> float:
-    """∫_0^z erf(t) dt + 1/√π = z·erf z + exp(-z²)/√π."""
+    """∫_0^z erf(t) dt + 1/√π = z·erf z + exp(-z²)/√π, exactly |z| beyond _ERF_INTEGRAL_SATURATION."""
+    if abs(z) >= _ERF_INTEGRAL_SATURATION:
+        return abs(z)
     return z * math.erf(z) + math.exp(-z * z) / _SQRT_PI
 
 
@@ -456,30 +463,94 @@ def atan_integral(u: float) -> float:
     return u * math.atan(u) - 0.5 * math.log1p(u * u)
 
 
+# Box tails of the Lorentzian: bins whose edges lie at least this many half-widths beyond the box's edges use
+# `_box_lorentz_tail_bin`, where w = 1/u <= 1/8 and its series stop below 1e-13.
+BOX_LORENTZ_TAIL_U = 8.0
+# ... and where |δ| of its logarithm is at most this.
+BOX_LORENTZ_TAIL_DELTA = 0.125
+
+
+@nb.njit(cache=True, **_VECTOR)
+def _atan_integral_remainder(u: float) -> float:
+    """atan_integral(u) - (π|u|/2 - 1 - ln|u|) = Σ_k (-1)^k w^(2k) / (2k(2k+1)), w = 1/u, for |u| >= 8: to
+    w^10, the first term left out below 1e-13."""
+    w2 = 1.0 / (u * u)
+    return w2 * (-1.0 / 6.0 + w2 * (1.0 / 20.0 + w2 * (-1.0 / 42.0 + w2 * (1.0 / 72.0 - w2 * (1.0 / 110.0)))))
+
+
+@nb.njit(cache=True, **_VECTOR)
+def _log1p_small(d: float) -> float:
+    """ln(1 + d) for |d| <= BOX_LORENTZ_TAIL_DELTA: its series to d^13, relative error below 2e-13."""
+    return d * (1.0 + d * (-1.0 / 2.0 + d * (1.0 / 3.0 + d * (-1.0 / 4.0 + d * (1.0 / 5.0 + d * (-1.0 / 6.0 + d * (
+        1.0 / 7.0 + d * (-1.0 / 8.0 + d * (1.0 / 9.0 + d * (-1.0 / 10.0 + d * (1.0 / 11.0 + d * (
+            -1.0 / 12.0 + d * (1.0 / 13.0)))))))))))))  # fmt: skip
+
+
+@nb.njit(cache=True, **_VECTOR)
+def _box_lorentz_tail_bin(u0: float, step: float, a: float) -> float:
+    """The second difference A(u1 + a) - A(u1 - a) - A(u0 + a) + A(u0 - a), A = atan_integral, u1 = u0 + step, for
+    a bin whose four points lie on one side of 0 at |u| >= BOX_LORENTZ_TAIL_U: the π|u|/2 and constant parts of
+    A cancel, the logarithms combine into -ln(1 + δ) with δ = -2a·step / ((u1 - a)(u0 + a)) (no cancellation),
+    and the remainders are short series."""
+    u1 = u0 + step
+    delta = -2.0 * a * step / ((u1 - a) * (u0 + a))
+    return -_log1p_small(delta) + (
+        _atan_integral_remainder(u1 + a) - _atan_integral_remainder(u1 - a)
+        - _atan_integral_remainder(u0 + a) + _atan_integral_remainder(u0 - a)
+    )  # fmt: skip
+
+
 @nb.njit(cache=True, error_model="numpy")
-def _add_box_part(
+def _add_box_differences(
     out: np.ndarray,
     cdf: np.ndarray,
-    b0: int,
-    b1: int,
-    x0: float,
+    first: int,
+    n_bins: int,
+    z0: float,
     step: float,
-    half_box: float,
+    a: float,
     scale: float,
     lorentzian: bool,
 ) -> None:
-    """out[b0 + j] += scale·(H_(j+1) - H_j), H_j = F((x_j + h)/c) - F((x_j - h)/c) over the edges x_j = x0 + j·step
-    in units of the part's width c, F = atan_integral or erf_integral: one part's box-convolved bin integrals."""
-    n_edges = b1 - b0 + 1
-    for j in range(n_edges):
-        x = x0 + j * step
+    """out[first + j] += scale·(H_(j+1) - H_j) for j < n_bins, H_j = F(z_j + a) - F(z_j - a) at z_j = z0 + j·step,
+    F = atan_integral or erf_integral."""
+    for j in range(n_bins + 1):
+        z = z0 + j * step
         if lorentzian:
-            cdf[j] = atan_integral(x + half_box) - atan_integral(x - half_box)
+            cdf[j] = atan_integral(z + a) - atan_integral(z - a)
         else:
-            cdf[j] = erf_integral(x + half_box) - erf_integral(x - half_box)
-    target = out[b0:b1]
-    for j in range(n_edges - 1):
+            cdf[j] = erf_integral(z + a) - erf_integral(z - a)
+    target = out[first : first + n_bins]
+    for j in range(n_bins):
         target[j] += scale * (cdf[j + 1] - cdf[j])
+
+
+@nb.njit(cache=True, **_VECTOR)
+def _add_box_lorentz_tail(
+    out: np.ndarray, first: int, n_bins: int, z0: float, step: float, a: float, scale: float
+) -> None:
+    """out[first + j] += scale·_box_lorentz_tail_bin(z0 + j·step, step, a) for j < n_bins."""
+    target = out[first : first + n_bins]
+    for j in range(n_bins):
+        target[j] += scale * _box_lorentz_tail_bin(z0 + j * step, step, a)
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _add_box_lorentz(
+    out: np.ndarray, cdf: np.ndarray, b0: int, b1: int, z0: float, step: float, a: float, scale: float
+) -> None:
+    """The box-convolved Lorentzian's bins b0 <= b < b1, edges z_j = z0 + j·step in half-widths from the centre, box
+    half-width a: its far tails on either side by `_add_box_lorentz_tail` (one short series per bin in place of two
+    arctangents and two logarithms per edge), the bins between by `_add_box_differences`."""
+    n_bins = b1 - b0
+    # Tail bins: every point z ± a at |.| >= U and |δ| <= D, which holds for edges beyond a + v on either side.
+    u_tail = BOX_LORENTZ_TAIL_U
+    v = max(u_tail, math.sqrt(a * a + 2.0 * a * step / BOX_LORENTZ_TAIL_DELTA) - a)
+    left = int(min(max(math.floor((-a - v - z0) / step), 0.0), float(n_bins)))
+    right = int(min(max(math.ceil((a + v - z0) / step), float(left)), float(n_bins)))
+    _add_box_lorentz_tail(out, b0, left, z0, step, a, scale)
+    _add_box_differences(out, cdf, b0 + left, right - left, z0 + left * step, step, a, scale, True)
+    _add_box_lorentz_tail(out, b0 + right, n_bins - right, z0 + right * step, step, a, scale)
 
 
 @nb.njit(cache=True, error_model="numpy")
@@ -507,15 +578,15 @@ def add_box_pseudo_voigt(
     b0, b1 = support_bins(center_deg, lorentz_half + half_box, first_bin, end_bin, grid_lo_deg, bin_width_deg)
     if b0 < b1 and lorentz_half > 0.0:
         gamma = 0.5 * fwhm_deg
-        x0 = (grid_lo_deg + b0 * bin_width_deg - center_deg) / gamma
+        z0 = (grid_lo_deg + b0 * bin_width_deg - center_deg) / gamma
         scale = eta * area / math.pi * gamma / box_deg
-        _add_box_part(out, cdf, b0, b1, x0, bin_width_deg / gamma, half_box / gamma, scale, True)
+        _add_box_lorentz(out, cdf, b0, b1, z0, bin_width_deg / gamma, half_box / gamma, scale)
     b0, b1 = support_bins(center_deg, gauss_half + half_box, first_bin, end_bin, grid_lo_deg, bin_width_deg)
     if b0 < b1 and gauss_half > 0.0:
         width = fwhm_deg * _FWHM_TO_SIGMA * _SQRT2
-        x0 = (grid_lo_deg + b0 * bin_width_deg - center_deg) / width
+        z0 = (grid_lo_deg + b0 * bin_width_deg - center_deg) / width
         scale = 0.5 * (1.0 - eta) * area * width / box_deg
-        _add_box_part(out, cdf, b0, b1, x0, bin_width_deg / width, half_box / width, scale, False)
+        _add_box_differences(out, cdf, b0, b1 - b0, z0, bin_width_deg / width, half_box / width, scale, False)
 
 
 @nb.njit(cache=True)
