@@ -997,6 +997,11 @@ def render_lab_line(
     add_line(out, cdf, first_bin, end_bin, grid, center, area, fwhm, eta, box, tolerance)
 
 
+# A box narrower than this fraction of a line's FWHM is left out: it adds B²/12 to the line's variance, under
+# 1e-4 of a Gaussian line's, while the second difference of the antiderivatives loses digits as B shrinks.
+DEFOCUS_MIN_BOX_FWHM = 0.01
+
+
 @nb.njit(cache=True, error_model="numpy")
 def add_line(
     out: np.ndarray,
@@ -1024,10 +1029,6 @@ def add_line(
             tolerance,
         )  # fmt: skip
 
-
-# A box narrower than this fraction of a line's FWHM is left out: it adds B²/12 to the line's variance, under
-# 1e-5 of it, while the second difference of the antiderivatives loses digits as B shrinks.
-DEFOCUS_MIN_BOX_FWHM = 0.01
 
 # Axial-divergence nodes lie at most this many FWHM apart; a line gets at most AXIAL_MAX_NODES of them.
 AXIAL_NODE_SPACING_FWHM = 0.5
