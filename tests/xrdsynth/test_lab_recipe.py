@@ -147,6 +147,16 @@ def clean_against_reference(parameters, library, config, grid, tolerance: float)
     return engine
 
 
+def on_every_anode_against_reference(library, lab: dict, param: str, tolerance: float):
+    """(engine, without): 8 lab patterns on every anode with the `lab` fields set, checked against the reference
+    to `tolerance` (`clean_against_reference`), and the same draws rendered with the stored parameter `param` at 0."""
+    config = recipe_preset("lab", tail_tolerance_sigma=1e-9, lab={**lab, "anode_probabilities": EVERY_ANODE})
+    parameters = draw(config, library, 8, 5, GRID)
+    engine = clean_against_reference(parameters, library, config, GRID, tolerance)
+    without = render_clean_mixtures(with_params(parameters, **{param: np.zeros(8)}), library, config, GRID)[0]
+    return engine, without
+
+
 def engine_counts(pattern: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Counts of normalised patterns, given their 99th-percentile levels (a level of 0 leaves the counts)."""
     return pattern.astype(np.float64) * np.where(levels > 0, levels, 1.0)[:, None]
@@ -454,16 +464,9 @@ def test_axial_divergence_moves_each_line_by_a_sixth_of_its_aberration():
 def test_axial_divergence_matches_the_converged_convolution(library):
     # The reference convolves every line with the aberration by a 400-point rule; the engine's nodes, at most
     # half a FWHM apart, come within 1% of the pattern's maximum, far below the effect itself.
-    config = recipe_preset(
-        "lab",
-        tail_tolerance_sigma=1e-9,
-        lab={"axial_divergence_deg": (0.02, 0.3), "anode_probabilities": EVERY_ANODE},
+    engine, symmetric = on_every_anode_against_reference(
+        library, {"axial_divergence_deg": (0.02, 0.3)}, "axial_divergence_deg", 1e-2
     )
-    parameters = draw(config, library, 8, 5, GRID)
-    engine = clean_against_reference(parameters, library, config, GRID, 1e-2)
-    symmetric = render_clean_mixtures(
-        with_params(parameters, axial_divergence_deg=np.zeros(8)), library, config, GRID
-    )[0]
     assert (np.abs(engine - symmetric).max(axis=1) / symmetric.max(axis=1)).max() > 0.1
     with pytest.raises(ValueError, match="axial_divergence_deg"):
         recipe_preset("lab", lab={"axial_divergence_deg": (0.0, 0.8)})
@@ -496,18 +499,11 @@ def test_defocusing_spreads_each_line_into_a_flat_topped_box():
 
 
 def test_defocusing_matches_the_reference_on_every_anode(library):
-    config = recipe_preset(
-        "lab",
-        tail_tolerance_sigma=1e-9,
-        lab={"defocus_probability": 1.0, "defocus_box_deg": (0.3, 1.5), "anode_probabilities": EVERY_ANODE},
-    )
-    parameters = draw(config, library, 8, 5, GRID)
     # The engine is exact and the reference's 200-point rule converged: they agree to 1e-3 of each pattern's
     # maximum, while the box moves every pattern by 30 times that or more.
-    engine = clean_against_reference(parameters, library, config, GRID, 1e-3)
-    focused = render_clean_mixtures(
-        with_params(parameters, defocus_box_deg=np.zeros(8)), library, config, GRID
-    )[0]
+    engine, focused = on_every_anode_against_reference(
+        library, {"defocus_probability": 1.0, "defocus_box_deg": (0.3, 1.5)}, "defocus_box_deg", 1e-3
+    )
     assert (np.abs(engine - focused).max(axis=1) / focused.max(axis=1)).min() > 0.03
     with pytest.raises(ValueError, match="defocus_box_deg"):
         recipe_preset("lab", lab={"defocus_box_deg": (0.0, 12.0)})
