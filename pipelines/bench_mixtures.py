@@ -17,12 +17,13 @@ import importlib.util
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numba
 import numpy as np
 
-from xrdsynth.config import GridConfig, RecipeConfig, recipe_preset
+from xrdsynth.config import GridConfig, LabConfig, RecipeConfig, recipe_preset
 from xrdsynth.recipe import generate_batch, render_clean_mixtures, sample_mixture_parameters
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,6 +144,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results["lab_draws_us_per_mixture"] = 1e6 / draws
     results["lab_clean_render_us_per_mixture"] = 1e6 / clean
     results["lab_finish_us_per_mixture"] = 1e6 / results["lab_mixtures_per_s_cpu"] - 1e6 / draws - 1e6 / clean
+    # A defocused pattern against itself unboxed: the same draws with a box of the default range on every pattern.
+    box = rng.uniform(*LabConfig().defocus_box_deg, args.n)
+    defocused = replace(fixed, params={**fixed.params, "defocus_box_deg": box})
+    boxed_clean, _ = _rate(lambda: render_clean_mixtures(defocused, lab_library, config, grid), args.n)
+    results["lab_defocused_clean_render_cost_vs_unboxed"] = clean / boxed_clean
     variants = {f"lab_{name}": overrides for name, overrides in LAB_WITHOUT.items()}
     variants.update({f"lab_with_{name}": overrides for name, overrides in LAB_WITH.items()})
     for name, overrides in variants.items():

@@ -299,7 +299,7 @@ class LabConfig(_Strict):
         "stands for the measured shape: the tilted NIST duplex-steel scans have flat-topped peaks 1.5-3.5° wide "
         'at half height, nearly as wide at 44° as at 116° (docs/physics.md, "Defocusing"). Off by default: at '
         "0.15 the model read the NIST austenite first on 4 of 5 scans (1 without) but not the ferrite, RRUFF did not "
-        'move, and generation ran at 0.4-0.6x (docs/benchmarks.md, "Defocusing in training").',
+        'move, and generation ran at 0.4-0.7x (docs/benchmarks.md, "Defocusing in training").',
     )
     defocus_box_deg: Range = Field(
         (0.3, 3.0),
