@@ -715,7 +715,7 @@ class Bank:
         ``with_reflections=False`` leaves the per-reflection arrays out (they take 32 bytes per reflection in
         memory, several times the peaks' size for high-symmetry phases) when the recipe does not need them.
         """
-        from .recipe import PhaseLibrary
+        from .recipe import PhaseLibrary, element_masks
 
         g = self.group["peaks"]
         reflections = {}
@@ -733,6 +733,7 @@ class Bank:
             thermal_displacement=self.column("thermal_displacement").astype(bool),
             isotype=self.column("isotype_of") != "",
             synthetic=self.column("synthetic").astype(bool),
+            element_mask=element_masks(self.column("reduced_formula")),
             dense_profile=np.asarray(self.group["profile"][:], dtype=np.float32) if with_profiles else None,
             **reflections,
         )

@@ -549,6 +549,16 @@ class RecipeConfig(_Strict):
         "n^-b, n the number of materials of its space group in the split (0 = uniform over materials, A.1; 1 = "
         "every group of the split drawn equally often; docs/physics.md, Phase draws). Multiplies isotype_weight.",
     )
+    related_phase_probability: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Probability that each phase after the first is drawn only among the split's materials that "
+        "share a chemical element other than H and O with the first phase (a polymorph, a solid solution, a "
+        "reaction product: the phases one chemical system's sample holds), with the same weights; otherwise, and "
+        "where no such material is left, from the whole split (0 = independent draws, A.1; docs/physics.md, "
+        "Phase draws).",
+    )
     dirichlet_alpha: float = Field(
         1.0, gt=0.0, description="Concentration of the Dirichlet mixture weights (A.1)."
     )

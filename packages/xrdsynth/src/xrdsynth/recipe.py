@@ -11,6 +11,7 @@ interpolation) of the in-window values, if that percentile is > 0.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,9 @@ class PhaseLibrary:
         isotype_of column is set); RecipeConfig.isotype_weight sets how often these are drawn.
     synthetic: bool (M,) or None (none is), whether a material was generated (random crystals; the bank's
         synthetic column); RecipeConfig.synthetic_weight sets how often these are drawn.
+    element_mask: uint64 (M, 2) or None, the chemical elements of each material's formula as bits (atomic
+        number Z sets bit Z - 1 of the 128; :func:`element_masks`); RecipeConfig.related_phase_probability
+        draws related phases with it.
     """
 
     peak_offsets: np.ndarray
@@ -57,6 +61,7 @@ class PhaseLibrary:
     thermal_displacement: np.ndarray | None = None
     isotype: np.ndarray | None = None
     synthetic: np.ndarray | None = None
+    element_mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n_materials = self.spacegroup.shape[0]
@@ -66,6 +71,11 @@ class PhaseLibrary:
                 raise ValueError(
                     f"PhaseLibrary.{name} has shape {column.shape}; {n_materials} materials need ({n_materials},)"
                 )
+        if self.element_mask is not None and self.element_mask.shape != (n_materials, 2):
+            raise ValueError(
+                f"PhaseLibrary.element_mask has shape {self.element_mask.shape}; {n_materials} materials need "
+                f"({n_materials}, 2)"
+            )
         if self.peak_offsets.shape != (n_materials + 1,):
             raise ValueError(
                 f"PhaseLibrary.peak_offsets has shape {self.peak_offsets.shape}; "
@@ -156,6 +166,86 @@ class MixtureBatch:
     phase_spacegroup: np.ndarray  # int16 (n, 5), 0 pad
     phase_weight: np.ndarray  # float32 (n, 5), 0 pad, rows sum to 1
     params: dict[str, np.ndarray]
+
+
+_ELEMENT_SYMBOL = re.compile(r"[A-Z][a-z]?")
+
+
+def element_masks(formulas) -> np.ndarray:
+    """uint64 (M, 2): the elements of each chemical formula ("Fe", "Ca0.5Mg0.5CO3") as bits, atomic number Z
+    setting bit Z - 1 of the 128 (the PhaseLibrary.element_mask column)."""
+    from pymatgen.core.periodic_table import Element
+
+    masks = np.zeros((len(formulas), 2), dtype=np.uint64)
+    for i, formula in enumerate(formulas):
+        for symbol in set(_ELEMENT_SYMBOL.findall(str(formula))):
+            z = Element(symbol).Z - 1
+            masks[i, z // 64] |= np.uint64(1) << np.uint64(z % 64)
+    return masks
+
+
+RELATED_PHASE_IGNORED_ELEMENTS = ("H", "O")
+"""Elements that do not make two phases related (`draw_related_phases`): most minerals hold them, so sharing
+them says nothing about the chemical system."""
+
+
+def _element_bits(masks: np.ndarray) -> np.ndarray:
+    """bool (n, 128): element_mask rows unpacked, column Z - 1 for atomic number Z."""
+    octets = np.ascontiguousarray(masks, dtype="<u8").view(np.uint8).reshape(len(masks), 16)
+    return np.unpackbits(octets, axis=1, bitorder="little").astype(bool)
+
+
+RELATED_PHASE_TRIES = 16
+
+
+def draw_related_phases(
+    rng: np.random.Generator,
+    materials: np.ndarray,
+    pool: np.ndarray,
+    weight: np.ndarray | None,
+    library: PhaseLibrary,
+    probability: float,
+) -> np.ndarray:
+    """`materials` with each phase after the first replaced, with `probability`, by a related pool material
+    (RecipeConfig.related_phase_probability); int32 (n, 5), -1 pad.
+
+    A related phase is drawn in two steps: one of the first phase's elements other than H and O, uniformly, then
+    a pool material that holds it, with the pool's weights. A phase keeps its independent draw where the first
+    holds no other element or every material drawn in RELATED_PHASE_TRIES tries is already in the mixture.
+    """
+    if library.element_mask is None:
+        raise ValueError(
+            "related_phase_probability > 0 needs the library's element_mask (Bank.library() reads it from the "
+            "bank's reduced_formula column)"
+        )
+    keep = ~element_masks(["".join(RELATED_PHASE_IGNORED_ELEMENTS)])[0]
+    # Pool materials grouped by element: member[start[e]:end[e]] hold element e, cumulative their weights.
+    element, member = np.nonzero(_element_bits(library.element_mask[pool] & keep).T)
+    pool_weight = np.ones(pool.size) if weight is None else np.asarray(weight, dtype=np.float64)
+    cumulative = np.cumsum(pool_weight[member])
+    start = np.searchsorted(element, np.arange(128), side="left")
+    end = np.searchsorted(element, np.arange(128), side="right")
+    below = np.where(start > 0, cumulative[np.maximum(start - 1, 0)], 0.0)
+    first_bits = _element_bits(library.element_mask[materials[:, 0]] & keep)
+    n_elements = first_bits.sum(axis=1)
+    replace = (rng.random(materials.shape) < probability) & (materials >= 0) & (n_elements > 0)[:, None]
+    out = materials.copy()
+    for slot in range(1, materials.shape[1]):
+        rows = np.flatnonzero(replace[:, slot])
+        for _ in range(RELATED_PHASE_TRIES):
+            if rows.size == 0:
+                break
+            u = rng.random((rows.size, 2))
+            nth = (u[:, 0] * n_elements[rows]).astype(np.int64)
+            e = np.argmax(np.cumsum(first_bits[rows], axis=1) > nth[:, None], axis=1)
+            x = below[e] + u[:, 1] * (cumulative[end[e] - 1] - below[e])
+            pick = pool[member[np.minimum(np.searchsorted(cumulative, x, side="right"), end[e] - 1)]]
+            others = out[rows]
+            others[:, slot] = -1
+            clash = (others == pick[:, None]).any(axis=1)
+            out[rows[~clash], slot] = pick[~clash]
+            rows = rows[clash]
+    return out
 
 
 def _uniform(rng: np.random.Generator, bounds: tuple[float, float], size) -> np.ndarray:
@@ -486,7 +576,17 @@ def sample_mixture_parameters(
     needs the `library` for its texture axes; the material draw reads which entries are isotypes from it)."""
     pool = np.asarray(pool, dtype=np.int64)
     n_phases = sample_phase_counts(rng, n, config)
-    materials = sample_materials(rng, pool, n_phases, pool_weights(pool, config, library))
+    weight = pool_weights(pool, config, library)
+    materials = sample_materials(rng, pool, n_phases, weight)
+    if config.related_phase_probability > 0:
+        if library is None:
+            raise ValueError(
+                "related_phase_probability > 0 reads the materials' elements from the library: pass library="
+            )
+        # A stream of its own, so that every other draw stays what it is without related phases.
+        materials = draw_related_phases(
+            rng.spawn(1)[0], materials, pool, weight, library, config.related_phase_probability
+        )
     weights = sample_weights(rng, n_phases, config)
     params: dict[str, np.ndarray] = {}
     params.update(sample_preferred_orientation(rng, n_phases, config, grid))
