@@ -142,6 +142,18 @@ def test_library_carries_the_reflections(built: Bank) -> None:
     np.testing.assert_array_equal(lean.peak_intensity, library.peak_intensity)
 
 
+def test_library_carries_each_entrys_elements(built: Bank) -> None:
+    from pymatgen.core import Composition
+
+    masks = built.library().element_mask
+    assert masks.dtype == np.uint64 and masks.shape == (len(built), 2)
+    for formula, (low, high) in zip(built.column("reduced_formula"), masks, strict=True):
+        z = {b + 1 for b in range(64) if int(low) >> b & 1} | {
+            b + 65 for b in range(64) if int(high) >> b & 1
+        }
+        assert z == {element.Z for element in Composition(str(formula)).elements}, formula
+
+
 def test_phase_library_checks_the_reflections_against_its_peaks(built: Bank) -> None:
     library = built.library()
     peaks_only = {

@@ -13,8 +13,11 @@ from pydantic import ValidationError
 from xrdsynth.config import GridConfig, RecipeConfig
 from xrdsynth.profiles import build_width_lut
 from xrdsynth.recipe import (
+    RELATED_PHASE_TRIES,
     SMALLEST_NOISE_SIGMA,
     PhaseLibrary,
+    draw_related_phases,
+    element_masks,
     generate_batch,
     render_clean_mixtures,
     render_mixtures,
@@ -189,6 +192,102 @@ def test_synthetic_weight_draws_generated_crystals_less_often():
                        (RecipeConfig(phase_count_probabilities=one_phase), None)]
     ]  # fmt: skip
     np.testing.assert_array_equal(draws[0], draws[1])
+
+
+def test_element_masks_hold_the_formulas_elements():
+    from pymatgen.core import Composition
+
+    formulas = ["Fe", "Ca0.5Mg0.5CO3", "Si4H31.968N8F24", "Fe1.56Ag0.44", "UO2", "Og"]
+    masks = element_masks(formulas)
+    for formula, (low, high) in zip(formulas, masks, strict=True):
+        bits = {z + 1 for z in range(64) if int(low) >> z & 1} | {
+            z + 65 for z in range(64) if int(high) >> z & 1
+        }
+        assert bits == {element.Z for element in Composition(formula).elements}, formula
+
+
+def _related_library(formulas: list[str]) -> PhaseLibrary:
+    m = len(formulas)
+    return PhaseLibrary(
+        peak_offsets=np.arange(m + 1, dtype=np.int64),
+        peak_two_theta_deg=np.full(m, 30.0),
+        peak_intensity=np.full(m, 100.0),
+        spacegroup=np.full(m, 225, dtype=np.int16),
+        element_mask=element_masks(formulas),
+    )
+
+
+def test_related_phases_follow_the_enumerated_two_step_draw():
+    # The first phase holds Fe and Ni (O does not count): an element of it uniformly, then a material holding that
+    # element with the pool's weights, redrawn where it is the first phase itself.
+    formulas = ["FeNiO2", "Fe", "Ni", "FeCr", "Cr", "H2O", "NiO", "Fe2O3"]
+    weight = np.array([1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 0.1, 2.0])
+    holds = {
+        e: np.array([e in f.replace("O2", "").replace("O3", "") for f in formulas]) for e in ("Fe", "Ni")
+    }
+    one_try = sum(0.5 * weight * holds[e] / (weight * holds[e]).sum() for e in ("Fe", "Ni"))
+    expected_share = np.where(np.arange(8) == 0, 0.0, one_try) / (1.0 - one_try[0])
+    n = 40_000
+    materials = np.full((n, 5), -1, dtype=np.int32)
+    materials[:, 0], materials[:, 1] = 0, 4  # Cr: unrelated, replaced every time (p = 1)
+    out = draw_related_phases(
+        np.random.default_rng(3), materials, np.arange(8), weight, _related_library(formulas), 1.0
+    )
+    np.testing.assert_array_equal(out[:, [0, 2, 3, 4]], materials[:, [0, 2, 3, 4]])
+    counts = np.bincount(out[:, 1], minlength=8)
+    expected = n * expected_share
+    nonzero = expected > 0
+    assert not counts[~nonzero].any()
+    chi2 = (((counts[nonzero] - expected[nonzero]) ** 2) / expected[nonzero]).sum()
+    assert chi2 < 20.52  # chi-square, 5 degrees of freedom, p = 0.001
+
+
+def test_related_phases_stay_distinct_and_keep_draws_they_cannot_replace():
+    formulas = ["Fe", "FeO", "H2O", "Fe2O3", "SiO2", "Al2O3"]
+    library = _related_library(formulas)
+    materials = np.array([[0, 4, 5, -1, -1], [2, 4, -1, -1, -1], [4, 0, -1, -1, -1]] * 200, dtype=np.int32)
+    out = draw_related_phases(np.random.default_rng(0), materials, np.arange(6), None, library, 1.0)
+    fe = out[0::3]
+    related = np.isin(fe[:, 1:3], [1, 3])
+    assert (related | (fe[:, 1:3] == materials[0, 1:3])).all() and (fe[:, 1] != fe[:, 2]).all()
+    assert related.mean() > 0.99  # a slot keeps its draw only when 16 tries all hit a phase already there
+    np.testing.assert_array_equal(out[1::3], materials[1::3])  # water: no element but H and O
+    # Silica's only relative is itself: the independent draw stays after RELATED_PHASE_TRIES tries.
+    np.testing.assert_array_equal(out[2::3], materials[2::3])
+    assert RELATED_PHASE_TRIES >= 8
+    with pytest.raises(ValueError, match="element_mask"):
+        draw_related_phases(
+            np.random.default_rng(0), materials, np.arange(6), None, _related_library(formulas).__class__(
+                peak_offsets=library.peak_offsets, peak_two_theta_deg=library.peak_two_theta_deg,
+                peak_intensity=library.peak_intensity, spacegroup=library.spacegroup), 0.5,
+        )  # fmt: skip
+
+
+def test_related_phases_change_nothing_but_the_materials():
+    formulas = ["Fe", "FeO", "Fe2O3", "Ni", "NiO", "Cu", "Cu2O", "SiO2", "Al2O3", "CaCO3"] * 3
+    library = _related_library(formulas)
+    draws = {
+        p: sample_mixture_parameters(
+            np.random.default_rng(8),
+            np.arange(30),
+            2000,
+            RecipeConfig(related_phase_probability=p),
+            GRID,
+            library,
+        )
+        for p in (0.0, 0.5)
+    }
+    off, on = draws[0.0], draws[0.5]
+    np.testing.assert_array_equal(off.n_phases, on.n_phases)
+    np.testing.assert_array_equal(off.phase_weight, on.phase_weight)
+    np.testing.assert_array_equal(off.standard_normal, on.standard_normal)
+    for name in off.params:
+        np.testing.assert_array_equal(off.params[name], on.params[name], err_msg=name)
+    changed = (off.phase_material != on.phase_material).any(axis=1)
+    assert 0.2 < changed.mean() < 0.7
+    np.testing.assert_array_equal(off.phase_material[:, 0], on.phase_material[:, 0])
+    with pytest.raises(ValidationError, match="related_phase_probability"):
+        RecipeConfig(related_phase_probability=1.5)
 
 
 @pytest.mark.parametrize("balance", [0.5, 1.0])
