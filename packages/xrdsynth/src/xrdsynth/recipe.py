@@ -176,11 +176,12 @@ def element_masks(formulas) -> np.ndarray:
     setting bit Z - 1 of the 128 (the PhaseLibrary.element_mask column)."""
     from pymatgen.core.periodic_table import Element
 
+    symbols = [set(_ELEMENT_SYMBOL.findall(str(formula))) for formula in formulas]
+    bit = {s: Element(s).Z - 1 for s in set().union(*symbols)}
     masks = np.zeros((len(formulas), 2), dtype=np.uint64)
-    for i, formula in enumerate(formulas):
-        for symbol in set(_ELEMENT_SYMBOL.findall(str(formula))):
-            z = Element(symbol).Z - 1
-            masks[i, z // 64] |= np.uint64(1) << np.uint64(z % 64)
+    for i, row in enumerate(symbols):
+        for symbol in row:
+            masks[i, bit[symbol] // 64] |= np.uint64(1) << np.uint64(bit[symbol] % 64)
     return masks
 
 
