@@ -222,6 +222,8 @@ def draw_related_phases(
     keep = ~element_masks(["".join(RELATED_PHASE_IGNORED_ELEMENTS)])[0]
     # Pool materials grouped by element: member[start[e]:end[e]] hold element e, cumulative their weights.
     element, member = np.nonzero(_element_bits(library.element_mask[pool] & keep).T)
+    if member.size == 0:
+        return materials
     pool_weight = np.ones(pool.size) if weight is None else np.asarray(weight, dtype=np.float64)
     cumulative = np.cumsum(pool_weight[member])
     start = np.searchsorted(element, np.arange(128), side="left")
