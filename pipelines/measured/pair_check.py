@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     cifs = args.cif or DEFAULT_CIFS
     missing = [str(c) for c in cifs if not c.exists()]
     if missing:
-        parser.error(f"structure files not found: {', '.join(missing)} (the defaults need ../shared/data/structures)")
+        parser.error(
+            f"structure files not found: {', '.join(missing)} (the defaults need ../shared/data/structures)"
+        )
     if not 1 <= len(cifs) <= 5:
         parser.error(f"{len(cifs)} structures given; a mixture holds 1 to 5")
     torch.set_num_threads(2)
