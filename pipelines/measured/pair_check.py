@@ -4,7 +4,8 @@ Usage: .venv/bin/python pipelines/measured/pair_check.py CHECKPOINT [CHECKPOINT 
            [--n 512] [--defocus 0 1] [--seed 0] [--work runs/pair_check]
 
 Builds a bank of the given structures only (`xrdsynth bank build`, every entry in the training split), draws `--n`
-`lab` mixtures holding all of them (K* = the number of CIFs, Cu anode, everything else the `lab` preset's) once per
+`lab` mixtures holding all of them (K* = the number of CIFs, Cu anode, phase weights from a Dirichlet of
+`--dirichlet-alpha`, everything else the `lab` preset's) once per
 `--defocus` value (the share of patterns with the defocusing box, docs/physics.md "Defocusing"), and prints for each
 checkpoint and store how often each space group is ranked first and within the top 3, and how often all of them
 are in the top 3, both by the model's scores alone and as `xrdmodels predict` ranks them for users (label-prior
@@ -44,7 +45,9 @@ def _run(args: list[str]) -> None:
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
 
 
-def build_stores(cifs: list[Path], n: int, defocus: list[float], seed: int, work: Path) -> dict[float, Path]:
+def build_stores(
+    cifs: list[Path], n: int, defocus: list[float], seed: int, work: Path, dirichlet_alpha: float = 1.0
+) -> dict[float, Path]:
     """The bank of `cifs` and one store of `n` all-phase mixtures per defocus share; store folder per share."""
     bin_dir = Path(sys.executable).parent
     bank = work / "bank.zarr"
@@ -58,6 +61,7 @@ def build_stores(cifs: list[Path], n: int, defocus: list[float], seed: int, work
             "seed": seed,
             "recipe": {
                 "phase_count_probabilities": [1.0 if i == k - 1 else 0.0 for i in range(5)],
+                "dirichlet_alpha": dirichlet_alpha,
                 "lab": {"anode_probabilities": {"Cu": 1.0}, "defocus_probability": share},
             },
         }
@@ -104,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=512, help="mixtures per store (512)")
     parser.add_argument("--defocus", type=float, nargs="+", default=[0.0, 1.0],
                         help="shares of defocused patterns, one store each (0 1)")  # fmt: skip
+    parser.add_argument("--dirichlet-alpha", type=float, default=1.0, help="concentration of the phase weights (1, "
+                        "the training draw: a phase is often a minor one; 100: nearly equal shares)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="mixture seed (0)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "pair_check", help="scratch folder")
     args = parser.parse_args(argv)
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{len(cifs)} structures given; a mixture holds 1 to 5")
     torch.set_num_threads(2)
     args.work.mkdir(parents=True, exist_ok=True)
-    stores = build_stores(cifs, args.n, args.defocus, args.seed, args.work)
+    stores = build_stores(cifs, args.n, args.defocus, args.seed, args.work, args.dirichlet_alpha)
     for checkpoint in args.checkpoints:
         for share, store in stores.items():
             for line in rank_table(checkpoint, store):
