@@ -20,7 +20,7 @@ make_checkpoint = load_script("checkpoint_factory", "tests/xrdmodels/checkpoint_
 def test_the_printed_shares_are_the_models_ranks(tmp_path) -> None:
     stores = pair_check.build_stores(pair_check.DEFAULT_CIFS, 24, [0.0, 1.0], 0, tmp_path)
     checkpoint = make_checkpoint(tmp_path / "m.pt", n_bins=2048, label_prior=[1.0 / 230] * 230)
-    model, _ = load_model(checkpoint)
+    model, state = load_model(checkpoint)
     for share, store in stores.items():
         predictions = predict_store(model, str(store))
         assert predictions.targets[:, [224, 228]].all() and predictions.targets.sum(axis=1).max() == 2
@@ -38,6 +38,6 @@ def test_the_printed_shares_are_the_models_ranks(tmp_path) -> None:
             f"scores: 225: first {first[225] / n:.2f}, top 3 {top3[225] / n:.2f}, 229: first {first[229] / n:.2f}, "
             f"top 3 {top3[229] / n:.2f}; all in top 3 {both / n:.2f}"
         )
-        lines = pair_check.rank_table(str(checkpoint), store)
+        lines = pair_check.rank_table(model, state, store)
         assert lines[0] == expected, share
         assert lines[1].startswith("hedged w=2: ")  # a uniform prior: the hedge is a constant per system

@@ -1,7 +1,7 @@
 """Can a model see every phase of a given mixture? Synthetic mixtures of named structures, scored phase by phase.
 
 Usage: .venv/bin/python pipelines/measured/pair_check.py CHECKPOINT [CHECKPOINT ...] --cif A.cif --cif B.cif
-           [--n 512] [--defocus 0 1] [--seed 0] [--work runs/pair_check]
+           [--n 512] [--defocus 0 1] [--dirichlet-alpha 1] [--seed 0] [--work runs/pair_check]
 
 Builds a bank of the given structures only (`xrdsynth bank build`, every entry in the training split), draws `--n`
 `lab` mixtures holding all of them (K* = the number of CIFs, Cu anode, phase weights from a Dirichlet of
@@ -24,6 +24,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,9 +76,9 @@ def build_stores(
     return stores
 
 
-def rank_table(checkpoint: str, store: Path) -> list[str]:
-    """One line per ranking (scores alone, hedged): each present group's first / top-3 share, all in the top 3."""
-    model, state = load_model(checkpoint)
+def rank_table(model: torch.nn.Module, state: dict[str, Any], store: Path) -> list[str]:
+    """One line per ranking (scores alone, hedged by the label prior `state` records): each present group's
+    first / top-3 share, and how often all of them are in the top 3."""
     predictions = predict_store(model, str(store))
     scores, targets = predictions.scores, predictions.targets
     groups = np.flatnonzero(targets.any(axis=0))
@@ -125,8 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     stores = build_stores(cifs, args.n, args.defocus, args.seed, args.work, args.dirichlet_alpha)
     for checkpoint in args.checkpoints:
+        model, state = load_model(checkpoint)
         for share, store in stores.items():
-            for line in rank_table(checkpoint, store):
+            for line in rank_table(model, state, store):
                 print(f"{checkpoint} | defocused {share:g} | {line}")
 
 
