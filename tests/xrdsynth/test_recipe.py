@@ -139,7 +139,7 @@ def test_weighted_materials_follow_the_enumerated_set_probabilities(k):
     assert all(len(set(r[:k])) == k for r in materials) and (materials[:, k:] == -1).all()
     counts = np.array([(materials == m).sum() for m in pool])
     chi2 = (((counts - n * expected) ** 2) / (n * expected)).sum()
-    assert chi2 < 20.52  # chi-square, 5 degrees of freedom, p = 0.001
+    assert chi2 < 18.47  # chi-square over the five possible picks, 4 degrees of freedom, p = 0.001
 
 
 def test_isotype_weight_draws_relatives_less_often():
@@ -222,9 +222,7 @@ def test_related_phases_follow_the_enumerated_two_step_draw():
     # element with the pool's weights, redrawn where it is the first phase itself.
     formulas = ["FeNiO2", "Fe", "Ni", "FeCr", "Cr", "H2O", "NiO", "Fe2O3"]
     weight = np.array([1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 0.1, 2.0])
-    holds = {
-        e: np.array([e in f.replace("O2", "").replace("O3", "") for f in formulas]) for e in ("Fe", "Ni")
-    }
+    holds = {"Fe": np.isin(np.arange(8), [0, 1, 3, 7]), "Ni": np.isin(np.arange(8), [0, 2, 6])}
     one_try = sum(0.5 * weight * holds[e] / (weight * holds[e]).sum() for e in ("Fe", "Ni"))
     expected_share = np.where(np.arange(8) == 0, 0.0, one_try) / (1.0 - one_try[0])
     n = 40_000
