@@ -46,7 +46,7 @@ def model_table(model: type[BaseModel]) -> str:
 
 
 def render() -> str:
-    from xrdmodels.config import ModelConfig, TrainConfig
+    from xrdmodels.config import ModelConfig, PresenceLoss, TrainConfig
     from xrdsynth.config import BankConfig, GenerateConfig, GridConfig, LabConfig, RecipeConfig
 
     parts = [
@@ -65,8 +65,9 @@ def render() -> str:
         model_table(LabConfig),
         "## xrdmodels\n",
         "`xrdmodels train --config FILE [KEY=VALUE...]` takes a TrainConfig; the model is a named preset of",
-        "ModelConfig (`paper`, `small` or `cpu`) with `model_overrides`.\n",
+        "ModelConfig (`paper`, `small` or `cpu`) with `model_overrides`; its `presence_loss` is a PresenceLoss.\n",
         model_table(TrainConfig),
+        model_table(PresenceLoss),
         model_table(ModelConfig),
     ]
     return "\n".join(parts)

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 
 from xrdmodels import (
     ModelOutput,
+    PresenceLoss,
     assignment_loss,
+    asymmetric_presence_loss,
     labels_to_multi_hot,
     model_loss,
     presence_bce_loss,
@@ -164,4 +166,53 @@ def test_model_loss_picks_the_objective_of_the_head() -> None:
     slot_output = ModelOutput(set_probs=torch.zeros(2, 230), slot_logits=slot_logits)
     assert float(model_loss(slot_output, labels)) == pytest.approx(
         float(assignment_loss(slot_logits, labels))
+    )
+
+
+def _asymmetric_reference(
+    logits: np.ndarray, targets: np.ndarray, gn: float, gp: float, clip: float
+) -> float:
+    """Ridnik et al. (2021), eqs. 1-4, in float64 straight from the formulas."""
+    p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    p_m = np.maximum(p - clip, 0.0)
+    present = -((1.0 - p) ** gp) * np.log(p)
+    absent = -(p_m**gn) * np.log(1.0 - p_m)
+    return float(np.mean(targets * present + (1.0 - targets) * absent))
+
+
+@pytest.mark.parametrize("gn, gp, clip", [(4.0, 0.0, 0.05), (2.0, 1.0, 0.1), (0.0, 0.0, 0.0)])
+def test_asymmetric_loss_matches_the_formula(gn: float, gp: float, clip: float) -> None:
+    gen = torch.Generator().manual_seed(3)
+    logits = 4.0 * torch.randn(6, 230, generator=gen)
+    targets = (torch.rand(6, 230, generator=gen) < 0.02).float()
+    targets[0, 5] = 1.0
+    loss = asymmetric_presence_loss(logits, targets, gn, gp, clip)
+    expected = _asymmetric_reference(logits.numpy(), targets.numpy(), gn, gp, clip)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    if gn == gp == clip == 0.0:  # the asymmetric loss without its asymmetry is L_pres
+        assert float(loss) == pytest.approx(float(presence_bce_loss(logits, targets)), rel=1e-6)
+    with pytest.raises(ValueError, match=r"\(batch, 230\)"):
+        asymmetric_presence_loss(logits[:, :10], targets[:, :10])
+
+
+def test_asymmetric_loss_ignores_confident_absent_groups() -> None:
+    """An absent group scored below the clip costs nothing and gets no gradient; a present one always does."""
+    logits = torch.full((1, 230), -6.0, requires_grad=True)  # p = 0.0025 < 0.05
+    targets = torch.zeros(1, 230)
+    targets[0, 7] = 1.0
+    asymmetric_presence_loss(logits, targets).backward()
+    assert logits.grad is not None
+    assert float(logits.grad[0, 7]) < 0.0
+    assert float(logits.grad[0, :7].abs().max()) == 0.0 and float(logits.grad[0, 8:].abs().max()) == 0.0
+
+
+def test_model_loss_uses_the_configured_presence_loss() -> None:
+    labels = torch.tensor([[12, 0, 0, 0, 0], [62, 225, 62, 0, 0]])
+    logits = torch.randn(2, 230)
+    output = ModelOutput(set_probs=logits.sigmoid(), presence_logits=logits)
+    spec = PresenceLoss(kind="asymmetric", gamma_negative=3.0, gamma_positive=1.0, clip=0.02)
+    expected = asymmetric_presence_loss(logits, labels_to_multi_hot(labels), 3.0, 1.0, 0.02)
+    assert float(model_loss(output, labels, spec)) == pytest.approx(float(expected))
+    assert float(model_loss(output, labels, PresenceLoss())) == pytest.approx(
+        float(presence_bce_loss(logits, labels_to_multi_hot(labels)))
     )

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from pydantic import ValidationError
 
 from xrdmodels import N_SPACE_GROUPS, ModelConfig, SpaceGroupModel, model_loss, preset
@@ -338,6 +339,7 @@ def test_gradients_reach_every_parameter(encoder: str, head: str) -> None:
 
 READOUTS = [
     {"head": "presence", "presence_pooling": "flatten"},
+    {"head": "presence", "presence_pooling": "flatten", "presence_hidden": 32},
     {"head": "presence", "presence_pooling": "attention", "angle_encoding": "fourier"},
     {"head": "phase_cluster", "slot_init": "flatten"},
     {"head": "phase_cluster", "angle_encoding": "fourier"},
@@ -403,3 +405,28 @@ def test_cpu_bf16_autocast_keeps_fused_attention_in_fp32(monkeypatch, dropout, t
         reference = encoder(tokens, torch.ones(2, 8, dtype=torch.bool))  # fp32 throughout
     if not training:
         torch.testing.assert_close(out.float(), reference, atol=0.1, rtol=0.1)
+
+
+def test_presence_hidden_layer_is_linear_gelu_linear() -> None:
+    """presence_hidden = H puts Linear(pooled, H), GELU, Linear(H, 230) where A.3 has one linear layer."""
+    torch.manual_seed(12)
+    model = SpaceGroupModel(
+        preset("small", head="presence", presence_pooling="flatten", presence_hidden=24)
+    ).eval()
+    first, _, second = model.head.classifier
+    n_pooled = model.config.n_tokens * model.config.d_model
+    assert (first.in_features, first.out_features, second.out_features) == (n_pooled, 24, N_SPACE_GROUPS)
+    captured = {}
+
+    def keep_input(_module, args, _output) -> None:  # returning None keeps the layer's output
+        captured["pooled"] = args[0]
+
+    model.head.classifier.register_forward_hook(keep_input)
+    mask = torch.ones(2, 2048, dtype=torch.bool)
+    with torch.no_grad():
+        out = model(torch.rand(2, 2048), mask)
+        hidden = F.gelu(captured["pooled"] @ first.weight.T + first.bias)
+        expected = hidden @ second.weight.T + second.bias
+    torch.testing.assert_close(out.presence_logits, expected, rtol=1e-5, atol=1e-5)
+    single = SpaceGroupModel(preset("small", head="presence", presence_pooling="flatten"))
+    assert isinstance(single.head.classifier, torch.nn.Linear)

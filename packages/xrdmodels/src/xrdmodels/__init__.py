@@ -3,8 +3,14 @@
 Reads the documented Zarr store format only; it never imports the `xrdsynth` generator.
 """
 
-from xrdmodels.config import N_SPACE_GROUPS, NONE_CLASS, ModelConfig, preset
-from xrdmodels.loss import assignment_loss, labels_to_multi_hot, model_loss, presence_bce_loss
+from xrdmodels.config import N_SPACE_GROUPS, NONE_CLASS, ModelConfig, PresenceLoss, preset
+from xrdmodels.loss import (
+    assignment_loss,
+    asymmetric_presence_loss,
+    labels_to_multi_hot,
+    model_loss,
+    presence_bce_loss,
+)
 from xrdmodels.models import ModelOutput, SpaceGroupModel
 
 __all__ = [
@@ -12,8 +18,10 @@ __all__ = [
     "NONE_CLASS",
     "ModelConfig",
     "ModelOutput",
+    "PresenceLoss",
     "SpaceGroupModel",
     "assignment_loss",
+    "asymmetric_presence_loss",
     "labels_to_multi_hot",
     "model_loss",
     "presence_bce_loss",

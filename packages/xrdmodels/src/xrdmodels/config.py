@@ -171,6 +171,13 @@ class ModelConfig(BaseModel):
     pool_queries: int = Field(
         4, gt=0, description="Learned queries of the 'attention' presence pooling (not in the paper)."
     )
+    presence_hidden: int = Field(
+        0,
+        ge=0,
+        description="Width of a hidden GELU layer between the pooled features and the 230 presence logits; 0: "
+        "the single linear layer of A.3. Not in the paper: the dense layers of the XRD CNN classifiers (Park et "
+        'al. 2017, IUCrJ 4, 486); docs/benchmarks.md, "The second phase: three screens".',
+    )
     n_slots: int = Field(
         5, gt=0, description="Number K of latent phase slots, the bound on phases per mixture (A.4)."
     )
@@ -272,6 +279,33 @@ def preset(name: str, **overrides: object) -> ModelConfig:
 Precision = Literal["fp32", "bf16"]
 
 
+class PresenceLoss(BaseModel):
+    """L_pres of presence models: A.5's binary cross-entropy, or the asymmetric loss of Ridnik et al. (2021).
+
+    The asymmetric loss (`loss.asymmetric_presence_loss`) takes the easy absent groups out of the gradient.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["bce", "asymmetric"] = Field(
+        "bce",
+        description='bce (A.5) or asymmetric (not in the paper; docs/benchmarks.md, "The second phase: three screens").',
+    )
+    gamma_negative: float = Field(
+        4.0, ge=0, description="asymmetric: focusing exponent γ- of absent groups (Ridnik et al.: 4)."
+    )
+    gamma_positive: float = Field(
+        0.0, ge=0, description="asymmetric: focusing exponent γ+ of present groups (Ridnik et al.: 0)."
+    )
+    clip: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="asymmetric: probability margin m; an absent group scored below m costs nothing "
+        "(Ridnik et al.: 0.05).",
+    )
+
+
 class TrainConfig(BaseModel):
     """`xrdmodels train --config FILE`: data, model choice and the optimisation protocol of A.6.
 
@@ -340,6 +374,11 @@ class TrainConfig(BaseModel):
         "Not in the paper (a budget for demos and shared machines).",
     )
     grad_clip: float = Field(1.0, gt=0, description="Clip gradients to this global L2 norm (A.6: 1.0).")
+    presence_loss: PresenceLoss = Field(
+        default_factory=PresenceLoss,
+        description='Presence models\' objective: {"kind": "bce"} (A.5) or {"kind": "asymmetric", ...}. '
+        "Slot models always use A.5's assignment loss.",
+    )
     precision: Precision = Field(
         "fp32",
         description="fp32 (A.6: no automatic mixed precision) or bf16 autocast. Not in the paper: faster on GPUs, "

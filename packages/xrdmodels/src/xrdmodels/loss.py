@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from xrdmodels.config import N_SPACE_GROUPS, NONE_CLASS
+from xrdmodels.config import N_SPACE_GROUPS, NONE_CLASS, PresenceLoss
 from xrdmodels.models.model import ModelOutput
 
 
@@ -51,6 +51,35 @@ def presence_bce_loss(presence_logits: Tensor, targets: Tensor) -> Tensor:
             f"(batch, {N_SPACE_GROUPS})"
         )
     return F.binary_cross_entropy_with_logits(presence_logits.float(), targets.float())
+
+
+def asymmetric_presence_loss(
+    presence_logits: Tensor,
+    targets: Tensor,
+    gamma_negative: float = 4.0,
+    gamma_positive: float = 0.0,
+    clip: float = 0.05,
+) -> Tensor:
+    """The asymmetric loss of Ridnik et al. (ICCV 2021, "Asymmetric Loss For Multi-Label Classification"),
+    averaged over the 230 classes and the batch like L_pres. Returns a 0-d tensor. Not in the paper.
+
+    With p = σ(ℓ_c): a present group costs -(1 - p)^γ+ log p; an absent one, with the shifted probability
+    p_m = max(p - clip, 0), costs -p_m^γ- log(1 - p_m). A mixture holds 1-5 of 230 groups, so BCE's gradient is
+    mostly the many easy absent groups; γ- > 0 and the clip take those out and leave the present phases, minor
+    ones included, and the absent groups the model confuses with them. γ- = γ+ = clip = 0 is BCE.
+    """
+    if presence_logits.shape != targets.shape or presence_logits.shape[-1] != N_SPACE_GROUPS:
+        raise ValueError(
+            f"presence logits {tuple(presence_logits.shape)} and targets {tuple(targets.shape)} must both be "
+            f"(batch, {N_SPACE_GROUPS})"
+        )
+    logits, y = presence_logits.float(), targets.float()
+    p = torch.sigmoid(logits)
+    # log(1 - p_m) = log(min(1 - p + clip, 1)); at clip 0 the stable log σ(-ℓ) keeps BCE's precision.
+    log_absent = F.logsigmoid(-logits) if clip == 0 else torch.log((1 - p + clip).clamp(min=1e-8, max=1.0))
+    present = -((1 - p) ** gamma_positive) * F.logsigmoid(logits)
+    absent = -((p - clip).clamp(min=0) ** gamma_negative) * log_absent
+    return (y * present + (1 - y) * absent).mean()
 
 
 @lru_cache(maxsize=16)
@@ -100,12 +129,17 @@ def assignment_loss(
     return per_sample.mean()
 
 
-def model_loss(output: ModelOutput, labels: Tensor) -> Tensor:
+def model_loss(output: ModelOutput, labels: Tensor, presence: PresenceLoss | None = None) -> Tensor:
     """The paper's objective L = λ_pres L_pres + λ_assign L_assign with (1, 0) for presence models and (0, 1)
-    for phase-cluster models (A.5): whichever head produced `output` decides. Returns a 0-d tensor."""
+    for phase-cluster models (A.5): whichever head produced `output` decides. Returns a 0-d tensor.
+
+    `presence` picks the presence models' L_pres (default: A.5's BCE); slot models ignore it."""
     if output.presence_logits is not None:
-        return presence_bce_loss(
-            output.presence_logits, labels_to_multi_hot(labels).to(output.presence_logits)
+        targets = labels_to_multi_hot(labels).to(output.presence_logits)
+        if presence is None or presence.kind == "bce":
+            return presence_bce_loss(output.presence_logits, targets)
+        return asymmetric_presence_loss(
+            output.presence_logits, targets, presence.gamma_negative, presence.gamma_positive, presence.clip
         )
     if output.slot_logits is None:
         raise ValueError("model output has neither presence logits nor slot logits")

@@ -211,7 +211,7 @@ def evaluate_store(
             n = len(batch["labels"])
             with autocast(config, device):
                 out = model(batch["pattern"].to(device), batch["mask"].to(device))
-                loss = model_loss(out, batch["labels"].to(device))
+                loss = model_loss(out, batch["labels"].to(device), config.presence_loss)
             loss_sum += float(loss) * n
             targets.append(batch["targets"].numpy() > 0.5)
             if out.slot_logits is not None:
@@ -403,7 +403,7 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
                 labels = batch["labels"].to(rt.device, non_blocking=True)
                 with autocast(config, rt.device):
                     out = net(pattern, mask)
-                    loss = model_loss(out, labels)
+                    loss = model_loss(out, labels, config.presence_loss)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)

@@ -40,14 +40,21 @@ class PresenceHead(nn.Module):
         super().__init__()
         self.pooling = config.presence_pooling
         if self.pooling == "flatten":
-            self.classifier = nn.Linear(config.n_tokens * config.d_model, N_SPACE_GROUPS)
+            pooled_width = config.n_tokens * config.d_model
         elif self.pooling == "attention":
             self.queries = nn.Parameter(torch.randn(config.pool_queries, config.d_model))
             self.attn = MultiHeadAttention(config.d_model, config.n_heads, config.dropout)
             self.norm = nn.LayerNorm(config.d_model)
-            self.classifier = nn.Linear(config.pool_queries * config.d_model, N_SPACE_GROUPS)
+            pooled_width = config.pool_queries * config.d_model
         else:
-            self.classifier = nn.Linear(config.d_model, N_SPACE_GROUPS)
+            pooled_width = config.d_model
+        hidden = config.presence_hidden
+        # A hidden layer lets a group's logit need several peaks together rather than add up single ones.
+        self.classifier = (
+            nn.Sequential(nn.Linear(pooled_width, hidden), nn.GELU(), nn.Linear(hidden, N_SPACE_GROUPS))
+            if hidden
+            else nn.Linear(pooled_width, N_SPACE_GROUPS)
+        )
 
     def forward(self, z: Tensor, valid: Tensor) -> Tensor:
         if self.pooling == "mean":
