@@ -40,16 +40,20 @@ def labels_to_multi_hot(labels: Tensor) -> Tensor:
     return hot[:, 1:]
 
 
-def presence_bce_loss(presence_logits: Tensor, targets: Tensor) -> Tensor:
-    """L_pres: binary cross-entropy averaged over the 230 classes and the batch (A.5). Returns a 0-d tensor.
-
-    presence_logits: (B, 230) raw logits ℓ_c; targets: (B, 230) multi-hot y_c in {0, 1}.
-    """
+def _check_presence(presence_logits: Tensor, targets: Tensor) -> None:
     if presence_logits.shape != targets.shape or presence_logits.shape[-1] != N_SPACE_GROUPS:
         raise ValueError(
             f"presence logits {tuple(presence_logits.shape)} and targets {tuple(targets.shape)} must both be "
             f"(batch, {N_SPACE_GROUPS})"
         )
+
+
+def presence_bce_loss(presence_logits: Tensor, targets: Tensor) -> Tensor:
+    """L_pres: binary cross-entropy averaged over the 230 classes and the batch (A.5). Returns a 0-d tensor.
+
+    presence_logits: (B, 230) raw logits ℓ_c; targets: (B, 230) multi-hot y_c in {0, 1}.
+    """
+    _check_presence(presence_logits, targets)
     return F.binary_cross_entropy_with_logits(presence_logits.float(), targets.float())
 
 
@@ -68,11 +72,7 @@ def asymmetric_presence_loss(
     mostly the many easy absent groups; γ- > 0 and the clip take those out and leave the present phases, minor
     ones included, and the absent groups the model confuses with them. γ- = γ+ = clip = 0 is BCE.
     """
-    if presence_logits.shape != targets.shape or presence_logits.shape[-1] != N_SPACE_GROUPS:
-        raise ValueError(
-            f"presence logits {tuple(presence_logits.shape)} and targets {tuple(targets.shape)} must both be "
-            f"(batch, {N_SPACE_GROUPS})"
-        )
+    _check_presence(presence_logits, targets)
     logits, y = presence_logits.float(), targets.float()
     p = torch.sigmoid(logits)
     # log(1 - p_m) = log(min(1 - p + clip, 1)); at clip 0 the stable log σ(-ℓ) keeps BCE's precision.
