@@ -1,7 +1,8 @@
 """Can a model see every phase of a given mixture? Synthetic mixtures of named structures, scored phase by phase.
 
-Usage: .venv/bin/python pipelines/measured/pair_check.py CHECKPOINT [CHECKPOINT ...] --cif A.cif --cif B.cif
-           [--n 512] [--defocus 0 1] [--dirichlet-alpha 1] [--seed 0] [--work runs/pair_check]
+Usage: .venv/bin/python pipelines/measured/pair_check.py CHECKPOINT [CHECKPOINT ...]
+           [--cif A.cif --cif B.cif | --mixture A.cif,B.cif [--mixture C.cif,D.cif ...]] [--n 512]
+           [--defocus 0 1] [--dirichlet-alpha 1] [--seed 0] [--work runs/pair_check]
 
 Builds a bank of the given structures only (`xrdsynth bank build`, every entry in the training split), draws `--n`
 `lab` mixtures holding all of them (K* = the number of CIFs, Cu anode, phase weights from a Dirichlet of
@@ -11,7 +12,9 @@ checkpoint and store how often each space group is ranked first and within the t
 are in the top 3, both by the model's scores alone and as `xrdmodels predict` ranks them for users (label-prior
 hedge, w = 2). The default structures are the NIST duplex steel's two phases (BGMN's austenite and ferrite, from
 ../shared/data/structures), which is how docs/benchmarks.md ("Related phases in a mixture") found that the model
-misses the ferrite on its own training materials, not only on the measured scans.
+misses the ferrite on its own training materials, not only on the measured scans. With several `--mixture`s
+each gets its own bank and stores (a folder of `--work` named after its structures), and the last lines give the
+mean of "all in top 3" over them: the screens of docs/benchmarks.md ("The second phase: three screens").
 
 The mixtures use the checkpoint's training recipe only as far as the `lab` preset does: what it measures is
 whether the phases can be told apart where they overlap, not the measured scans' texture.
@@ -76,9 +79,11 @@ def build_stores(
     return stores
 
 
-def rank_table(model: torch.nn.Module, state: dict[str, Any], store: Path) -> list[str]:
-    """One line per ranking (scores alone, hedged by the label prior `state` records): each present group's
-    first / top-3 share, and how often all of them are in the top 3."""
+def group_ranks(
+    model: torch.nn.Module, state: dict[str, Any], store: Path
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The space groups every mixture of `store` holds (0-based) and, for each ranking (the model's scores alone,
+    and hedged by the label prior `state` records), their ranks (mixtures, groups), 1 = first."""
     predictions = predict_store(model, str(store))
     scores, targets = predictions.scores, predictions.targets
     groups = np.flatnonzero(targets.any(axis=0))
@@ -90,9 +95,21 @@ def rank_table(model: torch.nn.Module, state: dict[str, Any], store: Path) -> li
         rankings[f"hedged w={DEFAULT_PRIOR_WEIGHT:g}"] = scores + DEFAULT_PRIOR_WEIGHT * np.stack(
             [prior_hedge(row, prior) for row in scores]
         )
+    return groups, {
+        name: np.argsort(rank_classes(key), axis=1)[:, groups] + 1 for name, key in rankings.items()
+    }
+
+
+def rank_table(model: torch.nn.Module, state: dict[str, Any], store: Path) -> list[str]:
+    """One line per ranking (scores alone, hedged by the label prior `state` records): each present group's
+    first / top-3 share, and how often all of them are in the top 3."""
+    return format_ranks(*group_ranks(model, state, store))
+
+
+def format_ranks(groups: np.ndarray, ranks: dict[str, np.ndarray]) -> list[str]:
+    """`rank_table`'s lines from `group_ranks`' answer."""
     lines = []
-    for name, key in rankings.items():
-        rank = np.argsort(rank_classes(key), axis=1)[:, groups] + 1
+    for name, rank in ranks.items():
         per_group = ", ".join(
             f"{g + 1}: first {np.mean(r == 1):.2f}, top 3 {np.mean(r <= 3):.2f}"
             for g, r in zip(groups, rank.T, strict=True)
@@ -106,6 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoints", nargs="+", help="model checkpoints (last.pt) to score")
     parser.add_argument("--cif", action="append", type=Path, help="a structure of the mixture (repeat; default: "
                         "the NIST duplex steel's austenite and ferrite)")  # fmt: skip
+    parser.add_argument("--mixture", action="append", help="instead of --cif: one mixture's structures, comma-"
+                        "separated; repeat for several mixtures, each in its own store, and the last lines give "
+                        "the mean of 'all in top 3' over them")  # fmt: skip
     parser.add_argument("--n", type=int, default=512, help="mixtures per store (512)")
     parser.add_argument("--defocus", type=float, nargs="+", default=[0.0, 1.0],
                         help="shares of defocused patterns, one store each (0 1)")  # fmt: skip
@@ -114,22 +134,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="mixture seed (0)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "pair_check", help="scratch folder")
     args = parser.parse_args(argv)
-    cifs = args.cif or DEFAULT_CIFS
-    missing = [str(c) for c in cifs if not c.exists()]
+    if args.cif and args.mixture:
+        parser.error("give the structures either with --cif or with --mixture, not both")
+    mixtures = (
+        [[Path(p) for p in m.split(",")] for m in args.mixture]
+        if args.mixture
+        else [args.cif or DEFAULT_CIFS]
+    )
+    missing = [str(c) for cifs in mixtures for c in cifs if not c.exists()]
     if missing:
         parser.error(
             f"structure files not found: {', '.join(missing)} (the defaults need ../shared/data/structures)"
         )
-    if not 1 <= len(cifs) <= 5:
-        parser.error(f"{len(cifs)} structures given; a mixture holds 1 to 5")
+    for cifs in mixtures:
+        if not 1 <= len(cifs) <= 5:
+            parser.error(f"{len(cifs)} structures given for one mixture; a mixture holds 1 to 5")
     torch.set_num_threads(2)
-    args.work.mkdir(parents=True, exist_ok=True)
-    stores = build_stores(cifs, args.n, args.defocus, args.seed, args.work, args.dirichlet_alpha)
+    stores = []
+    for cifs in mixtures:
+        work = args.work if len(mixtures) == 1 else args.work / "-".join(c.stem for c in cifs)
+        work.mkdir(parents=True, exist_ok=True)
+        stores.append(build_stores(cifs, args.n, args.defocus, args.seed, work, args.dirichlet_alpha))
     for checkpoint in args.checkpoints:
         model, state = load_model(checkpoint)
-        for share, store in stores.items():
-            for line in rank_table(model, state, store):
-                print(f"{checkpoint} | defocused {share:g} | {line}")
+        all_in_top3: dict[tuple[float, str], list[float]] = {}
+        for by_share in stores:
+            for share, store in by_share.items():
+                groups, ranks = group_ranks(model, state, store)
+                for line in format_ranks(groups, ranks):
+                    print(f"{checkpoint} | defocused {share:g} | {line}")
+                for name, rank in ranks.items():
+                    all_in_top3.setdefault((share, name), []).append(float(np.mean((rank <= 3).all(axis=1))))
+        if len(mixtures) > 1:
+            for (share, name), values in all_in_top3.items():
+                print(
+                    f"{checkpoint} | defocused {share:g} | {name}: mean all in top 3 over {len(values)} mixtures "
+                    f"{np.mean(values):.3f}"
+                )
 
 
 if __name__ == "__main__":
