@@ -68,8 +68,8 @@ def asymmetric_presence_loss(
     averaged over the 230 classes and the batch like L_pres. Returns a 0-d tensor. Not in the paper.
 
     With p = σ(ℓ_c): a present group costs -(1 - p)^γ+ log p; an absent one, with the shifted probability
-    p_m = max(p - clip, 0), costs -p_m^γ- log(1 - p_m). A mixture holds 1-5 of 230 groups, so BCE's gradient is
-    mostly the many easy absent groups; γ- > 0 and the clip take those out and leave the present phases, minor
+    p_m = max(p - clip, 0), costs -p_m^γ- log(1 - p_m). A mixture holds 1-5 of 230 groups, so (Ridnik et al.'s argument)
+    BCE's gradient is mostly the many easy absent groups; γ- > 0 and the clip take those out and leave the present phases, minor
     ones included, and the absent groups the model confuses with them. γ- = γ+ = clip = 0 is BCE.
     """
     _check_presence(presence_logits, targets)
