@@ -30,6 +30,7 @@ from xrdmodels.measured.grid import (
     GriddedPattern,
     TrainingRanges,
     lp_reweighting,
+    raw_signal_warnings,
     strong_peak_widths,
     training_fwhm_range_deg,
 )
@@ -225,6 +226,77 @@ def test_text_leading_numeric_header_lines_are_not_data(tmp_path: Path) -> None:
     pattern = read_pattern(path)
     np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
     assert pattern.metadata["header"].splitlines() == [str(two_theta.size), "10.0, 0.05, 11.95, 1"]
+
+
+def test_text_footer_is_left_out_and_repeated_as_a_warning(tmp_path: Path) -> None:
+    two_theta, intensity = _reference_scan()
+    body = "\n".join(f"{x:.3f} {y}" for x, y in zip(two_theta, intensity, strict=True))
+    path = tmp_path / "footer.xy"
+    path.write_text(f"{body}\nEND\n\nTotal time: 40 s\n")
+    pattern = read_pattern(path)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    np.testing.assert_array_equal(pattern.intensity, intensity)
+    assert pattern.metadata["footer"] == "END\nTotal time: 40 s"
+    note = "2 text lines after the data left out (from line 302: 'END')"
+    assert pattern.metadata["reader_notes"] == note
+    assert note in raw_signal_warnings(pattern)
+    path.write_text(f"{body}\nEND\n1.0 2.0\n")  # not a footer: data follow it
+    with pytest.raises(MeasuredFormatError, match="footer.xy: line 302 of the data is not numeric: 'END'"):
+        read_pattern(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "columns"),
+    [
+        ("Winkel;Impulse\n{semicolon}", 2),
+        ("2Theta\tCounts\tESD\n{tab_error}", 3),
+        ("{space}", 2),
+    ],
+)
+def test_text_decimal_commas(tmp_path: Path, text: str, columns: int) -> None:
+    two_theta, intensity = _reference_scan()
+    if text == "{space}":
+        intensity = np.floor(intensity)  # whole counts: the rows are '10,050  5100'
+    rows = list(zip(two_theta, intensity, strict=True))
+
+    def comma(value: float, digits: int) -> str:
+        return f"{value:.{digits}f}".replace(".", ",")
+
+    variants = {
+        "semicolon": "\n".join(f"{comma(x, 3)};{comma(y, 1)}" for x, y in rows),
+        "tab_error": "\n".join(f"{comma(x, 3)}\t{comma(y, 1)}\t{comma(math.sqrt(y), 2)}" for x, y in rows),
+        "space": "\n".join(f"{comma(x, 3)}  {int(y)}" for x, y in rows),
+    }
+    path = tmp_path / "komma.csv"
+    path.write_text(text.format(**variants) + "\n")
+    pattern = read_pattern(path)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    np.testing.assert_allclose(pattern.intensity, intensity, atol=1e-9)
+    assert pattern.metadata["reader_notes"].startswith("commas read as decimal points")
+    assert pattern.metadata["columns"].split() == ["two_theta_deg", "intensity", "error"][:columns]
+
+
+def test_text_comma_separated_integers_are_two_columns(tmp_path: Path) -> None:
+    # Without a semicolon, tab or space between them, commas separate columns: "10,123" is 10° and 123 counts.
+    path = tmp_path / "integers.csv"
+    path.write_text("angle,counts\n10,123\n11,130\n12,128\n")
+    pattern = read_pattern(path)
+    np.testing.assert_array_equal(pattern.two_theta_deg, [10.0, 11.0, 12.0])
+    np.testing.assert_array_equal(pattern.intensity, [123.0, 130.0, 128.0])
+    assert "reader_notes" not in pattern.metadata
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le"])
+def test_text_with_a_unicode_byte_order_mark(tmp_path: Path, encoding: str) -> None:
+    two_theta, intensity = _reference_scan()
+    body = "\n".join(f"{x:.3f}\t{y}" for x, y in zip(two_theta, intensity, strict=True))
+    path = tmp_path / "unicode.txt"
+    path.write_bytes("\ufeff2θ\tI\n".encode(encoding) + f"{body}\n".encode(encoding))
+    pattern = read_pattern(path)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    np.testing.assert_array_equal(pattern.intensity, intensity)
+    assert pattern.metadata["header"] == "2θ\tI"
+    assert pattern.metadata["encoding"] == encoding[:6]
 
 
 def test_text_header_wavelength_forms(tmp_path: Path) -> None:
@@ -578,7 +650,7 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
         "four_columns.csv": b"10,1,2,3\n11,1,2,3\n",
         "ragged.xy": b"10 1\n11 2\n12 3 4\n",
         "swapped.xy": b"# intensity first\n500 10.0\n20 10.1\n800 10.2\n",
-        "trailing_text.xy": b"10 1\n11 2\nend of data\n",
+        "text_between_data.xy": b"10 1\n11 2\nend of data\n12 3\n",
         "radians.xy": b"0.1 5\n0.2 6\n3.5 7\n200 8\n",
         "broken.xrdml": b"<?xml version='1.0'?><xrdMeasurements><xrdMeasurement>",
         "short_times.xrdml": _xrdml(
@@ -880,10 +952,17 @@ def test_long_text_pattern_with_comments_and_a_bad_line_in_later_chunks(tmp_path
     np.testing.assert_array_equal(pattern.two_theta_deg, two_theta)
     np.testing.assert_array_equal(pattern.intensity, intensity)
     assert "a comment line" in pattern.metadata["header"]
+    path.write_text("\n".join(rows) + "\nend of scan\n")
+    assert read_pattern(path).metadata["footer"] == "end of scan"
     rows[55_000] = "end of scan"
     path.write_text("\n".join(rows) + "\n")
     with pytest.raises(MeasuredFormatError, match="commented.csv: line 55001 of the data is not numeric"):
         read_pattern(path)
+    plain = [f"{x:.4f}, {y:g}" for x, y in zip(two_theta, intensity, strict=True)]
+    plain[55_000] = "end of scan"
+    path.write_text("\n".join(plain) + "\n")
+    with pytest.raises(MeasuredFormatError, match="commented.csv: line 55001 of the data is not numeric"):
+        read_pattern(path)  # the same, found line by line once a chunk without comments failed to parse whole
     rows[55_000] = "1.0 2.0 3.0 4.0"
     path.write_text("\n".join(rows) + "\n")
     with pytest.raises(MeasuredFormatError, match="line 55001 has 4 columns but the data started with 2"):

@@ -274,8 +274,12 @@ def numbered(name: str) -> tuple[int, ...]:
 
 SEPARATORS = re.compile(r"[,;\s]+")
 """Column separators of numeric text rows: commas, semicolons and white space."""
+READER_NOTES = "reader_notes"
+"""``metadata`` key of what a reader changed or left out while reading a file (one note per line), which the
+prediction repeats as warnings."""
 _ROWS_PER_BLOCK = 16384
 _TO_SPACES = str.maketrans(",;\t", "   ")
+_DECIMAL_COMMA_TO_SPACES = str.maketrans(",;\t", ".  ")
 
 
 class NumericRows:
@@ -291,10 +295,16 @@ class NumericRows:
         self.blocks: list[np.ndarray] = []
         self.lines: list[str] = []
         self.line_numbers: list[int] = []
+        self._separators = _TO_SPACES
+
+    def use_decimal_commas(self) -> None:
+        """Read commas as decimal points (columns then separated by semicolons, tabs or spaces only); set before
+        the first row is added."""
+        self._separators = _DECIMAL_COMMA_TO_SPACES
 
     def add(self, line_no: int, text: str) -> None:
         """One data line (1-based ``line_no`` for messages)."""
-        self.lines.append(text.translate(_TO_SPACES))
+        self.lines.append(text.translate(self._separators))
         self.line_numbers.append(line_no)
         if len(self.lines) >= _ROWS_PER_BLOCK:
             self._flush()
@@ -304,26 +314,24 @@ class NumericRows:
         """Nothing added yet."""
         return not self.blocks and not self.lines
 
-    def add_text(self, first_line_no: int, text: str) -> None:
-        """Many '\\n'-separated lines without comments, parsed whole by numpy (no Python object per line);
-        on any problem they go through :meth:`add` one by one, which finds and names the bad line."""
+    def add_text(self, text: str) -> bool:
+        """Many '\\n'-separated lines without comments, parsed whole by numpy (no Python object per line).
+        False, with nothing added, when they do not parse as rows of the table's width: the caller then
+        adds them line by line (:meth:`add`), which finds and names the bad line."""
         self._flush()
         if not text.strip():
-            return
+            return True
         try:
             block = np.loadtxt(
-                io.StringIO(text.translate(_TO_SPACES)), dtype=np.float64, ndmin=2, comments=None
+                io.StringIO(text.translate(self._separators)), dtype=np.float64, ndmin=2, comments=None
             )
         except ValueError:
-            block = None
-        if block is None or (self.width is not None and block.shape[1] != self.width):
-            for offset, line in enumerate(text.split("\n")):
-                if line.strip():
-                    self.add(first_line_no + offset, line.strip())
-            self._flush()
-            return
+            return False
+        if self.width is not None and block.shape[1] != self.width:
+            return False
         self.width = block.shape[1]
         self.blocks.append(block)
+        return True
 
     def _flush(self) -> None:
         if not self.lines:

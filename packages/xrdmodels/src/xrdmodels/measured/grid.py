@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..config import preset
-from .common import MeasuredFormatError, MeasuredPattern, MeasuredSignalError
+from .common import READER_NOTES, MeasuredFormatError, MeasuredPattern, MeasuredSignalError
 
 MAX_TRAINING_WINDOW_START_DEG = 20.0
 """Latest window start seen in training: 2θ_lo ~ U(5°, 20°) (A.1, measurement windowing)."""
@@ -714,11 +714,14 @@ def normalise(values: np.ndarray, window: tuple[int, int], *, source: str, where
 
 
 def raw_signal_warnings(pattern: MeasuredPattern) -> list[str]:
-    """Refuse a pattern whose intensities carry no measurable signal; warn about negative ones (clipped).
+    """Refuse a pattern whose intensities carry no measurable signal; warn about negative ones (clipped), and
+    repeat what the reader noted about the file (``metadata["reader_notes"]``: a footer left out, decimal
+    commas, an encoding).
 
     Counts cannot be negative: a few negative values come from background subtraction and noise, a majority
     from a sign error or a wrong column, so those are refused rather than clipped into an empty pattern.
     """
+    notes = pattern.metadata.get(READER_NOTES, "").splitlines()
     intensity = pattern.intensity
     n_points = intensity.size
     n_negative = int(np.count_nonzero(intensity < 0))
@@ -744,12 +747,12 @@ def raw_signal_warnings(pattern: MeasuredPattern) -> list[str]:
             "Check that the second column holds the measured intensities; nothing was predicted",
         )
     if n_negative:
-        return [
+        notes.append(
             f"{n_negative} of {n_points} intensities ({100 * n_negative / n_points:.1f}%) are negative, which "
             "counts cannot be (over-subtracted background or a sign error); they were clipped to 0 before "
             "normalising, as in training (A.1)"
-        ]
-    return []
+        )
+    return notes
 
 
 def coverage_warnings(
