@@ -619,6 +619,64 @@ def test_bruker_raw_version_4_skips_non_2theta_ranges(tmp_path: Path) -> None:
     assert pattern.wavelength_angstrom == pytest.approx((CU_KA1 + 0.5 * CU_KA2) / 1.5)
 
 
+def _uxd(ranges: list[tuple[str, str, list[str]]], file_keys: str = "") -> str:
+    """A UXD file: ``file_keys`` lines, then per range (drive, its keys and marker, data lines)."""
+    lines = ["; converted by XCH", "_FILEVERSION=1", "_SAMPLE='quartz-01'", *file_keys.splitlines()]
+    for number, (drive, keys, data) in enumerate(ranges, start=1):
+        lines += [f"; (Data for Range number {number})", f"_DRIVE='{drive}'", *keys.splitlines(), *data]
+    return "\n".join(lines) + "\n"
+
+
+def test_bruker_uxd_paired_and_counts_only_ranges(tmp_path: Path) -> None:
+    two_theta, intensity = _reference_scan(90)
+    counts = np.round(intensity).astype(int)
+    wavelengths = f"_WL1={CU_KA1:.6f}\n_WL2={CU_KA2:.6f}\n_WLRATIO=0.500000"
+    rocking = ("THETA", "_START=10.0\n_STEPSIZE=0.01\n_2THETACOUNTS", ["10.00 5", "10.01 7"])
+    paired = tmp_path / "paired.uxd"
+    paired.write_text(
+        _uxd(
+            [
+                rocking,
+                (
+                    "COUPLED",
+                    "_STEPTIME=1.0\n_2THETACOUNTS",
+                    [f"  {x:.4f}  {c}" for x, c in zip(two_theta, counts, strict=True)],
+                ),
+            ],
+            wavelengths,
+        )
+    )
+    pattern = read_pattern(paired)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    np.testing.assert_array_equal(pattern.intensity, counts)
+    assert pattern.wavelength_angstrom == pytest.approx((CU_KA1 + 0.5 * CU_KA2) / 1.5)
+    assert pattern.metadata["format"] == "uxd"
+    assert pattern.metadata["uxd_range"] == "2 (COUPLED)"
+    assert pattern.metadata["intensity_unit"] == "counts"
+
+    # Intensities only, four to a line, the range placed by _START and _STEPSIZE; read by content from a .txt.
+    chunks = [" ".join(str(c) for c in counts[i : i + 4]) for i in range(0, counts.size, 4)]
+    keys = f"_START={two_theta[0]:.4f}\n_STEPSIZE={two_theta[1] - two_theta[0]:.4f}\n_CPS"
+    implied = tmp_path / "implied.txt"
+    implied.write_text(
+        _uxd([("2THETA", keys, chunks), ("COUPLED", "_2THETACOUNTS", ["50.0 1"])], f"_WL1={CU_KA1}")
+    )
+    pattern = read_pattern(implied)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    np.testing.assert_array_equal(pattern.intensity, counts)
+    assert pattern.wavelength_angstrom == pytest.approx(CU_KA1)
+    assert pattern.metadata["intensity_unit"] == "counts per second"
+
+    only_rocking = tmp_path / "rocking.uxd"
+    only_rocking.write_text(_uxd([rocking]))
+    with pytest.raises(MeasuredFormatError, match=r"rocking.uxd: no 2θ range \(drives found: THETA\)"):
+        read_pattern(only_rocking)
+    no_step = tmp_path / "nostep.uxd"
+    no_step.write_text(_uxd([("COUPLED", "_START=10\n_COUNTS", ["1 2 3"])]))
+    with pytest.raises(MeasuredFormatError, match="nostep.uxd: a _COUNTS/_CPS range without"):
+        read_pattern(no_step)
+
+
 def test_dispatch_by_content_then_extension(tmp_path: Path) -> None:
     two_theta, intensity = _reference_scan(30)
     disguised = tmp_path / "bruker.dat"

@@ -1,9 +1,15 @@
-"""Bruker ``.brml`` (zip of ``RawData*.xml``) and binary ``.raw`` versions 3 (``RAW1.01``) and 4
-(``RAW4.00``).
+"""Bruker ``.brml`` (zip of ``RawData*.xml``), binary ``.raw`` versions 3 (``RAW1.01``) and 4
+(``RAW4.00``), and the ``.uxd`` text export (DIFFRAC-AT / XCH).
 
 The binary layouts follow the published descriptions: RAW1.01 the DIFFRAC-plus XCH v5 manual, appendix A,
 as transcribed in xylib's ``bruker_raw.cpp``; RAW4.00 has no published specification, its layout is the
-one xylib and GSAS-II read. Versions 1 and 2 (DIFFRAC-AT) are recognised and refused.
+one xylib and GSAS-II read. Versions 1 and 2 (DIFFRAC-AT) are recognised and refused: XCH converts them to
+UXD, which is read. UXD: ``_KEY=value`` lines (file-wide ones first: ``_WL1``, ``_WL2``, ``_WLRATIO``), ``;``
+comments, then one or more ranges, each its ``_KEY=value`` lines (``_DRIVE``, ``_START``, ``_STEPSIZE``, ...)
+and a marker opening its data: ``_2THETACOUNTS`` / ``_2THETACPS`` (rows of position and intensity) or
+``_COUNTS`` / ``_CPS`` (intensities only, several to a line, at ``_START`` + i ``_STEPSIZE``), as xylib's
+``uxd.cpp`` reads it. The first range whose drive moves 2θ is read; rocking curves and pole figures are not
+powder patterns.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .common import (
+    BOM_AND_BLANKS,
+    SEPARATORS,
     BoundedArchive,
     FileFormat,
     MeasuredFormatError,
@@ -24,7 +32,9 @@ from .common import (
     columns_to_pattern,
     float_or_none,
     numbered,
+    parse_numeric_rows,
     parse_xml,
+    text_head,
     wavelength_metadata,
     xml_child,
     xml_descendants,
@@ -294,6 +304,130 @@ def read_bruker_raw(path: Path, max_bytes: int) -> MeasuredPattern:
     )
 
 
+# --------------------------------------------------------------------------------------------------------
+# Bruker UXD (text)
+# --------------------------------------------------------------------------------------------------------
+
+_UXD_KEY_VALUE = re.compile(r"_([A-Za-z0-9_-]+?)\s*=\s*(.*)")
+_UXD_MARKER = re.compile(r"_(2THETA)?(COUNTS|CPS)\s*(?:=.*)?", flags=re.IGNORECASE)
+_UXD_SIGNATURE = re.compile(
+    r"^[ \t]*_(FILEVERSION|DRIVE|STEPSIZE|2THETACOUNTS|2THETACPS)\b", flags=re.MULTILINE
+)
+_UXD_TWO_THETA_DRIVES = ("COUPLED", "UNLOCKED COUPLED", "LOCKED COUPLED", "2THETA", "TWOTHETA", "DETECTOR")
+"""``_DRIVE`` values of ranges that scan 2θ (a range without ``_DRIVE`` is taken as one)."""
+_UXD_MAX_HEADER_LINES = 200
+
+
+def _uxd_float(path: Path, keys: dict[str, str], key: str) -> float | None:
+    if key not in keys:
+        return None
+    value = float_or_none(keys[key])
+    if value is None:
+        raise MeasuredFormatError(path, f"_{key}={keys[key]!r} is not a number", "Check the UXD header")
+    return value
+
+
+def read_uxd(path: Path, max_bytes: int) -> MeasuredPattern:
+    """Bruker UXD text (module docstring); ``max_bytes`` was checked against the file's size by the caller."""
+    seen: dict[str, str] = {}  # every key so far, later values replacing earlier ones
+    range_keys: dict[str, str] = {}  # the keys since the last data block: the current range's
+    header: list[str] = []
+    drives: list[str] = []
+    rows: list[tuple[int, str]] = []
+    chosen: dict[str, str] | None = None
+    paired, unit = False, "counts"
+    with path.open(encoding="latin-1") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            line = raw.strip(BOM_AND_BLANKS)
+            if not line:
+                continue
+            if line.startswith(";"):
+                if len(header) < _UXD_MAX_HEADER_LINES:
+                    header.append(line.lstrip("; "))
+                continue
+            if not line.startswith("_"):
+                if chosen is not None:
+                    rows.append((line_no, line))
+                continue
+            if chosen is not None:
+                break  # the range read has ended
+            marker = _UXD_MARKER.fullmatch(line)
+            if marker:
+                drive = range_keys.get("DRIVE", "").upper()
+                drives.append(drive or "none given")
+                if not drive or drive in _UXD_TWO_THETA_DRIVES:
+                    chosen, paired = range_keys, marker.group(1) is not None
+                    unit = "counts per second" if marker.group(2).upper() == "CPS" else "counts"
+                range_keys = {}
+                continue
+            key_value = _UXD_KEY_VALUE.fullmatch(line)
+            if key_value:
+                key, value = key_value.group(1).upper(), key_value.group(2).strip().strip("'\"")
+                seen[key] = range_keys[key] = value
+    if chosen is None:
+        raise MeasuredFormatError(
+            path,
+            f"no 2θ range (drives found: {', '.join(drives) or 'no data block at all'})",
+            "A powder pattern is a range driven COUPLED, 2THETA or DETECTOR, with a _2THETACOUNTS, _2THETACPS, "
+            "_COUNTS or _CPS block",
+        )
+    if not rows:
+        raise MeasuredFormatError(path, "the 2θ range holds no data rows", "Is this a complete UXD file?")
+    if paired:
+        data = parse_numeric_rows(path, rows, "UXD data")
+    else:
+        start = _uxd_float(path, chosen, "START")
+        if start is None:
+            start = _uxd_float(path, chosen, "2THETA")
+        step = _uxd_float(path, chosen, "STEPSIZE")
+        if start is None or step is None or not step > 0:
+            raise MeasuredFormatError(
+                path,
+                "a _COUNTS/_CPS range without _START (or _2THETA) and a positive _STEPSIZE",
+                "The range needs both to place its intensities",
+            )
+        intensity = _uxd_intensities(path, rows)
+        data = np.column_stack([start + step * np.arange(intensity.size), intensity])
+    wavelength, metadata = _uxd_wavelength(path, seen)
+    metadata.update(intensity_unit=unit, uxd_range=f"{len(drives)} ({drives[-1]})")
+    for key in ("SAMPLE", "ANODE", "STEPTIME"):
+        if key in seen:
+            metadata[f"uxd_{key.lower()}"] = seen[key]
+    if header:
+        metadata["header"] = "\n".join(header)
+    return columns_to_pattern(path, data, wavelength, metadata)
+
+
+def _uxd_intensities(path: Path, rows: list[tuple[int, str]]) -> np.ndarray:
+    """The intensities of a ``_COUNTS``/``_CPS`` block, any number to a line, in order."""
+    values: list[float] = []
+    for line_no, line in rows:
+        try:
+            values.extend(float(field) for field in SEPARATORS.split(line) if field)
+        except ValueError:
+            raise MeasuredFormatError(
+                path, f"line {line_no} of the UXD data is not numeric: {line[:60]!r}", "Check the data block"
+            ) from None
+    return np.array(values)
+
+
+def _uxd_wavelength(path: Path, keys: dict[str, str]) -> tuple[float | None, dict[str, str]]:
+    """Kα1, Kα2 and their ratio from ``_WL1``, ``_WL2``, ``_WLRATIO`` (Å; nm where ``_WL_UNIT`` says so)."""
+    scale = 10.0 if "NM" in keys.get("WL_UNIT", "").upper() else 1.0
+    kalpha1, kalpha2, ratio = (_uxd_float(path, keys, key) for key in ("WL1", "WL2", "WLRATIO"))
+    return wavelength_metadata(
+        kalpha1 * scale if kalpha1 is not None else None,
+        kalpha2 * scale if kalpha2 is not None else None,
+        ratio,
+    )
+
+
+def sniff_uxd(path: Path, head: bytes) -> bool:
+    """A ``_FILEVERSION``, ``_DRIVE``, ``_STEPSIZE`` or ``_2THETACOUNTS``/``_2THETACPS`` line."""
+    text = text_head(head)
+    return text is not None and _UXD_SIGNATURE.search(text) is not None
+
+
 def sniff_brml(path: Path, head: bytes) -> bool:
     """A zip holding a ``RawData<k>.xml`` member."""
     return any(_BRML_RAW_DATA.search(name) for name in zip_member_names(path, head))
@@ -306,3 +440,4 @@ def sniff_bruker_raw(path: Path, head: bytes) -> bool:
 
 BRML = FileFormat(name="brml", extensions=("brml",), sniff=sniff_brml, read=read_brml)
 BRUKER_RAW = FileFormat(name="bruker_raw", extensions=("raw",), sniff=sniff_bruker_raw, read=read_bruker_raw)
+UXD = FileFormat(name="uxd", extensions=("uxd",), sniff=sniff_uxd, read=read_uxd)

@@ -24,6 +24,7 @@ FORMATS: tuple[FileFormat, ...] = (
     bruker.BRML,
     rigaku.RAS,
     xrdml.XRDML,
+    bruker.UXD,
     gsas.GSAS,
     text.TEXT,
 )
@@ -74,7 +75,7 @@ def read_pattern(
     Args:
         path: the file.
         format: one of ``xy`` (also ``xye``, ``csv``, ``dat``, ``txt``), ``xrdml``, ``gsas`` (``fxye``),
-            ``ras``, ``rasx``, ``brml``, ``bruker_raw`` (``raw``). None: recognised from the content, then
+            ``ras``, ``rasx``, ``brml``, ``bruker_raw`` (``raw``), ``uxd``. None: recognised from the content, then
             from the extension; anything else is read as two-column text.
         max_bytes: largest file size, and largest total size of the members read from a .rasx/.brml zip.
 
