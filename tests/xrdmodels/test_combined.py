@@ -56,6 +56,14 @@ def test_combine_is_the_noisy_or_of_every_group_ranked_best_first() -> None:
         assert r.score == pytest.approx(expected[r.spacegroup][0], rel=1e-12)
         assert r.library_probability == pytest.approx(expected[r.spacegroup][1], rel=1e-12)
         assert r.model_probability == p[r.spacegroup - 1]
+        assert r.neighbour_probability == 0.0
+    # A neighbour term is a third independent detection.
+    n = rng.uniform(0.0, 1.0, 230) ** 4
+    for r in combine(p, _library(foms), n):
+        g = r.spacegroup
+        no_model_or_library = 1.0 - expected[g][0]
+        assert r.score == pytest.approx(1.0 - no_model_or_library * (1.0 - n[g - 1]), rel=1e-12)
+        assert r.neighbour_probability == n[g - 1]
 
 
 def test_a_strong_library_match_leads_and_weak_ones_leave_the_models_order() -> None:
@@ -84,5 +92,7 @@ def test_a_hedged_model_term_past_1_leads_by_itself_and_a_library_match_never_lo
 
 
 def test_combine_refuses_a_probability_vector_of_the_wrong_length() -> None:
-    with pytest.raises(ValueError, match=r"shape \(230,\)"):
+    with pytest.raises(ValueError, match=r"model_probability must have shape \(230,\)"):
         combine(np.zeros(229), _library({}))
+    with pytest.raises(ValueError, match=r"neighbours must have shape \(230,\)"):
+        combine(np.zeros(230), _library({}), np.zeros(229))

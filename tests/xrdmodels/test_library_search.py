@@ -657,6 +657,45 @@ def test_predict_prints_the_library_ranking_beside_the_models(tmp_path, bank) ->
     assert "Traceback" not in refused.output
 
 
+def test_the_combined_ranking_adds_the_neighbour_search_on_the_models_grid(tmp_path, bank) -> None:
+    """A model on the bank's grid adds the neighbour search's term (xrdmodels.neighbours, tested against a naive
+    computation in test_neighbours.py) to the noisy-OR; --no-library-neighbours leaves it out; a model on another
+    grid predicts without it and says so."""
+    url, phases = bank
+    scan = _write_xy(tmp_path / "scan.xy", measure([phases[5]], [1.0], seed=9))
+    on_grid = make_checkpoint(tmp_path / "g.pt", wavelength_angstrom=BANK_WAVELENGTH, n_bins=GRID["n_bins"])
+    base = ["predict", str(on_grid), str(scan), "--wavelength", "CuKa", "--library", url, "--top", "230"]
+
+    def combined(*extra: str) -> list[dict]:
+        result = CliRunner().invoke(main, [*base, "--json", *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["predictions"][0]["combined"]
+
+    with_neighbours = combined()
+    terms = np.array(
+        [
+            [r["model_probability"], r["library_probability"], r["neighbour_probability"]]
+            for r in with_neighbours
+        ]
+    )
+    assert terms[:, 2].max() > 0 and (terms[:, 2] <= 1).all()
+    np.testing.assert_allclose(
+        [r["score"] for r in with_neighbours], 1 - np.prod(1 - terms, axis=1), rtol=1e-12
+    )
+    assert all(r["neighbour_probability"] == 0 for r in combined("--no-library-neighbours"))
+    table = CliRunner().invoke(main, base)
+    assert "library  neighbours" in table.output
+    off_grid = make_checkpoint(tmp_path / "o.pt", wavelength_angstrom=BANK_WAVELENGTH)  # 256 bins
+    result = CliRunner().invoke(
+        main, ["predict", str(off_grid), str(scan), "--wavelength", "CuKa", "--library", url]
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: the combined ranking has no neighbour term" in result.output
+        and "2048 bins" in result.output
+    )
+
+
 def test_score_measured_reports_the_library_beside_the_model(tmp_path, bank) -> None:
     url, phases = bank
     ckpt = make_checkpoint(tmp_path / "m.pt", wavelength_angstrom=BANK_WAVELENGTH)

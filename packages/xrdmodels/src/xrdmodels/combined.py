@@ -54,6 +54,8 @@ class CombinedGroup:
         slot's), plus the hedge towards the training label prior where its ranking has one.
     library_probability: the calibrated probability of the library's figure of merit; 0 for a group without a
         phase in the library.
+    neighbour_probability: the calibrated probability of the group's margin in the neighbour search
+        (:mod:`xrdmodels.neighbours`); 0 without one.
     """
 
     spacegroup: int
@@ -62,6 +64,7 @@ class CombinedGroup:
     score: float
     model_probability: float
     library_probability: float
+    neighbour_probability: float = 0.0
 
 
 def library_probability(fom: np.ndarray) -> np.ndarray:
@@ -81,16 +84,21 @@ def group_fom(result: LibraryResult) -> np.ndarray:
     return fom
 
 
-def combine(model_probability: np.ndarray, library: LibraryResult) -> list[CombinedGroup]:
+def combine(
+    model_probability: np.ndarray, library: LibraryResult, neighbours: np.ndarray | None = None
+) -> list[CombinedGroup]:
     """All 230 space groups, best first, by the noisy-OR of the model's probability (230,; hedged, module
-    docstring) and the library's calibrated figure of merit; ties keep space-group order."""
+    docstring), the library's calibrated figure of merit and, when given, the neighbour search's calibrated
+    probability (230,; :func:`xrdmodels.neighbours.neighbour_probability`); ties keep space-group order."""
     p = np.asarray(model_probability, dtype=np.float64)
-    if p.shape != (N_SPACE_GROUPS,):
-        raise ValueError(f"model_probability must have shape ({N_SPACE_GROUPS},), got {p.shape}")
+    n = np.zeros(N_SPACE_GROUPS) if neighbours is None else np.asarray(neighbours, dtype=np.float64)
+    for name, value in (("model_probability", p), ("neighbours", n)):
+        if value.shape != (N_SPACE_GROUPS,):
+            raise ValueError(f"{name} must have shape ({N_SPACE_GROUPS},), got {value.shape}")
     q = library_probability(group_fom(library))
-    score = np.where(p > 1.0, p, 1.0 - (1.0 - p) * (1.0 - q))
+    score = np.where(p > 1.0, p, 1.0 - (1.0 - p) * (1.0 - q) * (1.0 - n))
     return [
         CombinedGroup(int(c) + 1, symbol(int(c) + 1), crystal_system(int(c) + 1), float(score[c]), float(p[c]),
-                      float(q[c]))
+                      float(q[c]), float(n[c]))
         for c in np.argsort(-score, kind="stable")
     ]  # fmt: skip

@@ -555,13 +555,9 @@ class SpectralLibrary:
         if level not in self._templates:
             if len(self._templates) >= _CACHED_WIDTHS:
                 self._templates.pop(next(iter(self._templates)))
-            if self._profile_spectrum is None:
-                self._profile_spectrum = np.fft.rfft(self.profiles, n=self._n_padded, axis=1).astype(
-                    np.complex64
-                )
             templates = np.concatenate(
                 [
-                    self._templates_from_spectra(self._profile_spectrum[i : i + _TEMPLATE_BLOCK_ROWS], level)
+                    self._templates_from_spectra(self._spectra()[i : i + _TEMPLATE_BLOCK_ROWS], level)
                     for i in range(0, len(self), _TEMPLATE_BLOCK_ROWS)
                 ]
             )
@@ -572,12 +568,34 @@ class SpectralLibrary:
         """float32 (K, n_bins) search templates of profiles given by their spectra on the zero-padded grid
         (padding wide enough that no peak wraps around): convolved with a Gaussian of FWHM
         ``PEAK_FWHM_DEG * PEAK_FWHM_STEP**level``, square-rooted and box-filtered."""
+        box = 2 * self._bins(MATCH_TOLERANCE_DEG) + 1
+        return _box_rows(np.sqrt(self._broadened_from_spectra(spectra, level)), box)
+
+    def _broadened_from_spectra(self, spectra: np.ndarray, level: int) -> np.ndarray:
+        """float32 (K, n_bins), non-negative: profiles given by their spectra on the zero-padded grid, convolved
+        with a Gaussian of FWHM ``PEAK_FWHM_DEG * PEAK_FWHM_STEP**level``."""
         fwhm_bins = PEAK_FWHM_DEG * PEAK_FWHM_STEP**level / self.bin_width_deg
         broadened = np.fft.irfft(spectra * self._gaussian(fwhm_bins), n=self._n_padded, axis=1)[
             :, : self.n_bins
         ]
-        box = 2 * self._bins(MATCH_TOLERANCE_DEG) + 1
-        return _box_rows(np.sqrt(np.clip(broadened.astype(np.float32), 0.0, None)), box)
+        return np.clip(broadened.astype(np.float32), 0.0, None)
+
+    def broadened_profiles(self, level: int) -> np.ndarray:
+        """float32 (M, n_bins): every phase's profile with peaks of FWHM ``PEAK_FWHM_DEG * PEAK_FWHM_STEP**level``
+        (degrees 2θ): the phases as a measurement of them would look, before the search's square root and box
+        filter (:mod:`xrdmodels.neighbours` shows them to a model)."""
+        return np.concatenate(
+            [
+                self._broadened_from_spectra(self._spectra()[i : i + _TEMPLATE_BLOCK_ROWS], level)
+                for i in range(0, len(self), _TEMPLATE_BLOCK_ROWS)
+            ]
+        )
+
+    def _spectra(self) -> np.ndarray:
+        """The profiles' spectra on the zero-padded grid, computed once."""
+        if self._profile_spectrum is None:
+            self._profile_spectrum = np.fft.rfft(self.profiles, n=self._n_padded, axis=1).astype(np.complex64)
+        return self._profile_spectrum
 
     @property
     def _n_padded(self) -> int:

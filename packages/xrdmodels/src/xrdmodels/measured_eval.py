@@ -33,6 +33,8 @@ from .predict import (
     check_prior_weight,
     combined_model_term,
     label_prior,
+    neighbour_search,
+    neighbour_term,
     predict_one,
     training_ranges,
 )
@@ -161,6 +163,7 @@ def score_measured(
     prior_weight: float = DEFAULT_PRIOR_WEIGHT,
     library_cell_scan: float = DEFAULT_LIBRARY_CELL_SCAN,
     library_refine_axes: bool = False,
+    library_neighbours: bool = True,
 ) -> tuple[list[MeasuredScore], list[tuple[str, str]]]:
     """Predict every labelled file; returns the per-file scores and the files that failed (file, reason).
 
@@ -169,12 +172,14 @@ def score_measured(
     carries the reason as a warning. ``prior_weight``: the model's ranking hedged towards the training label
     prior (:func:`~xrdmodels.predict.predict_one`). ``library_cell_scan``, ``library_refine_axes``: the library
     search's cell scan and axis-by-axis refinement (:meth:`~xrdmodels.library_search.SpectralLibrary.search`,
-    ``cell_scan`` and ``refine_axes``).
+    ``cell_scan`` and ``refine_axes``). ``library_neighbours``: the combined ranking also holds the library's
+    neighbour search in the model's eyes (:mod:`xrdmodels.neighbours`).
 
     Raises:
         LibraryFormatError: ``library`` is not a usable bank store (before any file is read).
         ValueError: the checkpoint's recorded training recipe or label prior is malformed, the prior weight
-            is negative or the cell scan outside [0, 0.5) (before any file is read).
+            is negative or the cell scan outside [0, 0.5) (before any file is read). A library not on the model's
+            grid has no neighbour search, which each file's warnings say.
     """
     check_prior_weight(prior_weight)
     check_cell_scan(library_cell_scan)
@@ -182,12 +187,13 @@ def score_measured(
     model, state = load_model(checkpoint)
     training = training_ranges(state, checkpoint)
     label_prior(state, checkpoint)
+    neighbours, neighbour_note = neighbour_search(model, state, spectral_library, library_neighbours)
     labelled, failures = read_labelled(labels_csv, sets=sets, limit=limit)
     scores = []
     for item in labelled:
         pattern, wl = item.pattern, item.wavelength_angstrom
         try:
-            pred, _ = predict_one(
+            pred, gridded = predict_one(
                 model,
                 state,
                 pattern,
@@ -213,7 +219,11 @@ def score_measured(
                 warnings.append(f"library search failed: {exc}")
             else:
                 library_ranked = [m.spacegroup for m in found.ranked]
-                combined = combine(combined_model_term(pred, state), found)
+                combined = combine(
+                    combined_model_term(pred, state), found, neighbour_term(neighbours, gridded)
+                )
+                if neighbour_note:
+                    warnings.append(neighbour_note)
                 combined_ranked = [g.spacegroup for g in combined]
         scores.append(
             MeasuredScore(

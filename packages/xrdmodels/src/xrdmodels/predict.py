@@ -26,6 +26,7 @@ from .measured import (
 )
 from .measured.grid import A1, TrainingRanges
 from .metrics import predicted_set, rank_classes
+from .neighbours import NeighbourSearch, neighbour_probability
 from .spacegroups import crystal_system, symbol
 
 
@@ -285,6 +286,26 @@ def predict_one(
     ), gridded
 
 
+def neighbour_search(
+    model, state: dict[str, Any], library: SpectralLibrary | None, wanted: bool
+) -> tuple[NeighbourSearch | None, str | None]:
+    """The neighbour search of ``library`` in ``model``'s eyes when ``wanted`` and a library is given; where the
+    library is not on the model's grid, None and the note each combined prediction then carries as a warning."""
+    if library is None or not wanted:
+        return None, None
+    try:
+        return NeighbourSearch(model, library, model_grid(state)), None
+    except ValueError as exc:
+        return None, f"the combined ranking has no neighbour term: {exc}"
+
+
+def neighbour_term(neighbours: NeighbourSearch | None, gridded: GriddedPattern) -> np.ndarray | None:
+    """The neighbour search's calibrated probability (230,) for a pattern on the model grid; None without one."""
+    if neighbours is None:
+        return None
+    return neighbour_probability(neighbours.similarity(gridded.pattern, gridded.window_bins))
+
+
 def collect_files(paths: list[str]) -> list[Path]:
     """Files named directly, plus every file inside named folders (sorted), skipping hidden files."""
     files: list[Path] = []
@@ -341,14 +362,14 @@ def format_prediction(pred: Prediction) -> str:
         lines.append(f"{model_row:<{width}}  |  {library_row}".rstrip())
     if pred.combined:
         lines.append(
-            "  model and library combined (noisy-OR of the model's probability, hedged as its ranking is, and the "
-            "library's calibrated probability):"
+            "  model and library combined (noisy-OR of the model's probability, hedged as its ranking is, the "
+            "library's calibrated probability and, where searched, the library's nearest phases in the model's eyes):"
         )
-        lines.append("  rank  SG   symbol      system          score   model  library")
+        lines.append("  rank  SG   symbol      system          score   model  library  neighbours")
         for i, r in enumerate(pred.combined, 1):
             lines.append(
                 f"  {i:4d}  {r.spacegroup:3d}  {r.symbol:10s}  {r.crystal_system:12s}  {r.score:6.4f}  "
-                f"{r.model_probability:6.4f}  {r.library_probability:6.4f}"
+                f"{r.model_probability:6.4f}  {r.library_probability:6.4f}  {r.neighbour_probability:6.4f}"
             )
     return "\n".join(lines)
 
@@ -395,6 +416,7 @@ def predict_files(
     prior_weight: float = DEFAULT_PRIOR_WEIGHT,
     library_cell_scan: float = DEFAULT_LIBRARY_CELL_SCAN,
     library_refine_axes: bool = False,
+    library_neighbours: bool = True,
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Predict every file; a file that cannot be read or converted, or holds no measurable signal
     (:class:`~xrdmodels.measured.MeasuredSignalError`), is reported in `failures` and the rest go on.
@@ -402,7 +424,9 @@ def predict_files(
     With ``library`` (a bank store URL) each predicted file is also searched against that library
     (:mod:`xrdmodels.library_search`), top ``top_k`` groups, in ``Prediction.library``, and the model and the
     library are ranked together (:mod:`xrdmodels.combined`), top ``top_k``, in ``Prediction.combined``; when the
-    search cannot use a file the model predicted, the reason is added to that prediction's warnings.
+    search cannot use a file the model predicted, the reason is added to that prediction's warnings. With
+    ``library_neighbours`` (the default) the combined ranking also holds the neighbour search of that library in
+    the model's eyes (:mod:`xrdmodels.neighbours`).
 
     ``prior_weight``: see :func:`predict_one`. ``library_cell_scan``, ``library_refine_axes``: the library
     search's cell scan and axis-by-axis refinement (:meth:`~xrdmodels.library_search.SpectralLibrary.search`,
@@ -410,8 +434,9 @@ def predict_files(
 
     Raises:
         ValueError: a setting that would fail every file (threshold < 0, a prior weight < 0, unknown format, a
-            cell scan outside [0, 0.5), a ``library`` that is not a usable bank store, a malformed training recipe or label prior in the
-            checkpoint), before any file.
+            cell scan outside [0, 0.5), a ``library`` that is not a usable bank store, a malformed training recipe
+            or label prior in the checkpoint), before any file. A library not on the model's grid has no
+            neighbour search, which each combined prediction's warnings say.
     """
     if threshold is not None and not threshold >= 0:
         raise ValueError(
@@ -428,6 +453,7 @@ def predict_files(
     model, state = load_model(checkpoint)
     training = training_ranges(state, checkpoint)
     label_prior(state, checkpoint)
+    neighbours, neighbour_note = neighbour_search(model, state, spectral_library, library_neighbours)
     predictions: list[Prediction] = []
     failures: list[tuple[str, str]] = []
     for f in collect_files(paths):
@@ -460,8 +486,10 @@ def predict_files(
             except ValueError as exc:
                 pred.warnings.append(f"library search failed: {exc}")
             else:
-                pred.combined = combine(model_term, found)[:top_k]
+                pred.combined = combine(model_term, found, neighbour_term(neighbours, gridded))[:top_k]
                 pred.library = replace(found, ranked=found.ranked[:top_k])
+                if neighbour_note:
+                    pred.warnings.append(neighbour_note)
         predictions.append(pred)
         if plot_dir:
             Path(plot_dir).mkdir(parents=True, exist_ok=True)

@@ -71,18 +71,7 @@ class SpaceGroupModel(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> ModelOutput:
         """x: (B, N) normalised intensity; mask: (B, N) bool, True = measured bin. Unmeasured bins are ignored."""
-        if self.config.background_removal == "snip":
-            x = remove_background(x, mask, self.config.background_half_width_bins)
-        if self.config.intensity_scale == "sqrt":
-            x = torch.sign(x) * torch.sqrt(torch.abs(x))
-        elif self.config.intensity_scale == "log":
-            x = (
-                torch.sign(x)
-                * torch.log1p(torch.abs(x) / LOG_INTENSITY_FLOOR)
-                / math.log1p(1.0 / LOG_INTENSITY_FLOOR)
-            )
-        tokens, valid = self.frontend(x, mask)
-        z = self.encoder(tokens, valid)
+        z, valid = self.features(x, mask)
         if isinstance(self.head, PresenceHead):
             logits = self.head(z, valid)
             return ModelOutput(set_probs=torch.sigmoid(logits.float()), presence_logits=logits)
@@ -94,6 +83,23 @@ class SpaceGroupModel(nn.Module):
             slots=slots,
             slot_union_scores=slot_union_scores(slot_logits),
         )
+
+    def features(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The encoded tokens Z (B, L, d) the head reads, and which of them are valid (B, L) bool: what a pattern
+        looks like to the model (compared between patterns by :mod:`xrdmodels.neighbours`). Arguments as
+        :meth:`forward`."""
+        if self.config.background_removal == "snip":
+            x = remove_background(x, mask, self.config.background_half_width_bins)
+        if self.config.intensity_scale == "sqrt":
+            x = torch.sign(x) * torch.sqrt(torch.abs(x))
+        elif self.config.intensity_scale == "log":
+            x = (
+                torch.sign(x)
+                * torch.log1p(torch.abs(x) / LOG_INTENSITY_FLOOR)
+                / math.log1p(1.0 / LOG_INTENSITY_FLOOR)
+            )
+        tokens, valid = self.frontend(x, mask)
+        return self.encoder(tokens, valid), valid
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""

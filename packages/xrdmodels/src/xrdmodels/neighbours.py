@@ -1,0 +1,148 @@
+"""Neighbours in the model's eyes: rank a library's space groups by how alike a model sees a pattern and each phase.
+
+The library search (:mod:`xrdmodels.library_search`) compares peaks bin by bin, so texture, strain, intensity
+changes or a shifted cell that a measured mineral shows against its library entry lower its figure of merit. A
+model trained on the lab recipe has learned features that carry the phase through exactly those changes. Here
+the pattern and every read phase of a bank (the library search's, :class:`SpectralLibrary`) go through the same
+model, and they are compared by what the model's head reads:
+
+1. Each phase's stored profile is broadened to sharp lab peaks (:meth:`SpectralLibrary.broadened_profiles` at the
+   library search's narrowest width, :data:`~xrdmodels.library_search.PEAK_FWHM_DEG`) and normalised as a
+   measured pattern is (:func:`~xrdmodels.measured.grid.normalise`, the 99th percentile). One width serves every
+   pattern: the model was trained on peaks from nanocrystals to sharp instrument lines, and its view of a phase
+   changes little with the width, while a narrow reference keeps every line apart. On RRUFF dev the measured
+   peaks' own width (the library search's ladder) gave the combined ranking 0.576 / 0.774 at hit@1 / hit@5 where
+   the narrowest gives 0.585 / 0.777 (one model), at several times the cost.
+2. The model encodes both (:meth:`~xrdmodels.models.model.SpaceGroupModel.features`: tokens Z, (L, d)). A phase's
+   similarity is the cosine between its tokens and the pattern's over the tokens valid in the pattern's window; a
+   space group's similarity c_g is its best phase's. An ensemble averages its members' cosines.
+3. The margin m_g = c_g - max over h != g of c_h (positive for the best group only) becomes a probability by
+   q_g = 1 / (1 + exp(-NEIGHBOUR_MARGIN_SLOPE (m_g - NEIGHBOUR_MARGIN_MIDPOINT))), which the combined ranking
+   (:mod:`xrdmodels.combined`) adds as a third independent detection.
+
+Calibration: a logistic regression of "the best group is a labelled one" on its margin, over the 443 RRUFF dev
+patterns, for three models of the measured pipeline (runs/ionic20's seeds 0 and 1, and the 1,024-unit hidden-layer
+run of docs/benchmarks.md) against that run's bank: slopes 20.7, 21.7, 18.3 and midpoints 0.065, 0.064, 0.068. The
+margin, unlike the cosine itself, carries over between models: the cosine's fitted midpoint is 0.475 for one seed
+and 0.562 for the other. pipelines/fit_neighbour_calibration.py reproduces the fit.
+
+The model grid and the bank grid must be the same (2θ range, bins and wavelength): the measured pipeline trains on
+its bank's grid. Cost: every phase is embedded once, at the first pattern (1,506 phases of 2,048 bins: a few
+seconds on this project's 2-core CPU for the measured pipeline's model; their tokens take 25 MB), then a pattern
+is one forward pass and one matrix product.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import N_SPACE_GROUPS
+from .library_search import SpectralLibrary
+from .measured import MeasuredSignalError
+from .measured.grid import normalise
+
+NEIGHBOUR_MARGIN_MIDPOINT = 0.066
+"""Margin of a group's similarity over the best other group's at which the calibrated probability is 1/2."""
+NEIGHBOUR_MARGIN_SLOPE = 20.0
+"""Slope of the calibration's logit per unit of margin."""
+_BLOCK_ROWS = 128
+_GRID_TOLERANCE = 1e-6
+
+
+def neighbour_probability(similarity: np.ndarray) -> np.ndarray:
+    """(230,) calibrated probability from per-group similarities (230,; NaN where the library has no phase of the
+    group, which gets 0): the logistic of each group's margin over the best other group (module docstring)."""
+    c = np.asarray(similarity, dtype=np.float64)
+    known = ~np.isnan(c)
+    if np.count_nonzero(known) < 2:
+        return np.zeros(c.shape)
+    filled = np.where(known, c, -np.inf)
+    order = np.argsort(-filled, kind="stable")
+    best, second = filled[order[0]], filled[order[1]]
+    margin = c - np.where(np.arange(c.size) == order[0], second, best)
+    q = 1.0 / (1.0 + np.exp(-NEIGHBOUR_MARGIN_SLOPE * (margin - NEIGHBOUR_MARGIN_MIDPOINT)))
+    return np.where(known, q, 0.0)
+
+
+class NeighbourSearch:
+    """A library's read phases as a model sees them, ready to rank space groups for patterns on the model grid.
+
+    ``model``: a :class:`~xrdmodels.models.model.SpaceGroupModel` or an ensemble of them (``members``), in eval
+    mode. ``grid``: the model's (two_theta_min_deg, two_theta_max_deg, n_bins, wavelength_angstrom), as
+    :func:`xrdmodels.predict.model_grid` reads it from the checkpoint.
+
+    Raises:
+        ValueError: the library's grid is not the model's.
+    """
+
+    def __init__(
+        self, model: nn.Module, library: SpectralLibrary, grid: tuple[float, float, int, float]
+    ) -> None:
+        lo, hi, n_bins, wavelength = grid
+        library_grid = (
+            library.two_theta_min_deg,
+            library.two_theta_max_deg,
+            library.n_bins,
+            library.wavelength_angstrom,
+        )
+        if library.n_bins != n_bins or not all(
+            math.isclose(a, b, abs_tol=_GRID_TOLERANCE) for a, b in zip(library_grid, grid, strict=True)
+        ):
+            raise ValueError(
+                f"the library {library.url} is on the grid {library_grid[0]:g}-{library_grid[1]:g} deg, "
+                f"{library_grid[2]} bins at {library_grid[3]} Å, the model on {lo:g}-{hi:g} deg, {n_bins} bins at "
+                f"{wavelength} Å: the neighbour search needs both on one grid (build the bank with the model's "
+                "grid, or leave the neighbours out)"
+            )
+        self.library = library
+        self.members: list[nn.Module] = list(getattr(model, "members", [model]))
+        self._references: list[torch.Tensor] | None = None
+
+    def _reference(self) -> list[torch.Tensor]:
+        """Per member, float32 (M, L, d): the tokens of every phase (module docstring, steps 1-2)."""
+        if self._references is None:
+            profiles = self.library.broadened_profiles(0).astype(np.float64)
+            for row, phase_id in zip(profiles, self.library.phase_ids, strict=True):
+                try:
+                    normalise(row, (0, row.size), source=str(phase_id), where="in the library's range")
+                except MeasuredSignalError:
+                    row[:] = 0.0  # no line in range: all-zero tokens, cosine 0 with everything
+            x = torch.from_numpy(profiles.astype(np.float32))
+            mask = torch.ones_like(x, dtype=torch.bool)
+            with torch.no_grad():
+                self._references = [
+                    torch.cat(
+                        [
+                            member.features(x[i : i + _BLOCK_ROWS], mask[i : i + _BLOCK_ROWS])[0].float()
+                            for i in range(0, x.shape[0], _BLOCK_ROWS)
+                        ]
+                    )
+                    for member in self.members
+                ]
+        return self._references
+
+    @torch.no_grad()
+    def similarity(self, pattern: np.ndarray, window_bins: tuple[int, int]) -> np.ndarray:
+        """(230,): for each space group the best cosine (module docstring) between the model's view of a pattern
+        and of the group's phases, NaN for groups without a phase in the library.
+
+        ``pattern``: (n_bins,) normalised intensities on the model grid, measured in bins [``window_bins``)
+        (:class:`~xrdmodels.measured.grid.GriddedPattern`).
+        """
+        x = torch.from_numpy(np.asarray(pattern, dtype=np.float32)[None, :])
+        mask = torch.zeros_like(x, dtype=torch.bool)
+        mask[0, window_bins[0] : window_bins[1]] = True
+        cosine = torch.zeros(len(self.library))
+        for member, reference in zip(self.members, self._reference(), strict=True):
+            z, valid = member.features(x, mask)
+            seen = z[0, valid[0]].float().flatten()
+            phases = reference[:, valid[0], :].flatten(1)
+            cosine += (phases @ seen) / (phases.norm(dim=1) * seen.norm()).clamp_min(1e-12)
+        cosine /= len(self.members)
+        best = np.full(N_SPACE_GROUPS, -np.inf)
+        np.maximum.at(best, self.library.spacegroups - 1, cosine.numpy().astype(np.float64))
+        return np.where(np.isinf(best), np.nan, best)

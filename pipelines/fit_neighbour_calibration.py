@@ -1,0 +1,80 @@
+"""Fit the neighbour search's calibration for the combined ranking (xrdmodels/neighbours.py) on labelled measured files.
+
+For each checkpoint, compares every single-phase file of a labels CSV (default: RRUFF dev of
+../shared/data/experimental) with a bank's read phases in that model's eyes, then fits a logistic regression of
+"the best group is a labelled one" on its margin over the best other group: q(m) = 1 / (1 + exp(-slope (m -
+midpoint))). Prints, per checkpoint, the fit on all files and on each half (even / odd rows), the fit on the best
+cosine itself (whose midpoint moves from model to model, which is why the margin is used), and the constants
+neighbours.py ships.
+
+Usage: .venv/bin/python pipelines/fit_neighbour_calibration.py --bank runs/ionic20/bank.zarr
+           --checkpoint runs/ionic20/models/cnn_presence/last.pt [--checkpoint ...] [--set rruff]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from fit_library_calibration import LABELS, fit_logistic
+
+from xrdmodels.evaluate import load_model
+from xrdmodels.library_search import SpectralLibrary
+from xrdmodels.measured_eval import read_labelled
+from xrdmodels.neighbours import NEIGHBOUR_MARGIN_MIDPOINT, NEIGHBOUR_MARGIN_SLOPE, NeighbourSearch
+from xrdmodels.predict import model_grid, predict_one
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--bank", required=True, help="bank store whose read phases are compared (the library)"
+    )
+    parser.add_argument(
+        "--checkpoint", action="append", required=True, help="a model on the bank's grid (repeat for several)"
+    )
+    parser.add_argument(
+        "--labels", default=str(LABELS), help="labels CSV (default ../shared/.../all_labels.csv)"
+    )
+    parser.add_argument("--set", default="rruff", help="set of the labels CSV to fit on (default rruff)")
+    args = parser.parse_args()
+    library = SpectralLibrary.open(args.bank)
+    labelled, failures = read_labelled(args.labels, sets=[args.set])
+    for file, reason in failures:
+        print(f"skipped {file}: {reason}")
+    single = [item for item in labelled if len(item.phases) == 1]
+    for checkpoint in args.checkpoint:
+        model, state = load_model(checkpoint)
+        search = NeighbourSearch(model, library, model_grid(state))
+        margins, cosines, right = [], [], []
+        for item in single:
+            _, gridded = predict_one(
+                model, state, item.pattern, wavelength_angstrom=item.wavelength_angstrom, top_k=1
+            )
+            similarity = np.nan_to_num(search.similarity(gridded.pattern, gridded.window_bins), nan=-np.inf)
+            best, second = np.sort(similarity)[-1], np.sort(similarity)[-2]
+            margins.append(best - second)
+            cosines.append(best)
+            right.append(float(int(np.argmax(similarity)) + 1 in item.phases[0]))
+        margin, cosine, hit = np.array(margins), np.array(cosines), np.array(right)
+        print(
+            f"{Path(checkpoint)}: {len(hit)} single-phase files of set {args.set!r}; the best group right in "
+            f"{hit.mean():.3f}"
+        )
+        for name, rows in (
+            ("all", slice(None)),
+            ("even rows", slice(0, None, 2)),
+            ("odd rows", slice(1, None, 2)),
+        ):
+            slope, midpoint = fit_logistic(margin[rows], hit[rows])
+            print(f"  margin, fit on {name:9s}: slope {slope:.1f}, midpoint {midpoint:.3f}")
+        slope, midpoint = fit_logistic(cosine, hit)
+        print(f"  best cosine, fit on all  : slope {slope:.1f}, midpoint {midpoint:.3f}")
+    print(f"neighbours.py ships: slope {NEIGHBOUR_MARGIN_SLOPE}, midpoint {NEIGHBOUR_MARGIN_MIDPOINT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""The neighbour search (xrdmodels.neighbours) against a naive computation: each phase broadened by a direct
+Gaussian convolution, normalised and encoded on its own, compared with the pattern token by token."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from xrdmodels.config import preset
+from xrdmodels.ensemble import PresenceEnsemble
+from xrdmodels.library_search import PEAK_FWHM_DEG, SpectralLibrary
+from xrdmodels.models.model import SpaceGroupModel
+from xrdmodels.neighbours import (
+    NEIGHBOUR_MARGIN_MIDPOINT,
+    NEIGHBOUR_MARGIN_SLOPE,
+    NeighbourSearch,
+    neighbour_probability,
+)
+
+N_BINS = 256
+LOW, HIGH, WAVELENGTH = 5.0, 120.0, 1.54184
+GRID = (LOW, HIGH, N_BINS, WAVELENGTH)
+GROUPS = np.array([2, 14, 14, 62, 225, 229])
+
+
+def _model(seed: int) -> SpaceGroupModel:
+    torch.manual_seed(seed)
+    config = preset("small", n_bins=N_BINS, cnn_channels=[8, 8, 16, 16], d_model=32, ffn_dim=64)
+    return SpaceGroupModel(config).eval()
+
+
+def _library() -> SpectralLibrary:
+    rng = np.random.default_rng(3)
+    profiles = np.zeros((GROUPS.size, N_BINS), dtype=np.float32)
+    for row in profiles:
+        bins = rng.choice(np.arange(20, N_BINS - 20), size=12, replace=False)
+        row[bins] = rng.pareto(1.2, bins.size) + 0.05
+    return SpectralLibrary(
+        "memory://test",
+        np.array([f"phase-{k}" for k in range(GROUPS.size)]),
+        np.array(["X"] * GROUPS.size),
+        GROUPS,
+        profiles,
+        wavelength_angstrom=WAVELENGTH,
+        two_theta_min_deg=LOW,
+        two_theta_max_deg=HIGH,
+    )
+
+
+def _broadened(profile: np.ndarray) -> np.ndarray:
+    """Direct convolution with a Gaussian of the library's narrowest FWHM, normalised by the 99th percentile."""
+    sigma = PEAK_FWHM_DEG / ((HIGH - LOW) / N_BINS) / (2 * math.sqrt(2 * math.log(2)))
+    offsets = np.arange(-40, 41)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    out = np.convolve(profile.astype(np.float64), kernel / kernel.sum(), mode="same")
+    return out / np.quantile(out, 0.99)
+
+
+def _naive_similarity(
+    members: list[SpaceGroupModel], library: SpectralLibrary, x: np.ndarray, window
+) -> np.ndarray:
+    mask = np.zeros(N_BINS, dtype=bool)
+    mask[window[0] : window[1]] = True
+    cosine = np.zeros(len(library))
+    with torch.no_grad():
+        for member in members:
+            z, valid = member.features(torch.tensor(x[None], dtype=torch.float32), torch.tensor(mask[None]))
+            seen = z[0][valid[0]].numpy().ravel()
+            for k, profile in enumerate(library.profiles):
+                reference = torch.tensor(_broadened(profile)[None], dtype=torch.float32)
+                tokens, _ = member.features(reference, torch.ones_like(reference, dtype=torch.bool))
+                phase = tokens[0][valid[0]].numpy().ravel()
+                cosine[k] += phase @ seen / (np.linalg.norm(phase) * np.linalg.norm(seen)) / len(members)
+    best = np.full(230, np.nan)
+    for group in np.unique(library.spacegroups):
+        best[group - 1] = cosine[library.spacegroups == group].max()
+    return best
+
+
+@pytest.mark.parametrize("window", [(0, N_BINS), (40, 200)])
+def test_similarity_is_the_cosine_of_the_models_tokens_over_the_patterns_window(window) -> None:
+    library = _library()
+    model = _model(0)
+    pattern = _broadened(library.profiles[3])
+    similarity = NeighbourSearch(model, library, GRID).similarity(pattern, window)
+    np.testing.assert_allclose(similarity, _naive_similarity([model], library, pattern, window), atol=1e-4)
+    assert np.isnan(similarity[np.setdiff1d(np.arange(230), GROUPS - 1)]).all()
+    if window == (0, N_BINS):  # the phase itself, seen whole: cosine 1, its group first
+        assert similarity[GROUPS[3] - 1] == pytest.approx(1.0, abs=1e-5)
+        assert np.nanargmax(similarity) == GROUPS[3] - 1
+
+
+def test_an_ensemble_averages_its_members_cosines() -> None:
+    library = _library()
+    members = [_model(0), _model(1)]
+    pattern = _broadened(library.profiles[1]) + 0.3 * _broadened(library.profiles[4])
+    pattern /= np.quantile(pattern, 0.99)
+    similarity = NeighbourSearch(PresenceEnsemble(members), library, GRID).similarity(pattern, (10, 240))
+    np.testing.assert_allclose(similarity, _naive_similarity(members, library, pattern, (10, 240)), atol=1e-4)
+
+
+def test_a_library_off_the_models_grid_is_refused_naming_both_grids() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"memory://test is on the grid 5-120 deg, 256 bins at 1.54184 Å, the model on 5-120 deg, 256 bins at 1.5406 Å",
+    ):
+        NeighbourSearch(_model(0), _library(), (LOW, HIGH, N_BINS, 1.5406))
+
+
+def test_neighbour_probability_is_the_logistic_of_each_groups_margin_over_the_best_other() -> None:
+    similarity = np.full(230, np.nan)
+    similarity[[1, 13, 224]] = [0.8, 0.9, 0.5]
+
+    def q(margin: float) -> float:
+        return 1.0 / (1.0 + math.exp(-NEIGHBOUR_MARGIN_SLOPE * (margin - NEIGHBOUR_MARGIN_MIDPOINT)))
+
+    expected = np.zeros(230)
+    expected[[1, 13, 224]] = [q(0.8 - 0.9), q(0.9 - 0.8), q(0.5 - 0.9)]
+    np.testing.assert_allclose(neighbour_probability(similarity), expected, rtol=1e-12)
+    one = np.full(230, np.nan)
+    one[5] = 0.9
+    np.testing.assert_array_equal(neighbour_probability(one), np.zeros(230))  # no other group: no margin
