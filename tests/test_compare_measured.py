@@ -54,6 +54,26 @@ def test_paired_table_counts_files_and_scans(tmp_path: Path) -> None:
     assert rows["a"].endswith("| 0.750 | 1 of 2 |") and rows["b"].endswith("| 0.750 | 1 of 2 |")
 
 
+def test_the_combined_ranking_is_compared_on_request(tmp_path: Path) -> None:
+    """--ranking combined reads each file's combined top 10 and the combined summary, not the model's."""
+    ranks = [2, 3, 4, 5, 6, 7, 8, 9, 10]
+    paths = []
+    for name, first in (("a", 1), ("b", 12)):
+        path = _write(tmp_path / name / "measured.json", {"s0": [1, *ranks]}, [[1, 2, 3]])
+        data = json.loads(path.read_text())
+        data["combined_summary"] = [{"set": "multi", "recall@K*": 1.0}]
+        for f in data["files"]:
+            f["combined_top10"] = [first, *ranks] if f["set"] == "single" else [225, 229, 1]
+        path.write_text(json.dumps(data))
+        paths.append(path)
+    rows = compare.table(paths, ["a", "b"], "single", ranking="combined").splitlines()[2:]
+    assert rows[1].split(" | ")[1] == "1.000 / 1.000 / 1.000 / 1.000" and "+1 −0" in rows[1]
+    assert rows[1].endswith("| 1.000 | 1 of 1 |")
+    assert compare.table(paths, ["a", "b"], "single").splitlines()[3].split(" | ")[1].startswith("0.000")
+    with pytest.raises(SystemExit, match="with the library ranking"):
+        compare.table(paths, ["a", "b"], "single", ranking="library")
+
+
 @pytest.mark.parametrize(("wins", "losses"), [(0, 0), (1, 0), (1, 2), (3, 9), (6, 6)])
 def test_sign_test_matches_enumeration(wins: int, losses: int) -> None:
     n = wins + losses

@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python pipelines/measured/compare.py BASE/measured.json OTHER/measured.json [...]
            [--names base other ...] [--single-set rruff] [--groups ../shared/data/experimental/rruff/labels.csv]
-           [--out compare.md]
+           [--ranking model|library|combined] [--out compare.md]
        .venv/bin/python pipelines/measured/compare.py --pairs --groups LABELS.csv BASE0/measured.json
            OTHER0/measured.json BASE1/measured.json OTHER1/measured.json [...]
 
@@ -11,7 +11,8 @@ right that the first model gets wrong and the reverse (at hit@1 and hit@5) with 
 p-value of that split (McNemar's test on the discordant files), recall@K* of every multi-phase set as
 score-measured summarised it, and how many scans of each multi-phase set hold every labelled phase in the top 3.
 This is how the levers in docs/benchmarks.md are compared: with 443 RRUFF files and a seed spread of ~0.015, a
-paired split is what tells a lever from noise.
+paired split is what tells a lever from noise. `--ranking` compares the library's or the combined ranking of each
+file instead of the model's (score-measured with `--library` writes all three).
 
 With `--groups LABELS.csv` (a table with `file` and `group` columns, as RRUFF's labels.csv: near-identical samples
 of one mineral share a group) two more columns give 95% intervals that treat each group, not each file, as one
@@ -39,25 +40,36 @@ import numpy as np
 
 from xrdmodels.measured_eval import MeasuredScore, paired_changes
 
+#: measured.json's per-file ranking key and summary key of each ranking `--ranking` may compare.
+RANKINGS = {
+    "model": ("top10", "summary"),
+    "library": ("library_top10", "library_summary"),
+    "combined": ("combined_top10", "combined_summary"),
+}
 #: Resamples of the bootstrap over groups (`--groups`): the interval ends move by up to 0.003 between seeds (base0's
 #: RRUFF hit@1 and hit@5, seeds 0-4).
 BOOTSTRAP_RESAMPLES = 10_000
 
 
-def read_scores(path: Path) -> tuple[dict[tuple[str, str], MeasuredScore], list[dict]]:
-    """The files of a score-measured `measured.json`, keyed by (set, file), and its per-set summary rows."""
+def read_scores(
+    path: Path, ranking: str = "model"
+) -> tuple[dict[tuple[str, str], MeasuredScore], list[dict]]:
+    """The files of a score-measured `measured.json`, keyed by (set, file), ranked by `ranking` (a key of
+    :data:`RANKINGS`), and that ranking's per-set summary rows."""
+    top, summary = RANKINGS[ranking]
     try:
         data = json.loads(path.read_text())
         files = {
             (f["set"], f["file"]): MeasuredScore(
-                f["set"], f["file"], [set(p) for p in f["phases"]], list(f["top10"]), f.get("warnings", [])
+                f["set"], f["file"], [set(p) for p in f["phases"]], list(f[top]), f.get("warnings", [])
             )
             for f in data["files"]
         }
-        return files, data["summary"]
+        return files, data[summary]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SystemExit(
-            f"{path}: not a score-measured measured.json ({error}); pass the file score-measured wrote"
+            f"{path}: not a score-measured measured.json with the {ranking} ranking ({error}); pass the file "
+            "score-measured wrote (with --library for the library's and the combined ranking)"
         ) from None
 
 
@@ -133,9 +145,15 @@ def _hits(files: dict[tuple[str, str], MeasuredScore], keys: list[tuple[str, str
     return np.array([[any(files[k].found(n)) for n in (1, 5)] for k in keys], dtype=np.int64)
 
 
-def table(paths: list[Path], names: list[str], single_set: str, groups: dict[str, str] | None = None) -> str:
+def table(
+    paths: list[Path],
+    names: list[str],
+    single_set: str,
+    groups: dict[str, str] | None = None,
+    ranking: str = "model",
+) -> str:
     """The markdown comparison table of the module docstring."""
-    runs = [read_scores(p) for p in paths]
+    runs = [read_scores(p, ranking) for p in paths]
     base_files = runs[0][0]
     for path, (files, _) in zip(paths[1:], runs[1:], strict=True):
         if files.keys() != base_files.keys():
@@ -182,7 +200,7 @@ def table(paths: list[Path], names: list[str], single_set: str, groups: dict[str
     return "\n".join(lines)
 
 
-def pooled_table(paths: list[Path], single_set: str, groups: dict[str, str]) -> str:
+def pooled_table(paths: list[Path], single_set: str, groups: dict[str, str], ranking: str = "model") -> str:
     """The `--pairs` table of the module docstring: `paths` are BASE, OTHER, BASE, OTHER, ... of several seeds."""
     if len(paths) < 2 or len(paths) % 2:
         raise SystemExit(f"--pairs needs BASE OTHER pairs of measured.json files, got {len(paths)} files")
@@ -194,7 +212,7 @@ def pooled_table(paths: list[Path], single_set: str, groups: dict[str, str]) -> 
     keys: list[tuple[str, str]] | None = None
     wins_minus_losses = None
     for base_path, other_path in pairs:
-        (base, _), (other, _) = read_scores(base_path), read_scores(other_path)
+        (base, _), (other, _) = read_scores(base_path, ranking), read_scores(other_path, ranking)
         if keys is None:
             keys = _single_phase_keys(base, base_path, single_set, groups)
             wins_minus_losses = np.zeros((len(keys), 2), dtype=np.int64)
@@ -243,6 +261,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="read the files as BASE OTHER pairs of several seeds and pool their paired differences (needs --groups)",
     )
+    parser.add_argument(
+        "--ranking",
+        choices=sorted(RANKINGS),
+        default="model",
+        help="which ranking of each file to compare (default model; library and combined need score-measured "
+        "--library)",
+    )
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args(argv)
     if args.pairs:
@@ -250,12 +275,18 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--pairs needs --groups (the labels table with `file` and `group` columns)")
         if args.names:
             parser.error("--pairs names each row after its runs' folders; leave out --names")
-        text = pooled_table(args.scores, args.single_set, read_groups(args.groups))
+        text = pooled_table(args.scores, args.single_set, read_groups(args.groups), args.ranking)
     else:
         names = args.names or [_run_name(p) for p in args.scores]
         if len(names) != len(args.scores):
             parser.error(f"--names gives {len(names)} names for {len(args.scores)} files")
-        text = table(args.scores, names, args.single_set, read_groups(args.groups) if args.groups else None)
+        text = table(
+            args.scores,
+            names,
+            args.single_set,
+            read_groups(args.groups) if args.groups else None,
+            args.ranking,
+        )
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
