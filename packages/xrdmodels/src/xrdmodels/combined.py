@@ -8,7 +8,9 @@ merit becomes a probability by a logistic calibration,
 
 and the two are combined as independent detections (noisy-OR): s_g = 1 - (1 - p_g)(1 - q_g). A group the library
 matches well rises to the top even where the model missed it; where the library holds nothing like the sample
-(every cosine low, q ≈ 0) the model's ranking stands; a group without a phase in the library keeps p_g.
+(every cosine low, q ≈ 0) the model's ranking stands; a group without a phase in the library keeps p_g. Where the
+library was also searched in the model's eyes (:mod:`xrdmodels.neighbours`, on by default), its calibrated
+probability n_g is a third detection: s_g = 1 - (1 - p_g)(1 - q_g)(1 - n_g).
 
 `predict` and `score-measured` give p_g hedged as the model's own ranking is (:func:`xrdmodels.predict.predict_one`):
 its probability plus w·h_g (:func:`xrdmodels.predict.prior_hedge`: the training label prior within each crystal
