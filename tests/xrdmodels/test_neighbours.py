@@ -123,3 +123,12 @@ def test_neighbour_probability_is_the_logistic_of_each_groups_margin_over_the_be
     one = np.full(230, np.nan)
     one[5] = 0.9
     np.testing.assert_array_equal(neighbour_probability(one), np.zeros(230))  # no other group: no margin
+
+
+def test_a_phase_without_a_line_on_the_grid_is_never_a_neighbour() -> None:
+    library = _library()
+    library.profiles[5] = 0.0  # group 229's only phase: no line between 5 and 120 degrees
+    similarity = NeighbourSearch(_model(0), library, GRID).similarity(
+        _broadened(library.profiles[3]), (0, N_BINS)
+    )
+    assert np.isnan(similarity[228]) and not np.isnan(similarity[224])

@@ -24,7 +24,9 @@ Calibration: a logistic regression of "the best group is a labelled one" on its 
 patterns, for three models of the measured pipeline (runs/ionic20's seeds 0 and 1, and the 1,024-unit hidden-layer
 run of docs/benchmarks.md) against that run's bank: slopes 20.7, 21.7, 18.3 and midpoints 0.065, 0.064, 0.068. The
 margin, unlike the cosine itself, carries over between models: the cosine's fitted midpoint is 0.475 for one seed
-and 0.562 for the other. pipelines/fit_neighbour_calibration.py reproduces the fit.
+and 0.562 for the other. All three are presence models with the token-CNN encoder; another architecture (the
+phase-cluster Transformer of the demo) is ranked with the same constants but may warrant its own fit, which
+pipelines/fit_neighbour_calibration.py makes (it reproduces the fit above).
 
 The model grid and the bank grid must be the same (2θ range, bins and wavelength): the measured pipeline trains on
 its bank's grid. Cost: every phase is embedded once, at the first pattern (1,506 phases of 2,048 bins: a few
@@ -101,16 +103,18 @@ class NeighbourSearch:
         self.library = library
         self.members: list[nn.Module] = list(getattr(model, "members", [model]))
         self._references: list[torch.Tensor] | None = None
+        self._lineless = np.zeros(len(library), dtype=bool)
 
     def _reference(self) -> list[torch.Tensor]:
         """Per member, float32 (M, L, d): the tokens of every phase (module docstring, steps 1-2)."""
         if self._references is None:
             profiles = self.library.broadened_profiles(0).astype(np.float64)
-            for row, phase_id in zip(profiles, self.library.phase_ids, strict=True):
+            self._lineless = np.zeros(len(profiles), dtype=bool)
+            for k, (row, phase_id) in enumerate(zip(profiles, self.library.phase_ids, strict=True)):
                 try:
                     normalise(row, (0, row.size), source=str(phase_id), where="in the library's range")
                 except MeasuredSignalError:
-                    row[:] = 0.0  # no line in range: all-zero tokens, cosine 0 with everything
+                    self._lineless[k] = True  # no line in the grid's range: nothing to compare
             x = torch.from_numpy(profiles.astype(np.float32))
             mask = torch.ones_like(x, dtype=torch.bool)
             with torch.no_grad():
@@ -136,13 +140,17 @@ class NeighbourSearch:
         x = torch.from_numpy(np.asarray(pattern, dtype=np.float32)[None, :])
         mask = torch.zeros_like(x, dtype=torch.bool)
         mask[0, window_bins[0] : window_bins[1]] = True
+        references = self._reference()
         cosine = torch.zeros(len(self.library))
-        for member, reference in zip(self.members, self._reference(), strict=True):
+        for member, reference in zip(self.members, references, strict=True):
             z, valid = member.features(x, mask)
+            if not valid.any():
+                return np.full(N_SPACE_GROUPS, np.nan)  # no token measured: nothing to compare
             seen = z[0, valid[0]].float().flatten()
             phases = reference[:, valid[0], :].flatten(1)
             cosine += (phases @ seen) / (phases.norm(dim=1) * seen.norm()).clamp_min(1e-12)
-        cosine /= len(self.members)
+        similarity = cosine.numpy().astype(np.float64) / len(self.members)
+        similarity[self._lineless] = -np.inf
         best = np.full(N_SPACE_GROUPS, -np.inf)
-        np.maximum.at(best, self.library.spacegroups - 1, cosine.numpy().astype(np.float64))
+        np.maximum.at(best, self.library.spacegroups - 1, similarity)
         return np.where(np.isinf(best), np.nan, best)
