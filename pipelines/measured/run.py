@@ -15,7 +15,7 @@ measured set beside a library search of the same bank (issue 12):
   4. evaluate  Table 1 on in-library and out-of-library synthetic test mixtures (A.7-A.8)
   5. score     `xrdmodels score-measured` on every file of ../shared/data/experimental/all_labels.csv, the
                model and the library search of the bank side by side, and the two combined in one ranking
-               (measured.md)
+               with the bank's phases as the model sees them (xrdmodels.neighbours; measured.md)
 
 `--recipe paper` trains on the A.1 recipe instead, `--without EFFECT` removes one lab effect and
 `--background-removal none` the model's SNIP background removal, with everything else equal: the ablation of
