@@ -15,7 +15,7 @@ Each of the next two is noted in ``metadata["reader_notes"]``, which a predictio
 - Decimal commas (``10,02;1234,5``, a European-locale spreadsheet export): when each of the first 1,000 data
   rows is numbers with at most one comma each, separated by semicolons, tabs or spaces, and some have one, the
   commas are decimal points.
-- Text lines after the data (a footer such as ``END`` or a summary) are left out and kept in
+- Text lines after the data (a footer such as ``END`` or a summary) are left out, the first 20 kept in
   ``metadata["footer"]``; a text line with data after it is still an error, since that is a damaged or
   concatenated file, not a footer.
 """
@@ -109,10 +109,12 @@ def read_text_columns(path: Path, max_bytes: int) -> MeasuredPattern:
     # lines (a point count, "start step end") before the columns, and leading rows whose width differs from
     # the most common one are header, not data.
     leading: list[tuple[int, str]] = []
-    # Text lines after the data: a footer, unless data follow them.
+    # Text lines after the data: a footer, unless data follow them (the first few kept, all counted).
     footer: list[tuple[int, str]] = []
+    footer_lines = 0
 
     def take(line_no: int, raw: str) -> None:
+        nonlocal footer_lines
         line = raw.strip()
         if not line:
             return
@@ -123,7 +125,9 @@ def read_text_columns(path: Path, max_bytes: int) -> MeasuredPattern:
             line = line.split("#", 1)[0].strip()
         if not _is_numeric_line(line):
             if leading:
-                footer.append((line_no, line))
+                footer_lines += 1
+                if len(footer) < _MAX_FOOTER_LINES:
+                    footer.append((line_no, line))
             else:
                 keep(line)
             return
@@ -179,9 +183,9 @@ def read_text_columns(path: Path, max_bytes: int) -> MeasuredPattern:
     if encoding != "utf-8-sig":
         metadata["encoding"] = encoding
     if footer:
-        metadata["footer"] = "\n".join(text for _, text in footer[:_MAX_FOOTER_LINES])
+        metadata["footer"] = "\n".join(text for _, text in footer)
         notes.append(
-            f"{len(footer)} text line{'s' if len(footer) > 1 else ''} after the data left out (from line "
+            f"{footer_lines} text line{'s' if footer_lines > 1 else ''} after the data left out (from line "
             f"{footer[0][0]}: {footer[0][1][:60]!r})"
         )
     if notes:
