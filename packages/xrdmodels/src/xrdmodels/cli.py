@@ -275,7 +275,7 @@ _library_neighbours_option = click.option(
     default=True,
     help="With --library, also rank the library's phases by how alike the model sees them and the pattern (its "
     "encoded tokens, cosine; xrdmodels.neighbours) and add that as a third term of the combined ranking. On by "
-    "default: on RRUFF dev it lifted the combined top-1 by 0.007-0.027 for three models, +0.020 pooled, with "
+    "default: on RRUFF dev it lifted the combined top-1 by 0.007-0.027 for five models, +0.019 pooled, with "
     "top-5 level, but it can push a mixture's second phase down (docs/benchmarks.md, \"Neighbours in the model's "
     "eyes\"). Needs the bank on the model's grid; without it the ranking goes on without this term and says so.",
 )
