@@ -628,7 +628,7 @@ def _uxd(ranges: list[tuple[str, str, list[str]]], file_keys: str = "") -> str:
 
 
 def test_bruker_uxd_paired_and_counts_only_ranges(tmp_path: Path) -> None:
-    two_theta, intensity = _reference_scan(90)
+    two_theta, intensity = _reference_scan()
     counts = np.round(intensity).astype(int)
     wavelengths = f"_WL1={CU_KA1:.6f}\n_WL2={CU_KA2:.6f}\n_WLRATIO=0.500000"
     rocking = ("THETA", "_START=10.0\n_STEPSIZE=0.01\n_2THETACOUNTS", ["10.00 5", "10.01 7"])
@@ -674,6 +674,64 @@ def test_bruker_uxd_paired_and_counts_only_ranges(tmp_path: Path) -> None:
     no_step = tmp_path / "nostep.uxd"
     no_step.write_text(_uxd([("COUPLED", "_START=10\n_COUNTS", ["1 2 3"])]))
     with pytest.raises(MeasuredFormatError, match="nostep.uxd: a _COUNTS/_CPS range without"):
+        read_pattern(no_step)
+
+
+def _udf(two_theta: np.ndarray, counts: np.ndarray, end: float) -> str:
+    rows = [", ".join(str(c) for c in counts[i : i + 8]) for i in range(0, counts.size, 8)]
+    header = [
+        "SampleIdent,quartz-01 ,/",
+        "Anode,Cu ,/",
+        f"LabdaAlpha1, {CU_KA1} ,/",
+        f"LabdaAlpha2, {CU_KA2} ,/",
+        "RatioAlpha21, 0.50000 ,/",
+        f"DataAngleRange, {two_theta[0]:.4f}, {end:.4f},/",
+        f"ScanStepSize, {two_theta[1] - two_theta[0]:.3f},/",
+        "ScanStepTime, 1.00,/",
+        "RawScan",
+    ]
+    return "\n".join(header + rows) + "/\n"
+
+
+def test_philips_udf_and_sietronics_cpi_counts_placed_by_their_headers(tmp_path: Path) -> None:
+    two_theta, intensity = _reference_scan()
+    counts = np.round(intensity).astype(int)
+    udf = tmp_path / "scan.udf"
+    udf.write_text(_udf(two_theta, counts, end=two_theta[-1]))
+    pattern = read_pattern(udf)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    np.testing.assert_array_equal(pattern.intensity, counts)
+    assert pattern.wavelength_angstrom == pytest.approx((CU_KA1 + 0.5 * CU_KA2) / 1.5)
+    assert pattern.metadata["format"] == "udf" and pattern.metadata["udf_SampleIdent"] == "quartz-01"
+    assert "reader_notes" not in pattern.metadata
+
+    cut = tmp_path / "cut.dat"  # read by content whatever the extension; the end does not match the counts
+    cut.write_text(_udf(two_theta, counts[:200], end=two_theta[-1]))
+    pattern = read_pattern(cut)
+    assert pattern.two_theta_deg.size == 200 and pattern.metadata["format"] == "udf"
+    assert (
+        "200 counts at 0.05° steps from 10° end at 19.95°, where the header says 25°"
+        in pattern.metadata["reader_notes"]
+    )
+    assert pattern.metadata["reader_notes"] in raw_signal_warnings(pattern)
+
+    header = ["SIETRONICS XRD SCAN", f"{two_theta[0]:.2f}", f"{two_theta[-1]:.2f}", "0.05", "Cu", "1.54056"]
+    cpi = tmp_path / "scan.cpi"
+    cpi.write_text("\n".join([*header, "1-1-1900", "1.0", "test scan", "SCANDATA", *map(str, counts)]) + "\n")
+    pattern = read_pattern(cpi)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    np.testing.assert_array_equal(pattern.intensity, counts)
+    assert pattern.wavelength_angstrom == pytest.approx(1.54056) and pattern.metadata["anode"] == "Cu"
+
+    broken = tmp_path / "broken.cpi"
+    broken.write_text("\n".join([*header, "SCANDATA", "12", "x7", "13"]) + "\n")
+    with pytest.raises(
+        MeasuredFormatError, match="broken.cpi: line 9 of the CPI counts is not numeric: 'x7'"
+    ):
+        read_pattern(broken)
+    no_step = tmp_path / "nostep.udf"
+    no_step.write_text("SampleIdent,x ,/\nDataAngleRange, 10.0, 12.0,/\nRawScan\n1, 2, 3/\n")
+    with pytest.raises(MeasuredFormatError, match="nostep.udf: no start angle or no positive step"):
         read_pattern(no_step)
 
 

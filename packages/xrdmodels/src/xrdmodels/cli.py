@@ -294,7 +294,8 @@ _library_neighbours_option = click.option(
     "--format",
     "file_format",
     default=None,
-    help="Force a reader: xy, xrdml, fxye, ras, rasx, brml, raw, uxd (default: by extension and content).",
+    help="Force a reader: xy, xrdml, fxye, ras, rasx, brml, raw, uxd, udf, cpi (default: by extension and "
+    "content).",
 )
 @click.option("--top", "top_k", type=int, default=10, show_default=True, help="Ranked space groups to show.")
 @click.option(
@@ -349,7 +350,7 @@ def predict_cmd(
     library_refine_axes,
     library_neighbours,
 ) -> None:
-    """Space groups present in measured patterns: .xy/.xye/.csv/.dat, .xrdml, .fxye/.gsa, .ras/.rasx, .brml, .raw, .uxd.
+    """Space groups present in measured patterns: .xy/.xye/.csv/.dat, .xrdml, .fxye/.gsa, .ras/.rasx, .brml, .raw, .uxd, .udf, .cpi.
 
     Patterns at another wavelength are mapped through d-spacing to the model's; folders are searched for files,
     and a file that cannot be read is reported while the others are predicted. A pattern without measurable

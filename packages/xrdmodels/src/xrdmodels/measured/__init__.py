@@ -8,6 +8,7 @@ per format family, everything about a format in its module:
 * :mod:`.gsas`: GSAS ``.fxye``/``.gsa``/``.gss`` (``BANK`` records FXYE, FXY, ESD or STD).
 * :mod:`.rigaku`: Rigaku ``.ras`` (text) and ``.rasx`` (zip).
 * :mod:`.bruker`: Bruker ``.brml`` (zip of XML), binary ``.raw`` versions 3 and 4, and ``.uxd`` text.
+* :mod:`.stepscan`: counts-only step scans placed by their header, Philips ``.udf`` and Sietronics ``.cpi``.
 
 :mod:`.common` holds what they share (the pattern type, errors, the :class:`FileFormat` record, parsing
 helpers); :mod:`.registry` lists the formats in sniffing order and dispatches (:func:`read_pattern`);

@@ -24,12 +24,12 @@ import numpy as np
 
 from .common import (
     BOM_AND_BLANKS,
-    SEPARATORS,
     BoundedArchive,
     FileFormat,
     MeasuredFormatError,
     MeasuredPattern,
     columns_to_pattern,
+    counts_from_lines,
     float_or_none,
     numbered,
     parse_numeric_rows,
@@ -386,7 +386,7 @@ def read_uxd(path: Path, max_bytes: int) -> MeasuredPattern:
                 "a _COUNTS/_CPS range without _START (or _2THETA) and a positive _STEPSIZE",
                 "The range needs both to place its intensities",
             )
-        intensity = _uxd_intensities(path, rows)
+        intensity = counts_from_lines(path, rows, "UXD data")
         data = np.column_stack([start + step * np.arange(intensity.size), intensity])
     wavelength, metadata = _uxd_wavelength(path, seen)
     metadata.update(intensity_unit=unit, uxd_range=f"{len(drives)} ({drives[-1]})")
@@ -396,19 +396,6 @@ def read_uxd(path: Path, max_bytes: int) -> MeasuredPattern:
     if header:
         metadata["header"] = "\n".join(header)
     return columns_to_pattern(path, data, wavelength, metadata)
-
-
-def _uxd_intensities(path: Path, rows: list[tuple[int, str]]) -> np.ndarray:
-    """The intensities of a ``_COUNTS``/``_CPS`` block, any number to a line, in order."""
-    values: list[float] = []
-    for line_no, line in rows:
-        try:
-            values.extend(float(field) for field in SEPARATORS.split(line) if field)
-        except ValueError:
-            raise MeasuredFormatError(
-                path, f"line {line_no} of the UXD data is not numeric: {line[:60]!r}", "Check the data block"
-            ) from None
-    return np.array(values)
 
 
 def _uxd_wavelength(path: Path, keys: dict[str, str]) -> tuple[float | None, dict[str, str]]:

@@ -386,6 +386,23 @@ class NumericRows:
         return table
 
 
+def counts_from_lines(path: Path, rows: list[tuple[int, str]], what: str) -> np.ndarray:
+    """Every number of (line number, text) rows in order, any number to a row, separated as
+    :data:`SEPARATORS`: the counts of a step scan whose angles the header gives. An error names the first row
+    that is not numbers."""
+    values: list[float] = []
+    for line_no, line in rows:
+        try:
+            values.extend(float(field) for field in SEPARATORS.split(line) if field)
+        except ValueError:
+            raise MeasuredFormatError(
+                path,
+                f"line {line_no} of the {what} is not numeric: {line.strip()[:60]!r}",
+                "Check the data block",
+            ) from None
+    return np.array(values)
+
+
 def parse_numeric_rows(path: Path, rows: list[tuple[int, str]], what: str) -> np.ndarray:
     """Parse (line number, text) rows of separator-delimited numbers into a 2-D float array."""
     table = NumericRows(path, what)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import bruker, gsas, rigaku, text, xrdml
+from . import bruker, gsas, rigaku, stepscan, text, xrdml
 from .common import (
     DEFAULT_MAX_PATTERN_BYTES,
     FileFormat,
@@ -25,6 +25,8 @@ FORMATS: tuple[FileFormat, ...] = (
     rigaku.RAS,
     xrdml.XRDML,
     bruker.UXD,
+    stepscan.UDF,
+    stepscan.CPI,
     gsas.GSAS,
     text.TEXT,
 )
@@ -75,7 +77,7 @@ def read_pattern(
     Args:
         path: the file.
         format: one of ``xy`` (also ``xye``, ``csv``, ``dat``, ``txt``), ``xrdml``, ``gsas`` (``fxye``),
-            ``ras``, ``rasx``, ``brml``, ``bruker_raw`` (``raw``), ``uxd``. None: recognised from the content, then
+            ``ras``, ``rasx``, ``brml``, ``bruker_raw`` (``raw``), ``uxd``, ``udf``, ``cpi``. None: recognised from the content, then
             from the extension; anything else is read as two-column text.
         max_bytes: largest file size, and largest total size of the members read from a .rasx/.brml zip.
 
