@@ -35,6 +35,17 @@ def fit_logistic(fom: np.ndarray, right: np.ndarray) -> tuple[float, float]:
     return float(w[1]), float(-w[0] / w[1])
 
 
+def print_fits(what: str, x: np.ndarray, right: np.ndarray) -> None:
+    """Print the logistic fit of `right` on `x` over all files and over the even and the odd rows."""
+    for name, rows in (
+        ("all", slice(None)),
+        ("even rows", slice(0, None, 2)),
+        ("odd rows", slice(1, None, 2)),
+    ):
+        slope, midpoint = fit_logistic(x[rows], right[rows])
+        print(f"  {what}fit on {name:9s}: slope {slope:.1f}, midpoint {midpoint:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -70,13 +81,7 @@ def main() -> None:
     print(
         f"{len(fom)} single-phase files of set {args.set!r}; the library's best group right in {hit.mean():.3f}"
     )
-    for name, rows_ in (
-        ("all", slice(None)),
-        ("even rows", slice(0, None, 2)),
-        ("odd rows", slice(1, None, 2)),
-    ):
-        slope, midpoint = fit_logistic(fom[rows_], hit[rows_])
-        print(f"  fit on {name:9s}: slope {slope:.1f}, midpoint {midpoint:.3f}")
+    print_fits("", fom, hit)
     print(f"  combined.py ships: slope {LIBRARY_FOM_SLOPE}, midpoint {LIBRARY_FOM_MIDPOINT}")
     for low in np.arange(0.0, 1.0, 0.1):
         band = (fom >= low) & (fom < low + 0.1 + (1e-9 if low >= 0.9 else 0.0))

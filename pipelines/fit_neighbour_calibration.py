@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from fit_library_calibration import LABELS, fit_logistic
+from fit_library_calibration import LABELS, fit_logistic, print_fits
 
 from xrdmodels.evaluate import load_model
 from xrdmodels.library_search import SpectralLibrary
@@ -64,13 +64,7 @@ def main() -> None:
             f"{Path(checkpoint)}: {len(hit)} single-phase files of set {args.set!r}; the best group right in "
             f"{hit.mean():.3f}"
         )
-        for name, rows in (
-            ("all", slice(None)),
-            ("even rows", slice(0, None, 2)),
-            ("odd rows", slice(1, None, 2)),
-        ):
-            slope, midpoint = fit_logistic(margin[rows], hit[rows])
-            print(f"  margin, fit on {name:9s}: slope {slope:.1f}, midpoint {midpoint:.3f}")
+        print_fits("margin, ", margin, hit)
         slope, midpoint = fit_logistic(cosine, hit)
         print(f"  best cosine, fit on all  : slope {slope:.1f}, midpoint {midpoint:.3f}")
     print(f"neighbours.py ships: slope {NEIGHBOUR_MARGIN_SLOPE}, midpoint {NEIGHBOUR_MARGIN_MIDPOINT}")
