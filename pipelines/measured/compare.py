@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python pipelines/measured/compare.py BASE/measured.json OTHER/measured.json [...]
            [--names base other ...] [--single-set rruff] [--groups ../shared/data/experimental/rruff/labels.csv]
-           [--ranking model|library|combined] [--out compare.md]
+           [--ranking model|library|neighbours|combined] [--out compare.md]
        .venv/bin/python pipelines/measured/compare.py --pairs --groups LABELS.csv BASE0/measured.json
            OTHER0/measured.json BASE1/measured.json OTHER1/measured.json [...]
 
@@ -11,8 +11,8 @@ right that the first model gets wrong and the reverse (at hit@1 and hit@5) with 
 p-value of that split (McNemar's test on the discordant files), recall@K* of every multi-phase set as
 score-measured summarised it, and how many scans of each multi-phase set hold every labelled phase in the top 3.
 This is how the levers in docs/benchmarks.md are compared: with 443 RRUFF files and a seed spread of ~0.015, a
-paired split is what tells a lever from noise. `--ranking` compares the library's or the combined ranking of each
-file instead of the model's (score-measured with `--library` writes all three).
+paired split is what tells a lever from noise. `--ranking` compares the library's, its neighbour search's or the
+combined ranking of each file instead of the model's (score-measured with `--library` writes them all).
 
 With `--groups LABELS.csv` (a table with `file` and `group` columns, as RRUFF's labels.csv: near-identical samples
 of one mineral share a group) two more columns give 95% intervals that treat each group, not each file, as one
@@ -44,6 +44,7 @@ from xrdmodels.measured_eval import MeasuredScore, paired_changes
 RANKINGS = {
     "model": ("top10", "summary"),
     "library": ("library_top10", "library_summary"),
+    "neighbours": ("neighbour_top10", "neighbour_summary"),
     "combined": ("combined_top10", "combined_summary"),
 }
 #: Resamples of the bootstrap over groups (`--groups`): the interval ends move by up to 0.003 between seeds (base0's
@@ -265,8 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         "--ranking",
         choices=sorted(RANKINGS),
         default="model",
-        help="which ranking of each file to compare (default model; library and combined need score-measured "
-        "--library)",
+        help="which ranking of each file to compare (default model; the others need score-measured --library)",
     )
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args(argv)

@@ -685,6 +685,30 @@ def test_the_combined_ranking_adds_the_neighbour_search_on_the_models_grid(tmp_p
     assert all(r["neighbour_probability"] == 0 for r in combined("--no-library-neighbours"))
     table = CliRunner().invoke(main, base)
     assert "library  neighbours" in table.output
+    # score-measured ranks the library's groups by the neighbour search too, beside the library's own ranking.
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        f"set,file,spacegroups,spacegroups_accept,wavelength_angstrom\nsynthetic,scan.xy,{phases[5]['group']},,{BANK_WAVELENGTH}\n"
+    )
+    scored = CliRunner().invoke(
+        main,
+        [
+            "score-measured",
+            str(on_grid),
+            "--labels",
+            str(labels),
+            "--out",
+            str(tmp_path / "s"),
+            "--library",
+            url,
+        ],
+    )
+    assert scored.exit_code == 0, scored.output
+    payload = json.loads((tmp_path / "s" / "measured.json").read_text())
+    ranked = payload["files"][0]["neighbour_top10"]
+    assert len(ranked) == 10 and set(ranked) <= set(GROUPS)
+    assert {r["set"]: r for r in payload["neighbour_summary"]}["all"]["files"] == 1
+    assert "in the model's eyes" in (tmp_path / "s" / "measured.md").read_text()
     off_grid = make_checkpoint(tmp_path / "o.pt", wavelength_angstrom=BANK_WAVELENGTH)  # 256 bins
     result = CliRunner().invoke(
         main, ["predict", str(off_grid), str(scan), "--wavelength", "CuKa", "--library", url]

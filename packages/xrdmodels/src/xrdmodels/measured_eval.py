@@ -23,18 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from .combined import combine
 from .config import DEFAULT_LIBRARY_CELL_SCAN, N_SPACE_GROUPS
 from .evaluate import load_model
 from .library_search import SpectralLibrary, check_cell_scan
 from .measured import MeasuredPattern, read_pattern
+from .neighbours import neighbour_probability
 from .predict import (
     DEFAULT_PRIOR_WEIGHT,
     check_prior_weight,
     combined_model_term,
     label_prior,
     neighbour_search,
-    neighbour_term,
     predict_one,
     training_ranges,
 )
@@ -77,6 +79,8 @@ class MeasuredScore:
     # model and library in one ranking (the model's alone when the search failed)
     combined_ranked: list[int] | None = None
     prior_weight: float = 0.0  # of the training label prior in `ranked` (predict.predict_one)
+    # the library's groups by their phases' likeness in the model's eyes (xrdmodels.neighbours), best first
+    neighbour_ranked: list[int] | None = None
 
     @property
     def k_star(self) -> int:
@@ -205,7 +209,7 @@ def score_measured(
         except ValueError as exc:
             failures.append((str(item.path), str(exc)))
             continue
-        warnings, library_ranked, combined_ranked = list(pred.warnings), None, None
+        warnings, library_ranked, combined_ranked, neighbour_ranked = list(pred.warnings), None, None, None
         if spectral_library is not None:
             try:
                 found = spectral_library.search(
@@ -219,9 +223,15 @@ def score_measured(
                 warnings.append(f"library search failed: {exc}")
             else:
                 library_ranked = [m.spacegroup for m in found.ranked]
-                combined = combine(
-                    combined_model_term(pred, state), found, neighbour_term(neighbours, gridded)
-                )
+                neighbour = None
+                if neighbours is not None:
+                    similarity = neighbours.similarity(gridded.pattern, gridded.window_bins)
+                    neighbour = neighbour_probability(similarity)
+                    known = np.flatnonzero(~np.isnan(similarity))
+                    neighbour_ranked = [
+                        int(c) + 1 for c in known[np.argsort(-similarity[known], kind="stable")]
+                    ]
+                combined = combine(combined_model_term(pred, state), found, neighbour)
                 if neighbour_note:
                     warnings.append(neighbour_note)
                 combined_ranked = [g.spacegroup for g in combined]
@@ -235,6 +245,7 @@ def score_measured(
                 library_ranked,
                 combined_ranked,
                 pred.prior_weight,
+                neighbour_ranked,
             )
         )
     return scores, failures
@@ -247,12 +258,14 @@ def _first_rank(score: MeasuredScore, ranked: list[int]) -> float:
     return float(min(ranks)) if ranks else (len(ranked) + 1 + N_SPACE_GROUPS) / 2
 
 
-Ranking = Literal["model", "library", "combined"]
+Ranking = Literal["model", "library", "neighbours", "combined"]
 
 
 def _ranking(score: MeasuredScore, ranking: Ranking) -> list[int]:
     if ranking == "library":
         return score.library_ranked or []
+    if ranking == "neighbours":
+        return score.neighbour_ranked or []
     if ranking == "combined":
         return score.combined_ranked or []
     return score.ranked
@@ -263,7 +276,8 @@ def summarise(
 ) -> list[dict[str, float | str | int]]:
     """One row per set (and one for all files): hit@k, recall@K*, cover@K*, mean rank of the first true phase,
     of the model's ranking, the library's (which adds ``in_library``: the mean fraction of a file's phases whose
-    space group the library holds) or the two combined (:mod:`xrdmodels.combined`)."""
+    space group the library holds), the library's in the model's eyes (:mod:`xrdmodels.neighbours`) or all
+    combined (:mod:`xrdmodels.combined`)."""
     library = ranking == "library"
     out = []
     groups = {s.set for s in scores}
@@ -336,11 +350,14 @@ def _table(cols: list[str], rows: list[dict]) -> str:
 
 
 def markdown(
-    summary: list[dict], library_summary: list[dict] | None = None, combined_summary: list[dict] | None = None
+    summary: list[dict],
+    library_summary: list[dict] | None = None,
+    combined_summary: list[dict] | None = None,
+    neighbour_summary: list[dict] | None = None,
 ) -> str:
     """The per-set table; with ``library_summary``, the library's columns (``lib ...``) beside the model's; with
-    ``combined_summary``, a second table for the model and the library combined; then the 95% intervals of hit@1
-    and hit@5 of each ranking, set by set."""
+    ``neighbour_summary``, a table for the library's phases in the model's eyes; with ``combined_summary``, one for
+    the rankings combined; then the 95% intervals of hit@1 and hit@5 of each ranking, set by set."""
     cols = ["set", "files", *_METRICS]
     rows = [dict(r) for r in summary]
     if library_summary is not None:
@@ -350,10 +367,18 @@ def markdown(
         for r in rows:
             r.update({f"lib {c}": by_set[r["set"]][c] for c in library_cols})
     text = _table(cols, rows)
+    if neighbour_summary is not None:
+        text += "\nThe library's phases ranked by their likeness to the pattern in the model's eyes (xrdmodels.neighbours):\n\n"
+        text += _table(["set", "files", *_METRICS], neighbour_summary)
     if combined_summary is not None:
         text += "\nThe model and the library combined in one ranking (xrdmodels.combined):\n\n"
         text += _table(["set", "files", *_METRICS], combined_summary)
-    rankings = [("model", summary), ("library", library_summary), ("combined", combined_summary)]
+    rankings = [
+        ("model", summary),
+        ("library", library_summary),
+        ("neighbours", neighbour_summary),
+        ("combined", combined_summary),
+    ]
     text += (
         "\n95% intervals of hit@1 and hit@5 (Wilson score, files taken as independent; near-identical samples "
         "widen them: about twofold on the shared RRUFF set, where a bootstrap over its groups gives hit@1 ±0.10, "
@@ -387,8 +412,10 @@ def write(
     searched = any(s.library_ranked is not None for s in scores)
     library_summary = summarise(scores, ranking="library") if searched else None
     combined_summary = summarise(scores, ranking="combined") if searched else None
+    neighbours = any(s.neighbour_ranked is not None for s in scores)
+    neighbour_summary = summarise(scores, ranking="neighbours") if neighbours else None
     strata = by_library_rank(scores) if searched else None
-    table = markdown(summary, library_summary, combined_summary)
+    table = markdown(summary, library_summary, combined_summary, neighbour_summary)
     weights = sorted({s.prior_weight for s in scores})
     if weights != [0.0]:
         table = (
@@ -409,6 +436,7 @@ def write(
                 "summary": summary,
                 "library_summary": library_summary,
                 "combined_summary": combined_summary,
+                "neighbour_summary": neighbour_summary,
                 "by_library_rank": strata,
                 "files": [
                     {
@@ -418,6 +446,7 @@ def write(
                         "top10": s.ranked[:10],
                         "library_top10": None if s.library_ranked is None else s.library_ranked[:10],
                         "combined_top10": None if s.combined_ranked is None else s.combined_ranked[:10],
+                        "neighbour_top10": None if s.neighbour_ranked is None else s.neighbour_ranked[:10],
                         "warnings": s.warnings,
                         "prior_weight": s.prior_weight,
                     }
