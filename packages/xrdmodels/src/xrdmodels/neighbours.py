@@ -12,7 +12,8 @@ model, and they are compared by what the model's head reads:
    pattern: the model was trained on peaks from nanocrystals to sharp instrument lines, and its view of a phase
    changes little with the width, while a narrow reference keeps every line apart. On RRUFF dev the measured
    peaks' own width (the library search's ladder) gave the combined ranking 0.576 / 0.774 at hit@1 / hit@5 where
-   the narrowest gives 0.582 / 0.777 (one model), at several times the cost.
+   the narrowest gives 0.582 / 0.777 (one model), at several times the cost (a choice made on that set:
+   docs/benchmarks.md, "Neighbours in the model's eyes").
 2. The model encodes both (:meth:`~xrdmodels.models.model.SpaceGroupModel.features`: tokens Z, (L, d)). A phase's
    similarity is the cosine between its tokens and the pattern's over the tokens valid in the pattern's window; a
    space group's similarity c_g is its best phase's. An ensemble averages its members' cosines.
