@@ -104,11 +104,12 @@ class NeighbourSearch:
             )
         self.library = library
         self.members: list[nn.Module] = list(getattr(model, "members", [model]))
-        self._references: list[torch.Tensor] | None = None
+        self._references: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._lineless = np.zeros(len(library), dtype=bool)
 
-    def _reference(self) -> list[torch.Tensor]:
-        """Per member, float32 (M, L, d): the tokens of every phase (module docstring, steps 1-2)."""
+    def _reference(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per member, float32: every phase's tokens side by side (M, L·d) and each token's squared norm (M, L)
+        (module docstring, steps 1-2), so that a pattern's window selects tokens without copying them."""
         if self._references is None:
             profiles = self.library.broadened_profiles(0).astype(np.float64)
             self._lineless = np.zeros(len(profiles), dtype=bool)
@@ -119,16 +120,16 @@ class NeighbourSearch:
                     self._lineless[k] = True  # no line in the grid's range: nothing to compare
             x = torch.from_numpy(profiles.astype(np.float32))
             mask = torch.ones_like(x, dtype=torch.bool)
+            self._references = []
             with torch.no_grad():
-                self._references = [
-                    torch.cat(
+                for member in self.members:
+                    tokens = torch.cat(
                         [
                             member.features(x[i : i + _BLOCK_ROWS], mask[i : i + _BLOCK_ROWS])[0].float()
                             for i in range(0, x.shape[0], _BLOCK_ROWS)
                         ]
                     )
-                    for member in self.members
-                ]
+                    self._references.append((tokens.flatten(1), tokens.square().sum(dim=2)))
         return self._references
 
     @torch.no_grad()
@@ -144,13 +145,14 @@ class NeighbourSearch:
         mask[0, window_bins[0] : window_bins[1]] = True
         references = self._reference()
         cosine = torch.zeros(len(self.library))
-        for member, reference in zip(self.members, references, strict=True):
+        for member, (phases, token_squares) in zip(self.members, references, strict=True):
             z, valid = member.features(x, mask)
             if not valid.any():
                 return np.full(N_SPACE_GROUPS, np.nan)  # no token measured: nothing to compare
-            seen = z[0, valid[0]].float().flatten()
-            phases = reference[:, valid[0], :].flatten(1)
-            cosine += (phases @ seen) / (phases.norm(dim=1) * seen.norm()).clamp_min(1e-12)
+            # The pattern's unmeasured tokens zeroed: the dot product then runs over the measured ones only.
+            seen = (z[0].float() * valid[0, :, None]).flatten()
+            phase_norms = token_squares[:, valid[0]].sum(dim=1).sqrt()
+            cosine += (phases @ seen) / (phase_norms * seen.norm()).clamp_min(1e-12)
         similarity = cosine.numpy().astype(np.float64) / len(self.members)
         similarity[self._lineless] = -np.inf
         best = np.full(N_SPACE_GROUPS, -np.inf)
