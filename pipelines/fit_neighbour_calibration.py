@@ -22,7 +22,12 @@ from fit_library_calibration import LABELS, fit_logistic, print_fits
 from xrdmodels.evaluate import load_model
 from xrdmodels.library_search import SpectralLibrary
 from xrdmodels.measured_eval import read_labelled
-from xrdmodels.neighbours import NEIGHBOUR_MARGIN_MIDPOINT, NEIGHBOUR_MARGIN_SLOPE, NeighbourSearch
+from xrdmodels.neighbours import (
+    NEIGHBOUR_MARGIN_MIDPOINT,
+    NEIGHBOUR_MARGIN_SLOPE,
+    NeighbourSearch,
+    ReferencePhases,
+)
 from xrdmodels.predict import model_grid, predict_one
 
 
@@ -48,7 +53,7 @@ def main() -> None:
     single = [item for item in labelled if len(item.phases) == 1]
     for checkpoint in args.checkpoint:
         model, state = load_model(checkpoint)
-        search = NeighbourSearch(model, library, model_grid(state))
+        search = NeighbourSearch(model, ReferencePhases.from_library(library), model_grid(state))
         margins, cosines, right = [], [], []
         for item in single:
             _, gridded = predict_one(

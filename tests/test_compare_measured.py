@@ -177,3 +177,22 @@ def test_pairs_pool_the_seeds_file_by_file_and_count_an_exact_tie(tmp_path: Path
     assert float(hit5.split(", ")[2].split()[0]) == pytest.approx(0.25, abs=0.02)
     with pytest.raises(SystemExit, match="BASE OTHER pairs"):
         compare.pooled_table(paths[:3], "single", compare.read_groups(labels))
+
+
+def test_pairs_can_read_one_file_by_two_of_its_rankings(tmp_path: Path, capsys) -> None:
+    """--base-ranking network pairs each file's network ranking (BASE) with its model ranking (OTHER)."""
+    ranks = list(range(2, 11))
+    path = _write(tmp_path / "a" / "measured.json", {"s0": [12, *ranks], "s1": [12, *ranks]}, [])
+    data = json.loads(path.read_text())
+    for f in data["files"]:
+        f["network_top10"] = [1, *ranks] if f["file"] == "s1" else [12, *ranks]
+    data["network_summary"] = data["summary"]
+    path.write_text(json.dumps(data))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,group\ns0,g0\ns1,g1\n")
+    text = compare.pooled_table([path, path], "single", compare.read_groups(labels), "model", "network")
+    rows = [line.strip("| ").split(" | ") for line in text.splitlines()]
+    assert rows[2][1:4] == ["0.500 / 0.500", "1.000 / 1.000", "+0.500 / +0.500"]
+    with pytest.raises(SystemExit):
+        compare.main([str(path), str(path), "--base-ranking", "network"])
+    assert "--base-ranking pairs files of --pairs" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python pipelines/measured/compare.py BASE/measured.json OTHER/measured.json [...]
            [--names base other ...] [--single-set rruff] [--groups ../shared/data/experimental/rruff/labels.csv]
-           [--ranking model|library|neighbours|combined] [--out compare.md]
+           [--ranking model|network|library|neighbours|combined] [--out compare.md]
        .venv/bin/python pipelines/measured/compare.py --pairs --groups LABELS.csv BASE0/measured.json
            OTHER0/measured.json BASE1/measured.json OTHER1/measured.json [...]
 
@@ -12,7 +12,8 @@ p-value of that split (McNemar's test on the discordant files), recall@K* of eve
 score-measured summarised it, and how many scans of each multi-phase set hold every labelled phase in the top 3.
 This is how the levers in docs/benchmarks.md are compared: with 443 RRUFF files and a seed spread of ~0.015, a
 paired split is what tells a lever from noise. `--ranking` compares the library's, its neighbour search's or the
-combined ranking of each file instead of the model's (score-measured with `--library` writes them all).
+combined ranking of each file instead of the model's (score-measured with `--library` writes them all), or the
+network's alone where the model ranked with a memory of its training phases (`xrdmodels add-memory`).
 
 With `--groups LABELS.csv` (a table with `file` and `group` columns, as RRUFF's labels.csv: near-identical samples
 of one mineral share a group) two more columns give 95% intervals that treat each group, not each file, as one
@@ -43,6 +44,7 @@ from xrdmodels.measured_eval import MeasuredScore, paired_changes
 #: measured.json's per-file ranking key and summary key of each ranking `--ranking` may compare.
 RANKINGS = {
     "model": ("top10", "summary"),
+    "network": ("network_top10", "network_summary"),
     "library": ("library_top10", "library_summary"),
     "neighbours": ("neighbour_top10", "neighbour_summary"),
     "combined": ("combined_top10", "combined_summary"),
@@ -70,7 +72,8 @@ def read_scores(
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SystemExit(
             f"{path}: not a score-measured measured.json with the {ranking} ranking ({error}); pass the file "
-            "score-measured wrote (with --library for the library's and the combined ranking)"
+            "score-measured wrote (with --library for the library's and the combined ranking, from a checkpoint with a "
+            "memory for the network's)"
         ) from None
 
 
@@ -201,8 +204,15 @@ def table(
     return "\n".join(lines)
 
 
-def pooled_table(paths: list[Path], single_set: str, groups: dict[str, str], ranking: str = "model") -> str:
-    """The `--pairs` table of the module docstring: `paths` are BASE, OTHER, BASE, OTHER, ... of several seeds."""
+def pooled_table(
+    paths: list[Path],
+    single_set: str,
+    groups: dict[str, str],
+    ranking: str = "model",
+    base_ranking: str | None = None,
+) -> str:
+    """The `--pairs` table of the module docstring: `paths` are BASE, OTHER, BASE, OTHER, ... of several seeds,
+    each BASE read by `base_ranking` (default `ranking`), so that one file can pair two of its own rankings."""
     if len(paths) < 2 or len(paths) % 2:
         raise SystemExit(f"--pairs needs BASE OTHER pairs of measured.json files, got {len(paths)} files")
     pairs = list(zip(paths[0::2], paths[1::2], strict=True))
@@ -213,7 +223,10 @@ def pooled_table(paths: list[Path], single_set: str, groups: dict[str, str], ran
     keys: list[tuple[str, str]] | None = None
     wins_minus_losses = None
     for base_path, other_path in pairs:
-        (base, _), (other, _) = read_scores(base_path, ranking), read_scores(other_path, ranking)
+        (base, _), (other, _) = (
+            read_scores(base_path, base_ranking or ranking),
+            read_scores(other_path, ranking),
+        )
         if keys is None:
             keys = _single_phase_keys(base, base_path, single_set, groups)
             wins_minus_losses = np.zeros((len(keys), 2), dtype=np.int64)
@@ -268,14 +281,24 @@ def main(argv: list[str] | None = None) -> None:
         default="model",
         help="which ranking of each file to compare (default model; the others need score-measured --library)",
     )
+    parser.add_argument(
+        "--base-ranking",
+        choices=sorted(RANKINGS),
+        help="with --pairs, the ranking of each BASE file (default: --ranking's), e.g. `--base-ranking network "
+        "--ranking model A.json A.json`: a model with its memory against the network alone, in one file",
+    )
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args(argv)
+    if args.base_ranking and not args.pairs:
+        parser.error("--base-ranking pairs files of --pairs; add --pairs")
     if args.pairs:
         if not args.groups:
             parser.error("--pairs needs --groups (the labels table with `file` and `group` columns)")
         if args.names:
             parser.error("--pairs names each row after its runs' folders; leave out --names")
-        text = pooled_table(args.scores, args.single_set, read_groups(args.groups), args.ranking)
+        text = pooled_table(
+            args.scores, args.single_set, read_groups(args.groups), args.ranking, args.base_ranking
+        )
     else:
         names = args.names or [_run_name(p) for p in args.scores]
         if len(names) != len(args.scores):

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from store_factory import StoreSpec, write_store
 
 from pipeline_scripts import load_script
+from xrdmodels.checkpoint import load_checkpoint, save_checkpoint
 from xrdmodels.cli import main
 from xrdmodels.combined import library_probability
 from xrdmodels.config import DEFAULT_LIBRARY_CELL_SCAN
@@ -812,3 +813,73 @@ def test_the_library_benchmark_scores_each_variant_on_labelled_files(tmp_path, c
     assert "axes against default, single-phase files: hit@1 +0 -0, hit@5 +0 -0" in out
     with pytest.raises(SystemExit, match="no bank at"):
         bench.main(["--bank", str(tmp_path / "missing.zarr"), "--labels", str(labels)])
+
+
+def test_a_checkpoint_remembers_its_training_phases(tmp_path, bank) -> None:
+    """`xrdmodels add-memory` keeps a bank's phases in a checkpoint; predict then ranks by the noisy-OR of the
+    network's probability and the memory's calibrated neighbour term (xrdmodels.neighbours, tested against a naive
+    computation in test_neighbours.py), keeps the network's own ranking beside it, and --no-memory gives the
+    network alone; the combined ranking with a library takes the network's probabilities; a tampered memory, a
+    bank off the model's grid or a split without phases are refused with messages that say what to do."""
+    url, phases = bank
+    scan = _write_xy(tmp_path / "scan.xy", measure([phases[5]], [1.0], seed=9))
+    on_grid = make_checkpoint(tmp_path / "g.pt", wavelength_angstrom=BANK_WAVELENGTH, n_bins=GRID["n_bins"])
+    remembering = tmp_path / "m.pt"
+    added = CliRunner().invoke(main, ["add-memory", str(on_grid), url, str(remembering)])
+    assert added.exit_code == 0, added.output
+    assert f"{len(phases)} phases of the train split" in added.output
+    base = ["predict", str(remembering), str(scan), "--wavelength", "CuKa", "--top", "230", "--json"]
+
+    def predicted(*extra: str) -> dict:
+        result = CliRunner().invoke(main, [*base, *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["predictions"][0]
+
+    remembered, alone = predicted(), predicted("--no-memory")
+    assert remembered["memory"] == f"{len(phases)} phases of {url}"
+    assert alone["memory"] is None and alone["network_ranked"] is None and remembered["prior_weight"] == 0
+    terms = np.array([[r["probability"], r["memory_probability"]] for r in remembered["ranked"]])
+    assert terms[:, 1].max() > 0 and set(np.flatnonzero(terms[:, 1] > 0)) <= {
+        i for i, r in enumerate(remembered["ranked"]) if r["spacegroup"] in GROUPS
+    }
+    np.testing.assert_allclose(
+        [r["score"] for r in remembered["ranked"]], 1 - np.prod(1 - terms, axis=1), rtol=1e-12
+    )
+    assert [r["score"] for r in remembered["ranked"]] == sorted(
+        (r["score"] for r in remembered["ranked"]), reverse=True
+    )
+    assert remembered["network_ranked"] == [r["spacegroup"] for r in alone["ranked"]]
+    table = CliRunner().invoke(main, base[:-1])
+    assert "ranked with the model's memory of its training phases" in table.output
+    combined = predicted("--library", url)["combined"]
+    network = {r["spacegroup"]: r["probability"] for r in alone["ranked"]}
+    assert all(r["model_probability"] == pytest.approx(network[r["spacegroup"]]) for r in combined)
+    # score-measured scores the model with its memory and the network alone side by side.
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        f"set,file,spacegroups,spacegroups_accept,wavelength_angstrom\nsynthetic,scan.xy,{phases[5]['group']},,{BANK_WAVELENGTH}\n"
+    )
+    scored = CliRunner().invoke(
+        main, ["score-measured", str(remembering), "--labels", str(labels), "--out", str(tmp_path / "s")]
+    )
+    assert scored.exit_code == 0, scored.output
+    payload = json.loads((tmp_path / "s" / "measured.json").read_text())
+    assert payload["files"][0]["top10"] == [r["spacegroup"] for r in remembered["ranked"][:10]]
+    assert payload["files"][0]["network_top10"] == remembered["network_ranked"][:10]
+    assert {r["set"]: r for r in payload["network_summary"]}["all"]["files"] == 1
+    assert "The network alone" in scored.output
+    # Refusals.
+    state = load_checkpoint(remembering)
+    state["phase_memory"]["spacegroups"][0] = 0
+    save_checkpoint(tmp_path / "t.pt", state)
+    tampered = CliRunner().invoke(main, [*base[:1], str(tmp_path / "t.pt"), *base[2:]])
+    assert tampered.exit_code != 0 and "phase_memory.spacegroups" in tampered.output
+    assert "--no-memory" in tampered.output and "Traceback" not in tampered.output
+    off_grid = make_checkpoint(tmp_path / "o.pt", wavelength_angstrom=BANK_WAVELENGTH)  # 256 bins
+    refused = CliRunner().invoke(main, ["add-memory", str(off_grid), url, str(tmp_path / "x.pt")])
+    assert refused.exit_code != 0 and "2048 bins" in refused.output and "Traceback" not in refused.output
+    empty = CliRunner().invoke(
+        main, ["add-memory", str(on_grid), url, str(tmp_path / "x.pt"), "--split", "val"]
+    )
+    assert empty.exit_code != 0 and "holds no read phase of the val split" in empty.output
+    assert not (tmp_path / "x.pt").exists()

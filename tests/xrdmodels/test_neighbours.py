@@ -17,6 +17,7 @@ from xrdmodels.neighbours import (
     NEIGHBOUR_MARGIN_MIDPOINT,
     NEIGHBOUR_MARGIN_SLOPE,
     NeighbourSearch,
+    ReferencePhases,
     neighbour_probability,
 )
 
@@ -85,7 +86,9 @@ def test_similarity_is_the_cosine_of_the_models_tokens_over_the_patterns_window(
     library = _library()
     model = _model(0)
     pattern = _broadened(library.profiles[3])
-    similarity = NeighbourSearch(model, library, GRID).similarity(pattern, window)
+    similarity = NeighbourSearch(model, ReferencePhases.from_library(library), GRID).similarity(
+        pattern, window
+    )
     np.testing.assert_allclose(similarity, _naive_similarity([model], library, pattern, window), atol=1e-4)
     assert np.isnan(similarity[np.setdiff1d(np.arange(230), GROUPS - 1)]).all()
     if window == (0, N_BINS):  # the phase itself, seen whole: cosine 1, its group first
@@ -98,7 +101,9 @@ def test_an_ensemble_averages_its_members_cosines() -> None:
     members = [_model(0), _model(1)]
     pattern = _broadened(library.profiles[1]) + 0.3 * _broadened(library.profiles[4])
     pattern /= np.quantile(pattern, 0.99)
-    similarity = NeighbourSearch(PresenceEnsemble(members), library, GRID).similarity(pattern, (10, 240))
+    similarity = NeighbourSearch(
+        PresenceEnsemble(members), ReferencePhases.from_library(library), GRID
+    ).similarity(pattern, (10, 240))
     np.testing.assert_allclose(similarity, _naive_similarity(members, library, pattern, (10, 240)), atol=1e-4)
 
 
@@ -107,7 +112,7 @@ def test_a_library_off_the_models_grid_is_refused_naming_both_grids() -> None:
         ValueError,
         match=r"memory://test is on the grid 5-120 deg, 256 bins at 1.54184 Å, the model on 5-120 deg, 256 bins at 1.5406 Å",
     ):
-        NeighbourSearch(_model(0), _library(), (LOW, HIGH, N_BINS, 1.5406))
+        NeighbourSearch(_model(0), ReferencePhases.from_library(_library()), (LOW, HIGH, N_BINS, 1.5406))
 
 
 def test_neighbour_probability_is_the_logistic_of_each_groups_margin_over_the_best_other() -> None:
@@ -128,7 +133,44 @@ def test_neighbour_probability_is_the_logistic_of_each_groups_margin_over_the_be
 def test_a_phase_without_a_line_on_the_grid_is_never_a_neighbour() -> None:
     library = _library()
     library.profiles[5] = 0.0  # group 229's only phase: no line between 5 and 120 degrees
-    similarity = NeighbourSearch(_model(0), library, GRID).similarity(
+    similarity = NeighbourSearch(_model(0), ReferencePhases.from_library(library), GRID).similarity(
         _broadened(library.profiles[3]), (0, N_BINS)
     )
     assert np.isnan(similarity[228]) and not np.isnan(similarity[224])
+
+
+def test_a_memory_in_a_checkpoint_gives_the_librarys_similarities() -> None:
+    """ReferencePhases written as a checkpoint entry (half-precision profiles) and read back compare a pattern
+    with the phases as the library's own do, to half precision."""
+    library = _library()
+    references = ReferencePhases.from_library(library)
+    back = ReferencePhases.from_checkpoint(references.to_checkpoint("train"), "model.pt")
+    np.testing.assert_array_equal(back.spacegroups, library.spacegroups)
+    np.testing.assert_array_equal(back.phase_ids, library.phase_ids)
+    assert back.grid == GRID and back.source == "memory://test"
+    model = _model(0)
+    pattern = _broadened(library.profiles[2])
+    np.testing.assert_allclose(
+        NeighbourSearch(model, back, GRID).similarity(pattern, (30, 220)),
+        NeighbourSearch(model, references, GRID).similarity(pattern, (30, 220)),
+        atol=2e-3,
+    )
+    kept = ReferencePhases.from_library(library, library.spacegroups == 14)
+    assert len(kept) == 2 and set(kept.phase_ids) == {"phase-1", "phase-2"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("spacegroups", torch.tensor([2, 14, 14, 62, 225, 231], dtype=torch.int16), "must lie in 1-230"),
+        ("spacegroups", torch.tensor([2, 14], dtype=torch.int16), "must be 6 space-group numbers"),
+        ("phase_ids", ["a"], "must be 6 strings"),
+        ("profiles", torch.zeros(6), "must be a \\(phases, bins\\) tensor"),
+        ("grid", [5.0, 120.0, 512, 1.54], "must be \\[2θ min, 2θ max, 256 bins"),
+    ],
+)
+def test_a_malformed_memory_is_refused_naming_the_checkpoint_and_the_field(field, value, message) -> None:
+    entry = ReferencePhases.from_library(_library()).to_checkpoint("train")
+    entry[field] = value
+    with pytest.raises(ValueError, match=rf"model.pt: its phase memory \(phase_memory.{field}\) {message}"):
+        ReferencePhases.from_checkpoint(entry, "model.pt")

@@ -15,6 +15,7 @@ training data's wavelength and the latest validation where present.
 Format version 1 (before this one) needed full unpickling; `python -m xrdmodels.checkpoint upgrade OLD NEW`
 converts such a file without running code in it. `python -m xrdmodels.checkpoint add-label-prior OLD STORE NEW`
 records the label prior of the training store in a checkpoint written before training recorded it.
+`xrdmodels add-memory` (:func:`add_memory`) adds a memory of the training bank's phases for prediction to use.
 """
 
 from __future__ import annotations
@@ -448,6 +449,47 @@ def add_label_prior(
     prior = MixtureStore(train_store, storage_options).label_prior()
     state["data"] = {**state.get("data", {}), "label_prior": prior.tolist()}
     save_checkpoint(destination, state)
+
+
+#: What ``add_memory`` can keep of a bank's read phases: those of one split, or every one.
+MEMORY_SPLITS = ("train", "val", "test", "all")
+
+
+def add_memory(
+    source: str | os.PathLike, bank: str, destination: str | os.PathLike, split: str = "train"
+) -> int:
+    """Write `source` to `destination` with a memory of `bank`'s read phases of `split` (default: the training
+    phases, those the model learned from; ``all``: every read phase), as the neighbour search shows them to a
+    model (:class:`~xrdmodels.neighbours.ReferencePhases`, entry ``phase_memory``), so that prediction ranks with
+    it (:func:`xrdmodels.predict.predict_one`). Returns the number of phases kept.
+
+    Raises:
+        LibraryFormatError: `bank` is not a usable bank store.
+        ValueError: the bank is not on the model's grid, records no splits, or holds no read phase of `split`.
+    """
+    from .library_search import SpectralLibrary
+    from .neighbours import MEMORY_KEY, NeighbourSearch, ReferencePhases
+    from .predict import model_grid
+
+    if split not in MEMORY_SPLITS:
+        raise ValueError(f"split {split!r} is not one of {', '.join(MEMORY_SPLITS)}")
+    state = load_checkpoint(source)
+    library = SpectralLibrary.open(bank)
+    if split == "all":
+        keep = np.ones(len(library), dtype=bool)
+    elif library.splits is None:
+        raise ValueError(
+            f"{redact_url(bank)} records no splits (entries/split): keep every phase with split 'all'"
+        )
+    else:
+        keep = library.splits == split
+    if not keep.any():
+        raise ValueError(f"{redact_url(bank)} holds no read phase of the {split} split: nothing to remember")
+    references = ReferencePhases.from_library(library, keep)
+    NeighbourSearch(nn.Identity(), references, model_grid(state))  # refuses a bank on another grid
+    state[MEMORY_KEY] = references.to_checkpoint(split)
+    save_checkpoint(destination, state)
+    return len(references)
 
 
 def _upgrade_rng(state: dict[str, Any]) -> dict[str, Any]:

@@ -280,6 +280,15 @@ _library_neighbours_option = click.option(
     "eyes\"). Needs the bank on the model's grid; without it the ranking goes on without this term and says so.",
 )
 
+_memory_option = click.option(
+    "--memory/--no-memory",
+    default=True,
+    help="Rank with the checkpoint's memory of its training phases where it carries one (`xrdmodels "
+    "add-memory`): the phases the model sees nearest the pattern (xrdmodels.neighbours) add a noisy-OR term to "
+    'its ranking (docs/benchmarks.md, "A memory of the training phases"). --no-memory: the network alone. A '
+    "combined ranking (--library) always takes the network's probabilities, so those phases count once.",
+)
+
 
 @main.command("predict")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
@@ -334,6 +343,7 @@ _library_neighbours_option = click.option(
 @_library_cell_scan_option
 @_library_refine_axes_option
 @_library_neighbours_option
+@_memory_option
 def predict_cmd(
     checkpoint,
     files,
@@ -349,6 +359,7 @@ def predict_cmd(
     library_cell_scan,
     library_refine_axes,
     library_neighbours,
+    memory,
 ) -> None:
     """Space groups present in measured patterns: .xy/.xye/.csv/.dat, .xrdml, .fxye/.gsa, .ras/.rasx, .brml, .raw, .uxd, .udf, .cpi.
 
@@ -379,6 +390,7 @@ def predict_cmd(
             library_cell_scan=library_cell_scan,
             library_refine_axes=library_refine_axes,
             library_neighbours=library_neighbours,
+            memory=memory,
         )
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
@@ -427,6 +439,7 @@ def predict_cmd(
 @_library_cell_scan_option
 @_library_refine_axes_option
 @_library_neighbours_option
+@_memory_option
 def score_measured_cmd(
     checkpoint,
     labels_csv,
@@ -438,11 +451,13 @@ def score_measured_cmd(
     library_cell_scan,
     library_refine_axes,
     library_neighbours,
+    memory,
 ) -> None:
     """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set
     (with --library, the same for a search of that bank and for the model and the library combined, beside the
-    model's). CHECKPOINT may be an ensemble manifest (.json, written by `xrdmodels ensemble`)."""
-    from .measured_eval import markdown, score_measured, write
+    model's; with a checkpoint's memory of its training phases, the network alone too). CHECKPOINT may be an
+    ensemble manifest (.json, written by `xrdmodels ensemble`)."""
+    from .measured_eval import score_measured, write
 
     try:
         scores, failures = score_measured(
@@ -455,6 +470,7 @@ def score_measured_cmd(
             library_cell_scan=library_cell_scan,
             library_refine_axes=library_refine_axes,
             library_neighbours=library_neighbours,
+            memory=memory,
         )
     except (FileNotFoundError, ValueError) as exc:  # the checkpoint (refused, incomplete) or the labels file
         _fail(str(exc))
@@ -462,8 +478,8 @@ def score_measured_cmd(
         _fail(
             f"no file of {labels_csv} could be scored; first error: {failures[0] if failures else 'no rows'}"
         )
-    summary, library_summary, combined_summary = write(scores, failures, out_dir)
-    click.echo(markdown(summary, library_summary, combined_summary))
+    write(scores, failures, out_dir)
+    click.echo((Path(out_dir) / "measured.md").read_text())
     for f, err in failures:
         click.echo(f"could not score {f}: {err}", err=True)
     click.echo(f"score-measured: {len(scores)} files scored, {len(failures)} failed -> {out_dir}")
@@ -515,6 +531,33 @@ def ensemble_cmd(manifest, checkpoints) -> None:
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     click.echo(f"ensemble: {len(checkpoints)} members -> {written}")
+
+
+@main.command("add-memory")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.argument("bank", metavar="BANK")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option(
+    "--split",
+    type=click.Choice(["train", "val", "test", "all"]),
+    default="train",
+    show_default=True,
+    help="Which of the bank's read phases to keep: one split (train: those the model learned from) or all.",
+)
+def add_memory_cmd(checkpoint, bank, out, split) -> None:
+    """Write OUT: CHECKPOINT with a memory of BANK's read phases (its generated random crystals left out), as
+    the neighbour search shows them to the model: broadened to sharp lab peaks and normalised (xrdmodels.neighbours,
+    docs/formats.md "Checkpoint"). `predict` and `score-measured` then add the phases the model sees nearest a
+    pattern to its ranking (--no-memory turns that off). BANK (a path or fsspec URL) should be the bank the
+    model's mixtures were drawn from, on the model's grid; the memory adds ~2 bytes per bin and phase (6 MB for
+    1,437 phases of 2,048 bins)."""
+    from .checkpoint import add_memory
+
+    try:
+        n = add_memory(checkpoint, bank, out, split=split)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    click.echo(f"add-memory: {n:,} phases of the {split} split -> {out}")
 
 
 if __name__ == "__main__":

@@ -253,6 +253,13 @@ def _searched_entries(group: zarr.Group, n: int, url: str) -> np.ndarray:
     return read if read.any() else np.ones(n, dtype=bool)
 
 
+def _splits(group: zarr.Group, n: int, keep: np.ndarray) -> np.ndarray | None:
+    """str: the kept entries' splits (``entries/split``), None where the bank has no such column of n rows."""
+    if "split" not in group["entries"] or group["entries/split"].shape != (n,):
+        return None
+    return np.array(group["entries/split"][...].tolist(), dtype=str)[keep]
+
+
 @dataclass(frozen=True)
 class PhaseReflections:
     """The searched phases' reflections, read from the bank's ``peaks/*`` arrays (docs/formats.md), for the
@@ -443,6 +450,7 @@ class SpectralLibrary:
         wavelength_angstrom, two_theta_min_deg, two_theta_max_deg, n_bins: the bank's grid.
         profiles: float32 (M, n_bins), the stored clean profiles; :meth:`templates` gives the search templates.
         reflections: the phases' reflections for the axis-by-axis refinement (None for a bank without them).
+        splits: str (M,), per phase its split in the bank (``entries/split``: train, val or test), or None.
     """
 
     def __init__(
@@ -457,8 +465,10 @@ class SpectralLibrary:
         two_theta_min_deg: float,
         two_theta_max_deg: float,
         reflections: PhaseReflections | None = None,
+        splits: np.ndarray | None = None,
     ) -> None:
         self.url = url
+        self.splits = splits
         self.phase_ids = phase_ids
         self.formulas = formulas
         self.spacegroups = spacegroups.astype(np.int64)
@@ -521,6 +531,7 @@ class SpectralLibrary:
             wavelength_angstrom=float(group.attrs["wavelength_angstrom"]),
             two_theta_min_deg=float(grid["two_theta_min_deg"]),
             two_theta_max_deg=float(grid["two_theta_max_deg"]),
+            splits=_splits(group, n, keep),
         )
         # Only the axis-by-axis refinement needs the reflections: read them when it first asks.
         library._reflection_reader = partial(_read_reflections, group, keep)

@@ -36,6 +36,7 @@ from .predict import (
     check_prior_weight,
     combined_model_term,
     label_prior,
+    memory_search,
     neighbour_search,
     predict_one,
     training_ranges,
@@ -81,6 +82,8 @@ class MeasuredScore:
     prior_weight: float = 0.0  # of the training label prior in `ranked` (predict.predict_one)
     # the library's groups by their phases' likeness in the model's eyes (xrdmodels.neighbours), best first
     neighbour_ranked: list[int] | None = None
+    # the network's own ranking where the checkpoint's memory of its training phases re-ranked `ranked`
+    network_ranked: list[int] | None = None
 
     @property
     def k_star(self) -> int:
@@ -168,6 +171,7 @@ def score_measured(
     library_cell_scan: float = DEFAULT_LIBRARY_CELL_SCAN,
     library_refine_axes: bool = False,
     library_neighbours: bool = True,
+    memory: bool = True,
 ) -> tuple[list[MeasuredScore], list[tuple[str, str]]]:
     """Predict every labelled file; returns the per-file scores and the files that failed (file, reason).
 
@@ -177,7 +181,9 @@ def score_measured(
     prior (:func:`~xrdmodels.predict.predict_one`). ``library_cell_scan``, ``library_refine_axes``: the library
     search's cell scan and axis-by-axis refinement (:meth:`~xrdmodels.library_search.SpectralLibrary.search`,
     ``cell_scan`` and ``refine_axes``). ``library_neighbours``: the combined ranking also holds the library's
-    neighbour search in the model's eyes (:mod:`xrdmodels.neighbours`).
+    neighbour search in the model's eyes (:mod:`xrdmodels.neighbours`). ``memory``: the model's ranking uses the
+    checkpoint's memory of its training phases where it carries one (:func:`~xrdmodels.predict.predict_one`), and
+    each score keeps the network's own ranking too (``network_ranked``).
 
     Raises:
         LibraryFormatError: ``library`` is not a usable bank store (before any file is read).
@@ -192,6 +198,7 @@ def score_measured(
     training = training_ranges(state, checkpoint)
     label_prior(state, checkpoint)
     neighbours, neighbour_note = neighbour_search(model, state, spectral_library, library_neighbours)
+    remembered = memory_search(model, state, memory, checkpoint)
     labelled, failures = read_labelled(labels_csv, sets=sets, limit=limit)
     scores = []
     for item in labelled:
@@ -205,6 +212,7 @@ def score_measured(
                 top_k=N_SPACE_GROUPS,
                 training=training,
                 prior_weight=prior_weight,
+                memory=remembered,
             )
         except ValueError as exc:
             failures.append((str(item.path), str(exc)))
@@ -246,6 +254,7 @@ def score_measured(
                 combined_ranked,
                 pred.prior_weight,
                 neighbour_ranked,
+                pred.network_ranked,
             )
         )
     return scores, failures
@@ -258,7 +267,7 @@ def _first_rank(score: MeasuredScore, ranked: list[int]) -> float:
     return float(min(ranks)) if ranks else (len(ranked) + 1 + N_SPACE_GROUPS) / 2
 
 
-Ranking = Literal["model", "library", "neighbours", "combined"]
+Ranking = Literal["model", "network", "library", "neighbours", "combined"]
 
 
 def _ranking(score: MeasuredScore, ranking: Ranking) -> list[int]:
@@ -268,6 +277,8 @@ def _ranking(score: MeasuredScore, ranking: Ranking) -> list[int]:
         return score.neighbour_ranked or []
     if ranking == "combined":
         return score.combined_ranked or []
+    if ranking == "network":
+        return score.ranked if score.network_ranked is None else score.network_ranked
     return score.ranked
 
 
@@ -275,7 +286,7 @@ def summarise(
     scores: list[MeasuredScore], *, ranking: Ranking = "model"
 ) -> list[dict[str, float | str | int]]:
     """One row per set (and one for all files): hit@k, recall@K*, cover@K*, mean rank of the first true phase,
-    of the model's ranking, the library's (which adds ``in_library``: the mean fraction of a file's phases whose
+    of the model's ranking, the network's alone (without the checkpoint's memory), the library's (which adds ``in_library``: the mean fraction of a file's phases whose
     space group the library holds), the library's in the model's eyes (:mod:`xrdmodels.neighbours`) or all
     combined (:mod:`xrdmodels.combined`)."""
     library = ranking == "library"
@@ -354,9 +365,10 @@ def markdown(
     library_summary: list[dict] | None = None,
     combined_summary: list[dict] | None = None,
     neighbour_summary: list[dict] | None = None,
+    network_summary: list[dict] | None = None,
 ) -> str:
     """The per-set table; with ``library_summary``, the library's columns (``lib ...``) beside the model's; with
-    ``neighbour_summary``, a table for the library's phases in the model's eyes; with ``combined_summary``, one for
+    ``network_summary``, a table for the network without the checkpoint's memory; with ``neighbour_summary``, a table for the library's phases in the model's eyes; with ``combined_summary``, one for
     the rankings combined; then the 95% intervals of hit@1 and hit@5 of each ranking, set by set."""
     cols = ["set", "files", *_METRICS]
     rows = [dict(r) for r in summary]
@@ -367,6 +379,11 @@ def markdown(
         for r in rows:
             r.update({f"lib {c}": by_set[r["set"]][c] for c in library_cols})
     text = _table(cols, rows)
+    if network_summary is not None:
+        text += (
+            "\nThe network alone, without the checkpoint's memory of its training phases (--no-memory):\n\n"
+        )
+        text += _table(["set", "files", *_METRICS], network_summary)
     if neighbour_summary is not None:
         text += "\nThe library's phases ranked by their likeness to the pattern in the model's eyes (xrdmodels.neighbours):\n\n"
         text += _table(["set", "files", *_METRICS], neighbour_summary)
@@ -375,6 +392,7 @@ def markdown(
         text += _table(["set", "files", *_METRICS], combined_summary)
     rankings = [
         ("model", summary),
+        ("network", network_summary),
         ("library", library_summary),
         ("neighbours", neighbour_summary),
         ("combined", combined_summary),
@@ -414,8 +432,10 @@ def write(
     combined_summary = summarise(scores, ranking="combined") if searched else None
     neighbours = any(s.neighbour_ranked is not None for s in scores)
     neighbour_summary = summarise(scores, ranking="neighbours") if neighbours else None
+    remembered = any(s.network_ranked is not None for s in scores)
+    network_summary = summarise(scores, ranking="network") if remembered else None
     strata = by_library_rank(scores) if searched else None
-    table = markdown(summary, library_summary, combined_summary, neighbour_summary)
+    table = markdown(summary, library_summary, combined_summary, neighbour_summary, network_summary)
     weights = sorted({s.prior_weight for s in scores})
     if weights != [0.0]:
         table = (
@@ -437,6 +457,7 @@ def write(
                 "library_summary": library_summary,
                 "combined_summary": combined_summary,
                 "neighbour_summary": neighbour_summary,
+                "network_summary": network_summary,
                 "by_library_rank": strata,
                 "files": [
                     {
@@ -447,6 +468,7 @@ def write(
                         "library_top10": None if s.library_ranked is None else s.library_ranked[:10],
                         "combined_top10": None if s.combined_ranked is None else s.combined_ranked[:10],
                         "neighbour_top10": None if s.neighbour_ranked is None else s.neighbour_ranked[:10],
+                        "network_top10": None if s.network_ranked is None else s.network_ranked[:10],
                         "warnings": s.warnings,
                         "prior_weight": s.prior_weight,
                     }

@@ -30,6 +30,14 @@ and 0.562 for the other. All three are presence models with the token-CNN encode
 phase-cluster Transformer of the demo) is ranked with the same constants but may warrant its own fit, which
 pipelines/fit_neighbour_calibration.py makes (it reproduces the fit above).
 
+A model's memory: the same search over the training phases the model learned from, kept in its checkpoint
+(:meth:`ReferencePhases.to_checkpoint`, entry :data:`MEMORY_KEY`, written by ``xrdmodels add-memory``), adds the
+calibrated margin to the model's own ranking (:func:`xrdmodels.predict.predict_one`) where no library is given: a
+pattern of a phase the model was trained on is then named by its nearest training phase as well as by the head.
+The constants are the library's: the memory holds the same bank's read phases of its training split (1,437 of
+1,506 for the measured pipeline). With a library the combined ranking takes the network's probabilities and the
+library's neighbour term, so a phase in both counts once.
+
 The model grid and the bank grid must be the same (2θ range, bins and wavelength): the measured pipeline trains on
 its bank's grid. Cost: every phase is embedded once, at the first pattern (1,506 phases of 2,048 bins: a few
 seconds on this project's 2-core CPU for the measured pipeline's model; their tokens take 25 MB), then a pattern
@@ -39,13 +47,15 @@ is one forward pass and one matrix product.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .config import N_SPACE_GROUPS
-from .library_search import SpectralLibrary
+from .config import N_SPACE_GROUPS, redact_url
+from .library_search import PEAK_FWHM_DEG, SpectralLibrary
 from .measured import MeasuredSignalError
 from .measured.grid import normalise
 
@@ -53,6 +63,8 @@ NEIGHBOUR_MARGIN_MIDPOINT = 0.066
 """Margin of a group's similarity over the best other group's at which the calibrated probability is 1/2."""
 NEIGHBOUR_MARGIN_SLOPE = 20.0
 """Slope of the calibration's logit per unit of margin."""
+MEMORY_KEY = "phase_memory"
+"""Checkpoint entry of a model's memory of its training phases (:meth:`ReferencePhases.to_checkpoint`)."""
 _BLOCK_ROWS = 128
 _GRID_TOLERANCE = 1e-6
 
@@ -72,55 +84,141 @@ def neighbour_probability(similarity: np.ndarray) -> np.ndarray:
     return np.where(known, q, 0.0)
 
 
-class NeighbourSearch:
-    """A library's read phases as a model sees them, ready to rank space groups for patterns on the model grid.
+@dataclass(frozen=True)
+class ReferencePhases:
+    """Phases as the neighbour search shows them to a model (module docstring, step 1).
 
-    ``model``: a :class:`~xrdmodels.models.model.SpaceGroupModel` or an ensemble of them (``members``), in eval
-    mode. ``grid``: the model's (two_theta_min_deg, two_theta_max_deg, n_bins, wavelength_angstrom), as
-    :func:`xrdmodels.predict.model_grid` reads it from the checkpoint.
-
-    Raises:
-        ValueError: the library's grid is not the model's.
+    source: where they were read from (a bank's URL, credentials removed).
+    phase_ids: str (M,); spacegroups: int64 (M,), 1-230.
+    profiles: float32 (M, n_bins): each phase broadened to :data:`~xrdmodels.library_search.PEAK_FWHM_DEG` and
+        normalised as a measured pattern is; all zero for a phase without a line on the grid (``lineless``).
+    lineless: bool (M,): phases that are never a neighbour.
+    grid: (2θ min, 2θ max, n_bins, wavelength Å) of the profiles.
     """
 
-    def __init__(
-        self, model: nn.Module, library: SpectralLibrary, grid: tuple[float, float, int, float]
-    ) -> None:
-        lo, hi, n_bins, wavelength = grid
-        library_grid = (
+    source: str
+    phase_ids: np.ndarray
+    spacegroups: np.ndarray
+    profiles: np.ndarray
+    lineless: np.ndarray
+    grid: tuple[float, float, int, float]
+
+    def __len__(self) -> int:
+        return int(self.spacegroups.size)
+
+    @classmethod
+    def from_library(cls, library: SpectralLibrary, keep: np.ndarray | None = None) -> ReferencePhases:
+        """The read phases of ``library`` (those where the bool mask ``keep`` (M,) is true, default all)."""
+        keep = np.ones(len(library), dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
+        profiles = library.broadened_profiles(0)[keep].astype(np.float64)
+        phase_ids = library.phase_ids[keep]
+        lineless = np.zeros(len(profiles), dtype=bool)
+        for k, (row, phase_id) in enumerate(zip(profiles, phase_ids, strict=True)):
+            try:
+                normalise(row, (0, row.size), source=str(phase_id), where="in the library's range")
+            except MeasuredSignalError:
+                lineless[k] = True  # no line in the grid's range: nothing to compare
+                row[:] = 0.0
+        grid = (
             library.two_theta_min_deg,
             library.two_theta_max_deg,
             library.n_bins,
             library.wavelength_angstrom,
         )
-        if library.n_bins != n_bins or not all(
-            math.isclose(a, b, abs_tol=_GRID_TOLERANCE) for a, b in zip(library_grid, grid, strict=True)
+        return cls(
+            redact_url(library.url), phase_ids, library.spacegroups[keep], profiles.astype(np.float32), lineless,
+            grid,
+        )  # fmt: skip
+
+    def to_checkpoint(self, split: str) -> dict[str, Any]:
+        """The checkpoint entry :data:`MEMORY_KEY` (docs/formats.md, "Checkpoint"): plain values only; the
+        profiles as float16 (their 99th percentile is 1, so half precision keeps ~3 significant digits)."""
+        return {
+            "source": self.source,
+            "split": split,
+            "reference_fwhm_deg": PEAK_FWHM_DEG,
+            "grid": [float(self.grid[0]), float(self.grid[1]), int(self.grid[2]), float(self.grid[3])],
+            "phase_ids": [str(i) for i in self.phase_ids],
+            "spacegroups": torch.from_numpy(self.spacegroups.astype(np.int16)),
+            "profiles": torch.from_numpy(self.profiles.astype(np.float16)),
+        }
+
+    @classmethod
+    def from_checkpoint(cls, entry: Any, checkpoint: str) -> ReferencePhases:
+        """The memory a checkpoint carries (:meth:`to_checkpoint`).
+
+        Raises:
+            ValueError: a malformed entry; the message names ``checkpoint`` and the field.
+        """
+
+        def bad(field: str, why: str) -> ValueError:
+            return ValueError(
+                f"{checkpoint}: its phase memory ({MEMORY_KEY}.{field}) {why}; the file was altered or not written "
+                "by `xrdmodels add-memory` (write it again, or predict with --no-memory)"
+            )
+
+        if not isinstance(entry, dict):
+            raise bad("", "is not a table")
+        profiles, groups, ids = entry.get("profiles"), entry.get("spacegroups"), entry.get("phase_ids")
+        if not isinstance(profiles, torch.Tensor) or profiles.ndim != 2:
+            raise bad("profiles", "must be a (phases, bins) tensor")
+        n = profiles.shape[0]
+        if not isinstance(groups, torch.Tensor) or tuple(groups.shape) != (n,):
+            raise bad("spacegroups", f"must be {n} space-group numbers, one per profile")
+        space_groups = groups.numpy().astype(np.int64)
+        if n and not (1 <= space_groups.min() and space_groups.max() <= N_SPACE_GROUPS):
+            raise bad("spacegroups", f"must lie in 1-{N_SPACE_GROUPS}")
+        if not isinstance(ids, list) or len(ids) != n or not all(isinstance(i, str) for i in ids):
+            raise bad("phase_ids", f"must be {n} strings, one per profile")
+        grid = entry.get("grid")
+        if not isinstance(grid, list) or len(grid) != 4 or int(grid[2]) != profiles.shape[1]:
+            raise bad("grid", f"must be [2θ min, 2θ max, {profiles.shape[1]} bins, wavelength]")
+        values = profiles.float().numpy()
+        if not np.isfinite(values).all():
+            raise bad("profiles", "holds values that are not finite")
+        return cls(
+            str(entry.get("source", "")), np.array(ids, dtype=str), space_groups, values, ~(values > 0).any(axis=1),
+            (float(grid[0]), float(grid[1]), int(grid[2]), float(grid[3])),
+        )  # fmt: skip
+
+
+class NeighbourSearch:
+    """Reference phases as a model sees them, ready to rank space groups for patterns on the model grid.
+
+    ``model``: a :class:`~xrdmodels.models.model.SpaceGroupModel` or an ensemble of them (``members``), in eval
+    mode. ``references``: a library's read phases (:meth:`ReferencePhases.from_library`) or a checkpoint's memory
+    of its training phases. ``grid``: the model's (two_theta_min_deg, two_theta_max_deg, n_bins,
+    wavelength_angstrom), as :func:`xrdmodels.predict.model_grid` reads it from the checkpoint.
+
+    Raises:
+        ValueError: the references' grid is not the model's.
+    """
+
+    def __init__(
+        self, model: nn.Module, references: ReferencePhases, grid: tuple[float, float, int, float]
+    ) -> None:
+        lo, hi, n_bins, wavelength = grid
+        theirs = references.grid
+        if theirs[2] != n_bins or not all(
+            math.isclose(a, b, abs_tol=_GRID_TOLERANCE) for a, b in zip(theirs, grid, strict=True)
         ):
             raise ValueError(
-                f"the library {library.url} is on the grid {library_grid[0]:g}-{library_grid[1]:g} deg, "
-                f"{library_grid[2]} bins at {library_grid[3]} Å, the model on {lo:g}-{hi:g} deg, {n_bins} bins at "
+                f"the library {references.source} is on the grid {theirs[0]:g}-{theirs[1]:g} deg, "
+                f"{theirs[2]} bins at {theirs[3]} Å, the model on {lo:g}-{hi:g} deg, {n_bins} bins at "
                 f"{wavelength} Å: the neighbour search needs both on one grid (build the bank with the model's "
                 "grid, or leave the neighbours out)"
             )
-        self.library = library
+        self.references = references
         self.members: list[nn.Module] = list(getattr(model, "members", [model]))
-        self._references: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-        self._lineless = np.zeros(len(library), dtype=bool)
+        self._tokens: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def _reference(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per member, float32: every phase's tokens side by side (M, L·d) and each token's squared norm (M, L)
-        (module docstring, steps 1-2), so that a pattern's window selects tokens without copying them."""
-        if self._references is None:
-            profiles = self.library.broadened_profiles(0).astype(np.float64)
-            self._lineless = np.zeros(len(profiles), dtype=bool)
-            for k, (row, phase_id) in enumerate(zip(profiles, self.library.phase_ids, strict=True)):
-                try:
-                    normalise(row, (0, row.size), source=str(phase_id), where="in the library's range")
-                except MeasuredSignalError:
-                    self._lineless[k] = True  # no line in the grid's range: nothing to compare
-            x = torch.from_numpy(profiles.astype(np.float32))
+        (module docstring, step 2), so that a pattern's window selects tokens without copying them."""
+        if self._tokens is None:
+            x = torch.from_numpy(self.references.profiles)
             mask = torch.ones_like(x, dtype=torch.bool)
-            self._references = []
+            self._tokens = []
             with torch.no_grad():
                 for member in self.members:
                     tokens = torch.cat(
@@ -129,13 +227,13 @@ class NeighbourSearch:
                             for i in range(0, x.shape[0], _BLOCK_ROWS)
                         ]
                     )
-                    self._references.append((tokens.flatten(1), tokens.square().sum(dim=2)))
-        return self._references
+                    self._tokens.append((tokens.flatten(1), tokens.square().sum(dim=2)))
+        return self._tokens
 
     @torch.no_grad()
     def similarity(self, pattern: np.ndarray, window_bins: tuple[int, int]) -> np.ndarray:
         """(230,): for each space group the best cosine (module docstring) between the model's view of a pattern
-        and of the group's phases, NaN for groups without a phase in the library.
+        and of the group's phases, NaN for groups without a phase among the references.
 
         ``pattern``: (n_bins,) normalised intensities on the model grid, measured in bins [``window_bins``)
         (:class:`~xrdmodels.measured.grid.GriddedPattern`).
@@ -144,7 +242,7 @@ class NeighbourSearch:
         mask = torch.zeros_like(x, dtype=torch.bool)
         mask[0, window_bins[0] : window_bins[1]] = True
         references = self._reference()
-        cosine = torch.zeros(len(self.library))
+        cosine = torch.zeros(len(self.references))
         for member, (phases, token_squares) in zip(self.members, references, strict=True):
             z, valid = member.features(x, mask)
             if not valid.any():
@@ -154,7 +252,7 @@ class NeighbourSearch:
             phase_norms = token_squares[:, valid[0]].sum(dim=1).sqrt()
             cosine += (phases @ seen) / (phase_norms * seen.norm()).clamp_min(1e-12)
         similarity = cosine.numpy().astype(np.float64) / len(self.members)
-        similarity[self._lineless] = -np.inf
+        similarity[self.references.lineless] = -np.inf
         best = np.full(N_SPACE_GROUPS, -np.inf)
-        np.maximum.at(best, self.library.spacegroups - 1, similarity)
+        np.maximum.at(best, self.references.spacegroups - 1, similarity)
         return np.where(np.isinf(best), np.nan, best)

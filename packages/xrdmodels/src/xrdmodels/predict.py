@@ -26,7 +26,7 @@ from .measured import (
 )
 from .measured.grid import A1, TrainingRanges
 from .metrics import predicted_set, rank_classes
-from .neighbours import NeighbourSearch, neighbour_probability
+from .neighbours import MEMORY_KEY, NeighbourSearch, ReferencePhases, neighbour_probability
 from .spacegroups import crystal_system, symbol
 
 
@@ -37,8 +37,12 @@ class RankedGroup:
     score: the ranking key: the set score (metrics module docstring: the presence probability, or for
         phase-cluster models the gate of the strongest slot voting for the group, and (largest slot
         probability - 1) < 0 for a group no slot votes for) plus ``prior_weight`` × its :func:`prior_hedge`
-        (the training label prior within its crystal system, weighted by the model's belief in the system).
+        (the training label prior within its crystal system, weighted by the model's belief in the system);
+        with the checkpoint's memory of its training phases, the noisy-OR of that (with the probability in place
+        of the set score) and ``memory_probability`` (:func:`predict_one`).
     probability: the presence probability, or the largest probability any slot gives the group.
+    memory_probability: the calibrated probability of the group's margin among the training phases nearest the
+        pattern in the model's eyes (:mod:`xrdmodels.neighbours`); 0 without a memory.
     """
 
     spacegroup: int
@@ -46,6 +50,7 @@ class RankedGroup:
     crystal_system: str
     score: float
     probability: float
+    memory_probability: float = 0.0
 
 
 @dataclass
@@ -72,6 +77,10 @@ class Prediction:
     library: LibraryResult | None = None  # the library search on the same file, when one was asked for
     # the model and the library in one ranking (xrdmodels.combined), when a library was asked for
     combined: list[CombinedGroup] | None = None
+    #: The checkpoint's memory of its training phases that ``ranked`` used (its size and source), if any.
+    memory: str | None = None
+    #: The network's own ranking (space groups, best first, as many as ``ranked``) where the memory re-ranked it.
+    network_ranked: list[int] | None = None
 
 
 def model_probabilities(ranked: list[RankedGroup]) -> np.ndarray:
@@ -205,6 +214,7 @@ def predict_one(
     threshold: float | None = None,
     training: TrainingRanges | None = None,
     prior_weight: float = DEFAULT_PRIOR_WEIGHT,
+    memory: NeighbourSearch | None = None,
 ) -> tuple[Prediction, GriddedPattern]:
     """Rank the space groups of one measured pattern and pick the predicted set.
 
@@ -214,7 +224,11 @@ def predict_one(
     ``prior_weight``: a model sure of a group (s near 1) keeps it first, while among groups it is unsure of, the
     commoner of the crystal systems it believes in come first, which is where a measured pattern unlike every
     training phase leaves it. A checkpoint without a recorded prior, or w = 0, ranks by s alone (the paper's
-    ranking). The predicted set has as many groups as score >= ``threshold`` (default:
+    ranking). With ``memory`` (:func:`memory_search`: the checkpoint's training phases as the model sees them),
+    the ranking key is the noisy-OR 1 - (1 - p_g)(1 - n_g) of p_g = probability + w·h_g and the memory's
+    calibrated probability n_g (:func:`~xrdmodels.neighbours.neighbour_probability`), p_g where it passes 1, as
+    the combined ranking does with a library (:mod:`xrdmodels.combined`). The predicted set has as many groups
+    as score >= ``threshold`` (default:
     the checkpoint's validation operating point) and is the top of the ranking. Warnings compare the pattern
     with ``training`` (default: :func:`training_ranges` of ``state``).
 
@@ -256,6 +270,15 @@ def predict_one(
     prior = label_prior(state)
     weight = prior_weight if prior is not None else 0.0
     key = scores + weight * prior_hedge(probability, prior) if weight > 0 else scores
+    remembered = np.zeros(N_SPACE_GROUPS)
+    network_ranked = None
+    if memory is not None:
+        network_ranked = [int(c) + 1 for c in rank_classes(key[None])[0][:top_k]]
+        remembered = neighbour_probability(memory.similarity(gridded.pattern, gridded.window_bins))
+        p = probability.astype(np.float64)  # the noisy-OR in double, whatever the model's dtype
+        if weight > 0:
+            p = p + weight * prior_hedge(probability, prior)
+        key = np.where(p > 1.0, p, 1.0 - (1.0 - p) * (1.0 - remembered))
     order = rank_classes(key[None])[0]
     # The model's operating point says how many groups are present, the ranking which: the predicted set is
     # always the top of the ranking (with w = 0, exactly metrics.predicted_set at op).
@@ -268,6 +291,7 @@ def predict_one(
             crystal_system(int(c) + 1),
             float(key[c]),
             float(probability[c]),
+            float(remembered[c]),
         )
         for c in order[:top_k]
     ]
@@ -281,9 +305,13 @@ def predict_one(
             "ranking is the model's alone; `python -m xrdmodels.checkpoint add-label-prior CHECKPOINT TRAIN_STORE "
             "NEW` adds it"
         )
-    return Prediction(
+    pred = Prediction(
         str(pattern.source), ranked, slots, predicted, window, float(used), op, weight, warnings
-    ), gridded
+    )
+    if memory is not None:
+        pred.memory = memory_description(memory)
+        pred.network_ranked = network_ranked
+    return pred, gridded
 
 
 def neighbour_search(
@@ -294,9 +322,33 @@ def neighbour_search(
     if library is None or not wanted:
         return None, None
     try:
-        return NeighbourSearch(model, library, model_grid(state)), None
+        return NeighbourSearch(model, ReferencePhases.from_library(library), model_grid(state)), None
     except ValueError as exc:
         return None, f"the combined ranking has no neighbour term: {exc}"
+
+
+def memory_search(
+    model, state: dict[str, Any], wanted: bool, checkpoint: str = "the checkpoint"
+) -> NeighbourSearch | None:
+    """The checkpoint's memory of its training phases (``state[MEMORY_KEY]``, written by ``xrdmodels add-memory``)
+    as ``model`` sees them, when ``wanted`` and the checkpoint carries one; else None.
+
+    Raises:
+        ValueError: a malformed memory, or one on another grid than the model's; the message names ``checkpoint``.
+    """
+    if not wanted or MEMORY_KEY not in state:
+        return None
+    references = ReferencePhases.from_checkpoint(state[MEMORY_KEY], checkpoint)
+    try:
+        return NeighbourSearch(model, references, model_grid(state))
+    except ValueError as exc:
+        raise ValueError(f"{checkpoint}: its phase memory does not fit its model: {exc}") from None
+
+
+def memory_description(memory: NeighbourSearch) -> str:
+    """What a prediction says about the memory it used: how many phases, read from where."""
+    references = memory.references
+    return f"{len(references):,} phases of {references.source}"
 
 
 def neighbour_term(neighbours: NeighbourSearch | None, gridded: GriddedPattern) -> np.ndarray | None:
@@ -339,15 +391,24 @@ def format_prediction(pred: Prediction) -> str:
             f"  ranked by score = the model's score + {pred.prior_weight:g} × (the group's share of the training "
             "phases within its crystal system × the model's belief in that system)"
         )
+    if pred.memory is not None:
+        lines.append(
+            f"  ranked with the model's memory of its training phases ({pred.memory}): score = noisy-OR of the "
+            "above (with the probability) and how surely the memory's nearest phase in the model's eyes names the "
+            "group (--no-memory: the network alone)"
+        )
     if pred.slots is not None:
         for s in pred.slots:
             lines.append(
                 f"  slot {s.slot}: gate {s.gate:.3f} -> SG {s.spacegroup} {s.symbol} (p {s.probability:.3f})"
             )
-    model_rows = ["  rank  SG   symbol      system          score  probability"]
+    model_rows = [
+        "  rank  SG   symbol      system          score  probability" + ("  memory" if pred.memory else "")
+    ]
     for i, r in enumerate(pred.ranked, 1):
         model_rows.append(
             f"  {i:4d}  {r.spacegroup:3d}  {r.symbol:10s}  {r.crystal_system:12s}  {r.score:7.4f}  {r.probability:.4f}"
+            + (f"       {r.memory_probability:.4f}" if pred.memory else "")
         )
     if pred.library is None:
         return "\n".join(lines + model_rows)
@@ -417,6 +478,7 @@ def predict_files(
     library_cell_scan: float = DEFAULT_LIBRARY_CELL_SCAN,
     library_refine_axes: bool = False,
     library_neighbours: bool = True,
+    memory: bool = True,
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Predict every file; a file that cannot be read or converted, or holds no measurable signal
     (:class:`~xrdmodels.measured.MeasuredSignalError`), is reported in `failures` and the rest go on.
@@ -426,7 +488,10 @@ def predict_files(
     library are ranked together (:mod:`xrdmodels.combined`), top ``top_k``, in ``Prediction.combined``; when the
     search cannot use a file the model predicted, the reason is added to that prediction's warnings. With
     ``library_neighbours`` (the default) the combined ranking also holds the neighbour search of that library in
-    the model's eyes (:mod:`xrdmodels.neighbours`).
+    the model's eyes (:mod:`xrdmodels.neighbours`). With ``memory`` (the default) and a checkpoint that carries a
+    memory of its training phases (``xrdmodels add-memory``), the model's ranking uses it (:func:`predict_one`);
+    the combined ranking takes the network's probabilities, so that a library holding those phases does not
+    count them twice.
 
     ``prior_weight``: see :func:`predict_one`. ``library_cell_scan``, ``library_refine_axes``: the library
     search's cell scan and axis-by-axis refinement (:meth:`~xrdmodels.library_search.SpectralLibrary.search`,
@@ -435,7 +500,7 @@ def predict_files(
     Raises:
         ValueError: a setting that would fail every file (threshold < 0, a prior weight < 0, unknown format, a
             cell scan outside [0, 0.5), a ``library`` that is not a usable bank store, a malformed training recipe
-            or label prior in the checkpoint), before any file. A library not on the model's grid has no
+            or label prior or phase memory in the checkpoint), before any file. A library not on the model's grid has no
             neighbour search, which each combined prediction's warnings say.
     """
     if threshold is not None and not threshold >= 0:
@@ -454,6 +519,7 @@ def predict_files(
     training = training_ranges(state, checkpoint)
     label_prior(state, checkpoint)
     neighbours, neighbour_note = neighbour_search(model, state, spectral_library, library_neighbours)
+    remembered = memory_search(model, state, memory, checkpoint)
     predictions: list[Prediction] = []
     failures: list[tuple[str, str]] = []
     for f in collect_files(paths):
@@ -469,6 +535,7 @@ def predict_files(
                 threshold=threshold,
                 training=training,
                 prior_weight=prior_weight,
+                memory=remembered,
             )
         except (ValueError, OSError) as exc:
             failures.append((str(f), str(exc)))
@@ -476,6 +543,8 @@ def predict_files(
         if spectral_library is not None:
             model_term = combined_model_term(pred, state)
             pred.ranked = pred.ranked[:top_k]
+            if pred.network_ranked is not None:
+                pred.network_ranked = pred.network_ranked[:top_k]
             try:
                 found = spectral_library.search(
                     pattern,
