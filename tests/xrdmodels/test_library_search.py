@@ -849,6 +849,12 @@ def test_a_checkpoint_remembers_its_training_phases(tmp_path, bank) -> None:
         (r["score"] for r in remembered["ranked"]), reverse=True
     )
     assert remembered["network_ranked"] == [r["spacegroup"] for r in alone["ranked"]]
+    ids = {p["id"]: p["group"] for p in phases}
+    for r in remembered["ranked"]:  # "formula (id)" of a phase of the group, None for a group the bank lacks
+        assert (r["memory_phase"] is None) == (r["spacegroup"] not in GROUPS)
+        if r["memory_phase"] is not None:
+            assert ids[r["memory_phase"].split(" (")[1].rstrip(")")] == r["spacegroup"]
+    assert all(r["memory_phase"] is None for r in alone["ranked"])
     table = CliRunner().invoke(main, base[:-1])
     assert "ranked with the model's memory of its training phases" in table.output
     combined = predicted("--library", url)["combined"]

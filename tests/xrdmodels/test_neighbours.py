@@ -94,6 +94,15 @@ def test_similarity_is_the_cosine_of_the_models_tokens_over_the_patterns_window(
     if window == (0, N_BINS):  # the phase itself, seen whole: cosine 1, its group first
         assert similarity[GROUPS[3] - 1] == pytest.approx(1.0, abs=1e-5)
         assert np.nanargmax(similarity) == GROUPS[3] - 1
+    # Each group's nearest phase: the one whose cosine is the group's (group 14 holds phases 1 and 2).
+    search = NeighbourSearch(model, ReferencePhases.from_library(library), GRID)
+    best, phase = search.nearest(pattern, window)
+    np.testing.assert_array_equal(best, similarity)
+    assert [library.spacegroups[phase[g - 1]] for g in GROUPS] == list(GROUPS)
+    assert (phase[np.setdiff1d(np.arange(230), GROUPS - 1)] == -1).all()
+    if window == (0, N_BINS):
+        assert phase[GROUPS[3] - 1] == 3
+    assert search.phase_name(int(phase[13])) in {"X (phase-1)", "X (phase-2)"}
 
 
 def test_an_ensemble_averages_its_members_cosines() -> None:

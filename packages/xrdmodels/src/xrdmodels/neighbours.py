@@ -89,7 +89,7 @@ class ReferencePhases:
     """Phases as the neighbour search shows them to a model (module docstring, step 1).
 
     source: where they were read from (a bank's URL, credentials removed).
-    phase_ids: str (M,); spacegroups: int64 (M,), 1-230.
+    phase_ids, formulas: str (M,); spacegroups: int64 (M,), 1-230.
     profiles: float32 (M, n_bins): each phase broadened to :data:`~xrdmodels.library_search.PEAK_FWHM_DEG` and
         normalised as a measured pattern is; all zero for a phase without a line on the grid (``lineless``).
     lineless: bool (M,): phases that are never a neighbour.
@@ -98,6 +98,7 @@ class ReferencePhases:
 
     source: str
     phase_ids: np.ndarray
+    formulas: np.ndarray
     spacegroups: np.ndarray
     profiles: np.ndarray
     lineless: np.ndarray
@@ -126,8 +127,8 @@ class ReferencePhases:
             library.wavelength_angstrom,
         )
         return cls(
-            redact_url(library.url), phase_ids, library.spacegroups[keep], profiles.astype(np.float32), lineless,
-            grid,
+            redact_url(library.url), phase_ids, library.formulas[keep], library.spacegroups[keep],
+            profiles.astype(np.float32), lineless, grid,
         )  # fmt: skip
 
     def to_checkpoint(self, split: str) -> dict[str, Any]:
@@ -139,6 +140,7 @@ class ReferencePhases:
             "reference_fwhm_deg": PEAK_FWHM_DEG,
             "grid": [float(self.grid[0]), float(self.grid[1]), int(self.grid[2]), float(self.grid[3])],
             "phase_ids": [str(i) for i in self.phase_ids],
+            "formulas": [str(f) for f in self.formulas],
             "spacegroups": torch.from_numpy(self.spacegroups.astype(np.int16)),
             "profiles": torch.from_numpy(self.profiles.astype(np.float16)),
         }
@@ -159,7 +161,7 @@ class ReferencePhases:
 
         if not isinstance(entry, dict):
             raise bad("", "is not a table")
-        profiles, groups, ids = entry.get("profiles"), entry.get("spacegroups"), entry.get("phase_ids")
+        profiles, groups = entry.get("profiles"), entry.get("spacegroups")
         if not isinstance(profiles, torch.Tensor) or profiles.ndim != 2:
             raise bad("profiles", "must be a (phases, bins) tensor")
         n = profiles.shape[0]
@@ -168,8 +170,14 @@ class ReferencePhases:
         space_groups = groups.numpy().astype(np.int64)
         if n and not (1 <= space_groups.min() and space_groups.max() <= N_SPACE_GROUPS):
             raise bad("spacegroups", f"must lie in 1-{N_SPACE_GROUPS}")
-        if not isinstance(ids, list) or len(ids) != n or not all(isinstance(i, str) for i in ids):
-            raise bad("phase_ids", f"must be {n} strings, one per profile")
+        for name in ("phase_ids", "formulas"):
+            values = entry.get(name)
+            if (
+                not isinstance(values, list)
+                or len(values) != n
+                or not all(isinstance(v, str) for v in values)
+            ):
+                raise bad(name, f"must be {n} strings, one per profile")
         grid = entry.get("grid")
         if not isinstance(grid, list) or len(grid) != 4 or int(grid[2]) != profiles.shape[1]:
             raise bad("grid", f"must be [2θ min, 2θ max, {profiles.shape[1]} bins, wavelength]")
@@ -177,7 +185,8 @@ class ReferencePhases:
         if not np.isfinite(values).all():
             raise bad("profiles", "holds values that are not finite")
         return cls(
-            str(entry.get("source", "")), np.array(ids, dtype=str), space_groups, values, ~(values > 0).any(axis=1),
+            str(entry.get("source", "")), np.array(entry["phase_ids"], dtype=str),
+            np.array(entry["formulas"], dtype=str), space_groups, values, ~(values > 0).any(axis=1),
             (float(grid[0]), float(grid[1]), int(grid[2]), float(grid[3])),
         )  # fmt: skip
 
@@ -230,7 +239,10 @@ class NeighbourSearch:
                     self._tokens.append((tokens.flatten(1), tokens.square().sum(dim=2)))
         return self._tokens
 
-    @torch.no_grad()
+    def phase_name(self, index: int) -> str:
+        """Reference phase ``index`` as "formula (id)"."""
+        return f"{self.references.formulas[index]} ({self.references.phase_ids[index]})"
+
     def similarity(self, pattern: np.ndarray, window_bins: tuple[int, int]) -> np.ndarray:
         """(230,): for each space group the best cosine (module docstring) between the model's view of a pattern
         and of the group's phases, NaN for groups without a phase among the references.
@@ -238,6 +250,12 @@ class NeighbourSearch:
         ``pattern``: (n_bins,) normalised intensities on the model grid, measured in bins [``window_bins``)
         (:class:`~xrdmodels.measured.grid.GriddedPattern`).
         """
+        return self.nearest(pattern, window_bins)[0]
+
+    @torch.no_grad()
+    def nearest(self, pattern: np.ndarray, window_bins: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(:meth:`similarity`, int (230,)): the similarities and, for each group, the index of its nearest phase
+        among the references (-1 where it has none)."""
         x = torch.from_numpy(np.asarray(pattern, dtype=np.float32)[None, :])
         mask = torch.zeros_like(x, dtype=torch.bool)
         mask[0, window_bins[0] : window_bins[1]] = True
@@ -245,14 +263,22 @@ class NeighbourSearch:
         cosine = torch.zeros(len(self.references))
         for member, (phases, token_squares) in zip(self.members, references, strict=True):
             z, valid = member.features(x, mask)
-            if not valid.any():
-                return np.full(N_SPACE_GROUPS, np.nan)  # no token measured: nothing to compare
+            if not valid.any():  # no token measured: nothing to compare
+                return np.full(N_SPACE_GROUPS, np.nan), np.full(N_SPACE_GROUPS, -1)
             # The pattern's unmeasured tokens zeroed: the dot product then runs over the measured ones only.
             seen = (z[0].float() * valid[0, :, None]).flatten()
             phase_norms = token_squares[:, valid[0]].sum(dim=1).sqrt()
             cosine += (phases @ seen) / (phase_norms * seen.norm()).clamp_min(1e-12)
         similarity = cosine.numpy().astype(np.float64) / len(self.members)
         similarity[self.references.lineless] = -np.inf
-        best = np.full(N_SPACE_GROUPS, -np.inf)
-        np.maximum.at(best, self.references.spacegroups - 1, similarity)
-        return np.where(np.isinf(best), np.nan, best)
+        groups = self.references.spacegroups - 1
+        # Phases by group, most similar first: the first of each group is its nearest.
+        order = np.lexsort((-similarity, groups))
+        present, first = np.unique(groups[order], return_index=True)
+        best = np.full(N_SPACE_GROUPS, np.nan)
+        phase = np.full(N_SPACE_GROUPS, -1)
+        nearest = order[first]
+        seen = np.isfinite(similarity[nearest])
+        best[present[seen]] = similarity[nearest[seen]]
+        phase[present[seen]] = nearest[seen]
+        return best, phase

@@ -43,6 +43,8 @@ class RankedGroup:
     probability: the presence probability, or the largest probability any slot gives the group.
     memory_probability: the calibrated probability of the group's margin among the training phases nearest the
         pattern in the model's eyes (:mod:`xrdmodels.neighbours`); 0 without a memory.
+    memory_phase: the group's training phase nearest the pattern in the model's eyes, "formula (bank id)"; None
+        without a memory or a phase of the group in it.
     """
 
     spacegroup: int
@@ -51,6 +53,7 @@ class RankedGroup:
     score: float
     probability: float
     memory_probability: float = 0.0
+    memory_phase: str | None = None
 
 
 @dataclass
@@ -271,10 +274,12 @@ def predict_one(
     weight = prior_weight if prior is not None else 0.0
     key = scores + weight * prior_hedge(probability, prior) if weight > 0 else scores
     remembered = np.zeros(N_SPACE_GROUPS)
+    nearest = np.full(N_SPACE_GROUPS, -1)
     network_ranked = None
     if memory is not None:
         network_ranked = [int(c) + 1 for c in rank_classes(key[None])[0][:top_k]]
-        remembered = neighbour_probability(memory.similarity(gridded.pattern, gridded.window_bins))
+        similarity, nearest = memory.nearest(gridded.pattern, gridded.window_bins)
+        remembered = neighbour_probability(similarity)
         p = probability.astype(np.float64)  # the noisy-OR in double, whatever the model's dtype
         if weight > 0:
             p = p + weight * prior_hedge(probability, prior)
@@ -292,6 +297,7 @@ def predict_one(
             float(key[c]),
             float(probability[c]),
             float(remembered[c]),
+            None if nearest[c] < 0 else memory.phase_name(int(nearest[c])),
         )
         for c in order[:top_k]
     ]
@@ -403,12 +409,13 @@ def format_prediction(pred: Prediction) -> str:
                 f"  slot {s.slot}: gate {s.gate:.3f} -> SG {s.spacegroup} {s.symbol} (p {s.probability:.3f})"
             )
     model_rows = [
-        "  rank  SG   symbol      system          score  probability" + ("  memory" if pred.memory else "")
+        "  rank  SG   symbol      system          score  probability"
+        + ("  memory  nearest training phase" if pred.memory else "")
     ]
     for i, r in enumerate(pred.ranked, 1):
         model_rows.append(
             f"  {i:4d}  {r.spacegroup:3d}  {r.symbol:10s}  {r.crystal_system:12s}  {r.score:7.4f}  {r.probability:.4f}"
-            + (f"       {r.memory_probability:.4f}" if pred.memory else "")
+            + (f"       {r.memory_probability:.4f}  {r.memory_phase or '-'}" if pred.memory else "")
         )
     if pred.library is None:
         return "\n".join(lines + model_rows)
