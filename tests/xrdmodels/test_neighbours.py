@@ -18,7 +18,9 @@ from xrdmodels.neighbours import (
     NEIGHBOUR_MARGIN_SLOPE,
     NeighbourSearch,
     ReferencePhases,
+    cell_scales,
     neighbour_probability,
+    stretch_in_d,
 )
 
 N_BINS = 256
@@ -183,3 +185,49 @@ def test_a_malformed_memory_is_refused_naming_the_checkpoint_and_the_field(field
     entry[field] = value
     with pytest.raises(ValueError, match=rf"model.pt: its phase memory \(phase_memory.{field}\) {message}"):
         ReferencePhases.from_checkpoint(entry, "model.pt")
+
+
+def _lines(d_spacings: np.ndarray) -> np.ndarray:
+    """Gaussian lines (FWHM 4 bins, so that linear interpolation keeps them to ~1%) at ``d_spacings`` on the test
+    grid, at the grid's wavelength."""
+    centres = LOW + (HIGH - LOW) / N_BINS * (np.arange(N_BINS) + 0.5)
+    two_theta = np.degrees(2 * np.arcsin(WAVELENGTH / (2 * d_spacings)))
+    sigma = 4 * (HIGH - LOW) / N_BINS / 2.3548
+    return np.exp(-0.5 * ((centres[:, None] - two_theta[None, :]) / sigma) ** 2).sum(axis=1)
+
+
+def test_a_stretch_in_d_moves_a_samples_lines_to_its_references_cell() -> None:
+    """A sample whose cell is 1.02 times a reference's, stretched by s = 0.02, has the reference's lines."""
+    d = np.array([3.1, 2.4, 1.9, 1.55, 1.3])
+    stretched, window = stretch_in_d(_lines(d * 1.02), (0, N_BINS), GRID, 0.02)
+    np.testing.assert_allclose(stretched, _lines(d), atol=0.05)
+    assert window[0] > 0 and window[1] == N_BINS  # the lowest bins' sources lie below the grid
+    same, kept = stretch_in_d(_lines(d), (40, 200), GRID, 0.0)
+    np.testing.assert_array_equal(same, _lines(d))
+    assert kept == (40, 200)
+    np.testing.assert_allclose(cell_scales(0.012), [0, 0.005, -0.005, 0.01, -0.01])
+
+
+def test_a_cell_scan_takes_each_phases_best_cosine_over_the_stretches() -> None:
+    """The scanned similarity is the best, over the scan's stretches, of the unscanned one (the same model);
+    a phase measured with its cell 2% larger is its own nearest neighbour again, at cosine ~1."""
+    library = _library()
+    model = _model(0)
+    references = ReferencePhases.from_library(library)
+    pattern = _broadened(library.profiles[3]) + 0.2 * _broadened(library.profiles[0])
+    pattern /= np.quantile(pattern, 0.99)
+    scanned = NeighbourSearch(model, references, GRID, cell_scan=0.01).similarity(pattern, (20, 230))
+    plain = NeighbourSearch(model, references, GRID)
+    by_stretch = np.stack(
+        [plain.similarity(*stretch_in_d(pattern, (20, 230), GRID, s)) for s in cell_scales(0.01)]
+    )
+    np.testing.assert_allclose(scanned, np.max(by_stretch, axis=0), atol=1e-5)
+    d = np.array([3.3, 2.7, 2.2, 1.8, 1.6, 1.4])
+    own = ReferencePhases("memory://one", np.array(["a", "b"]), np.array(["X", "Y"]), np.array([225, 229]),
+                          np.stack([_lines(d), _lines(d * 0.8)]).astype(np.float32), np.zeros(2, dtype=bool), GRID)  # fmt: skip
+    measured = _lines(d * 1.02)
+    assert NeighbourSearch(model, own, GRID, cell_scan=0.03).similarity(measured, (0, N_BINS))[
+        224
+    ] == pytest.approx(NeighbourSearch(model, own, GRID).similarity(_lines(d), (0, N_BINS))[224], abs=0.02)
+    with pytest.raises(ValueError, match="cell scan 0.6 must lie in"):
+        NeighbourSearch(model, own, GRID, cell_scan=0.6)

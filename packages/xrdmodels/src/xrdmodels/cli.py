@@ -11,7 +11,12 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from .config import CU_KA_ANGSTROM, DEFAULT_LIBRARY_CELL_SCAN, DEFAULT_PRIOR_WEIGHT
+from .config import (
+    CU_KA_ANGSTROM,
+    DEFAULT_LIBRARY_CELL_SCAN,
+    DEFAULT_MEMORY_CELL_SCAN,
+    DEFAULT_PRIOR_WEIGHT,
+)
 
 
 def _fail(message: str) -> None:
@@ -289,6 +294,17 @@ _memory_option = click.option(
     "combined ranking (--library) always takes the network's probabilities, so those phases count once.",
 )
 
+_memory_cell_scan_option = click.option(
+    "--memory-cell-scan",
+    type=click.FloatRange(min=0, max=0.5, max_open=True),
+    default=DEFAULT_MEMORY_CELL_SCAN,
+    show_default=True,
+    metavar="FRACTION",
+    help="Reach of the memory's cell scan: each remembered phase is also compared with the pattern stretched in "
+    "d-spacing by up to this fraction, in steps of 0.005, so that a sample whose cell differs a little from its "
+    "training phase's still finds it; 0 compares the phases' own cells only.",
+)
+
 
 @main.command("predict")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
@@ -344,6 +360,7 @@ _memory_option = click.option(
 @_library_refine_axes_option
 @_library_neighbours_option
 @_memory_option
+@_memory_cell_scan_option
 def predict_cmd(
     checkpoint,
     files,
@@ -360,6 +377,7 @@ def predict_cmd(
     library_refine_axes,
     library_neighbours,
     memory,
+    memory_cell_scan,
 ) -> None:
     """Space groups present in measured patterns: .xy/.xye/.csv/.dat, .xrdml, .fxye/.gsa, .ras/.rasx, .brml, .raw, .uxd, .udf, .cpi.
 
@@ -391,6 +409,7 @@ def predict_cmd(
             library_refine_axes=library_refine_axes,
             library_neighbours=library_neighbours,
             memory=memory,
+            memory_cell_scan=memory_cell_scan,
         )
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
@@ -440,6 +459,7 @@ def predict_cmd(
 @_library_refine_axes_option
 @_library_neighbours_option
 @_memory_option
+@_memory_cell_scan_option
 def score_measured_cmd(
     checkpoint,
     labels_csv,
@@ -452,6 +472,7 @@ def score_measured_cmd(
     library_refine_axes,
     library_neighbours,
     memory,
+    memory_cell_scan,
 ) -> None:
     """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set
     (with --library, the same for a search of that bank and for the model and the library combined, beside the
@@ -471,6 +492,7 @@ def score_measured_cmd(
             library_refine_axes=library_refine_axes,
             library_neighbours=library_neighbours,
             memory=memory,
+            memory_cell_scan=memory_cell_scan,
         )
     except (FileNotFoundError, ValueError) as exc:  # the checkpoint (refused, incomplete) or the labels file
         _fail(str(exc))

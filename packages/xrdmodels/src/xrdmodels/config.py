@@ -36,6 +36,12 @@ DEFAULT_PRIOR_WEIGHT = 2.0
 #: default); a screen outside the repo found 0.515-0.519 for reaches of 2 to 6% (docs/benchmarks.md, "The library
 #: search scans the cell").
 DEFAULT_LIBRARY_CELL_SCAN = 0.03
+#: Reach of the cell scan of a checkpoint's memory of its training phases (`predict` / `score-measured
+#: --memory-cell-scan`, xrdmodels.neighbours): each phase is also compared with the pattern stretched in d by up to
+#: this fraction, in steps of 0.5%, for the same reason as the library's (the same reach). On the RRUFF dev set it
+#: lifts the memory's ranking by 0.004-0.030 at hit@1 over seven models (reaches of 1 and 2% lift less;
+#: docs/benchmarks.md, "A memory of the training phases").
+DEFAULT_MEMORY_CELL_SCAN = 0.03
 
 EncoderKind = Literal["transformer", "cnn"]
 HeadKind = Literal["presence", "phase_cluster"]

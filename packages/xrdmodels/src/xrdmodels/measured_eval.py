@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 
 from .combined import combine
-from .config import DEFAULT_LIBRARY_CELL_SCAN, N_SPACE_GROUPS
+from .config import DEFAULT_LIBRARY_CELL_SCAN, DEFAULT_MEMORY_CELL_SCAN, N_SPACE_GROUPS
 from .evaluate import load_model
 from .library_search import SpectralLibrary, check_cell_scan
 from .measured import MeasuredPattern, read_pattern
@@ -172,6 +172,7 @@ def score_measured(
     library_refine_axes: bool = False,
     library_neighbours: bool = True,
     memory: bool = True,
+    memory_cell_scan: float = DEFAULT_MEMORY_CELL_SCAN,
 ) -> tuple[list[MeasuredScore], list[tuple[str, str]]]:
     """Predict every labelled file; returns the per-file scores and the files that failed (file, reason).
 
@@ -183,7 +184,8 @@ def score_measured(
     ``cell_scan`` and ``refine_axes``). ``library_neighbours``: the combined ranking also holds the library's
     neighbour search in the model's eyes (:mod:`xrdmodels.neighbours`). ``memory``: the model's ranking uses the
     checkpoint's memory of its training phases where it carries one (:func:`~xrdmodels.predict.predict_one`), and
-    each score keeps the network's own ranking too (``network_ranked``).
+    each score keeps the network's own ranking too (``network_ranked``); ``memory_cell_scan``: its cell scan
+    (:func:`~xrdmodels.predict.memory_search`).
 
     Raises:
         LibraryFormatError: ``library`` is not a usable bank store (before any file is read).
@@ -198,7 +200,7 @@ def score_measured(
     training = training_ranges(state, checkpoint)
     label_prior(state, checkpoint)
     neighbours, neighbour_note = neighbour_search(model, state, spectral_library, library_neighbours)
-    remembered = memory_search(model, state, memory, checkpoint)
+    remembered = memory_search(model, state, memory, checkpoint, memory_cell_scan)
     labelled, failures = read_labelled(labels_csv, sets=sets, limit=limit)
     scores = []
     for item in labelled:

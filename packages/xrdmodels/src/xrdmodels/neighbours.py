@@ -63,10 +63,44 @@ NEIGHBOUR_MARGIN_MIDPOINT = 0.066
 """Margin of a group's similarity over the best other group's at which the calibrated probability is 1/2."""
 NEIGHBOUR_MARGIN_SLOPE = 20.0
 """Slope of the calibration's logit per unit of margin."""
+CELL_SCALE_STEP = 0.005
+"""Step of the cell scan (a fraction of the cell): at 2θ = 60° a step moves a line by ~0.33°, about the width the
+model reads a line's position to within a token."""
 MEMORY_KEY = "phase_memory"
 """Checkpoint entry of a model's memory of its training phases (:meth:`ReferencePhases.to_checkpoint`)."""
 _BLOCK_ROWS = 128
 _GRID_TOLERANCE = 1e-6
+
+
+def cell_scales(cell_scan: float) -> np.ndarray:
+    """The scales s a cell scan of ±``cell_scan`` compares, 0 first: k·:data:`CELL_SCALE_STEP` for |k| up to
+    ``cell_scan`` / step."""
+    reach = math.floor(cell_scan / CELL_SCALE_STEP + 1e-9)
+    return np.array([0.0, *(k * sign * CELL_SCALE_STEP for k in range(1, reach + 1) for sign in (1, -1))])
+
+
+def stretch_in_d(
+    pattern: np.ndarray, window_bins: tuple[int, int], grid: tuple[float, float, int, float], scale: float
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """A pattern on ``grid`` as it would read if the sample's cell were 1 / (1 + ``scale``) times its own: every
+    d-spacing divided by 1 + s, so that a reference phase of cell a matches a sample of cell a (1 + s).
+
+    Returns the stretched pattern (n_bins,), linearly interpolated in 2θ and 0 outside the source, and its window:
+    the bins whose source lies inside ``window_bins`` (empty, (0, 0), where none does).
+    """
+    lo, hi, n_bins, wavelength = grid
+    centres = lo + (hi - lo) / n_bins * (np.arange(n_bins) + 0.5)
+    if scale == 0.0:
+        return np.asarray(pattern, dtype=np.float64), window_bins
+    d_spacing = wavelength / (2.0 * np.sin(np.radians(centres / 2.0)))
+    sine = wavelength / (2.0 * d_spacing * (1.0 + scale))
+    source = np.where(sine < 1.0, np.degrees(2.0 * np.arcsin(np.minimum(sine, 1.0))), np.inf)
+    stretched = np.interp(source, centres, pattern, left=0.0, right=0.0)
+    first, last = centres[window_bins[0]], centres[window_bins[1] - 1]
+    inside = np.flatnonzero((source >= first) & (source <= last))
+    if inside.size == 0:
+        return stretched, (0, 0)
+    return stretched, (int(inside[0]), int(inside[-1]) + 1)
 
 
 def neighbour_probability(similarity: np.ndarray) -> np.ndarray:
@@ -197,14 +231,20 @@ class NeighbourSearch:
     ``model``: a :class:`~xrdmodels.models.model.SpaceGroupModel` or an ensemble of them (``members``), in eval
     mode. ``references``: a library's read phases (:meth:`ReferencePhases.from_library`) or a checkpoint's memory
     of its training phases. ``grid``: the model's (two_theta_min_deg, two_theta_max_deg, n_bins,
-    wavelength_angstrom), as :func:`xrdmodels.predict.model_grid` reads it from the checkpoint.
+    wavelength_angstrom), as :func:`xrdmodels.predict.model_grid` reads it from the checkpoint. ``cell_scan``: each
+    phase is also compared with cells scaled by 1 + s, |s| <= ``cell_scan`` in steps of :data:`CELL_SCALE_STEP`
+    (:func:`stretch_in_d`); 0 compares the references' own cells only.
 
     Raises:
-        ValueError: the references' grid is not the model's.
+        ValueError: the references' grid is not the model's, or a cell scan outside [0, 0.5).
     """
 
     def __init__(
-        self, model: nn.Module, references: ReferencePhases, grid: tuple[float, float, int, float]
+        self,
+        model: nn.Module,
+        references: ReferencePhases,
+        grid: tuple[float, float, int, float],
+        cell_scan: float = 0.0,
     ) -> None:
         lo, hi, n_bins, wavelength = grid
         theirs = references.grid
@@ -217,7 +257,13 @@ class NeighbourSearch:
                 f"{wavelength} Å: the neighbour search needs both on one grid (build the bank with the model's "
                 "grid, or leave the neighbours out)"
             )
+        if not 0.0 <= cell_scan < 0.5:
+            raise ValueError(
+                f"cell scan {cell_scan} must lie in [0, 0.5): a fraction of the cell, 0.03 for ±3%"
+            )
         self.references = references
+        self.grid = grid
+        self.cell_scan = cell_scan
         self.members: list[nn.Module] = list(getattr(model, "members", [model]))
         self._tokens: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
@@ -255,21 +301,30 @@ class NeighbourSearch:
     @torch.no_grad()
     def nearest(self, pattern: np.ndarray, window_bins: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """(:meth:`similarity`, int (230,)): the similarities and, for each group, the index of its nearest phase
-        among the references (-1 where it has none)."""
-        x = torch.from_numpy(np.asarray(pattern, dtype=np.float32)[None, :])
+        among the references (-1 where it has none). With a cell scan, each phase's cosine is its best over the
+        pattern's stretches (:func:`stretch_in_d`)."""
+        stretches = [stretch_in_d(pattern, window_bins, self.grid, s) for s in cell_scales(self.cell_scan)]
+        stretches = [(x, w) for x, w in stretches if w[1] - w[0] > 0]
+        if not stretches:
+            return np.full(N_SPACE_GROUPS, np.nan), np.full(N_SPACE_GROUPS, -1)
+        x = torch.from_numpy(np.stack([x for x, _ in stretches]).astype(np.float32))
         mask = torch.zeros_like(x, dtype=torch.bool)
-        mask[0, window_bins[0] : window_bins[1]] = True
-        references = self._reference()
-        cosine = torch.zeros(len(self.references))
-        for member, (phases, token_squares) in zip(self.members, references, strict=True):
+        for row, (_, (start, stop)) in enumerate(stretches):
+            mask[row, start:stop] = True
+        cosine = torch.zeros(len(self.references), len(stretches))
+        for member, (phases, token_squares) in zip(self.members, self._reference(), strict=True):
             z, valid = member.features(x, mask)
-            if not valid.any():  # no token measured: nothing to compare
-                return np.full(N_SPACE_GROUPS, np.nan), np.full(N_SPACE_GROUPS, -1)
-            # The pattern's unmeasured tokens zeroed: the dot product then runs over the measured ones only.
-            seen = (z[0].float() * valid[0, :, None]).flatten()
-            phase_norms = token_squares[:, valid[0]].sum(dim=1).sqrt()
-            cosine += (phases @ seen) / (phase_norms * seen.norm()).clamp_min(1e-12)
-        similarity = cosine.numpy().astype(np.float64) / len(self.members)
+            # The pattern's unmeasured tokens zeroed: the dot products then run over the measured ones only.
+            seen = (z.float() * valid[:, :, None]).flatten(1)  # (S, L·d)
+            phase_norms = (
+                token_squares @ valid.float().T
+            ).sqrt()  # (M, S): over each stretch's measured tokens
+            cosine += (phases @ seen.T) / (phase_norms * seen.norm(dim=1)).clamp_min(1e-12)
+        measured = valid.any(dim=1)  # stretches with a measured token (the same for every member: one grid)
+        if not measured.any():  # no token measured: nothing to compare
+            return np.full(N_SPACE_GROUPS, np.nan), np.full(N_SPACE_GROUPS, -1)
+        cosine = cosine[:, measured] / len(self.members)
+        similarity = cosine.max(dim=1).values.numpy().astype(np.float64)
         similarity[self.references.lineless] = -np.inf
         groups = self.references.spacegroups - 1
         # Phases by group, most similar first: the first of each group is its nearest.

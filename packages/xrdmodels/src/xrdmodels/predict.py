@@ -12,7 +12,13 @@ import numpy as np
 import torch
 
 from .combined import CombinedGroup, combine
-from .config import CU_KA_ANGSTROM, DEFAULT_LIBRARY_CELL_SCAN, DEFAULT_PRIOR_WEIGHT, N_SPACE_GROUPS
+from .config import (
+    CU_KA_ANGSTROM,
+    DEFAULT_LIBRARY_CELL_SCAN,
+    DEFAULT_MEMORY_CELL_SCAN,
+    DEFAULT_PRIOR_WEIGHT,
+    N_SPACE_GROUPS,
+)
 from .evaluate import load_model, set_scores
 from .library_search import LibraryMatch, LibraryResult, SpectralLibrary, check_cell_scan
 from .measured import (
@@ -334,19 +340,25 @@ def neighbour_search(
 
 
 def memory_search(
-    model, state: dict[str, Any], wanted: bool, checkpoint: str = "the checkpoint"
+    model,
+    state: dict[str, Any],
+    wanted: bool,
+    checkpoint: str = "the checkpoint",
+    cell_scan: float = DEFAULT_MEMORY_CELL_SCAN,
 ) -> NeighbourSearch | None:
     """The checkpoint's memory of its training phases (``state[MEMORY_KEY]``, written by ``xrdmodels add-memory``)
-    as ``model`` sees them, when ``wanted`` and the checkpoint carries one; else None.
+    as ``model`` sees them, scanning cells within ±``cell_scan`` (:class:`~xrdmodels.neighbours.NeighbourSearch`),
+    when ``wanted`` and the checkpoint carries one; else None.
 
     Raises:
-        ValueError: a malformed memory, or one on another grid than the model's; the message names ``checkpoint``.
+        ValueError: a malformed memory, or one on another grid than the model's (the message names
+            ``checkpoint``), or a cell scan outside [0, 0.5).
     """
     if not wanted or MEMORY_KEY not in state:
         return None
     references = ReferencePhases.from_checkpoint(state[MEMORY_KEY], checkpoint)
     try:
-        return NeighbourSearch(model, references, model_grid(state))
+        return NeighbourSearch(model, references, model_grid(state), cell_scan)
     except ValueError as exc:
         raise ValueError(f"{checkpoint}: its phase memory does not fit its model: {exc}") from None
 
@@ -486,6 +498,7 @@ def predict_files(
     library_refine_axes: bool = False,
     library_neighbours: bool = True,
     memory: bool = True,
+    memory_cell_scan: float = DEFAULT_MEMORY_CELL_SCAN,
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Predict every file; a file that cannot be read or converted, or holds no measurable signal
     (:class:`~xrdmodels.measured.MeasuredSignalError`), is reported in `failures` and the rest go on.
@@ -498,7 +511,7 @@ def predict_files(
     the model's eyes (:mod:`xrdmodels.neighbours`). With ``memory`` (the default) and a checkpoint that carries a
     memory of its training phases (``xrdmodels add-memory``), the model's ranking uses it (:func:`predict_one`);
     the combined ranking takes the network's probabilities, so that a library holding those phases does not
-    count them twice.
+    count them twice. ``memory_cell_scan``: the memory's cell scan (:func:`memory_search`).
 
     ``prior_weight``: see :func:`predict_one`. ``library_cell_scan``, ``library_refine_axes``: the library
     search's cell scan and axis-by-axis refinement (:meth:`~xrdmodels.library_search.SpectralLibrary.search`,
@@ -526,7 +539,7 @@ def predict_files(
     training = training_ranges(state, checkpoint)
     label_prior(state, checkpoint)
     neighbours, neighbour_note = neighbour_search(model, state, spectral_library, library_neighbours)
-    remembered = memory_search(model, state, memory, checkpoint)
+    remembered = memory_search(model, state, memory, checkpoint, memory_cell_scan)
     predictions: list[Prediction] = []
     failures: list[tuple[str, str]] = []
     for f in collect_files(paths):
