@@ -23,6 +23,7 @@ from xrdmodels.checkpoint import load_checkpoint, save_checkpoint
 from xrdmodels.cli import main
 from xrdmodels.combined import library_probability
 from xrdmodels.config import DEFAULT_LIBRARY_CELL_SCAN
+from xrdmodels.evaluate import load_model
 from xrdmodels.library_search import (
     CELL_SCALE_STEP,
     MAX_ZERO_SHIFT_DEG,
@@ -32,7 +33,7 @@ from xrdmodels.library_search import (
     typical_fwhm_bins,
 )
 from xrdmodels.measured import MeasuredPattern
-from xrdmodels.predict import prior_hedge
+from xrdmodels.predict import neighbour_search, prior_hedge
 
 BANK_WAVELENGTH = 1.54184
 GRID = {"two_theta_min_deg": 5.0, "two_theta_max_deg": 120.0, "n_bins": 2048}
@@ -684,6 +685,17 @@ def test_the_combined_ranking_adds_the_neighbour_search_on_the_models_grid(tmp_p
         [r["score"] for r in with_neighbours], 1 - np.prod(1 - terms, axis=1), rtol=1e-12
     )
     assert all(r["neighbour_probability"] == 0 for r in combined("--no-library-neighbours"))
+    # The neighbour term scans cells as far as the library search does (NeighbourSearch's scan is tested in
+    # test_neighbours.py); --library-cell-scan 0 compares the library's own cells in both.
+    model, state = load_model(on_grid)
+    library = SpectralLibrary.open(url)
+    for reach in (0.0, 0.02):
+        search, note = neighbour_search(model, state, library, True, reach)
+        assert note is None and search.cell_scan == reach
+    unscanned = combined("--library-cell-scan", "0")
+    assert [r["neighbour_probability"] for r in unscanned] != [
+        r["neighbour_probability"] for r in with_neighbours
+    ]
     table = CliRunner().invoke(main, base)
     assert "library  neighbours" in table.output
     # score-measured ranks the library's groups by the neighbour search too, beside the library's own ranking.

@@ -258,8 +258,8 @@ _library_cell_scan_option = click.option(
     help="Reach of the library search's cell scan: each library phase is also compared with its cell "
     "isotropically larger and smaller, d-spacings up to this fraction apart, in steps of 0.003, so that a solid "
     "solution or a sample's own composition still matches its library entry (the match reports the cell "
-    "change); 0 compares the library's cells only. The combined ranking's calibration was fitted at the "
-    "default.",
+    "change); 0 compares the library's cells only. The neighbour term (--library-neighbours) scans as far, in "
+    "steps of 0.005. The combined ranking's calibration was fitted at the default.",
 )
 
 #: --library-refine-axes of `predict` and `score-measured`.

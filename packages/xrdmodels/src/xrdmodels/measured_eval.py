@@ -199,7 +199,9 @@ def score_measured(
     model, state = load_model(checkpoint)
     training = training_ranges(state, checkpoint)
     label_prior(state, checkpoint)
-    neighbours, neighbour_note = neighbour_search(model, state, spectral_library, library_neighbours)
+    neighbours, neighbour_note = neighbour_search(
+        model, state, spectral_library, library_neighbours, library_cell_scan
+    )
     remembered = memory_search(model, state, memory, checkpoint, memory_cell_scan)
     labelled, failures = read_labelled(labels_csv, sets=sets, limit=limit)
     scores = []

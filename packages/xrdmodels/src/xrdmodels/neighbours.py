@@ -14,6 +14,10 @@ model, and they are compared by what the model's head reads:
    peaks' own width (the library search's ladder) gave the combined ranking 0.576 / 0.774 at hit@1 / hit@5 where
    the narrowest gives 0.582 / 0.777 (one model), at several times the cost (a choice made on that set:
    docs/benchmarks.md, "Neighbours in the model's eyes").
+   With a cell scan (the library's ``--library-cell-scan``, the memory's ``--memory-cell-scan``; 3% by default)
+   the pattern is also stretched in d by each scale s, |s| within the reach in steps of :data:`CELL_SCALE_STEP`
+   (:func:`stretch_in_d`), and a phase's cosine is its best over the stretches: a measured mineral's cell is rarely
+   its bank entry's (docs/benchmarks.md, "A memory of the training phases").
 2. The model encodes both (:meth:`~xrdmodels.models.model.SpaceGroupModel.features`: tokens Z, (L, d)). A phase's
    similarity is the cosine between its tokens and the pattern's over the tokens valid in the pattern's window; a
    space group's similarity c_g is its best phase's. An ensemble averages its members' cosines.

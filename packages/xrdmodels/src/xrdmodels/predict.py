@@ -327,14 +327,20 @@ def predict_one(
 
 
 def neighbour_search(
-    model, state: dict[str, Any], library: SpectralLibrary | None, wanted: bool
+    model,
+    state: dict[str, Any],
+    library: SpectralLibrary | None,
+    wanted: bool,
+    cell_scan: float = DEFAULT_LIBRARY_CELL_SCAN,
 ) -> tuple[NeighbourSearch | None, str | None]:
-    """The neighbour search of ``library`` in ``model``'s eyes when ``wanted`` and a library is given; where the
-    library is not on the model's grid, None and the note each combined prediction then carries as a warning."""
+    """The neighbour search of ``library`` in ``model``'s eyes when ``wanted`` and a library is given, scanning
+    cells within ±``cell_scan`` as the library search does; where the library is not on the model's grid, None
+    and the note each combined prediction then carries as a warning."""
     if library is None or not wanted:
         return None, None
     try:
-        return NeighbourSearch(model, ReferencePhases.from_library(library), model_grid(state)), None
+        references = ReferencePhases.from_library(library)
+        return NeighbourSearch(model, references, model_grid(state), cell_scan), None
     except ValueError as exc:
         return None, f"the combined ranking has no neighbour term: {exc}"
 
@@ -538,7 +544,9 @@ def predict_files(
     model, state = load_model(checkpoint)
     training = training_ranges(state, checkpoint)
     label_prior(state, checkpoint)
-    neighbours, neighbour_note = neighbour_search(model, state, spectral_library, library_neighbours)
+    neighbours, neighbour_note = neighbour_search(
+        model, state, spectral_library, library_neighbours, library_cell_scan
+    )
     remembered = memory_search(model, state, memory, checkpoint, memory_cell_scan)
     predictions: list[Prediction] = []
     failures: list[tuple[str, str]] = []
