@@ -121,7 +121,7 @@ def test_an_ensemble_averages_its_members_cosines() -> None:
 def test_a_library_off_the_models_grid_is_refused_naming_both_grids() -> None:
     with pytest.raises(
         ValueError,
-        match=r"memory://test is on the grid 5-120 deg, 256 bins at 1.54184 Å, the model on 5-120 deg, 256 bins at 1.5406 Å",
+        match=r"the phases of memory://test are on the grid 5-120 deg, 256 bins at 1.54184 Å, the model on 5-120 deg, 256 bins at 1.5406 Å",
     ):
         NeighbourSearch(_model(0), ReferencePhases.from_library(_library()), (LOW, HIGH, N_BINS, 1.5406))
 

@@ -68,8 +68,8 @@ NEIGHBOUR_MARGIN_MIDPOINT = 0.066
 NEIGHBOUR_MARGIN_SLOPE = 20.0
 """Slope of the calibration's logit per unit of margin."""
 CELL_SCALE_STEP = 0.005
-"""Step of the cell scan (a fraction of the cell): at 2θ = 60° a step moves a line by ~0.33°, about the width the
-model reads a line's position to within a token."""
+"""Step of the cell scan (a fraction of the cell): a step moves a line at 2θ = 60° by ~0.33°, a third of a token
+(32 bins). Not varied (docs/benchmarks.md, "A memory of the training phases")."""
 MEMORY_KEY = "phase_memory"
 """Checkpoint entry of a model's memory of its training phases (:meth:`ReferencePhases.to_checkpoint`)."""
 _BLOCK_ROWS = 128
@@ -256,10 +256,9 @@ class NeighbourSearch:
             math.isclose(a, b, abs_tol=_GRID_TOLERANCE) for a, b in zip(theirs, grid, strict=True)
         ):
             raise ValueError(
-                f"the library {references.source} is on the grid {theirs[0]:g}-{theirs[1]:g} deg, "
+                f"the phases of {references.source} are on the grid {theirs[0]:g}-{theirs[1]:g} deg, "
                 f"{theirs[2]} bins at {theirs[3]} Å, the model on {lo:g}-{hi:g} deg, {n_bins} bins at "
-                f"{wavelength} Å: the neighbour search needs both on one grid (build the bank with the model's "
-                "grid, or leave the neighbours out)"
+                f"{wavelength} Å: the neighbour search needs both on one grid (a bank built on the model's grid)"
             )
         if not 0.0 <= cell_scan < 0.5:
             raise ValueError(
