@@ -872,6 +872,17 @@ def test_a_checkpoint_remembers_its_training_phases(tmp_path, bank) -> None:
     combined = predicted("--library", url)["combined"]
     network = {r["spacegroup"]: r["probability"] for r in alone["ranked"]}
     assert all(r["model_probability"] == pytest.approx(network[r["spacegroup"]]) for r in combined)
+    # An ensemble manifest reads its first member's memory; two copies of one model rank as that model does.
+    manifest = tmp_path / "ensemble.json"
+    written = CliRunner().invoke(main, ["ensemble", str(manifest), str(remembering), str(remembering)])
+    assert written.exit_code == 0, written.output
+    pair = CliRunner().invoke(main, [base[0], str(manifest), *base[2:]])
+    assert pair.exit_code == 0, pair.output
+    ranked = json.loads(pair.stdout)["predictions"][0]["ranked"]
+    assert [r["spacegroup"] for r in ranked] == [r["spacegroup"] for r in remembered["ranked"]]
+    np.testing.assert_allclose(
+        [r["score"] for r in ranked], [r["score"] for r in remembered["ranked"]], rtol=1e-6
+    )
     # score-measured scores the model with its memory and the network alone side by side.
     labels = tmp_path / "labels.csv"
     labels.write_text(
