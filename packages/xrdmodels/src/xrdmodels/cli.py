@@ -385,7 +385,9 @@ def predict_cmd(
     and a file that cannot be read is reported while the others are predicted. A pattern without measurable
     signal (all zero, flat, mostly negative) is reported and not predicted; a few negative intensities are
     clipped to 0 with a warning (docs/formats.md). Groups are ranked by the score whose threshold gives the
-    predicted set (docs/paper-protocol.md). With --library, a search of the bank's phases ranks its space
+    predicted set (docs/paper-protocol.md), with a checkpoint's memory of its training phases (`xrdmodels
+    add-memory`) also by how surely the training phase it sees nearest the pattern names each group, and that
+    phase is shown (--no-memory: the network alone). With --library, a search of the bank's phases ranks its space
     groups beside the model's (xrdmodels.library_search), and a third ranking combines the two
     (xrdmodels.combined). CHECKPOINT may be an ensemble manifest (.json, written by `xrdmodels ensemble`): the
     members' probabilities are averaged.
