@@ -1,14 +1,17 @@
 """Fit the neighbour search's calibration for the combined ranking (xrdmodels/neighbours.py) on labelled measured files.
 
 For each checkpoint, compares every single-phase file of a labels CSV (default: RRUFF dev of
-../shared/data/experimental) with a bank's read phases in that model's eyes, then fits a logistic regression of
+../shared/data/experimental) with a bank's read phases in that model's eyes (or, with `--memory`, with the
+checkpoint's own memory of its training phases, `xrdmodels add-memory`), scanning cells as far as `--cell-scan`
+(default 3%, what predict does), then fits a logistic regression of
 "the best group is a labelled one" on its margin over the best other group: q(m) = 1 / (1 + exp(-slope (m -
 midpoint))). Prints, per checkpoint, the fit on all files and on each half (even / odd rows), the fit on the best
 cosine itself (whose midpoint moves from model to model, which is why the margin is used), and the constants
 neighbours.py ships.
 
 Usage: .venv/bin/python pipelines/fit_neighbour_calibration.py --bank runs/ionic20/bank.zarr
-           --checkpoint runs/ionic20/models/cnn_presence/last.pt [--checkpoint ...] [--set rruff]
+           --checkpoint runs/ionic20/models/cnn_presence/last.pt [--checkpoint ...] [--set rruff] [--cell-scan 0]
+       .venv/bin/python pipelines/fit_neighbour_calibration.py --memory --checkpoint runs/mem29/models/cnn_presence/model.pt
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from fit_library_calibration import LABELS, fit_logistic, print_fits
 
+from xrdmodels.config import DEFAULT_LIBRARY_CELL_SCAN
 from xrdmodels.evaluate import load_model
 from xrdmodels.library_search import SpectralLibrary
 from xrdmodels.measured_eval import read_labelled
@@ -28,15 +32,24 @@ from xrdmodels.neighbours import (
     NeighbourSearch,
     ReferencePhases,
 )
-from xrdmodels.predict import model_grid, predict_one
+from xrdmodels.predict import memory_search, model_grid, predict_one
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--bank", help="bank store whose read phases are compared (the library)")
     parser.add_argument(
-        "--bank", required=True, help="bank store whose read phases are compared (the library)"
+        "--memory",
+        action="store_true",
+        help="compare with each checkpoint's memory of its training phases instead of --bank",
+    )
+    parser.add_argument(
+        "--cell-scan",
+        type=float,
+        default=DEFAULT_LIBRARY_CELL_SCAN,
+        help=f"reach of the cell scan (default {DEFAULT_LIBRARY_CELL_SCAN}, predict's for both; 0: none)",
     )
     parser.add_argument(
         "--checkpoint", action="append", required=True, help="a model on the bank's grid (repeat for several)"
@@ -46,14 +59,22 @@ def main() -> None:
     )
     parser.add_argument("--set", default="rruff", help="set of the labels CSV to fit on (default rruff)")
     args = parser.parse_args()
-    library = SpectralLibrary.open(args.bank)
+    if args.memory == bool(args.bank):
+        parser.error("give --bank or --memory (one of them)")
+    library = None if args.memory else SpectralLibrary.open(args.bank)
     labelled, failures = read_labelled(args.labels, sets=[args.set])
     for file, reason in failures:
         print(f"skipped {file}: {reason}")
     single = [item for item in labelled if len(item.phases) == 1]
     for checkpoint in args.checkpoint:
         model, state = load_model(checkpoint)
-        search = NeighbourSearch(model, ReferencePhases.from_library(library), model_grid(state))
+        if library is None:
+            search = memory_search(model, state, True, checkpoint, args.cell_scan)
+            if search is None:
+                parser.error(f"{checkpoint} carries no memory: write one with `xrdmodels add-memory`")
+        else:
+            references = ReferencePhases.from_library(library)
+            search = NeighbourSearch(model, references, model_grid(state), args.cell_scan)
         margins, cosines, right = [], [], []
         for item in single:
             _, gridded = predict_one(
