@@ -371,6 +371,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {line}")
     print(f"  total {time.perf_counter() - t0:.0f} s")
     print(f"\nscore table: {out / 'measured' / 'measured.md'}")
+    print(
+        f"model: {checkpoint} (`xrdmodels predict {checkpoint} SCAN`"
+        + (", with its memory)" if MEMORY else ")")
+    )
 
 
 if __name__ == "__main__":
