@@ -290,9 +290,9 @@ def summarise(
     scores: list[MeasuredScore], *, ranking: Ranking = "model"
 ) -> list[dict[str, float | str | int]]:
     """One row per set (and one for all files): hit@k, recall@K*, cover@K*, mean rank of the first true phase,
-    of the model's ranking, the network's alone (without the checkpoint's memory), the library's (which adds ``in_library``: the mean fraction of a file's phases whose
-    space group the library holds), the library's in the model's eyes (:mod:`xrdmodels.neighbours`) or all
-    combined (:mod:`xrdmodels.combined`)."""
+    of the model's ranking, the network's alone (without the checkpoint's memory), the library's (which adds
+    ``in_library``: the mean fraction of a file's phases whose space group the library holds), the library's in
+    the model's eyes (:mod:`xrdmodels.neighbours`) or all combined (:mod:`xrdmodels.combined`)."""
     library = ranking == "library"
     out = []
     groups = {s.set for s in scores}
