@@ -571,7 +571,7 @@ def ensemble_cmd(manifest, checkpoints) -> None:
 def add_memory_cmd(checkpoint, bank, out, split) -> None:
     """Write OUT: CHECKPOINT with a memory of BANK's read phases (its generated random crystals left out), as
     the neighbour search shows them to the model: broadened to sharp lab peaks and normalised (xrdmodels.neighbours,
-    docs/formats.md "Checkpoint"). `predict` and `score-measured` then add the phases the model sees nearest a
+    docs/formats.md "Checkpoints"). `predict` and `score-measured` then add the phases the model sees nearest a
     pattern to its ranking (--no-memory turns that off). BANK (a path or fsspec URL) should be the bank the
     model's mixtures were drawn from, on the model's grid; the memory adds ~2 bytes per bin and phase (6 MB for
     1,437 phases of 2,048 bins)."""

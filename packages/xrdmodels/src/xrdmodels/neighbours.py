@@ -170,7 +170,7 @@ class ReferencePhases:
         )  # fmt: skip
 
     def to_checkpoint(self, split: str) -> dict[str, Any]:
-        """The checkpoint entry :data:`MEMORY_KEY` (docs/formats.md, "Checkpoint"): plain values only; the
+        """The checkpoint entry :data:`MEMORY_KEY` (docs/formats.md, "Checkpoints"): plain values only; the
         profiles as float16 (their 99th percentile is 1, so half precision keeps ~3 significant digits)."""
         return {
             "source": self.source,
