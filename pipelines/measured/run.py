@@ -11,11 +11,11 @@ measured set beside a library search of the same bank (issue 12):
                background at its input and reading square-root intensities, for a wall-clock budget (a
                300-step probe first measures this machine's speed, so that the cosine schedule ends where the
                budget does); with `--ensemble K`, K such models from seeds SEED..SEED+K-1 train side by side,
-               each on its share of the cores, and `xrdmodels ensemble` makes them one model
-  4. memory    `xrdmodels add-memory`: the bank's training phases kept in the checkpoint (models/*/model.pt), as
-               the model sees them, for its ranking (xrdmodels.neighbours)
-  5. evaluate  Table 1 on in-library and out-of-library synthetic test mixtures (A.7-A.8)
-  6. score     `xrdmodels score-measured` on every file of ../shared/data/experimental/all_labels.csv, the
+               each on its share of the cores, and `xrdmodels ensemble` makes them one model; every
+               checkpoint keeps the bank's training phases as the model sees them, for its ranking
+               (`phase_memory`, xrdmodels.neighbours)
+  4. evaluate  Table 1 on in-library and out-of-library synthetic test mixtures (A.7-A.8)
+  5. score     `xrdmodels score-measured` on every file of ../shared/data/experimental/all_labels.csv, the
                model (with its memory, and the network alone) and the library search of the bank side by side,
                and the two combined in one ranking with the bank's phases as the model sees them (measured.md)
 
@@ -73,9 +73,10 @@ ENSEMBLE = 1
 RANDOM_STYLE = "random-ionic"
 RANDOM_PER_GROUP = 20
 SYNTHETIC_WEIGHT = 0.1
-#: Whether the trained model keeps a memory of the bank's training phases (xrdmodels add-memory), which its
-#: ranking then uses. On: over seven models of this pipeline it lifted RRUFF hit@1 by 0.03 with hit@5 level
-#: (docs/benchmarks.md, "A memory of the training phases"); score-measured reports the network alone beside it.
+#: Whether every checkpoint keeps a memory of the bank's training phases (TrainConfig.phase_memory, as
+#: `xrdmodels add-memory` writes it), which `predict` and `score-measured` then rank with. On: over seven models of
+#: this pipeline, with its cell scan, RRUFF hit@1 +0.065 and hit@5 +0.019 over the network alone (docs/benchmarks.md,
+#: "A memory of the training phases"); score-measured reports the network alone beside it.
 MEMORY = True
 # Substituted relatives per curated structure in the bank. 0: with 2 the model placed more of the minerals its
 # library lacks but lost top-1 on RRUFF at every budget measured (docs/benchmarks.md, "Isotypes in the bank").
@@ -92,6 +93,7 @@ TRAIN = {
     "checkpoint_every": 500,
     "log_every": 50,
     "num_workers": 0,
+    "phase_memory": MEMORY,
 }
 #: Steps of the speed probe; its first SPEED_PROBE_SKIP steps (start-up, allocator warm-up) are not timed.
 SPEED_PROBE_STEPS, SPEED_PROBE_SKIP = 300, 100
@@ -334,17 +336,6 @@ def main(argv: list[str] | None = None) -> None:
         logs=[None] + [out / "logs" / f"{member}.log" for member in names[1:]],
         outputs=checkpoints,
     )
-    # Each model keeps its training phases as it sees them (xrdmodels add-memory): `predict` and `score-measured`
-    # rank with them (MEMORY).
-    if MEMORY:
-        remembering = [c.with_name("model.pt") for c in checkpoints]
-        for trained, written in zip(checkpoints, remembering, strict=True):
-            stages.run(
-                f"memory: the bank's training phases in {written}",
-                [xrdmodels, "add-memory", str(trained), str(bank), str(written)],
-                outputs=[written],
-            )
-        checkpoints = remembering
     checkpoint = str(checkpoints[0])
     if args.ensemble > 1:
         checkpoint = str(out / "models" / "ensemble.json")

@@ -13,10 +13,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import zarr
 from click.testing import CliRunner
 from sklearn.metrics import f1_score
 
@@ -27,6 +29,7 @@ from xrdmodels.config import TrainConfig, preset
 from xrdmodels.data import MixtureStore, to_batch
 from xrdmodels.measured.grid import A1
 from xrdmodels.models.model import SpaceGroupModel
+from xrdmodels.neighbours import bank_memory
 from xrdmodels.predict import training_ranges
 from xrdmodels.train import TrainingDiverged, autocast, train
 
@@ -682,3 +685,36 @@ def test_training_and_validation_use_the_configured_presence_loss(stores, tmp_pa
     # Two training steps, then at least one validation batch.
     assert len(seen) > 2 and all(p.kind == "asymmetric" and p.gamma_negative == 2.0 for p in seen)
     assert summary["step"] == 2
+
+
+def test_phase_memory_keeps_the_banks_training_phases_in_every_checkpoint(stores, tmp_path):
+    """phase_memory: every checkpoint carries the train store's bank's train-split phases, the entry
+    `xrdmodels add-memory` writes; a resumed run keeps it; a store without a readable bank is a clear error."""
+    out = tmp_path / "memory"
+    config = make_config(stores, out, max_steps=4, phase_memory=True)
+    train(config, progress=False)
+    bank = str(Path(stores["dir"]) / "bank.zarr")
+    state = load_checkpoint(out / "last.pt")
+    grid = (
+        state["model_config"]["two_theta_min_deg"],
+        state["model_config"]["two_theta_max_deg"],
+        state["model_config"]["n_bins"],
+        state["data"]["wavelength_angstrom"],
+    )
+    references, expected = bank_memory(bank, "train", grid)
+    memory = state["phase_memory"]
+    splits = zarr.open_group(bank, mode="r")["entries/split"][...].tolist()
+    assert len(memory["phase_ids"]) == splits.count("train") == len(references) > 0
+    assert memory["phase_ids"] == expected["phase_ids"] and memory["split"] == "train"
+    assert torch.equal(memory["profiles"], expected["profiles"])
+    train(make_config(stores, out, max_steps=8, phase_memory=True), resume=True, progress=False)
+    assert load_checkpoint(out / "last.pt")["phase_memory"]["phase_ids"] == expected["phase_ids"]
+    train(make_config(stores, tmp_path / "plain", max_steps=2), progress=False)
+    assert "phase_memory" not in load_checkpoint(tmp_path / "plain" / "last.pt")  # off by default
+    store = SimpleNamespace(url="mem.zarr", attrs={})
+    with pytest.raises(ValueError, match="mem.zarr records no bank_url.*xrdmodels add-memory"):
+        train_module.training_memory(config, store, None, 1.5406)
+    store = SimpleNamespace(url="mem.zarr", attrs={"bank_url": str(tmp_path / "nowhere.zarr")})
+    with pytest.raises(ValueError, match="phase_memory: the bank of mem.zarr: .*nowhere.zarr"):
+        grid = SimpleNamespace(two_theta_min_deg=5.0, two_theta_max_deg=90.0, n_bins=512)
+        train_module.training_memory(config, store, grid, 1.5406)

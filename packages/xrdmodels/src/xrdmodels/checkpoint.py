@@ -266,6 +266,9 @@ class TrainState:
     val_metrics: dict[str, float] = field(default_factory=dict)
     #: The validation that scored `best_val_micro_f1`.
     best_val_metrics: dict[str, float] = field(default_factory=dict)
+    #: The training bank's phases for prediction (`TrainConfig.phase_memory`, entry `phase_memory`), or None;
+    #: computed by each run from the bank, never restored.
+    memory: dict[str, Any] | None = None
 
     def state_dict(self, rt: Runtime) -> dict[str, Any]:
         """The checkpoint's entries, plain values for `save_checkpoint`.
@@ -288,6 +291,7 @@ class TrainState:
             "config": self.config.persistable(),
             "model_config": self.model_config.model_dump(mode="json"),
             "data": self.data,
+            **({"phase_memory": self.memory} if self.memory is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any], rt: Runtime) -> None:
@@ -451,43 +455,24 @@ def add_label_prior(
     save_checkpoint(destination, state)
 
 
-#: What ``add_memory`` can keep of a bank's read phases: those of one split, or every one.
-MEMORY_SPLITS = ("train", "val", "test", "all")
-
-
 def add_memory(
     source: str | os.PathLike, bank: str, destination: str | os.PathLike, split: str = "train"
 ) -> int:
     """Write `source` to `destination` with a memory of `bank`'s read phases of `split` (default: the training
     phases, those the model learned from; ``all``: every read phase), as the neighbour search shows them to a
     model (:class:`~xrdmodels.neighbours.ReferencePhases`, entry ``phase_memory``), so that prediction ranks with
-    it (:func:`xrdmodels.predict.predict_one`). Returns the number of phases kept.
+    it (:func:`xrdmodels.predict.predict_one`). Training writes the same entry with ``phase_memory`` on
+    (:class:`~xrdmodels.config.TrainConfig`). Returns the number of phases kept.
 
     Raises:
         LibraryFormatError: `bank` is not a usable bank store.
         ValueError: the bank is not on the model's grid, records no splits, or holds no read phase of `split`.
     """
-    from .library_search import SpectralLibrary
-    from .neighbours import MEMORY_KEY, NeighbourSearch, ReferencePhases
+    from .neighbours import MEMORY_KEY, bank_memory
     from .predict import model_grid
 
-    if split not in MEMORY_SPLITS:
-        raise ValueError(f"split {split!r} is not one of {', '.join(MEMORY_SPLITS)}")
     state = load_checkpoint(source)
-    library = SpectralLibrary.open(bank)
-    if split == "all":
-        keep = np.ones(len(library), dtype=bool)
-    elif library.splits is None:
-        raise ValueError(
-            f"{redact_url(bank)} records no splits (entries/split): keep every phase with split 'all'"
-        )
-    else:
-        keep = library.splits == split
-    if not keep.any():
-        raise ValueError(f"{redact_url(bank)} holds no read phase of the {split} split: nothing to remember")
-    references = ReferencePhases.from_library(library, keep)
-    NeighbourSearch(nn.Identity(), references, model_grid(state))  # refuses a bank on another grid
-    state[MEMORY_KEY] = references.to_checkpoint(split)
+    references, state[MEMORY_KEY] = bank_memory(bank, split, model_grid(state))
     save_checkpoint(destination, state)
     return len(references)
 

@@ -422,6 +422,12 @@ class TrainConfig(BaseModel):
         50, gt=0, description="Log training loss, lr, gradient norm and samples/s every N steps."
     )
     tensorboard: bool = Field(True, description="Also write TensorBoard scalars to out_dir/tensorboard.")
+    phase_memory: bool = Field(
+        False,
+        description="Keep the training bank's read phases of its train split in every checkpoint, as `xrdmodels "
+        'add-memory` does, so that predict ranks with them (docs/formats.md, "Checkpoints"; not in the paper). '
+        "Reads the bank the train store records (its bank_url), which must be reachable and on the model's grid.",
+    )
 
     # --- execution ---
     seed: int = Field(0, ge=0, description="Seed of the weights, dropout and the data order.")

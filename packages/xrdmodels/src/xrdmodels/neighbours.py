@@ -72,6 +72,8 @@ CELL_SCALE_STEP = 0.005
 (32 bins). Not varied (docs/benchmarks.md, "A memory of the training phases")."""
 MEMORY_KEY = "phase_memory"
 """Checkpoint entry of a model's memory of its training phases (:meth:`ReferencePhases.to_checkpoint`)."""
+MEMORY_SPLITS = ("train", "val", "test", "all")
+"""What a memory can keep of a bank's read phases: those of one split, or every one."""
 _BLOCK_ROWS = 128
 _GRID_TOLERANCE = 1e-6
 
@@ -227,6 +229,34 @@ class ReferencePhases:
             np.array(entry["formulas"], dtype=str), space_groups, values, ~(values > 0).any(axis=1),
             (float(grid[0]), float(grid[1]), int(grid[2]), float(grid[3])),
         )  # fmt: skip
+
+
+def bank_memory(
+    bank: str, split: str, grid: tuple[float, float, int, float]
+) -> tuple[ReferencePhases, dict[str, Any]]:
+    """A model's memory of ``bank``'s read phases of ``split`` (``all``: every read phase), checked against the
+    model's ``grid``: the phases and their checkpoint entry (:meth:`ReferencePhases.to_checkpoint`).
+
+    Raises:
+        LibraryFormatError: ``bank`` is not a usable bank store.
+        ValueError: an unknown split, a bank that records no splits or holds no read phase of ``split``, or a
+            bank on another grid than the model's.
+    """
+    if split not in MEMORY_SPLITS:
+        raise ValueError(f"split {split!r} is not one of {', '.join(MEMORY_SPLITS)}")
+    library = SpectralLibrary.open(bank)
+    where = redact_url(bank)
+    if split == "all":
+        keep = np.ones(len(library), dtype=bool)
+    elif library.splits is None:
+        raise ValueError(f"{where} records no splits (entries/split): keep every phase with split 'all'")
+    else:
+        keep = library.splits == split
+    if not keep.any():
+        raise ValueError(f"{where} holds no read phase of the {split} split: nothing to remember")
+    references = ReferencePhases.from_library(library, keep)
+    NeighbourSearch(nn.Identity(), references, grid)  # refuses a bank on another grid
+    return references, references.to_checkpoint(split)
 
 
 class NeighbourSearch:

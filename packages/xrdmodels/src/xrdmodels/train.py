@@ -181,6 +181,36 @@ def check_grid(store: MixtureStore, model_config: ModelConfig) -> None:
         )
 
 
+def training_memory(
+    config: TrainConfig, store: MixtureStore, model_config: ModelConfig, wavelength_angstrom: float
+) -> dict[str, Any]:
+    """The checkpoint entry of the training bank's train-split phases (`TrainConfig.phase_memory`,
+    :func:`xrdmodels.neighbours.bank_memory`), read from the bank the train store records.
+
+    Raises:
+        ValueError: the store records no bank, or its bank cannot be read or is not on the model's grid; the
+            message says what to do.
+    """
+    from .neighbours import bank_memory
+
+    bank = store.attrs.get("bank_url")
+    fix = "set phase_memory to false, or add a memory to a checkpoint later with `xrdmodels add-memory`"
+    if not bank:
+        raise ValueError(f"{store.url} records no bank_url, so phase_memory has no bank to read; {fix}")
+    grid = (
+        model_config.two_theta_min_deg,
+        model_config.two_theta_max_deg,
+        model_config.n_bins,
+        wavelength_angstrom,
+    )
+    try:
+        references, entry = bank_memory(bank, "train", grid)
+    except ValueError as exc:
+        raise ValueError(f"phase_memory: the bank of {store.url}: {exc}; {fix}") from None
+    log.info("phase memory: %d training phases of %s in every checkpoint", len(references), references.source)
+    return entry
+
+
 @torch.no_grad()
 def evaluate_store(
     model: SpaceGroupModel,
@@ -323,6 +353,8 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
         TrainState.check_resumable(saved, last, config, model_config, rt.world_size)
     stream, loader = build_loader(config, rt)
     check_grid(stream.store, model_config)
+    wavelength = float(stream.store.attrs.get("wavelength_angstrom", CU_KA_ANGSTROM))
+    memory = training_memory(config, stream.store, model_config, wavelength) if config.phase_memory else None
     if config.val_store and rt.is_main:
         check_grid(MixtureStore(config.val_store, config.storage_options), model_config)
 
@@ -342,7 +374,7 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
         config=config,
         model_config=model_config,
         data={
-            "wavelength_angstrom": float(stream.store.attrs.get("wavelength_angstrom", CU_KA_ANGSTROM)),
+            "wavelength_angstrom": wavelength,
             "grid": dict(stream.store.attrs["grid"]),
             "train_store": config.persistable()["train_store"],
             # The generating recipe (JSON data, never xrdsynth objects): predict warns against its ranges.
@@ -350,6 +382,7 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
             # Each group's share of the training phases: predict hedges its ranking of a measured pattern towards it.
             "label_prior": stream.store.label_prior().tolist(),
         },
+        memory=memory,
     )
     # Whether the coming pass over the loader starts its epoch at the first batch (not a resumed position).
     fresh_epoch = True
