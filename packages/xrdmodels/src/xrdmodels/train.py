@@ -182,7 +182,7 @@ def check_grid(store: MixtureStore, model_config: ModelConfig) -> None:
 
 
 def training_memory(
-    config: TrainConfig, store: MixtureStore, model_config: ModelConfig, wavelength_angstrom: float
+    store: MixtureStore, model_config: ModelConfig, wavelength_angstrom: float
 ) -> dict[str, Any]:
     """The checkpoint entry of the training bank's train-split phases (`TrainConfig.phase_memory`,
     :func:`xrdmodels.neighbours.bank_memory`), read from the bank the train store records.
@@ -354,7 +354,7 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
     stream, loader = build_loader(config, rt)
     check_grid(stream.store, model_config)
     wavelength = float(stream.store.attrs.get("wavelength_angstrom", CU_KA_ANGSTROM))
-    memory = training_memory(config, stream.store, model_config, wavelength) if config.phase_memory else None
+    memory = training_memory(stream.store, model_config, wavelength) if config.phase_memory else None
     if config.val_store and rt.is_main:
         check_grid(MixtureStore(config.val_store, config.storage_options), model_config)
 
