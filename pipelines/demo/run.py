@@ -6,7 +6,8 @@
                on CPU (A.2-A.6 at CPU size, with read-outs that learn at that scale: docs/demo.md)
   4. evaluate  the paper's Table 1 protocol on in-library and out-of-library test (A.7-A.8), with figures
   5. predict   a measured pattern from ../shared/data/experimental, and a score on all its labelled files, each
-               beside a library search of the demo bank (the classical baseline)
+               beside a library search of the demo bank (the classical baseline); the model ranks with its memory
+               of the bank's training phases (`phase_memory`), and the score shows the network alone too
 
 Every stage is the real command a user would type (printed before it runs). A rerun reuses what finished:
 the bank and mixture stores recognise their own inputs, training resumes from its last checkpoint, and
@@ -41,6 +42,8 @@ def train_config(out: Path, name: str, head: str, minutes: float) -> Path:
             "val_store": str(out / "mixtures" / "val.zarr"),
             "out_dir": str(out / "models" / name),
             "max_minutes": minutes,
+            # Every checkpoint keeps the demo bank's training phases, which predict ranks with (TrainConfig).
+            "phase_memory": True,
         }
     )
     cfg["model_overrides"] = {**cfg.get("model_overrides", {}), "head": head}
