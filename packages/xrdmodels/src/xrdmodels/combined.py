@@ -86,6 +86,16 @@ def group_fom(result: LibraryResult) -> np.ndarray:
     return fom
 
 
+def noisy_or(model_probability: np.ndarray, *terms: np.ndarray) -> np.ndarray:
+    """(230,) the ranking key of the model's hedged probability p (230,) and independent detections ``terms``
+    (each (230,), 0..1): 1 - (1 - p)·Π(1 - t), or p where p passes 1 (module docstring)."""
+    p = np.asarray(model_probability, dtype=np.float64)
+    missed = 1.0 - p
+    for term in terms:
+        missed = missed * (1.0 - np.asarray(term, dtype=np.float64))
+    return np.where(p > 1.0, p, 1.0 - missed)
+
+
 def combine(
     model_probability: np.ndarray, library: LibraryResult, neighbours: np.ndarray | None = None
 ) -> list[CombinedGroup]:
@@ -98,7 +108,7 @@ def combine(
         if value.shape != (N_SPACE_GROUPS,):
             raise ValueError(f"{name} must have shape ({N_SPACE_GROUPS},), got {value.shape}")
     q = library_probability(group_fom(library))
-    score = np.where(p > 1.0, p, 1.0 - (1.0 - p) * (1.0 - q) * (1.0 - n))
+    score = noisy_or(p, q, n)
     return [
         CombinedGroup(int(c) + 1, symbol(int(c) + 1), crystal_system(int(c) + 1), float(score[c]), float(p[c]),
                       float(q[c]), float(n[c]))

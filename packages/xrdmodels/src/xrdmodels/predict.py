@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .combined import CombinedGroup, combine
+from .combined import CombinedGroup, combine, noisy_or
 from .config import (
     CU_KA_ANGSTROM,
     DEFAULT_LIBRARY_CELL_SCAN,
@@ -133,11 +133,16 @@ def combined_model_term(pred: Prediction, state: dict[str, Any]) -> np.ndarray:
     """(230,) what the model brings to the combined ranking (:mod:`xrdmodels.combined`): its probability for each
     group plus ``pred.prior_weight`` × :func:`prior_hedge`, the hedge of its own ranking (`predict_one`); needs
     every group in ``pred.ranked``."""
-    probability = model_probabilities(pred.ranked)
-    prior = label_prior(state)
-    if prior is None or pred.prior_weight == 0:
+    return hedged_probability(model_probabilities(pred.ranked), label_prior(state), pred.prior_weight)
+
+
+def hedged_probability(probability: np.ndarray, prior: np.ndarray | None, prior_weight: float) -> np.ndarray:
+    """(230,) the model's probability plus ``prior_weight`` × :func:`prior_hedge` (no hedge without a prior or at
+    weight 0), in double: the model's term wherever it is combined with another detection."""
+    probability = np.asarray(probability, dtype=np.float64)
+    if prior is None or prior_weight == 0:
         return probability
-    return probability + pred.prior_weight * prior_hedge(probability, prior)
+    return probability + prior_weight * prior_hedge(probability, prior)
 
 
 def model_grid(state: dict[str, Any]) -> tuple[float, float, int, float]:
@@ -286,10 +291,7 @@ def predict_one(
         network_ranked = [int(c) + 1 for c in rank_classes(key[None])[0][:top_k]]
         similarity, nearest = memory.nearest(gridded.pattern, gridded.window_bins)
         remembered = neighbour_probability(similarity)
-        p = probability.astype(np.float64)  # the noisy-OR in double, whatever the model's dtype
-        if weight > 0:
-            p = p + weight * prior_hedge(probability, prior)
-        key = np.where(p > 1.0, p, 1.0 - (1.0 - p) * (1.0 - remembered))
+        key = noisy_or(hedged_probability(probability, prior, weight), remembered)
     order = rank_classes(key[None])[0]
     # The model's operating point says how many groups are present, the ranking which: the predicted set is
     # always the top of the ranking (with w = 0, exactly metrics.predicted_set at op).
