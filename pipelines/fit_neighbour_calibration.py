@@ -9,9 +9,14 @@ midpoint))). Prints, per checkpoint, the fit on all files and on each half (even
 cosine itself (whose midpoint moves from model to model, which is why the margin is used), and the constants
 neighbours.py ships.
 
+With `--store STORE` the patterns are the single-phase rows of a mixture store instead of measured files (the first
+`--samples` of them; the measured pipeline's `in_library.zarr` holds mixtures of the bank's training phases, the
+phases a memory keeps): a fit that no measured pattern has seen. The label is the row's phase's space group.
+
 Usage: .venv/bin/python pipelines/fit_neighbour_calibration.py --bank runs/ionic20/bank.zarr
            --checkpoint runs/ionic20/models/cnn_presence/last.pt [--checkpoint ...] [--set rruff] [--cell-scan 0]
        .venv/bin/python pipelines/fit_neighbour_calibration.py --memory --checkpoint runs/mem29/models/cnn_presence/model.pt
+           [--store runs/mem29/mixtures/in_library.zarr --samples 1000]
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import zarr
 from fit_library_calibration import LABELS, fit_logistic, print_fits
 
 from xrdmodels.config import DEFAULT_LIBRARY_CELL_SCAN
@@ -33,6 +39,16 @@ from xrdmodels.neighbours import (
     ReferencePhases,
 )
 from xrdmodels.predict import memory_search, model_grid, predict_one
+
+
+def store_patterns(store: str, samples: int) -> list[tuple[np.ndarray, tuple[int, int], set[int]]]:
+    """The first ``samples`` single-phase rows of a mixture store (docs/formats.md): (pattern, window, {group})."""
+    group = zarr.open_group(store, mode="r")
+    rows = np.flatnonzero(group["n_phases"][:] == 1)[:samples]
+    patterns = group["pattern"].oindex[rows, :].astype(np.float64)
+    windows = group["window_bins"].oindex[rows, :]
+    groups = group["phase_spacegroup"].oindex[rows, 0]
+    return [(x, (int(w[0]), int(w[1])), {int(g)}) for x, w, g in zip(patterns, windows, groups, strict=True)]
 
 
 def main() -> None:
@@ -58,14 +74,27 @@ def main() -> None:
         "--labels", default=str(LABELS), help="labels CSV (default ../shared/.../all_labels.csv)"
     )
     parser.add_argument("--set", default="rruff", help="set of the labels CSV to fit on (default rruff)")
+    parser.add_argument(
+        "--store",
+        help="fit on the single-phase rows of this mixture store (on the model's grid) instead of the labels CSV",
+    )
+    parser.add_argument(
+        "--samples", type=int, default=1000, help="single-phase rows of --store to use, the first ones (1000)"
+    )
     args = parser.parse_args()
     if args.memory == bool(args.bank):
         parser.error("give --bank or --memory (one of them)")
     library = None if args.memory else SpectralLibrary.open(args.bank)
-    labelled, failures = read_labelled(args.labels, sets=[args.set])
-    for file, reason in failures:
-        print(f"skipped {file}: {reason}")
-    single = [item for item in labelled if len(item.phases) == 1]
+    if args.store:
+        single, what = store_patterns(args.store, args.samples), f"single-phase rows of {args.store}"
+    else:
+        labelled, failures = read_labelled(args.labels, sets=[args.set])
+        for file, reason in failures:
+            print(f"skipped {file}: {reason}")
+        single, what = (
+            [item for item in labelled if len(item.phases) == 1],
+            f"single-phase files of set {args.set!r}",
+        )
     for checkpoint in args.checkpoint:
         model, state = load_model(checkpoint)
         if library is None:
@@ -77,19 +106,20 @@ def main() -> None:
             search = NeighbourSearch(model, references, model_grid(state), args.cell_scan)
         margins, cosines, right = [], [], []
         for item in single:
-            _, gridded = predict_one(
-                model, state, item.pattern, wavelength_angstrom=item.wavelength_angstrom, top_k=1
-            )
-            similarity = np.nan_to_num(search.similarity(gridded.pattern, gridded.window_bins), nan=-np.inf)
+            if isinstance(item, tuple):
+                pattern, window, groups = item
+            else:
+                _, gridded = predict_one(
+                    model, state, item.pattern, wavelength_angstrom=item.wavelength_angstrom, top_k=1
+                )
+                pattern, window, groups = gridded.pattern, gridded.window_bins, item.phases[0]
+            similarity = np.nan_to_num(search.similarity(pattern, window), nan=-np.inf)
             best, second = np.sort(similarity)[-1], np.sort(similarity)[-2]
             margins.append(best - second)
             cosines.append(best)
-            right.append(float(int(np.argmax(similarity)) + 1 in item.phases[0]))
+            right.append(float(int(np.argmax(similarity)) + 1 in groups))
         margin, cosine, hit = np.array(margins), np.array(cosines), np.array(right)
-        print(
-            f"{Path(checkpoint)}: {len(hit)} single-phase files of set {args.set!r}; the best group right in "
-            f"{hit.mean():.3f}"
-        )
+        print(f"{Path(checkpoint)}: {len(hit)} {what}; the best group right in {hit.mean():.3f}")
         print_fits("margin, ", margin, hit)
         slope, midpoint = fit_logistic(cosine, hit)
         print(f"  best cosine, fit on all  : slope {slope:.1f}, midpoint {midpoint:.3f}")
