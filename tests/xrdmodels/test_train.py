@@ -718,3 +718,30 @@ def test_phase_memory_keeps_the_banks_training_phases_in_every_checkpoint(stores
     with pytest.raises(ValueError, match="phase_memory: the bank of mem.zarr: .*nowhere.zarr"):
         grid = SimpleNamespace(two_theta_min_deg=5.0, two_theta_max_deg=90.0, n_bins=512)
         train_module.training_memory(store, grid, 1.5406)
+
+
+def test_keep_step_checkpoints_keeps_the_newest_across_a_resume(stores, tmp_path):
+    out = tmp_path / "kept"
+    unrelated = out / "step-notes.pt"
+    out.mkdir()
+    unrelated.write_bytes(b"not a checkpoint of this run")
+    train(make_config(stores, out, max_steps=12, keep_step_checkpoints=2), progress=False)
+    assert sorted(p.name for p in out.glob("step-*.pt")) == [
+        "step-00000008.pt",
+        "step-00000012.pt",
+        "step-notes.pt",
+    ]
+    # A resumed run prunes what the first left, and resumes from last.pt alone.
+    train(make_config(stores, out, max_steps=20, keep_step_checkpoints=2), resume=True, progress=False)
+    assert sorted(p.name for p in out.glob("step-*.pt")) == [
+        "step-00000016.pt",
+        "step-00000020.pt",
+        "step-notes.pt",
+    ]
+    assert (out / "last.pt").read_bytes() == (out / "step-00000020.pt").read_bytes()
+    assert unrelated.read_bytes() == b"not a checkpoint of this run"
+
+
+def test_keep_step_checkpoints_must_be_positive(stores, tmp_path):
+    with pytest.raises(ValueError, match="keep_step_checkpoints"):
+        make_config(stores, tmp_path, keep_step_checkpoints=0)

@@ -418,6 +418,13 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(
         50_000, gt=0, description="Write step-NNNNNNNN.pt and last.pt every this many steps (A.6: 50,000)."
     )
+    keep_step_checkpoints: int | None = Field(
+        None,
+        gt=0,
+        description="Keep only the newest this many step-NNNNNNNN.pt files, deleting the older ones as each new one "
+        "is written (None: keep every one; not in the paper). last.pt and best.pt are always kept, and resuming "
+        "needs only last.pt.",
+    )
     log_every: int = Field(
         50, gt=0, description="Log training loss, lr, gradient norm and samples/s every N steps."
     )

@@ -13,7 +13,7 @@ dropout uses.
 
 Files in `out_dir` (none holds credentials, docs/security.md): `config.json`, `metrics.csv` (step, split,
 name, value), `last.pt`, `best.pt` (highest validation micro-F1, A.6), `step-NNNNNNNN.pt` every
-`checkpoint_every` steps, and `tensorboard/`.
+`checkpoint_every` steps (only the newest `keep_step_checkpoints` of them, when set), and `tensorboard/`.
 metrics.csv rows: split "train" every `log_every` steps (loss of the step's batch averaged over ranks, the lr
 that step used, grad_norm = global L2 norm before clipping, samples_per_s over the interval, and slot_diversity
 for phase-cluster models); split "val" (see `evaluate_store`).
@@ -25,6 +25,7 @@ import csv
 import json
 import logging
 import random
+import re
 import shutil
 import signal
 import time
@@ -179,6 +180,14 @@ def check_grid(store: MixtureStore, model_config: ModelConfig) -> None:
             f"{model_config.two_theta_max_deg}°; set model_overrides.n_bins / two_theta_min_deg / "
             "two_theta_max_deg to the store's grid, or regenerate the store on the model's grid"
         )
+
+
+def prune_step_checkpoints(out_dir: Path, keep: int) -> None:
+    """Delete every step-NNNNNNNN.pt of ``out_dir`` but the newest ``keep`` (the step is zero-padded, so name order
+    is step order)."""
+    steps = sorted(p for p in out_dir.glob("step-*.pt") if re.fullmatch(r"step-\d{8}\.pt", p.name))
+    for old in steps[: max(0, len(steps) - keep)]:
+        old.unlink(missing_ok=True)
 
 
 def training_memory(
@@ -503,6 +512,8 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
                     saved_step = state.step
                     if rt.is_main:
                         shutil.copyfile(last, out_dir / f"step-{state.step:08d}.pt")
+                        if config.keep_step_checkpoints is not None:
+                            prune_step_checkpoints(out_dir, config.keep_step_checkpoints)
                     t_last = time.perf_counter()
                 if stopping or out_of_time or state.step >= config.max_steps:
                     break
