@@ -40,15 +40,35 @@ from xrdmodels.neighbours import (
 )
 from xrdmodels.predict import memory_search, model_grid, predict_one
 
+Sample = tuple[np.ndarray, tuple[int, int], set[int]]
+"""A pattern on the model grid, its window of bins and the space groups that count as its phase."""
 
-def store_patterns(store: str, samples: int) -> list[tuple[np.ndarray, tuple[int, int], set[int]]]:
-    """The first ``samples`` single-phase rows of a mixture store (docs/formats.md): (pattern, window, {group})."""
+
+def store_patterns(store: str, samples: int, grid: tuple[float, float, int, float]) -> list[Sample]:
+    """The first ``samples`` single-phase rows of a mixture store (docs/formats.md) on the model's ``grid``."""
     group = zarr.open_group(store, mode="r")
+    theirs = group.attrs["grid"]
+    if (theirs["two_theta_min_deg"], theirs["two_theta_max_deg"], theirs["n_bins"]) != grid[:3]:
+        raise SystemExit(
+            f"{store} is on the grid {theirs}, the model on {grid[:3]}: use the model's own stores"
+        )
     rows = np.flatnonzero(group["n_phases"][:] == 1)[:samples]
     patterns = group["pattern"].oindex[rows, :].astype(np.float64)
     windows = group["window_bins"].oindex[rows, :]
     groups = group["phase_spacegroup"].oindex[rows, 0]
     return [(x, (int(w[0]), int(w[1])), {int(g)}) for x, w, g in zip(patterns, windows, groups, strict=True)]
+
+
+def measured_patterns(model, state: dict, labelled: list) -> list[Sample]:
+    """Labelled measured files (:class:`~xrdmodels.measured_eval.LabelledPattern`) put on the model grid as
+    ``predict`` puts them."""
+    samples = []
+    for item in labelled:
+        _, gridded = predict_one(
+            model, state, item.pattern, wavelength_angstrom=item.wavelength_angstrom, top_k=1
+        )
+        samples.append((gridded.pattern, gridded.window_bins, item.phases[0]))
+    return samples
 
 
 def main() -> None:
@@ -86,7 +106,7 @@ def main() -> None:
         parser.error("give --bank or --memory (one of them)")
     library = None if args.memory else SpectralLibrary.open(args.bank)
     if args.store:
-        single, what = store_patterns(args.store, args.samples), f"single-phase rows of {args.store}"
+        what = f"single-phase rows of {args.store}"
     else:
         labelled, failures = read_labelled(args.labels, sets=[args.set])
         for file, reason in failures:
@@ -104,15 +124,12 @@ def main() -> None:
         else:
             references = ReferencePhases.from_library(library)
             search = NeighbourSearch(model, references, model_grid(state), args.cell_scan)
+        if args.store:
+            samples = store_patterns(args.store, args.samples, model_grid(state))
+        else:
+            samples = measured_patterns(model, state, single)
         margins, cosines, right = [], [], []
-        for item in single:
-            if isinstance(item, tuple):
-                pattern, window, groups = item
-            else:
-                _, gridded = predict_one(
-                    model, state, item.pattern, wavelength_angstrom=item.wavelength_angstrom, top_k=1
-                )
-                pattern, window, groups = gridded.pattern, gridded.window_bins, item.phases[0]
+        for pattern, window, groups in samples:
             similarity = np.nan_to_num(search.similarity(pattern, window), nan=-np.inf)
             best, second = np.sort(similarity)[-1], np.sort(similarity)[-2]
             margins.append(best - second)
