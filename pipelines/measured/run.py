@@ -91,7 +91,7 @@ TRAIN = {
     "val_every": 500,
     "val_max_batches": 16,
     "checkpoint_every": 500,
-    # Each checkpoint carries the memory (20.5 MB): a 45-minute run would leave ~40 step files, 0.8 GB.
+    # Each checkpoint carries the memory (20.5 MB): a 45-minute run would leave ~40 step files, ~0.9 GB.
     "keep_step_checkpoints": 4,
     "log_every": 50,
     "num_workers": 0,
