@@ -9,9 +9,10 @@ midpoint))). Prints, per checkpoint, the fit on all files and on each half (even
 cosine itself (whose midpoint moves from model to model, which is why the margin is used), and the constants
 neighbours.py ships.
 
-With `--store STORE` the patterns are the single-phase rows of a mixture store instead of measured files (the first
-`--samples` of them; the measured pipeline's `in_library.zarr` holds mixtures of the bank's training phases, the
-phases a memory keeps): a fit that no measured pattern has seen. The label is the row's phase's space group.
+With `--store STORE` the patterns are the first `--samples` single-phase rows of a mixture store instead of measured
+files, a fit that no measured pattern has seen; the label is the row's phase's space group. The measured pipeline's
+`in_library.zarr` holds mixtures of the bank's training split. Their read phases are those a memory keeps; its
+generated crystals (24% of runs/mem29's single-phase rows) the memory leaves out and can only get wrong.
 
 Usage: .venv/bin/python pipelines/fit_neighbour_calibration.py --bank runs/ionic20/bank.zarr
            --checkpoint runs/ionic20/models/cnn_presence/last.pt [--checkpoint ...] [--set rruff] [--cell-scan 0]
@@ -25,10 +26,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import zarr
 from fit_library_calibration import LABELS, fit_logistic, print_fits
 
 from xrdmodels.config import DEFAULT_LIBRARY_CELL_SCAN
+from xrdmodels.data import MixtureStore
 from xrdmodels.evaluate import load_model
 from xrdmodels.library_search import SpectralLibrary
 from xrdmodels.measured_eval import read_labelled
@@ -39,23 +40,21 @@ from xrdmodels.neighbours import (
     ReferencePhases,
 )
 from xrdmodels.predict import memory_search, model_grid, predict_one
+from xrdmodels.train import check_grid
 
 Sample = tuple[np.ndarray, tuple[int, int], set[int]]
 """A pattern on the model grid, its window of bins and the space groups that count as its phase."""
 
 
-def store_patterns(store: str, samples: int, grid: tuple[float, float, int, float]) -> list[Sample]:
-    """The first ``samples`` single-phase rows of a mixture store (docs/formats.md) on the model's ``grid``."""
-    group = zarr.open_group(store, mode="r")
-    theirs = group.attrs["grid"]
-    if (theirs["two_theta_min_deg"], theirs["two_theta_max_deg"], theirs["n_bins"]) != grid[:3]:
-        raise SystemExit(
-            f"{store} is on the grid {theirs}, the model on {grid[:3]}: use the model's own stores"
-        )
-    rows = np.flatnonzero(group["n_phases"][:] == 1)[:samples]
-    patterns = group["pattern"].oindex[rows, :].astype(np.float64)
-    windows = group["window_bins"].oindex[rows, :]
-    groups = group["phase_spacegroup"].oindex[rows, 0]
+def store_patterns(store: str, samples: int, model_config) -> list[Sample]:
+    """The first ``samples`` single-phase rows of a mixture store (docs/formats.md) on the model's grid."""
+    mixtures = MixtureStore(store)
+    check_grid(mixtures, model_config)
+    arrays = mixtures.arrays
+    rows = np.flatnonzero(arrays["n_phases"][:] == 1)[:samples]
+    patterns = arrays["pattern"].oindex[rows, :].astype(np.float64)
+    windows = arrays["window_bins"].oindex[rows, :]
+    groups = arrays["phase_spacegroup"].oindex[rows, 0]
     return [(x, (int(w[0]), int(w[1])), {int(g)}) for x, w, g in zip(patterns, windows, groups, strict=True)]
 
 
@@ -125,7 +124,7 @@ def main() -> None:
             references = ReferencePhases.from_library(library)
             search = NeighbourSearch(model, references, model_grid(state), args.cell_scan)
         if args.store:
-            samples = store_patterns(args.store, args.samples, model_grid(state))
+            samples = store_patterns(args.store, args.samples, model.config)
         else:
             samples = measured_patterns(model, state, single)
         margins, cosines, right = [], [], []
