@@ -242,8 +242,10 @@ def test_checkpoint_records_the_training_recipe_and_predict_warns_against_it(tmp
     scan.write_text("".join(f"{30 + 0.05 * i} {1 + (i % 7)}\n" for i in range(1801)))
 
     def window_warnings(checkpoint: Path) -> list[str]:
-        predictions, failures = predict_files(str(checkpoint), [str(scan)], wavelength_angstrom=1.54184)
-        assert failures == []
+        predictions, failures, skipped = predict_files(
+            str(checkpoint), [str(scan)], wavelength_angstrom=1.54184
+        )
+        assert failures == [] and skipped == []
         return [w for w in predictions[0].warnings if "training windows" in w]
 
     assert window_warnings(out / "last.pt") == []

@@ -593,7 +593,8 @@ def test_degenerate_patterns_are_reported_and_not_predicted(tmp_path) -> None:
     payload = json.loads(result.stdout)
     _check_degenerate_outcome(payload["predictions"], payload["failures"], expected)
 
-    predictions, failures = predict_files(str(ckpt), [str(folder)], wavelength_angstrom=1.54184)
+    predictions, failures, skipped = predict_files(str(ckpt), [str(folder)], wavelength_angstrom=1.54184)
+    assert skipped == []
     _check_degenerate_outcome(
         [asdict(p) for p in predictions], [{"file": f, "error": e} for f, e in failures], expected
     )
@@ -605,6 +606,36 @@ def test_degenerate_patterns_are_reported_and_not_predicted(tmp_path) -> None:
         in alone.output
     )
     assert "rank  SG" not in alone.output
+
+
+def test_folders_yield_their_pattern_files_and_list_the_rest(tmp_path) -> None:
+    """A folder of scans also holds plots, notes and results; those are listed as left out, not read as text."""
+    ckpt = make_checkpoint(tmp_path / "m.pt", head="presence")
+    folder = tmp_path / "scans"
+    (folder / "nested").mkdir(parents=True)
+    _write_xy(folder / "a.xy", _peaks())
+    _write_xy(folder / "nested" / "b.dat", _peaks())
+    (folder / "c.xrdml").write_text("<not xml")  # named a pattern: read, and its failure reported
+    (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    (folder / "notes.md").write_text("# scans of 2026-12-07\n")
+    (folder / "result.json").write_text('{"predictions": []}')
+    (folder / ".hidden.xy").write_text("not read")
+    result = CliRunner().invoke(main, ["predict", str(ckpt), str(folder), "--wavelength", "CuKa", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert sorted(Path(p["file"]).name for p in payload["predictions"]) == ["a.xy", "b.dat"]
+    assert [Path(f["file"]).name for f in payload["failures"]] == ["c.xrdml"]
+    assert sorted(Path(f).name for f in payload["skipped"]) == ["a.png", "notes.md", "result.json"]
+    assert "left out 3 file(s)" in result.stderr and "name a file directly" in result.stderr
+    # Named directly, a file is always read (here as two-column text, which a note is not).
+    direct = CliRunner().invoke(
+        main, ["predict", str(ckpt), str(folder / "notes.md"), "--wavelength", "CuKa"]
+    )
+    assert direct.exit_code == 1 and f"could not predict {folder / 'notes.md'}" in direct.output
+    # A folder with no pattern file is an error that says so, not a silent success.
+    (tmp_path / "empty").mkdir()
+    empty = CliRunner().invoke(main, ["predict", str(ckpt), str(tmp_path / "empty")])
+    assert empty.exit_code == 1 and "no pattern file found in" in empty.output
 
 
 def test_cli_messages_name_the_cli_options(tmp_path) -> None:

@@ -381,10 +381,11 @@ def predict_cmd(
 ) -> None:
     """Space groups present in measured patterns: .xy/.xye/.csv/.dat, .xrdml, .fxye/.gsa, .ras/.rasx, .brml, .raw, .uxd, .udf, .cpi.
 
-    Patterns at another wavelength are mapped through d-spacing to the model's; folders are searched for files,
-    and a file that cannot be read is reported while the others are predicted. A pattern without measurable
-    signal (all zero, flat, mostly negative) is reported and not predicted; a few negative intensities are
-    clipped to 0 with a warning (docs/formats.md). Groups are ranked by the score whose threshold gives the
+    Patterns at another wavelength are mapped through d-spacing to the model's; folders are searched for pattern
+    files (by content or extension; other files are listed as left out), and a file that cannot be read is
+    reported while the others are predicted. A pattern without measurable signal (all zero, flat, mostly
+    negative) is reported and not predicted; a few negative intensities are clipped to 0 with a warning
+    (docs/formats.md). Groups are ranked by the score whose threshold gives the
     predicted set (docs/paper-protocol.md), with a checkpoint's memory of its training phases (`xrdmodels
     add-memory`) also by how surely the training phase it sees nearest the pattern names each group, and that
     phase is shown (--no-memory: the network alone). With --library, a search of the bank's phases ranks its space
@@ -396,7 +397,7 @@ def predict_cmd(
 
     wl = _wavelength(wavelength)
     try:
-        predictions, failures = predict_files(
+        predictions, failures, skipped = predict_files(
             checkpoint,
             list(files),
             wavelength_angstrom=wl,
@@ -416,12 +417,20 @@ def predict_cmd(
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     if as_json:
-        click.echo(to_json(predictions, failures))
+        click.echo(to_json(predictions, failures, skipped))
     else:
         for p in predictions:
             click.echo(format_prediction(p) + "\n")
         for f, err in failures:
             click.echo(f"could not predict {f}: {err}", err=True)
+    if skipped:
+        click.echo(
+            f"left out {len(skipped)} file(s) of the named folders that neither content nor extension names as a "
+            f"pattern: {', '.join(skipped)} (name a file directly to read it as two-column text)",
+            err=True,
+        )
+    if not predictions and not failures:
+        _fail(f"no pattern file found in {', '.join(files)}: name pattern files or folders that hold them")
     if failures and not predictions:
         raise SystemExit(1)
 

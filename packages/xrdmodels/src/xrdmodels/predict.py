@@ -26,6 +26,7 @@ from .measured import (
     GriddedPattern,
     MeasuredPattern,
     known_formats,
+    looks_like_pattern,
     normalise_format,
     read_pattern,
     to_model_grid,
@@ -384,15 +385,23 @@ def neighbour_term(neighbours: NeighbourSearch | None, gridded: GriddedPattern) 
     return neighbour_probability(neighbours.similarity(gridded.pattern, gridded.window_bins))
 
 
-def collect_files(paths: list[str]) -> list[Path]:
-    """Files named directly, plus every file inside named folders (sorted), skipping hidden files."""
+def collect_files(paths: list[str]) -> tuple[list[Path], list[Path]]:
+    """The files to predict and the files left out: files named directly are always read; inside named
+    folders (searched recursively, sorted, hidden files ignored) a file is read when its content or its
+    extension names a pattern format (:func:`~xrdmodels.measured.looks_like_pattern`) and left out otherwise."""
     files: list[Path] = []
+    skipped: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-        else:
+        if not p.is_dir():
             files.append(p)
-    return files
+            continue
+        for f in sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")):
+            try:
+                wanted = looks_like_pattern(f)
+            except OSError:  # unreadable: read_pattern reports it with the file's name
+                wanted = True
+            (files if wanted else skipped).append(f)
+    return files, skipped
 
 
 def _cell_change(match: LibraryMatch) -> str:
@@ -507,9 +516,11 @@ def predict_files(
     library_neighbours: bool = True,
     memory: bool = True,
     memory_cell_scan: float = DEFAULT_MEMORY_CELL_SCAN,
-) -> tuple[list[Prediction], list[tuple[str, str]]]:
+) -> tuple[list[Prediction], list[tuple[str, str]], list[str]]:
     """Predict every file; a file that cannot be read or converted, or holds no measurable signal
-    (:class:`~xrdmodels.measured.MeasuredSignalError`), is reported in `failures` and the rest go on.
+    (:class:`~xrdmodels.measured.MeasuredSignalError`), is reported in `failures` and the rest go on. Returns
+    the predictions, the failures (file, error) and the files of named folders left out as not patterns by
+    content or extension (:func:`collect_files`).
 
     With ``library`` (a bank store URL) each predicted file is also searched against that library
     (:mod:`xrdmodels.library_search`), top ``top_k`` groups, in ``Prediction.library``, and the model and the
@@ -552,7 +563,8 @@ def predict_files(
     remembered = memory_search(model, state, memory, checkpoint, memory_cell_scan)
     predictions: list[Prediction] = []
     failures: list[tuple[str, str]] = []
-    for f in collect_files(paths):
+    files, skipped = collect_files(paths)
+    for f in files:
         try:
             pattern = read_pattern(f, format=file_format, max_bytes=max_bytes)
             pred, gridded = predict_one(
@@ -593,14 +605,15 @@ def predict_files(
         if plot_dir:
             Path(plot_dir).mkdir(parents=True, exist_ok=True)
             plot_prediction(pred, gridded, state, Path(plot_dir) / f"{f.stem}.png")
-    return predictions, failures
+    return predictions, failures, [str(f) for f in skipped]
 
 
-def to_json(predictions: list[Prediction], failures: list[tuple[str, str]]) -> str:
+def to_json(predictions: list[Prediction], failures: list[tuple[str, str]], skipped: list[str]) -> str:
     return json.dumps(
         {
             "predictions": [asdict(p) for p in predictions],
             "failures": [{"file": f, "error": e} for f, e in failures],
+            "skipped": skipped,
         },
         indent=2,
     )

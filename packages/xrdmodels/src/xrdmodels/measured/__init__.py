@@ -60,7 +60,14 @@ from .grid import (
     convert_two_theta_deg,
     to_model_grid,
 )
-from .registry import FORMATS, detect_format, known_formats, normalise_format, read_pattern
+from .registry import (
+    FORMATS,
+    detect_format,
+    known_formats,
+    looks_like_pattern,
+    normalise_format,
+    read_pattern,
+)
 
 __all__ = [
     "DEFAULT_MAX_PATTERN_BYTES",
@@ -79,6 +86,7 @@ __all__ = [
     "convert_two_theta_deg",
     "detect_format",
     "known_formats",
+    "looks_like_pattern",
     "normalise_format",
     "read_pattern",
     "to_model_grid",

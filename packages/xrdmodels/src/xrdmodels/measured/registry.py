@@ -58,15 +58,23 @@ def known_formats() -> list[str]:
     return sorted(_BY_NAME)
 
 
+def _sniffed_format(path: Path) -> FileFormat | None:
+    """The first format in :data:`FORMATS` whose sniff function recognises the file's first bytes, if any."""
+    with path.open("rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    return next((f for f in FORMATS if f.sniff is not None and f.sniff(path, head)), None)
+
+
 def detect_format(path: Path) -> FileFormat:
     """The format of a file: the first in :data:`FORMATS` whose sniff function recognises its first bytes,
     else the one its extension names, else :data:`FALLBACK_FORMAT`."""
-    with path.open("rb") as handle:
-        head = handle.read(SNIFF_BYTES)
-    for file_format in FORMATS:
-        if file_format.sniff is not None and file_format.sniff(path, head):
-            return file_format
-    return find_format(path.suffix) or FALLBACK_FORMAT
+    return _sniffed_format(path) or find_format(path.suffix) or FALLBACK_FORMAT
+
+
+def looks_like_pattern(path: Path) -> bool:
+    """Whether a file found in a folder is a measured pattern by its content's signature or its extension.
+    What neither names (a folder's plots, notes, results) is left out rather than read as two-column text."""
+    return _sniffed_format(path) is not None or find_format(path.suffix) is not None
 
 
 def read_pattern(
