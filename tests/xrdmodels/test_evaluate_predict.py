@@ -304,13 +304,12 @@ def _peaks(n: int = 2300) -> np.ndarray:
 
 def test_evaluate_predict_and_score_measured_rank_by_the_same_rule(tmp_path, monkeypatch) -> None:
     import xrdmodels.evaluate as evaluate_module
-    import xrdmodels.measured_eval as measured_eval_module
     import xrdmodels.predict as predict_module
 
     def fixed(checkpoint, device="cpu"):
         return FixedSlotModel().eval(), _fixed_state()
 
-    for module in (evaluate_module, predict_module, measured_eval_module):
+    for module in (evaluate_module, predict_module):
         monkeypatch.setattr(module, "load_model", fixed)
     ckpt = tmp_path / "fixed.pt"
     ckpt.write_bytes(b"not read: load_model is replaced")
@@ -490,12 +489,12 @@ def test_the_predicted_set_keeps_the_models_size_and_is_the_top_of_the_hedged_ra
 
 
 def test_score_measured_ranks_like_predict_and_records_the_weight(tmp_path, monkeypatch) -> None:
-    import xrdmodels.measured_eval as measured_eval_module
+    import xrdmodels.predict as predict_module
 
     predicted = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), "--prior-weight", "3")["predictions"][0]
     state = {**_fixed_state(), "data": {**_fixed_state()["data"], "label_prior": LABEL_PRIOR.tolist()}}
     monkeypatch.setattr(
-        measured_eval_module, "load_model", lambda checkpoint, device="cpu": (FixedPresenceModel(), state)
+        predict_module, "load_model", lambda checkpoint, device="cpu": (FixedPresenceModel(), state)
     )
     labels = tmp_path / "labels.csv"
     labels.write_text(

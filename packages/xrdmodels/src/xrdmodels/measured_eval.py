@@ -25,22 +25,9 @@ from typing import Literal
 
 import numpy as np
 
-from .combined import combine
 from .config import DEFAULT_LIBRARY_CELL_SCAN, DEFAULT_MEMORY_CELL_SCAN, N_SPACE_GROUPS
-from .evaluate import load_model
-from .library_search import SpectralLibrary, check_cell_scan
 from .measured import MeasuredPattern, read_pattern
-from .neighbours import neighbour_probability
-from .predict import (
-    DEFAULT_PRIOR_WEIGHT,
-    check_prior_weight,
-    combined_model_term,
-    label_prior,
-    memory_search,
-    neighbour_search,
-    predict_one,
-    training_ranges,
-)
+from .predict import DEFAULT_PRIOR_WEIGHT, Ranker
 
 HIT_KS = (1, 3, 5, 10)
 #: hit@k whose 95% interval every summary row carries (`hit@k lo`, `hit@k hi`).
@@ -193,60 +180,43 @@ def score_measured(
             is negative or the cell scan outside [0, 0.5) (before any file is read). A library not on the model's
             grid has no neighbour search, which each file's warnings say.
     """
-    check_prior_weight(prior_weight)
-    check_cell_scan(library_cell_scan)
-    spectral_library = SpectralLibrary.open(library) if library is not None else None
-    model, state = load_model(checkpoint)
-    training = training_ranges(state, checkpoint)
-    label_prior(state, checkpoint)
-    neighbours, neighbour_note = neighbour_search(
-        model, state, spectral_library, library_neighbours, library_cell_scan
+    ranker = Ranker.open(
+        checkpoint,
+        library=library,
+        prior_weight=prior_weight,
+        library_cell_scan=library_cell_scan,
+        library_refine_axes=library_refine_axes,
+        library_neighbours=library_neighbours,
+        memory=memory,
+        memory_cell_scan=memory_cell_scan,
     )
-    remembered = memory_search(model, state, memory, checkpoint, memory_cell_scan)
     labelled, failures = read_labelled(labels_csv, sets=sets, limit=limit)
     scores = []
     for item in labelled:
         pattern, wl = item.pattern, item.wavelength_angstrom
         try:
-            pred, gridded = predict_one(
-                model,
-                state,
-                pattern,
-                wavelength_angstrom=wl,
-                top_k=N_SPACE_GROUPS,
-                training=training,
-                prior_weight=prior_weight,
-                memory=remembered,
-            )
+            pred, gridded = ranker.predict(pattern, wl)
         except ValueError as exc:
             failures.append((str(item.path), str(exc)))
             continue
         warnings, library_ranked, combined_ranked, neighbour_ranked = list(pred.warnings), None, None, None
-        if spectral_library is not None:
+        if ranker.library is not None:
             try:
-                found = spectral_library.search(
-                    pattern,
-                    wavelength_angstrom=wl,
-                    cell_scan=library_cell_scan,
-                    refine_axes=library_refine_axes,
-                )
+                reading = ranker.search(pred, gridded, pattern, wl)
             except ValueError as exc:
                 library_ranked, combined_ranked = [], [r.spacegroup for r in pred.ranked]
                 warnings.append(f"library search failed: {exc}")
             else:
-                library_ranked = [m.spacegroup for m in found.ranked]
-                neighbour = None
-                if neighbours is not None:
-                    similarity = neighbours.similarity(gridded.pattern, gridded.window_bins)
-                    neighbour = neighbour_probability(similarity)
+                library_ranked = [m.spacegroup for m in reading.found.ranked]
+                similarity = reading.neighbour_similarity
+                if similarity is not None:
                     known = np.flatnonzero(~np.isnan(similarity))
                     neighbour_ranked = [
                         int(c) + 1 for c in known[np.argsort(-similarity[known], kind="stable")]
                     ]
-                combined = combine(combined_model_term(pred, state), found, neighbour)
-                if neighbour_note:
-                    warnings.append(neighbour_note)
-                combined_ranked = [g.spacegroup for g in combined]
+                if ranker.neighbour_note:
+                    warnings.append(ranker.neighbour_note)
+                combined_ranked = [g.spacegroup for g in reading.combined]
         scores.append(
             MeasuredScore(
                 item.row["set"],

@@ -378,11 +378,129 @@ def memory_description(memory: NeighbourSearch) -> str:
     return f"{len(references):,} phases of {references.source}"
 
 
-def neighbour_term(neighbours: NeighbourSearch | None, gridded: GriddedPattern) -> np.ndarray | None:
-    """The neighbour search's calibrated probability (230,) for a pattern on the model grid; None without one."""
-    if neighbours is None:
-        return None
-    return neighbour_probability(neighbours.similarity(gridded.pattern, gridded.window_bins))
+@dataclass
+class LibraryReading:
+    """A library search of one predicted pattern: the library's ranking, the similarity (230,) of the library's
+    nearest phase of each group in the model's eyes (NaN for a group the library lacks; None without the
+    neighbour search) and the combined ranking (:func:`~xrdmodels.combined.combine`), all groups of each."""
+
+    found: LibraryResult
+    neighbour_similarity: np.ndarray | None
+    combined: list[CombinedGroup]
+
+
+@dataclass
+class Ranker:
+    """What ``predict`` and ``score-measured`` load once before any file, and the two steps they take per file:
+    the model's ranking (:meth:`predict`) and, with a library, its search and the combined ranking
+    (:meth:`search`). Open with :meth:`open`."""
+
+    model: torch.nn.Module
+    state: dict[str, Any]
+    training: TrainingRanges
+    prior_weight: float
+    memory: NeighbourSearch | None
+    library: SpectralLibrary | None
+    neighbours: NeighbourSearch | None
+    neighbour_note: str | None
+    library_cell_scan: float
+    library_refine_axes: bool
+
+    @classmethod
+    def open(
+        cls,
+        checkpoint: str,
+        *,
+        library: str | None = None,
+        prior_weight: float = DEFAULT_PRIOR_WEIGHT,
+        library_cell_scan: float = DEFAULT_LIBRARY_CELL_SCAN,
+        library_refine_axes: bool = False,
+        library_neighbours: bool = True,
+        memory: bool = True,
+        memory_cell_scan: float = DEFAULT_MEMORY_CELL_SCAN,
+    ) -> Ranker:
+        """Check the settings, then load the library (a bank store URL), the checkpoint (or ensemble manifest),
+        its training ranges, label prior and, when ``memory``, its memory (:func:`memory_search`), and the
+        library's neighbour search in the model's eyes when ``library_neighbours`` (:func:`neighbour_search`).
+
+        Raises:
+            ValueError: a prior weight < 0, a cell scan outside [0, 0.5), a ``library`` that is not a usable bank
+                store (:class:`~xrdmodels.library_search.LibraryFormatError`), a malformed training recipe, label
+                prior or phase memory in the checkpoint.
+        """
+        check_prior_weight(prior_weight)
+        check_cell_scan(library_cell_scan)
+        spectral_library = SpectralLibrary.open(library) if library is not None else None
+        model, state = load_model(checkpoint)
+        training = training_ranges(state, checkpoint)
+        label_prior(state, checkpoint)
+        neighbours, neighbour_note = neighbour_search(
+            model, state, spectral_library, library_neighbours, library_cell_scan
+        )
+        remembered = memory_search(model, state, memory, checkpoint, memory_cell_scan)
+        return cls(
+            model,
+            state,
+            training,
+            prior_weight,
+            remembered,
+            spectral_library,
+            neighbours,
+            neighbour_note,
+            library_cell_scan,
+            library_refine_axes,
+        )
+
+    def predict(
+        self,
+        pattern: MeasuredPattern,
+        wavelength_angstrom: float | None,
+        *,
+        top_k: int = N_SPACE_GROUPS,
+        threshold: float | None = None,
+    ) -> tuple[Prediction, GriddedPattern]:
+        """The model's ranking of one pattern (:func:`predict_one`, with this ranker's memory and hedge)."""
+        return predict_one(
+            self.model,
+            self.state,
+            pattern,
+            wavelength_angstrom=wavelength_angstrom,
+            top_k=top_k,
+            threshold=threshold,
+            training=self.training,
+            prior_weight=self.prior_weight,
+            memory=self.memory,
+        )
+
+    def search(
+        self,
+        pred: Prediction,
+        gridded: GriddedPattern,
+        pattern: MeasuredPattern,
+        wavelength_angstrom: float | None,
+    ) -> LibraryReading:
+        """The library's search of a pattern the model ranked (``pred`` must rank every group, for the
+        combined ranking's model term) and both rankings combined.
+
+        Raises:
+            ValueError: the library search cannot use the pattern (the reason, for the prediction's warnings).
+        """
+        if self.library is None:
+            raise ValueError("no library was opened (Ranker.open(..., library=BANK))")
+        found = self.library.search(
+            pattern,
+            wavelength_angstrom=wavelength_angstrom,
+            cell_scan=self.library_cell_scan,
+            refine_axes=self.library_refine_axes,
+        )
+        similarity = (
+            None
+            if self.neighbours is None
+            else self.neighbours.similarity(gridded.pattern, gridded.window_bins)
+        )
+        neighbour = None if similarity is None else neighbour_probability(similarity)
+        combined = combine(combined_model_term(pred, self.state), found, neighbour)
+        return LibraryReading(found, similarity, combined)
 
 
 def collect_files(paths: list[str]) -> tuple[list[Path], list[Path]]:
@@ -551,60 +669,49 @@ def predict_files(
             f"unknown format {file_format!r}: use one of {', '.join(known_formats())} (--format on the command "
             "line, file_format= in Python), or leave it out to detect each file's format"
         )
-    check_prior_weight(prior_weight)
-    check_cell_scan(library_cell_scan)
-    spectral_library = SpectralLibrary.open(library) if library is not None else None
-    model, state = load_model(checkpoint)
-    training = training_ranges(state, checkpoint)
-    label_prior(state, checkpoint)
-    neighbours, neighbour_note = neighbour_search(
-        model, state, spectral_library, library_neighbours, library_cell_scan
+    ranker = Ranker.open(
+        checkpoint,
+        library=library,
+        prior_weight=prior_weight,
+        library_cell_scan=library_cell_scan,
+        library_refine_axes=library_refine_axes,
+        library_neighbours=library_neighbours,
+        memory=memory,
+        memory_cell_scan=memory_cell_scan,
     )
-    remembered = memory_search(model, state, memory, checkpoint, memory_cell_scan)
     predictions: list[Prediction] = []
     failures: list[tuple[str, str]] = []
     files, skipped = collect_files(paths)
     for f in files:
         try:
             pattern = read_pattern(f, format=file_format, max_bytes=max_bytes)
-            pred, gridded = predict_one(
-                model,
-                state,
+            # The combined ranking needs the model's probability for every group.
+            pred, gridded = ranker.predict(
                 pattern,
-                wavelength_angstrom=wavelength_angstrom,
-                # The combined ranking needs the model's probability for every group.
-                top_k=top_k if spectral_library is None else N_SPACE_GROUPS,
+                wavelength_angstrom,
+                top_k=top_k if ranker.library is None else N_SPACE_GROUPS,
                 threshold=threshold,
-                training=training,
-                prior_weight=prior_weight,
-                memory=remembered,
             )
         except (ValueError, OSError) as exc:
             failures.append((str(f), str(exc)))
             continue
-        if spectral_library is not None:
-            model_term = combined_model_term(pred, state)
-            pred.ranked = pred.ranked[:top_k]
-            if pred.network_ranked is not None:
-                pred.network_ranked = pred.network_ranked[:top_k]
+        if ranker.library is not None:
             try:
-                found = spectral_library.search(
-                    pattern,
-                    wavelength_angstrom=wavelength_angstrom,
-                    cell_scan=library_cell_scan,
-                    refine_axes=library_refine_axes,
-                )
+                reading = ranker.search(pred, gridded, pattern, wavelength_angstrom)
             except ValueError as exc:
                 pred.warnings.append(f"library search failed: {exc}")
             else:
-                pred.combined = combine(model_term, found, neighbour_term(neighbours, gridded))[:top_k]
-                pred.library = replace(found, ranked=found.ranked[:top_k])
-                if neighbour_note:
-                    pred.warnings.append(neighbour_note)
+                pred.combined = reading.combined[:top_k]
+                pred.library = replace(reading.found, ranked=reading.found.ranked[:top_k])
+                if ranker.neighbour_note:
+                    pred.warnings.append(ranker.neighbour_note)
+            pred.ranked = pred.ranked[:top_k]
+            if pred.network_ranked is not None:
+                pred.network_ranked = pred.network_ranked[:top_k]
         predictions.append(pred)
         if plot_dir:
             Path(plot_dir).mkdir(parents=True, exist_ok=True)
-            plot_prediction(pred, gridded, state, Path(plot_dir) / f"{f.stem}.png")
+            plot_prediction(pred, gridded, ranker.state, Path(plot_dir) / f"{f.stem}.png")
     return predictions, failures, [str(f) for f in skipped]
 
 
