@@ -124,7 +124,9 @@ def test_predict_reads_measured_files_and_reports_bad_ones(tmp_path) -> None:
     folder = tmp_path / "patterns"
     folder.mkdir()
     shutil.copy(EXPERIMENTAL / "xrd_autoanalyzer" / "TiO2.xy", folder)
-    shutil.copy(next((EXPERIMENTAL / "nist_duplex_steel").glob("*.xrdml")), folder)
+    steel = EXPERIMENTAL / "nist_duplex_steel"
+    shutil.copy(next(steel.glob("*.xrdml")), folder / "steel.xrdml")
+    shutil.copy(next(steel.glob("*.xy")), folder / "steel.xy")  # one stem, two plots
     (folder / "broken.xy").write_text("this is not\na pattern\n")
     result = CliRunner().invoke(
         main,
@@ -143,14 +145,16 @@ def test_predict_reads_measured_files_and_reports_bad_ones(tmp_path) -> None:
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert len(payload["predictions"]) == 2 and len(payload["failures"]) == 1
+    assert len(payload["predictions"]) == 3 and len(payload["failures"]) == 1
     assert "broken.xy" in payload["failures"][0]["file"]
     for p in payload["predictions"]:
         assert len(p["ranked"]) == 7 and p["slots"] is not None
         scores = [r["score"] for r in p["ranked"]]
         assert scores == sorted(scores, reverse=True)
         assert all(1 <= r["spacegroup"] <= 230 and r["symbol"] for r in p["ranked"])
-    assert len(list((tmp_path / "plots").glob("*.png"))) == 2
+    plots = sorted(Path(p["plot"]).name for p in payload["predictions"])
+    assert plots == ["TiO2.png", "steel-2.png", "steel.png"]
+    assert sorted(f.name for f in (tmp_path / "plots").glob("*.png")) == plots
     table = CliRunner().invoke(
         main, ["predict", str(ckpt), str(folder / "TiO2.xy"), "--wavelength", "1.5406"]
     )
@@ -240,6 +244,51 @@ def test_summary_rows_carry_the_intervals_of_their_own_hits() -> None:
 def test_phase_labels_with_alternatives() -> None:
     assert parse_phases("206|61;12", "206;12") == [{206, 61}, {12}]
     assert parse_phases("", "225;229") == [{225}, {229}]
+    for bad in ("0", "231", "abc", "12;x|3"):
+        with pytest.raises(
+            ValueError, match=f"spacegroups {bad!r} is not a list of space-group numbers 1-230"
+        ):
+            parse_phases("", bad)
+    with pytest.raises(ValueError, match="the row names no space group"):
+        parse_phases(" ", ";")
+
+
+def test_a_labels_table_is_checked_row_by_row(tmp_path) -> None:
+    """A spreadsheet's CSV (byte-order mark) is read; rows with unusable labels are reported by line and the
+    others kept; a table without the needed columns, or not UTF-8, is refused naming the column or encoding."""
+    from xrdmodels.measured_eval import read_labelled
+
+    for name in ("a.xy", "b.xy", "c.xy", "d.xy", "e.xy"):
+        _write_xy(tmp_path / name, _peaks())  # no wavelength stated in the file
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "set,file,spacegroups,wavelength_angstrom\n"
+        "s,a.xy,225,1.5406\n"
+        "s,b.xy,,1.5406\n"
+        "s,c.xy,231,1.5406\n"
+        "s,d.xy,225,100\n"
+        "s,e.xy,12|15,1.5406\n",
+        encoding="utf-8-sig",
+    )
+    read, failures = read_labelled(labels)
+    assert [(item.path.name, item.phases, item.wavelength_angstrom) for item in read] == [
+        ("a.xy", [{225}], 1.5406),
+        ("e.xy", [{12, 15}], 1.5406),
+    ]
+    assert failures[0] == (
+        f"{labels} line 3 (b.xy)",
+        "the row names no space group: give the phases' groups in spacegroups",
+    )
+    assert failures[1][0] == f"{labels} line 4 (c.xy)" and "'231' is not a list" in failures[1][1]
+    assert failures[2][0] == str(tmp_path / "d.xy")
+    assert f"its row of {labels} has wavelength_angstrom '100'" in failures[2][1]
+
+    labels.write_text("file,spacegroups\na.xy,225\n")
+    with pytest.raises(ValueError, match=r"no column set in its header \['file', 'spacegroups'\]"):
+        read_labelled(labels)
+    labels.write_text("set,file,spacegroups\ns,a.xy,225\n", encoding="utf-16")
+    with pytest.raises(ValueError, match="not UTF-8 text .*save it as UTF-8 CSV"):
+        read_labelled(labels)
 
 
 def test_wavelength_lines_agree_with_pymatgen() -> None:

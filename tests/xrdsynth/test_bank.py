@@ -281,6 +281,14 @@ def test_cli_build_and_info(cif_dir, tmp_path) -> None:
         main, ["bank", "build", "--source", str(cif_dir), "--out", out, "--split-fractions", "0.5,0.5,0.5"]
     )
     assert bad.exit_code != 0 and "split_fractions" in bad.output
+    for option, value, message in (
+        ("--split-fractions", "abc", "--split-fractions 'abc': give three numbers separated by commas"),
+        ("--workers", "-1", "-1 is not in the range x>=0"),  # a cluster of no workers would wait forever
+    ):
+        refused = runner.invoke(
+            main, ["bank", "build", "--source", str(cif_dir), "--out", out, option, value]
+        )
+        assert refused.exit_code != 0 and message in refused.output
     nothing = runner.invoke(
         main,
         [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -322,7 +323,14 @@ _memory_cell_scan_option = click.option(
     help="Force a reader: xy, xrdml, fxye, ras, rasx, brml, raw, uxd, udf, cpi (default: by extension and "
     "content).",
 )
-@click.option("--top", "top_k", type=int, default=10, show_default=True, help="Ranked space groups to show.")
+@click.option(
+    "--top",
+    "top_k",
+    type=click.IntRange(1, 230),
+    default=10,
+    show_default=True,
+    help="Ranked space groups to show.",
+)
 @click.option(
     "--threshold",
     type=float,
@@ -442,13 +450,15 @@ def predict_cmd(
     "labels_csv",
     required=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="CSV of measured files with known phases (columns set, file, spacegroups, spacegroups_accept, "
-    "wavelength_angstrom), e.g. ../shared/data/experimental/all_labels.csv; files are relative to it.",
+    help="CSV of measured files with known phases (UTF-8; columns set, file, spacegroups, and optionally "
+    "spacegroups_accept, wavelength_angstrom: docs/formats.md), such as all_labels.csv of the shared "
+    "experimental set; files are relative to it. A file's own wavelength is used where it states one, else "
+    "its row's wavelength_angstrom. A row whose labels are unusable is reported and the others scored.",
 )
 @click.option(
     "--set", "sets", multiple=True, help="Only these sets (repeatable), e.g. --set xrd_autoanalyzer."
 )
-@click.option("--limit", type=int, default=None, help="Score only the first N files.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N files.")
 @_prior_weight_option
 @click.option(
     "--out",
@@ -491,6 +501,12 @@ def score_measured_cmd(
     ensemble manifest (.json, written by `xrdmodels ensemble`)."""
     from .measured_eval import score_measured, write
 
+    try:  # before scoring, so that an unwritable folder does not lose the scores
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        if not os.access(out_dir, os.W_OK):
+            raise PermissionError("permission denied")
+    except OSError as exc:
+        _fail(f"cannot write the scores to --out {out_dir}: {exc}")
     try:
         scores, failures = score_measured(
             checkpoint,

@@ -27,6 +27,7 @@ import numpy as np
 
 from .config import DEFAULT_LIBRARY_CELL_SCAN, DEFAULT_MEMORY_CELL_SCAN, N_SPACE_GROUPS
 from .measured import MeasuredPattern, read_pattern
+from .measured.common import WAVELENGTH_PLAUSIBLE_ANGSTROM
 from .predict import DEFAULT_PRIOR_WEIGHT, Ranker
 
 HIT_KS = (1, 3, 5, 10)
@@ -90,26 +91,50 @@ def paired_changes(base: list[MeasuredScore], other: list[MeasuredScore], k: int
     return sum(o and not b for b, o in pairs), sum(b and not o for b, o in pairs)
 
 
+LABEL_COLUMNS = ("set", "file", "spacegroups")
+"""Columns every labels table must have; ``spacegroups_accept``, ``wavelength_angstrom`` and others are optional."""
+
+
 def parse_phases(accept: str, primary: str) -> list[set[int]]:
-    """Acceptable space groups per phase from `spacegroups_accept` (`a|b;c`), else from `spacegroups` (`a;c`)."""
-    text = accept.strip() or primary.strip()
+    """Acceptable space groups per phase from `spacegroups_accept` (`a|b;c`), else from `spacegroups` (`a;c`).
+
+    Raises:
+        ValueError: an entry that is not a space-group number 1-230, or no space group at all.
+    """
+    column, text = (
+        ("spacegroups_accept", accept.strip()) if accept.strip() else ("spacegroups", primary.strip())
+    )
     phases = []
     for entry in text.split(";"):
-        groups = {int(x) for x in entry.split("|") if x.strip()}
+        try:
+            groups = {int(x) for x in entry.split("|") if x.strip()}
+        except ValueError:
+            groups = {0}
+        if any(not 1 <= g <= N_SPACE_GROUPS for g in groups):
+            raise ValueError(
+                f"{column} {text!r} is not a list of space-group numbers 1-{N_SPACE_GROUPS} (';' between phases, "
+                "'|' between acceptable alternatives of one phase)"
+            )
         if groups:
             phases.append(groups)
+    if not phases:
+        raise ValueError("the row names no space group: give the phases' groups in spacegroups")
     return phases
 
 
-def _labelled_wavelength(row: dict[str, str], labels_csv: str) -> float:
+def _labelled_wavelength(row: dict[str, str], labels_csv: str | Path) -> float:
     text = (row.get("wavelength_angstrom") or "").strip()
     try:
-        return float(text)
+        wavelength = float(text)
     except ValueError:
+        wavelength = math.nan
+    low, high = WAVELENGTH_PLAUSIBLE_ANGSTROM
+    if not low < wavelength < high:
         raise ValueError(
-            f"{labels_csv}: the file states no wavelength and its row's wavelength_angstrom is {text!r}; give "
-            "the wavelength in Å in that column"
-        ) from None
+            f"the file states no wavelength and its row of {labels_csv} has wavelength_angstrom {text!r}: give the "
+            f"wavelength in Å in that column (X-ray wavelengths lie between {low} and {high} Å)"
+        )
+    return wavelength
 
 
 @dataclass
@@ -120,30 +145,48 @@ class LabelledPattern:
     path: Path
     pattern: MeasuredPattern
     wavelength_angstrom: float  # the file's own, else the row's `wavelength_angstrom`
-
-    @property
-    def phases(self) -> list[set[int]]:
-        return parse_phases(self.row["spacegroups_accept"], self.row["spacegroups"])
+    phases: list[set[int]]  # acceptable space groups per phase (:func:`parse_phases`)
 
 
 def read_labelled(
     labels_csv: str | Path, *, sets: list[str] | None = None, limit: int | None = None
 ) -> tuple[list[LabelledPattern], list[tuple[str, str]]]:
     """Read the files of a labels table (rows of ``sets`` only, the first ``limit`` of them); returns those
-    that read and the others as (file, reason)."""
+    that read and the others as (file, reason), a row whose labels are unusable as (table and row, reason).
+    A file's own wavelength is used where it states one, else its row's ``wavelength_angstrom``.
+
+    Raises:
+        ValueError: the table is not UTF-8 CSV text or lacks a column of :data:`LABEL_COLUMNS`.
+    """
     base = Path(labels_csv).parent
-    with open(labels_csv, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if not sets or r["set"] in sets]
+    try:
+        # utf-8-sig: spreadsheets save CSV with a byte-order mark, which would otherwise join the first column's name.
+        with open(labels_csv, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in LABEL_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(
+                    f"{labels_csv}: no column {', '.join(missing)} in its header {reader.fieldnames}: a labels table "
+                    f"needs {', '.join(LABEL_COLUMNS)} (and may have spacegroups_accept, wavelength_angstrom)"
+                )
+            rows = [(n, r) for n, r in enumerate(reader, start=2) if not sets or r["set"] in sets]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{labels_csv}: not UTF-8 text ({exc.reason}): save it as UTF-8 CSV") from None
     read, failures = [], []
-    for row in rows[:limit]:
-        path = base / row["file"]
+    for line, row in rows[:limit]:
+        try:
+            phases = parse_phases(row.get("spacegroups_accept") or "", row["spacegroups"] or "")
+        except ValueError as exc:
+            failures.append((f"{labels_csv} line {line} ({row['file']})", str(exc)))
+            continue
+        path = base / (row["file"] or "")
         try:
             pattern = read_pattern(path)
-            wavelength = pattern.wavelength_angstrom or _labelled_wavelength(row, str(labels_csv))
+            wavelength = pattern.wavelength_angstrom or _labelled_wavelength(row, labels_csv)
         except (ValueError, OSError) as exc:
             failures.append((str(path), str(exc)))
             continue
-        read.append(LabelledPattern(row, path, pattern, wavelength))
+        read.append(LabelledPattern(row, path, pattern, wavelength, phases))
     return read, failures
 
 

@@ -91,6 +91,8 @@ class Prediction:
     memory: str | None = None
     #: The network's own ranking (space groups, best first, as many as ``ranked``) where the memory re-ranked it.
     network_ranked: list[int] | None = None
+    #: The PNG written for this file with ``plot_dir`` (``<stem>.png``, ``<stem>-2.png`` ... where stems repeat).
+    plot: str | None = None
 
 
 def model_probabilities(ranked: list[RankedGroup]) -> np.ndarray:
@@ -537,6 +539,8 @@ def format_prediction(pred: Prediction) -> str:
     ]
     for w in pred.warnings:
         lines.append(f"  warning: {w}")
+    if pred.plot is not None:
+        lines.append(f"  plot: {pred.plot}")
     chosen = ", ".join(f"{s} ({symbol(s)})" for s in pred.predicted_set) or "none"
     lines.append(f"  predicted set (as many groups as the model scores >= {pred.threshold:g}): {chosen}")
     if pred.prior_weight > 0:
@@ -615,6 +619,16 @@ def plot_prediction(pred: Prediction, gridded: GriddedPattern, state: dict[str, 
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
+
+
+def _unused_name(folder: Path, stem: str, suffix: str, taken: list[Path]) -> Path:
+    """``folder/stem+suffix``, or ``stem-2``, ``stem-3`` ... when this run already wrote that name (sample.xy and
+    sample.xrdml, or files of one name in two folders, would otherwise overwrite each other's plots)."""
+    name, k = folder / f"{stem}{suffix}", 1
+    while name in taken:
+        k += 1
+        name = folder / f"{stem}-{k}{suffix}"
+    return name
 
 
 def predict_files(
@@ -708,10 +722,12 @@ def predict_files(
             pred.ranked = pred.ranked[:top_k]
             if pred.network_ranked is not None:
                 pred.network_ranked = pred.network_ranked[:top_k]
-        predictions.append(pred)
         if plot_dir:
             Path(plot_dir).mkdir(parents=True, exist_ok=True)
-            plot_prediction(pred, gridded, ranker.state, Path(plot_dir) / f"{f.stem}.png")
+            png = _unused_name(Path(plot_dir), f.stem, ".png", [Path(p.plot) for p in predictions if p.plot])
+            plot_prediction(pred, gridded, ranker.state, png)
+            pred.plot = str(png)
+        predictions.append(pred)
     return predictions, failures, [str(f) for f in skipped]
 
 

@@ -29,6 +29,16 @@ def _config_option(*param_decls: str, model: type[BaseModel], field: str, help: 
     return click.option(*param_decls, default=None, help=f"{help} (default {shown}).", **kwargs)
 
 
+def _split_fractions(text: str | None) -> tuple[float, ...] | None:
+    """``--split-fractions`` as numbers (the config checks their count and sum)."""
+    if not text:
+        return None
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        _fail(f"--split-fractions {text!r}: give three numbers separated by commas, such as 0.95,0.025,0.025")
+
+
 def _fail(message: str) -> None:
     raise click.ClickException(message)
 
@@ -113,7 +123,7 @@ def bank() -> None:
     "--split-fractions",
     model=BankConfig,
     field="split_fractions",
-    help="Split fractions",
+    help="Shares of the train, val and test splits, comma-separated, summing to 1",
     metavar="TRAIN,VAL,TEST",
 )
 @_config_option("--split-seed", model=BankConfig, field="split_seed", help="Seed of the split hash", type=int)
@@ -146,7 +156,7 @@ def bank() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random:N structures.")
 @click.option(
     "--workers",
-    type=int,
+    type=click.IntRange(min=0),
     default=2,
     show_default=True,
     help="Dask LocalCluster worker processes; 0 runs in this process without Dask.",
@@ -203,7 +213,7 @@ def bank_build(
         "isotypes_per_structure": isotypes,
         "deduplicate": deduplicate,
         "chunk_size": chunk_size,
-        "split_fractions": tuple(float(x) for x in split_fractions.split(",")) if split_fractions else None,
+        "split_fractions": _split_fractions(split_fractions),
     }
     fields.update({k: v for k, v in overrides.items() if v is not None})
     try:
@@ -356,7 +366,11 @@ def mixtures() -> None:
     type=click.Choice(["float16", "float32"]),
 )
 @click.option(
-    "--workers", type=int, default=2, show_default=True, help="LocalCluster worker processes; 0 = no Dask."
+    "--workers",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="LocalCluster worker processes; 0 = no Dask.",
 )
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Use an existing Dask scheduler instead.")
 @click.option(

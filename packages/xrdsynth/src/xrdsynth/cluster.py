@@ -15,7 +15,12 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
     """Yield a distributed Client, or None for in-process execution (workers == 0 and no scheduler).
 
     One thread per worker process: the numba kernels and pymatgen hold the GIL or use their own threads.
+
+    Raises:
+        ValueError: ``workers`` < 0 (a LocalCluster of no workers would wait for one forever).
     """
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 (0 runs in this process without Dask), got {workers}")
     if scheduler is None and workers == 0:
         yield None
         return
