@@ -27,6 +27,7 @@ from xrdmodels.measured import (
 )
 from xrdmodels.measured.grid import (
     A1,
+    MIN_MEASURED_WINDOW_DEG,
     GriddedPattern,
     TrainingRanges,
     lp_reweighting,
@@ -1186,6 +1187,26 @@ def test_signal_only_outside_the_model_range_is_refused() -> None:
         MeasuredSignalError, match="high: no positive intensity inside the model's 2θ range 5-120 deg"
     ):
         to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+
+
+@pytest.mark.parametrize(
+    ("two_theta", "why"),
+    [
+        (np.array([10.0, 20.0, 30.0]), "puts 3 points over 20.0 deg"),  # a wide range, too few points
+        (np.arange(30.0, 31.0, 0.01), "puts 100 points over 1.0 deg"),  # many points, one peak's width
+    ],
+)
+def test_too_little_measured_is_refused(two_theta, why) -> None:
+    intensity = _gaussian_pattern(two_theta, [float(two_theta.mean())], 0.2) + 1.0
+    pattern = MeasuredPattern(two_theta, intensity, CU_KA, "short", {})
+    with pytest.raises(MeasuredSignalError, match=f"short: the measured range .* {why} of the model grid"):
+        to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+    wide = np.arange(30.0, 30.0 + MIN_MEASURED_WINDOW_DEG + 0.5, 0.05)  # just wide enough: predicted
+    pattern = MeasuredPattern(wide, _gaussian_pattern(wide, [32.0], 0.2) + 1.0, CU_KA, "enough", {})
+    first, end = to_model_grid(
+        pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID
+    ).window_bins
+    assert (end - first) * 115.0 / 2048 >= MIN_MEASURED_WINDOW_DEG
 
 
 def test_very_sparse_pattern_is_divided_by_its_maximum_with_a_warning() -> None:

@@ -24,6 +24,11 @@ def _fail(message: str) -> None:
     raise click.ClickException(message)
 
 
+def _naming(file: str, error: str) -> str:
+    """A per-file error with its file named once (readers' messages already start with it)."""
+    return error if error.startswith(file) else f"{file}: {error}"
+
+
 def _validation_message(exc: ValidationError, source: str) -> str:
     lines = [
         f"  {'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" + _got(e) for e in exc.errors()
@@ -430,7 +435,7 @@ def predict_cmd(
         for p in predictions:
             click.echo(format_prediction(p) + "\n")
         for f, err in failures:
-            click.echo(f"could not predict {f}: {err}", err=True)
+            click.echo(f"could not predict {_naming(f, err)}", err=True)
     if skipped:
         click.echo(
             f"left out {len(skipped)} file(s) of the named folders that neither content nor extension names as a "
@@ -530,7 +535,7 @@ def score_measured_cmd(
     write(scores, failures, out_dir)
     click.echo((Path(out_dir) / "measured.md").read_text())
     for f, err in failures:
-        click.echo(f"could not score {f}: {err}", err=True)
+        click.echo(f"could not score {_naming(f, err)}", err=True)
     click.echo(f"score-measured: {len(scores)} files scored, {len(failures)} failed -> {out_dir}")
 
 

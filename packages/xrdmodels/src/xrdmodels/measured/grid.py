@@ -33,6 +33,11 @@ MIN_GRID_COVERAGE_FRACTION = MIN_TRAINING_WINDOW_DEG / (
 """Shortest training window over the span of the paper's grid (A.1, the ``paper`` model preset's
 [5°, 120°]), about 0.52: a window covering less of whatever grid the model uses is narrower than anything it
 was trained on."""
+MIN_MEASURED_WINDOW_DEG = 5.0
+"""Narrowest measured range, degrees 2θ on the model grid, that is predicted at all: a few lines at most, far
+below any training window (the paper's shortest is 60°), from which no set of space groups can be read."""
+MIN_MEASURED_POINTS = 10
+"""Fewest measured points inside the model's 2θ range that are predicted at all."""
 MOSTLY_EMPTY_FRACTION = 0.5
 """A gridded pattern is 'mostly empty' when more than this fraction of its in-window bins are zero."""
 MAJORITY_NEGATIVE_FRACTION = 0.5
@@ -847,7 +852,8 @@ def to_model_grid(
     Raises:
         MeasuredSignalError: no measurable signal: every intensity 0, all equal, more than
             :data:`MAJORITY_NEGATIVE_FRACTION` of them negative, or nothing positive or nothing varying
-            inside the model's 2θ range.
+            inside the model's 2θ range; or too little measured: a window narrower than
+            :data:`MIN_MEASURED_WINDOW_DEG` or fewer than :data:`MIN_MEASURED_POINTS` points on the grid.
         MeasuredFormatError: no wavelength in the file or the option.
         ValueError: bad grid arguments, or the measured range does not overlap the grid.
     """
@@ -879,6 +885,17 @@ def to_model_grid(
             f"{pattern.source}: measured range {measured_range} (at {model_wavelength_angstrom} Å) does "
             f"not cover any bin centre of the model grid {two_theta_min_deg}-{two_theta_max_deg} deg; check the "
             "wavelength and the grid"
+        )
+    n_inside = int(np.count_nonzero((two_theta >= two_theta_min_deg) & (two_theta <= two_theta_max_deg)))
+    window_deg = (window[1] - window[0]) * width
+    if window_deg < MIN_MEASURED_WINDOW_DEG or n_inside < MIN_MEASURED_POINTS:
+        raise MeasuredSignalError(
+            pattern.source,
+            f"the measured range {measured_range} (at {model_wavelength_angstrom} Å) puts {n_inside} points over "
+            f"{window_deg:.1f} deg of the model grid: too little to identify phases (at least "
+            f"{MIN_MEASURED_POINTS} points over {MIN_MEASURED_WINDOW_DEG:g} deg are needed; the training windows "
+            f"were at least {training.min_window_deg:.0f} deg wide)",
+            "Measure a wider 2θ range, or check the wavelength; nothing was predicted",
         )
     warnings += raw_signal_warnings(pattern)
     values, interpolated = resample(two_theta, intensity, two_theta_min_deg, width, n_bins, window)
