@@ -174,6 +174,26 @@ def test_checkpoint_without_model_config_names_the_file_and_entry(tmp_path, stor
         assert f"{path} lacks the entry 'model_config'" in result.output
 
 
+def test_unreadable_checkpoints_say_what_is_wrong(tmp_path):
+    """An empty file, a text file, a cut-short checkpoint and a CUDA device that is not there each get a
+    message that names the file and the cause."""
+    good = make_checkpoint(tmp_path / "good.pt", head="presence")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "notes.pt").write_text("hello world\n")
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"empty\.pt is empty \(0 bytes\), not an xrdmodels checkpoint"):
+        load_checkpoint(tmp_path / "empty.pt")
+    for name in ("notes.pt", "cut.pt"):
+        with pytest.raises(
+            CheckpointError,
+            match=rf"{name} is not a readable xrdmodels checkpoint \(\w+: .*\): a file cut short",
+        ):
+            load_checkpoint(tmp_path / name)
+    if not torch.cuda.is_available():
+        with pytest.raises(CheckpointError, match=r"good\.pt onto cuda: this machine has no CUDA device"):
+            load_checkpoint(good, map_location="cuda")
+
+
 def test_checkpoint_with_invalid_model_config_names_the_field(tmp_path):
     path = tmp_path / "bad.pt"
     save_checkpoint(path, {"model": {}, "model_config": {"n_heads": 3, "d_modl": 8}})

@@ -118,12 +118,24 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(
+            f"{path} is empty (0 bytes), not an xrdmodels checkpoint: write or copy it again"
+        )
+    if torch.device(map_location).type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(
+            f"cannot load {path} onto {map_location}: this machine has no CUDA device that torch can use "
+            "(torch.cuda.is_available() is False); use the CPU (--device cpu)"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise _unsafe_file_error(path, exc) from None
     except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds; all mean "not a readable checkpoint"
-        raise CheckpointError(f"{path} is not a readable xrdmodels checkpoint: {exc}") from exc
+        raise CheckpointError(
+            f"{path} is not a readable xrdmodels checkpoint ({type(exc).__name__}: {exc}): a file cut short, or "
+            "not one `xrdmodels train` or `add-memory` wrote (last.pt, best.pt, model.pt)"
+        ) from exc
     if not isinstance(state, dict):
         raise CheckpointError(
             f"{path} is not an xrdmodels checkpoint: it holds a {type(state).__name__}, not a dict"
