@@ -130,6 +130,8 @@ def test_refuses_other_formats_and_missing_stores(tmp_path: Path) -> None:
         MixtureStore(url)
     with pytest.raises(StoreFormatError, match="no mixture store at"):
         MixtureStore(str(tmp_path / "absent.zarr"))
+    with pytest.raises(StoreFormatError, match=r"bank\.zarr is a local path, which takes no storage_options"):
+        MixtureStore(url, storage_options={"anon": True})
 
 
 def test_incomplete_store_is_refused_unless_asked_and_then_only_flagged_shards_count(tmp_path: Path) -> None:

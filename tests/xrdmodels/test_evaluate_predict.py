@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from store_factory import StoreSpec, write_store
 
 from xrdmodels.checkpoint import load_checkpoint
-from xrdmodels.cli import _LINES_ANGSTROM, main
+from xrdmodels.cli import _LINES_ANGSTROM, _wavelength, main
 from xrdmodels.config import preset
 from xrdmodels.data import MixtureStore, to_batch
 from xrdmodels.measured_eval import (
@@ -294,9 +294,12 @@ def test_a_labels_table_is_checked_row_by_row(tmp_path) -> None:
 def test_wavelength_lines_agree_with_pymatgen() -> None:
     from pymatgen.analysis.diffraction.xrd import WAVELENGTHS
 
+    assert set(_LINES_ANGSTROM) == set(WAVELENGTHS)
     for name, value in _LINES_ANGSTROM.items():
         assert value == pytest.approx(WAVELENGTHS[name], abs=1e-6)
     assert np.isfinite(list(_LINES_ANGSTROM.values())).all()
+    assert _wavelength(" mokb1") == _wavelength("MoKb1") == WAVELENGTHS["MoKb1"]  # names in any case
+    assert _wavelength("0.7093") == 0.7093
 
 
 # ---------------------------------------------------------------------------------------------------------

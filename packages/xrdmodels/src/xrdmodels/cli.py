@@ -318,8 +318,8 @@ _memory_cell_scan_option = click.option(
 @click.option(
     "--wavelength",
     default=None,
-    help="Wavelength in Å (or CuKa, CuKa1, MoKa, MoKa1, CoKa, FeKa, CrKa, AgKa) when the file does not say; "
-    "overrides the file when given.",
+    help="Wavelength in Å, or a line name (Cu, Mo, Co, Fe, Cr or Ag with Ka, Ka1, Ka2 or Kb1, any case: CuKa, "
+    "mokb1; pymatgen's values), when the file does not say; overrides the file when given.",
 )
 @click.option(
     "--format",
@@ -540,26 +540,45 @@ def score_measured_cmd(
 
 
 _LINES_ANGSTROM = {
+    # pymatgen's table (pymatgen.analysis.diffraction.xrd.WAVELENGTHS, which xrdsynth's bank uses; the tests
+    # compare): Kα the weighted doublet, then Kα1, Kα2 and Kβ1.
     "CuKa": CU_KA_ANGSTROM,
     "CuKa1": 1.54056,
+    "CuKa2": 1.54439,
+    "CuKb1": 1.39222,
     "MoKa": 0.71073,
     "MoKa1": 0.70930,
+    "MoKa2": 0.71359,
+    "MoKb1": 0.63229,
     "CoKa": 1.79026,
+    "CoKa1": 1.78896,
+    "CoKa2": 1.79285,
+    "CoKb1": 1.63079,
     "FeKa": 1.93735,
+    "FeKa1": 1.93604,
+    "FeKa2": 1.93998,
+    "FeKb1": 1.75661,
     "CrKa": 2.29100,
+    "CrKa1": 2.28970,
+    "CrKa2": 2.29361,
+    "CrKb1": 2.08487,
     "AgKa": 0.560885,
+    "AgKa1": 0.559421,
+    "AgKa2": 0.563813,
+    "AgKb1": 0.497082,
 }
+_LINES_BY_LOWER = {name.lower(): value for name, value in _LINES_ANGSTROM.items()}
 
 
 def _wavelength(text: str | None) -> float | None:
     if text is None:
         return None
-    if text in _LINES_ANGSTROM:
-        return _LINES_ANGSTROM[text]
+    if text.strip().lower() in _LINES_BY_LOWER:
+        return _LINES_BY_LOWER[text.strip().lower()]
     try:
         value = float(text)
     except ValueError:
-        _fail(f"--wavelength {text!r}: give Å or one of {', '.join(_LINES_ANGSTROM)}")
+        _fail(f"--wavelength {text!r}: give Å or one of {', '.join(_LINES_ANGSTROM)} (any case)")
     if not 0.05 <= value <= 5:
         _fail(f"--wavelength {value} Å is outside the X-ray range 0.05-5 Å")
     return value

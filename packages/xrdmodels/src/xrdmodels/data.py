@@ -57,6 +57,11 @@ class MixtureStore:
     def __init__(self, url: str, storage_options: dict | None = None, *, require_complete: bool = True):
         self.url = str(url)
         self.storage_options = storage_options
+        if storage_options and "://" not in self.url:
+            raise StoreFormatError(
+                f"{self.url} is a local path, which takes no storage_options (they are for fsspec URLs such as "
+                "s3://bucket/store.zarr): leave storage_options out, or give the store as a URL"
+            )
         try:
             self.root = zarr.open_group(self.url, mode="r", storage_options=storage_options)
         except Exception as exc:  # noqa: BLE001 - zarr/fsspec raise many kinds; all mean "nothing usable here"

@@ -183,7 +183,8 @@ def _open_group(url: str) -> zarr.Group:
     except Exception as exc:  # noqa: BLE001 - zarr and fsspec raise many types for a missing or foreign path
         raise LibraryFormatError(
             f"no bank store at {url} ({type(exc).__name__}: {exc}); give a bank built by "
-            "`xrdsynth bank build` (--library on the command line, library= in Python)"
+            "`xrdsynth bank build` (--library of predict and score-measured, the BANK argument of add-memory, "
+            "library= in Python)"
         ) from None
 
 
