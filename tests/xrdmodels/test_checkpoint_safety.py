@@ -399,6 +399,14 @@ def test_cli_validation_errors_do_not_echo_storage_options(tmp_path, store_url):
     result = CliRunner().invoke(cli_main, ["train", "--config", str(config_file)])
     assert result.exit_code == 1 and "storage_options" in result.output
     assert "AKIA-IN-A-LIST" not in result.output
+    # An error names the overrides by key only (their values may be credentials) and suggests a near field.
+    typo = CliRunner().invoke(
+        cli_main,
+        ["train", "--config", str(config_file), "max_stepz=3", 'storage_options={"secret": "S3CRET"}'],
+    )
+    assert typo.exit_code == 1 and "the overrides of max_stepz, storage_options" in typo.output
+    assert "max_stepz: Extra inputs are not permitted (got 3); did you mean max_steps?" in typo.output
+    assert "S3CRET" not in typo.output
 
 
 def test_redaction_of_options_and_urls():

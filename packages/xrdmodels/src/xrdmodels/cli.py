@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -29,10 +30,15 @@ def _naming(file: str, error: str) -> str:
     return error if error.startswith(file) else f"{file}: {error}"
 
 
-def _validation_message(exc: ValidationError, source: str) -> str:
-    lines = [
-        f"  {'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" + _got(e) for e in exc.errors()
-    ]
+def _validation_message(exc: ValidationError, source: str, known: list[str] | None = None) -> str:
+    """One line per error; an unknown top-level field gets the closest of the ``known`` names as a suggestion."""
+    lines = []
+    for e in exc.errors():
+        line = f"  {'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" + _got(e)
+        if e["type"] == "extra_forbidden" and known and len(e["loc"]) == 1:
+            close = difflib.get_close_matches(str(e["loc"][0]), known, n=1)
+            line += f"; did you mean {close[0]}?" if close else ""
+        lines.append(line)
     return f"invalid configuration in {source}:\n" + "\n".join(lines)
 
 
@@ -140,7 +146,10 @@ def train_cmd(config_file: str | None, resume: bool, overrides: tuple[str, ...])
         config = TrainConfig(**fields)
         config.build_model_config()
     except ValidationError as exc:
-        _fail(_validation_message(exc, config_file or "the overrides"))
+        # Keys only: an override's value may be a credential (docs/security.md).
+        keys = ", ".join(o.split("=", 1)[0] for o in overrides)
+        source = " and ".join(filter(None, [config_file, f"the overrides of {keys}" if overrides else ""]))
+        _fail(_validation_message(exc, source or "the defaults", list(TrainConfig.model_fields)))
     except ValueError as exc:
         _fail(str(exc))
     try:
@@ -195,7 +204,10 @@ def train_cmd(config_file: str | None, resume: bool, overrides: tuple[str, ...])
 )
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Samples per forward pass.")
 @click.option(
-    "--max-samples", type=int, default=None, help="Evaluate only the first N samples of each store."
+    "--max-samples",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Evaluate only the first N samples of each store.",
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 def evaluate_cmd(checkpoints, mixtures_dir, stores, out_dir, names, batch_size, max_samples, device) -> None:

@@ -304,12 +304,18 @@ def mixtures() -> None:
     help="Folder or fsspec URL (s3://bucket/prefix) that receives one store per split: <out>/<split>.zarr.",
 )
 @click.option(
-    "--n", "n_train", required=True, metavar="COUNT", help="Training mixtures: 20000, 250k, 10M, 1e6."
+    "--n",
+    "n_train",
+    required=True,
+    metavar="COUNT",
+    callback=lambda ctx, param, value: parse_count(value),
+    help="Training mixtures: 20000, 250k, 10M, 1e6.",
 )
 @click.option(
     "--n-eval",
     default=None,
     metavar="COUNT",
+    callback=lambda ctx, param, value: parse_count(value) if value else None,
     help="Mixtures in each of val, test and in-library (default: 2.5/95 of --n, the A.1 split ratio).",
 )
 @click.option(
@@ -420,7 +426,7 @@ def mixtures_generate(
         "seed": seed,
         "shard_size": shard_size,
         "pattern_dtype": pattern_dtype,
-        "n_eval": parse_count(n_eval) if n_eval else None,
+        "n_eval": n_eval,
     }
     fields.update({k: v for k, v in overrides.items() if v is not None})
     if shard_size and "chunk_rows" not in fields:
@@ -443,7 +449,7 @@ def mixtures_generate(
         reports = generate_all(
             bank_url,
             out,
-            parse_count(n_train),
+            n_train,
             config,
             splits=wanted,
             workers=workers,
@@ -488,7 +494,11 @@ def mixtures_inspect(store_url: str) -> None:
     "--out", "png", type=click.Path(dir_okay=False), default=None, help="PNG path (default mixture-<I>.png)."
 )
 @click.option(
-    "--bank", "bank_url", default=None, help="Bank for the phases' sticks (default: the one the store names)."
+    "--bank",
+    "bank_url",
+    default=None,
+    metavar="BANK",
+    help="Bank for the phases' sticks (default: the one the store names).",
 )
 def mixtures_plot(store_url: str, index: int, png: str | None, bank_url: str | None) -> None:
     """Draw sample I: the pattern, its measurement window and each phase's sticks with space group and weight."""
