@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import zipfile
 
-from xrdmodels.measured import FORMATS, detect_format, known_formats, normalise_format
+import pytest
+
+from xrdmodels.measured import (
+    FORMATS,
+    MeasuredFormatError,
+    detect_format,
+    known_formats,
+    normalise_format,
+    read_pattern,
+)
 from xrdmodels.measured.registry import FALLBACK_FORMAT, find_format
 
 
@@ -38,3 +47,22 @@ def test_content_decides_before_the_extension_and_text_is_the_fallback(tmp_path)
     unknown = tmp_path / "scan.weird"
     unknown.write_text("10 1\n11 2\n")
     assert detect_format(unknown) is FALLBACK_FORMAT
+
+
+def test_a_forced_format_the_content_contradicts_says_so(tmp_path) -> None:
+    text = tmp_path / "scan.xy"
+    text.write_text("".join(f"{10 + 0.1 * i:.1f} {100 + i % 7}\n" for i in range(200)))
+    assert read_pattern(text, format="xy").two_theta_deg.size == 200
+    with pytest.raises(
+        MeasuredFormatError, match=r"scan\.xy: read as xrdml, as the format option asked, it fails "
+    ):
+        read_pattern(text, format="xrdml")
+    with pytest.raises(MeasuredFormatError, match="its content looks like xy. Leave --format"):
+        read_pattern(text, format="xrdml")
+
+
+def test_a_repeated_angle_is_named_as_such(tmp_path) -> None:
+    scan = tmp_path / "twice.xy"
+    scan.write_text("5.00 1\n5.02 2\n5.02 3\n5.04 4\n")
+    with pytest.raises(MeasuredFormatError, match=r"2θ 5.02 occurs twice \(data rows 2 and 3\)"):
+        read_pattern(scan)

@@ -382,6 +382,10 @@ def test_disk_check_counts_only_what_resume_still_has_to_write(bank: Bank, tmp_p
     with pytest.raises(StoreError, match="GB free"):
         generate_all(bank.url, str(tmp_path / "fresh"), 256, config, splits=("train",), workers=0)
     assert not (tmp_path / "fresh").exists()
+    (tmp_path / "notes.txt").write_text("a file where a folder should be")
+    for out in (tmp_path / "notes.txt", tmp_path / "notes.txt" / "sub"):
+        with pytest.raises(StoreError, match=r"notes\.txt is a file, and the stores need a folder"):
+            generate_all(bank.url, str(out), 256, config, splits=("train",), workers=0)
 
 
 def test_inspect_explains_an_unfinished_store(bank: Bank, tmp_path) -> None:

@@ -362,11 +362,17 @@ def _remaining_samples(url: str, layout: StoreLayout, fingerprint: str, resume: 
     return int(rows[~done].sum())
 
 
-def check_disk_space(
+def check_local_folder(
     folder: Path, bank: Bank, sizes: dict[str, int], config: GenerateConfig, resume: bool
 ) -> None:
-    """Raise StoreError when the local stores cannot fit on the disk of `folder` even at the best compression
-    measured, before anything is created."""
+    """Raise StoreError when `folder` (or a folder above it) is a file, or the local stores cannot fit on its
+    disk even at the best compression measured, before anything is created."""
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise StoreError(
+            f"--out {folder}: {blocking} is a file, and the stores need a folder (<out>/<split>.zarr); "
+            "choose a folder path for --out"
+        )
     pool = _checked_pool(bank, next(iter(sizes)), config)
     param_values = sum(math.prod(tail) for tail in _param_shapes(config.recipe, bank, pool).values())
     label_bytes = sum(np.dtype(dtype).itemsize * math.prod(tail) for dtype, tail in LABEL_ARRAYS.values())
@@ -439,7 +445,7 @@ def generate_all(
                 "drop it or give an s3:// URL"
             )
         out = str(folder)
-        check_disk_space(folder, bank, sizes, config, resume and not overwrite)
+        check_local_folder(folder, bank, sizes, config, resume and not overwrite)
     else:
         check_remote_reachable(out, storage_options)
     reports = []

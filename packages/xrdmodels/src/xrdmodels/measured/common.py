@@ -430,6 +430,13 @@ def columns_to_pattern(
         two_theta, intensity = two_theta[::-1], intensity[::-1]
     elif steps.size and not np.all(steps > 0):
         bad = int(np.argmax(steps <= 0)) + 1
+        if two_theta[bad] == two_theta[bad - 1]:
+            raise MeasuredFormatError(
+                path,
+                f"2θ {two_theta[bad]:g} occurs twice (data rows {bad} and {bad + 1})",
+                "Each angle must be measured once: remove or merge the repeated rows (several scans appended "
+                "to one file?)",
+            )
         raise MeasuredFormatError(
             path,
             f"the first column is not monotonic (data row {bad + 1}: {two_theta[bad - 1]:g} then "

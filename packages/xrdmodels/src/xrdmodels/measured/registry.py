@@ -115,6 +115,17 @@ def read_pattern(
             )
     else:
         file_format = detect_format(path)
-    pattern = file_format.read(path, max_bytes)
+    try:
+        pattern = file_format.read(path, max_bytes)
+    except MeasuredFormatError as exc:
+        detected = detect_format(path) if format is not None else file_format
+        if detected is not file_format:  # a forced format that the content contradicts
+            raise MeasuredFormatError(
+                path,
+                f"read as {file_format.name}, as the format option asked, it fails "
+                f"({str(exc).removeprefix(f'{exc.source}: ')}), and its content looks like {detected.name}",
+                "Leave --format (format= in Python) out to detect each file's format",
+            ) from None
+        raise
     pattern.metadata.setdefault("format", file_format.name)
     return pattern
