@@ -235,8 +235,14 @@ def bank_build(
         _fail(str(exc))
     click.echo(result.summary())
     if len(result) == 0:
-        _fail("no structure could be built; see the skip reasons above")
-    click.echo(f"bank: {len(result)} entries, {len(result.skipped)} skipped -> {out}")
+        _fail(
+            f"no structure could be built; see the skip reasons above, each input's with `xrdsynth bank info {out} "
+            "--skipped` (the empty bank keeps them; rebuild over it with --overwrite)"
+        )
+    skipped = (
+        f" (each with its file and reason: xrdsynth bank info {out} --skipped)" if result.skipped else ""
+    )
+    click.echo(f"bank: {len(result)} entries, {len(result.skipped)} skipped{skipped} -> {out}")
 
 
 @bank.command("info")
