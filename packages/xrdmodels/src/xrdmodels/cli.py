@@ -129,6 +129,10 @@ def train_cmd(config_file: str | None, resume: bool, overrides: tuple[str, ...])
 
     xrdmodels train --config pipelines/demo/train_cpu.json max_steps=200 model_overrides.head=presence
 
+    Required: train_store (a store of `xrdsynth mixtures generate`). Commonly set: val_store, out_dir,
+    model_preset, max_steps or max_minutes, batch_size, lr, seed, phase_memory. Every field, its default and the
+    paper section it follows: docs/config.md.
+
     Model presets (model_preset): paper (A.2-A.4 exactly), small (the paper's structure at CPU size) and cpu
     (CPU size with flatten read-outs, a lean 64-token front-end and no dropout: what learns in minutes on a
     CPU, docs/benchmarks.md).
@@ -362,7 +366,8 @@ _memory_cell_scan_option = click.option(
     "plot_dir",
     default=None,
     type=click.Path(file_okay=False),
-    help="Write a PNG per file (pattern on the model grid + ranked space groups) into this folder.",
+    help="Write a PNG per file (pattern on the model grid + ranked space groups) into this folder: <stem>.png, "
+    "<stem>-2.png ... where file stems repeat (each prediction names its plot).",
 )
 @click.option(
     "--max-file-mb",
