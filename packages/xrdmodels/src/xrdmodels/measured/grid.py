@@ -895,7 +895,8 @@ def to_model_grid(
             f"{window_deg:.1f} deg of the model grid: too little to identify phases (at least "
             f"{MIN_MEASURED_POINTS} points over {MIN_MEASURED_WINDOW_DEG:g} deg are needed; the training windows "
             f"were at least {training.min_window_deg:.0f} deg wide)",
-            "Measure a wider 2θ range, or check the wavelength; nothing was predicted",
+            "Measure a wider 2θ range, or check the wavelength and that the first column is 2θ in degrees (not "
+            "radians); nothing was predicted",
         )
     warnings += raw_signal_warnings(pattern)
     values, interpolated = resample(two_theta, intensity, two_theta_min_deg, width, n_bins, window)
