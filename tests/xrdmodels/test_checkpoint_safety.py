@@ -192,6 +192,8 @@ def test_unreadable_checkpoints_say_what_is_wrong(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(CheckpointError, match=r"good\.pt onto cuda: this machine has no CUDA device"):
             load_checkpoint(good, map_location="cuda")
+    with pytest.raises(CheckpointError, match=r"cannot load .*good\.pt: 'gpu' is not a device"):
+        load_checkpoint(good, map_location="gpu")
 
 
 def test_checkpoint_with_invalid_model_config_names_the_field(tmp_path):
@@ -400,13 +402,22 @@ def test_cli_validation_errors_do_not_echo_storage_options(tmp_path, store_url):
     assert result.exit_code == 1 and "storage_options" in result.output
     assert "AKIA-IN-A-LIST" not in result.output
     # An error names the overrides by key only (their values may be credentials) and suggests a near field.
+    # Nor is an unknown field's value shown: a misspelt name may carry a credential.
     typo = CliRunner().invoke(
         cli_main,
-        ["train", "--config", str(config_file), "max_stepz=3", 'storage_options={"secret": "S3CRET"}'],
+        [
+            "train",
+            "--config",
+            str(config_file),
+            "max_stepz=3",
+            'storage_options={"secret": "S3CRET"}',
+            "storage_option_secret=AKIA-MISSPELT",
+        ],
     )
-    assert typo.exit_code == 1 and "the overrides of max_stepz, storage_options" in typo.output
-    assert "max_stepz: Extra inputs are not permitted (got 3); did you mean max_steps?" in typo.output
-    assert "S3CRET" not in typo.output
+    assert typo.exit_code == 1
+    assert "the overrides of max_stepz, storage_options, storage_option_secret" in typo.output
+    assert "max_stepz: Extra inputs are not permitted; did you mean max_steps?" in typo.output
+    assert "S3CRET" not in typo.output and "AKIA-MISSPELT" not in typo.output
 
 
 def test_redaction_of_options_and_urls():

@@ -254,8 +254,9 @@ def test_phase_labels_with_alternatives() -> None:
 
 
 def test_a_labels_table_is_checked_row_by_row(tmp_path) -> None:
-    """A spreadsheet's CSV (byte-order mark) is read; rows with unusable labels are reported by line and the
-    others kept; a table without the needed columns, or not UTF-8, is refused naming the column or encoding."""
+    """A spreadsheet's CSV (a byte-order mark, or Windows-1252) is read; rows with unusable labels are reported
+    by their file line and the others kept; a table without the needed columns, or in another encoding, is
+    refused naming the column or the encoding."""
     from xrdmodels.measured_eval import read_labelled
 
     for name in ("a.xy", "b.xy", "c.xy", "d.xy", "e.xy"):
@@ -264,6 +265,7 @@ def test_a_labels_table_is_checked_row_by_row(tmp_path) -> None:
     labels.write_text(
         "set,file,spacegroups,wavelength_angstrom\n"
         "s,a.xy,225,1.5406\n"
+        "\n"
         "s,b.xy,,1.5406\n"
         "s,c.xy,231,1.5406\n"
         "s,d.xy,225,100\n"
@@ -276,18 +278,23 @@ def test_a_labels_table_is_checked_row_by_row(tmp_path) -> None:
         ("e.xy", [{12, 15}], 1.5406),
     ]
     assert failures[0] == (
-        f"{labels} line 3 (b.xy)",
+        f"{labels} line 4 (b.xy)",
         "the row names no space group: give the phases' groups in spacegroups",
     )
-    assert failures[1][0] == f"{labels} line 4 (c.xy)" and "'231' is not a list" in failures[1][1]
+    assert failures[1][0] == f"{labels} line 5 (c.xy)" and "'231' is not a list" in failures[1][1]
     assert failures[2][0] == str(tmp_path / "d.xy")
     assert f"its row of {labels} has wavelength_angstrom '100'" in failures[2][1]
 
     labels.write_text("file,spacegroups\na.xy,225\n")
     with pytest.raises(ValueError, match=r"no column set in its header \['file', 'spacegroups'\]"):
         read_labelled(labels)
+    labels.write_text(
+        "set,file,spacegroups,wavelength_angstrom,notes\ns,a.xy,225,1.5406,Cu 40 kV 5-90° 1.5406 Å\n",
+        encoding="cp1252",
+    )
+    assert [item.path.name for item in read_labelled(labels)[0]] == ["a.xy"]  # Excel's CSV on Windows
     labels.write_text("set,file,spacegroups\ns,a.xy,225\n", encoding="utf-16")
-    with pytest.raises(ValueError, match="not UTF-8 text .*save it as UTF-8 CSV"):
+    with pytest.raises(ValueError, match="neither UTF-8 nor Windows-1252 text .*save it as UTF-8 CSV"):
         read_labelled(labels)
 
 
@@ -663,16 +670,20 @@ def test_folders_yield_their_pattern_files_and_list_the_rest(tmp_path) -> None:
     (folder / "nested").mkdir(parents=True)
     _write_xy(folder / "a.xy", _peaks())
     _write_xy(folder / "nested" / "b.dat", _peaks())
+    _write_xy(folder / "d.chi", _peaks())  # integrated by pyFAI: an extension no reader names, numeric rows
     (folder / "c.xrdml").write_text("<not xml")  # named a pattern: read, and its failure reported
     (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     (folder / "notes.md").write_text("# scans of 2026-12-07\n")
     (folder / "result.json").write_text('{"predictions": []}')
+    (folder / "labels.csv").write_text("set,file,spacegroups\ns,a.xy,225\n")  # text, but no rows of numbers
     (folder / ".hidden.xy").write_text("not read")
+    (folder / ".ipynb_checkpoints").mkdir()
+    _write_xy(folder / ".ipynb_checkpoints" / "a-checkpoint.xy", _peaks())  # in a hidden folder: not read
     result = CliRunner().invoke(main, ["predict", str(ckpt), str(folder), "--wavelength", "CuKa", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert sorted(Path(p["file"]).name for p in payload["predictions"]) == ["a.xy", "b.dat"]
-    assert [Path(f["file"]).name for f in payload["failures"]] == ["c.xrdml"]
+    assert sorted(Path(p["file"]).name for p in payload["predictions"]) == ["a.xy", "b.dat", "d.chi"]
+    assert sorted(Path(f["file"]).name for f in payload["failures"]) == ["c.xrdml", "labels.csv"]
     assert sorted(Path(f).name for f in payload["skipped"]) == ["a.png", "notes.md", "result.json"]
     assert "left out 3 file(s)" in result.stderr and "name a file directly" in result.stderr
     # Named directly, a file is always read (here as two-column text, which a note is not).
@@ -684,6 +695,53 @@ def test_folders_yield_their_pattern_files_and_list_the_rest(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     empty = CliRunner().invoke(main, ["predict", str(ckpt), str(tmp_path / "empty")])
     assert empty.exit_code == 1 and "no pattern file found in" in empty.output
+
+
+def test_counts_and_folders_are_checked_before_any_work(tmp_path) -> None:
+    """--top, --limit and --max-samples refuse counts below 1 (they used to slice from the end or fail deep
+    inside), and score-measured refuses an --out it cannot write before scoring, so no score is lost."""
+    ckpt = make_checkpoint(tmp_path / "m.pt", head="presence")
+    scan = _write_xy(tmp_path / "scan.xy", _peaks())
+    labels = tmp_path / "labels.csv"
+    labels.write_text("set,file,spacegroups,wavelength_angstrom\ns,scan.xy,225,1.5406\n")
+    runner = CliRunner()
+    for args, message in (
+        (["predict", str(ckpt), str(scan), "--top", "0"], "'--top': 0 is not in the range 1<=x<=230"),
+        (["predict", str(ckpt), str(scan), "--top", "-3"], "'--top': -3 is not in the range 1<=x<=230"),
+        (
+            [
+                "score-measured",
+                str(ckpt),
+                "--labels",
+                str(labels),
+                "--out",
+                str(tmp_path / "o"),
+                "--limit",
+                "-1",
+            ],
+            "'--limit': -1 is not in the range x>=1",
+        ),
+        (
+            [
+                "evaluate",
+                str(ckpt),
+                "--store",
+                f"x={tmp_path}",
+                "--out",
+                str(tmp_path / "e"),
+                "--max-samples",
+                "0",
+            ],
+            "'--max-samples': 0 is not in the range x>=1",
+        ),
+    ):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 2 and message in result.output, result.output
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "scores"  # below a file: cannot be made
+    result = runner.invoke(main, ["score-measured", str(ckpt), "--labels", str(labels), "--out", str(out)])
+    assert result.exit_code == 1 and f"cannot write the scores to --out {out}" in result.output
+    assert "files scored" not in result.output
 
 
 def test_cli_messages_name_the_cli_options(tmp_path) -> None:

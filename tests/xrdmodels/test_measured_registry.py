@@ -57,7 +57,7 @@ def test_a_forced_format_the_content_contradicts_says_so(tmp_path) -> None:
         MeasuredFormatError, match=r"scan\.xy: read as xrdml, as the format option asked, it fails "
     ):
         read_pattern(text, format="xrdml")
-    with pytest.raises(MeasuredFormatError, match="its content looks like xy. Leave --format"):
+    with pytest.raises(MeasuredFormatError, match="its extension names xy. Leave --format"):
         read_pattern(text, format="xrdml")
 
 

@@ -225,6 +225,13 @@ def test_counts_parse_like_people_write_them() -> None:
     assert parse_count("250k") == 250_000
     assert parse_count("1e6") == 1_000_000
     assert parse_count("20_000") == 20_000
+    for option, value in (("--n", "0"), ("--n-eval", "-1"), ("--n", "1.5")):
+        args = ["mixtures", "generate", "--bank", "absent.zarr", "--out", "o", "--n", "100", option, value]
+        result = CliRunner().invoke(main, args)  # the count is checked before the bank is opened
+        assert (
+            result.exit_code == 2
+            and f"Invalid value for '{option}': '{value}' must be a positive" in result.output
+        )
 
 
 def test_inspect_and_plot(bank: Bank, tmp_path) -> None:

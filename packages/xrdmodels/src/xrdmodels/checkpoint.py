@@ -122,7 +122,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(
             f"{path} is empty (0 bytes), not an xrdmodels checkpoint: write or copy it again"
         )
-    if torch.device(map_location).type == "cuda" and not torch.cuda.is_available():
+    try:
+        device_type = torch.device(map_location).type
+    except RuntimeError as exc:
+        raise CheckpointError(f"cannot load {path}: {map_location!r} is not a device ({exc})") from None
+    if device_type == "cuda" and not torch.cuda.is_available():
         raise CheckpointError(
             f"cannot load {path} onto {map_location}: this machine has no CUDA device that torch can use "
             "(torch.cuda.is_available() is False); use the CPU (--device cpu)"

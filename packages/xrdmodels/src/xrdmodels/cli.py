@@ -44,8 +44,14 @@ def _validation_message(exc: ValidationError, source: str, known: list[str] | No
 
 def _got(error: dict) -> str:
     """The offending value, unless it is the whole config (errors about several fields at once) or may hold
-    credentials (storage_options, docs/security.md)."""
-    if not error["loc"] or isinstance(error.get("input"), dict) or error["loc"][0] == "storage_options":
+    credentials (storage_options, or a field the config does not know, such as a misspelt one;
+    docs/security.md)."""
+    if (
+        not error["loc"]
+        or isinstance(error.get("input"), dict)
+        or error["loc"][0] == "storage_options"
+        or error["type"] == "extra_forbidden"
+    ):
         return ""
     return f" (got {error.get('input')!r})"
 
@@ -150,7 +156,7 @@ def train_cmd(config_file: str | None, resume: bool, overrides: tuple[str, ...])
         config = TrainConfig(**fields)
         config.build_model_config()
     except ValidationError as exc:
-        # Keys only: an override's value may be a credential (docs/security.md).
+        # Keys only, as _got shows no unknown field's value: an override's value may be a credential.
         keys = ", ".join(o.split("=", 1)[0] for o in overrides)
         source = " and ".join(filter(None, [config_file, f"the overrides of {keys}" if overrides else ""]))
         _fail(_validation_message(exc, source or "the defaults", list(TrainConfig.model_fields)))
@@ -472,8 +478,8 @@ def predict_cmd(
     "labels_csv",
     required=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="CSV of measured files with known phases (UTF-8; columns set, file, spacegroups, and optionally "
-    "spacegroups_accept, wavelength_angstrom: docs/formats.md), such as all_labels.csv of the shared "
+    help="CSV of measured files with known phases (UTF-8 or Windows-1252; columns set, file, spacegroups, and "
+    "optionally spacegroups_accept, wavelength_angstrom: docs/formats.md, 'Labels tables'), such as all_labels.csv of the shared "
     "experimental set; files are relative to it. A file's own wavelength is used where it states one, else "
     "its row's wavelength_angstrom. A row whose labels are unusable is reported and the others scored.",
 )

@@ -17,6 +17,7 @@ the truth (`by_library_rank`).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -148,6 +149,27 @@ class LabelledPattern:
     phases: list[set[int]]  # acceptable space groups per phase (:func:`parse_phases`)
 
 
+def _labels_text(path: Path) -> str:
+    """A labels table's text: UTF-8 (with or without the byte-order mark spreadsheets write), else Windows-1252,
+    Excel's "CSV (Comma delimited)" on Western Windows.
+
+    Raises:
+        ValueError: neither (UTF-16 or binary content).
+    """
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if b"\x00" not in data:
+            try:
+                return data.decode("cp1252")
+            except UnicodeDecodeError:
+                pass
+        raise ValueError(
+            f"{path}: neither UTF-8 nor Windows-1252 text ({exc.reason}): save it as UTF-8 CSV"
+        ) from None
+
+
 def read_labelled(
     labels_csv: str | Path, *, sets: list[str] | None = None, limit: int | None = None
 ) -> tuple[list[LabelledPattern], list[tuple[str, str]]]:
@@ -159,19 +181,15 @@ def read_labelled(
         ValueError: the table is not UTF-8 CSV text or lacks a column of :data:`LABEL_COLUMNS`.
     """
     base = Path(labels_csv).parent
-    try:
-        # utf-8-sig: spreadsheets save CSV with a byte-order mark, which would otherwise join the first column's name.
-        with open(labels_csv, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in LABEL_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ValueError(
-                    f"{labels_csv}: no column {', '.join(missing)} in its header {reader.fieldnames}: a labels table "
-                    f"needs {', '.join(LABEL_COLUMNS)} (and may have spacegroups_accept, wavelength_angstrom)"
-                )
-            rows = [(n, r) for n, r in enumerate(reader, start=2) if not sets or r["set"] in sets]
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{labels_csv}: not UTF-8 text ({exc.reason}): save it as UTF-8 CSV") from None
+    reader = csv.DictReader(io.StringIO(_labels_text(Path(labels_csv)), newline=""))
+    missing = [c for c in LABEL_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(
+            f"{labels_csv}: no column {', '.join(missing)} in its header {reader.fieldnames}: a labels table "
+            f"needs {', '.join(LABEL_COLUMNS)} (and may have spacegroups_accept, wavelength_angstrom)"
+        )
+    # reader.line_num: the file line a row ends on (a quoted field may span lines, blank lines are skipped).
+    rows = [(reader.line_num, r) for r in reader if not sets or r["set"] in sets]
     read, failures = [], []
     for line, row in rows[:limit]:
         try:

@@ -507,15 +507,17 @@ class Ranker:
 
 def collect_files(paths: list[str]) -> tuple[list[Path], list[Path]]:
     """The files to predict and the files left out: files named directly are always read; inside named
-    folders (searched recursively, sorted, hidden files ignored) a file is read when its content or its
-    extension names a pattern format (:func:`~xrdmodels.measured.looks_like_pattern`) and left out otherwise."""
+    folders (searched recursively, sorted, hidden files and folders ignored) a file is read when it looks like
+    a pattern (:func:`~xrdmodels.measured.looks_like_pattern`: a format's signature or extension, or text rows
+    of numbers under another extension) and left out otherwise."""
     files: list[Path] = []
     skipped: list[Path] = []
     for p in map(Path, paths):
         if not p.is_dir():
             files.append(p)
             continue
-        for f in sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")):
+        found = (f for f in p.rglob("*") if not any(part.startswith(".") for part in f.relative_to(p).parts))
+        for f in sorted(f for f in found if f.is_file()):
             try:
                 wanted = looks_like_pattern(f)
             except OSError:  # unreadable: read_pattern reports it with the file's name

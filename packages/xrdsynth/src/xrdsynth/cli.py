@@ -47,7 +47,9 @@ def _validation_message(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "config"
-        got = "" if not err["loc"] or isinstance(err.get("input"), dict) else f" (got {err.get('input')!r})"
+        # An unknown field's value is not shown: it may be a credential under a misspelt name.
+        hidden = not err["loc"] or isinstance(err.get("input"), dict) or err["type"] == "extra_forbidden"
+        got = "" if hidden else f" (got {err.get('input')!r})"
         lines.append(f"  {field}: {err['msg']}{got}")
     return "invalid configuration:\n" + "\n".join(lines)
 

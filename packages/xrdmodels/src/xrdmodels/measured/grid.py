@@ -884,7 +884,7 @@ def to_model_grid(
         raise ValueError(
             f"{pattern.source}: measured range {measured_range} (at {model_wavelength_angstrom} Å) does "
             f"not cover any bin centre of the model grid {two_theta_min_deg}-{two_theta_max_deg} deg; check the "
-            "wavelength and the grid"
+            "wavelength, the grid and that the first column is 2θ in degrees (not radians)"
         )
     n_inside = int(np.count_nonzero((two_theta >= two_theta_min_deg) & (two_theta <= two_theta_max_deg)))
     window_deg = (window[1] - window[0]) * width

@@ -72,9 +72,13 @@ def detect_format(path: Path) -> FileFormat:
 
 
 def looks_like_pattern(path: Path) -> bool:
-    """Whether a file found in a folder is a measured pattern by its content's signature or its extension.
-    What neither names (a folder's plots, notes, results) is left out rather than read as two-column text."""
-    return _sniffed_format(path) is not None or find_format(path.suffix) is not None
+    """Whether a file found in a folder is a measured pattern: its content's signature or its extension names a
+    format (so that a broken scan is reported, not passed over), or it is text with rows of numbers under an
+    extension no reader names (:func:`.text.looks_like_columns`: .chi, .asc, none). The rest (plots, notes,
+    results) is left out rather than read as two-column text and failed."""
+    if _sniffed_format(path) is not None or find_format(path.suffix) is not None:
+        return True
+    return text.looks_like_columns(path)
 
 
 def read_pattern(
@@ -119,11 +123,18 @@ def read_pattern(
         pattern = file_format.read(path, max_bytes)
     except MeasuredFormatError as exc:
         detected = detect_format(path) if format is not None else file_format
-        if detected is not file_format:  # a forced format that the content contradicts
+        if detected is not file_format:  # a forced format that the file contradicts
+            sniffed = _sniffed_format(path)
+            if sniffed is not None:
+                says = f"its content looks like {sniffed.name}"
+            elif find_format(path.suffix) is not None:
+                says = f"its extension names {detected.name}"
+            else:
+                says = f"it would otherwise be read as {detected.name}"
             raise MeasuredFormatError(
                 path,
                 f"read as {file_format.name}, as the format option asked, it fails "
-                f"({str(exc).removeprefix(f'{exc.source}: ')}), and its content looks like {detected.name}",
+                f"({str(exc).removeprefix(f'{exc.source}: ')}), and {says}",
                 "Leave --format (format= in Python) out to detect each file's format",
             ) from None
         raise

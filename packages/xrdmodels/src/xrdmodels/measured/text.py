@@ -79,6 +79,32 @@ def _is_numeric_line(line: str) -> bool:
     return True
 
 
+_COLUMN_ROWS_TO_SNIFF = 3
+
+
+def looks_like_columns(path: Path) -> bool:
+    """Whether a file's first 64 KiB are text holding at least three rows of two or more numbers (decimal
+    points or, with semicolons, tabs or spaces between them, decimal commas): what a folder search takes as a
+    text pattern whatever its extension (.xy, .chi, .asc, none)."""
+    with path.open("rb") as handle:
+        raw_head = handle.read(_SNIFF_BYTES)
+    head = raw_head.decode(_encoding(raw_head), errors="replace")
+    if "\x00" in head or head.count("\ufffd") > 0.01 * len(head) + 1:
+        return False
+    lines = head.splitlines()
+    if len(raw_head) == _SNIFF_BYTES:
+        lines = lines[:-1]  # the last line may be cut short
+    rows = 0
+    for raw in lines:
+        line = raw.split("#", 1)[0].strip()
+        numeric = _is_numeric_line(line) and len([f for f in SEPARATORS.split(line) if f]) >= 2
+        if numeric or _DECIMAL_COMMA_ROW.fullmatch(line):
+            rows += 1
+            if rows >= _COLUMN_ROWS_TO_SNIFF:
+                return True
+    return False
+
+
 def read_text_columns(path: Path, max_bytes: int) -> MeasuredPattern:
     """Two or three numeric columns (2θ deg, intensity[, error]); comments and header lines are kept in
     ``metadata["header"]`` (the first :data:`_MAX_HEADER_LINES`) and searched for a stated wavelength.
