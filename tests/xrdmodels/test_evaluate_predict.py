@@ -742,6 +742,12 @@ def test_counts_and_folders_are_checked_before_any_work(tmp_path) -> None:
     result = runner.invoke(main, ["score-measured", str(ckpt), "--labels", str(labels), "--out", str(out)])
     assert result.exit_code == 1 and f"cannot write the scores to --out {out}" in result.output
     assert "files scored" not in result.output
+    (tmp_path / "bad.csv").write_text("file,spacegroups\nscan.xy,225\n")  # fails after --out was made
+    fresh = tmp_path / "fresh"
+    result = runner.invoke(
+        main, ["score-measured", str(ckpt), "--labels", str(tmp_path / "bad.csv"), "--out", str(fresh)]
+    )
+    assert result.exit_code == 1 and "no column set" in result.output and not fresh.exists()
 
 
 def test_cli_messages_name_the_cli_options(tmp_path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import logging
@@ -529,12 +530,20 @@ def score_measured_cmd(
     ensemble manifest (.json, written by `xrdmodels ensemble`)."""
     from .measured_eval import score_measured, write
 
+    created = not Path(out_dir).exists()
     try:  # before scoring, so that an unwritable folder does not lose the scores
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         if not os.access(out_dir, os.W_OK):
             raise PermissionError("permission denied")
     except OSError as exc:
         _fail(f"cannot write the scores to --out {out_dir}: {exc}")
+
+    def fail_and_tidy(message: str) -> None:
+        if created:
+            with contextlib.suppress(OSError):  # only if still empty
+                Path(out_dir).rmdir()
+        _fail(message)
+
     try:
         scores, failures = score_measured(
             checkpoint,
@@ -550,9 +559,9 @@ def score_measured_cmd(
             memory_cell_scan=memory_cell_scan,
         )
     except (FileNotFoundError, ValueError) as exc:  # the checkpoint (refused, incomplete) or the labels file
-        _fail(str(exc))
+        fail_and_tidy(str(exc))
     if not scores:
-        _fail(
+        fail_and_tidy(
             f"no file of {labels_csv} could be scored; first error: {failures[0] if failures else 'no rows'}"
         )
     write(scores, failures, out_dir)
