@@ -178,7 +178,7 @@ def read_labelled(
     A file's own wavelength is used where it states one, else its row's ``wavelength_angstrom``.
 
     Raises:
-        ValueError: the table is not UTF-8 CSV text or lacks a column of :data:`LABEL_COLUMNS`.
+        ValueError: the table is neither UTF-8 nor Windows-1252 text, or lacks a column of :data:`LABEL_COLUMNS`.
     """
     base = Path(labels_csv).parent
     reader = csv.DictReader(io.StringIO(_labels_text(Path(labels_csv)), newline=""))
