@@ -462,8 +462,8 @@ def predict_cmd(
             click.echo(f"could not predict {_naming(f, err)}", err=True)
     if skipped:
         click.echo(
-            f"left out {len(skipped)} file(s) of the named folders that neither content nor extension names as a "
-            f"pattern: {', '.join(skipped)} (name a file directly to read it as two-column text)",
+            f"left out {len(skipped)} file(s) of the named folders that are not patterns by content or extension: "
+            f"{', '.join(skipped)} (name a file directly to read it as two-column text)",
             err=True,
         )
     if not predictions and not failures:
@@ -480,8 +480,8 @@ def predict_cmd(
     required=True,
     type=click.Path(exists=True, dir_okay=False),
     help="CSV of measured files with known phases (UTF-8 or Windows-1252; columns set, file, spacegroups, and "
-    "optionally spacegroups_accept, wavelength_angstrom: docs/formats.md, 'Labels tables'), such as all_labels.csv of the shared "
-    "experimental set; files are relative to it. A file's own wavelength is used where it states one, else "
+    "optionally spacegroups_accept, wavelength_angstrom: docs/formats.md, 'Labels tables'), such as "
+    "all_labels.csv of the shared experimental set; files are relative to it. A file's own wavelength is used where it states one, else "
     "its row's wavelength_angstrom. A row whose labels are unusable is reported and the others scored.",
 )
 @click.option(
