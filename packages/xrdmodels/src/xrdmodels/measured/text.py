@@ -85,7 +85,7 @@ _COLUMN_ROWS_TO_SNIFF = 3
 def looks_like_columns(path: Path) -> bool:
     """Whether a file's first 64 KiB are text holding at least three rows of two or more numbers (decimal
     points or, with semicolons, tabs or spaces between them, decimal commas): what a folder search takes as a
-    text pattern whatever its extension (.xy, .chi, .asc, none)."""
+    text pattern under an extension no reader names (.chi, .asc, none)."""
     with path.open("rb") as handle:
         raw_head = handle.read(_SNIFF_BYTES)
     head = raw_head.decode(_encoding(raw_head), errors="replace")
