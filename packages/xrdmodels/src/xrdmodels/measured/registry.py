@@ -122,12 +122,14 @@ def read_pattern(
     try:
         pattern = file_format.read(path, max_bytes)
     except MeasuredFormatError as exc:
-        detected = detect_format(path) if format is not None else file_format
+        if format is None:
+            raise
+        sniffed, by_extension = _sniffed_format(path), find_format(path.suffix)
+        detected = sniffed or by_extension or FALLBACK_FORMAT
         if detected is not file_format:  # a forced format that the file contradicts
-            sniffed = _sniffed_format(path)
             if sniffed is not None:
                 says = f"its content looks like {sniffed.name}"
-            elif find_format(path.suffix) is not None:
+            elif by_extension is not None:
                 says = f"its extension names {detected.name}"
             else:
                 says = f"it would otherwise be read as {detected.name}"
