@@ -23,8 +23,10 @@ from xrdmodels.measured_eval import (
     MeasuredScore,
     markdown,
     paired_changes,
+    parse_groups,
     parse_phases,
     summarise,
+    summarise_sets,
     wilson_interval,
 )
 from xrdmodels.metrics import gate_sweep, threshold_sweep
@@ -239,6 +241,53 @@ def test_summary_rows_carry_the_intervals_of_their_own_hits() -> None:
     assert row["hit@5"] == 1.0 and (row["hit@5 lo"], row["hit@5 hi"]) == wilson_interval(8, 8)
     lo, hi = wilson_interval(3, 8)
     assert f"| a | model | 0.375 ({lo:.3f}-{hi:.3f}) |" in markdown(summarise(scores))
+
+
+def test_the_predicted_set_is_scored_against_the_labelled_phases() -> None:
+    """Precision m / (m + f), recall m / K*, F1 2m / (m + f + K*), exact match; an acceptable alternative names
+    its phase, a minor phase's group counts neither way, an empty set has precision 0; counted by hand."""
+    scores = [
+        # one phase named, one wrong group: m 1, f 1 -> precision 1/2, recall 1, F1 2/3
+        MeasuredScore("a", "1", [{14}], [14, 2], [], predicted=[2, 14]),
+        # the alternative 61 names the phase; 225 is a minor phase: m 1, f 0 -> exact
+        MeasuredScore("a", "2", [{206, 61}], [61], [], predicted=[61, 225], extra={225}),
+        # empty: precision 0, recall 0, F1 0
+        MeasuredScore("a", "3", [{12}], [12], [], predicted=[]),
+        # two phases, one named: m 1, f 0 -> precision 1, recall 1/2, F1 2/3
+        MeasuredScore("b", "4", [{225}, {229}], [225], [], predicted=[225]),
+    ]
+    rows = {r["set"]: r for r in summarise_sets(scores)}
+    a = rows["a"]
+    assert a["files"] == 3 and a["set size"] == pytest.approx(4 / 3) and a["empty"] == pytest.approx(1 / 3)
+    assert a["precision"] == pytest.approx((1 / 2 + 1 + 0) / 3)
+    assert a["recall"] == pytest.approx(2 / 3)
+    assert a["F1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert a["exact"] == pytest.approx(1 / 3)
+    b = rows["b"]
+    assert (b["precision"], b["recall"], b["F1"], b["exact"]) == (1.0, 0.5, pytest.approx(2 / 3), 0.0)
+    assert rows["all"]["files"] == 4 and rows["all"]["exact"] == 0.25
+    assert summarise_sets([MeasuredScore("a", "1", [{14}], [14], [])]) is None  # no predicted sets recorded
+    assert "| a | 3 | 1.333 | 0.333 | 0.500 | 0.667 | 0.556 | 0.333 |" in markdown(
+        summarise(scores), set_summary=summarise_sets(scores)
+    )
+
+
+def test_minor_phase_labels(tmp_path) -> None:
+    from xrdmodels.measured_eval import read_labelled
+
+    assert parse_groups("extra_or_trace", "") == set()
+    assert parse_groups("extra_or_trace", "62; 14|15") == {62, 14, 15}
+    with pytest.raises(ValueError, match="extra_or_trace 'quartz' is not a list of space-group numbers"):
+        parse_groups("extra_or_trace", "quartz")
+    for name in ("a.xy", "b.xy"):
+        _write_xy(tmp_path / name, _peaks())
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "set,file,spacegroups,extra_or_trace,wavelength_angstrom\ns,a.xy,225,62,1.5406\ns,b.xy,225,quartz,1.5406\n"
+    )
+    read, failures = read_labelled(labels)
+    assert [(item.path.name, item.extra) for item in read] == [("a.xy", {62})]
+    assert failures[0][0] == f"{labels} line 3 (b.xy)" and "extra_or_trace 'quartz'" in failures[0][1]
 
 
 def test_phase_labels_with_alternatives() -> None:

@@ -480,7 +480,7 @@ def predict_cmd(
     required=True,
     type=click.Path(exists=True, dir_okay=False),
     help="CSV of measured files with known phases (UTF-8 or Windows-1252; columns set, file, spacegroups, and "
-    "optionally spacegroups_accept, wavelength_angstrom: docs/formats.md, 'Labels tables'), such as "
+    "optionally spacegroups_accept, extra_or_trace, wavelength_angstrom: docs/formats.md, 'Labels tables'), such as "
     "all_labels.csv of the shared experimental set; files are relative to it. A file's own wavelength is used where it states one, else "
     "its row's wavelength_angstrom. A row whose labels are unusable is reported and the others scored.",
 )
@@ -524,8 +524,8 @@ def score_measured_cmd(
     memory,
     memory_cell_scan,
 ) -> None:
-    """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set
-    (with --library, the same for a search of that bank and for the model and the library combined, beside the
+    """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set, and the
+    predicted set's size, precision, recall, F1 and exact match against the labelled phases (with --library, the same for a search of that bank and for the model and the library combined, beside the
     model's; with a checkpoint's memory of its training phases, the network alone too). CHECKPOINT may be an
     ensemble manifest (.json, written by `xrdmodels ensemble`)."""
     from .measured_eval import score_measured, write

@@ -5,7 +5,8 @@ The labels file lists one measured file per row with its phases: `spacegroups` (
 phases that are neither required nor penalised). Per set of files it reports hit@k (some phase in the top k),
 recall@K* (mean fraction of phases found in the top K*) and cover@K* (every phase in the top K*), with 95%
 intervals of hit@1 and hit@5 (:func:`wilson_interval`), so that a difference can be read against the set's
-size.
+size; and how well the model's predicted set, the answer `predict` gives, agrees with the labelled one
+(:func:`summarise_sets`: its size, precision, recall, F1 and exact match).
 
 With a library (a bank store, :mod:`xrdmodels.library_search`), the same files are also searched against it
 and the same figures are reported for the library's ranking, beside the model's, with the fraction of the
@@ -20,7 +21,7 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -73,10 +74,21 @@ class MeasuredScore:
     neighbour_ranked: list[int] | None = None
     # the network's own ranking where the checkpoint's memory of its training phases re-ranked `ranked`
     network_ranked: list[int] | None = None
+    # the model's predicted set, the answer `predict` gives (Prediction.predicted_set)
+    predicted: list[int] | None = None
+    # groups of minor phases (`extra_or_trace`): neither required nor penalised in the predicted set
+    extra: set[int] = field(default_factory=set)
 
     @property
     def k_star(self) -> int:
         return len(self.phases)
+
+    def set_agreement(self) -> tuple[int, int]:
+        """(phases the predicted set names, its groups that name neither a labelled phase nor a minor one)."""
+        chosen = set(self.predicted or [])
+        named = sum(bool(p & chosen) for p in self.phases)
+        wrong = len(chosen - set().union(*self.phases) - self.extra)
+        return named, wrong
 
     def found(self, k: int, ranked: list[int] | None = None) -> list[bool]:
         """Per phase, whether one of its acceptable groups is in the top k of ``ranked`` (default: the
@@ -94,6 +106,23 @@ def paired_changes(base: list[MeasuredScore], other: list[MeasuredScore], k: int
 
 LABEL_COLUMNS = ("set", "file", "spacegroups")
 """Columns every labels table must have; ``spacegroups_accept``, ``wavelength_angstrom`` and others are optional."""
+
+
+def parse_groups(column: str, text: str) -> set[int]:
+    """Space groups of a labels column that lists them with ';' or '|' between (`extra_or_trace`); empty: none.
+
+    Raises:
+        ValueError: an entry that is not a space-group number 1-230.
+    """
+    try:
+        groups = {int(x) for x in text.replace("|", ";").split(";") if x.strip()}
+    except ValueError:
+        groups = {0}
+    if any(not 1 <= g <= N_SPACE_GROUPS for g in groups):
+        raise ValueError(
+            f"{column} {text!r} is not a list of space-group numbers 1-{N_SPACE_GROUPS} separated by ';'"
+        )
+    return groups
 
 
 def parse_phases(accept: str, primary: str) -> list[set[int]]:
@@ -147,6 +176,7 @@ class LabelledPattern:
     pattern: MeasuredPattern
     wavelength_angstrom: float  # the file's own, else the row's `wavelength_angstrom`
     phases: list[set[int]]  # acceptable space groups per phase (:func:`parse_phases`)
+    extra: set[int]  # groups of minor phases, `extra_or_trace` (:func:`parse_groups`)
 
 
 def _labels_text(path: Path) -> str:
@@ -186,7 +216,7 @@ def read_labelled(
     if missing:
         raise ValueError(
             f"{labels_csv}: no column {', '.join(missing)} in its header {reader.fieldnames}: a labels table "
-            f"needs {', '.join(LABEL_COLUMNS)} (and may have spacegroups_accept, wavelength_angstrom)"
+            f"needs {', '.join(LABEL_COLUMNS)} (and may have spacegroups_accept, extra_or_trace, wavelength_angstrom)"
         )
     # reader.line_num: the file line a row ends on (a quoted field may span lines, blank lines are skipped).
     rows = [(reader.line_num, r) for r in reader if not sets or r["set"] in sets]
@@ -194,6 +224,7 @@ def read_labelled(
     for line, row in rows[:limit]:
         try:
             phases = parse_phases(row.get("spacegroups_accept") or "", row["spacegroups"] or "")
+            extra = parse_groups("extra_or_trace", row.get("extra_or_trace") or "")
         except ValueError as exc:
             failures.append((f"{labels_csv} line {line} ({row['file']})", str(exc)))
             continue
@@ -204,7 +235,7 @@ def read_labelled(
         except (ValueError, OSError) as exc:
             failures.append((str(path), str(exc)))
             continue
-        read.append(LabelledPattern(row, path, pattern, wavelength, phases))
+        read.append(LabelledPattern(row, path, pattern, wavelength, phases, extra))
     return read, failures
 
 
@@ -290,6 +321,8 @@ def score_measured(
                 pred.prior_weight,
                 neighbour_ranked,
                 pred.network_ranked,
+                list(pred.predicted_set),
+                item.extra,
             )
         )
     return scores, failures
@@ -353,6 +386,42 @@ def summarise(
 
 _METRICS = [*[f"hit@{k}" for k in HIT_KS], "recall@K*", "cover@K*", "mean_first_rank"]
 
+SET_METRICS = ("set size", "empty", "precision", "recall", "F1", "exact")
+
+
+def summarise_sets(scores: list[MeasuredScore]) -> list[dict[str, float | str | int]] | None:
+    """One row per set (and one for all files) on the model's predicted set, the answer `predict` gives: its
+    mean size, the share of files it leaves empty, and per file averaged: precision m / (m + f), recall m / K*,
+    F1 2m / (m + f + K*) (their harmonic mean) and exact (m = K*, f = 0), where m counts the labelled phases the
+    set names (one of a phase's acceptable groups is enough) and f its groups that name no labelled phase; a
+    group of a minor phase (`extra_or_trace`) counts neither way. An empty set has precision 0. None when no
+    score carries a predicted set."""
+    if all(s.predicted is None for s in scores):
+        return None
+    out = []
+    for name in [*sorted({s.set for s in scores}), "all"]:
+        members = [s for s in scores if name in ("all", s.set) and s.predicted is not None]
+        if not members:
+            continue
+        agreement = [s.set_agreement() for s in members]
+        n = len(members)
+        out.append(
+            {
+                "set": name,
+                "files": n,
+                "set size": sum(len(s.predicted or []) for s in members) / n,
+                "empty": sum(not s.predicted for s in members) / n,
+                "precision": sum(m / (m + f) if m + f else 0.0 for m, f in agreement) / n,
+                "recall": sum(m / s.k_star for s, (m, _) in zip(members, agreement, strict=True)) / n,
+                "F1": sum(2 * m / (m + f + s.k_star) for s, (m, f) in zip(members, agreement, strict=True))
+                / n,
+                "exact": sum(m == s.k_star and f == 0 for s, (m, f) in zip(members, agreement, strict=True))
+                / n,
+            }
+        )
+    return out
+
+
 #: Strata of `by_library_rank`: (name, lowest, highest library rank of the first true phase).
 LIBRARY_RANK_STRATA = (
     ("library top 1", 1, 1),
@@ -401,8 +470,10 @@ def markdown(
     combined_summary: list[dict] | None = None,
     neighbour_summary: list[dict] | None = None,
     network_summary: list[dict] | None = None,
+    set_summary: list[dict] | None = None,
 ) -> str:
-    """The per-set table; with ``library_summary``, the library's columns (``lib ...``) beside the model's; with
+    """The per-set table; with ``set_summary``, the model's predicted set against the labels
+    (:func:`summarise_sets`); with ``library_summary``, the library's columns (``lib ...``) beside the model's; with
     ``network_summary``, a table for the network without the checkpoint's memory; with ``neighbour_summary``, a table for the library's phases in the model's eyes; with ``combined_summary``, one for
     the rankings combined; then the 95% intervals of hit@1 and hit@5 of each ranking, set by set."""
     cols = ["set", "files", *_METRICS]
@@ -414,6 +485,12 @@ def markdown(
         for r in rows:
             r.update({f"lib {c}": by_set[r["set"]][c] for c in library_cols})
     text = _table(cols, rows)
+    if set_summary is not None:
+        text += (
+            "\nThe model's predicted set, the answer `predict` gives, against the labelled phases (precision, "
+            "recall, F1 and exact match per file, averaged; an empty set has precision 0):\n\n"
+        )
+        text += _table(["set", "files", *SET_METRICS], set_summary)
     if network_summary is not None:
         text += (
             "\nThe network alone, without the checkpoint's memory of its training phases (--no-memory):\n\n"
@@ -470,7 +547,10 @@ def write(
     remembered = any(s.network_ranked is not None for s in scores)
     network_summary = summarise(scores, ranking="network") if remembered else None
     strata = by_library_rank(scores) if searched else None
-    table = markdown(summary, library_summary, combined_summary, neighbour_summary, network_summary)
+    set_summary = summarise_sets(scores)
+    table = markdown(
+        summary, library_summary, combined_summary, neighbour_summary, network_summary, set_summary
+    )
     weights = sorted({s.prior_weight for s in scores})
     if weights != [0.0]:
         table = (
@@ -494,6 +574,7 @@ def write(
                 "neighbour_summary": neighbour_summary,
                 "network_summary": network_summary,
                 "by_library_rank": strata,
+                "set_summary": set_summary,
                 "files": [
                     {
                         "set": s.set,
@@ -504,6 +585,8 @@ def write(
                         "combined_top10": None if s.combined_ranked is None else s.combined_ranked[:10],
                         "neighbour_top10": None if s.neighbour_ranked is None else s.neighbour_ranked[:10],
                         "network_top10": None if s.network_ranked is None else s.network_ranked[:10],
+                        "predicted_set": s.predicted,
+                        "extra_or_trace": sorted(s.extra),
                         "warnings": s.warnings,
                         "prior_weight": s.prior_weight,
                     }
