@@ -325,6 +325,58 @@ def test_generate_to_s3_and_read_back(bank: Bank, s3_endpoint: str, tmp_path) ->
     assert seen == 200
 
 
+def test_a_bank_on_s3_is_built_read_and_drawn_from(bank: Bank, s3_endpoint: str, tmp_path) -> None:
+    """`bank build --out s3://...` with --storage-option builds the bank the local build does (same fingerprint)
+    and removes its parts; `bank info`, `mixtures generate` (remote bank, local --out: the same mixtures) and
+    xrdmodels' library search read it with the same options, which are written nowhere."""
+    s3fs = pytest.importorskip("s3fs")
+    from xrdmodels.library_search import SpectralLibrary
+    from xrdmodels.neighbours import bank_memory
+
+    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_endpoint}}
+    fs = s3fs.S3FileSystem(**options)
+    fs.mkdir("bank-bucket")
+    url = "s3://bank-bucket/bank.zarr"
+    args = ["--storage-option", f"endpoint_url={s3_endpoint}", "--storage-option", "key=testing"]
+    args += ["--storage-option", "secret=testing"]
+    built = CliRunner().invoke(
+        main,
+        ["bank", "build", "--source", "random:1:1-80", "--seed", "11", "--split-fractions", "0.6,0.2,0.2"]
+        + ["--chunk-size", "16", "--workers", "0", "--out", url, *args],
+    )
+    assert built.exit_code == 0, built.output
+    remote = Bank.open(url, options)
+    assert remote.fingerprint == bank.fingerprint and len(remote) == len(bank)
+    assert not fs.exists("bank-bucket/bank.zarr.parts")
+    info = CliRunner().invoke(main, ["bank", "info", url, *args])
+    assert info.exit_code == 0 and f"{len(bank)}" in info.output, info.output
+
+    out = tmp_path / "from-s3"
+    drawn = CliRunner().invoke(main, _generate(remote, str(out), "--splits", "train", *args, n="200"))
+    assert drawn.exit_code == 0, drawn.output
+    (local,) = generate_all(
+        bank.url, str(tmp_path / "from-disk"), 200, GenerateConfig(), splits=("train",), workers=0
+    )
+    from_s3, from_disk = (
+        zarr.open_group(str(out / "train.zarr"), mode="r"),
+        zarr.open_group(local.url, mode="r"),
+    )
+    assert from_s3.attrs["bank_url"] == url
+    for name in ("pattern", "phase_spacegroup", "phase_weight"):
+        np.testing.assert_array_equal(from_s3[name][:], from_disk[name][:])
+    for blob in [*store_files(out).values(), *(fs.cat(f) for f in fs.find("bank-bucket"))]:
+        assert b"testing" not in blob, "a credential was written"
+
+    library = SpectralLibrary.open(url, options)
+    assert len(library) == len(bank)
+    g = bank.grid  # a model's memory of the remote bank, as training with phase_memory reads it
+    grid = (g.two_theta_min_deg, g.two_theta_max_deg, g.n_bins, bank.wavelength_angstrom)
+    references, _ = bank_memory(url, "train", grid, options)
+    assert len(references) == int((bank.column("split") == "train").sum())
+    with pytest.raises(ValueError, match="local path, which takes no storage options"):
+        Bank.open(bank.url, options)
+
+
 def _generate(bank: Bank, out: str, *extra: str, n: str = "128") -> list[str]:
     return ["mixtures", "generate", "--bank", bank.url, "--out", out, "--n", n, "--workers", "0", *extra]
 

@@ -177,9 +177,14 @@ class LibraryResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _open_group(url: str) -> zarr.Group:
+def _open_group(url: str, storage_options: dict | None = None) -> zarr.Group:
+    if storage_options and "://" not in url:
+        raise LibraryFormatError(
+            f"{url} is a local path, which takes no storage_options (they are for fsspec URLs such as "
+            "s3://bucket/bank.zarr): leave them out, or give the bank as a URL"
+        )
     try:
-        return zarr.open_group(url, mode="r")
+        return zarr.open_group(url, mode="r", storage_options=storage_options)
     except Exception as exc:  # noqa: BLE001 - zarr and fsspec raise many types for a missing or foreign path
         raise LibraryFormatError(
             f"no bank store at {url} ({type(exc).__name__}: {exc}); give a bank built by "
@@ -485,15 +490,16 @@ class SpectralLibrary:
         self._templates: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
-    def open(cls, url: str) -> SpectralLibrary:
-        """Read a bank store (docs/formats.md, "Bank store") with zarr.
+    def open(cls, url: str, storage_options: dict | None = None) -> SpectralLibrary:
+        """Read a bank store (docs/formats.md, "Bank store") with zarr; ``storage_options``: fsspec options of a
+        remote ``url`` (endpoint, credentials; without them, the environment's).
 
         Raises:
             LibraryFormatError: no store at ``url``, another format or version, an interrupted build, a
                 missing array or attribute, arrays whose shapes disagree, or no phases.
         """
         url = str(url)
-        group = _open_group(url)
+        group = _open_group(url, storage_options)
         _check_bank(group, url)
         grid = group.attrs["grid"]
         n_bins = int(grid["n_bins"])

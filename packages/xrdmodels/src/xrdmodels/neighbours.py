@@ -232,10 +232,14 @@ class ReferencePhases:
 
 
 def bank_memory(
-    bank: str, split: str, grid: tuple[float, float, int, float]
+    bank: str,
+    split: str,
+    grid: tuple[float, float, int, float],
+    storage_options: dict | None = None,
 ) -> tuple[ReferencePhases, dict[str, Any]]:
     """A model's memory of ``bank``'s read phases of ``split`` (``all``: every read phase), checked against the
     model's ``grid``: the phases and their checkpoint entry (:meth:`ReferencePhases.to_checkpoint`).
+    ``storage_options``: fsspec options of a remote ``bank`` (:meth:`SpectralLibrary.open`).
 
     Raises:
         LibraryFormatError: ``bank`` is not a usable bank store.
@@ -244,7 +248,7 @@ def bank_memory(
     """
     if split not in MEMORY_SPLITS:
         raise ValueError(f"split {split!r} is not one of {', '.join(MEMORY_SPLITS)}")
-    library = SpectralLibrary.open(bank)
+    library = SpectralLibrary.open(bank, storage_options)
     where = redact_url(bank)
     if split == "all":
         keep = np.ones(len(library), dtype=bool)

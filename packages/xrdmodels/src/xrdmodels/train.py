@@ -194,7 +194,9 @@ def training_memory(
     store: MixtureStore, model_config: ModelConfig, wavelength_angstrom: float
 ) -> dict[str, Any]:
     """The checkpoint entry of the training bank's train-split phases (`TrainConfig.phase_memory`,
-    :func:`xrdmodels.neighbours.bank_memory`), read from the bank the train store records.
+    :func:`xrdmodels.neighbours.bank_memory`), read from the bank the train store records (a remote bank with
+    the store's storage_options: the mixtures and their bank on one object store, as `xrdsynth mixtures generate
+    --storage-option` writes them).
 
     Raises:
         ValueError: the store records no bank, or its bank cannot be read or is not on the model's grid; the
@@ -213,7 +215,8 @@ def training_memory(
         wavelength_angstrom,
     )
     try:
-        references, entry = bank_memory(bank, "train", grid)
+        options = store.storage_options if "://" in bank and not bank.startswith("file://") else None
+        references, entry = bank_memory(bank, "train", grid, options)
     except ValueError as exc:
         raise ValueError(f"phase_memory: the bank of {store.url}: {exc}; {fix}") from None
     log.info("phase memory: %d training phases of %s in every checkpoint", len(references), references.source)

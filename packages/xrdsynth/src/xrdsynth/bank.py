@@ -421,9 +421,9 @@ def decode_part(data: bytes, n_bins: int) -> dict[str, Any]:
 class PartStore:
     """Finished chunks of an interrupted build, one atomically written .npz file each, keyed by chunk index."""
 
-    def __init__(self, bank_url: str, build_key: str, n_bins: int):
+    def __init__(self, bank_url: str, build_key: str, n_bins: int, storage_options: dict | None = None):
         self.url = bank_url.rstrip("/") + ".parts"
-        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
         self.build_key = build_key
         self.n_bins = n_bins
 
@@ -515,6 +515,7 @@ def assemble(
     sources: list[str],
     build_key: str = "",
     skipped_sources: list[dict[str, str]] | None = None,
+    storage_options: dict | None = None,
 ) -> Bank:
     """Write the final store from computed chunks (in chunk order, so output is independent of scheduling).
 
@@ -580,7 +581,7 @@ def assemble(
     profile = np.stack(profiles).astype(np.float32) if profiles else np.zeros((0, n_bins), np.float32)
     config_json = config.model_dump_json()
 
-    root = zarr.open_group(url, mode="w")
+    root = zarr.open_group(url, mode="w", storage_options=storage_options)
     root.attrs.update({"format": BANK_FORMAT, "format_version": BANK_FORMAT_VERSION, "complete": False})
     entries = root.create_group("entries")
     chunk = max(1, min(n, 65536))
@@ -621,22 +622,35 @@ def assemble(
         }
     )
     root.attrs["complete"] = True  # last: a store without it is an interrupted write
-    return Bank.open(url)
+    return Bank.open(url, storage_options)
 
 
 class Bank:
     """Read access to a complete bank store."""
 
-    def __init__(self, group: zarr.Group, url: str):
+    def __init__(self, group: zarr.Group, url: str, storage_options: dict | None = None):
         self.group = group
         self.url = url
+        # Kept in memory only, for readers that reopen the bank (Dask workers); never written anywhere.
+        self.storage_options = storage_options
         self.attrs = dict(group.attrs)
 
     @classmethod
-    def open(cls, url: str | os.PathLike) -> Bank:
+    def open(cls, url: str | os.PathLike, storage_options: dict | None = None) -> Bank:
+        """Open a complete bank; ``storage_options``: fsspec options of a remote URL (endpoint, credentials).
+
+        Raises:
+            BankError: nothing readable at ``url``, not a bank, another format version, an interrupted build, or
+                storage options given for a local path.
+        """
         url = str(url)
+        if storage_options and fsspec.core.split_protocol(url)[0] in (None, "file", "local"):
+            raise BankError(
+                f"{url} is a local path, which takes no storage options; drop --storage-option or give the "
+                "bank's remote URL (s3://...)"
+            )
         try:
-            group = zarr.open_group(url, mode="r")
+            group = zarr.open_group(url, mode="r", storage_options=storage_options)
         except Exception as exc:  # noqa: BLE001
             raise BankError(f"no bank store at {url} ({exc}); build one with `xrdsynth bank build`") from exc
         attrs = group.attrs
@@ -651,7 +665,7 @@ class Bank:
             raise BankError(
                 f"{url} is incomplete (its build was interrupted); rerun `xrdsynth bank build` to resume"
             )
-        return cls(group, url)
+        return cls(group, url, storage_options)
 
     def __len__(self) -> int:
         return int(self.attrs["n_entries"])

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _existing_state(url: str) -> tuple[bool, dict]:
+def _existing_state(url: str, storage_options: dict | None) -> tuple[bool, dict]:
     try:
-        group = zarr.open_group(url, mode="r")
+        group = zarr.open_group(url, mode="r", storage_options=storage_options)
     except Exception:  # noqa: BLE001 - nothing there (or unreadable): treat as absent
         return False, {}
     return True, dict(group.attrs)
@@ -73,6 +73,7 @@ def build_bank(
     scheduler: str | None = None,
     overwrite: bool = False,
     strict: bool = False,
+    storage_options: dict | None = None,
 ) -> Bank:
     """Build (or resume building) a bank at `url` from `sources` and return it opened.
 
@@ -80,9 +81,20 @@ def build_bank(
     interrupted build, or returns the finished bank untouched; the same command after an input file was
     edited rebuilds the bank. A different build at the same place needs overwrite. A source that cannot be
     listed (missing, empty, unreadable, wrong format) is reported, recorded among the skipped inputs and
-    left out, unless ``strict``, which raises ``ValueError`` for it instead.
+    left out, unless ``strict``, which raises ``ValueError`` for it instead. ``storage_options``: fsspec options of
+    a remote ``url`` (endpoint, credentials), which is checked to be reachable before anything is computed.
     """
+    from .generate import check_remote_reachable, local_path
     from .structures import list_items
+
+    if local_path(url) is not None:
+        if storage_options:
+            raise BankError(
+                f"--storage-option applies to a remote --out URL (s3://...), not to the local path {url}; drop "
+                "it or give an s3:// URL"
+            )
+    else:
+        check_remote_reachable(url, storage_options)
 
     if not sources:
         raise ValueError("no --source given; try `--source builtin --source random:1`")
@@ -103,13 +115,13 @@ def build_bank(
         raise ValueError(f"the sources {list(sources)} contain no structures{detail}")
     build_key = compute_build_key(items, config, seed, skipped_sources)
 
-    exists, attrs = _existing_state(url)
+    exists, attrs = _existing_state(url, storage_options)
     if exists and attrs:
         if attrs.get("complete") and attrs.get("build_key") == build_key and not overwrite:
             log.info(
                 "bank at %s is already complete for these sources, contents and config; nothing to do", url
             )
-            return Bank.open(url)
+            return Bank.open(url, storage_options)
         if attrs.get("format") not in (None, BANK_FORMAT):
             raise BankError(f"{url} holds something other than an xrdsynth bank; choose another --out")
         if attrs.get("complete") and not overwrite:
@@ -126,7 +138,7 @@ def build_bank(
 
     chunk = config.chunk_size
     chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
-    parts = PartStore(url, build_key, config.grid.n_bins)
+    parts = PartStore(url, build_key, config.grid.n_bins, storage_options)
     done = parts.done()
     todo = [(i, (c, config, seed)) for i, c in enumerate(chunks) if i not in done]
     if done:
@@ -146,6 +158,6 @@ def build_bank(
         results = [parts.read(i) for i in range(len(chunks))]
     except PartFileError as exc:
         raise BankError(f"{exc}; a part file changed during the build, rerun the same command") from exc
-    bank = assemble(url, config, results, seed, sources, build_key, skipped_sources)
+    bank = assemble(url, config, results, seed, sources, build_key, skipped_sources, storage_options)
     parts.remove()
     return bank

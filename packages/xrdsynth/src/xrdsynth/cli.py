@@ -76,6 +76,36 @@ def main(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
 
 
+def _storage_option(help_text: str):
+    """The repeatable --storage-option KEY=VALUE of every command that reads or writes a remote store."""
+    return click.option(
+        "--storage-option",
+        "storage_option",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help=f"fsspec option for {help_text}, repeatable (e.g. endpoint_url=http://127.0.0.1:9000, key=..., "
+        "secret=...; never written to a store or log). Without it, credentials come from the environment "
+        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL).",
+    )
+
+
+def _storage_options(pairs: tuple[str, ...]) -> dict | None:
+    if not pairs:
+        return None
+    opts: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            _fail(
+                f"--storage-option {pair!r} must look like KEY=VALUE (e.g. endpoint_url=http://127.0.0.1:9000)"
+            )
+        if key == "endpoint_url":
+            opts.setdefault("client_kwargs", {})["endpoint_url"] = value
+        else:
+            opts[key] = value
+    return opts
+
+
 @main.group()
 def bank() -> None:
     """Build and inspect banks of clean single-phase patterns (paper A.1)."""
@@ -178,6 +208,7 @@ def bank() -> None:
     help="Stop at the first unusable --source (missing, empty, unreadable) instead of reporting it and "
     "building from the others.",
 )
+@_storage_option("a remote --out URL (s3://...)")
 def bank_build(
     sources,
     out,
@@ -196,6 +227,7 @@ def bank_build(
     scheduler,
     overwrite,
     strict,
+    storage_option,
 ) -> None:
     """Compute exact peaks (pymatgen-identical, numba) and clean profiles for every structure in the sources.
 
@@ -232,6 +264,7 @@ def bank_build(
             scheduler=scheduler,
             overwrite=overwrite,
             strict=strict,
+            storage_options=_storage_options(storage_option),
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -250,12 +283,13 @@ def bank_build(
 @bank.command("info")
 @click.argument("bank_url", metavar="BANK")
 @click.option("--skipped", "show_skipped", is_flag=True, help="List every skipped input with its reason.")
-def bank_info(bank_url: str, show_skipped: bool) -> None:
+@_storage_option("a remote BANK URL (s3://...)")
+def bank_info(bank_url: str, show_skipped: bool, storage_option: tuple[str, ...]) -> None:
     """Counts per split and crystal system, the space-group histogram and skip reasons of BANK."""
     from .bank import Bank, BankError
 
     try:
-        b = Bank.open(bank_url)
+        b = Bank.open(bank_url, _storage_options(storage_option))
     except BankError as exc:
         _fail(str(exc))
     click.echo(b.summary(), nl=False)
@@ -277,23 +311,6 @@ def parse_count(text: str) -> int:
     if value < 1 or value != int(value):
         raise click.BadParameter(f"{text!r} must be a positive whole number of samples")
     return int(value)
-
-
-def _storage_options(pairs: tuple[str, ...]) -> dict | None:
-    if not pairs:
-        return None
-    opts: dict = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            _fail(
-                f"--storage-option {pair!r} must look like KEY=VALUE (e.g. endpoint_url=http://127.0.0.1:9000)"
-            )
-        if key == "endpoint_url":
-            opts.setdefault("client_kwargs", {})["endpoint_url"] = value
-        else:
-            opts[key] = value
-    return opts
 
 
 @main.group()
@@ -387,13 +404,7 @@ def mixtures() -> None:
     help="LocalCluster worker processes; 0 = no Dask.",
 )
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Use an existing Dask scheduler instead.")
-@click.option(
-    "--storage-option",
-    "storage_option",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="fsspec option for --out, repeatable (e.g. endpoint_url=http://127.0.0.1:9000, anon=false).",
-)
+@_storage_option("each of --bank and --out that is a remote URL (s3://...)")
 @click.option(
     "--resume",
     is_flag=True,

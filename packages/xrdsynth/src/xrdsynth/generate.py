@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import shutil
@@ -46,10 +47,14 @@ _S3_PROBE_CONFIG = {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_a
 _BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
 
 
-@functools.lru_cache(maxsize=2)
-def _library(bank_url: str, fingerprint: str):
+def _library(bank_url: str, fingerprint: str, storage_options: dict | None):
     """The bank in memory, loaded once per worker process (fingerprint in the key so a rebuilt bank reloads)."""
-    return Bank.open(bank_url).library()
+    return _cached_library(bank_url, fingerprint, json.dumps(storage_options, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_library(bank_url: str, fingerprint: str, storage_options_json: str):
+    return Bank.open(bank_url, json.loads(storage_options_json)).library()
 
 
 def shard_seed(seed: int, split: str, shard: int) -> np.random.SeedSequence:
@@ -67,6 +72,7 @@ class ShardJob:
     shard: int
     bank_url: str
     bank_fingerprint: str  # part of the per-worker bank cache key, so a rebuilt bank is reloaded
+    bank_storage_options: dict | None
     grid: GridConfig
     pool: np.ndarray  # bank indices of the materials this split draws from
     recipe: RecipeConfig
@@ -85,7 +91,7 @@ def make_shard(job: ShardJob) -> dict[str, float]:
     from .recipe import generate_batch
 
     t0 = time.perf_counter()
-    library = _library(job.bank_url, job.bank_fingerprint)
+    library = _library(job.bank_url, job.bank_fingerprint, job.bank_storage_options)
     lo, hi = job.layout.shard_rows(job.shard)
     rng = np.random.Generator(np.random.PCG64(shard_seed(job.seed, job.split, job.shard)))
     batch = generate_batch(rng, library, job.pool, hi - lo, job.recipe, job.grid)
@@ -124,7 +130,7 @@ def _param_shapes(recipe: RecipeConfig, bank: Bank, pool: np.ndarray) -> dict[st
 
     probe = generate_batch(
         np.random.default_rng(0),
-        _library(bank.url, bank.fingerprint),
+        _library(bank.url, bank.fingerprint, bank.storage_options),
         pool,
         1,
         recipe,
@@ -213,6 +219,7 @@ def generate_split(
                     shard=s,
                     bank_url=bank.url,
                     bank_fingerprint=bank.fingerprint,
+                    bank_storage_options=bank.storage_options,
                     grid=bank.grid,
                     pool=pool,
                     recipe=config.recipe,
@@ -427,9 +434,11 @@ def generate_all(
 
     Everything that can be known before writing is checked before anything is created: the recipe against the
     bank's grid and wavelength, the pools, the sizes and shard counts, that a remote `out` is reachable and that
-    local stores fit on the disk.
+    local stores fit on the disk. ``storage_options`` (fsspec: endpoint, credentials) apply to each of `bank_url`
+    and `out` that is remote.
     """
-    bank = Bank.open(bank_url)
+    bank_is_local = local_path(bank_url) is not None
+    bank = Bank.open(bank_url, None if bank_is_local else storage_options)
     check_recipe_on_grid(config.recipe, bank.grid, bank.wavelength_angstrom)
     sizes = {split: n for split, n in split_sizes(n_train, config).items() if split in splits}
     if not sizes:
@@ -439,10 +448,10 @@ def generate_all(
         _check_size(split, n, config)
     folder = local_path(out)
     if folder is not None:
-        if storage_options:
+        if storage_options and bank_is_local:
             raise StoreError(
-                f"--storage-option applies to remote --out URLs (s3://...), not to the local folder {out}; "
-                "drop it or give an s3:// URL"
+                f"--storage-option applies to remote --out and --bank URLs (s3://...), not to the local folder "
+                f"{out} and bank {bank_url}; drop it or give an s3:// URL"
             )
         out = str(folder)
         check_local_folder(folder, bank, sizes, config, resume and not overwrite)
@@ -462,7 +471,7 @@ def generate_all(
                     client=client,
                     resume=resume,
                     overwrite=overwrite,
-                    storage_options=storage_options,
+                    storage_options=None if folder is not None else storage_options,
                 )
             )
     return reports
