@@ -377,6 +377,28 @@ def test_a_bank_on_s3_is_built_read_and_drawn_from(bank: Bank, s3_endpoint: str,
         Bank.open(bank.url, options)
 
 
+def test_a_shard_job_shows_no_credentials() -> None:
+    """Dask prints a failed task's arguments in the worker log: a ShardJob's repr leaves its options out."""
+    from xrdsynth.generate import ShardJob
+
+    job = ShardJob(
+        url="s3://b/run/train.zarr",
+        storage_options={"secret": "s3cr3t-out"},
+        layout=None,
+        shard=0,
+        bank_url="s3://b/bank.zarr",
+        bank_fingerprint="f",
+        bank_storage_options={"key": "k3y-bank"},
+        grid=None,
+        pool=np.arange(2),
+        recipe=None,
+        seed=0,
+        split="train",
+    )
+    assert "s3://b/bank.zarr" in repr(job)
+    assert "s3cr3t-out" not in repr(job) and "k3y-bank" not in repr(job)
+
+
 def _generate(bank: Bank, out: str, *extra: str, n: str = "128") -> list[str]:
     return ["mixtures", "generate", "--bank", bank.url, "--out", out, "--n", n, "--workers", "0", *extra]
 

@@ -8,7 +8,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -67,12 +67,13 @@ class ShardJob:
     """One Dask task: everything needed to generate shard `shard` of a split's store and write it."""
 
     url: str  # the split's store, already created
-    storage_options: dict | None
+    # repr=False: Dask prints a failed task's arguments in its worker log, and these may hold credentials.
+    storage_options: dict | None = field(repr=False)
     layout: StoreLayout
     shard: int
     bank_url: str
     bank_fingerprint: str  # part of the per-worker bank cache key, so a rebuilt bank is reloaded
-    bank_storage_options: dict | None
+    bank_storage_options: dict | None = field(repr=False)
     grid: GridConfig
     pool: np.ndarray  # bank indices of the materials this split draws from
     recipe: RecipeConfig
