@@ -565,7 +565,7 @@ def test_predict_ranks_by_the_model_score_plus_the_weighted_label_prior(tmp_path
             [r["probability"] for r in prediction["ranked"]], p[np.array(_ranked_by(key)) - 1], rtol=1e-12
         )
         assert prediction["prior_weight"] == weight
-        assert prediction["predicted_set"] == [11]  # the certain group stays first
+        assert prediction["ranked"][0]["spacegroup"] == 11  # the certain group stays first
     # With weight 2 the common unsure group 51 passes the rare one the model prefers; with 0.1 it does not.
     ranked = [
         r["spacegroup"]
@@ -582,7 +582,7 @@ def test_weight_0_or_no_recorded_prior_ranks_by_the_model_alone(tmp_path, monkey
         prediction = _hedged(monkeypatch, tmp_path, prior, *args)["predictions"][0]
         assert [r["spacegroup"] for r in prediction["ranked"]] == _ranked_by(p)
         assert prediction["prior_weight"] == 0.0
-        assert prediction["predicted_set"] == [11]
+        assert prediction["ranked"][0]["spacegroup"] == 11
         # Asked for a hedge the checkpoint cannot give: said, with the command that fixes it.
         assert any("add-label-prior" in w for w in prediction["warnings"]) == (prior is None)
 
@@ -594,6 +594,34 @@ def test_the_predicted_set_keeps_the_models_size_and_is_the_top_of_the_hedged_ra
     assert prediction["predicted_set"] == sorted(r["spacegroup"] for r in prediction["ranked"][:2])
     plain = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), "--threshold", "0.18", "--prior-weight", "0")
     assert plain["predictions"][0]["predicted_set"] == [11, 31]
+
+
+def _plug_in_size(q_in_rank_order: list[float]) -> int:
+    """The expected-F1 set size written out as a loop: argmax over k of 2·(q_1 + ... + q_k) / (k + Σq)."""
+    total, running, best, best_k = sum(q_in_rank_order), 0.0, -1.0, 0
+    for k, q in enumerate(q_in_rank_order, start=1):
+        running += q
+        if 2 * running / (k + total) > best:
+            best, best_k = 2 * running / (k + total), k
+    return best_k
+
+
+def test_the_default_predicted_set_has_the_size_of_highest_expected_f1(tmp_path, monkeypatch) -> None:
+    import sys
+
+    # Beside 227 groups at 0.010-0.020 (FIXED_PRESENCE), one sure group, two, and three.
+    for strong, size in (([0.9, 0.05, 0.04], 1), ([0.95, 0.9, 0.03], 2), ([0.95, 0.9, 0.85], 3)):
+        presence = FIXED_PRESENCE.copy()
+        presence[[10, 30, 50]] = strong
+        monkeypatch.setattr(sys.modules[__name__], "FIXED_PRESENCE", presence)
+        prediction = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist())["predictions"][0]
+        q = [r["probability"] for r in prediction["ranked"]]  # the ranking's order
+        assert prediction["set_rule"] == "expected-f1" and _plug_in_size(q) == size
+        assert prediction["predicted_set"] == sorted(r["spacegroup"] for r in prediction["ranked"][:size])
+        # A threshold asked for decides the size instead: 0.5 admits the groups above it.
+        asked = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), "--threshold", "0.5")["predictions"][0]
+        assert asked["set_rule"] == "threshold"
+        assert len(asked["predicted_set"]) == sum(v >= 0.5 for v in strong)
 
 
 def test_score_measured_ranks_like_predict_and_records_the_weight(tmp_path, monkeypatch) -> None:

@@ -364,7 +364,9 @@ _memory_cell_scan_option = click.option(
     type=float,
     default=None,
     help="Presence threshold or slot gate: as many groups as the model scores >= it form the predicted set, "
-    "taken from the top of the ranking (default: the best threshold on validation).",
+    "taken from the top of the ranking. Default: for presence models, the size of highest expected F1 under the "
+    "model's probabilities (xrdmodels.metrics.expected_f1_set_size); for phase-cluster models, the gate chosen "
+    "on validation.",
 )
 @_prior_weight_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
@@ -422,8 +424,9 @@ def predict_cmd(
     files (by content or extension; other files are listed as left out), and a file that cannot be read is
     reported while the others are predicted. A pattern without measurable signal (all zero, flat, mostly
     negative) is reported and not predicted; a few negative intensities are clipped to 0 with a warning
-    (docs/formats.md). Groups are ranked by the score whose threshold gives the
-    predicted set (docs/paper-protocol.md), with a checkpoint's memory of its training phases (`xrdmodels
+    (docs/formats.md). Groups are ranked by the model's set score (docs/paper-protocol.md) and the
+    predicted set is the top of that ranking, as many groups as give the highest expected F1 under the model's
+    probabilities (--threshold: as many as score >= it), with a checkpoint's memory of its training phases (`xrdmodels
     add-memory`) also by how surely the training phase it sees nearest the pattern names each group, and that
     phase is shown (--no-memory: the network alone). With --library, a search of the bank's phases ranks its space
     groups beside the model's (xrdmodels.library_search), and a third ranking combines the two

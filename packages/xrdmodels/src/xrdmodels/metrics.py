@@ -18,7 +18,8 @@ Every model is read out through one per-class set score ``s_hat`` (the presence 
 (:func:`predicted_set`, inclusive, the paper's ``1[s_hat_c >= tau]`` of A.1.8), and the ranking behind the
 top-K metrics, ``xrdmodels predict`` and ``xrdmodels score-measured`` is ``s_hat`` in descending order
 (:func:`rank_classes`). Because both come from the same score, the top ``|predicted set|`` classes of the
-ranking are the predicted set at every threshold.
+ranking are the predicted set at every threshold. For one measured pattern, ``xrdmodels predict`` takes a presence
+model's set size from :func:`expected_f1_set_size` instead of ``tau`` (not in the paper; Table 1 keeps ``tau``).
 
 * Presence models (A.1.7): ``s_hat_c = p_c``; ``tau`` runs over a uniform grid of 101 values in [0, 1] and the
   reported operating point is the ``tau`` maximising micro-F1 on the evaluated split.
@@ -154,6 +155,25 @@ def predicted_set(scores: np.ndarray, threshold: float) -> np.ndarray:
             f"threshold must be a number >= 0 (scores below 0 mean 'never predicted'); got {threshold}"
         )
     return np.asarray(scores) >= threshold
+
+
+def expected_f1_set_size(probability: np.ndarray) -> int:
+    """How many groups from the top of a ranking form the set of highest expected F1 for one pattern.
+
+    ``probability``: (G,) each group's probability of being present, in the ranking's order. Taking the groups
+    as independent, the expected F1 of the top k is to first order 2·Σ_{i<=k} q_i / (k + Σ_j q_j), the plug-in
+    of the decision-theoretic approach to F-measures (Lewis 1995; Ye, Chai, Lee & Chieu, ICML 2012): no
+    threshold, the size follows from the probabilities themselves. Returns the smallest k >= 1 that maximises
+    it: a pattern sent for identification holds at least one phase.
+
+    Raises:
+        ValueError: no groups, or a probability outside [0, 1].
+    """
+    q = np.asarray(probability, dtype=np.float64)
+    if q.ndim != 1 or q.size == 0 or not np.all((q >= 0) & (q <= 1)):
+        raise ValueError(f"probability must be a non-empty 1-d array of values in [0, 1], got {q!r}")
+    k = np.arange(1, q.size + 1)
+    return int(np.argmax(2.0 * np.cumsum(q) / (k + q.sum()))) + 1
 
 
 def _check_thresholds(thresholds: Sequence[float] | np.ndarray) -> np.ndarray:

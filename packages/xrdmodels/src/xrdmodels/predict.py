@@ -32,7 +32,7 @@ from .measured import (
     to_model_grid,
 )
 from .measured.grid import A1, TrainingRanges
-from .metrics import predicted_set, rank_classes
+from .metrics import expected_f1_set_size, predicted_set, rank_classes
 from .neighbours import MEMORY_KEY, NeighbourSearch, ReferencePhases, neighbour_probability
 from .spacegroups import crystal_system, symbol
 
@@ -80,6 +80,8 @@ class Prediction:
     predicted_set: list[int]
     window_deg: tuple[float, float]
     wavelength_angstrom: float
+    #: The operating point behind ``predicted_set`` where ``set_rule`` is "threshold" (the checkpoint's validation
+    #: threshold or gate, or the one asked for).
     threshold: float
     #: Weight of the training label prior in the ranking (0: the model's set scores alone, the paper's ranking).
     prior_weight: float
@@ -93,6 +95,9 @@ class Prediction:
     network_ranked: list[int] | None = None
     #: The PNG written for this file with ``plot_dir`` (``<stem>.png``, ``<stem>-2.png`` ... where stems repeat).
     plot: str | None = None
+    #: How ``predicted_set``'s size was chosen: "expected-f1" (presence models by default,
+    #: :func:`~xrdmodels.metrics.expected_f1_set_size`) or "threshold" (as many groups as score >= ``threshold``).
+    set_rule: str = "threshold"
 
 
 def model_probabilities(ranked: list[RankedGroup]) -> np.ndarray:
@@ -244,10 +249,15 @@ def predict_one(
     ranking). With ``memory`` (:func:`memory_search`: the checkpoint's training phases as the model sees them),
     the ranking key is the noisy-OR 1 - (1 - p_g)(1 - n_g) of p_g = probability + w·h_g and the memory's
     calibrated probability n_g (:func:`~xrdmodels.neighbours.neighbour_probability`), p_g where it passes 1, as
-    the combined ranking does with a library (:mod:`xrdmodels.combined`). The predicted set has as many groups
-    as score >= ``threshold`` (default:
-    the checkpoint's validation operating point) and is the top of the ranking. Warnings compare the pattern
-    with ``training`` (default: :func:`training_ranges` of ``state``).
+    the combined ranking does with a library (:mod:`xrdmodels.combined`). The predicted set is the top of the
+    ranking. Its size: with ``threshold``, and for phase-cluster models without it (their validation gate), as
+    many groups as score >= the threshold; else (presence models) the size of highest expected F1 under the
+    probabilities 1 - (1 - probability)(1 - n_g) in the ranking's order
+    (:func:`~xrdmodels.metrics.expected_f1_set_size`): the checkpoint's threshold, the best micro-F1 on synthetic
+    validation mixtures, gives a single-phase RRUFF mineral a set of 3 groups (median; F1 0.42), the expected-F1
+    size a set of 2 (median; one group for 37% of them, F1 0.52; docs/benchmarks.md, "The predicted set of a
+    measured pattern"). Warnings compare the pattern with ``training`` (default: :func:`training_ranges` of
+    ``state``).
 
     Raises:
         MeasuredSignalError: the pattern holds no measurable signal; nothing is predicted.
@@ -296,9 +306,14 @@ def predict_one(
         remembered = neighbour_probability(similarity)
         key = noisy_or(hedged_probability(probability, prior, weight), remembered)
     order = rank_classes(key[None])[0]
-    # The model's operating point says how many groups are present, the ranking which: the predicted set is
-    # always the top of the ranking (with w = 0, exactly metrics.predicted_set at op).
-    n_present = int(predicted_set(scores, op).sum())
+    # The size of the set comes from the model, which groups from the ranking: the predicted set is always the
+    # top of the ranking (with a threshold and w = 0, exactly metrics.predicted_set at op).
+    if threshold is None and slots is None:
+        set_rule = "expected-f1"
+        n_present = expected_f1_set_size(noisy_or(probability, remembered)[order])
+    else:
+        set_rule = "threshold"
+        n_present = int(predicted_set(scores, op).sum())
     predicted = sorted(int(c) + 1 for c in order[:n_present])
     ranked = [
         RankedGroup(
@@ -323,7 +338,16 @@ def predict_one(
             "NEW` adds it"
         )
     pred = Prediction(
-        str(pattern.source), ranked, slots, predicted, window, float(used), op, weight, warnings
+        str(pattern.source),
+        ranked,
+        slots,
+        predicted,
+        window,
+        float(used),
+        op,
+        weight,
+        warnings,
+        set_rule=set_rule,
     )
     if memory is not None:
         pred.memory = memory_description(memory)
@@ -544,7 +568,12 @@ def format_prediction(pred: Prediction) -> str:
     if pred.plot is not None:
         lines.append(f"  plot: {pred.plot}")
     chosen = ", ".join(f"{s} ({symbol(s)})" for s in pred.predicted_set) or "none"
-    lines.append(f"  predicted set (as many groups as the model scores >= {pred.threshold:g}): {chosen}")
+    how = (
+        "the top of the ranking with the highest expected F1 under the model's probabilities"
+        if pred.set_rule == "expected-f1"
+        else f"as many groups as the model scores >= {pred.threshold:g}"
+    )
+    lines.append(f"  predicted set ({how}): {chosen}")
     if pred.prior_weight > 0:
         lines.append(
             f"  ranked by score = the model's score + {pred.prior_weight:g} × (the group's share of the training "
