@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import math
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,14 +46,18 @@ _S3_PROBE_CONFIG = {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_a
 _BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
 
 
+_LIBRARIES: dict[tuple[str, str], Any] = {}
+
+
 def _library(bank_url: str, fingerprint: str, storage_options: dict | None):
-    """The bank in memory, loaded once per worker process (fingerprint in the key so a rebuilt bank reloads)."""
-    return _cached_library(bank_url, fingerprint, json.dumps(storage_options, sort_keys=True))
-
-
-@functools.lru_cache(maxsize=2)
-def _cached_library(bank_url: str, fingerprint: str, storage_options_json: str):
-    return Bank.open(bank_url, json.loads(storage_options_json)).library()
+    """The bank in memory, loaded once per worker process (fingerprint in the key so a rebuilt bank reloads; the
+    storage options only say how to reach it), the two latest kept."""
+    key = (bank_url, fingerprint)
+    if key not in _LIBRARIES:
+        if len(_LIBRARIES) >= 2:
+            _LIBRARIES.pop(next(iter(_LIBRARIES)))
+        _LIBRARIES[key] = Bank.open(bank_url, storage_options).library()
+    return _LIBRARIES[key]
 
 
 def shard_seed(seed: int, split: str, shard: int) -> np.random.SeedSequence:
