@@ -188,9 +188,15 @@ def test_score_measured_on_the_development_set(tmp_path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    summary = json.loads((tmp_path / "s" / "measured.json").read_text())["summary"]
+    written = json.loads((tmp_path / "s" / "measured.json").read_text())
+    summary = written["summary"]
     by_set = {r["set"]: r for r in summary}
     assert by_set["all"]["files"] == 14 and by_set["xrd_autoanalyzer"]["files"] == 9
+    # The predicted sets, file by file, and their scores per set (a presence model: the expected-F1 size).
+    files = written["files"]
+    assert all(f["set_rule"] == "expected-f1" and len(f["predicted_set"]) >= 1 for f in files)
+    sizes = {r["set"]: r["set size"] for r in written["set_summary"]}
+    assert sizes["all"] == pytest.approx(sum(len(f["predicted_set"]) for f in files) / 14)
     for r in summary:
         assert 0 <= r["hit@1"] <= r["hit@3"] <= r["hit@5"] <= r["hit@10"] <= 1
         assert r["hit@1 lo"] <= r["hit@1"] <= r["hit@1 hi"] and r["hit@5 lo"] <= r["hit@5"] <= r["hit@5 hi"]
@@ -431,6 +437,7 @@ def test_evaluate_predict_and_score_measured_rank_by_the_same_rule(tmp_path, mon
     ranked = [r["spacegroup"] for r in prediction["ranked"]]
     assert ranked[:4] == [11, 31, 51, 21]  # space group = class index + 1
     assert prediction["predicted_set"] == [11]  # gate 0.5: only slot 0; the top of the ranking
+    assert prediction["set_rule"] == "threshold" and prediction["threshold"] == 0.5  # slots keep their gate
     assert [r["score"] for r in prediction["ranked"]] == sorted(
         (r["score"] for r in prediction["ranked"]), reverse=True
     )
@@ -615,13 +622,25 @@ def test_the_default_predicted_set_has_the_size_of_highest_expected_f1(tmp_path,
         presence[[10, 30, 50]] = strong
         monkeypatch.setattr(sys.modules[__name__], "FIXED_PRESENCE", presence)
         prediction = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist())["predictions"][0]
-        q = [r["probability"] for r in prediction["ranked"]]  # the ranking's order
-        assert prediction["set_rule"] == "expected-f1" and _plug_in_size(q) == size
+        q = sorted((r["probability"] for r in prediction["ranked"]), reverse=True)
+        assert _plug_in_size(q) == size  # the size these probabilities call for
+        assert prediction["set_rule"] == "expected-f1" and prediction["threshold"] is None
         assert prediction["predicted_set"] == sorted(r["spacegroup"] for r in prediction["ranked"][:size])
-        # A threshold asked for decides the size instead: 0.5 admits the groups above it.
-        asked = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), "--threshold", "0.5")["predictions"][0]
-        assert asked["set_rule"] == "threshold"
-        assert len(asked["predicted_set"]) == sum(v >= 0.5 for v in strong)
+        # A threshold asked for decides the size instead: 0.03 admits every strong group.
+        asked = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), "--threshold", "0.03")["predictions"][0]
+        assert asked["set_rule"] == "threshold" and asked["threshold"] == 0.03
+        assert len(asked["predicted_set"]) == 3
+
+
+def test_the_expected_f1_size_does_not_move_with_the_prior_weight(tmp_path, monkeypatch) -> None:
+    """FIXED_PRESENCE's 0.9 / 0.2 / 0.15 call for two groups; the hedge reorders 31 and 51 but keeps the size."""
+    sizes = {}
+    for weight in ("0", "2", "0.5"):
+        prediction = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), "--prior-weight", weight)
+        chosen = prediction["predictions"][0]
+        sizes[weight] = len(chosen["predicted_set"])
+        assert chosen["predicted_set"] == sorted(r["spacegroup"] for r in chosen["ranked"][: sizes[weight]])
+    assert sizes == {"0": 2, "2": 2, "0.5": 2}
 
 
 def test_score_measured_ranks_like_predict_and_records_the_weight(tmp_path, monkeypatch) -> None:

@@ -366,6 +366,7 @@ def test_a_bank_on_s3_is_built_read_and_drawn_from(bank: Bank, s3_endpoint: str,
         np.testing.assert_array_equal(from_s3[name][:], from_disk[name][:])
     for blob in [*store_files(out).values(), *(fs.cat(f) for f in fs.find("bank-bucket"))]:
         assert b"testing" not in blob, "a credential was written"
+    assert "testing" not in built.output + info.output + drawn.output, "a credential was printed"
 
     library = SpectralLibrary.open(url, options)
     assert len(library) == len(bank)
@@ -375,6 +376,20 @@ def test_a_bank_on_s3_is_built_read_and_drawn_from(bank: Bank, s3_endpoint: str,
     assert len(references) == int((bank.column("split") == "train").sum())
     with pytest.raises(ValueError, match="local path, which takes no storage options"):
         Bank.open(bank.url, options)
+
+
+def test_storage_option_values_keep_their_kind() -> None:
+    """s3fs reads the string "false" as true: booleans reach fsspec as such, the rest (a numeric key too) as text."""
+    from xrdsynth.cli import _storage_options
+
+    pairs = ("anon=false", "use_ssl=TRUE", "key=12345", "secret=k=v", "endpoint_url=http://h:9")
+    assert _storage_options(pairs) == {
+        "anon": False,
+        "use_ssl": True,
+        "key": "12345",
+        "secret": "k=v",
+        "client_kwargs": {"endpoint_url": "http://h:9"},
+    }
 
 
 def test_a_shard_job_shows_no_credentials() -> None:

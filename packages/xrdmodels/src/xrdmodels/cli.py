@@ -424,11 +424,12 @@ def predict_cmd(
     files (by content or extension; other files are listed as left out), and a file that cannot be read is
     reported while the others are predicted. A pattern without measurable signal (all zero, flat, mostly
     negative) is reported and not predicted; a few negative intensities are clipped to 0 with a warning
-    (docs/formats.md). Groups are ranked by the model's set score (docs/paper-protocol.md) and the
-    predicted set is the top of that ranking, as many groups as give the highest expected F1 under the model's
-    probabilities (--threshold: as many as score >= it), with a checkpoint's memory of its training phases (`xrdmodels
-    add-memory`) also by how surely the training phase it sees nearest the pattern names each group, and that
-    phase is shown (--no-memory: the network alone). With --library, a search of the bank's phases ranks its space
+    (docs/formats.md). Groups are ranked by the model's set score (docs/paper-protocol.md), with a checkpoint's
+    memory of its training phases (`xrdmodels add-memory`) also by how surely the training phase it sees nearest
+    the pattern names each group, and that phase is shown (--no-memory: the network alone). The predicted set is
+    the top of that ranking: as many groups as give the highest expected F1 under a presence model's
+    probabilities, as many as score >= a phase-cluster model's validation gate, or, with --threshold, as many as
+    score >= it. With --library, a search of the bank's phases ranks its space
     groups beside the model's (xrdmodels.library_search), and a third ranking combines the two
     (xrdmodels.combined). CHECKPOINT may be an ensemble manifest (.json, written by `xrdmodels ensemble`): the
     members' probabilities are averaged.
@@ -527,10 +528,11 @@ def score_measured_cmd(
     memory,
     memory_cell_scan,
 ) -> None:
-    """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set, and the
-    predicted set's size, precision, recall, F1 and exact match against the labelled phases (with --library, the same for a search of that bank and for the model and the library combined, beside the
-    model's; with a checkpoint's memory of its training phases, the network alone too). CHECKPOINT may be an
-    ensemble manifest (.json, written by `xrdmodels ensemble`)."""
+    """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set (with
+    --library, the same for a search of that bank and for the model and the library combined, beside the
+    model's; with a checkpoint's memory of its training phases, the network alone too), and the model's predicted
+    set's size, precision, recall, F1 and exact match against the labelled phases. CHECKPOINT may be an ensemble
+    manifest (.json, written by `xrdmodels ensemble`)."""
     from .measured_eval import score_measured, write
 
     created = not Path(out_dir).exists()

@@ -62,6 +62,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
+import fsspec
 import numpy as np
 import zarr
 
@@ -178,7 +179,8 @@ class LibraryResult:
 
 
 def _open_group(url: str, storage_options: dict | None = None) -> zarr.Group:
-    if storage_options and "://" not in url:
+    storage_options = storage_options or None  # zarr refuses even {} for a local path
+    if storage_options and fsspec.core.split_protocol(url)[0] in (None, "file", "local"):
         raise LibraryFormatError(
             f"{url} is a local path, which takes no storage_options (they are for fsspec URLs such as "
             "s3://bucket/bank.zarr): leave them out, or give the bank as a URL"

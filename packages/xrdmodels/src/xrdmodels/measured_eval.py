@@ -78,6 +78,8 @@ class MeasuredScore:
     predicted: list[int] | None = None
     # groups of minor phases (`extra_or_trace`): neither required nor penalised in the predicted set
     extra: set[int] = field(default_factory=set)
+    # how the predicted set's size was chosen (Prediction.set_rule)
+    set_rule: str | None = None
 
     @property
     def k_star(self) -> int:
@@ -120,7 +122,7 @@ def parse_groups(column: str, text: str) -> set[int]:
         groups = {0}
     if any(not 1 <= g <= N_SPACE_GROUPS for g in groups):
         raise ValueError(
-            f"{column} {text!r} is not a list of space-group numbers 1-{N_SPACE_GROUPS} separated by ';'"
+            f"{column} {text!r} is not a list of space-group numbers 1-{N_SPACE_GROUPS} separated by ';' or '|'"
         )
     return groups
 
@@ -323,6 +325,7 @@ def score_measured(
                 pred.network_ranked,
                 list(pred.predicted_set),
                 item.extra,
+                pred.set_rule,
             )
         )
     return scores, failures
@@ -394,8 +397,8 @@ def summarise_sets(scores: list[MeasuredScore]) -> list[dict[str, float | str | 
     mean size, the share of files it leaves empty, and per file averaged: precision m / (m + f), recall m / K*,
     F1 2m / (m + f + K*) (their harmonic mean) and exact (m = K*, f = 0), where m counts the labelled phases the
     set names (one of a phase's acceptable groups is enough) and f its groups that name no labelled phase; a
-    group of a minor phase (`extra_or_trace`) counts neither way. An empty set has precision 0. None when no
-    score carries a predicted set."""
+    group of a minor phase (`extra_or_trace`) counts neither way. A set that names no labelled phase and no wrong
+    group (empty, or minor phases only) has precision 0. None when no score carries a predicted set."""
     if all(s.predicted is None for s in scores):
         return None
     out = []
@@ -488,7 +491,8 @@ def markdown(
     if set_summary is not None:
         text += (
             "\nThe model's predicted set, the answer `predict` gives, against the labelled phases (precision, "
-            "recall, F1 and exact match per file, averaged; an empty set has precision 0):\n\n"
+            "recall, F1 and exact match per file, averaged; a set naming no phase, empty or minor phases only, has "
+            "precision 0):\n\n"
         )
         text += _table(["set", "files", *SET_METRICS], set_summary)
     if network_summary is not None:
@@ -586,6 +590,7 @@ def write(
                         "neighbour_top10": None if s.neighbour_ranked is None else s.neighbour_ranked[:10],
                         "network_top10": None if s.network_ranked is None else s.network_ranked[:10],
                         "predicted_set": s.predicted,
+                        "set_rule": s.set_rule,
                         "extra_or_trace": sorted(s.extra),
                         "warnings": s.warnings,
                         "prior_weight": s.prior_weight,

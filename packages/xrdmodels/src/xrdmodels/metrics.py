@@ -170,8 +170,16 @@ def expected_f1_set_size(probability: np.ndarray) -> int:
         ValueError: no groups, or a probability outside [0, 1].
     """
     q = np.asarray(probability, dtype=np.float64)
-    if q.ndim != 1 or q.size == 0 or not np.all((q >= 0) & (q <= 1)):
-        raise ValueError(f"probability must be a non-empty 1-d array of values in [0, 1], got {q!r}")
+    if q.ndim != 1 or q.size == 0:
+        raise ValueError(
+            f"probability must be a non-empty 1-d array of values in [0, 1], got shape {q.shape}"
+        )
+    bad = np.flatnonzero(~((q >= 0) & (q <= 1)))
+    if bad.size:
+        raise ValueError(
+            f"probability must be a non-empty 1-d array of values in [0, 1]; {bad.size} are not (the first, at "
+            f"{bad[0]}, is {q[bad[0]]}): the model gave no usable probabilities for this pattern"
+        )
     k = np.arange(1, q.size + 1)
     return int(np.argmax(2.0 * np.cumsum(q) / (k + q.sum()))) + 1
 

@@ -81,8 +81,8 @@ class Prediction:
     window_deg: tuple[float, float]
     wavelength_angstrom: float
     #: The operating point behind ``predicted_set`` where ``set_rule`` is "threshold" (the checkpoint's validation
-    #: threshold or gate, or the one asked for).
-    threshold: float
+    #: threshold or gate, or the one asked for); None where the expected-F1 rule chose the set.
+    threshold: float | None
     #: Weight of the training label prior in the ranking (0: the model's set scores alone, the paper's ranking).
     prior_weight: float
     warnings: list[str] = field(default_factory=list)
@@ -252,10 +252,10 @@ def predict_one(
     the combined ranking does with a library (:mod:`xrdmodels.combined`). The predicted set is the top of the
     ranking. Its size: with ``threshold``, and for phase-cluster models without it (their validation gate), as
     many groups as score >= the threshold; else (presence models) the size of highest expected F1 under the
-    probabilities 1 - (1 - probability)(1 - n_g) in the ranking's order
+    unhedged probabilities 1 - (1 - probability)(1 - n_g), whatever the prior's weight
     (:func:`~xrdmodels.metrics.expected_f1_set_size`): the checkpoint's threshold, the best micro-F1 on synthetic
     validation mixtures, gives a single-phase RRUFF mineral a set of 3 groups (median; F1 0.42), the expected-F1
-    size a set of 2 (median; one group for 37% of them, F1 0.52; docs/benchmarks.md, "The predicted set of a
+    size a set of 2 (median; one group for 35% of them, F1 0.52; docs/benchmarks.md, "The predicted set of a
     measured pattern"). Warnings compare the pattern with ``training`` (default: :func:`training_ranges` of
     ``state``).
 
@@ -307,10 +307,11 @@ def predict_one(
         key = noisy_or(hedged_probability(probability, prior, weight), remembered)
     order = rank_classes(key[None])[0]
     # The size of the set comes from the model, which groups from the ranking: the predicted set is always the
-    # top of the ranking (with a threshold and w = 0, exactly metrics.predicted_set at op).
+    # top of the ranking (with a threshold and w = 0, exactly metrics.predicted_set at op). The size is the same
+    # whatever the hedge's weight: it reads the model's probabilities in their own descending order.
     if threshold is None and slots is None:
         set_rule = "expected-f1"
-        n_present = expected_f1_set_size(noisy_or(probability, remembered)[order])
+        n_present = expected_f1_set_size(np.sort(noisy_or(probability, remembered))[::-1])
     else:
         set_rule = "threshold"
         n_present = int(predicted_set(scores, op).sum())
@@ -344,7 +345,7 @@ def predict_one(
         predicted,
         window,
         float(used),
-        op,
+        op if set_rule == "threshold" else None,
         weight,
         warnings,
         set_rule=set_rule,

@@ -34,6 +34,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -215,7 +216,8 @@ def training_memory(
         wavelength_angstrom,
     )
     try:
-        options = store.storage_options if "://" in bank and not bank.startswith("file://") else None
+        remote = fsspec.core.split_protocol(bank)[0] not in (None, "file", "local")
+        options = store.storage_options if remote else None
         references, entry = bank_memory(bank, "train", grid, options)
     except ValueError as exc:
         raise ValueError(f"phase_memory: the bank of {store.url}: {exc}; {fix}") from None

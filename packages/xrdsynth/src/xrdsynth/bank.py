@@ -644,6 +644,7 @@ class Bank:
                 storage options given for a local path.
         """
         url = str(url)
+        storage_options = storage_options or None  # zarr refuses even {} for a local path
         if storage_options and fsspec.core.split_protocol(url)[0] in (None, "file", "local"):
             raise BankError(
                 f"{url} is a local path, which takes no storage options; drop --storage-option or give the "

@@ -83,10 +83,18 @@ def _storage_option(help_text: str):
         "storage_option",
         multiple=True,
         metavar="KEY=VALUE",
-        help=f"fsspec option for {help_text}, repeatable (e.g. endpoint_url=http://127.0.0.1:9000, key=..., "
-        "secret=...; never written to a store or log). Without it, credentials come from the environment "
-        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL).",
+        help=f"fsspec option for {help_text}, repeatable (e.g. endpoint_url=http://127.0.0.1:9000, anon=true, "
+        "key=..., secret=...; true and false are read as booleans; never written to a store or log). What "
+        "is not given here comes from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_ENDPOINT_URL).",
     )
+
+
+def _option_value(text: str) -> str | bool:
+    """A --storage-option value: true/false as booleans (s3fs reads the string "false" as true), the rest as text
+    (a numeric secret stays a string)."""
+    lowered = text.strip().lower()
+    return lowered == "true" if lowered in ("true", "false") else text
 
 
 def _storage_options(pairs: tuple[str, ...]) -> dict | None:
@@ -102,7 +110,7 @@ def _storage_options(pairs: tuple[str, ...]) -> dict | None:
         if key == "endpoint_url":
             opts.setdefault("client_kwargs", {})["endpoint_url"] = value
         else:
-            opts[key] = value
+            opts[key] = _option_value(value)
     return opts
 
 
@@ -269,13 +277,16 @@ def bank_build(
     except ValueError as exc:
         _fail(str(exc))
     click.echo(result.summary())
+    same_options = " and the same --storage-option" if storage_option else ""
     if len(result) == 0:
         _fail(
             f"no structure could be built; see the skip reasons above, each input's with `xrdsynth bank info {out} "
-            "--skipped` (the empty bank keeps them; rebuild over it with --overwrite)"
+            f"--skipped`{same_options} (the empty bank keeps them; rebuild over it with --overwrite)"
         )
     skipped = (
-        f" (each with its file and reason: xrdsynth bank info {out} --skipped)" if result.skipped else ""
+        f" (each with its file and reason: xrdsynth bank info {out} --skipped{same_options})"
+        if result.skipped
+        else ""
     )
     click.echo(f"bank: {len(result)} entries, {len(result.skipped)} skipped{skipped} -> {out}")
 
@@ -287,10 +298,15 @@ def bank_build(
 def bank_info(bank_url: str, show_skipped: bool, storage_option: tuple[str, ...]) -> None:
     """Counts per split and crystal system, the space-group histogram and skip reasons of BANK."""
     from .bank import Bank, BankError
+    from .generate import check_remote_reachable, local_path
+    from .store import StoreError
 
+    options = _storage_options(storage_option)
     try:
-        b = Bank.open(bank_url, _storage_options(storage_option))
-    except BankError as exc:
+        if local_path(bank_url) is None:
+            check_remote_reachable(bank_url, options)
+        b = Bank.open(bank_url, options)
+    except (BankError, StoreError) as exc:
         _fail(str(exc))
     click.echo(b.summary(), nl=False)
     if show_skipped:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,17 +48,20 @@ _BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
 
 
 _LIBRARIES: dict[tuple[str, str], Any] = {}
+# A Dask worker may run several task threads: one loads a bank while the others wait for it.
+_LIBRARIES_LOCK = threading.Lock()
 
 
 def _library(bank_url: str, fingerprint: str, storage_options: dict | None):
     """The bank in memory, loaded once per worker process (fingerprint in the key so a rebuilt bank reloads; the
     storage options only say how to reach it), the two latest kept."""
     key = (bank_url, fingerprint)
-    if key not in _LIBRARIES:
-        if len(_LIBRARIES) >= 2:
-            _LIBRARIES.pop(next(iter(_LIBRARIES)))
-        _LIBRARIES[key] = Bank.open(bank_url, storage_options).library()
-    return _LIBRARIES[key]
+    with _LIBRARIES_LOCK:
+        if key not in _LIBRARIES:
+            if len(_LIBRARIES) >= 2:
+                _LIBRARIES.pop(next(iter(_LIBRARIES)))
+            _LIBRARIES[key] = Bank.open(bank_url, storage_options).library()
+        return _LIBRARIES[key]
 
 
 def shard_seed(seed: int, split: str, shard: int) -> np.random.SeedSequence:
@@ -442,6 +446,8 @@ def generate_all(
     and `out` that is remote.
     """
     bank_is_local = local_path(bank_url) is not None
+    if not bank_is_local:
+        check_remote_reachable(bank_url, storage_options)
     bank = Bank.open(bank_url, None if bank_is_local else storage_options)
     check_recipe_on_grid(config.recipe, bank.grid, bank.wavelength_angstrom)
     sizes = {split: n for split, n in split_sizes(n_train, config).items() if split in splits}
