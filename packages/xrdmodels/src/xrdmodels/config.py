@@ -509,6 +509,13 @@ def redact_storage_options(options: Any) -> Any:
     return options
 
 
+def is_local_url(url: str) -> bool:
+    """Whether ``url`` is a local path (plain or file://), which takes no fsspec storage options."""
+    import fsspec
+
+    return fsspec.core.split_protocol(url)[0] in (None, "file", "local")
+
+
 def redact_url(url: Any) -> Any:
     """A store URL with any user name and password (scheme://user:password@host/...) replaced by `***`."""
     if not isinstance(url, str) or "@" not in url or "://" not in url:

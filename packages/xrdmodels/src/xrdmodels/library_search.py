@@ -62,11 +62,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-import fsspec
 import numpy as np
 import zarr
 
-from .config import DEFAULT_LIBRARY_CELL_SCAN, N_SPACE_GROUPS
+from .config import DEFAULT_LIBRARY_CELL_SCAN, N_SPACE_GROUPS, is_local_url
 from .measured import MeasuredPattern, MeasuredSignalError, convert_two_theta_deg
 from .measured.grid import measurement_wavelength, raw_signal_warnings, resample, window_bins
 from .spacegroups import crystal_system, symbol
@@ -180,7 +179,7 @@ class LibraryResult:
 
 def _open_group(url: str, storage_options: dict | None = None) -> zarr.Group:
     storage_options = storage_options or None  # zarr refuses even {} for a local path
-    if storage_options and fsspec.core.split_protocol(url)[0] in (None, "file", "local"):
+    if storage_options and is_local_url(url):
         raise LibraryFormatError(
             f"{url} is a local path, which takes no storage_options (they are for fsspec URLs such as "
             "s3://bucket/bank.zarr): leave them out, or give the bank as a URL"

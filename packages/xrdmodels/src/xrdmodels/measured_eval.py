@@ -406,20 +406,28 @@ def summarise_sets(scores: list[MeasuredScore]) -> list[dict[str, float | str | 
         members = [s for s in scores if name in ("all", s.set) and s.predicted is not None]
         if not members:
             continue
-        agreement = [s.set_agreement() for s in members]
-        n = len(members)
+        per_file = []
+        for s in members:
+            m, f = s.set_agreement()
+            per_file.append(
+                (
+                    m / (m + f) if m + f else 0.0,
+                    m / s.k_star,
+                    2 * m / (m + f + s.k_star),
+                    m == s.k_star and f == 0,
+                )
+            )
+        precision, recall, f1, exact = (sum(column) / len(members) for column in zip(*per_file, strict=True))
         out.append(
             {
                 "set": name,
-                "files": n,
-                "set size": sum(len(s.predicted or []) for s in members) / n,
-                "empty": sum(not s.predicted for s in members) / n,
-                "precision": sum(m / (m + f) if m + f else 0.0 for m, f in agreement) / n,
-                "recall": sum(m / s.k_star for s, (m, _) in zip(members, agreement, strict=True)) / n,
-                "F1": sum(2 * m / (m + f + s.k_star) for s, (m, f) in zip(members, agreement, strict=True))
-                / n,
-                "exact": sum(m == s.k_star and f == 0 for s, (m, f) in zip(members, agreement, strict=True))
-                / n,
+                "files": len(members),
+                "set size": sum(len(s.predicted or []) for s in members) / len(members),
+                "empty": sum(not s.predicted for s in members) / len(members),
+                "precision": precision,
+                "recall": recall,
+                "F1": f1,
+                "exact": exact,
             }
         )
     return out

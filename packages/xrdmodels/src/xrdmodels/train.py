@@ -34,14 +34,13 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
-from .config import CU_KA_ANGSTROM, ModelConfig, TrainConfig
+from .config import CU_KA_ANGSTROM, ModelConfig, TrainConfig, is_local_url
 from .data import MixtureStore, ShardStream, to_batch
 from .distributed import Runtime, any_rank, broadcast, mean_over_ranks, setup_runtime
 from .loss import model_loss
@@ -216,8 +215,7 @@ def training_memory(
         wavelength_angstrom,
     )
     try:
-        remote = fsspec.core.split_protocol(bank)[0] not in (None, "file", "local")
-        options = store.storage_options if remote else None
+        options = None if is_local_url(bank) else store.storage_options
         references, entry = bank_memory(bank, "train", grid, options)
     except ValueError as exc:
         raise ValueError(f"phase_memory: the bank of {store.url}: {exc}; {fix}") from None
