@@ -912,3 +912,109 @@ def test_a_checkpoint_remembers_its_training_phases(tmp_path, bank) -> None:
     )
     assert empty.exit_code != 0 and "holds no read phase of the val split" in empty.output
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_remote_banks_and_stores_are_read_with_storage_options(tmp_path, bank, s3_endpoint) -> None:
+    """`predict --library`, `score-measured --library`, `add-memory` and `evaluate --store` read a bank and a
+    mixture store on S3 (moto on loopback) with --storage-option and answer what they answer for the local copies;
+    the options apply only to remote URLs, and the credentials are printed and written nowhere."""
+    s3fs = pytest.importorskip("s3fs")
+    url, phases = bank
+    secret = "s3cr3t-k3y"
+    options = {"key": "testing", "secret": secret, "client_kwargs": {"endpoint_url": s3_endpoint}}
+    fs = s3fs.S3FileSystem(**options)
+    fs.mkdir("xrdmodels-bucket")
+    fs.put(url, "xrdmodels-bucket/bank.zarr", recursive=True)
+    remote_bank = "s3://xrdmodels-bucket/bank.zarr"
+    store = str(tmp_path / "test.zarr")
+    write_store(store, StoreSpec(n_samples=40, n_bins=256, shard_size=40, chunk_rows=40), seed=3)
+    fs.put(store, "xrdmodels-bucket/test.zarr", recursive=True)
+    args = ["--storage-option", f"endpoint_url={s3_endpoint}", "--storage-option", "key=testing"]
+    args += ["--storage-option", f"secret={secret}"]
+    ckpt = make_checkpoint(tmp_path / "m.pt", wavelength_angstrom=BANK_WAVELENGTH, n_bins=GRID["n_bins"])
+    scan = _write_xy(tmp_path / "scan.xy", measure([phases[5]], [1.0], seed=9))
+    printed = []
+
+    def run(*argv: str) -> str:
+        result = CliRunner().invoke(main, list(argv))
+        assert result.exit_code == 0, result.output
+        printed.append(result.output)
+        return result.stdout
+
+    def library_answer(bank_url: str, *extra: str) -> tuple[list, list]:
+        out = json.loads(
+            run(
+                "predict",
+                str(ckpt),
+                str(scan),
+                "--wavelength",
+                "CuKa",
+                "--json",
+                "--library",
+                bank_url,
+                *extra,
+            )
+        )
+        found = out["predictions"][0]
+        return found["library"]["ranked"], found["combined"]
+
+    assert library_answer(remote_bank, *args) == library_answer(url)
+    assert library_answer(url, *args) == library_answer(url)  # a local path ignores the options
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        f"set,file,spacegroups,wavelength_angstrom\nsynthetic,scan.xy,{phases[5]['group']},1.54184\n"
+    )
+    scored = {}
+    for name, bank_url, extra in (("remote", remote_bank, args), ("local", url, [])):
+        out = tmp_path / f"scores-{name}"
+        run(
+            "score-measured",
+            str(ckpt),
+            "--labels",
+            str(labels),
+            "--out",
+            str(out),
+            "--library",
+            bank_url,
+            *extra,
+        )
+        scored[name] = json.loads((out / "measured.json").read_text())["library_summary"]
+    assert scored["remote"] == scored["local"]
+
+    remembered = {}
+    for name, bank_url, extra in (("remote", remote_bank, args), ("local", url, [])):
+        run("add-memory", str(ckpt), bank_url, str(tmp_path / f"{name}.pt"), *extra)
+        remembered[name] = load_checkpoint(tmp_path / f"{name}.pt")["phase_memory"]
+    remote_memory, local_memory = remembered["remote"], remembered["local"]
+    assert remote_memory["source"] == remote_bank and local_memory["source"] == url
+    assert remote_memory["phase_ids"] == local_memory["phase_ids"] and len(local_memory["phase_ids"]) == len(
+        phases
+    )
+    for key in ("spacegroups", "profiles"):
+        np.testing.assert_array_equal(remote_memory[key].numpy(), local_memory[key].numpy())
+
+    small = make_checkpoint(tmp_path / "small.pt", n_bins=256)
+    tables = {}
+    for name, store_url, extra in (("remote", "s3://xrdmodels-bucket/test.zarr", args), ("local", store, [])):
+        run(
+            "evaluate",
+            str(small),
+            "--store",
+            f"test={store_url}",
+            "--out",
+            str(tmp_path / f"e-{name}"),
+            *extra,
+        )
+        rows = json.loads((tmp_path / f"e-{name}" / "results.json").read_text())["results"]
+        tables[name] = [{k: v for k, v in r.items() if k != "checkpoint"} for r in rows]
+    assert tables["remote"] == tables["local"]
+
+    assert secret not in "".join(printed), "a credential was printed"
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), f"a credential was written to {path}"
+    unreadable = CliRunner().invoke(
+        main, ["add-memory", str(ckpt), remote_bank, str(tmp_path / "x.pt"), "--storage-option", "key"]
+    )
+    assert unreadable.exit_code != 0 and "must look like KEY=VALUE" in unreadable.output

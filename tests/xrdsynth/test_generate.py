@@ -324,6 +324,30 @@ def test_generate_to_s3_and_read_back(bank: Bank, s3_endpoint: str, tmp_path) ->
     seen = sum(len(b["pattern"]) for b in stream)
     assert seen == 200
 
+    # `mixtures inspect` and `plot` read the remote store with the same options (a local bank takes none).
+    remote_args = ["--storage-option", f"endpoint_url={s3_endpoint}", "--storage-option", "key=testing"]
+    remote_args += ["--storage-option", "secret=testing"]
+    inspected = CliRunner().invoke(
+        main, ["mixtures", "inspect", "s3://mixtures-bucket/run1/train.zarr", *remote_args]
+    )
+    assert inspected.exit_code == 0, inspected.output
+    assert "samples 200, shards 4/4 written" in inspected.output
+    png = tmp_path / "remote.png"
+    plotted = CliRunner().invoke(
+        main,
+        [
+            "mixtures",
+            "plot",
+            "s3://mixtures-bucket/run1/train.zarr",
+            "--index",
+            "3",
+            "--out",
+            str(png),
+            *remote_args,
+        ],
+    )
+    assert plotted.exit_code == 0 and png.stat().st_size > 0, plotted.output
+
 
 def test_a_bank_on_s3_is_built_read_and_drawn_from(bank: Bank, s3_endpoint: str, tmp_path) -> None:
     """`bank build --out s3://...` with --storage-option builds the bank the local build does (same fingerprint)

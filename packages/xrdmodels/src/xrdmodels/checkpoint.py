@@ -472,10 +472,15 @@ def add_label_prior(
 
 
 def add_memory(
-    source: str | os.PathLike, bank: str, destination: str | os.PathLike, split: str = "train"
+    source: str | os.PathLike,
+    bank: str,
+    destination: str | os.PathLike,
+    split: str = "train",
+    storage_options: dict | None = None,
 ) -> int:
     """Write `source` to `destination` with a memory of `bank`'s read phases of `split` (default: the training
-    phases, those the model learned from; ``all``: every read phase), as the neighbour search shows them to a
+    phases, those the model learned from; ``all``: every read phase; ``storage_options``: fsspec options used where
+    `bank` is a remote URL), as the neighbour search shows them to a
     model (:class:`~xrdmodels.neighbours.ReferencePhases`, entry ``phase_memory``), so that prediction ranks with
     it (:func:`xrdmodels.predict.predict_one`). Training writes the same entry with ``phase_memory`` on
     (:class:`~xrdmodels.config.TrainConfig`). Returns the number of phases kept.
@@ -484,11 +489,14 @@ def add_memory(
         LibraryFormatError: `bank` is not a usable bank store.
         ValueError: the bank is not on the model's grid, records no splits, or holds no read phase of `split`.
     """
+    from .config import remote_options
     from .neighbours import MEMORY_KEY, bank_memory
     from .predict import model_grid
 
     state = load_checkpoint(source)
-    references, state[MEMORY_KEY] = bank_memory(bank, split, model_grid(state))
+    references, state[MEMORY_KEY] = bank_memory(
+        bank, split, model_grid(state), remote_options(bank, storage_options)
+    )
     save_checkpoint(destination, state)
     return len(references)
 

@@ -1,4 +1,4 @@
-"""Command line: `xrdmodels train`, `evaluate`, `predict`, `score-measured`, `ensemble`."""
+"""Command line: `xrdmodels train`, `evaluate`, `predict`, `score-measured`, `ensemble`, `add-memory`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,41 @@ from .config import (
 
 def _fail(message: str) -> None:
     raise click.ClickException(message)
+
+
+def _storage_option(help_text: str):
+    """The repeatable --storage-option KEY=VALUE of every command that reads a remote store (the same option as
+    xrdsynth's, which this package may not import)."""
+    return click.option(
+        "--storage-option",
+        "storage_option",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help=f"fsspec option for {help_text}, repeatable (e.g. endpoint_url=http://127.0.0.1:9000, anon=true, "
+        "key=..., secret=...; true and false are read as booleans; never written to a file or log). Local paths "
+        "take none. What is not given here comes from the environment (AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL).",
+    )
+
+
+def _storage_options(pairs: tuple[str, ...]) -> dict | None:
+    """fsspec options from --storage-option pairs: endpoint_url goes into client_kwargs (where s3fs reads it),
+    true/false become booleans (s3fs reads the string "false" as true), the rest stay text (a numeric secret too)."""
+    if not pairs:
+        return None
+    opts: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(
+                f"--storage-option {pair!r} must look like KEY=VALUE (e.g. endpoint_url=http://127.0.0.1:9000)"
+            )
+        if key == "endpoint_url":
+            opts.setdefault("client_kwargs", {})["endpoint_url"] = value
+        else:
+            lowered = value.strip().lower()
+            opts[key] = lowered == "true" if lowered in ("true", "false") else value
+    return opts
 
 
 def _naming(file: str, error: str) -> str:
@@ -221,7 +256,10 @@ def train_cmd(config_file: str | None, resume: bool, overrides: tuple[str, ...])
     help="Evaluate only the first N samples of each store.",
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-def evaluate_cmd(checkpoints, mixtures_dir, stores, out_dir, names, batch_size, max_samples, device) -> None:
+@_storage_option("each store that is a remote URL (s3://...)")
+def evaluate_cmd(
+    checkpoints, mixtures_dir, stores, out_dir, names, batch_size, max_samples, device, storage_option
+) -> None:
     """Score checkpoints as in the paper (A.7-A.8): micro-F1 sweeps, cover/recall/IoU@K, strata; Table 1.
 
     Several checkpoints are compared in one table. A CHECKPOINT may be an ensemble manifest (.json, written by
@@ -256,6 +294,7 @@ def evaluate_cmd(checkpoints, mixtures_dir, stores, out_dir, names, batch_size, 
             device=device,
             max_samples=max_samples,
             names=list(names) or None,
+            storage_options=_storage_options(storage_option),
         )
     except (StoreFormatError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
@@ -400,6 +439,7 @@ _memory_cell_scan_option = click.option(
 @_library_neighbours_option
 @_memory_option
 @_memory_cell_scan_option
+@_storage_option("a remote --library URL (s3://...)")
 def predict_cmd(
     checkpoint,
     files,
@@ -417,6 +457,7 @@ def predict_cmd(
     library_neighbours,
     memory,
     memory_cell_scan,
+    storage_option,
 ) -> None:
     """Space groups present in measured patterns: .xy/.xye/.csv/.dat, .xrdml, .fxye/.gsa, .ras/.rasx, .brml, .raw, .uxd, .udf, .cpi.
 
@@ -454,6 +495,7 @@ def predict_cmd(
             library_neighbours=library_neighbours,
             memory=memory,
             memory_cell_scan=memory_cell_scan,
+            storage_options=_storage_options(storage_option),
         )
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
@@ -514,6 +556,7 @@ def predict_cmd(
 @_library_neighbours_option
 @_memory_option
 @_memory_cell_scan_option
+@_storage_option("a remote --library URL (s3://...)")
 def score_measured_cmd(
     checkpoint,
     labels_csv,
@@ -527,6 +570,7 @@ def score_measured_cmd(
     library_neighbours,
     memory,
     memory_cell_scan,
+    storage_option,
 ) -> None:
     """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set (with
     --library, the same for a search of that bank and for the model and the library combined, beside the
@@ -562,6 +606,7 @@ def score_measured_cmd(
             library_neighbours=library_neighbours,
             memory=memory,
             memory_cell_scan=memory_cell_scan,
+            storage_options=_storage_options(storage_option),
         )
     except (FileNotFoundError, ValueError) as exc:  # the checkpoint (refused, incomplete) or the labels file
         fail_and_tidy(str(exc))
@@ -654,7 +699,8 @@ def ensemble_cmd(manifest, checkpoints) -> None:
     show_default=True,
     help="Which of the bank's read phases to keep: one split (train: those the model learned from) or all.",
 )
-def add_memory_cmd(checkpoint, bank, out, split) -> None:
+@_storage_option("a remote BANK URL (s3://...)")
+def add_memory_cmd(checkpoint, bank, out, split, storage_option) -> None:
     """Write OUT: CHECKPOINT with a memory of BANK's read phases (its generated random crystals left out), as
     the neighbour search shows them to the model: broadened to sharp lab peaks and normalised (xrdmodels.neighbours,
     docs/formats.md "Checkpoints"). `predict` and `score-measured` then add the phases the model sees nearest a
@@ -664,7 +710,7 @@ def add_memory_cmd(checkpoint, bank, out, split) -> None:
     from .checkpoint import add_memory
 
     try:
-        n = add_memory(checkpoint, bank, out, split=split)
+        n = add_memory(checkpoint, bank, out, split=split, storage_options=_storage_options(storage_option))
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     click.echo(f"add-memory: {n:,} phases of the {split} split -> {out}")

@@ -516,6 +516,12 @@ def is_local_url(url: str) -> bool:
     return fsspec.core.split_protocol(url)[0] in (None, "file", "local")
 
 
+def remote_options(url: str, storage_options: dict | None) -> dict | None:
+    """``storage_options`` where ``url`` is a remote fsspec URL, None for a local path: one set of options serves
+    every store and bank a command reads, wherever each of them lives."""
+    return None if is_local_url(url) else (storage_options or None)
+
+
 def redact_url(url: Any) -> Any:
     """A store URL with any user name and password (scheme://user:password@host/...) replaced by `***`."""
     if not isinstance(url, str) or "@" not in url or "://" not in url:

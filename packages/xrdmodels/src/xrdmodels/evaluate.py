@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
-from .config import ModelConfig
+from .config import ModelConfig, remote_options
 from .data import MixtureStore, to_batch
 from .ensemble import PresenceEnsemble, ensemble_state, is_manifest, read_manifest
 from .metrics import (
@@ -150,8 +150,10 @@ def evaluate_checkpoints(
     device: str = "cpu",
     max_samples: int | None = None,
     names: list[str] | None = None,
+    storage_options: dict | None = None,
 ) -> list[dict[str, Any]]:
-    """Evaluate every checkpoint on every store; write table.md, results.csv, results.json and figures."""
+    """Evaluate every checkpoint on every store; write table.md, results.csv, results.json and figures.
+    ``storage_options``: fsspec options used for each store that is a remote URL."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -163,7 +165,14 @@ def evaluate_checkpoints(
             kind = f"ensemble of {len(model.members)} {kind}"
         method = names[i] if names else f"{kind} [{Path(ckpt).parent.name}/{Path(ckpt).name}]"
         for split, url in stores.items():
-            pred = predict_store(model, url, batch_size=batch_size, device=device, max_samples=max_samples)
+            pred = predict_store(
+                model,
+                url,
+                batch_size=batch_size,
+                device=device,
+                max_samples=max_samples,
+                storage_options=remote_options(url, storage_options),
+            )
             result, strata = score(pred)
             row = table1_row(result, method, split)
             row["checkpoint"] = str(ckpt)

@@ -254,10 +254,12 @@ def score_measured(
     library_neighbours: bool = True,
     memory: bool = True,
     memory_cell_scan: float = DEFAULT_MEMORY_CELL_SCAN,
+    storage_options: dict | None = None,
 ) -> tuple[list[MeasuredScore], list[tuple[str, str]]]:
     """Predict every labelled file; returns the per-file scores and the files that failed (file, reason).
 
-    With ``library`` (a bank store URL) each file is also searched against that library; a file the model
+    With ``library`` (a bank store URL; ``storage_options``: fsspec options used where it is remote) each file is
+    also searched against that library; a file the model
     predicts but the library search cannot use keeps its model score, counts as a miss for the library and
     carries the reason as a warning. ``prior_weight``: the model's ranking hedged towards the training label
     prior (:func:`~xrdmodels.predict.predict_one`). ``library_cell_scan``, ``library_refine_axes``: the library
@@ -283,6 +285,7 @@ def score_measured(
         library_neighbours=library_neighbours,
         memory=memory,
         memory_cell_scan=memory_cell_scan,
+        storage_options=storage_options,
     )
     labelled, failures = read_labelled(labels_csv, sets=sets, limit=limit)
     scores = []

@@ -18,6 +18,7 @@ from .config import (
     DEFAULT_MEMORY_CELL_SCAN,
     DEFAULT_PRIOR_WEIGHT,
     N_SPACE_GROUPS,
+    remote_options,
 )
 from .evaluate import load_model, set_scores
 from .library_search import LibraryMatch, LibraryResult, SpectralLibrary, check_cell_scan
@@ -445,8 +446,10 @@ class Ranker:
         library_neighbours: bool = True,
         memory: bool = True,
         memory_cell_scan: float = DEFAULT_MEMORY_CELL_SCAN,
+        storage_options: dict | None = None,
     ) -> Ranker:
-        """Check the settings, then load the library (a bank store URL), the checkpoint (or ensemble manifest),
+        """Check the settings, then load the library (a bank store URL; ``storage_options``: fsspec options used
+        where it is remote), the checkpoint (or ensemble manifest),
         its training ranges, label prior and, when ``memory``, its memory (:func:`memory_search`), and the
         library's neighbour search in the model's eyes when ``library_neighbours`` (:func:`neighbour_search`).
 
@@ -457,7 +460,11 @@ class Ranker:
         """
         check_prior_weight(prior_weight)
         check_cell_scan(library_cell_scan)
-        spectral_library = SpectralLibrary.open(library) if library is not None else None
+        spectral_library = (
+            SpectralLibrary.open(library, remote_options(library, storage_options))
+            if library is not None
+            else None
+        )
         model, state = load_model(checkpoint)
         training = training_ranges(state, checkpoint)
         label_prior(state, checkpoint)
@@ -680,13 +687,15 @@ def predict_files(
     library_neighbours: bool = True,
     memory: bool = True,
     memory_cell_scan: float = DEFAULT_MEMORY_CELL_SCAN,
+    storage_options: dict | None = None,
 ) -> tuple[list[Prediction], list[tuple[str, str]], list[str]]:
     """Predict every file; a file that cannot be read or converted, or holds no measurable signal
     (:class:`~xrdmodels.measured.MeasuredSignalError`), is reported in `failures` and the rest go on. Returns
     the predictions, the failures (file, error) and the files of named folders left out as not patterns by
     content or extension (:func:`collect_files`).
 
-    With ``library`` (a bank store URL) each predicted file is also searched against that library
+    With ``library`` (a bank store URL; ``storage_options``: fsspec options used where it is remote) each
+    predicted file is also searched against that library
     (:mod:`xrdmodels.library_search`), top ``top_k`` groups, in ``Prediction.library``, and the model and the
     library are ranked together (:mod:`xrdmodels.combined`), top ``top_k``, in ``Prediction.combined``; when the
     search cannot use a file the model predicted, the reason is added to that prediction's warnings. With
@@ -724,6 +733,7 @@ def predict_files(
         library_neighbours=library_neighbours,
         memory=memory,
         memory_cell_scan=memory_cell_scan,
+        storage_options=storage_options,
     )
     predictions: list[Prediction] = []
     failures: list[tuple[str, str]] = []

@@ -40,7 +40,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
-from .config import CU_KA_ANGSTROM, ModelConfig, TrainConfig, is_local_url
+from .config import CU_KA_ANGSTROM, ModelConfig, TrainConfig, remote_options
 from .data import MixtureStore, ShardStream, to_batch
 from .distributed import Runtime, any_rank, broadcast, mean_over_ranks, setup_runtime
 from .loss import model_loss
@@ -215,8 +215,7 @@ def training_memory(
         wavelength_angstrom,
     )
     try:
-        options = None if is_local_url(bank) else store.storage_options
-        references, entry = bank_memory(bank, "train", grid, options)
+        references, entry = bank_memory(bank, "train", grid, remote_options(bank, store.storage_options))
     except ValueError as exc:
         raise ValueError(f"phase_memory: the bank of {store.url}: {exc}; {fix}") from None
     log.info("phase memory: %d training phases of %s in every checkpoint", len(references), references.source)

@@ -512,12 +512,13 @@ def mixtures_generate(
 
 @mixtures.command("inspect")
 @click.argument("store_url", metavar="STORE")
-def mixtures_inspect(store_url: str) -> None:
-    """Counts, K* and space-group histograms and the parameter ranges seen in STORE."""
+@_storage_option("a remote STORE URL (s3://...)")
+def mixtures_inspect(store_url: str, storage_option: tuple[str, ...]) -> None:
+    """Counts, K* and space-group histograms and the parameter ranges seen in STORE (a path or fsspec URL)."""
     from .inspect_store import describe_store
 
     try:
-        click.echo(describe_store(store_url), nl=False)
+        click.echo(describe_store(store_url, _storage_options(storage_option)), nl=False)
     except ValueError as exc:
         _fail(str(exc))
 
@@ -535,12 +536,18 @@ def mixtures_inspect(store_url: str) -> None:
     metavar="BANK",
     help="Bank for the phases' sticks (default: the one the store names).",
 )
-def mixtures_plot(store_url: str, index: int, png: str | None, bank_url: str | None) -> None:
-    """Draw sample I: the pattern, its measurement window and each phase's sticks with space group and weight."""
+@_storage_option("each of STORE and the bank that is a remote URL (s3://...)")
+def mixtures_plot(
+    store_url: str, index: int, png: str | None, bank_url: str | None, storage_option: tuple[str, ...]
+) -> None:
+    """Draw sample I of STORE (a path or fsspec URL): the pattern, its measurement window and each phase's sticks
+    with space group and weight."""
     from .inspect_store import plot_sample
 
     try:
-        path = plot_sample(store_url, index, png or f"mixture-{index}.png", bank_url)
+        path = plot_sample(
+            store_url, index, png or f"mixture-{index}.png", bank_url, _storage_options(storage_option)
+        )
     except ValueError as exc:
         _fail(str(exc))
     click.echo(f"wrote {path}")

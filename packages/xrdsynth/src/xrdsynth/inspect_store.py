@@ -10,9 +10,24 @@ import zarr
 from .store import MIXTURE_FORMAT, MIXTURE_FORMAT_VERSION, completed_shards
 
 
-def open_store(url: str) -> zarr.Group:
+def remote_options(url: str, storage_options: dict | None) -> dict | None:
+    """``storage_options`` where ``url`` is a remote fsspec URL, None for a local path: one set of options serves
+    a command's store and bank wherever each of them lives."""
+    from .generate import local_path
+
+    return (storage_options or None) if local_path(url) is None else None
+
+
+def open_store(url: str, storage_options: dict | None = None) -> zarr.Group:
+    """The root group of the complete-enough mixture store at ``url`` (a path or fsspec URL; ``storage_options``:
+    fsspec options used only where it is remote).
+
+    Raises:
+        ValueError: nothing readable there, not a mixture store, another format version, or an interrupted
+            creation.
+    """
     try:
-        root = zarr.open_group(url, mode="r")
+        root = zarr.open_group(url, mode="r", storage_options=remote_options(url, storage_options))
     except Exception as exc:  # noqa: BLE001
         raise ValueError(f"no mixture store at {url} ({exc})") from exc
     if root.attrs.get("format") != MIXTURE_FORMAT:
@@ -37,9 +52,9 @@ def _written_rows(root: zarr.Group) -> np.ndarray:
     return np.repeat(completed_shards(root), a["shard_size"])[: a["n_samples"]]
 
 
-def describe_store(url: str) -> str:
+def describe_store(url: str, storage_options: dict | None = None) -> str:
     """Counts, K* and space-group histograms, and the min/mean/max of every sampled parameter."""
-    root = open_store(url)
+    root = open_store(url, storage_options)
     try:
         return _describe(url, root)
     except (KeyError, FileNotFoundError) as exc:
@@ -86,14 +101,17 @@ def _describe(url: str, root: zarr.Group) -> str:
     return out.getvalue()
 
 
-def plot_sample(url: str, index: int, png: str, bank_url: str | None = None) -> str:
-    """PNG of one sample: its pattern, the measurement window, and each phase's sticks in its own colour."""
+def plot_sample(
+    url: str, index: int, png: str, bank_url: str | None = None, storage_options: dict | None = None
+) -> str:
+    """PNG of one sample: its pattern, the measurement window, and each phase's sticks in its own colour.
+    ``storage_options`` apply to each of the store and the bank that is a remote URL."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    root = open_store(url)
+    root = open_store(url, storage_options)
     a = root.attrs
     n = a["n_samples"]
     if not 0 <= index < n:
@@ -118,7 +136,8 @@ def plot_sample(url: str, index: int, png: str, bank_url: str | None = None) -> 
     try:
         from .bank import Bank
 
-        bank = Bank.open(bank_url or a["bank_url"])
+        bank_url = bank_url or a["bank_url"]
+        bank = Bank.open(bank_url, remote_options(bank_url, storage_options))
         if bank.fingerprint != a["bank_fingerprint"]:
             bank = None
     except Exception:  # noqa: BLE001 - sticks are optional; the plot says when they are missing
