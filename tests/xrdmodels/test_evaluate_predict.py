@@ -429,20 +429,33 @@ def test_evaluate_predict_and_score_measured_rank_by_the_same_rule(tmp_path, mon
     ckpt.write_bytes(b"not read: load_model is replaced")
     pattern = _write_xy(tmp_path / "sample.xy", _peaks())
 
-    predicted = CliRunner().invoke(
-        main, ["predict", str(ckpt), str(pattern), "--wavelength", "CuKa", "--json", "--top", "230"]
-    )
-    assert predicted.exit_code == 0, predicted.output
-    prediction = json.loads(predicted.stdout)["predictions"][0]
+    def predict(*extra: str) -> dict:
+        base = ["predict", str(ckpt), str(pattern), "--wavelength", "CuKa", "--json", "--top", "230"]
+        predicted = CliRunner().invoke(main, [*base, *extra])
+        assert predicted.exit_code == 0, predicted.output
+        return json.loads(predicted.stdout)["predictions"][0]
+
+    # The paper's read-out (--threshold validation): the slot-union ranking, the set at the validation gate.
+    prediction = predict("--threshold", "validation")
     ranked = [r["spacegroup"] for r in prediction["ranked"]]
     assert ranked[:4] == [11, 31, 51, 21]  # space group = class index + 1
     assert prediction["predicted_set"] == [11]  # gate 0.5: only slot 0; the top of the ranking
     assert prediction["set_rule"] == "threshold" and prediction["threshold"] == 0.5  # slots keep their gate
+    assert [s["slot"] for s in prediction["slots"]] == [0]
     assert [r["score"] for r in prediction["ranked"]] == sorted(
         (r["score"] for r in prediction["ranked"]), reverse=True
     )
     # The largest slot probability would have ranked space group 31 first.
     assert max(prediction["ranked"], key=lambda r: r["probability"])["spacegroup"] == 31
+
+    # By default the ranking is the same and the set's size is the expected-F1 size under the chance that some
+    # slot holds each group, 1 - prod_k (1 - pi_kc): 31 0.45, 11 0.31, 21 0.29, 51 0.001; 2·sum(top k)/(k + 1.051)
+    # is 0.439, 0.498, 0.518, 0.416 for k = 1..4, so the top three of the ranking.
+    default = predict()
+    assert [r["spacegroup"] for r in default["ranked"]] == ranked
+    assert default["set_rule"] == "expected-f1" and default["threshold"] is None
+    assert default["predicted_set"] == [11, 31, 51]
+    assert [s["slot"] for s in default["slots"]] == [0, 1, 2]  # the slots whose vote is in the set
 
     labels = tmp_path / "labels.csv"
     labels.write_text(
@@ -874,6 +887,13 @@ def test_cli_messages_name_the_cli_options(tmp_path) -> None:
         main, ["predict", str(ckpt), str(pattern), "--wavelength", "CuKa", "--threshold", "-1"]
     )
     assert negative.exit_code != 0 and "--threshold" in negative.output
+    for text in ("nan", "gate"):
+        refused = runner.invoke(main, ["predict", str(ckpt), str(pattern), "--threshold", text])
+        assert (
+            refused.exit_code != 0
+            and f"--threshold {text!r}" in refused.output
+            and "validation" in refused.output
+        )
 
     option = next(p for p in main.commands["predict"].params if p.name == "max_file_mb")
     assert option.default * 2**20 == DEFAULT_MAX_PATTERN_BYTES

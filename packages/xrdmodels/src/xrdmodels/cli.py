@@ -61,6 +61,21 @@ def _storage_options(pairs: tuple[str, ...]) -> dict | None:
     return opts
 
 
+def _threshold(text: str | None) -> float | str | None:
+    """--threshold: a number >= 0, or "validation" (the checkpoint's validation threshold or gate)."""
+    if text is None or text.strip().lower() == "validation":
+        return None if text is None else "validation"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        _fail(
+            f"--threshold {text!r}: give a number >= 0, or 'validation' for the checkpoint's validation one"
+        )
+    return value
+
+
 def _naming(file: str, error: str) -> str:
     """A per-file error with its file named once (readers' messages already start with it)."""
     return error if error.startswith(file) else f"{file}: {error}"
@@ -400,12 +415,14 @@ _memory_cell_scan_option = click.option(
 )
 @click.option(
     "--threshold",
-    type=float,
     default=None,
+    metavar="NUMBER|validation",
+    callback=lambda ctx, param, value: _threshold(value),
     help="Presence threshold or slot gate: as many groups as the model scores >= it form the predicted set, "
-    "taken from the top of the ranking. Default: for presence models, the size of highest expected F1 under the "
-    "model's probabilities (xrdmodels.metrics.expected_f1_set_size); for phase-cluster models, the gate chosen "
-    "on validation.",
+    "taken from the top of the ranking; 'validation' takes the one the checkpoint chose on validation (the "
+    "paper's operating point, A.1.7). Default: the size of highest expected F1 under the model's probabilities "
+    "(xrdmodels.metrics.expected_f1_set_size; for a phase-cluster model, the chance that some slot holds each "
+    "group).",
 )
 @_prior_weight_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
@@ -468,9 +485,9 @@ def predict_cmd(
     (docs/formats.md). Groups are ranked by the model's set score (docs/paper-protocol.md), with a checkpoint's
     memory of its training phases (`xrdmodels add-memory`) also by how surely the training phase it sees nearest
     the pattern names each group, and that phase is shown (--no-memory: the network alone). The predicted set is
-    the top of that ranking: as many groups as give the highest expected F1 under a presence model's
-    probabilities, as many as score >= a phase-cluster model's validation gate, or, with --threshold, as many as
-    score >= it. With --library, a search of the bank's phases ranks its space
+    the top of that ranking: as many groups as give the highest expected F1 under the model's probabilities, or,
+    with --threshold, as many as score >= it (--threshold validation: the paper's read-out at the checkpoint's
+    validation threshold or gate). With --library, a search of the bank's phases ranks its space
     groups beside the model's (xrdmodels.library_search), and a third ranking combines the two
     (xrdmodels.combined). CHECKPOINT may be an ensemble manifest (.json, written by `xrdmodels ensemble`): the
     members' probabilities are averaged.

@@ -33,7 +33,7 @@ from .measured import (
     to_model_grid,
 )
 from .measured.grid import A1, TrainingRanges
-from .metrics import expected_f1_set_size, predicted_set, rank_classes
+from .metrics import expected_f1_set_size, predicted_set, rank_classes, slot_presence_probability
 from .neighbours import MEMORY_KEY, NeighbourSearch, ReferencePhases, neighbour_probability
 from .spacegroups import crystal_system, symbol
 
@@ -81,8 +81,8 @@ class Prediction:
     predicted_set: list[int]
     window_deg: tuple[float, float]
     wavelength_angstrom: float
-    #: The operating point behind ``predicted_set`` where ``set_rule`` is "threshold" (the checkpoint's validation
-    #: threshold or gate, or the one asked for); None where the expected-F1 rule chose the set.
+    #: The operating point behind ``predicted_set`` where ``set_rule`` is "threshold" (the one asked for, or the
+    #: checkpoint's validation threshold or gate); None where the expected-F1 rule chose the set.
     threshold: float | None
     #: Weight of the training label prior in the ranking (0: the model's set scores alone, the paper's ranking).
     prior_weight: float
@@ -96,7 +96,7 @@ class Prediction:
     network_ranked: list[int] | None = None
     #: The PNG written for this file with ``plot_dir`` (``<stem>.png``, ``<stem>-2.png`` ... where stems repeat).
     plot: str | None = None
-    #: How ``predicted_set``'s size was chosen: "expected-f1" (presence models by default,
+    #: How ``predicted_set``'s size was chosen: "expected-f1" (the default,
     #: :func:`~xrdmodels.metrics.expected_f1_set_size`) or "threshold" (as many groups as score >= ``threshold``).
     set_rule: str = "threshold"
 
@@ -219,6 +219,10 @@ def check_prior_weight(prior_weight: float) -> None:
         )
 
 
+#: ``threshold`` (``--threshold``) that asks for the checkpoint's validation operating point (:func:`operating_point`).
+VALIDATION_THRESHOLD = "validation"
+
+
 def operating_point(state: dict[str, Any], model_head: str) -> float:
     """Threshold (presence) or gate (phase clustering) chosen on validation during training, else 0.5."""
     val = state.get("val_metrics") or {}
@@ -234,7 +238,7 @@ def predict_one(
     *,
     wavelength_angstrom: float | None,
     top_k: int = 10,
-    threshold: float | None = None,
+    threshold: float | str | None = None,
     training: TrainingRanges | None = None,
     prior_weight: float = DEFAULT_PRIOR_WEIGHT,
     memory: NeighbourSearch | None = None,
@@ -251,13 +255,16 @@ def predict_one(
     the ranking key is the noisy-OR 1 - (1 - p_g)(1 - n_g) of p_g = probability + w·h_g and the memory's
     calibrated probability n_g (:func:`~xrdmodels.neighbours.neighbour_probability`), p_g where it passes 1, as
     the combined ranking does with a library (:mod:`xrdmodels.combined`). The predicted set is the top of the
-    ranking. Its size: with ``threshold``, and for phase-cluster models without it (their validation gate), as
-    many groups as score >= the threshold; else (presence models) the size of highest expected F1 under the
-    unhedged probabilities 1 - (1 - probability)(1 - n_g), whatever the prior's weight
+    ranking. Its size: with ``threshold`` (a number, or "validation": the checkpoint's validation threshold or
+    gate, the paper's operating point), as many groups as score >= the threshold; else the size of highest
+    expected F1 under the unhedged probabilities 1 - (1 - q_g)(1 - n_g), whatever the prior's weight, q_g the
+    presence probability, or for a phase-cluster model the chance that some slot holds the group
+    (:func:`~xrdmodels.metrics.slot_presence_probability`)
     (:func:`~xrdmodels.metrics.expected_f1_set_size`): the checkpoint's threshold, the best micro-F1 on synthetic
     validation mixtures, gives a single-phase RRUFF mineral a set of 3 groups (median; F1 0.42), the expected-F1
-    size a set of 2 (median; one group for 35% of them, F1 0.52; docs/benchmarks.md, "The predicted set of a
-    measured pattern"). Warnings compare the pattern with ``training`` (default: :func:`training_ranges` of
+    size a set of 2 (median; one group for 35% of them, F1 0.52); for a phase-cluster model, the validation gate
+    gives RRUFF F1 0.24, the expected-F1 size 0.33 (docs/benchmarks.md, "The predicted set of a measured
+    pattern"). Warnings compare the pattern with ``training`` (default: :func:`training_ranges` of
     ``state``).
 
     Raises:
@@ -278,23 +285,16 @@ def predict_one(
     mask = torch.zeros(1, n_bins, dtype=torch.bool)
     mask[0, gridded.window_bins[0] : gridded.window_bins[1]] = True
     out = model(x, mask)
-    scores = set_scores(out)[0]
-    op = threshold if threshold is not None else operating_point(state, model.config.head)
     check_prior_weight(prior_weight)
-    probability = scores
-    slots = None
+    if threshold == VALIDATION_THRESHOLD:
+        threshold = operating_point(state, model.config.head)
+    scores = set_scores(out)[0]
+    probability = scores  # a presence model's probability that each group is present
+    slot_probs = None
     if out.slot_logits is not None:
         slot_probs = torch.softmax(out.slot_logits[0].float(), dim=-1).numpy().astype(np.float64)
         probability = slot_probs[:, :N_SPACE_GROUPS].max(axis=0)
-        gates = 1.0 - slot_probs[:, N_SPACE_GROUPS]
-        active = predicted_set(gates, op)
-        slots = []
-        for k in np.argsort(-gates, kind="stable"):
-            c = int(slot_probs[k, :N_SPACE_GROUPS].argmax())
-            if active[k]:
-                slots.append(
-                    ActiveSlot(int(k), float(gates[k]), c + 1, symbol(c + 1), float(slot_probs[k, c]))
-                )
+    present = probability if slot_probs is None else slot_presence_probability(slot_probs[None])[0]
     prior = label_prior(state)
     weight = prior_weight if prior is not None else 0.0
     key = scores + weight * prior_hedge(probability, prior) if weight > 0 else scores
@@ -308,15 +308,27 @@ def predict_one(
         key = noisy_or(hedged_probability(probability, prior, weight), remembered)
     order = rank_classes(key[None])[0]
     # The size of the set comes from the model, which groups from the ranking: the predicted set is always the
-    # top of the ranking (with a threshold and w = 0, exactly metrics.predicted_set at op). The size is the same
-    # whatever the hedge's weight: it reads the model's probabilities in their own descending order.
-    if threshold is None and slots is None:
+    # top of the ranking (with a threshold and w = 0, exactly metrics.predicted_set at the threshold). The size is
+    # the same whatever the hedge's weight: it reads the model's probabilities in their own descending order.
+    if threshold is None:
         set_rule = "expected-f1"
-        n_present = expected_f1_set_size(np.sort(noisy_or(probability, remembered))[::-1])
+        n_present = expected_f1_set_size(np.sort(noisy_or(present, remembered))[::-1])
     else:
         set_rule = "threshold"
-        n_present = int(predicted_set(scores, op).sum())
+        n_present = int(predicted_set(scores, threshold).sum())
     predicted = sorted(int(c) + 1 for c in order[:n_present])
+    slots = None
+    if slot_probs is not None:
+        # The slots behind the set: those whose vote is in it (with a threshold, exactly those whose gate reaches
+        # it: the slot union).
+        gates = 1.0 - slot_probs[:, N_SPACE_GROUPS]
+        slots = []
+        for k in np.argsort(-gates, kind="stable"):
+            c = int(slot_probs[k, :N_SPACE_GROUPS].argmax())
+            if (gates[k] >= threshold) if threshold is not None else (c + 1 in predicted):
+                slots.append(
+                    ActiveSlot(int(k), float(gates[k]), c + 1, symbol(c + 1), float(slot_probs[k, c]))
+                )
     ranked = [
         RankedGroup(
             int(c) + 1,
@@ -346,7 +358,7 @@ def predict_one(
         predicted,
         window,
         float(used),
-        op if set_rule == "threshold" else None,
+        threshold,
         weight,
         warnings,
         set_rule=set_rule,
@@ -491,7 +503,7 @@ class Ranker:
         wavelength_angstrom: float | None,
         *,
         top_k: int = N_SPACE_GROUPS,
-        threshold: float | None = None,
+        threshold: float | str | None = None,
     ) -> tuple[Prediction, GriddedPattern]:
         """The model's ranking of one pattern (:func:`predict_one`, with this ranker's memory and hedge)."""
         return predict_one(
@@ -676,7 +688,7 @@ def predict_files(
     *,
     wavelength_angstrom: float | None = None,
     top_k: int = 10,
-    threshold: float | None = None,
+    threshold: float | str | None = None,
     plot_dir: str | None = None,
     file_format: str | None = None,
     max_bytes: int = DEFAULT_MAX_PATTERN_BYTES,
@@ -715,9 +727,14 @@ def predict_files(
             or label prior or phase memory in the checkpoint), before any file. A library not on the model's grid has no
             neighbour search, which each combined prediction's warnings say.
     """
-    if threshold is not None and not threshold >= 0:
+    if (
+        threshold is not None
+        and threshold != VALIDATION_THRESHOLD
+        and not (isinstance(threshold, (int, float)) and threshold >= 0)
+    ):
         raise ValueError(
-            f"threshold {threshold} must be >= 0 (--threshold on the command line, threshold= in Python)"
+            f"threshold {threshold!r} must be a number >= 0 or {VALIDATION_THRESHOLD!r} (the checkpoint's "
+            "validation threshold or gate; --threshold on the command line, threshold= in Python)"
         )
     if file_format is not None and normalise_format(file_format) is None:
         raise ValueError(
