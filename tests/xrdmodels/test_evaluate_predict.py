@@ -32,7 +32,7 @@ from xrdmodels.measured_eval import (
 from xrdmodels.metrics import gate_sweep, threshold_sweep
 from xrdmodels.models.heads import slot_gates, slot_noisy_or_probs
 from xrdmodels.models.model import ModelOutput, SpaceGroupModel
-from xrdmodels.predict import prior_hedge
+from xrdmodels.predict import check_threshold, predict_files, prior_hedge
 from xrdmodels.spacegroups import crystal_system
 
 REPO = Path(__file__).resolve().parents[2]
@@ -448,14 +448,25 @@ def test_evaluate_predict_and_score_measured_rank_by_the_same_rule(tmp_path, mon
     # The largest slot probability would have ranked space group 31 first.
     assert max(prediction["ranked"], key=lambda r: r["probability"])["spacegroup"] == 31
 
-    # By default the ranking is the same and the set's size is the expected-F1 size under the chance that some
-    # slot holds each group, 1 - prod_k (1 - pi_kc): 31 0.45, 11 0.31, 21 0.29, 51 0.001; 2·sum(top k)/(k + 1.051)
-    # is 0.439, 0.498, 0.518, 0.416 for k = 1..4, so the top three of the ranking.
+    # By default the ranking is the same and the set's size is the expected-F1 size along it, under the chance
+    # that some slot holds each group, 1 - prod_k (1 - pi_kc): 11 0.31, 31 0.45, 51 0.001, 21 0.29 in ranking
+    # order, so 2·sum(first k)/(k + 1.051) is 0.302, 0.498, 0.376, 0.416 for k = 1..4: the top two.
     default = predict()
     assert [r["spacegroup"] for r in default["ranked"]] == ranked
     assert default["set_rule"] == "expected-f1" and default["threshold"] is None
-    assert default["predicted_set"] == [11, 31, 51]
-    assert [s["slot"] for s in default["slots"]] == [0, 1, 2]  # the slots whose vote is in the set
+    assert default["predicted_set"] == [11, 31]
+    assert [s["slot"] for s in default["slots"]] == [0, 1]  # each set member's strongest voter
+    assert not any("validation" in w for w in default["warnings"] + prediction["warnings"])
+    # A checkpoint without a validation gate: --threshold validation falls back to 0.5 and says so.
+    monkeypatch.setattr(
+        predict_module,
+        "load_model",
+        lambda checkpoint, device="cpu": (FixedSlotModel().eval(), {**_fixed_state(), "val_metrics": {}}),
+    )
+    fallback = predict("--threshold", "validation")
+    assert fallback["threshold"] == 0.5
+    assert any("records no validation best_gate" in w for w in fallback["warnings"])
+    monkeypatch.setattr(predict_module, "load_model", fixed)
 
     labels = tmp_path / "labels.csv"
     labels.write_text(
@@ -750,8 +761,6 @@ def _check_degenerate_outcome(
 def test_degenerate_patterns_are_reported_and_not_predicted(tmp_path) -> None:
     from dataclasses import asdict
 
-    from xrdmodels.predict import predict_files
-
     ckpt = make_checkpoint(tmp_path / "m.pt", head="presence")
     folder = tmp_path / "patterns"
     expected = _degenerate_folder(folder)
@@ -894,6 +903,10 @@ def test_cli_messages_name_the_cli_options(tmp_path) -> None:
             and f"--threshold {text!r}" in refused.output
             and "validation" in refused.output
         )
+    for value in (True, "0.3", -0.1, float("inf")):  # the Python API says what it takes too
+        with pytest.raises(ValueError, match="must be a number >= 0 or 'validation'"):
+            predict_files(str(ckpt), [str(pattern)], wavelength_angstrom=1.54184, threshold=value)
+    assert check_threshold(np.float32(0.25)) == 0.25 and check_threshold("validation") == "validation"
 
     option = next(p for p in main.commands["predict"].params if p.name == "max_file_mb")
     assert option.default * 2**20 == DEFAULT_MAX_PATTERN_BYTES

@@ -1014,7 +1014,9 @@ def test_remote_banks_and_stores_are_read_with_storage_options(tmp_path, bank, s
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), f"a credential was written to {path}"
-    unreadable = CliRunner().invoke(
-        main, ["add-memory", str(ckpt), remote_bank, str(tmp_path / "x.pt"), "--storage-option", "key"]
-    )
-    assert unreadable.exit_code != 0 and "must look like KEY=VALUE" in unreadable.output
+    for pair in ("s3cr3t-bare", "=s3cr3t-bare"):  # a mistyped pair may be a secret: refused, not echoed
+        unreadable = CliRunner().invoke(
+            main, ["add-memory", str(ckpt), remote_bank, str(tmp_path / "x.pt"), "--storage-option", pair]
+        )
+        assert unreadable.exit_code != 0 and "must look like KEY=VALUE" in unreadable.output
+        assert "s3cr3t-bare" not in unreadable.output

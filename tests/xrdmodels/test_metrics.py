@@ -498,22 +498,3 @@ def test_expected_f1_set_size_against_enumeration() -> None:
     for bad in ([], [0.5, 1.5], [[0.5]]):
         with pytest.raises(ValueError, match="non-empty 1-d array of values in"):
             M.expected_f1_set_size(np.array(bad))
-
-
-def test_slot_presence_probability_is_the_chance_that_some_slot_holds_the_class() -> None:
-    """Against a brute-force enumeration of every assignment of the slots to classes (NONE included): the
-    probability that at least one slot takes class c, slots independent; one slot gives its own probabilities."""
-    import itertools
-
-    rng = np.random.default_rng(4)
-    slot_probs = rng.dirichlet(np.full(5, 0.7), size=(2, 3))  # 2 samples, 3 slots, 4 classes + NONE
-    expected = np.zeros((2, 4))
-    for n in range(2):
-        for assignment in itertools.product(range(5), repeat=3):
-            chance = np.prod([slot_probs[n, k, c] for k, c in enumerate(assignment)])
-            for c in set(assignment) - {4}:
-                expected[n, c] += chance
-    np.testing.assert_allclose(M.slot_presence_probability(slot_probs), expected, rtol=1e-12)
-    np.testing.assert_allclose(
-        M.slot_presence_probability(slot_probs[:, :1]), slot_probs[:, 0, :4], rtol=1e-12
-    )

@@ -403,7 +403,12 @@ def test_a_bank_on_s3_is_built_read_and_drawn_from(bank: Bank, s3_endpoint: str,
 
 
 def test_storage_option_values_keep_their_kind() -> None:
-    """s3fs reads the string "false" as true: booleans reach fsspec as such, the rest (a numeric key too) as text."""
+    """s3fs reads the string "false" as true: booleans reach fsspec as such, the rest (a numeric key too) as text;
+    xrdmodels' copy of the parser (it may not import xrdsynth) reads every pair alike; a malformed pair is refused
+    without being echoed."""
+    import click
+
+    from xrdmodels.cli import _storage_options as xrdmodels_storage_options
     from xrdsynth.cli import _storage_options
 
     pairs = ("anon=false", "use_ssl=TRUE", "key=12345", "secret=k=v", "endpoint_url=http://h:9")
@@ -414,6 +419,12 @@ def test_storage_option_values_keep_their_kind() -> None:
         "secret": "k=v",
         "client_kwargs": {"endpoint_url": "http://h:9"},
     }
+    assert xrdmodels_storage_options(pairs) == _storage_options(pairs)
+    for parse in (_storage_options, xrdmodels_storage_options):
+        for bad in ("s3cr3t", "=s3cr3t"):
+            with pytest.raises(click.ClickException) as info:
+                parse((bad,))
+            assert "KEY=VALUE" in info.value.message and "s3cr3t" not in info.value.message
 
 
 def test_a_shard_job_shows_no_credentials() -> None:

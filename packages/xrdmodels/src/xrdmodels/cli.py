@@ -50,8 +50,10 @@ def _storage_options(pairs: tuple[str, ...]) -> dict | None:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
+            # Not echoed: a mistyped pair may be a bare secret.
             _fail(
-                f"--storage-option {pair!r} must look like KEY=VALUE (e.g. endpoint_url=http://127.0.0.1:9000)"
+                f"a --storage-option ({'no KEY before =' if sep else 'no ='}) must look like KEY=VALUE (e.g. "
+                "endpoint_url=http://127.0.0.1:9000)"
             )
         if key == "endpoint_url":
             opts.setdefault("client_kwargs", {})["endpoint_url"] = value

@@ -19,8 +19,9 @@ Every model is read out through one per-class set score ``s_hat`` (the presence 
 top-K metrics, ``xrdmodels predict`` and ``xrdmodels score-measured`` is ``s_hat`` in descending order
 (:func:`rank_classes`). Because both come from the same score, the top ``|predicted set|`` classes of the
 ranking are the predicted set at every threshold. For one measured pattern, ``xrdmodels predict`` takes the set
-size from :func:`expected_f1_set_size` instead of ``tau``, applied to a phase-cluster model's
-:func:`slot_presence_probability` (not in the paper; Table 1 keeps ``tau``, and so does ``predict --threshold``).
+size from :func:`expected_f1_set_size` instead of ``tau``, read along the ranking with the model's presence
+probabilities (for a phase-cluster model, its noisy-or ``set_probs``; not in the paper; Table 1 keeps ``tau``, and
+so does ``predict --threshold``).
 
 * Presence models (A.1.7): ``s_hat_c = p_c``; ``tau`` runs over a uniform grid of 101 values in [0, 1] and the
   reported operating point is the ``tau`` maximising micro-F1 on the evaluated split.
@@ -161,7 +162,8 @@ def predicted_set(scores: np.ndarray, threshold: float) -> np.ndarray:
 def expected_f1_set_size(probability: np.ndarray) -> int:
     """How many groups from the top of a ranking form the set of highest expected F1 for one pattern.
 
-    ``probability``: (G,) each group's probability of being present, in the ranking's order. Taking the groups
+    ``probability``: (G,) each group's probability of being present, in the ranking's order (for a presence model
+    ranked by them alone, descending). Taking the groups
     as independent, the expected F1 of the top k is to first order 2·Σ_{i<=k} q_i / (k + Σ_j q_j), the plug-in
     of the decision-theoretic approach to F-measures (Lewis 1995; Ye, Chai, Lee & Chieu, ICML 2012): no
     threshold, the size follows from the probabilities themselves. Returns the smallest k >= 1 that maximises
@@ -405,24 +407,6 @@ def slot_set_scores(
     votes = slot_union_gate_scores(slot_probs, gates, sg_confidence_threshold)
     best_slot_prob = _as_slot_probs(slot_probs)[:, :, :-1].max(axis=1)
     return np.where(np.isfinite(votes), votes, best_slot_prob - 1.0)
-
-
-def slot_presence_probability(slot_probs: np.ndarray) -> np.ndarray:
-    """Each class's probability of being present under a phase-cluster model: 1 - prod_k (1 - pi_{k,c}), the
-    chance that at least one slot holds it when the slots are taken as independent (``pi_{k,c}`` already carries
-    the slot's gate: the C space-group probabilities of a slot sum to ``g_k``). Unlike :func:`slot_set_scores`
-    it counts every slot's belief, not only each slot's vote, and reads as the presence probability of a presence
-    model, so :func:`expected_f1_set_size` can size a set from it (not in the paper; docs/benchmarks.md, "The
-    predicted set of a measured pattern").
-
-    Args:
-        slot_probs: (N, K, C + 1) slot softmax probabilities, NONE last (A.1.4).
-
-    Returns:
-        (N, C) float array in [0, 1].
-    """
-    probs = _as_slot_probs(slot_probs)[:, :, :-1]
-    return 1.0 - np.prod(1.0 - np.clip(probs, 0.0, 1.0), axis=1)
 
 
 def slot_union_predict(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, replace
 from itertools import zip_longest
 from pathlib import Path
@@ -33,7 +35,7 @@ from .measured import (
     to_model_grid,
 )
 from .measured.grid import A1, TrainingRanges
-from .metrics import expected_f1_set_size, predicted_set, rank_classes, slot_presence_probability
+from .metrics import expected_f1_set_size, predicted_set, rank_classes
 from .neighbours import MEMORY_KEY, NeighbourSearch, ReferencePhases, neighbour_probability
 from .spacegroups import crystal_system, symbol
 
@@ -223,11 +225,40 @@ def check_prior_weight(prior_weight: float) -> None:
 VALIDATION_THRESHOLD = "validation"
 
 
+def _operating_key(model_head: str) -> str:
+    return "best_gate" if model_head == "phase_cluster" else "best_threshold"
+
+
 def operating_point(state: dict[str, Any], model_head: str) -> float:
     """Threshold (presence) or gate (phase clustering) chosen on validation during training, else 0.5."""
-    val = state.get("val_metrics") or {}
-    key = "best_gate" if model_head == "phase_cluster" else "best_threshold"
-    return float(val.get(key, 0.5))
+    return float((state.get("val_metrics") or {}).get(_operating_key(model_head), 0.5))
+
+
+def validation_fallback(state: dict[str, Any], model_head: str) -> str | None:
+    """The warning for ``threshold="validation"`` on a checkpoint that records no validation operating point."""
+    key = _operating_key(model_head)
+    if key in (state.get("val_metrics") or {}):
+        return None
+    return (
+        f"the checkpoint records no validation {key} (val_metrics.{key}), so --threshold validation used 0.5; "
+        "give a number instead"
+    )
+
+
+def check_threshold(threshold: Any) -> float | str | None:
+    """``threshold`` as predict takes it: None, a finite number >= 0 (as a float), or "validation".
+
+    Raises:
+        ValueError: anything else, naming the value and what is accepted.
+    """
+    if threshold is None or (isinstance(threshold, str) and threshold == VALIDATION_THRESHOLD):
+        return threshold
+    if isinstance(threshold, numbers.Real) and not isinstance(threshold, bool) and 0 <= threshold < math.inf:
+        return float(threshold)
+    raise ValueError(
+        f"threshold {threshold!r} must be a number >= 0 or {VALIDATION_THRESHOLD!r} (the checkpoint's validation "
+        "threshold or gate; --threshold on the command line, threshold= in Python)"
+    )
 
 
 @torch.no_grad()
@@ -257,14 +288,13 @@ def predict_one(
     the combined ranking does with a library (:mod:`xrdmodels.combined`). The predicted set is the top of the
     ranking. Its size: with ``threshold`` (a number, or "validation": the checkpoint's validation threshold or
     gate, the paper's operating point), as many groups as score >= the threshold; else the size of highest
-    expected F1 under the unhedged probabilities 1 - (1 - q_g)(1 - n_g), whatever the prior's weight, q_g the
-    presence probability, or for a phase-cluster model the chance that some slot holds the group
-    (:func:`~xrdmodels.metrics.slot_presence_probability`)
-    (:func:`~xrdmodels.metrics.expected_f1_set_size`): the checkpoint's threshold, the best micro-F1 on synthetic
-    validation mixtures, gives a single-phase RRUFF mineral a set of 3 groups (median; F1 0.42), the expected-F1
-    size a set of 2 (median; one group for 35% of them, F1 0.52); for a phase-cluster model, the validation gate
-    gives RRUFF F1 0.24, the expected-F1 size 0.33 (docs/benchmarks.md, "The predicted set of a measured
-    pattern"). Warnings compare the pattern with ``training`` (default: :func:`training_ranges` of
+    expected F1 (:func:`~xrdmodels.metrics.expected_f1_set_size`) under 1 - (1 - q_g)(1 - n_g), read along the
+    ranking at w = 0 so that the prior's weight changes which groups but not how many; q_g the presence
+    probability, or for a phase-cluster model the chance that some slot holds the group (its noisy-or
+    ``set_probs``). The checkpoint's threshold, the best micro-F1 on synthetic validation mixtures, gives a
+    single-phase RRUFF mineral a set of 3 groups (median; F1 0.42), the expected-F1 size a set of 2 (median; one
+    group for 35% of them, F1 0.52); for a phase-cluster model, the validation gate gives RRUFF F1 0.24, the
+    expected-F1 size 0.35 (docs/benchmarks.md, "The predicted set of a measured pattern"). Warnings compare the pattern with ``training`` (default: :func:`training_ranges` of
     ``state``).
 
     Raises:
@@ -286,18 +316,26 @@ def predict_one(
     mask[0, gridded.window_bins[0] : gridded.window_bins[1]] = True
     out = model(x, mask)
     check_prior_weight(prior_weight)
+    threshold = check_threshold(threshold)
+    fallback = None
     if threshold == VALIDATION_THRESHOLD:
-        threshold = operating_point(state, model.config.head)
+        threshold, fallback = (
+            operating_point(state, model.config.head),
+            validation_fallback(state, model.config.head),
+        )
     scores = set_scores(out)[0]
-    probability = scores  # a presence model's probability that each group is present
+    # Each group's probability of being present: a presence model's output; a phase-cluster model's noisy-or of its
+    # slots, 1 - prod_k (1 - pi_kc) (models.heads.slot_noisy_or_probs), which sizes its set.
+    present = out.set_probs[0].float().numpy().astype(np.float64)
+    probability = scores
     slot_probs = None
     if out.slot_logits is not None:
         slot_probs = torch.softmax(out.slot_logits[0].float(), dim=-1).numpy().astype(np.float64)
         probability = slot_probs[:, :N_SPACE_GROUPS].max(axis=0)
-    present = probability if slot_probs is None else slot_presence_probability(slot_probs[None])[0]
     prior = label_prior(state)
     weight = prior_weight if prior is not None else 0.0
     key = scores + weight * prior_hedge(probability, prior) if weight > 0 else scores
+    unhedged = scores
     remembered = np.zeros(N_SPACE_GROUPS)
     nearest = np.full(N_SPACE_GROUPS, -1)
     network_ranked = None
@@ -306,26 +344,31 @@ def predict_one(
         similarity, nearest = memory.nearest(gridded.pattern, gridded.window_bins)
         remembered = neighbour_probability(similarity)
         key = noisy_or(hedged_probability(probability, prior, weight), remembered)
+        unhedged = noisy_or(probability, remembered)
     order = rank_classes(key[None])[0]
     # The size of the set comes from the model, which groups from the ranking: the predicted set is always the
-    # top of the ranking (with a threshold and w = 0, exactly metrics.predicted_set at the threshold). The size is
-    # the same whatever the hedge's weight: it reads the model's probabilities in their own descending order.
+    # top of the ranking (with a threshold and w = 0, exactly metrics.predicted_set at the threshold). The
+    # expected-F1 size reads the presence probabilities along the model's own ranking, the one at w = 0, so that
+    # the prior's weight changes which groups are chosen but not how many (for a presence model that ranking is
+    # the probabilities' own descending order; for a phase-cluster model, its slot union's).
     if threshold is None:
         set_rule = "expected-f1"
-        n_present = expected_f1_set_size(np.sort(noisy_or(present, remembered))[::-1])
+        n_present = expected_f1_set_size(noisy_or(present, remembered)[rank_classes(unhedged[None])[0]])
     else:
         set_rule = "threshold"
         n_present = int(predicted_set(scores, threshold).sum())
     predicted = sorted(int(c) + 1 for c in order[:n_present])
     slots = None
     if slot_probs is not None:
-        # The slots behind the set: those whose vote is in it (with a threshold, exactly those whose gate reaches
-        # it: the slot union).
+        # The slots behind the set: with a threshold, those whose gate reaches it (the slot union); else, for each
+        # group of the set that some slot votes for, its strongest voter.
         gates = 1.0 - slot_probs[:, N_SPACE_GROUPS]
         slots = []
+        shown: set[int] = set()
         for k in np.argsort(-gates, kind="stable"):
             c = int(slot_probs[k, :N_SPACE_GROUPS].argmax())
-            if (gates[k] >= threshold) if threshold is not None else (c + 1 in predicted):
+            if (gates[k] >= threshold) if threshold is not None else (c + 1 in predicted and c not in shown):
+                shown.add(c)
                 slots.append(
                     ActiveSlot(int(k), float(gates[k]), c + 1, symbol(c + 1), float(slot_probs[k, c]))
                 )
@@ -344,7 +387,7 @@ def predict_one(
     width = (hi - lo) / n_bins
     window = (lo + gridded.window_bins[0] * width, lo + gridded.window_bins[1] * width)
     used = wavelength_angstrom or pattern.wavelength_angstrom
-    warnings = list(gridded.warnings)
+    warnings = list(gridded.warnings) + ([fallback] if fallback else [])
     if prior is None and prior_weight > 0:
         warnings.append(
             "the checkpoint records no training label prior (it was trained before training recorded one), so the "
@@ -727,15 +770,7 @@ def predict_files(
             or label prior or phase memory in the checkpoint), before any file. A library not on the model's grid has no
             neighbour search, which each combined prediction's warnings say.
     """
-    if (
-        threshold is not None
-        and threshold != VALIDATION_THRESHOLD
-        and not (isinstance(threshold, (int, float)) and threshold >= 0)
-    ):
-        raise ValueError(
-            f"threshold {threshold!r} must be a number >= 0 or {VALIDATION_THRESHOLD!r} (the checkpoint's "
-            "validation threshold or gate; --threshold on the command line, threshold= in Python)"
-        )
+    threshold = check_threshold(threshold)
     if file_format is not None and normalise_format(file_format) is None:
         raise ValueError(
             f"unknown format {file_format!r}: use one of {', '.join(known_formats())} (--format on the command "

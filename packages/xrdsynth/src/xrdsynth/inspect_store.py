@@ -26,8 +26,13 @@ def open_store(url: str, storage_options: dict | None = None) -> zarr.Group:
         ValueError: nothing readable there, not a mixture store, another format version, or an interrupted
             creation.
     """
+    from .generate import check_remote_reachable, local_path
+
+    options = remote_options(url, storage_options)
+    if local_path(url) is None:
+        check_remote_reachable(url, options)  # seconds, not minutes of retries, for a dead endpoint
     try:
-        root = zarr.open_group(url, mode="r", storage_options=remote_options(url, storage_options))
+        root = zarr.open_group(url, mode="r", storage_options=options)
     except Exception as exc:  # noqa: BLE001
         raise ValueError(f"no mixture store at {url} ({exc})") from exc
     if root.attrs.get("format") != MIXTURE_FORMAT:
