@@ -917,7 +917,8 @@ def test_a_checkpoint_remembers_its_training_phases(tmp_path, bank) -> None:
 def test_remote_banks_and_stores_are_read_with_storage_options(tmp_path, bank, s3_endpoint) -> None:
     """`predict --library`, `score-measured --library`, `add-memory` and `evaluate --store` read a bank and a
     mixture store on S3 (moto on loopback) with --storage-option and answer what they answer for the local copies;
-    the options apply only to remote URLs, and the credentials are printed and written nowhere."""
+    the options apply only to remote URLs (the local runs of add-memory and evaluate are given them too), and the
+    credentials are printed and written nowhere."""
     s3fs = pytest.importorskip("s3fs")
     url, phases = bank
     secret = "s3cr3t-k3y"
@@ -983,7 +984,7 @@ def test_remote_banks_and_stores_are_read_with_storage_options(tmp_path, bank, s
     assert scored["remote"] == scored["local"]
 
     remembered = {}
-    for name, bank_url, extra in (("remote", remote_bank, args), ("local", url, [])):
+    for name, bank_url, extra in (("remote", remote_bank, args), ("local", url, args)):
         run("add-memory", str(ckpt), bank_url, str(tmp_path / f"{name}.pt"), *extra)
         remembered[name] = load_checkpoint(tmp_path / f"{name}.pt")["phase_memory"]
     remote_memory, local_memory = remembered["remote"], remembered["local"]
@@ -996,7 +997,10 @@ def test_remote_banks_and_stores_are_read_with_storage_options(tmp_path, bank, s
 
     small = make_checkpoint(tmp_path / "small.pt", n_bins=256)
     tables = {}
-    for name, store_url, extra in (("remote", "s3://xrdmodels-bucket/test.zarr", args), ("local", store, [])):
+    for name, store_url, extra in (
+        ("remote", "s3://xrdmodels-bucket/test.zarr", args),
+        ("local", store, args),
+    ):
         run(
             "evaluate",
             str(small),

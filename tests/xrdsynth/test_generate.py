@@ -266,7 +266,7 @@ def test_xrdmodels_reads_what_xrdsynth_writes(bank: Bank, tmp_path) -> None:
     assert (targets.sum(1) == [len(set(r[r > 0])) for r in rows["phase_spacegroup"]]).all()
 
 
-def test_generate_to_s3_and_read_back(bank: Bank, s3_endpoint: str, tmp_path) -> None:
+def test_generate_to_s3_and_read_back(bank: Bank, s3_endpoint: str, tmp_path, monkeypatch) -> None:
     """--out on a real S3-compatible endpoint (moto on loopback): the same bytes as on local disk."""
     s3fs = pytest.importorskip("s3fs")
     options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_endpoint}}
@@ -333,6 +333,14 @@ def test_generate_to_s3_and_read_back(bank: Bank, s3_endpoint: str, tmp_path) ->
     assert inspected.exit_code == 0, inspected.output
     assert "samples 200, shards 4/4 written" in inspected.output
     png = tmp_path / "remote.png"
+    bank_opens = []
+    real_open = Bank.open
+
+    def spy(url, storage_options=None):
+        bank_opens.append((str(url), storage_options))
+        return real_open(url, storage_options)
+
+    monkeypatch.setattr(Bank, "open", spy)
     plotted = CliRunner().invoke(
         main,
         [
@@ -347,6 +355,7 @@ def test_generate_to_s3_and_read_back(bank: Bank, s3_endpoint: str, tmp_path) ->
         ],
     )
     assert plotted.exit_code == 0 and png.stat().st_size > 0, plotted.output
+    assert bank_opens == [(bank.url, None)]  # the store's local bank, for the sticks, without the options
 
 
 def test_a_bank_on_s3_is_built_read_and_drawn_from(bank: Bank, s3_endpoint: str, tmp_path) -> None:
