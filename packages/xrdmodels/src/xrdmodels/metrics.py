@@ -163,11 +163,10 @@ def expected_f1_set_size(probability: np.ndarray) -> int:
     """How many groups from the top of a ranking form the set of highest expected F1 for one pattern.
 
     ``probability``: (G,) each group's probability of being present, in the ranking's order (for a presence model
-    ranked by them alone, descending). Taking the groups
-    as independent, the expected F1 of the top k is to first order 2·Σ_{i<=k} q_i / (k + Σ_j q_j), the plug-in
-    of the decision-theoretic approach to F-measures (Lewis 1995; Ye, Chai, Lee & Chieu, ICML 2012): no
-    threshold, the size follows from the probabilities themselves. Returns the smallest k >= 1 that maximises
-    it: a pattern sent for identification holds at least one phase.
+    ranked by them alone, descending). Taking the groups as independent, the expected F1 of the top k is to first
+    order 2·Σ_{i<=k} q_i / (k + Σ_j q_j), the plug-in of the decision-theoretic approach to F-measures (Lewis
+    1995; Ye, Chai, Lee & Chieu, ICML 2012): no threshold, the size follows from the probabilities themselves.
+    Returns the smallest k >= 1 that maximises it: a pattern sent for identification holds at least one phase.
 
     Raises:
         ValueError: no groups, or a probability outside [0, 1].

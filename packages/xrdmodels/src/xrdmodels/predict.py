@@ -294,8 +294,8 @@ def predict_one(
     ``set_probs``). The checkpoint's threshold, the best micro-F1 on synthetic validation mixtures, gives a
     single-phase RRUFF mineral a set of 3 groups (median; F1 0.42), the expected-F1 size a set of 2 (median; one
     group for 35% of them, F1 0.52); for a phase-cluster model, the validation gate gives RRUFF F1 0.24, the
-    expected-F1 size 0.35 (docs/benchmarks.md, "The predicted set of a measured pattern"). Warnings compare the pattern with ``training`` (default: :func:`training_ranges` of
-    ``state``).
+    expected-F1 size 0.35 (docs/benchmarks.md, "The predicted set of a measured pattern"). Warnings compare the
+    pattern with ``training`` (default: :func:`training_ranges` of ``state``).
 
     Raises:
         MeasuredSignalError: the pattern holds no measurable signal; nothing is predicted.
@@ -367,7 +367,11 @@ def predict_one(
         shown: set[int] = set()
         for k in np.argsort(-gates, kind="stable"):
             c = int(slot_probs[k, :N_SPACE_GROUPS].argmax())
-            if (gates[k] >= threshold) if threshold is not None else (c + 1 in predicted and c not in shown):
+            if threshold is not None:
+                behind = gates[k] >= threshold
+            else:
+                behind = c + 1 in predicted and c not in shown
+            if behind:
                 shown.add(c)
                 slots.append(
                     ActiveSlot(int(k), float(gates[k]), c + 1, symbol(c + 1), float(slot_probs[k, c]))
