@@ -479,6 +479,44 @@ def test_evaluate_predict_and_score_measured_rank_by_the_same_rule(tmp_path, mon
     measured = json.loads((tmp_path / "s" / "measured.json").read_text())
     assert measured["files"][0]["top10"] == ranked[:10]
     assert measured["summary"][0]["hit@1"] == 1.0
+    # score-measured sizes the set as predict does, by default and with --threshold validation.
+    assert measured["files"][0]["predicted_set"] == default["predicted_set"]
+    assert measured["files"][0]["set_rule"] == "expected-f1"
+    assert "highest expected F1" in (tmp_path / "s" / "measured.md").read_text()
+    paper = CliRunner().invoke(
+        main,
+        [
+            "score-measured",
+            str(ckpt),
+            "--labels",
+            str(labels),
+            "--out",
+            str(tmp_path / "p"),
+            "--threshold",
+            "validation",
+        ],
+    )
+    assert paper.exit_code == 0, paper.output
+    measured = json.loads((tmp_path / "p" / "measured.json").read_text())
+    assert measured["files"][0]["predicted_set"] == prediction["predicted_set"] == [11]
+    assert measured["files"][0]["set_rule"] == "threshold"
+    assert measured["set_summary"][0]["precision"] == 1.0 and measured["set_summary"][0]["F1"] == 1.0
+    assert "score >= the threshold" in (tmp_path / "p" / "measured.md").read_text()
+    refused = CliRunner().invoke(
+        main,
+        [
+            "score-measured",
+            str(ckpt),
+            "--labels",
+            str(labels),
+            "--out",
+            str(tmp_path / "r"),
+            "--threshold",
+            "x",
+        ],
+    )
+    assert refused.exit_code != 0 and "--threshold 'x'" in refused.output
+    assert not (tmp_path / "r").exists()  # refused before the folder was made
 
     # evaluate: every sample holds one phase of space group 11 (class 10), so cover@K* is 1 exactly when
     # evaluate ranks like predict; the largest-slot-probability or noisy-or ranking would give 0.

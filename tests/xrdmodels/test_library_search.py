@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from store_factory import StoreSpec, write_store
 
 from pipeline_scripts import load_script
 from xrdmodels.checkpoint import load_checkpoint, save_checkpoint
+from xrdmodels.checkpoint import main as checkpoint_main
 from xrdmodels.cli import main
 from xrdmodels.combined import library_probability
 from xrdmodels.config import DEFAULT_LIBRARY_CELL_SCAN
@@ -914,12 +916,15 @@ def test_a_checkpoint_remembers_its_training_phases(tmp_path, bank) -> None:
     assert not (tmp_path / "x.pt").exists()
 
 
-def test_remote_banks_and_stores_are_read_with_storage_options(tmp_path, bank, s3_endpoint) -> None:
-    """`predict --library`, `score-measured --library`, `add-memory` and `evaluate --store` read a bank and a
-    mixture store on S3 (moto on loopback) with --storage-option and answer what they answer for the local copies;
+def test_remote_banks_and_stores_are_read_with_storage_options(
+    tmp_path, bank, s3_endpoint, capsys, caplog
+) -> None:
+    """`predict --library`, `score-measured --library`, `add-memory`, `evaluate --store` and `python -m
+    xrdmodels.checkpoint add-label-prior` read a bank and a mixture store on S3 (moto on loopback) with --storage-option and answer what they answer for the local copies;
     the options apply only to remote URLs (the local runs of add-memory and evaluate are given them too), and the
-    credentials are printed and written nowhere."""
+    credentials are printed, logged and written nowhere."""
     s3fs = pytest.importorskip("s3fs")
+    caplog.set_level(logging.DEBUG, logger="xrdmodels")
     url, phases = bank
     secret = "s3cr3t-k3y"
     options = {"key": "testing", "secret": secret, "client_kwargs": {"endpoint_url": s3_endpoint}}
@@ -1014,7 +1019,15 @@ def test_remote_banks_and_stores_are_read_with_storage_options(tmp_path, bank, s
         tables[name] = [{k: v for k, v in r.items() if k != "checkpoint"} for r in rows]
     assert tables["remote"] == tables["local"]
 
+    priors = {}
+    for name, store_url in (("remote", "s3://xrdmodels-bucket/test.zarr"), ("local", store)):
+        checkpoint_main(["add-label-prior", str(small), store_url, str(tmp_path / f"p-{name}.pt"), *args])
+        priors[name] = load_checkpoint(tmp_path / f"p-{name}.pt")["data"]["label_prior"]
+    assert priors["remote"] == priors["local"] and len(priors["local"]) == 230
+    printed.append("".join(capsys.readouterr()))
+
     assert secret not in "".join(printed), "a credential was printed"
+    assert secret not in caplog.text, "a credential was logged"
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), f"a credential was written to {path}"

@@ -249,6 +249,26 @@ def test_inspect_and_plot(bank: Bank, tmp_path) -> None:
     )
     assert plot.exit_code == 0, plot.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "no sticks" not in plot.output
+    # A bank that cannot be opened costs the sticks only, and the user is told which bank and why.
+    missing = str(tmp_path / "missing-bank.zarr")
+    plain = runner.invoke(
+        main,
+        [
+            "mixtures",
+            "plot",
+            str(tmp_path / "train.zarr"),
+            "--index",
+            "5",
+            "--out",
+            str(png),
+            "--bank",
+            missing,
+        ],
+    )
+    assert plain.exit_code == 0, plain.output
+    assert f"the plot has no sticks: the bank {missing} could not be opened" in plain.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = runner.invoke(main, ["mixtures", "plot", str(tmp_path / "train.zarr"), "--index", "999"])
     assert bad.exit_code != 0 and "outside" in bad.output
 

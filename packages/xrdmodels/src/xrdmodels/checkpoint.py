@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from .config import ModelConfig, TrainConfig, redact_train_config, redact_url
+from .config import ModelConfig, TrainConfig, parse_storage_options, redact_train_config, redact_url
 from .distributed import Runtime, gather
 
 try:
@@ -462,11 +462,13 @@ def add_label_prior(
     """Write `source` to `destination` with ``data.label_prior`` from `train_store` (its
     :meth:`~xrdmodels.data.MixtureStore.label_prior`, as training now records it), so that prediction hedges the
     ranking of a checkpoint trained before that (:func:`xrdmodels.predict.label_prior`). Name the store the
-    checkpoint was trained on: the prior is read from it, not checked against the checkpoint's ``train_store``."""
+    checkpoint was trained on: the prior is read from it, not checked against the checkpoint's ``train_store``.
+    ``storage_options``: fsspec options used where `train_store` is a remote URL."""
+    from .config import remote_options
     from .data import MixtureStore
 
     state = load_checkpoint(source)
-    prior = MixtureStore(train_store, storage_options).label_prior()
+    prior = MixtureStore(train_store, remote_options(train_store, storage_options)).label_prior()
     state["data"] = {**state.get("data", {}), "label_prior": prior.tolist()}
     save_checkpoint(destination, state)
 
@@ -522,12 +524,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     prior.add_argument("source", help="checkpoint (.pt) of the current format")
     prior.add_argument("store", help="the mixture store it was trained on (path or fsspec URL)")
     prior.add_argument("destination", help="file to write")
+    prior.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec option for a remote STORE (s3://...), repeatable, as `xrdmodels evaluate --storage-option`; "
+        "never written to a file or log. What is not given here comes from the environment.",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "upgrade":
             upgrade_checkpoint(args.source, args.destination)
         else:
-            add_label_prior(args.source, args.store, args.destination)
+            add_label_prior(
+                args.source, args.store, args.destination, parse_storage_options(args.storage_option)
+            )
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         parser.exit(1, f"error: {exc}\n")
     print(f"wrote {args.destination} (checkpoint format {CHECKPOINT_FORMAT_VERSION})")

@@ -19,6 +19,7 @@ from .config import (
     DEFAULT_LIBRARY_CELL_SCAN,
     DEFAULT_MEMORY_CELL_SCAN,
     DEFAULT_PRIOR_WEIGHT,
+    parse_storage_options,
 )
 
 
@@ -42,25 +43,11 @@ def _storage_option(help_text: str):
 
 
 def _storage_options(pairs: tuple[str, ...]) -> dict | None:
-    """fsspec options from --storage-option pairs: endpoint_url goes into client_kwargs (where s3fs reads it),
-    true/false become booleans (s3fs reads the string "false" as true), the rest stay text (a numeric secret too)."""
-    if not pairs:
-        return None
-    opts: dict = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            # Not echoed: a mistyped pair may be a bare secret.
-            _fail(
-                f"a --storage-option ({'no KEY before =' if sep else 'no ='}) must look like KEY=VALUE (e.g. "
-                "endpoint_url=http://127.0.0.1:9000)"
-            )
-        if key == "endpoint_url":
-            opts.setdefault("client_kwargs", {})["endpoint_url"] = value
-        else:
-            lowered = value.strip().lower()
-            opts[key] = lowered == "true" if lowered in ("true", "false") else value
-    return opts
+    """fsspec options from --storage-option pairs (:func:`~xrdmodels.config.parse_storage_options`)."""
+    try:
+        return parse_storage_options(pairs)
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 def _threshold(text: str | None) -> float | str | None:
@@ -319,6 +306,19 @@ def evaluate_cmd(
     click.echo(f"evaluate: table.md, results.csv, results.json, strata.csv and figures in {out_dir}")
 
 
+#: --threshold of `predict` and `score-measured`.
+_threshold_option = click.option(
+    "--threshold",
+    default=None,
+    metavar="NUMBER|validation",
+    callback=lambda ctx, param, value: _threshold(value),
+    help="Presence threshold or slot gate: as many groups as the model scores >= it form the predicted set, "
+    "taken from the top of the ranking; 'validation' takes the one the checkpoint chose on validation (the "
+    "paper's operating point, A.1.7). Default: the size of highest expected F1 under the model's probabilities "
+    "(xrdmodels.metrics.expected_f1_set_size; for a phase-cluster model, the chance that some slot holds each "
+    "group).",
+)
+
 #: --prior-weight of `predict` and `score-measured`.
 _prior_weight_option = click.option(
     "--prior-weight",
@@ -415,17 +415,7 @@ _memory_cell_scan_option = click.option(
     show_default=True,
     help="Ranked space groups to show.",
 )
-@click.option(
-    "--threshold",
-    default=None,
-    metavar="NUMBER|validation",
-    callback=lambda ctx, param, value: _threshold(value),
-    help="Presence threshold or slot gate: as many groups as the model scores >= it form the predicted set, "
-    "taken from the top of the ranking; 'validation' takes the one the checkpoint chose on validation (the "
-    "paper's operating point, A.1.7). Default: the size of highest expected F1 under the model's probabilities "
-    "(xrdmodels.metrics.expected_f1_set_size; for a phase-cluster model, the chance that some slot holds each "
-    "group).",
-)
+@_threshold_option
 @_prior_weight_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option(
@@ -553,6 +543,7 @@ def predict_cmd(
     "--set", "sets", multiple=True, help="Only these sets (repeatable), e.g. --set xrd_autoanalyzer."
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N files.")
+@_threshold_option
 @_prior_weight_option
 @click.option(
     "--out",
@@ -581,6 +572,7 @@ def score_measured_cmd(
     labels_csv,
     sets,
     limit,
+    threshold,
     prior_weight,
     out_dir,
     library,
@@ -594,7 +586,8 @@ def score_measured_cmd(
     """Score CHECKPOINT on measured patterns with known phases: hit@k, recall@K*, cover@K* per set (with
     --library, the same for a search of that bank and for the model and the library combined, beside the
     model's; with a checkpoint's memory of its training phases, the network alone too), and the model's predicted
-    set's size, precision, recall, F1 and exact match against the labelled phases. CHECKPOINT may be an ensemble
+    set's size, precision, recall, F1 and exact match against the labelled phases (sized as `predict` sizes it;
+    --threshold as there). CHECKPOINT may be an ensemble
     manifest (.json, written by `xrdmodels ensemble`)."""
     from .measured_eval import score_measured, write
 
@@ -626,6 +619,7 @@ def score_measured_cmd(
             memory=memory,
             memory_cell_scan=memory_cell_scan,
             storage_options=_storage_options(storage_option),
+            threshold=threshold,
         )
     except (FileNotFoundError, ValueError) as exc:  # the checkpoint (refused, incomplete) or the labels file
         fail_and_tidy(str(exc))

@@ -7,6 +7,7 @@ A.4 phase clustering, A.5 training objective. Fields the paper leaves open say s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -514,6 +515,32 @@ def is_local_url(url: str) -> bool:
     import fsspec
 
     return fsspec.core.split_protocol(url)[0] in (None, "file", "local")
+
+
+def parse_storage_options(pairs: Sequence[str]) -> dict | None:
+    """fsspec options from ``--storage-option KEY=VALUE`` pairs (None for none): endpoint_url goes into
+    client_kwargs (where s3fs reads it), true/false become booleans (s3fs reads the string "false" as true), the
+    rest stay text (a numeric secret too). The same reading as xrdsynth's, which this package may not import.
+
+    Raises:
+        ValueError: a pair without "=" or without a key; the message does not echo it (it may be a bare secret).
+    """
+    if not pairs:
+        return None
+    opts: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(
+                f"a --storage-option ({'no KEY before =' if sep else 'no ='}) must look like KEY=VALUE (e.g. "
+                "endpoint_url=http://127.0.0.1:9000)"
+            )
+        if key == "endpoint_url":
+            opts.setdefault("client_kwargs", {})["endpoint_url"] = value
+        else:
+            lowered = value.strip().lower()
+            opts[key] = lowered == "true" if lowered in ("true", "false") else value
+    return opts
 
 
 def remote_options(url: str, storage_options: dict | None) -> dict | None:

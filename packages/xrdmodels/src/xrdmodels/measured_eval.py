@@ -30,7 +30,7 @@ import numpy as np
 from .config import DEFAULT_LIBRARY_CELL_SCAN, DEFAULT_MEMORY_CELL_SCAN, N_SPACE_GROUPS
 from .measured import MeasuredPattern, read_pattern
 from .measured.common import WAVELENGTH_PLAUSIBLE_ANGSTROM
-from .predict import DEFAULT_PRIOR_WEIGHT, Ranker
+from .predict import DEFAULT_PRIOR_WEIGHT, Ranker, check_threshold
 
 HIT_KS = (1, 3, 5, 10)
 #: hit@k whose 95% interval every summary row carries (`hit@k lo`, `hit@k hi`).
@@ -255,6 +255,7 @@ def score_measured(
     memory: bool = True,
     memory_cell_scan: float = DEFAULT_MEMORY_CELL_SCAN,
     storage_options: dict | None = None,
+    threshold: float | str | None = None,
 ) -> tuple[list[MeasuredScore], list[tuple[str, str]]]:
     """Predict every labelled file; returns the per-file scores and the files that failed (file, reason).
 
@@ -268,14 +269,18 @@ def score_measured(
     neighbour search in the model's eyes (:mod:`xrdmodels.neighbours`). ``memory``: the model's ranking uses the
     checkpoint's memory of its training phases where it carries one (:func:`~xrdmodels.predict.predict_one`), and
     each score keeps the network's own ranking too (``network_ranked``); ``memory_cell_scan``: its cell scan
-    (:func:`~xrdmodels.predict.memory_search`).
+    (:func:`~xrdmodels.predict.memory_search`). ``threshold``: how the predicted set's size is chosen, as
+    ``predict`` chooses it (:func:`~xrdmodels.predict.predict_one`: None for the expected-F1 size, a number, or
+    "validation" for the checkpoint's validation threshold or gate).
 
     Raises:
         LibraryFormatError: ``library`` is not a usable bank store (before any file is read).
         ValueError: the checkpoint's recorded training recipe or label prior is malformed, the prior weight
-            is negative or the cell scan outside [0, 0.5) (before any file is read). A library not on the model's
+            is negative, the cell scan outside [0, 0.5) or the threshold not a number >= 0 or "validation"
+            (before any file is read). A library not on the model's
             grid has no neighbour search, which each file's warnings say.
     """
+    threshold = check_threshold(threshold)
     ranker = Ranker.open(
         checkpoint,
         library=library,
@@ -292,7 +297,7 @@ def score_measured(
     for item in labelled:
         pattern, wl = item.pattern, item.wavelength_angstrom
         try:
-            pred, gridded = ranker.predict(pattern, wl)
+            pred, gridded = ranker.predict(pattern, wl, threshold=threshold)
         except ValueError as exc:
             failures.append((str(item.path), str(exc)))
             continue
@@ -478,6 +483,16 @@ def _table(cols: list[str], rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_SET_RULE_TEXT = {
+    "expected-f1": "the size of highest expected F1 under the model's probabilities (the default)",
+    "threshold": "as many groups as score >= the threshold (--threshold)",
+}
+
+
+def _set_rule_text(rules: list[str]) -> str:
+    return " / ".join(_SET_RULE_TEXT.get(r, r) for r in rules) or "not recorded"
+
+
 def markdown(
     summary: list[dict],
     library_summary: list[dict] | None = None,
@@ -485,9 +500,10 @@ def markdown(
     neighbour_summary: list[dict] | None = None,
     network_summary: list[dict] | None = None,
     set_summary: list[dict] | None = None,
+    set_rules: list[str] | None = None,
 ) -> str:
     """The per-set table; with ``set_summary``, the model's predicted set against the labels
-    (:func:`summarise_sets`); with ``library_summary``, the library's columns (``lib ...``) beside the model's; with
+    (:func:`summarise_sets`; ``set_rules``: the rules that chose its sizes, ``MeasuredScore.set_rule``); with ``library_summary``, the library's columns (``lib ...``) beside the model's; with
     ``network_summary``, a table for the network without the checkpoint's memory; with ``neighbour_summary``, a table for the library's phases in the model's eyes; with ``combined_summary``, one for
     the rankings combined; then the 95% intervals of hit@1 and hit@5 of each ranking, set by set."""
     cols = ["set", "files", *_METRICS]
@@ -503,7 +519,7 @@ def markdown(
         text += (
             "\nThe model's predicted set, the answer `predict` gives, against the labelled phases (precision, "
             "recall, F1 and exact match per file, averaged; a set naming no phase, empty or minor phases only, has "
-            "precision 0):\n\n"
+            f"precision 0). Its size: {_set_rule_text(set_rules or [])}.\n\n"
         )
         text += _table(["set", "files", *SET_METRICS], set_summary)
     if network_summary is not None:
@@ -563,8 +579,9 @@ def write(
     network_summary = summarise(scores, ranking="network") if remembered else None
     strata = by_library_rank(scores) if searched else None
     set_summary = summarise_sets(scores)
+    set_rules = sorted({s.set_rule for s in scores if s.predicted is not None and s.set_rule is not None})
     table = markdown(
-        summary, library_summary, combined_summary, neighbour_summary, network_summary, set_summary
+        summary, library_summary, combined_summary, neighbour_summary, network_summary, set_summary, set_rules
     )
     weights = sorted({s.prior_weight for s in scores})
     if weights != [0.0]:

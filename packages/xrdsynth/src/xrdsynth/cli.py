@@ -547,11 +547,13 @@ def mixtures_plot(
     from .inspect_store import plot_sample
 
     try:
-        path = plot_sample(
+        path, no_sticks = plot_sample(
             store_url, index, png or f"mixture-{index}.png", bank_url, _storage_options(storage_option)
         )
     except ValueError as exc:
         _fail(str(exc))
+    if no_sticks:
+        click.echo(f"warning: the plot has no sticks: {no_sticks}", err=True)
     click.echo(f"wrote {path}")
 
 

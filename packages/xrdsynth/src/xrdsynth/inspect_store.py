@@ -108,9 +108,11 @@ def _describe(url: str, root: zarr.Group) -> str:
 
 def plot_sample(
     url: str, index: int, png: str, bank_url: str | None = None, storage_options: dict | None = None
-) -> str:
+) -> tuple[str, str | None]:
     """PNG of one sample: its pattern, the measurement window, and each phase's sticks in its own colour.
-    ``storage_options`` apply to each of the store and the bank that is a remote URL."""
+    ``storage_options`` apply to each of the store and the bank that is a remote URL. Returns the PNG's path
+    and, where the plot has no sticks, why (the bank could not be opened, or is not the one the store was
+    written from): the sticks are optional, so the plot is drawn without them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,16 +139,23 @@ def plot_sample(
     weights = np.asarray(root["phase_weight"][index])[:k]
     ids = np.asarray(root["materials"]["id"][:])
 
-    bank = None
-    try:
-        from .bank import Bank
+    from .bank import Bank
 
-        bank_url = bank_url or a["bank_url"]
+    bank, no_sticks = None, None
+    bank_url = bank_url or a["bank_url"]
+    try:
         bank = Bank.open(bank_url, remote_options(bank_url, storage_options))
+    except Exception as exc:  # noqa: BLE001 - sticks are optional: any failure is reported, the plot drawn
+        no_sticks = (
+            f"the bank {bank_url} could not be opened ({type(exc).__name__}: {exc}); give it with --bank"
+        )
+    else:
         if bank.fingerprint != a["bank_fingerprint"]:
+            no_sticks = (
+                f"the bank {bank_url} (fingerprint {bank.fingerprint}) is not the one {url} was written from "
+                f"({a['bank_fingerprint']}); give that one with --bank"
+            )
             bank = None
-    except Exception:  # noqa: BLE001 - sticks are optional; the plot says when they are missing
-        bank = None
 
     fig, (ax, ax_sticks) = plt.subplots(
         2, 1, figsize=(11, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1.4]}
@@ -173,13 +182,11 @@ def plot_sample(
                 two_theta, 0, wt * inten / 100.0, color=colors[j % len(colors)], lw=1, label=label
             )
         else:
-            ax_sticks.plot(
-                [], [], color=colors[j % len(colors)], label=label + " (bank not found: no sticks)"
-            )
+            ax_sticks.plot([], [], color=colors[j % len(colors)], label=label + " (no bank: no sticks)")
     ax_sticks.set_xlabel("2θ (degrees)")
     ax_sticks.set_ylabel("weight × I/I_max")
     ax_sticks.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
-    return png
+    return png, no_sticks
