@@ -695,14 +695,56 @@ def test_the_default_predicted_set_has_the_size_of_highest_expected_f1(tmp_path,
 
 
 def test_the_expected_f1_size_does_not_move_with_the_prior_weight(tmp_path, monkeypatch) -> None:
-    """FIXED_PRESENCE's 0.9 / 0.2 / 0.15 call for two groups; the hedge reorders 31 and 51 but keeps the size."""
+    """FIXED_PRESENCE's 0.9 / 0.2 / 0.15 read as trained call for two groups; the hedge reorders 31 and 51 but
+    keeps the size."""
     sizes = {}
     for weight in ("0", "2", "0.5"):
-        prediction = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), "--prior-weight", weight)
+        prediction = _hedged(
+            monkeypatch,
+            tmp_path,
+            LABEL_PRIOR.tolist(),
+            "--prior-weight",
+            weight,
+            "--expected-phases",
+            "training",
+        )
         chosen = prediction["predictions"][0]
         sizes[weight] = len(chosen["predicted_set"])
         assert chosen["predicted_set"] == sorted(r["spacegroup"] for r in chosen["ranked"][: sizes[weight]])
     assert sizes == {"0": 2, "2": 2, "0.5": 2}
+
+
+def test_the_set_size_reads_the_probabilities_at_the_expected_number_of_phases(tmp_path, monkeypatch) -> None:
+    """FIXED_PRESENCE's 0.9 / 0.2 / 0.15 beside 227 groups at 0.01-0.02, from a checkpoint without a recipe (A.1's
+    2.4 phases per mixture): read at 1, 1.5 (the default), 2.4 ('training') and 5 phases per sample, each odds
+    q / (1 - q) times that over 2.4, the expected-F1 sizes are 1, 1, 2 and 3; the ranking never moves."""
+    answers = {}
+    for given, phases, size in (("1", 1.0, 1), (None, 1.5, 1), ("training", 2.4, 2), ("5", 5.0, 3)):
+        args = () if given is None else ("--expected-phases", given)
+        prediction = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), *args)["predictions"][0]
+        odds = [r["probability"] / (1 - r["probability"]) * phases / 2.4 for r in prediction["ranked"]]
+        assert _plug_in_size(sorted((o / (1 + o) for o in odds), reverse=True)) == size
+        assert len(prediction["predicted_set"]) == size
+        assert prediction["expected_phases"] == pytest.approx(phases)
+        answers[phases] = [r["spacegroup"] for r in prediction["ranked"]]
+    assert all(ranked == answers[2.4] for ranked in answers.values())
+    # A checkpoint trained on another mix of phase counts reads its own mean: 3.0 here, so 'training' is 3.0.
+    import xrdmodels.predict as predict_module
+
+    state = {
+        **_fixed_state(),
+        "data": {**_fixed_state()["data"], "recipe": {"phase_count_probabilities": [0, 0, 1, 0, 0]}},
+    }
+    assert predict_module.training_mean_phases(state) == 3.0
+    assert predict_module.training_mean_phases(_fixed_state()) == pytest.approx(2.4)
+    with pytest.raises(ValueError, match="my.pt: its training recipe's phase_count_probabilities"):
+        predict_module.training_mean_phases({"data": {"recipe": {"phase_count_probabilities": "x"}}}, "my.pt")
+    for bad in ("0.5", "6", "many"):
+        refused = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), "--expected-phases", bad)
+        assert refused["exit_code"] != 0 and f"--expected-phases {bad!r}" in refused["output"]
+    for bad in (0.5, True, "1.5", float("nan")):
+        with pytest.raises(ValueError, match="expected phases"):
+            predict_module.check_expected_phases(bad)
 
 
 def test_score_measured_ranks_like_predict_and_records_the_weight(tmp_path, monkeypatch) -> None:

@@ -477,6 +477,25 @@ def _exact_expected_f1(q: np.ndarray, k: int) -> float:
     return total
 
 
+def test_rescaled_odds_are_bayes_rule_for_a_rare_label_under_a_scaled_prior() -> None:
+    """Bayes' rule written out: a label of prior pi, posterior p, read under prior r·pi has posterior
+    p·r / (p·r + (1 - p)(1 - r·pi)/(1 - pi)); for a rare label (pi -> 0) that is the rescaled odds."""
+    rng = np.random.default_rng(5)
+    p = np.concatenate([[0.0, 1.0, 0.5], rng.uniform(0, 1, 50)])
+    for r in (0.25, 0.625, 1.0, 2.0):
+        pi = 1e-9
+        bayes = p * r / (p * r + (1 - p) * (1 - r * pi) / (1 - pi))
+        np.testing.assert_allclose(M.rescale_presence_odds(p, r), bayes, rtol=1e-7, atol=1e-12)
+        order = np.argsort(-p, kind="stable")
+        assert (np.diff(M.rescale_presence_odds(p, r)[order]) <= 0).all()  # the ranking is kept
+    np.testing.assert_allclose(M.rescale_presence_odds(p, 1.0), p, rtol=1e-15, atol=1e-15)
+    for ratio in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="ratio"):
+            M.rescale_presence_odds(p, ratio)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        M.rescale_presence_odds(np.array([0.5, 1.5]), 1.0)
+
+
 def test_expected_f1_set_size_against_enumeration() -> None:
     for q, size in (
         ([0.95, 0.9, 0.2, 0.1, 0.05, 0.05], 2),

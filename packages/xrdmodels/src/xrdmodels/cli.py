@@ -16,9 +16,11 @@ from pydantic import ValidationError
 
 from .config import (
     CU_KA_ANGSTROM,
+    DEFAULT_EXPECTED_PHASES,
     DEFAULT_LIBRARY_CELL_SCAN,
     DEFAULT_MEMORY_CELL_SCAN,
     DEFAULT_PRIOR_WEIGHT,
+    MAX_PHASES,
     parse_storage_options,
 )
 
@@ -319,6 +321,37 @@ _threshold_option = click.option(
     "group).",
 )
 
+
+def _expected_phases(text: str) -> float | str:
+    """--expected-phases: a number from 1 to 5, or "training"."""
+    if text.strip().lower() == "training":
+        return "training"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 1 <= value <= MAX_PHASES:
+        _fail(
+            f"--expected-phases {text!r}: give the mean number of phases in your samples, from 1 to {MAX_PHASES}, "
+            "or 'training' to read the model's probabilities as trained"
+        )
+    return value
+
+
+#: --expected-phases of `predict` and `score-measured`.
+_expected_phases_option = click.option(
+    "--expected-phases",
+    default=str(DEFAULT_EXPECTED_PHASES),
+    show_default=True,
+    metavar="NUMBER|training",
+    callback=lambda ctx, param, value: _expected_phases(value),
+    help="Mean number of phases in the samples you measure (1-5). The model learned on mixtures of 2.4 phases "
+    "on average (A.1); its probabilities are read under this many before the predicted set's size is chosen "
+    "(xrdmodels.metrics.rescale_presence_odds; the ranking does not change). 'training': as trained. The "
+    "default suits samples of one or two phases (docs/benchmarks.md, 'The number of phases a user expects'). "
+    "No effect with --threshold.",
+)
+
 #: --prior-weight of `predict` and `score-measured`.
 _prior_weight_option = click.option(
     "--prior-weight",
@@ -416,6 +449,7 @@ _memory_cell_scan_option = click.option(
     help="Ranked space groups to show.",
 )
 @_threshold_option
+@_expected_phases_option
 @_prior_weight_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option(
@@ -456,6 +490,7 @@ def predict_cmd(
     file_format,
     top_k,
     threshold,
+    expected_phases,
     prior_weight,
     as_json,
     plot_dir,
@@ -477,8 +512,8 @@ def predict_cmd(
     (docs/formats.md). Groups are ranked by the model's set score (docs/paper-protocol.md), with a checkpoint's
     memory of its training phases (`xrdmodels add-memory`) also by how surely the training phase it sees nearest
     the pattern names each group, and that phase is shown (--no-memory: the network alone). The predicted set is
-    the top of that ranking: as many groups as give the highest expected F1 under the model's probabilities, or,
-    with --threshold, as many as score >= it (--threshold validation: the paper's read-out at the checkpoint's
+    the top of that ranking: as many groups as give the highest expected F1 under the model's probabilities (read
+    at --expected-phases phases per sample), or, with --threshold, as many as score >= it (--threshold validation: the paper's read-out at the checkpoint's
     validation threshold or gate). With --library, a search of the bank's phases ranks its space
     groups beside the model's (xrdmodels.library_search), and a third ranking combines the two
     (xrdmodels.combined). CHECKPOINT may be an ensemble manifest (.json, written by `xrdmodels ensemble`): the
@@ -494,6 +529,7 @@ def predict_cmd(
             wavelength_angstrom=wl,
             top_k=top_k,
             threshold=threshold,
+            expected_phases=expected_phases,
             plot_dir=plot_dir,
             file_format=file_format,
             max_bytes=int(max_file_mb * 2**20),
@@ -544,6 +580,7 @@ def predict_cmd(
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N files.")
 @_threshold_option
+@_expected_phases_option
 @_prior_weight_option
 @click.option(
     "--out",
@@ -573,6 +610,7 @@ def score_measured_cmd(
     sets,
     limit,
     threshold,
+    expected_phases,
     prior_weight,
     out_dir,
     library,
@@ -587,7 +625,7 @@ def score_measured_cmd(
     --library, the same for a search of that bank and for the model and the library combined, beside the
     model's; with a checkpoint's memory of its training phases, the network alone too), and the model's predicted
     set's size, precision, recall, F1 and exact match against the labelled phases (sized as `predict` sizes it;
-    --threshold as there). CHECKPOINT may be an ensemble
+    --threshold and --expected-phases as there). CHECKPOINT may be an ensemble
     manifest (.json, written by `xrdmodels ensemble`)."""
     from .measured_eval import score_measured, write
 
@@ -620,6 +658,7 @@ def score_measured_cmd(
             memory_cell_scan=memory_cell_scan,
             storage_options=_storage_options(storage_option),
             threshold=threshold,
+            expected_phases=expected_phases,
         )
     except (FileNotFoundError, ValueError) as exc:  # the checkpoint (refused, incomplete) or the labels file
         fail_and_tidy(str(exc))

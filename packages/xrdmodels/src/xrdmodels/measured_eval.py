@@ -27,10 +27,15 @@ from typing import Literal
 
 import numpy as np
 
-from .config import DEFAULT_LIBRARY_CELL_SCAN, DEFAULT_MEMORY_CELL_SCAN, N_SPACE_GROUPS
+from .config import (
+    DEFAULT_EXPECTED_PHASES,
+    DEFAULT_LIBRARY_CELL_SCAN,
+    DEFAULT_MEMORY_CELL_SCAN,
+    N_SPACE_GROUPS,
+)
 from .measured import MeasuredPattern, read_pattern
 from .measured.common import WAVELENGTH_PLAUSIBLE_ANGSTROM
-from .predict import DEFAULT_PRIOR_WEIGHT, Ranker, check_threshold
+from .predict import DEFAULT_PRIOR_WEIGHT, Ranker, check_expected_phases, check_threshold
 
 HIT_KS = (1, 3, 5, 10)
 #: hit@k whose 95% interval every summary row carries (`hit@k lo`, `hit@k hi`).
@@ -78,8 +83,10 @@ class MeasuredScore:
     predicted: list[int] | None = None
     # groups of minor phases (`extra_or_trace`): neither required nor penalised in the predicted set
     extra: set[int] = field(default_factory=set)
-    # how the predicted set's size was chosen (Prediction.set_rule)
+    # how the predicted set's size was chosen (Prediction.set_rule), and under how many phases per sample
+    # (Prediction.expected_phases)
     set_rule: str | None = None
+    expected_phases: float | None = None
 
     @property
     def k_star(self) -> int:
@@ -256,6 +263,7 @@ def score_measured(
     memory_cell_scan: float = DEFAULT_MEMORY_CELL_SCAN,
     storage_options: dict | None = None,
     threshold: float | str | None = None,
+    expected_phases: float | str = DEFAULT_EXPECTED_PHASES,
 ) -> tuple[list[MeasuredScore], list[tuple[str, str]]]:
     """Predict every labelled file; returns the per-file scores and the files that failed (file, reason).
 
@@ -271,16 +279,19 @@ def score_measured(
     each score keeps the network's own ranking too (``network_ranked``); ``memory_cell_scan``: its cell scan
     (:func:`~xrdmodels.predict.memory_search`). ``threshold``: how the predicted set's size is chosen, as
     ``predict`` chooses it (:func:`~xrdmodels.predict.predict_one`: None for the expected-F1 size, a number, or
-    "validation" for the checkpoint's validation threshold or gate).
+    "validation" for the checkpoint's validation threshold or gate); ``expected_phases``: the mean number of
+    phases per sample the expected-F1 size reads the model's probabilities under (a number in [1, 5], or
+    "training").
 
     Raises:
         LibraryFormatError: ``library`` is not a usable bank store (before any file is read).
         ValueError: the checkpoint's recorded training recipe or label prior is malformed, the prior weight
-            is negative, the cell scan outside [0, 0.5) or the threshold not a number >= 0 or "validation"
-            (before any file is read). A library not on the model's
+            is negative, the cell scan outside [0, 0.5), the threshold not a number >= 0 or "validation" or the
+            expected phases not in [1, 5] or "training" (before any file is read). A library not on the model's
             grid has no neighbour search, which each file's warnings say.
     """
     threshold = check_threshold(threshold)
+    expected_phases = check_expected_phases(expected_phases)
     ranker = Ranker.open(
         checkpoint,
         library=library,
@@ -297,7 +308,7 @@ def score_measured(
     for item in labelled:
         pattern, wl = item.pattern, item.wavelength_angstrom
         try:
-            pred, gridded = ranker.predict(pattern, wl, threshold=threshold)
+            pred, gridded = ranker.predict(pattern, wl, threshold=threshold, expected_phases=expected_phases)
         except ValueError as exc:
             failures.append((str(item.path), str(exc)))
             continue
@@ -334,6 +345,7 @@ def score_measured(
                 list(pred.predicted_set),
                 item.extra,
                 pred.set_rule,
+                pred.expected_phases,
             )
         )
     return scores, failures
@@ -483,14 +495,19 @@ def _table(cols: list[str], rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_SET_RULE_TEXT = {
-    "expected-f1": "the size of highest expected F1 under the model's probabilities (the default)",
-    "threshold": "as many groups as score >= the threshold (--threshold)",
-}
-
-
-def _set_rule_text(rules: list[str]) -> str:
-    return " / ".join(_SET_RULE_TEXT.get(r, r) for r in rules) or "not recorded"
+def _set_rule_text(scores: list[MeasuredScore]) -> str:
+    """How the predicted sets of ``scores`` were sized, in words."""
+    texts = []
+    for rule in sorted({s.set_rule for s in scores if s.predicted is not None and s.set_rule is not None}):
+        if rule == "expected-f1":
+            phases = sorted({s.expected_phases for s in scores if s.set_rule == rule and s.expected_phases})
+            texts.append(
+                "the size of highest expected F1 under the model's probabilities (the default), read at "
+                f"{' / '.join(f'{p:g}' for p in phases) or '?'} phases per sample (--expected-phases)"
+            )
+        else:
+            texts.append("as many groups as score >= the threshold (--threshold)")
+    return " / ".join(texts) or "not recorded"
 
 
 def markdown(
@@ -500,10 +517,10 @@ def markdown(
     neighbour_summary: list[dict] | None = None,
     network_summary: list[dict] | None = None,
     set_summary: list[dict] | None = None,
-    set_rules: list[str] | None = None,
+    set_rule: str = "not recorded",
 ) -> str:
     """The per-set table; with ``set_summary``, the model's predicted set against the labels
-    (:func:`summarise_sets`; ``set_rules``: the rules that chose its sizes, ``MeasuredScore.set_rule``); with ``library_summary``, the library's columns (``lib ...``) beside the model's; with
+    (:func:`summarise_sets`; ``set_rule``: how its sizes were chosen, in words); with ``library_summary``, the library's columns (``lib ...``) beside the model's; with
     ``network_summary``, a table for the network without the checkpoint's memory; with ``neighbour_summary``, a table for the library's phases in the model's eyes; with ``combined_summary``, one for
     the rankings combined; then the 95% intervals of hit@1 and hit@5 of each ranking, set by set."""
     cols = ["set", "files", *_METRICS]
@@ -519,7 +536,7 @@ def markdown(
         text += (
             "\nThe model's predicted set, the answer `predict` gives, against the labelled phases (precision, "
             "recall, F1 and exact match per file, averaged; a set naming no phase, empty or minor phases only, has "
-            f"precision 0). Its size: {_set_rule_text(set_rules or [])}.\n\n"
+            f"precision 0). Its size: {set_rule}.\n\n"
         )
         text += _table(["set", "files", *SET_METRICS], set_summary)
     if network_summary is not None:
@@ -579,9 +596,14 @@ def write(
     network_summary = summarise(scores, ranking="network") if remembered else None
     strata = by_library_rank(scores) if searched else None
     set_summary = summarise_sets(scores)
-    set_rules = sorted({s.set_rule for s in scores if s.predicted is not None and s.set_rule is not None})
     table = markdown(
-        summary, library_summary, combined_summary, neighbour_summary, network_summary, set_summary, set_rules
+        summary,
+        library_summary,
+        combined_summary,
+        neighbour_summary,
+        network_summary,
+        set_summary,
+        _set_rule_text(scores),
     )
     weights = sorted({s.prior_weight for s in scores})
     if weights != [0.0]:
@@ -619,6 +641,7 @@ def write(
                         "network_top10": None if s.network_ranked is None else s.network_ranked[:10],
                         "predicted_set": s.predicted,
                         "set_rule": s.set_rule,
+                        "expected_phases": s.expected_phases,
                         "extra_or_trace": sorted(s.extra),
                         "warnings": s.warnings,
                         "prior_weight": s.prior_weight,

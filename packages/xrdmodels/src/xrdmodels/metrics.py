@@ -186,6 +186,23 @@ def expected_f1_set_size(probability: np.ndarray) -> int:
     return int(np.argmax(2.0 * np.cumsum(q) / (k + q.sum()))) + 1
 
 
+def rescale_presence_odds(probability: np.ndarray, ratio: float) -> np.ndarray:
+    """Presence probabilities learned under one prior, read under a prior ``ratio`` times as likely: each odds
+    q / (1 - q) times ``ratio`` (Bayes' rule for a change of label prior, in the limit of groups that are each
+    rarely present; Saerens, Latinne & Decaestecker, Neural Computation 2002). A model trained on mixtures of
+    2.4 phases on average, read on samples of 1.5, takes ``ratio`` = 1.5 / 2.4; the order of the groups is kept.
+
+    Raises:
+        ValueError: ``ratio`` not a finite number > 0, or a probability outside [0, 1].
+    """
+    if not (np.isfinite(ratio) and ratio > 0):
+        raise ValueError(f"ratio {ratio!r} must be a finite number > 0")
+    q = np.asarray(probability, dtype=np.float64)
+    if not ((q >= 0) & (q <= 1)).all():
+        raise ValueError("probability must hold values in [0, 1]")
+    return ratio * q / (1.0 - q + ratio * q)
+
+
 def _check_thresholds(thresholds: Sequence[float] | np.ndarray) -> np.ndarray:
     grid = np.asarray(thresholds, dtype=np.float64)
     if grid.size and not (grid >= 0).all():

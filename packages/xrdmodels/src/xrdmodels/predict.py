@@ -15,10 +15,13 @@ import torch
 
 from .combined import CombinedGroup, combine, noisy_or
 from .config import (
+    A1_PHASE_COUNT_PROBABILITIES,
     CU_KA_ANGSTROM,
+    DEFAULT_EXPECTED_PHASES,
     DEFAULT_LIBRARY_CELL_SCAN,
     DEFAULT_MEMORY_CELL_SCAN,
     DEFAULT_PRIOR_WEIGHT,
+    MAX_PHASES,
     N_SPACE_GROUPS,
     remote_options,
 )
@@ -35,7 +38,7 @@ from .measured import (
     to_model_grid,
 )
 from .measured.grid import A1, TrainingRanges
-from .metrics import expected_f1_set_size, predicted_set, rank_classes
+from .metrics import expected_f1_set_size, predicted_set, rank_classes, rescale_presence_odds
 from .neighbours import MEMORY_KEY, NeighbourSearch, ReferencePhases, neighbour_probability
 from .spacegroups import crystal_system, symbol
 
@@ -101,6 +104,9 @@ class Prediction:
     #: How ``predicted_set``'s size was chosen: "expected-f1" (the default,
     #: :func:`~xrdmodels.metrics.expected_f1_set_size`) or "threshold" (as many groups as score >= ``threshold``).
     set_rule: str = "threshold"
+    #: The mean number of phases per sample the expected-F1 rule read the model's probabilities under (the
+    #: training mixtures' own with ``expected_phases="training"``); None under the threshold rule.
+    expected_phases: float | None = None
 
 
 def model_probabilities(ranked: list[RankedGroup]) -> np.ndarray:
@@ -221,6 +227,59 @@ def check_prior_weight(prior_weight: float) -> None:
         )
 
 
+#: ``expected_phases`` (``--expected-phases``) that reads the model's probabilities as trained: under the mean
+#: number of phases of its training mixtures (:func:`training_mean_phases`).
+TRAINING_PHASES = "training"
+
+
+def check_expected_phases(expected_phases: Any) -> float | str:
+    """``expected_phases`` as predict takes it: a number in [1, 5] (as a float) or "training".
+
+    Raises:
+        ValueError: anything else, naming the value and what is accepted.
+    """
+    if isinstance(expected_phases, str) and expected_phases == TRAINING_PHASES:
+        return expected_phases
+    if (
+        isinstance(expected_phases, numbers.Real)
+        and not isinstance(expected_phases, bool)
+        and 1 <= expected_phases <= MAX_PHASES
+    ):
+        return float(expected_phases)
+    raise ValueError(
+        f"expected phases {expected_phases!r} must be a number from 1 to {MAX_PHASES} (the mean number of phases "
+        f"in the samples you measure) or {TRAINING_PHASES!r} (the training mixtures' own mean; --expected-phases "
+        "on the command line, expected_phases= in Python)"
+    )
+
+
+def training_mean_phases(state: dict[str, Any], checkpoint: str = "the checkpoint") -> float:
+    """Mean number of phases in the checkpoint's training mixtures, Σ k·P(K* = k) of its recorded recipe's
+    ``phase_count_probabilities`` (``data.recipe``); A.1's 2.4 where it records no recipe.
+
+    Raises:
+        ValueError: the recorded probabilities are malformed; the message names ``checkpoint``.
+    """
+    recipe = state.get("data", {}).get("recipe") or {}
+    recorded = recipe.get("phase_count_probabilities", A1_PHASE_COUNT_PROBABILITIES)
+    try:
+        probabilities = np.asarray(recorded, dtype=np.float64)
+    except (TypeError, ValueError):
+        probabilities = np.empty(0)
+    if (
+        probabilities.ndim != 1
+        or not 1 <= probabilities.size <= MAX_PHASES
+        or not np.isfinite(probabilities).all()
+        or (probabilities < 0).any()
+        or probabilities.sum() <= 0
+    ):
+        raise ValueError(
+            f"{checkpoint}: its training recipe's phase_count_probabilities (data.recipe) must be 1 to {MAX_PHASES} "
+            "non-negative numbers that do not all vanish; the file was altered or not written by xrdmodels train"
+        )
+    return float(np.arange(1, probabilities.size + 1) @ probabilities / probabilities.sum())
+
+
 #: ``threshold`` (``--threshold``) that asks for the checkpoint's validation operating point (:func:`operating_point`).
 VALIDATION_THRESHOLD = "validation"
 
@@ -273,6 +332,7 @@ def predict_one(
     training: TrainingRanges | None = None,
     prior_weight: float = DEFAULT_PRIOR_WEIGHT,
     memory: NeighbourSearch | None = None,
+    expected_phases: float | str = DEFAULT_EXPECTED_PHASES,
 ) -> tuple[Prediction, GriddedPattern]:
     """Rank the space groups of one measured pattern and pick the predicted set.
 
@@ -291,11 +351,14 @@ def predict_one(
     expected F1 (:func:`~xrdmodels.metrics.expected_f1_set_size`) under 1 - (1 - q_g)(1 - n_g), read along the
     ranking at w = 0 so that the prior's weight changes which groups but not how many; q_g the presence
     probability, or for a phase-cluster model the chance that some slot holds the group (its noisy-or
-    ``set_probs``). The checkpoint's threshold, the best micro-F1 on synthetic validation mixtures, gives a
-    single-phase RRUFF mineral a set of 3 groups (median; F1 0.42), the expected-F1 size a set of 2 (median; one
-    group for 35% of them, F1 0.52); for a phase-cluster model, the validation gate gives RRUFF F1 0.24, the
-    expected-F1 size 0.35 (docs/benchmarks.md, "The predicted set of a measured pattern"). Warnings compare the
-    pattern with ``training`` (default: :func:`training_ranges` of ``state``).
+    ``set_probs``), read under ``expected_phases`` phases per sample instead of the training mixtures' mean
+    (:func:`~xrdmodels.metrics.rescale_presence_odds`, ratio ``expected_phases`` / :func:`training_mean_phases`;
+    "training": as trained; the memory's n_g is not rescaled: it carries no count of phases). The checkpoint's
+    threshold, the best micro-F1 on synthetic validation mixtures, gives a single-phase RRUFF mineral a set of 3
+    groups (median; F1 0.42), the expected-F1 size as trained a set of 2 (median; one group for 35% of them, F1
+    0.52); for a phase-cluster model, the validation gate gives RRUFF F1 0.24, the expected-F1 size 0.35
+    (docs/benchmarks.md, "The predicted set of a measured pattern"). Warnings compare the pattern with
+    ``training`` (default: :func:`training_ranges` of ``state``).
 
     Raises:
         MeasuredSignalError: the pattern holds no measurable signal; nothing is predicted.
@@ -317,6 +380,7 @@ def predict_one(
     out = model(x, mask)
     check_prior_weight(prior_weight)
     threshold = check_threshold(threshold)
+    expected_phases = check_expected_phases(expected_phases)
     fallback = None
     if threshold == VALIDATION_THRESHOLD:
         threshold, fallback = (
@@ -351,9 +415,13 @@ def predict_one(
     # expected-F1 size reads the presence probabilities along the model's own ranking, the one at w = 0, so that
     # the prior's weight changes which groups are chosen but not how many (for a presence model that ranking is
     # the probabilities' own descending order; for a phase-cluster model, its slot union's).
+    phases_read = None
     if threshold is None:
         set_rule = "expected-f1"
-        n_present = expected_f1_set_size(noisy_or(present, remembered)[rank_classes(unhedged[None])[0]])
+        trained = training_mean_phases(state)
+        phases_read = trained if expected_phases == TRAINING_PHASES else expected_phases
+        read = rescale_presence_odds(present, phases_read / trained)
+        n_present = expected_f1_set_size(noisy_or(read, remembered)[rank_classes(unhedged[None])[0]])
     else:
         set_rule = "threshold"
         n_present = int(predicted_set(scores, threshold).sum())
@@ -409,6 +477,7 @@ def predict_one(
         weight,
         warnings,
         set_rule=set_rule,
+        expected_phases=phases_read,
     )
     if memory is not None:
         pred.memory = memory_description(memory)
@@ -527,6 +596,7 @@ class Ranker:
         model, state = load_model(checkpoint)
         training = training_ranges(state, checkpoint)
         label_prior(state, checkpoint)
+        training_mean_phases(state, checkpoint)
         neighbours, neighbour_note = neighbour_search(
             model, state, spectral_library, library_neighbours, library_cell_scan
         )
@@ -551,6 +621,7 @@ class Ranker:
         *,
         top_k: int = N_SPACE_GROUPS,
         threshold: float | str | None = None,
+        expected_phases: float | str = DEFAULT_EXPECTED_PHASES,
     ) -> tuple[Prediction, GriddedPattern]:
         """The model's ranking of one pattern (:func:`predict_one`, with this ranker's memory and hedge)."""
         return predict_one(
@@ -560,6 +631,7 @@ class Ranker:
             wavelength_angstrom=wavelength_angstrom,
             top_k=top_k,
             threshold=threshold,
+            expected_phases=expected_phases,
             training=self.training,
             prior_weight=self.prior_weight,
             memory=self.memory,
@@ -636,7 +708,8 @@ def format_prediction(pred: Prediction) -> str:
         lines.append(f"  plot: {pred.plot}")
     chosen = ", ".join(f"{s} ({symbol(s)})" for s in pred.predicted_set) or "none"
     how = (
-        "the top of the ranking with the highest expected F1 under the model's probabilities"
+        "the top of the ranking with the highest expected F1 under the model's probabilities, read at "
+        f"{pred.expected_phases:g} phases per sample"
         if pred.set_rule == "expected-f1"
         else f"as many groups as the model scores >= {pred.threshold:g}"
     )
@@ -747,6 +820,7 @@ def predict_files(
     memory: bool = True,
     memory_cell_scan: float = DEFAULT_MEMORY_CELL_SCAN,
     storage_options: dict | None = None,
+    expected_phases: float | str = DEFAULT_EXPECTED_PHASES,
 ) -> tuple[list[Prediction], list[tuple[str, str]], list[str]]:
     """Predict every file; a file that cannot be read or converted, or holds no measurable signal
     (:class:`~xrdmodels.measured.MeasuredSignalError`), is reported in `failures` and the rest go on. Returns
@@ -764,17 +838,19 @@ def predict_files(
     the combined ranking takes the network's probabilities, so that a library holding those phases does not
     count them twice. ``memory_cell_scan``: the memory's cell scan (:func:`memory_search`).
 
-    ``prior_weight``: see :func:`predict_one`. ``library_cell_scan``, ``library_refine_axes``: the library
+    ``prior_weight``, ``threshold``, ``expected_phases``: see :func:`predict_one`. ``library_cell_scan``, ``library_refine_axes``: the library
     search's cell scan and axis-by-axis refinement (:meth:`~xrdmodels.library_search.SpectralLibrary.search`,
     ``cell_scan`` and ``refine_axes``).
 
     Raises:
-        ValueError: a setting that would fail every file (threshold < 0, a prior weight < 0, unknown format, a
+        ValueError: a setting that would fail every file (threshold < 0, expected phases outside [1, 5], a prior
+            weight < 0, unknown format, a
             cell scan outside [0, 0.5), a ``library`` that is not a usable bank store, a malformed training recipe
             or label prior or phase memory in the checkpoint), before any file. A library not on the model's grid has no
             neighbour search, which each combined prediction's warnings say.
     """
     threshold = check_threshold(threshold)
+    expected_phases = check_expected_phases(expected_phases)
     if file_format is not None and normalise_format(file_format) is None:
         raise ValueError(
             f"unknown format {file_format!r}: use one of {', '.join(known_formats())} (--format on the command "
@@ -803,6 +879,7 @@ def predict_files(
                 wavelength_angstrom,
                 top_k=top_k if ranker.library is None else N_SPACE_GROUPS,
                 threshold=threshold,
+                expected_phases=expected_phases,
             )
         except (ValueError, OSError) as exc:
             failures.append((str(f), str(exc)))
