@@ -37,7 +37,7 @@ A1_PHASE_COUNT_PROBABILITIES = (0.20, 0.40, 0.25, 0.10, 0.05)
 #: rescaled before the size of the predicted set is chosen (`xrdmodels.predict.predict_one`). Most samples sent for
 #: phase identification hold one or two phases; the shared dev sets hold 1.0 (RRUFF), 1.4 (xrd_autoanalyzer) and
 #: 2.0 (NIST) per file. Over three presence models, 1.5 instead of the training mean raises the RRUFF set F1 by
-#: 0.035-0.049 and leaves the multi-phase sets within a file (docs/benchmarks.md, "The number of phases a user
+#: 0.033-0.050 and leaves the multi-phase sets within a file (docs/benchmarks.md, "The number of phases a user
 #: expects").
 DEFAULT_EXPECTED_PHASES = 1.5
 #: Reach of the library search's cell scan (`predict` / `score-measured --library-cell-scan`, xrdmodels.library_search):
