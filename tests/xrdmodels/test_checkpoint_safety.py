@@ -334,6 +334,13 @@ def test_add_label_prior_records_the_training_stores_prior_and_keeps_the_rest(tm
     with pytest.raises(SystemExit):
         checkpoint_main(["add-label-prior", str(old), str(tmp_path / "missing.zarr"), str(tmp_path / "x.pt")])
     assert "missing.zarr" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+    # A mistyped option is refused without being repeated: its value may be a credential.
+    with pytest.raises(SystemExit):
+        checkpoint_main(
+            ["add-label-prior", str(old), store_url, str(new), "--storage-opton", "secret=s3cr3t-typo"]
+        )
+    refused = capsys.readouterr().err
+    assert "unrecognized arguments" in refused and "s3cr3t-typo" not in refused
 
 
 # --------------------------------------------------------------------------------------------------------

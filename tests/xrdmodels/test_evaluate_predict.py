@@ -683,7 +683,9 @@ def test_the_default_predicted_set_has_the_size_of_highest_expected_f1(tmp_path,
         presence = FIXED_PRESENCE.copy()
         presence[[10, 30, 50]] = strong
         monkeypatch.setattr(sys.modules[__name__], "FIXED_PRESENCE", presence)
-        prediction = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist())["predictions"][0]
+        prediction = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), "--expected-phases", "training")[
+            "predictions"
+        ][0]
         q = sorted((r["probability"] for r in prediction["ranked"]), reverse=True)
         assert _plug_in_size(q) == size  # the size these probabilities call for
         assert prediction["set_rule"] == "expected-f1" and prediction["threshold"] is None
@@ -728,6 +730,20 @@ def test_the_set_size_reads_the_probabilities_at_the_expected_number_of_phases(t
         assert prediction["expected_phases"] == pytest.approx(phases)
         answers[phases] = [r["spacegroup"] for r in prediction["ranked"]]
     assert all(ranked == answers[2.4] for ranked in answers.values())
+    # score-measured takes the setting to the ranker and records it (the model is still FixedPresenceModel).
+    labels = tmp_path / "labels.csv"
+    labels.write_text("set,file,spacegroups,wavelength_angstrom\ndemo,sample.xy,11,1.54184\n")
+    for given, phases, size in (("training", 2.4, 2), ("1", 1.0, 1)):
+        out = tmp_path / f"scored-{given}"
+        scored = CliRunner().invoke(
+            main,
+            ["score-measured", str(tmp_path / "fixed.pt"), "--labels", str(labels), "--out", str(out)]
+            + ["--expected-phases", given],
+        )
+        assert scored.exit_code == 0, scored.output
+        measured = json.loads((out / "measured.json").read_text())["files"][0]
+        assert measured["expected_phases"] == pytest.approx(phases) and len(measured["predicted_set"]) == size
+        assert f"read at {phases:g} phases per sample" in (out / "measured.md").read_text()
     # A checkpoint trained on another mix of phase counts reads its own mean: 3.0 here, so 'training' is 3.0.
     import xrdmodels.predict as predict_module
 

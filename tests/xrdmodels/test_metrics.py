@@ -492,8 +492,8 @@ def test_rescaled_odds_are_bayes_rule_for_a_rare_label_under_a_scaled_prior() ->
     for ratio in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="ratio"):
             M.rescale_presence_odds(p, ratio)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        M.rescale_presence_odds(np.array([0.5, 1.5]), 1.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]; 1 do not \(the first, at 1, is nan\).*no usable"):
+        M.rescale_presence_odds(np.array([0.5, np.nan]), 1.0)
 
 
 def test_expected_f1_set_size_against_enumeration() -> None:

@@ -267,7 +267,7 @@ def test_inspect_and_plot(bank: Bank, tmp_path) -> None:
         ],
     )
     assert plain.exit_code == 0, plain.output
-    assert f"the plot has no sticks: the bank {missing} could not be opened" in plain.stderr
+    assert f"the plot has no sticks: the bank {missing} could not be opened" in plain.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = runner.invoke(main, ["mixtures", "plot", str(tmp_path / "train.zarr"), "--index", "999"])
     assert bad.exit_code != 0 and "outside" in bad.output
@@ -432,6 +432,15 @@ def test_a_bank_on_s3_is_built_read_and_drawn_from(bank: Bank, s3_endpoint: str,
     assert len(references) == int((bank.column("split") == "train").sum())
     with pytest.raises(ValueError, match="local path, which takes no storage options"):
         Bank.open(bank.url, options)
+
+
+def test_xrdmodels_knows_the_phase_count_default_of_the_recipe() -> None:
+    """predict reads a checkpoint without a recorded recipe at A.1's mean number of phases: xrdmodels' copy of
+    the distribution (it may not import xrdsynth) is the recipe's default."""
+    from xrdmodels.config import A1_PHASE_COUNT_PROBABILITIES
+    from xrdsynth.config import RecipeConfig
+
+    assert tuple(RecipeConfig().phase_count_probabilities) == A1_PHASE_COUNT_PROBABILITIES
 
 
 def test_storage_option_values_keep_their_kind() -> None:

@@ -508,11 +508,19 @@ def _upgrade_rng(state: dict[str, Any]) -> dict[str, Any]:
     return {**state, **_plain_rng(state["python"], state["numpy"])}
 
 
+class _QuietParser(argparse.ArgumentParser):
+    """argparse repeats arguments it does not know, and a mistyped option's value may be a credential
+    (`--storage-opton secret=...`): those are refused without being repeated."""
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments"):
+            message = "unrecognized arguments (not repeated here: one may be a credential); see --help"
+        super().error(message)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m xrdmodels.checkpoint upgrade OLD NEW`, `... add-label-prior OLD STORE NEW`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m xrdmodels.checkpoint", description=__doc__.splitlines()[0]
-    )
+    parser = _QuietParser(prog="python -m xrdmodels.checkpoint", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     upgrade = commands.add_parser("upgrade", help="convert a format-1 checkpoint to the current format")
     upgrade.add_argument("source", help="format-1 checkpoint (.pt)")

@@ -345,8 +345,8 @@ _expected_phases_option = click.option(
     show_default=True,
     metavar="NUMBER|training",
     callback=lambda ctx, param, value: _expected_phases(value),
-    help="Mean number of phases in the samples you measure (1-5). The model learned on mixtures of 2.4 phases "
-    "on average (A.1); its probabilities are read under this many before the predicted set's size is chosen "
+    help="Mean number of phases in the samples you measure (1-5). The model learned on mixtures of its training "
+    "recipe's mean (2.4 under A.1); its probabilities are read under this many before the predicted set's size is chosen "
     "(xrdmodels.metrics.rescale_presence_odds; the ranking does not change). 'training': as trained. The "
     "default suits samples of one or two phases (docs/benchmarks.md, 'The number of phases a user expects'). "
     "No effect with --threshold.",

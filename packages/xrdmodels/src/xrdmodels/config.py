@@ -35,7 +35,7 @@ A1_PHASE_COUNT_PROBABILITIES = (0.20, 0.40, 0.25, 0.10, 0.05)
 #: Default mean number of phases in the samples a user measures (`predict` / `score-measured --expected-phases`),
 #: against which the model's presence probabilities, learned on mixtures of 2.4 phases on average (A.1), are
 #: rescaled before the size of the predicted set is chosen (`xrdmodels.predict.predict_one`). Most samples sent for
-#: phase identification hold one or two phases; the shared dev sets hold 1.0 (RRUFF), 1.4 (xrd_autoanalyzer) and
+#: phase identification hold one or two phases; the shared dev sets hold 1.0 (RRUFF), 1.44 (xrd_autoanalyzer) and
 #: 2.0 (NIST) per file. Over three presence models, 1.5 instead of the training mean raises the RRUFF set F1 by
 #: 0.033-0.050 and leaves the multi-phase sets within a file (docs/benchmarks.md, "The number of phases a user
 #: expects").

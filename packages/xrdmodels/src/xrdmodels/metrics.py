@@ -198,8 +198,12 @@ def rescale_presence_odds(probability: np.ndarray, ratio: float) -> np.ndarray:
     if not (np.isfinite(ratio) and ratio > 0):
         raise ValueError(f"ratio {ratio!r} must be a finite number > 0")
     q = np.asarray(probability, dtype=np.float64)
-    if not ((q >= 0) & (q <= 1)).all():
-        raise ValueError("probability must hold values in [0, 1]")
+    bad = np.flatnonzero(~((q >= 0) & (q <= 1)))
+    if bad.size:
+        raise ValueError(
+            f"probability must hold values in [0, 1]; {bad.size} do not (the first, at {bad[0]}, is {q.flat[bad[0]]}): "
+            "the model gave no usable probabilities for this pattern"
+        )
     return ratio * q / (1.0 - q + ratio * q)
 
 

@@ -420,6 +420,8 @@ def predict_one(
         set_rule = "expected-f1"
         trained = training_mean_phases(state)
         phases_read = trained if expected_phases == TRAINING_PHASES else expected_phases
+        # Only the network's probabilities carry the training mixtures' count of phases; the memory's do not, so
+        # with a memory the sequence along the ranking need not fall everywhere: the size is read along it anyway.
         read = rescale_presence_odds(present, phases_read / trained)
         n_present = expected_f1_set_size(noisy_or(read, remembered)[rank_classes(unhedged[None])[0]])
     else:
