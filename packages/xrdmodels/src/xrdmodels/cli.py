@@ -52,14 +52,19 @@ def _storage_options(pairs: tuple[str, ...]) -> dict | None:
         _fail(str(exc))
 
 
+def _number(text: str) -> float:
+    """An option's text as a number; NaN (refused by every range check) when it is not one."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
 def _threshold(text: str | None) -> float | str | None:
     """--threshold: a number >= 0, or "validation" (the checkpoint's validation threshold or gate)."""
     if text is None or text.strip().lower() == "validation":
         return None if text is None else "validation"
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
+    value = _number(text)
     if not value >= 0:
         _fail(
             f"--threshold {text!r}: give a number >= 0, or 'validation' for the checkpoint's validation one"
@@ -326,10 +331,7 @@ def _expected_phases(text: str) -> float | str:
     """--expected-phases: a number from 1 to 5, or "training"."""
     if text.strip().lower() == "training":
         return "training"
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
+    value = _number(text)
     if not 1 <= value <= MAX_PHASES:
         _fail(
             f"--expected-phases {text!r}: give the mean number of phases in your samples, from 1 to {MAX_PHASES}, "
