@@ -448,13 +448,17 @@ def test_evaluate_predict_and_score_measured_rank_by_the_same_rule(tmp_path, mon
     # The largest slot probability would have ranked space group 31 first.
     assert max(prediction["ranked"], key=lambda r: r["probability"])["spacegroup"] == 31
 
-    # By default the ranking is the same and the set's size is the expected-F1 size along it, under the chance
-    # that some slot holds each group, 1 - prod_k (1 - pi_kc): 11 0.31, 31 0.45, 51 0.001, 21 0.29 in ranking
-    # order, so 2·sum(first k)/(k + 1.051) is 0.302, 0.498, 0.376, 0.416 for k = 1..4: the top two.
+    # Otherwise the ranking is the same and the set's size is the expected-F1 size along it, under the chance
+    # that some slot holds each group, 1 - prod_k (1 - pi_kc): read as trained, 11 0.31, 31 0.45, 51 0.001, 21 0.29
+    # in ranking order, so 2·sum(first k)/(k + 1.051) is 0.302, 0.498, 0.376, 0.416 for k = 1..4: the top two.
+    trained = predict("--expected-phases", "training")
+    assert trained["predicted_set"] == [11, 31] and trained["expected_phases"] == pytest.approx(2.4)
+    # By default each odds is read at 1.5 of the 2.4 phases (no recipe recorded: A.1's mean): 0.219, 0.338,
+    # 0.0006, 0.203, so 2·sum(first k)/(k + 0.762) is 0.249, 0.404, 0.297, 0.320: the top two again.
     default = predict()
     assert [r["spacegroup"] for r in default["ranked"]] == ranked
     assert default["set_rule"] == "expected-f1" and default["threshold"] is None
-    assert default["predicted_set"] == [11, 31]
+    assert default["predicted_set"] == [11, 31] and default["expected_phases"] == 1.5
     assert [s["slot"] for s in default["slots"]] == [0, 1]  # each set member's strongest voter
     assert not any("validation" in w for w in default["warnings"] + prediction["warnings"])
     # A checkpoint without a validation gate: --threshold validation falls back to 0.5 and says so.
@@ -499,9 +503,9 @@ def test_evaluate_predict_and_score_measured_rank_by_the_same_rule(tmp_path, mon
     assert paper.exit_code == 0, paper.output
     measured = json.loads((tmp_path / "p" / "measured.json").read_text())
     assert measured["files"][0]["predicted_set"] == prediction["predicted_set"] == [11]
-    assert measured["files"][0]["set_rule"] == "threshold"
+    assert measured["files"][0]["set_rule"] == "threshold" and measured["files"][0]["threshold"] == 0.5
     assert measured["set_summary"][0]["precision"] == 1.0 and measured["set_summary"][0]["F1"] == 1.0
-    assert "score >= the threshold" in (tmp_path / "p" / "measured.md").read_text()
+    assert "as many groups as score >= 0.5 (--threshold)" in (tmp_path / "p" / "measured.md").read_text()
     refused = CliRunner().invoke(
         main,
         [

@@ -83,10 +83,11 @@ class MeasuredScore:
     predicted: list[int] | None = None
     # groups of minor phases (`extra_or_trace`): neither required nor penalised in the predicted set
     extra: set[int] = field(default_factory=set)
-    # how the predicted set's size was chosen (Prediction.set_rule), and under how many phases per sample
-    # (Prediction.expected_phases)
+    # how the predicted set's size was chosen (Prediction.set_rule): under how many phases per sample
+    # (Prediction.expected_phases) or at which threshold (Prediction.threshold)
     set_rule: str | None = None
     expected_phases: float | None = None
+    threshold: float | None = None
 
     @property
     def k_star(self) -> int:
@@ -346,6 +347,7 @@ def score_measured(
                 item.extra,
                 pred.set_rule,
                 pred.expected_phases,
+                pred.threshold,
             )
         )
     return scores, failures
@@ -506,7 +508,12 @@ def _set_rule_text(scores: list[MeasuredScore]) -> str:
                 f"{' / '.join(f'{p:g}' for p in phases) or '?'} phases per sample (--expected-phases)"
             )
         else:
-            texts.append("as many groups as score >= the threshold (--threshold)")
+            thresholds = sorted(
+                {s.threshold for s in scores if s.set_rule == rule and s.threshold is not None}
+            )
+            texts.append(
+                f"as many groups as score >= {' / '.join(f'{t:g}' for t in thresholds) or '?'} (--threshold)"
+            )
     return " / ".join(texts) or "not recorded"
 
 
@@ -642,6 +649,7 @@ def write(
                         "predicted_set": s.predicted,
                         "set_rule": s.set_rule,
                         "expected_phases": s.expected_phases,
+                        "threshold": s.threshold,
                         "extra_or_trace": sorted(s.extra),
                         "warnings": s.warnings,
                         "prior_weight": s.prior_weight,
