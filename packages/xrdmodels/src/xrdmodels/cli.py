@@ -331,13 +331,15 @@ def _expected_phases(text: str) -> float | str:
     """--expected-phases: a number from 1 to 5, or "training"."""
     if text.strip().lower() == "training":
         return "training"
-    value = _number(text)
-    if not 1 <= value <= MAX_PHASES:
+    from .predict import check_expected_phases
+
+    try:
+        return check_expected_phases(_number(text))
+    except ValueError:
         _fail(
             f"--expected-phases {text!r}: give the mean number of phases in your samples, from 1 to {MAX_PHASES}, "
             "or 'training' to read the model's probabilities as trained"
         )
-    return value
 
 
 #: --expected-phases of `predict` and `score-measured`.
