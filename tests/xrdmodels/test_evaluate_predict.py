@@ -13,6 +13,7 @@ import torch
 import zarr
 from checkpoint_factory import make_checkpoint
 from click.testing import CliRunner
+from reference_f1 import expected_f1_size_by_counting
 from store_factory import StoreSpec, write_store
 
 from xrdmodels.checkpoint import load_checkpoint
@@ -450,11 +451,12 @@ def test_evaluate_predict_and_score_measured_rank_by_the_same_rule(tmp_path, mon
 
     # Otherwise the ranking is the same and the set's size is the expected-F1 size along it, under the chance
     # that some slot holds each group, 1 - prod_k (1 - pi_kc): read as trained, 11 0.31, 31 0.45, 51 0.001, 21 0.29
-    # in ranking order, so 2·sum(first k)/(k + 1.051) is 0.302, 0.498, 0.376, 0.416 for k = 1..4: the top two.
+    # in ranking order (the rest ~0), so the expected F1 of the top k (groups independent; reference_f1.py) is
+    # 0.240, 0.429, 0.333, 0.375 for k = 1..4: the top two.
     trained = predict("--expected-phases", "training")
     assert trained["predicted_set"] == [11, 31] and trained["expected_phases"] == pytest.approx(2.4)
     # By default each odds is read at 1.5 of the 2.4 phases (no recipe recorded: A.1's mean): 0.219, 0.338,
-    # 0.0006, 0.203, so 2·sum(first k)/(k + 0.762) is 0.249, 0.404, 0.297, 0.320: the top two again.
+    # 0.0006, 0.203, whose top k have expected F1 0.182, 0.330, 0.254, 0.280: the top two again.
     default = predict()
     assert [r["spacegroup"] for r in default["ranked"]] == ranked
     assert default["set_rule"] == "expected-f1" and default["threshold"] is None
@@ -549,10 +551,10 @@ def test_evaluate_predict_and_score_measured_rank_by_the_same_rule(tmp_path, mon
 # The ranking of a measured pattern hedged towards the training label prior
 # ---------------------------------------------------------------------------------------------------------
 
-# Space group 11 is certain (0.9), 31 and 51 unsure (0.2, 0.15); the training phases are 20% group 51 and no
+# Space group 11 is certain (0.9), 31 and 51 unsure (0.3, 0.15); the training phases are 20% group 51 and no
 # group 31, the rest spread over the other groups.
 FIXED_PRESENCE = np.linspace(0.01, 0.02, 230)  # distinct, so that no two groups tie
-FIXED_PRESENCE[[10, 30, 50]] = [0.9, 0.2, 0.15]
+FIXED_PRESENCE[[10, 30, 50]] = [0.9, 0.3, 0.15]
 LABEL_PRIOR = np.linspace(0.8, 1.6, 230) * 0.8 / np.linspace(0.8, 1.6, 230).sum()
 LABEL_PRIOR[[30, 50]] = [0.0, 0.2]
 
@@ -669,16 +671,6 @@ def test_the_predicted_set_keeps_the_models_size_and_is_the_top_of_the_hedged_ra
     assert plain["predictions"][0]["predicted_set"] == [11, 31]
 
 
-def _plug_in_size(q_in_rank_order: list[float]) -> int:
-    """The expected-F1 set size written out as a loop: argmax over k of 2·(q_1 + ... + q_k) / (k + Σq)."""
-    total, running, best, best_k = sum(q_in_rank_order), 0.0, -1.0, 0
-    for k, q in enumerate(q_in_rank_order, start=1):
-        running += q
-        if 2 * running / (k + total) > best:
-            best, best_k = 2 * running / (k + total), k
-    return best_k
-
-
 def test_the_default_predicted_set_has_the_size_of_highest_expected_f1(tmp_path, monkeypatch) -> None:
     import sys
 
@@ -691,7 +683,7 @@ def test_the_default_predicted_set_has_the_size_of_highest_expected_f1(tmp_path,
             "predictions"
         ][0]
         q = sorted((r["probability"] for r in prediction["ranked"]), reverse=True)
-        assert _plug_in_size(q) == size  # the size these probabilities call for
+        assert expected_f1_size_by_counting(q) == size  # the size these probabilities call for
         assert prediction["set_rule"] == "expected-f1" and prediction["threshold"] is None
         assert prediction["predicted_set"] == sorted(r["spacegroup"] for r in prediction["ranked"][:size])
         # A threshold asked for decides the size instead: 0.03 admits every strong group.
@@ -701,7 +693,7 @@ def test_the_default_predicted_set_has_the_size_of_highest_expected_f1(tmp_path,
 
 
 def test_the_expected_f1_size_does_not_move_with_the_prior_weight(tmp_path, monkeypatch) -> None:
-    """FIXED_PRESENCE's 0.9 / 0.2 / 0.15 read as trained call for two groups; the hedge reorders 31 and 51 but
+    """FIXED_PRESENCE's 0.9 / 0.3 / 0.15 read as trained call for two groups; the hedge reorders 31 and 51 but
     keeps the size."""
     sizes = {}
     for weight in ("0", "2", "0.5"):
@@ -721,7 +713,7 @@ def test_the_expected_f1_size_does_not_move_with_the_prior_weight(tmp_path, monk
 
 
 def test_the_set_size_reads_the_probabilities_at_the_expected_number_of_phases(tmp_path, monkeypatch) -> None:
-    """FIXED_PRESENCE's 0.9 / 0.2 / 0.15 beside 227 groups at 0.01-0.02, from a checkpoint without a recipe (A.1's
+    """FIXED_PRESENCE's 0.9 / 0.3 / 0.15 beside 227 groups at 0.01-0.02, from a checkpoint without a recipe (A.1's
     2.4 phases per mixture): read at 1, 1.5 (the default), 2.4 ('training') and 5 phases per sample, each odds
     q / (1 - q) times that over 2.4, the expected-F1 sizes are 1, 1, 2 and 3; the ranking never moves."""
     answers = {}
@@ -729,7 +721,7 @@ def test_the_set_size_reads_the_probabilities_at_the_expected_number_of_phases(t
         args = () if given is None else ("--expected-phases", given)
         prediction = _hedged(monkeypatch, tmp_path, LABEL_PRIOR.tolist(), *args)["predictions"][0]
         odds = [r["probability"] / (1 - r["probability"]) * phases / 2.4 for r in prediction["ranked"]]
-        assert _plug_in_size(sorted((o / (1 + o) for o in odds), reverse=True)) == size
+        assert expected_f1_size_by_counting(sorted((o / (1 + o) for o in odds), reverse=True)) == size
         assert len(prediction["predicted_set"]) == size
         assert prediction["expected_phases"] == pytest.approx(phases)
         answers[phases] = [r["spacegroup"] for r in prediction["ranked"]]

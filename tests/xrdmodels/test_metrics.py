@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference_f1 import expected_f1_by_counting, expected_f1_size_by_counting
 from sklearn.metrics import jaccard_score, precision_recall_fscore_support, top_k_accuracy_score
 
 from xrdmodels import metrics as M
@@ -497,23 +498,36 @@ def test_rescaled_odds_are_bayes_rule_for_a_rare_label_under_a_scaled_prior() ->
 
 
 def test_expected_f1_set_size_against_enumeration() -> None:
+    rng = np.random.default_rng(0)
     for q, size in (
         ([0.95, 0.9, 0.2, 0.1, 0.05, 0.05], 2),
         ([0.6, 0.1, 0.1, 0.1, 0.1, 0.1], 1),
         ([0.9, 0.85, 0.8, 0.02, 0.02, 0.02], 3),
+        ([0.0, 0.0, 0.0], 1),  # nothing likely: still the top group
+        ([1.0, 1.0, 0.0, 0.5], 2),  # a ranking out of its probabilities' order: the 0.5 comes too late
     ):
         q = np.array(q)
         exact = [_exact_expected_f1(q, k) for k in range(1, q.size + 1)]
+        np.testing.assert_allclose(M.expected_f1_of_top_k(q), exact, rtol=1e-12, atol=1e-14)
         assert M.expected_f1_set_size(q) == size == int(np.argmax(exact)) + 1
-    # The plug-in is a first-order approximation: on random rankings its set loses little expected F1.
-    rng = np.random.default_rng(0)
-    losses = []
-    for _ in range(50):
-        q = np.sort(rng.beta(0.5, 2.0, 8))[::-1]
-        exact = [_exact_expected_f1(q, k) for k in range(1, 9)]
-        losses.append(max(exact) - exact[M.expected_f1_set_size(q) - 1])
-    assert max(losses) < 0.05 and np.mean(losses) < 0.01
-    assert M.expected_f1_set_size(np.zeros(5)) == 1  # nothing likely: still the top group
+    # Any order (a phase-cluster model's ranking is not its probabilities' order), every truth enumerated.
+    for n in (1, 2, 5, 9):
+        for _ in range(10):
+            q = rng.beta(0.5, 2.0, n)
+            exact = [_exact_expected_f1(q, k) for k in range(1, n + 1)]
+            np.testing.assert_allclose(M.expected_f1_of_top_k(q), exact, rtol=1e-12, atol=1e-14)
     for bad in ([], [0.5, 1.5], [[0.5]]):
         with pytest.raises(ValueError, match="non-empty 1-d array of values in"):
             M.expected_f1_set_size(np.array(bad))
+
+
+def test_expected_f1_of_all_230_groups_against_counting() -> None:
+    """At the model's 230 groups, too many truths to enumerate: against the Poisson-binomial count of the others."""
+    rng = np.random.default_rng(3)
+    q = np.sort(rng.beta(0.05, 3.0, 230))[::-1]
+    q[:3] = [0.8, 0.45, 0.3]
+    values = M.expected_f1_of_top_k(q)
+    np.testing.assert_allclose(values[:6], [expected_f1_by_counting(q, k) for k in range(1, 7)], rtol=1e-10)
+    assert M.expected_f1_set_size(q) == expected_f1_size_by_counting(q) == int(np.argmax(values)) + 1
+    # Flat, small probabilities call for large sets: every group, when all 230 are equally unlikely.
+    assert M.expected_f1_set_size(np.full(230, 0.02)) == 230

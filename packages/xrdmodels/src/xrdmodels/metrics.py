@@ -163,10 +163,15 @@ def expected_f1_set_size(probability: np.ndarray) -> int:
     """How many groups from the top of a ranking form the set of highest expected F1 for one pattern.
 
     ``probability``: (G,) each group's probability of being present, in the ranking's order (for a presence model
-    ranked by them alone, descending). Taking the groups as independent, the expected F1 of the top k is to first
-    order 2·Σ_{i<=k} q_i / (k + Σ_j q_j), the plug-in of the decision-theoretic approach to F-measures (Lewis
-    1995; Ye, Chai, Lee & Chieu, ICML 2012): no threshold, the size follows from the probabilities themselves.
-    Returns the smallest k >= 1 that maximises it: a pattern sent for identification holds at least one phase.
+    ranked by them alone, descending). Taking the groups as independent, the expected F1 of the top k is computed
+    exactly (the decision-theoretic approach to F-measures: Lewis 1995; Jansche 2007; Ye, Chai, Lee & Chieu,
+    ICML 2012): no threshold, the size follows from the probabilities themselves. Returns the smallest k >= 1
+    that maximises it: a pattern sent for identification holds at least one phase.
+
+    With N the number of groups present, E[F1(k)] = E[2·TP / (k + N)] = Σ_{i<=k} q_i E[2 / (k + 1 + N_{-i})], and
+    1 / a = ∫_0^1 t^(a-1) dt turns each expectation into an integral of a probability generating function:
+    E[F1(k)] = 2 ∫_0^1 t^k G(t) Σ_{i<=k} q_i / (1 - q_i + q_i t) dt, G(t) = Π_j (1 - q_j + q_j t). The integrand
+    is a polynomial of degree < 2G, which Gauss-Legendre quadrature on G nodes integrates exactly.
 
     Raises:
         ValueError: no groups, or a probability outside [0, 1].
@@ -182,8 +187,20 @@ def expected_f1_set_size(probability: np.ndarray) -> int:
             f"probability must be a non-empty 1-d array of values in [0, 1]; {bad.size} are not (the first, at "
             f"{bad[0]}, is {q[bad[0]]}): the model gave no usable probabilities for this pattern"
         )
+    return int(np.argmax(expected_f1_of_top_k(q))) + 1
+
+
+def expected_f1_of_top_k(probability: np.ndarray) -> np.ndarray:
+    """(G,) the exact expected F1 of the top k = 1..G of a ranking whose groups are present independently with
+    ``probability`` (in the ranking's order; values in [0, 1], unchecked): see :func:`expected_f1_set_size`."""
+    q = np.asarray(probability, dtype=np.float64)
+    nodes, weights = np.polynomial.legendre.leggauss(q.size)
+    t = 0.5 * (nodes + 1.0)  # Gauss-Legendre on [0, 1]: every node is strictly inside, so 1 - q + q·t > 0
+    factor = 1.0 - q[None, :] + q[None, :] * t[:, None]  # (nodes, G)
+    generating = np.exp(np.log(factor).sum(axis=1))  # G(t)
     k = np.arange(1, q.size + 1)
-    return int(np.argmax(2.0 * np.cumsum(q) / (k + q.sum()))) + 1
+    integrand = t[:, None] ** k[None, :] * generating[:, None] * np.cumsum(q[None, :] / factor, axis=1)
+    return (0.5 * weights) @ (2.0 * integrand)
 
 
 def rescale_presence_odds(probability: np.ndarray, ratio: float) -> np.ndarray:
