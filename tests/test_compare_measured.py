@@ -54,6 +54,19 @@ def test_paired_table_counts_files_and_scans(tmp_path: Path) -> None:
     assert rows["a"].endswith("| 0.750 | 1 of 2 |") and rows["b"].endswith("| 0.750 | 1 of 2 |")
 
 
+def test_a_multi_phase_single_set_gets_its_every_phase_column(tmp_path: Path) -> None:
+    """`--single-set multi` (as for rruff_pairs.py's two-phase patterns): its hit@k counts either phase, and its
+    scans are also counted where every phase is in the top 3."""
+    ranks = [2, 3, 4, 5, 6, 7, 8, 9, 10]
+    base = _write(tmp_path / "a" / "measured.json", {"s0": [12, *ranks]}, [[225, 229, 1], [1, 229, 2, 225]])
+    text = compare.table([base], ["a"], "multi")
+    header, _, row = text.splitlines()
+    assert "| multi recall@K* | multi every phase in top 3 |" in header
+    cells = row.strip("| ").split(" | ")
+    assert cells[1] == "0.500 / 1.000 / 1.000 / 1.000"  # m1 has 229 second, 225 fourth
+    assert cells[3:5] == ["0.750", "1 of 2"]
+
+
 def test_the_combined_ranking_is_compared_on_request(tmp_path: Path) -> None:
     """--ranking combined reads each file's combined top 10 and the combined summary, not the model's."""
     ranks = [2, 3, 4, 5, 6, 7, 8, 9, 10]

@@ -9,7 +9,9 @@ Usage: .venv/bin/python pipelines/measured/compare.py BASE/measured.json OTHER/m
 Prints one markdown row per model: hit@1 / hit@3 / hit@5 / hit@10 on the single-phase set, the files it gets
 right that the first model gets wrong and the reverse (at hit@1 and hit@5) with the exact two-sided sign-test
 p-value of that split (McNemar's test on the discordant files), recall@K* of every multi-phase set as
-score-measured summarised it, and how many scans of each multi-phase set hold every labelled phase in the top 3.
+score-measured summarised it, and how many scans of each multi-phase set hold every labelled phase in the top 3
+(of the single set too where it is multi-phase: `--single-set rruff_pairs` for pipelines/measured/rruff_pairs.py's
+two-phase patterns, whose hit@k columns then count either phase).
 This is how the levers in docs/benchmarks.md are compared: with 443 RRUFF files and a seed spread of ~0.015, a
 paired split is what tells a lever from noise. `--ranking` compares the library's, its neighbour search's or the
 combined ranking of each file instead of the model's (score-measured with `--library` writes them all), or the
@@ -165,7 +167,8 @@ def table(
                 f"{path} scores other files than {paths[0]}; compare outputs of one labels table"
             )
     keys = _single_phase_keys(base_files, paths[0], single_set, groups)
-    multi_sets = sorted({k[0] for k in base_files if k[0] != single_set})
+    # The single set too where its files hold several phases (the RRUFF pairs of rruff_pairs.py).
+    multi_sets = sorted({k[0] for k, f in base_files.items() if k[0] != single_set or len(f.phases) > 1})
     columns = [
         "model",
         f"{single_set} hit@1 / hit@3 / hit@5 / hit@10",
