@@ -77,10 +77,16 @@ def read_rruff(experimental: Path) -> list[dict]:
     return rows
 
 
+def accepted(row: dict) -> set[str]:
+    """The space groups a labels row accepts for its phase (`spacegroups_accept`, `a|b`; else `spacegroups`)."""
+    return set((row["spacegroups_accept"] or row["spacegroups"]).replace(";", "|").split("|"))
+
+
 def draw_pairs(
     rows: list[dict], n: int, seed: int, minor_min: float, minor_max: float
 ) -> list[tuple[int, int, float]]:
-    """`n` distinct (major index, minor index, minor share f): different space groups and mineral groups."""
+    """`n` distinct (major index, minor index, minor share f): no space group either phase accepts in common, and
+    different mineral groups."""
     if not 0.0 < minor_min <= minor_max <= 0.5:
         raise SystemExit(
             f"--minor-min {minor_min} and --minor-max {minor_max} must satisfy 0 < min <= max <= 0.5"
@@ -93,7 +99,7 @@ def draw_pairs(
             break
         a, b = (int(i) for i in rng.choice(len(rows), size=2, replace=False))
         share = float(rng.uniform(minor_min, minor_max))
-        if rows[a]["spacegroups"] == rows[b]["spacegroups"] or rows[a]["group"] == rows[b]["group"]:
+        if accepted(rows[a]) & accepted(rows[b]) or rows[a]["group"] == rows[b]["group"]:
             continue
         if frozenset((a, b)) in seen:
             continue
