@@ -145,6 +145,7 @@ def test_the_ablation_table_pairs_every_variant_with_the_first(tmp_path: Path, m
     def score_measured(argv: list[str], check: bool) -> None:
         # What run.py leaves for a variant: lab finds files 1 and 2 first, paper only file 1.
         assert argv[argv.index("--seed") + 1] == "3"
+        assert argv[argv.index("--pairs") + 1] == "0"  # the ablation's table does not read the RRUFF pairs
         out = Path(argv[argv.index("--out") + 1]) / "measured"
         first = {"1.xy": 12, "2.xy": 14, "3.xy": 1} if "lab" in argv else {"1.xy": 12, "2.xy": 1, "3.xy": 1}
         truth = {"1.xy": 12, "2.xy": 14, "3.xy": 2}

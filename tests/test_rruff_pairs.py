@@ -1,6 +1,6 @@
-"""`pipelines/measured/rruff_pairs.py`: each pair is (1 - f)·major + f·minor point by point, of two different
-space groups and mineral groups, labelled so that `score-measured` reads both phases; the same seed writes the
-same files."""
+"""`pipelines/measured/rruff_pairs.py`: each pair is (1 - f)·major + f·minor point by point, of two phases with no
+accepted space group in common and of different mineral groups, labelled so that `score-measured` reads both
+phases; the same seed writes the same files."""
 
 from __future__ import annotations
 
@@ -66,11 +66,13 @@ def test_pairs_are_weighted_sums_of_two_groups_and_read_as_two_phases(tmp_path) 
         assert [set(p) for p in item.phases] == wanted and item.wavelength_angstrom == 1.5418
     assert len(pairs) == 4  # distinct
     # The same seed writes the same bytes; another seed another draw.
-    again = tmp_path / "again"
+    again, other = tmp_path / "again", tmp_path / "other"
     rruff_pairs.main(["--out", str(again), "--n", "4", "--seed", "3", "--experimental", str(experimental)])
     assert (again / "labels.csv").read_bytes() == (out / "labels.csv").read_bytes()
     for item in labelled:
         assert (again / item.row["file"]).read_bytes() == (out / item.row["file"]).read_bytes()
+    rruff_pairs.main(["--out", str(other), "--n", "4", "--seed", "4", "--experimental", str(experimental)])
+    assert (other / "labels.csv").read_bytes() != (out / "labels.csv").read_bytes()
 
 
 def test_pairs_refuse_what_they_cannot_do(tmp_path) -> None:
@@ -83,6 +85,11 @@ def test_pairs_refuse_what_they_cannot_do(tmp_path) -> None:
         )
     with pytest.raises(SystemExit, match="all_labels.csv not found: give --experimental the shared folder"):
         rruff_pairs.main(["--out", str(tmp_path / "o"), "--experimental", str(tmp_path)])
+    ungrouped = _fake_experimental(tmp_path / "ungrouped")
+    table = ungrouped / "rruff" / "labels.csv"
+    table.write_text("".join(line for line in table.read_text().splitlines(True) if ",3.xy," not in line))
+    with pytest.raises(SystemExit, match=r"rruff/3.xy has no mineral group in .*labels.csv"):
+        rruff_pairs.main(["--out", str(tmp_path / "o"), "--experimental", str(ungrouped)])
     other = _fake_experimental(tmp_path / "coarse")
     np.savetxt(other / "rruff" / "3.xy", np.column_stack([np.arange(5.0, 90.0, 0.02), np.zeros(4250)]))
     with pytest.raises(SystemExit, match="3.xy is not on the common RRUFF grid"):

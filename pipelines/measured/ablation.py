@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         subprocess.run(
             [sys.executable, str(HERE / "run.py"), *variant_arguments(variant), "--bank", args.bank, "--out",
              str(run_out), "--n-train", args.n_train, "--train-steps", str(args.train_steps), "--workers",
-             str(args.workers), "--ensemble", "1", "--seed", str(args.seed)],
+             str(args.workers), "--ensemble", "1", "--seed", str(args.seed), "--pairs", "0"],
             check=True,
         )  # fmt: skip
         scores = json.loads((run_out / "measured" / "measured.json").read_text())

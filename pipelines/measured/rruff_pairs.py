@@ -7,8 +7,8 @@ scaled to a maximum of 1000, so a pair is the point-by-point sum (1 - f)·y_a + 
 RRUFF files are, with the minor phase's share f drawn uniformly in [--minor-min, --minor-max] (its strongest line
 then stands at f / (1 - f) of the major phase's). Diffracted intensities of a physical mixture add the same way (up
 to the phases' different absorption, which only rescales f). The two phases come from different space groups and
-different mineral groups (RRUFF's `group`: near-identical samples of one mineral), so that each pair asks for two
-groups, like the NIST duplex steel. The pairs are drawn with a fixed seed; the same seed gives the same files.
+different mineral groups (RRUFF's `group`: near-identical samples of one mineral), and no space group accepted for
+one phase is accepted for the other, so that each pair asks for two groups, like the NIST duplex steel. The pairs are drawn with a fixed seed; the same seed gives the same files.
 
 Writes OUT/labels.csv (the columns of ../shared/data/experimental/all_labels.csv, set `rruff_pairs`; `notes` names
 the two source files and f) and OUT/pairs/<a>+<b>.xy. Score them with `xrdmodels score-measured CKPT --labels
@@ -26,6 +26,8 @@ import csv
 from pathlib import Path
 
 import numpy as np
+
+from xrdmodels.measured_eval import parse_phases
 
 REPO = Path(__file__).resolve().parents[2]
 LABEL_COLUMNS = (
@@ -61,6 +63,11 @@ def read_rruff(experimental: Path) -> list[dict]:
             if row["set"] != "rruff":
                 continue
             data = np.loadtxt(experimental / row["file"], comments="#", ndmin=2)
+            if row["file"] not in groups:
+                raise SystemExit(
+                    f"{row['file']} has no mineral group in {experimental / 'rruff' / 'labels.csv'}: the pairs "
+                    "keep near-identical samples apart by it"
+                )
             rows.append(
                 {**row, "group": groups[row["file"]], "two_theta": data[:, 0], "intensity": data[:, 1]}
             )
@@ -77,9 +84,14 @@ def read_rruff(experimental: Path) -> list[dict]:
     return rows
 
 
-def accepted(row: dict) -> set[str]:
-    """The space groups a labels row accepts for its phase (`spacegroups_accept`, `a|b`; else `spacegroups`)."""
-    return set((row["spacegroups_accept"] or row["spacegroups"]).replace(";", "|").split("|"))
+def accepted(row: dict) -> set[int]:
+    """The space groups a single-phase labels row accepts for its phase (`spacegroups_accept`, `a|b`; else
+    `spacegroups`), read as score-measured reads them."""
+    try:
+        (phase,) = parse_phases(row.get("spacegroups_accept") or "", row["spacegroups"] or "")
+    except ValueError as error:  # also a row naming several phases: the set is single-phase
+        raise SystemExit(f"{row['file']}: its labels are not one phase's space groups ({error})") from error
+    return phase
 
 
 def draw_pairs(
@@ -135,7 +147,9 @@ def write_pairs(rows: list[dict], pairs: list[tuple[int, int, float]], out: Path
                     "file": name,
                     "n_phases": 2,
                     "spacegroups": f"{major['spacegroups']};{minor['spacegroups']}",
-                    "spacegroups_accept": f"{major['spacegroups_accept']};{minor['spacegroups_accept']}",
+                    "spacegroups_accept": ";".join(
+                        "|".join(map(str, sorted(accepted(row)))) for row in (major, minor)
+                    ),
                     "extra_or_trace": "",
                     "wavelength_angstrom": major["wavelength_angstrom"],
                     "radiation": major["radiation"],
@@ -151,7 +165,7 @@ def write_pairs(rows: list[dict], pairs: list[tuple[int, int, float]], out: Path
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="folder for labels.csv and pairs/")
     parser.add_argument("--n", type=int, default=300, help="number of pairs (default 300)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")

@@ -57,6 +57,7 @@ so does ``predict --threshold``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -176,6 +177,16 @@ def expected_f1_set_size(probability: np.ndarray) -> int:
     Raises:
         ValueError: no groups, or a probability outside [0, 1].
     """
+    return int(np.argmax(expected_f1_of_top_k(probability))) + 1
+
+
+def expected_f1_of_top_k(probability: np.ndarray) -> np.ndarray:
+    """(G,) the exact expected F1 of the top k = 1..G of a ranking whose groups are present independently with
+    ``probability`` (in the ranking's order): see :func:`expected_f1_set_size`.
+
+    Raises:
+        ValueError: no groups, or a probability outside [0, 1].
+    """
     q = np.asarray(probability, dtype=np.float64)
     if q.ndim != 1 or q.size == 0:
         raise ValueError(
@@ -187,20 +198,21 @@ def expected_f1_set_size(probability: np.ndarray) -> int:
             f"probability must be a non-empty 1-d array of values in [0, 1]; {bad.size} are not (the first, at "
             f"{bad[0]}, is {q[bad[0]]}): the model gave no usable probabilities for this pattern"
         )
-    return int(np.argmax(expected_f1_of_top_k(q))) + 1
-
-
-def expected_f1_of_top_k(probability: np.ndarray) -> np.ndarray:
-    """(G,) the exact expected F1 of the top k = 1..G of a ranking whose groups are present independently with
-    ``probability`` (in the ranking's order; values in [0, 1], unchecked): see :func:`expected_f1_set_size`."""
-    q = np.asarray(probability, dtype=np.float64)
-    nodes, weights = np.polynomial.legendre.leggauss(q.size)
-    t = 0.5 * (nodes + 1.0)  # Gauss-Legendre on [0, 1]: every node is strictly inside, so 1 - q + q·t > 0
-    factor = 1.0 - q[None, :] + q[None, :] * t[:, None]  # (nodes, G)
+    t, weights = _gauss_legendre_unit(q.size)
+    factor = 1.0 - q[None, :] + q[None, :] * t[:, None]  # (nodes, G); > 0, as every node is inside (0, 1)
     generating = np.exp(np.log(factor).sum(axis=1))  # G(t)
     k = np.arange(1, q.size + 1)
     integrand = t[:, None] ** k[None, :] * generating[:, None] * np.cumsum(q[None, :] / factor, axis=1)
-    return (0.5 * weights) @ (2.0 * integrand)
+    return weights @ (2.0 * integrand)
+
+
+@functools.lru_cache(maxsize=8)
+def _gauss_legendre_unit(n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights on [0, 1], kept: the eigen-solve behind them costs more than the sum."""
+    nodes, weights = np.polynomial.legendre.leggauss(n_nodes)
+    t, w = 0.5 * (nodes + 1.0), 0.5 * weights
+    t.flags.writeable = w.flags.writeable = False
+    return t, w
 
 
 def rescale_presence_odds(probability: np.ndarray, ratio: float) -> np.ndarray:

@@ -355,10 +355,11 @@ def predict_one(
     (:func:`~xrdmodels.metrics.rescale_presence_odds`, ratio ``expected_phases`` / :func:`training_mean_phases`;
     "training": as trained; the memory's n_g is not rescaled: it carries no count of phases). The checkpoint's
     threshold, the best micro-F1 on synthetic validation mixtures, gives a single-phase RRUFF mineral a set of 3
-    groups (median; F1 0.42), the expected-F1 size as trained a set of 2 (median; one group for 35% of them, F1
-    0.52); for a phase-cluster model, the validation gate gives RRUFF F1 0.24, the expected-F1 size 0.35
-    (docs/benchmarks.md, "The predicted set of a measured pattern"). Warnings compare the pattern with
-    ``training`` (default: :func:`training_ranges` of ``state``).
+    groups (median; F1 0.42), the expected-F1 size (its plug-in, as trained) a set of 2 (median; one group for 35%
+    of them, F1 0.52); for a phase-cluster model, the validation gate gives RRUFF F1 0.24, that size 0.35
+    (docs/benchmarks.md, "The predicted set of a measured pattern"); at 1.5 phases per sample and with the exact
+    expected F1, RRUFF F1 0.56-0.58 over three presence models ("The exact expected F1"). Warnings compare the
+    pattern with ``training`` (default: :func:`training_ranges` of ``state``).
 
     Raises:
         MeasuredSignalError: the pattern holds no measurable signal; nothing is predicted.
