@@ -146,9 +146,9 @@ def plot_sample(
     try:
         bank = Bank.open(bank_url, remote_options(bank_url, storage_options))
     except Exception as exc:  # noqa: BLE001 - sticks are optional: any failure is reported, the plot drawn
-        no_sticks = (
-            f"the bank {bank_url} could not be opened ({type(exc).__name__}: {exc}); give it with --bank"
-        )
+        # Bank.open's own errors name the bank already; others (a library's) may not.
+        named = "" if bank_url in str(exc) else f" {bank_url}"
+        no_sticks = f"the bank{named} could not be opened ({type(exc).__name__}: {exc}); give it with --bank"
     else:
         if bank.fingerprint != a["bank_fingerprint"]:
             no_sticks = (
