@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xrdmodels.measured import MeasuredFormatError, read_pattern
 from xrdmodels.measured_eval import parse_phases
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,14 +63,22 @@ def read_rruff(experimental: Path) -> list[dict]:
         for row in csv.DictReader(handle):
             if row["set"] != "rruff":
                 continue
-            data = np.loadtxt(experimental / row["file"], comments="#", ndmin=2)
+            try:
+                pattern = read_pattern(experimental / row["file"])
+            except MeasuredFormatError as error:
+                raise SystemExit(str(error)) from error
             if row["file"] not in groups:
                 raise SystemExit(
                     f"{row['file']} has no mineral group in {experimental / 'rruff' / 'labels.csv'}: the pairs "
                     "keep near-identical samples apart by it"
                 )
             rows.append(
-                {**row, "group": groups[row["file"]], "two_theta": data[:, 0], "intensity": data[:, 1]}
+                {
+                    **row,
+                    "group": groups[row["file"]],
+                    "two_theta": pattern.two_theta_deg,
+                    "intensity": pattern.intensity,
+                }
             )
     if not rows:
         raise SystemExit(
