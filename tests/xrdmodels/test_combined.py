@@ -11,6 +11,7 @@ from xrdmodels.combined import (
     LIBRARY_FOM_MIDPOINT,
     LIBRARY_FOM_SLOPE,
     combine,
+    combined_set,
     group_fom,
     library_probability,
 )
@@ -64,6 +65,17 @@ def test_combine_is_the_noisy_or_of_every_group_ranked_best_first() -> None:
         no_model_or_library = 1.0 - expected[g][0]
         assert r.score == pytest.approx(1.0 - no_model_or_library * (1.0 - n[g - 1]), rel=1e-12)
         assert r.neighbour_probability == n[g - 1]
+
+
+def test_the_combined_set_is_the_top_of_the_combined_ranking_at_the_models_size() -> None:
+    p = np.full(230, 0.01)
+    p[[13, 1, 61]] = [0.6, 0.4, 0.2]  # the model: 14, 2, 62
+    ranking = combine(p, _library({225: 0.97, 14: 0.55}))  # 225, 14, 2, 62, ...
+    assert combined_set(ranking, 1) == [225]
+    assert combined_set(ranking, 3) == [2, 14, 225]  # ascending, as the model's set
+    assert combined_set(ranking, 0) == []
+    with pytest.raises(ValueError, match="231 groups"):
+        combined_set(ranking, 231)
 
 
 def test_a_strong_library_match_leads_and_weak_ones_leave_the_models_order() -> None:

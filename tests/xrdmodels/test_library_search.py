@@ -625,6 +625,12 @@ def test_predict_prints_the_library_ranking_beside_the_models(tmp_path, bank) ->
         assert r["score"] == pytest.approx(1 - (1 - r["model_probability"]) * (1 - r["library_probability"]))
     assert [r["score"] for r in combined] == sorted((r["score"] for r in combined), reverse=True)
     assert "model and library combined" in result.output
+    # The combined set: the top of the combined ranking, as many groups as the model's predicted set.
+    size = len(prediction["predicted_set"])  # an untrained model's flat probabilities give a large set
+    assert len(prediction["combined_set"]) == size
+    assert {r["spacegroup"] for r in combined[:size]} <= set(prediction["combined_set"])
+    assert phases[5]["group"] in prediction["combined_set"]
+    assert "combined set (the top of the combined ranking" in result.output
     # With a recorded label prior the model's term is hedged as its own ranking is: probability + w × prior.
     prior = np.linspace(1.0, 2.0, 230) / np.linspace(1.0, 2.0, 230).sum()
     hedged = make_checkpoint(
@@ -794,6 +800,23 @@ def test_score_measured_reports_the_library_beside_the_model(tmp_path, bank) -> 
         assert combined[f"hit@{k}"] == pytest.approx(sum(hits) / 3)
     single = next(f for f in payload["files"] if f["file"] == "single.xy")
     assert single["combined_top10"][0] == phases[2]["group"]  # the library's near-perfect match leads
+    # The combined set: the model's size, from the top of the combined ranking, scored as the model's set is.
+    for f in payload["files"]:
+        size = len(f["predicted_set"])
+        assert len(f["combined_predicted_set"]) == size
+        assert set(f["combined_top10"][:size]) <= set(f["combined_predicted_set"])
+    assert phases[2]["group"] in single["combined_predicted_set"]
+    sets = {r["set"]: r for r in payload["combined_set_summary"]}["all"]
+    f1 = []
+    for f in payload["files"]:
+        named = sum(bool(set(p) & set(f["combined_predicted_set"])) for p in f["phases"])
+        wrong = len(set(f["combined_predicted_set"]) - set().union(*map(set, f["phases"])))
+        f1.append(2 * named / (named + wrong + len(f["phases"])))
+    assert sets["F1"] == pytest.approx(sum(f1) / 3)
+    assert sets["set size"] == pytest.approx(
+        sum(len(f["combined_predicted_set"]) for f in payload["files"]) / 3
+    )
+    assert "combined ranking's predicted set" in (out / "measured.md").read_text()
     assert strata["library top 1"]["comb hit@1"] == 1.0
     assert "combined in one ranking" in result.output
     assert "library rank > 10" in (out / "measured.md").read_text()

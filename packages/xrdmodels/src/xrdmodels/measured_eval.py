@@ -88,14 +88,17 @@ class MeasuredScore:
     set_rule: str | None = None
     expected_phases: float | None = None
     threshold: float | None = None
+    # the combined ranking's predicted set (xrdmodels.combined.combined_set), when a library was searched
+    combined_predicted: list[int] | None = None
 
     @property
     def k_star(self) -> int:
         return len(self.phases)
 
-    def set_agreement(self) -> tuple[int, int]:
-        """(phases the predicted set names, its groups that name neither a labelled phase nor a minor one)."""
-        chosen = set(self.predicted or [])
+    def set_agreement(self, chosen: list[int] | None = None) -> tuple[int, int]:
+        """(phases the set names, its groups that name neither a labelled phase nor a minor one) of ``chosen``
+        (default: the model's predicted set)."""
+        chosen = set((self.predicted if chosen is None else chosen) or [])
         named = sum(bool(p & chosen) for p in self.phases)
         wrong = len(chosen - set().union(*self.phases) - self.extra)
         return named, wrong
@@ -314,11 +317,13 @@ def score_measured(
             failures.append((str(item.path), str(exc)))
             continue
         warnings, library_ranked, combined_ranked, neighbour_ranked = list(pred.warnings), None, None, None
+        combined_predicted = None
         if ranker.library is not None:
             try:
                 reading = ranker.search(pred, gridded, pattern, wl)
             except ValueError as exc:
                 library_ranked, combined_ranked = [], [r.spacegroup for r in pred.ranked]
+                combined_predicted = list(pred.predicted_set)
                 warnings.append(f"library search failed: {exc}")
             else:
                 library_ranked = [m.spacegroup for m in reading.found.ranked]
@@ -331,6 +336,7 @@ def score_measured(
                 if ranker.neighbour_note:
                     warnings.append(ranker.neighbour_note)
                 combined_ranked = [g.spacegroup for g in reading.combined]
+                combined_predicted = reading.combined_set
         scores.append(
             MeasuredScore(
                 item.row["set"],
@@ -348,6 +354,7 @@ def score_measured(
                 pred.set_rule,
                 pred.expected_phases,
                 pred.threshold,
+                combined_predicted,
             )
         )
     return scores, failures
@@ -414,23 +421,30 @@ _METRICS = [*[f"hit@{k}" for k in HIT_KS], "recall@K*", "cover@K*", "mean_first_
 SET_METRICS = ("set size", "empty", "precision", "recall", "F1", "exact")
 
 
-def summarise_sets(scores: list[MeasuredScore]) -> list[dict[str, float | str | int]] | None:
-    """One row per set (and one for all files) on the model's predicted set, the answer `predict` gives: its
+def summarise_sets(
+    scores: list[MeasuredScore], which: Literal["model", "combined"] = "model"
+) -> list[dict[str, float | str | int]] | None:
+    """One row per set (and one for all files) on the model's predicted set, the answer `predict` gives (or with
+    ``which`` "combined", the combined ranking's set): its
     mean size, the share of files it leaves empty, and per file averaged: precision m / (m + f), recall m / K*,
     F1 2m / (m + f + K*) (their harmonic mean) and exact (m = K*, f = 0), where m counts the labelled phases the
     set names (one of a phase's acceptable groups is enough) and f its groups that name no labelled phase; a
     group of a minor phase (`extra_or_trace`) counts neither way. A set that names no labelled phase and no wrong
-    group (empty, or minor phases only) has precision 0. None when no score carries a predicted set."""
-    if all(s.predicted is None for s in scores):
+    group (empty, or minor phases only) has precision 0. None when no score carries such a set."""
+
+    def chosen_of(s: MeasuredScore) -> list[int] | None:
+        return s.predicted if which == "model" else s.combined_predicted
+
+    if all(chosen_of(s) is None for s in scores):
         return None
     out = []
     for name in [*sorted({s.set for s in scores}), "all"]:
-        members = [s for s in scores if name in ("all", s.set) and s.predicted is not None]
+        members = [s for s in scores if name in ("all", s.set) and chosen_of(s) is not None]
         if not members:
             continue
         per_file = []
         for s in members:
-            m, f = s.set_agreement()
+            m, f = s.set_agreement(chosen_of(s))
             per_file.append(
                 (
                     m / (m + f) if m + f else 0.0,
@@ -444,8 +458,8 @@ def summarise_sets(scores: list[MeasuredScore]) -> list[dict[str, float | str | 
             {
                 "set": name,
                 "files": len(members),
-                "set size": sum(len(s.predicted or []) for s in members) / len(members),
-                "empty": sum(not s.predicted for s in members) / len(members),
+                "set size": sum(len(chosen_of(s) or []) for s in members) / len(members),
+                "empty": sum(not chosen_of(s) for s in members) / len(members),
                 "precision": precision,
                 "recall": recall,
                 "F1": f1,
@@ -525,11 +539,12 @@ def markdown(
     network_summary: list[dict] | None = None,
     set_summary: list[dict] | None = None,
     set_rule: str = "not recorded",
+    combined_set_summary: list[dict] | None = None,
 ) -> str:
     """The per-set table; with ``set_summary``, the model's predicted set against the labels
     (:func:`summarise_sets`; ``set_rule``: how its sizes were chosen, in words); with ``library_summary``, the library's columns (``lib ...``) beside the model's; with
     ``network_summary``, a table for the network without the checkpoint's memory; with ``neighbour_summary``, a table for the library's phases in the model's eyes; with ``combined_summary``, one for
-    the rankings combined; then the 95% intervals of hit@1 and hit@5 of each ranking, set by set."""
+    the rankings combined, and with ``combined_set_summary`` one for the combined ranking's predicted set; then the 95% intervals of hit@1 and hit@5 of each ranking, set by set."""
     cols = ["set", "files", *_METRICS]
     rows = [dict(r) for r in summary]
     if library_summary is not None:
@@ -557,6 +572,12 @@ def markdown(
     if combined_summary is not None:
         text += "\nThe model and the library combined in one ranking (xrdmodels.combined):\n\n"
         text += _table(["set", "files", *_METRICS], combined_summary)
+    if combined_set_summary is not None:
+        text += (
+            "\nThe combined ranking's predicted set (its top, as many groups as the model's predicted set; "
+            "xrdmodels.combined.combined_set), against the labelled phases as above:\n\n"
+        )
+        text += _table(["set", "files", *SET_METRICS], combined_set_summary)
     rankings = [
         ("model", summary),
         ("network", network_summary),
@@ -603,6 +624,7 @@ def write(
     network_summary = summarise(scores, ranking="network") if remembered else None
     strata = by_library_rank(scores) if searched else None
     set_summary = summarise_sets(scores)
+    combined_set_summary = summarise_sets(scores, which="combined") if searched else None
     table = markdown(
         summary,
         library_summary,
@@ -611,6 +633,7 @@ def write(
         network_summary,
         set_summary,
         _set_rule_text(scores),
+        combined_set_summary,
     )
     weights = sorted({s.prior_weight for s in scores})
     if weights != [0.0]:
@@ -636,6 +659,7 @@ def write(
                 "network_summary": network_summary,
                 "by_library_rank": strata,
                 "set_summary": set_summary,
+                "combined_set_summary": combined_set_summary,
                 "files": [
                     {
                         "set": s.set,
@@ -647,6 +671,7 @@ def write(
                         "neighbour_top10": None if s.neighbour_ranked is None else s.neighbour_ranked[:10],
                         "network_top10": None if s.network_ranked is None else s.network_ranked[:10],
                         "predicted_set": s.predicted,
+                        "combined_predicted_set": s.combined_predicted,
                         "set_rule": s.set_rule,
                         "expected_phases": s.expected_phases,
                         "threshold": s.threshold,

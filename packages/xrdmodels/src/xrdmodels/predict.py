@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .combined import CombinedGroup, combine, noisy_or
+from .combined import CombinedGroup, combine, combined_set, noisy_or
 from .config import (
     A1_PHASE_COUNT_PROBABILITIES,
     CU_KA_ANGSTROM,
@@ -95,6 +95,9 @@ class Prediction:
     library: LibraryResult | None = None  # the library search on the same file, when one was asked for
     # the model and the library in one ranking (xrdmodels.combined), when a library was asked for
     combined: list[CombinedGroup] | None = None
+    #: The top of the combined ranking, as many groups as ``predicted_set`` (:func:`~xrdmodels.combined.combined_set`),
+    #: when a library was searched.
+    combined_set: list[int] | None = None
     #: The checkpoint's memory of its training phases that ``ranked`` used (its size and source), if any.
     memory: str | None = None
     #: The network's own ranking (space groups, best first, as many as ``ranked``) where the memory re-ranked it.
@@ -541,11 +544,13 @@ def memory_description(memory: NeighbourSearch) -> str:
 class LibraryReading:
     """A library search of one predicted pattern: the library's ranking, the similarity (230,) of the library's
     nearest phase of each group in the model's eyes (NaN for a group the library lacks; None without the
-    neighbour search) and the combined ranking (:func:`~xrdmodels.combined.combine`), all groups of each."""
+    neighbour search) and the combined ranking (:func:`~xrdmodels.combined.combine`), all groups of each, and
+    the combined ranking's predicted set (:func:`~xrdmodels.combined.combined_set`)."""
 
     found: LibraryResult
     neighbour_similarity: np.ndarray | None
     combined: list[CombinedGroup]
+    combined_set: list[int]
 
 
 @dataclass
@@ -668,7 +673,7 @@ class Ranker:
         )
         neighbour = None if similarity is None else neighbour_probability(similarity)
         combined = combine(combined_model_term(pred, self.state), found, neighbour)
-        return LibraryReading(found, similarity, combined)
+        return LibraryReading(found, similarity, combined, combined_set(combined, len(pred.predicted_set)))
 
 
 def collect_files(paths: list[str]) -> tuple[list[Path], list[Path]]:
@@ -758,6 +763,11 @@ def format_prediction(pred: Prediction) -> str:
             "  model and library combined (noisy-OR of the model's probability, hedged as its ranking is, the "
             "library's calibrated probability and, where searched, the library's nearest phases in the model's eyes):"
         )
+        if pred.combined_set is not None:
+            chosen = ", ".join(f"{s} ({symbol(s)})" for s in pred.combined_set) or "none"
+            lines.append(
+                f"  combined set (the top of the combined ranking, as many groups as the predicted set): {chosen}"
+            )
         lines.append("  rank  SG   symbol      system          score   model  library  neighbours")
         for i, r in enumerate(pred.combined, 1):
             lines.append(
@@ -894,6 +904,7 @@ def predict_files(
                 pred.warnings.append(f"library search failed: {exc}")
             else:
                 pred.combined = reading.combined[:top_k]
+                pred.combined_set = reading.combined_set
                 pred.library = replace(reading.found, ranked=reading.found.ranked[:top_k])
                 if ranker.neighbour_note:
                     pred.warnings.append(ranker.neighbour_note)
