@@ -747,24 +747,3 @@ def test_keep_step_checkpoints_keeps_the_newest_across_a_resume(stores, tmp_path
 def test_keep_step_checkpoints_must_be_positive(stores, tmp_path):
     with pytest.raises(ValueError, match="keep_step_checkpoints"):
         make_config(stores, tmp_path, keep_step_checkpoints=0)
-
-
-def test_superposed_pairs_train_and_resume_exactly(stores, tmp_path):
-    """With superposition_pairs, a presence model also trains on sums of the batch's single-phase patterns
-    (xrdmodels.superposition, tested against numpy in test_superposition.py): the losses differ from the same run
-    without them, and a resumed run draws the same pairs (bit for bit)."""
-    presence = {"model_overrides": {**TINY_MODEL, "head": "presence"}}
-    whole, split, plain = tmp_path / "whole", tmp_path / "split", tmp_path / "plain"
-    train(make_config(stores, whole, superposition_pairs=4, **presence), progress=False)
-    run_split_at_checkpoint(stores, split, superposition_pairs=4, **presence)
-    train(make_config(stores, plain, **presence), progress=False)
-    losses = train_losses(whole)
-    assert all(math.isfinite(v) for _, v in losses)
-    assert train_losses(split) == losses
-    assert_same_weights(weights(split / "last.pt"), weights(whole / "last.pt"))
-    assert losses != train_losses(plain)
-
-
-def test_superposed_pairs_need_a_presence_model(stores, tmp_path):
-    with pytest.raises(ValueError, match="needs a presence model"):
-        train(make_config(stores, tmp_path / "r", superposition_pairs=2), progress=False)

@@ -397,19 +397,6 @@ class TrainConfig(BaseModel):
         description='Presence models\' objective: {"kind": "bce"} (A.5) or {"kind": "asymmetric", ...}. '
         "Slot models always use A.5's assignment loss.",
     )
-    superposition_pairs: int = Field(
-        0,
-        ge=0,
-        description="Not in the paper: each step also trains on up to this many sums of two of the batch's "
-        "single-phase patterns, with a hinge keeping each phase's logit in the sum at least its logit alone "
-        '(xrdmodels.superposition; presence models only). 0: off (docs/benchmarks.md, "Superposed pairs").',
-    )
-    superposition_weight: float = Field(
-        1.0,
-        ge=0,
-        description="Weight of the superposition hinge, each of its terms counted as one term of the presence "
-        "BCE's average (A.5); 0 trains on the pairs with the presence loss alone.",
-    )
     precision: Precision = Field(
         "fp32",
         description="fp32 (A.6: no automatic mixed precision) or bf16 autocast. Not in the paper: faster on GPUs, "

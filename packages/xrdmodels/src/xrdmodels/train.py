@@ -48,7 +48,6 @@ from .metrics import gate_sweep, threshold_sweep
 from .models.heads import PhaseClusterHead
 from .models.model import SpaceGroupModel
 from .schedule import build_adamw, warmup_cosine_schedule
-from .superposition import superpose, superposition_hinge
 
 log = logging.getLogger(__name__)
 
@@ -359,11 +358,6 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
     if resume and not last.exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {last}; start without --resume")
     model_config = config.build_model_config()
-    if config.superposition_pairs and model_config.head != "presence":
-        raise ValueError(
-            f"superposition_pairs {config.superposition_pairs} needs a presence model, and this config's head is "
-            f"{model_config.head!r}: set superposition_pairs to 0 or model_overrides head to 'presence'"
-        )
     # Before any data is read: a checkpoint that cannot be resumed fails at once.
     saved = load_checkpoint(last, map_location="cpu") if resume else None
     if saved is not None:
@@ -451,25 +445,9 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
                 pattern = batch["pattern"].to(rt.device, non_blocking=True)
                 mask = batch["mask"].to(rt.device, non_blocking=True)
                 labels = batch["labels"].to(rt.device, non_blocking=True)
-                n_batch = pattern.shape[0]
-                pairs = None
-                if config.superposition_pairs:
-                    # Seeded by step and rank, so a resumed run draws the same pairs.
-                    draw = torch.Generator().manual_seed(
-                        (config.seed * 1_000_003 + state.step) * 1_009 + rt.rank
-                    )
-                    pairs = superpose(pattern, mask, labels, config.superposition_pairs, draw)
-                if pairs is not None:
-                    pattern = torch.cat([pattern, pairs.pattern])
-                    mask = torch.cat([mask, pairs.mask])
-                    labels = torch.cat([labels, pairs.labels])
                 with autocast(config, rt.device):
                     out = net(pattern, mask)
                     loss = model_loss(out, labels, config.presence_loss)
-                    if pairs is not None and config.superposition_weight > 0:
-                        loss = loss + config.superposition_weight * superposition_hinge(
-                            out.presence_logits, n_batch, pairs
-                        )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
