@@ -11,9 +11,11 @@ import json
 import logging
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 import zarr
 from checkpoint_factory import make_checkpoint
 from click.testing import CliRunner
@@ -35,6 +37,7 @@ from xrdmodels.library_search import (
     typical_fwhm_bins,
 )
 from xrdmodels.measured import MeasuredPattern
+from xrdmodels.models.model import ModelOutput
 from xrdmodels.predict import neighbour_search, prior_hedge
 
 BANK_WAVELENGTH = 1.54184
@@ -1060,3 +1063,56 @@ def test_remote_banks_and_stores_are_read_with_storage_options(
         )
         assert unreadable.exit_code != 0 and "must look like KEY=VALUE" in unreadable.output
         assert "s3cr3t-bare" not in unreadable.output
+
+
+class _FixedPresenceModel(torch.nn.Module):
+    """A presence model whose probabilities are `probability` (230,) whatever the input."""
+
+    def __init__(self, probability: np.ndarray) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(head="presence", encoder="cnn")
+        self.probability = torch.tensor(probability, dtype=torch.float32)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
+        return ModelOutput(set_probs=self.probability.expand(x.shape[0], -1))
+
+
+def test_the_combined_set_names_the_librarys_match_at_the_models_size(tmp_path, bank, monkeypatch) -> None:
+    """A model sure of group 11 alone (a set of one) and a library whose near-perfect match is another group: the
+    combined set is that match, where the model's set is {11}; under a threshold no group reaches, both are
+    empty (the combined set takes the model's size, even 0)."""
+    import xrdmodels.predict as predict_module
+
+    url, phases = bank
+    match = phases[5]["group"]
+    assert match != 11
+    probability = np.linspace(0.01, 0.02, 230)
+    probability[10] = 0.9
+    state = {
+        "model_config": {**GRID},
+        "data": {"wavelength_angstrom": BANK_WAVELENGTH},
+        "val_metrics": {"best_threshold": 0.5},
+        "step": 1,
+    }
+    monkeypatch.setattr(
+        predict_module,
+        "load_model",
+        lambda checkpoint, device="cpu": (_FixedPresenceModel(probability), state),
+    )
+    ckpt = tmp_path / "fixed.pt"
+    ckpt.write_bytes(b"not read: load_model is replaced")
+    scan = _write_xy(tmp_path / "scan.xy", measure([phases[5]], [1.0], seed=9))
+
+    def predicted(*args: str) -> dict:
+        # No neighbour search: the fixed model has no features to compare.
+        command = ["predict", str(ckpt), str(scan), "--wavelength", "CuKa", "--json", "--library", url]
+        result = CliRunner().invoke(main, [*command, "--no-library-neighbours", *args])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["predictions"][0]
+
+    default = predicted()
+    assert default["predicted_set"] == [11]
+    assert default["combined"][0]["spacegroup"] == match
+    assert default["combined_set"] == [match]
+    nothing = predicted("--threshold", "0.99")
+    assert nothing["predicted_set"] == [] and nothing["combined_set"] == []

@@ -479,7 +479,7 @@ _memory_cell_scan_option = click.option(
     "space groups, ranked by how well its read phases (not its generated random crystals) match the pattern, "
     "beside the model's (a classical search-match baseline), then both in one ranking (the model's "
     "probability, hedged by --prior-weight as its ranking is, and the library's calibrated figure of merit, "
-    "noisy-OR; xrdmodels.combined).",
+    "noisy-OR; xrdmodels.combined) with its combined set: its top, as many groups as the predicted set.",
 )
 @_library_cell_scan_option
 @_library_refine_axes_option
@@ -520,7 +520,8 @@ def predict_cmd(
     at --expected-phases phases per sample), or, with --threshold, as many as score >= it (--threshold validation: the paper's read-out at the checkpoint's
     validation threshold or gate). With --library, a search of the bank's phases ranks its space
     groups beside the model's (xrdmodels.library_search), and a third ranking combines the two
-    (xrdmodels.combined). CHECKPOINT may be an ensemble manifest (.json, written by `xrdmodels ensemble`): the
+    (xrdmodels.combined), whose top, as many groups as the predicted set, is the combined set (the answer to read
+    for mixtures, docs/benchmarks.md). CHECKPOINT may be an ensemble manifest (.json, written by `xrdmodels ensemble`): the
     members' probabilities are averaged.
     """
     from .predict import format_prediction, predict_files, to_json
@@ -629,7 +630,8 @@ def score_measured_cmd(
     --library, the same for a search of that bank and for the model and the library combined, beside the
     model's; with a checkpoint's memory of its training phases, the network alone too), and the model's predicted
     set's size, precision, recall, F1 and exact match against the labelled phases (sized as `predict` sizes it;
-    --threshold and --expected-phases as there). CHECKPOINT may be an ensemble
+    --threshold and --expected-phases as there; with --library, the combined set's too: the combined ranking's
+    top at the model's set size, the model's set where the search fails). CHECKPOINT may be an ensemble
     manifest (.json, written by `xrdmodels ensemble`)."""
     from .measured_eval import score_measured, write
 

@@ -33,8 +33,9 @@ The combined predicted set (:func:`combined_set`) is the top of the combined ran
 own predicted set: the library changes which groups are named, not how many, as the prior's hedge does for the
 model's set. Its calibrated probability is the chance that the library's *best* group is a labelled one, not a
 presence probability of every group: the near relatives of a matched phase score almost as high, and a set sized
-by it held 6 groups per single-phase RRUFF mineral (set F1 0.38 against the model's 0.56; docs/benchmarks.md,
-"The combined ranking's predicted set").
+by it held 6.1-6.7 groups per single-phase RRUFF mineral (set F1 0.38 against the model's 0.56; docs/benchmarks.md,
+"The combined ranking's predicted set"). The model's size may be 0 (under a threshold no group reaches), and the
+combined set is then empty too.
 """
 
 from __future__ import annotations

@@ -843,8 +843,9 @@ def predict_files(
     With ``library`` (a bank store URL; ``storage_options``: fsspec options used where it is remote) each
     predicted file is also searched against that library
     (:mod:`xrdmodels.library_search`), top ``top_k`` groups, in ``Prediction.library``, and the model and the
-    library are ranked together (:mod:`xrdmodels.combined`), top ``top_k``, in ``Prediction.combined``; when the
-    search cannot use a file the model predicted, the reason is added to that prediction's warnings. With
+    library are ranked together (:mod:`xrdmodels.combined`), top ``top_k``, in ``Prediction.combined``, with the
+    combined set (that ranking's top at the model's set size) in ``Prediction.combined_set``; when the search
+    cannot use a file the model predicted, the reason is added to that prediction's warnings and both stay None. With
     ``library_neighbours`` (the default) the combined ranking also holds the neighbour search of that library in
     the model's eyes (:mod:`xrdmodels.neighbours`). With ``memory`` (the default) and a checkpoint that carries a
     memory of its training phases (``xrdmodels add-memory``), the model's ranking uses it (:func:`predict_one`);
