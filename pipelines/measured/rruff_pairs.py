@@ -8,7 +8,8 @@ RRUFF files are, with the minor phase's share f drawn uniformly in [--minor-min,
 then stands at f / (1 - f) of the major phase's). Diffracted intensities of a physical mixture add the same way (up
 to the phases' different absorption, which only rescales f). The two phases come from different space groups and
 different mineral groups (RRUFF's `group`: near-identical samples of one mineral), and no space group accepted for
-one phase is accepted for the other, so that each pair asks for two groups, like the NIST duplex steel. The pairs are drawn with a fixed seed; the same seed gives the same files.
+one phase is accepted for the other, so that each pair asks for two groups, like the NIST duplex steel. The pairs
+are drawn with a fixed seed; the same seed gives the same files.
 
 Writes OUT/labels.csv (the columns of ../shared/data/experimental/all_labels.csv, set `rruff_pairs`; `notes` names
 the two source files and f) and OUT/pairs/<a>+<b>.xy. Score them with `xrdmodels score-measured CKPT --labels
@@ -48,7 +49,8 @@ LABEL_COLUMNS = (
 
 
 def read_rruff(experimental: Path) -> list[dict]:
-    """RRUFF's rows of all_labels.csv, each with its mineral group (rruff/labels.csv) and its pattern."""
+    """RRUFF's rows of all_labels.csv, each with its mineral group (rruff/labels.csv), the space groups it accepts
+    (`accepted`, read once here) and its pattern."""
     for needed in (experimental / "all_labels.csv", experimental / "rruff" / "labels.csv"):
         if not needed.is_file():
             raise SystemExit(
@@ -76,6 +78,7 @@ def read_rruff(experimental: Path) -> list[dict]:
                 {
                     **row,
                     "group": groups[row["file"]],
+                    "accepted": accepted(row),
                     "two_theta": pattern.two_theta_deg,
                     "intensity": pattern.intensity,
                 }
@@ -120,7 +123,7 @@ def draw_pairs(
             break
         a, b = (int(i) for i in rng.choice(len(rows), size=2, replace=False))
         share = float(rng.uniform(minor_min, minor_max))
-        if accepted(rows[a]) & accepted(rows[b]) or rows[a]["group"] == rows[b]["group"]:
+        if rows[a]["accepted"] & rows[b]["accepted"] or rows[a]["group"] == rows[b]["group"]:
             continue
         if frozenset((a, b)) in seen:
             continue
@@ -157,7 +160,7 @@ def write_pairs(rows: list[dict], pairs: list[tuple[int, int, float]], out: Path
                     "n_phases": 2,
                     "spacegroups": f"{major['spacegroups']};{minor['spacegroups']}",
                     "spacegroups_accept": ";".join(
-                        "|".join(map(str, sorted(accepted(row)))) for row in (major, minor)
+                        "|".join(map(str, sorted(row["accepted"]))) for row in (major, minor)
                     ),
                     "extra_or_trace": "",
                     "wavelength_angstrom": major["wavelength_angstrom"],
