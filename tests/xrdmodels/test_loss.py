@@ -17,6 +17,7 @@ from xrdmodels import (
     labels_to_multi_hot,
     model_loss,
     presence_bce_loss,
+    trace_mask,
 )
 
 NONE = 230
@@ -216,3 +217,50 @@ def test_model_loss_uses_the_configured_presence_loss() -> None:
     assert float(model_loss(output, labels, PresenceLoss())) == pytest.approx(
         float(presence_bce_loss(logits, labels_to_multi_hot(labels)))
     )
+
+
+def _trace_mask_loop(labels: np.ndarray, weights: np.ndarray, below: float) -> np.ndarray:
+    """Reference: per sample, a group is left out iff every phase holding it weighs less than `below`."""
+    care = np.ones((len(labels), 230))
+    for b, (row, w) in enumerate(zip(labels, weights, strict=True)):
+        for group in set(int(g) for g in row if g > 0):
+            if all(wk < below for g, wk in zip(row, w, strict=True) if g == group):
+                care[b, group - 1] = 0.0
+    return care
+
+
+def test_trace_mask_matches_a_per_sample_loop() -> None:
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 12, size=(64, 5))  # few groups, so phases often share one
+    weights = rng.dirichlet(np.ones(5), size=64) * (labels > 0)
+    mask = trace_mask(torch.from_numpy(labels), torch.from_numpy(weights).float(), 0.15)
+    expected = _trace_mask_loop(labels, weights, 0.15)
+    np.testing.assert_array_equal(mask.numpy(), expected)
+    assert 0 < (expected == 0).sum() < (labels > 0).sum()  # the draw holds traces and non-traces
+
+
+def test_model_loss_leaves_trace_groups_out_of_the_presence_loss() -> None:
+    """A 4% phase's group gets no gradient and no loss; a group a heavier phase shares is kept; the mean is over
+    all 230 x B terms, so the other terms weigh as in A.5's BCE."""
+    labels = torch.tensor([[14, 62, 0, 0, 0], [225, 229, 225, 0, 0]])
+    weights = torch.tensor([[0.96, 0.04, 0, 0, 0], [0.5, 0.47, 0.03, 0, 0]])
+    logits = torch.randn(2, 230, requires_grad=True)
+    output = ModelOutput(set_probs=logits.sigmoid(), presence_logits=logits)
+    spec = PresenceLoss(trace_weight_below=0.05)
+    loss = model_loss(output, labels, spec, weights)
+    loss.backward()
+    assert float(logits.grad[0, 61]) == 0.0  # group 62, a 4% trace: neither named nor denied
+    assert float(logits.grad[1, 224]) < 0.0  # group 225 also held by a 50% phase: still a positive
+    terms = F.binary_cross_entropy_with_logits(logits.detach(), labels_to_multi_hot(labels), reduction="none")
+    terms[0, 61] = 0.0
+    assert float(loss) == pytest.approx(float(terms.sum() / terms.numel()), rel=1e-6)
+    asymmetric = PresenceLoss(kind="asymmetric", trace_weight_below=0.05)
+    logits.grad = None
+    model_loss(output, labels, asymmetric, weights).backward()
+    assert float(logits.grad[0, 61]) == 0.0 and float(logits.grad[1, 224]) < 0.0
+    # At 0 (A.5) every phase counts, and the weights are not needed.
+    assert float(model_loss(output, labels, PresenceLoss())) == pytest.approx(
+        float(presence_bce_loss(logits, labels_to_multi_hot(labels)))
+    )
+    with pytest.raises(ValueError, match="phase_weight"):
+        model_loss(output, labels, spec)

@@ -320,11 +320,11 @@ def test_sigint_stops_after_the_step_and_resume_is_exact(stores, reference_runs,
     out = tmp_path / "sig"
     real_loss, calls = train_module.model_loss, []
 
-    def loss_then_ctrl_c(output, labels, presence=None):
+    def loss_then_ctrl_c(output, labels, presence=None, phase_weight=None):
         calls.append(1)
         if len(calls) == EPOCH_BATCHES:  # the last step of epoch 0: resume must start epoch 1
             signal.raise_signal(signal.SIGINT)  # arrives mid-step, like Ctrl-C
-        return real_loss(output, labels, presence)
+        return real_loss(output, labels, presence, phase_weight)
 
     monkeypatch.setattr(train_module, "model_loss", loss_then_ctrl_c)
     # Whatever the launcher left (SIG_IGN under `./dev.sh test &` or nohup, Python's default otherwise).
@@ -399,9 +399,9 @@ def test_nan_loss_raises_and_keeps_last_checkpoint(stores, tmp_path, monkeypatch
     out = tmp_path / "nan"
     real_loss, calls = train_module.model_loss, []
 
-    def nan_at_step_6(output, labels, presence=None):
+    def nan_at_step_6(output, labels, presence=None, phase_weight=None):
         calls.append(1)
-        loss = real_loss(output, labels, presence)
+        loss = real_loss(output, labels, presence, phase_weight)
         return loss * float("nan") if len(calls) == 6 else loss
 
     monkeypatch.setattr(train_module, "model_loss", nan_at_step_6)
@@ -468,9 +468,9 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(stores, tmp_path, monkeypatch, 
 def test_torch_threads_applies_to_the_run_only(stores, tmp_path, monkeypatch):
     real_loss, seen = train_module.model_loss, []
 
-    def loss_recording_threads(output, labels, presence=None):
+    def loss_recording_threads(output, labels, presence=None, phase_weight=None):
         seen.append(torch.get_num_threads())
-        return real_loss(output, labels, presence)
+        return real_loss(output, labels, presence, phase_weight)
 
     monkeypatch.setattr(train_module, "model_loss", loss_recording_threads)
     assert torch.get_num_threads() == 1  # the module's fixture
@@ -672,18 +672,21 @@ def test_max_minutes_stops_validates_and_resume_goes_on(stores, reference_runs, 
 def test_training_and_validation_use_the_configured_presence_loss(stores, tmp_path, monkeypatch):
     real_loss, seen = train_module.model_loss, []
 
-    def loss_recording_objective(output, labels, presence=None):
+    def loss_recording_objective(output, labels, presence=None, phase_weight=None):
         seen.append(presence)
-        return real_loss(output, labels, presence)
+        assert phase_weight is not None and phase_weight.shape == labels.shape  # trace_mask needs the weights
+        return real_loss(output, labels, presence, phase_weight)
 
     monkeypatch.setattr(train_module, "model_loss", loss_recording_objective)
-    spec = {"kind": "asymmetric", "gamma_negative": 2.0}
+    spec = {"kind": "asymmetric", "gamma_negative": 2.0, "trace_weight_below": 0.1}
     config = make_config(
         stores, tmp_path / "asl", presence_loss=spec, max_steps=2, val_store=stores["val"], val_every=2
     )
     summary = train(config, progress=False)
     # Two training steps, then at least one validation batch.
-    assert len(seen) > 2 and all(p.kind == "asymmetric" and p.gamma_negative == 2.0 for p in seen)
+    assert len(seen) > 2 and all(
+        p.kind == "asymmetric" and p.gamma_negative == 2.0 and p.trace_weight_below == 0.1 for p in seen
+    )
     assert summary["step"] == 2
 
 

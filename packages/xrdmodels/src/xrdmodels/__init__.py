@@ -10,6 +10,7 @@ from xrdmodels.loss import (
     labels_to_multi_hot,
     model_loss,
     presence_bce_loss,
+    trace_mask,
 )
 from xrdmodels.models import ModelOutput, SpaceGroupModel
 
@@ -26,4 +27,5 @@ __all__ = [
     "model_loss",
     "presence_bce_loss",
     "preset",
+    "trace_mask",
 ]

@@ -48,13 +48,16 @@ def _check_presence(presence_logits: Tensor, targets: Tensor) -> None:
         )
 
 
-def presence_bce_loss(presence_logits: Tensor, targets: Tensor) -> Tensor:
+def presence_bce_loss(presence_logits: Tensor, targets: Tensor, care: Tensor | None = None) -> Tensor:
     """L_pres: binary cross-entropy averaged over the 230 classes and the batch (A.5). Returns a 0-d tensor.
 
-    presence_logits: (B, 230) raw logits ℓ_c; targets: (B, 230) multi-hot y_c in {0, 1}.
+    presence_logits: (B, 230) raw logits ℓ_c; targets: (B, 230) multi-hot y_c in {0, 1}; care: optional (B, 230)
+    0/1, a 0 leaves the term out (`trace_mask`) while the mean still runs over all B x 230 terms.
     """
     _check_presence(presence_logits, targets)
-    return F.binary_cross_entropy_with_logits(presence_logits.float(), targets.float())
+    return F.binary_cross_entropy_with_logits(
+        presence_logits.float(), targets.float(), weight=None if care is None else care.float()
+    )
 
 
 def asymmetric_presence_loss(
@@ -63,6 +66,7 @@ def asymmetric_presence_loss(
     gamma_negative: float = 4.0,
     gamma_positive: float = 0.0,
     clip: float = 0.05,
+    care: Tensor | None = None,
 ) -> Tensor:
     """The asymmetric loss of Ridnik et al. (ICCV 2021, "Asymmetric Loss For Multi-Label Classification"),
     averaged over the 230 classes and the batch like L_pres. Returns a 0-d tensor. Not in the paper.
@@ -70,7 +74,8 @@ def asymmetric_presence_loss(
     With p = σ(ℓ_c): a present group costs -(1 - p)^γ+ log p; an absent one, with the shifted probability
     p_m = max(p - clip, 0), costs -p_m^γ- log(1 - p_m). A mixture holds 1-5 of 230 groups, so (Ridnik et al.'s argument)
     BCE's gradient is mostly the many easy absent groups; γ- > 0 and the clip take those out and leave the present phases, minor
-    ones included, and the absent groups the model confuses with them. γ- = γ+ = clip = 0 is BCE.
+    ones included, and the absent groups the model confuses with them. γ- = γ+ = clip = 0 is BCE. `care` as in
+    `presence_bce_loss`.
     """
     _check_presence(presence_logits, targets)
     logits, y = presence_logits.float(), targets.float()
@@ -79,7 +84,8 @@ def asymmetric_presence_loss(
     log_absent = F.logsigmoid(-logits) if clip == 0 else torch.log((1 - p + clip).clamp(min=1e-8, max=1.0))
     present = -((1 - p) ** gamma_positive) * F.logsigmoid(logits)
     absent = -((p - clip).clamp(min=0) ** gamma_negative) * log_absent
-    return (y * present + (1 - y) * absent).mean()
+    terms = y * present + (1 - y) * absent
+    return (terms if care is None else terms * care.float()).mean()
 
 
 @lru_cache(maxsize=16)
@@ -129,17 +135,48 @@ def assignment_loss(
     return per_sample.mean()
 
 
-def model_loss(output: ModelOutput, labels: Tensor, presence: PresenceLoss | None = None) -> Tensor:
+def trace_mask(labels: Tensor, phase_weight: Tensor, weight_below: float) -> Tensor:
+    """(B, 230) float: 0 for a group held only by trace phases (mixture weight < `weight_below`), else 1.
+
+    labels: (B, P) space groups, 0 = padding; phase_weight: (B, P) mixture weights (sum 1 over the phases)."""
+    _check_labels(labels)
+    if phase_weight.shape != labels.shape:
+        raise ValueError(f"phase_weight {tuple(phase_weight.shape)} must match labels {tuple(labels.shape)}")
+    trace = phase_weight < weight_below
+    only_trace = labels_to_multi_hot(torch.where(trace, labels, 0)) * (
+        1 - labels_to_multi_hot(torch.where(trace, 0, labels))
+    )
+    return 1 - only_trace
+
+
+def model_loss(
+    output: ModelOutput,
+    labels: Tensor,
+    presence: PresenceLoss | None = None,
+    phase_weight: Tensor | None = None,
+) -> Tensor:
     """The paper's objective L = λ_pres L_pres + λ_assign L_assign with (1, 0) for presence models and (0, 1)
     for phase-cluster models (A.5): whichever head produced `output` decides. Returns a 0-d tensor.
 
-    `presence` picks the presence models' L_pres (default: A.5's BCE); slot models ignore it."""
+    `presence` picks the presence models' L_pres (default: A.5's BCE); slot models ignore it. With
+    `presence.trace_weight_below` > 0, `phase_weight` (B, P) is required and trace groups are left out of L_pres
+    (`trace_mask`)."""
     if output.presence_logits is not None:
         targets = labels_to_multi_hot(labels).to(output.presence_logits)
+        care = None
+        if presence is not None and presence.trace_weight_below > 0:
+            if phase_weight is None:
+                raise ValueError("presence_loss.trace_weight_below > 0 needs the mixtures' phase_weight")
+            care = trace_mask(labels, phase_weight, presence.trace_weight_below)
         if presence is None or presence.kind == "bce":
-            return presence_bce_loss(output.presence_logits, targets)
+            return presence_bce_loss(output.presence_logits, targets, care)
         return asymmetric_presence_loss(
-            output.presence_logits, targets, presence.gamma_negative, presence.gamma_positive, presence.clip
+            output.presence_logits,
+            targets,
+            presence.gamma_negative,
+            presence.gamma_positive,
+            presence.clip,
+            care,
         )
     if output.slot_logits is None:
         raise ValueError("model output has neither presence logits nor slot logits")

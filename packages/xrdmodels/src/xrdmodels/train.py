@@ -252,7 +252,9 @@ def evaluate_store(
             n = len(batch["labels"])
             with autocast(config, device):
                 out = model(batch["pattern"].to(device), batch["mask"].to(device))
-                loss = model_loss(out, batch["labels"].to(device), config.presence_loss)
+                loss = model_loss(
+                    out, batch["labels"].to(device), config.presence_loss, batch["phase_weight"].to(device)
+                )
             loss_sum += float(loss) * n
             targets.append(batch["targets"].numpy() > 0.5)
             if out.slot_logits is not None:
@@ -445,9 +447,10 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
                 pattern = batch["pattern"].to(rt.device, non_blocking=True)
                 mask = batch["mask"].to(rt.device, non_blocking=True)
                 labels = batch["labels"].to(rt.device, non_blocking=True)
+                phase_weight = batch["phase_weight"].to(rt.device, non_blocking=True)
                 with autocast(config, rt.device):
                     out = net(pattern, mask)
-                    loss = model_loss(out, labels, config.presence_loss)
+                    loss = model_loss(out, labels, config.presence_loss, phase_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
