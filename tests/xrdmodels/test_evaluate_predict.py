@@ -885,17 +885,21 @@ def test_folders_yield_their_pattern_files_and_list_the_rest(tmp_path) -> None:
     (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     (folder / "notes.md").write_text("# scans of 2026-12-07\n")
     (folder / "result.json").write_text('{"predictions": []}')
-    (folder / "labels.csv").write_text("set,file,spacegroups\ns,a.xy,225\n")  # text, but no rows of numbers
+    # .csv, .dat and .txt are also tables, notes and logs: read only with rows of numbers.
+    (folder / "labels.csv").write_text("set,file,spacegroups\ns,a.xy,225\n")
+    (folder / "log.txt").write_text("scanned 2026-12-07\nstep 0.02 deg\n")
+    (folder / "e.csv").write_text("".join(f"{10 + 0.02 * i:.2f},{100 + (i % 7)}\n" for i in range(3000)))
     (folder / ".hidden.xy").write_text("not read")
     (folder / ".ipynb_checkpoints").mkdir()
     _write_xy(folder / ".ipynb_checkpoints" / "a-checkpoint.xy", _peaks())  # in a hidden folder: not read
     result = CliRunner().invoke(main, ["predict", str(ckpt), str(folder), "--wavelength", "CuKa", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert sorted(Path(p["file"]).name for p in payload["predictions"]) == ["a.xy", "b.dat", "d.chi"]
-    assert sorted(Path(f["file"]).name for f in payload["failures"]) == ["c.xrdml", "labels.csv"]
-    assert sorted(Path(f).name for f in payload["skipped"]) == ["a.png", "notes.md", "result.json"]
-    assert "left out 3 file(s)" in result.stderr and "name a file directly" in result.stderr
+    assert sorted(Path(p["file"]).name for p in payload["predictions"]) == ["a.xy", "b.dat", "d.chi", "e.csv"]
+    assert sorted(Path(f["file"]).name for f in payload["failures"]) == ["c.xrdml"]
+    skipped = ["a.png", "labels.csv", "log.txt", "notes.md", "result.json"]
+    assert sorted(Path(f).name for f in payload["skipped"]) == skipped
+    assert "left out 5 file(s)" in result.stderr and "name a file directly" in result.stderr
     # Named directly, a file is always read (here as two-column text, which a note is not).
     direct = CliRunner().invoke(
         main, ["predict", str(ckpt), str(folder / "notes.md"), "--wavelength", "CuKa"]

@@ -73,10 +73,14 @@ def detect_format(path: Path) -> FileFormat:
 
 def looks_like_pattern(path: Path) -> bool:
     """Whether a file found in a folder is a measured pattern: its content's signature or its extension names a
-    format (so that a broken scan is reported, not passed over), or it is text with rows of numbers under an
-    extension no reader names (:func:`.text.looks_like_columns`: .chi, .asc, none). The rest (plots, notes,
-    results) is left out rather than read as two-column text and failed."""
-    if _sniffed_format(path) is not None or find_format(path.suffix) is not None:
+    format (so that a broken scan is reported, not passed over), or it is text with rows of numbers
+    (:func:`.text.looks_like_columns`) under an extension no reader names (.chi, .asc, none) or one that many
+    other files share (:data:`.text.GENERIC_EXTENSIONS`: .csv, .dat, .txt). The rest (plots, notes, results, a
+    labels table) is left out rather than read as two-column text and failed."""
+    if _sniffed_format(path) is not None:
+        return True
+    named = find_format(path.suffix)
+    if named is not None and path.suffix.lower().lstrip(".") not in text.GENERIC_EXTENSIONS:
         return True
     return text.looks_like_columns(path)
 

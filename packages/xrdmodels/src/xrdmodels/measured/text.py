@@ -239,9 +239,13 @@ def _settle_leading_rows(
         table.add(line_no, line)
 
 
+GENERIC_EXTENSIONS = ("csv", "dat", "txt")
+"""Text extensions that tables, notes and logs share with scans: in a folder, such a file is read only when it
+holds rows of numbers (:func:`looks_like_columns`), so a labels table beside the scans is left out, not failed."""
+
 TEXT = FileFormat(
     name="xy",
-    extensions=("xy", "xye", "csv", "dat", "txt"),
+    extensions=("xy", "xye", *GENERIC_EXTENSIONS),
     sniff=None,
     read=read_text_columns,
     aliases=("text",),
