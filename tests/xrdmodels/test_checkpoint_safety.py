@@ -183,12 +183,23 @@ def test_unreadable_checkpoints_say_what_is_wrong(tmp_path):
     (tmp_path / "cut.pt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CheckpointError, match=r"empty\.pt is empty \(0 bytes\), not an xrdmodels checkpoint"):
         load_checkpoint(tmp_path / "empty.pt")
-    for name in ("notes.pt", "cut.pt"):
+    with pytest.raises(
+        CheckpointError, match=r"cut\.pt is not a readable xrdmodels checkpoint \(\w+: .*\): a file cut short"
+    ):
+        load_checkpoint(tmp_path / "cut.pt")
+    # A scan or a manifest named where the checkpoint goes (arguments swapped) is told apart from a hostile file.
+    (tmp_path / "scan.xy").write_text("# Cu\n10.00 120\n10.02 130\n")
+    (tmp_path / "pair.json").write_text('{"format": "xrdmodels.ensemble", "members": ["a.pt", "b.pt"]}')
+    for name in ("notes.pt", "scan.xy"):
         with pytest.raises(
-            CheckpointError,
-            match=rf"{name} is not a readable xrdmodels checkpoint \(\w+: .*\): a file cut short",
-        ):
+            CheckpointError, match=rf"{name} is not an xrdmodels checkpoint but a text"
+        ) as info:
             load_checkpoint(tmp_path / name)
+        assert "first argument" in str(info.value) and "unpickl" not in str(info.value)
+    with pytest.raises(
+        CheckpointError, match=r"pair\.json is not an xrdmodels checkpoint but an ensemble manifest"
+    ):
+        load_checkpoint(tmp_path / "pair.json")
     if not torch.cuda.is_available():
         with pytest.raises(CheckpointError, match=r"good\.pt onto cuda: this machine has no CUDA device"):
             load_checkpoint(good, map_location="cuda")

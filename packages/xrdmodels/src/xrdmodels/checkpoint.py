@@ -40,6 +40,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from .config import ModelConfig, TrainConfig, parse_storage_options, redact_train_config, redact_url
 from .distributed import Runtime, gather
+from .ensemble import is_manifest
 
 try:
     from numpy._core.multiarray import _reconstruct
@@ -122,6 +123,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(
             f"{path} is empty (0 bytes), not an xrdmodels checkpoint: write or copy it again"
         )
+    _check_torch_file(path)
     try:
         device_type = torch.device(map_location).type
     except RuntimeError as exc:
@@ -179,6 +181,26 @@ def _decode_json(path: Path, key: str, text: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise CheckpointError(f"{path}: entry {key!r} must be a JSON object (got {type(text).__name__})")
     return value
+
+
+def _check_torch_file(path: Path) -> None:
+    """Refuse, before torch reads it, a file that is no torch file at all (neither a zip archive, the format of
+    torch.save since torch 1.6, nor a legacy pickle): a pattern file or a manifest named where a checkpoint goes
+    would otherwise get the weights-only unpickler's refusal, which reads as if the file were hostile."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return
+    what = (
+        "an ensemble manifest (.json), which this command does not take in place of a checkpoint: name each "
+        "member's checkpoint (evaluate, predict and score-measured read manifests)"
+        if is_manifest(path)
+        else "a text or other non-torch file"
+    )
+    raise CheckpointError(
+        f"{path} is not an xrdmodels checkpoint but {what}. Checkpoints are the torch files (.pt) that "
+        "`xrdmodels train` and `add-memory` write, named as a command's first argument (then the pattern files)"
+    )
 
 
 def _unsafe_file_error(path: Path, exc: pickle.UnpicklingError) -> CheckpointError:

@@ -728,9 +728,9 @@ def _wavelength(text: str | None) -> float | None:
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.argument("checkpoints", nargs=-1, required=True, metavar="CHECKPOINT...")
 def ensemble_cmd(manifest, checkpoints) -> None:
-    """Write MANIFEST (a .json file) naming CHECKPOINTs read as one model: every command that takes a checkpoint
-    takes the manifest instead and averages the members' presence probabilities (a deep ensemble;
-    xrdmodels.ensemble, docs/formats.md "Ensemble manifests").
+    """Write MANIFEST (a .json file) naming CHECKPOINTs read as one model: evaluate, predict and score-measured
+    take the manifest in place of a checkpoint and average the members' presence probabilities (a deep ensemble;
+    xrdmodels.ensemble, docs/formats.md "Ensemble manifests"). add-memory takes each member on its own.
 
     The members must be presence models trained on the same grid, wavelength and recipe (e.g. one config with
     different seeds); they are loaded and checked before the manifest is written. Members below the manifest's
