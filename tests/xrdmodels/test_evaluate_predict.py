@@ -354,6 +354,69 @@ def test_a_labels_table_is_checked_row_by_row(tmp_path) -> None:
         read_labelled(labels)
 
 
+def test_labels_table_rows_without_a_file_or_repeated_and_unknown_sets(tmp_path) -> None:
+    """A row with no file, a row repeating an earlier row's file in its set (it would count twice), a --set the
+    table lacks and a semicolon-separated header each get a message naming the line, the sets or the fix."""
+    from xrdmodels.measured_eval import read_labelled
+
+    _write_xy(tmp_path / "a.xy", _peaks())
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "set,file,spacegroups,wavelength_angstrom\n"
+        "s,a.xy,225,1.5406\n"
+        "s,./a.xy,225,1.5406\n"
+        "t,a.xy,225,1.5406\n"
+        "s,,225,1.5406\n"
+    )
+    read, failures = read_labelled(labels)
+    assert [(item.row["set"], item.path.name) for item in read] == [("s", "a.xy"), ("t", "a.xy")]
+    assert failures == [
+        (f"{labels} line 3 (./a.xy)", "repeats line 2's file in set 's': scored once"),
+        (f"{labels} line 5 ()", "the row names no file: give the pattern file, relative to the table"),
+    ]
+    with pytest.raises(ValueError, match=r"no row of set 'S', 'u'; its sets are s, t"):
+        read_labelled(labels, sets=["S", "s", "u"])
+    labels.write_text("set;file;spacegroups\ns;a.xy;225\n")
+    with pytest.raises(ValueError, match="its header reads as one column: separate the columns with commas"):
+        read_labelled(labels)
+
+
+def test_score_measured_lists_every_failure_and_takes_the_file_size_limit(tmp_path) -> None:
+    ckpt = make_checkpoint(tmp_path / "m.pt", head="presence")
+    _write_xy(tmp_path / "a.xy", _peaks())
+    labels = tmp_path / "labels.csv"
+    labels.write_text("set,file,spacegroups,wavelength_angstrom\ns,a.xy,225,1.5406\ns,gone.xy,12,1.5406\n")
+    command = ["score-measured", str(ckpt), "--labels", str(labels), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(main, [*command, "--max-file-mb", "0.001"])
+    assert result.exit_code == 1
+    assert f"no file of {labels} could be scored:" in result.output
+    assert "a.xy: the file is" in result.output and "--max-file-mb" in result.output  # both failures named
+    assert "gone.xy: no such file" in result.output
+    assert not (tmp_path / "o").exists()  # the folder it made is tidied away
+    assert CliRunner().invoke(main, command).exit_code == 0
+
+
+def test_predict_refuses_an_unwritable_plot_folder_before_predicting(tmp_path) -> None:
+    ckpt = make_checkpoint(tmp_path / "m.pt", head="presence")
+    _write_xy(tmp_path / "a.xy", _peaks())
+    (tmp_path / "plots").write_text("a file, not a folder")
+    result = CliRunner().invoke(
+        main,
+        [
+            "predict",
+            str(ckpt),
+            str(tmp_path / "a.xy"),
+            "--wavelength",
+            "CuKa",
+            "--plot",
+            str(tmp_path / "plots" / "x"),
+        ],
+    )
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"cannot write the plots to --plot {tmp_path / 'plots' / 'x'}" in result.output
+    assert "rank  SG" not in result.output
+
+
 def test_wavelength_lines_agree_with_pymatgen() -> None:
     from pymatgen.analysis.diffraction.xrd import WAVELENGTHS
 

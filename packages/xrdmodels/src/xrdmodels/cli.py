@@ -314,6 +314,13 @@ def evaluate_cmd(
 
 
 #: --threshold of `predict` and `score-measured`.
+_max_file_mb_option = click.option(
+    "--max-file-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=64.0,
+    show_default=True,
+    help="Refuse a file (or the zip members read from a .rasx/.brml) larger than this many MiB.",
+)
 _threshold_option = click.option(
     "--threshold",
     default=None,
@@ -464,13 +471,7 @@ _memory_cell_scan_option = click.option(
     help="Write a PNG per file (pattern on the model grid + ranked space groups) into this folder: <stem>.png, "
     "<stem>-2.png ... where file stems repeat (each prediction names its plot).",
 )
-@click.option(
-    "--max-file-mb",
-    type=click.FloatRange(min=0, min_open=True),
-    default=64.0,
-    show_default=True,
-    help="Refuse a file (or the zip members read from a .rasx/.brml) larger than this many MiB.",
-)
+@_max_file_mb_option
 @click.option(
     "--library",
     default=None,
@@ -527,6 +528,13 @@ def predict_cmd(
     from .predict import format_prediction, predict_files, to_json
 
     wl = _wavelength(wavelength)
+    if plot_dir is not None:
+        try:  # before predicting, so that an unwritable folder does not lose the predictions
+            Path(plot_dir).mkdir(parents=True, exist_ok=True)
+            if not os.access(plot_dir, os.W_OK):
+                raise PermissionError("permission denied")
+        except OSError as exc:
+            _fail(f"cannot write the plots to --plot {plot_dir}: {exc}")
     try:
         predictions, failures, skipped = predict_files(
             checkpoint,
@@ -584,6 +592,7 @@ def predict_cmd(
     "--set", "sets", multiple=True, help="Only these sets (repeatable), e.g. --set xrd_autoanalyzer."
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N files.")
+@_max_file_mb_option
 @_threshold_option
 @_expected_phases_option
 @_prior_weight_option
@@ -614,6 +623,7 @@ def score_measured_cmd(
     labels_csv,
     sets,
     limit,
+    max_file_mb,
     threshold,
     expected_phases,
     prior_weight,
@@ -665,12 +675,15 @@ def score_measured_cmd(
             storage_options=_storage_options(storage_option),
             threshold=threshold,
             expected_phases=expected_phases,
+            max_bytes=int(max_file_mb * 2**20),
         )
     except (FileNotFoundError, ValueError) as exc:  # the checkpoint (refused, incomplete) or the labels file
         fail_and_tidy(str(exc))
     if not scores:
+        shown = "".join(f"\n  {_naming(f, err)}" for f, err in failures[:10])
+        more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
         fail_and_tidy(
-            f"no file of {labels_csv} could be scored; first error: {failures[0] if failures else 'no rows'}"
+            f"no file of {labels_csv} could be scored: {shown + more if failures else 'it has no rows'}"
         )
     write(scores, failures, out_dir)
     click.echo((Path(out_dir) / "measured.md").read_text())

@@ -34,7 +34,7 @@ from .config import (
     N_SPACE_GROUPS,
 )
 from .measured import MeasuredPattern, read_pattern
-from .measured.common import WAVELENGTH_PLAUSIBLE_ANGSTROM
+from .measured.common import DEFAULT_MAX_PATTERN_BYTES, WAVELENGTH_PLAUSIBLE_ANGSTROM
 from .predict import DEFAULT_PRIOR_WEIGHT, Ranker, check_expected_phases, check_threshold
 
 HIT_KS = (1, 3, 5, 10)
@@ -214,36 +214,62 @@ def _labels_text(path: Path) -> str:
 
 
 def read_labelled(
-    labels_csv: str | Path, *, sets: list[str] | None = None, limit: int | None = None
+    labels_csv: str | Path,
+    *,
+    sets: list[str] | None = None,
+    limit: int | None = None,
+    max_bytes: int = DEFAULT_MAX_PATTERN_BYTES,
 ) -> tuple[list[LabelledPattern], list[tuple[str, str]]]:
-    """Read the files of a labels table (rows of ``sets`` only, the first ``limit`` of them); returns those
-    that read and the others as (file, reason), a row whose labels are unusable as (table and row, reason).
+    """Read the files of a labels table (rows of ``sets`` only, the first ``limit`` of them; files larger than
+    ``max_bytes`` refused); returns those that read and the others as (file, reason), a row whose labels are
+    unusable, that names no file or repeats an earlier row's file in the same set as (table and row, reason).
     A file's own wavelength is used where it states one, else its row's ``wavelength_angstrom``.
 
     Raises:
-        ValueError: the table is neither UTF-8 nor Windows-1252 text, or lacks a column of :data:`LABEL_COLUMNS`.
+        ValueError: the table is neither UTF-8 nor Windows-1252 text, lacks a column of :data:`LABEL_COLUMNS`,
+            or holds no row of a set named in ``sets`` (the message lists its sets).
     """
     base = Path(labels_csv).parent
     reader = csv.DictReader(io.StringIO(_labels_text(Path(labels_csv)), newline=""))
     missing = [c for c in LABEL_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
+        one_column = len(reader.fieldnames or []) == 1 and any(c in reader.fieldnames[0] for c in ";\t")
         raise ValueError(
             f"{labels_csv}: no column {', '.join(missing)} in its header {reader.fieldnames}: a labels table "
             f"needs {', '.join(LABEL_COLUMNS)} (and may have spacegroups_accept, extra_or_trace, wavelength_angstrom)"
+            + ("; its header reads as one column: separate the columns with commas" if one_column else "")
         )
     # reader.line_num: the file line a row ends on (a quoted field may span lines, blank lines are skipped).
-    rows = [(reader.line_num, r) for r in reader if not sets or r["set"] in sets]
-    read, failures = [], []
+    every_row = [(reader.line_num, r) for r in reader]
+    unknown = [name for name in sets or [] if name not in {r["set"] for _, r in every_row}]
+    if unknown:
+        raise ValueError(
+            f"{labels_csv}: no row of set {', '.join(map(repr, unknown))}; its sets are "
+            f"{', '.join(sorted({r['set'] for _, r in every_row})) or 'none (no rows)'}"
+        )
+    rows = [(line, r) for line, r in every_row if not sets or r["set"] in sets]
+    read, failures, first_line = [], [], {}
     for line, row in rows[:limit]:
+        where = f"{labels_csv} line {line} ({row['file']})"
+        if not (row["file"] or "").strip():
+            failures.append((where, "the row names no file: give the pattern file, relative to the table"))
+            continue
+        key = (row["set"], (base / row["file"]).resolve())
+        if key in first_line:
+            failures.append(
+                (where, f"repeats line {first_line[key]}'s file in set {row['set']!r}: scored once")
+            )
+            continue
+        first_line[key] = line
         try:
             phases = parse_phases(row.get("spacegroups_accept") or "", row["spacegroups"] or "")
             extra = parse_groups("extra_or_trace", row.get("extra_or_trace") or "")
         except ValueError as exc:
-            failures.append((f"{labels_csv} line {line} ({row['file']})", str(exc)))
+            failures.append((where, str(exc)))
             continue
-        path = base / (row["file"] or "")
+        path = base / row["file"]
         try:
-            pattern = read_pattern(path)
+            pattern = read_pattern(path, max_bytes=max_bytes)
             wavelength = pattern.wavelength_angstrom or _labelled_wavelength(row, labels_csv)
         except (ValueError, OSError) as exc:
             failures.append((str(path), str(exc)))
@@ -268,8 +294,10 @@ def score_measured(
     storage_options: dict | None = None,
     threshold: float | str | None = None,
     expected_phases: float | str = DEFAULT_EXPECTED_PHASES,
+    max_bytes: int = DEFAULT_MAX_PATTERN_BYTES,
 ) -> tuple[list[MeasuredScore], list[tuple[str, str]]]:
-    """Predict every labelled file; returns the per-file scores and the files that failed (file, reason).
+    """Predict every labelled file (:func:`read_labelled`, with ``sets``, ``limit`` and ``max_bytes``); returns
+    the per-file scores and the files that failed (file, reason).
 
     With ``library`` (a bank store URL; ``storage_options``: fsspec options used where it is remote) each file is
     also searched against that library; a file the model
@@ -307,7 +335,7 @@ def score_measured(
         memory_cell_scan=memory_cell_scan,
         storage_options=storage_options,
     )
-    labelled, failures = read_labelled(labels_csv, sets=sets, limit=limit)
+    labelled, failures = read_labelled(labels_csv, sets=sets, limit=limit, max_bytes=max_bytes)
     scores = []
     for item in labelled:
         pattern, wl = item.pattern, item.wavelength_angstrom
