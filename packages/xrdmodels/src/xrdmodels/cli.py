@@ -259,7 +259,13 @@ def train_cmd(config_file: str | None, resume: bool, overrides: tuple[str, ...])
 @click.option(
     "--name", "names", multiple=True, help="Method name per checkpoint, in order (default from the model)."
 )
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Samples per forward pass.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Samples per forward pass.",
+)
 @click.option(
     "--max-samples",
     type=click.IntRange(min=1),
@@ -326,7 +332,7 @@ _threshold_option = click.option(
     default=None,
     metavar="NUMBER|validation",
     callback=lambda ctx, param, value: _threshold(value),
-    help="Presence threshold or slot gate: as many groups as the model scores >= it form the predicted set, "
+    help="Presence threshold or slot gate: as many groups as have probability (the `probability` column) >= it form the predicted set, "
     "taken from the top of the ranking; 'validation' takes the one the checkpoint chose on validation (the "
     "paper's operating point, A.1.7). Default: the size of highest expected F1 under the model's probabilities "
     "(xrdmodels.metrics.expected_f1_set_size; for a phase-cluster model, the chance that some slot holds each "

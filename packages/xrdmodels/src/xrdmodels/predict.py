@@ -719,7 +719,7 @@ def format_prediction(pred: Prediction) -> str:
         "the top of the ranking with the highest expected F1 under the model's probabilities, read at "
         f"{pred.expected_phases:g} phases per sample"
         if pred.set_rule == "expected-f1"
-        else f"as many groups as the model scores >= {pred.threshold:g}"
+        else f"the top of the ranking, as many groups as have probability >= {pred.threshold:g}"
     )
     lines.append(f"  predicted set ({how}): {chosen}")
     if pred.prior_weight > 0:
