@@ -254,6 +254,24 @@ def test_existing_bank_is_reused_or_refused(built: Bank, cif_dir) -> None:
         build_bank([str(cif_dir)], built.url, BankConfig(chunk_size=4), seed=3, workers=0)
 
 
+def test_a_users_folder_or_file_at_out_is_refused_before_any_work(cif_dir, tmp_path) -> None:
+    """`--out` naming a folder of the user's (even the source folder) or a file is refused up front and left
+    untouched: writing the bank there would empty it."""
+    folder = tmp_path / "mine"
+    shutil.copytree(cif_dir, folder)
+    before = sorted(p.name for p in folder.iterdir())
+    for overwrite in (False, True):
+        with pytest.raises(BankError, match="mine is a folder that holds other files, not a Zarr store"):
+            build_bank(
+                [str(folder)], str(folder), BankConfig(chunk_size=4), seed=3, workers=0, overwrite=overwrite
+            )
+    assert sorted(p.name for p in folder.iterdir()) == before
+    (tmp_path / "bank.txt").write_text("notes")
+    with pytest.raises(BankError, match="bank.txt is a file, not a store or folder; choose another --out"):
+        build_bank([str(cif_dir)], str(tmp_path / "bank.txt"), BankConfig(chunk_size=4), seed=3, workers=0)
+    assert not (tmp_path / "bank.txt.parts").exists()  # refused before any chunk was computed
+
+
 def test_open_refuses_wrong_format_version(built: Bank, tmp_path) -> None:
     copy = tmp_path / "copy.zarr"
     shutil.copytree(built.url, copy)

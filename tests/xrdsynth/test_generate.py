@@ -599,6 +599,28 @@ def test_output_mistakes_give_one_line_messages(bank: Bank, tmp_path) -> None:
     assert zarr.open_group(str(tmp_path / "new" / "dir" / "train.zarr"), mode="r").attrs["complete"]
 
 
+def test_a_users_folder_or_file_at_the_target_is_never_emptied(bank: Bank, tmp_path) -> None:
+    """Stores are created with mode="w", which empties the folder: an ordinary folder (or file) where a split's
+    store would go is refused, and left as it was, even with --overwrite."""
+    runner = CliRunner()
+    (tmp_path / "o" / "train.zarr").mkdir(parents=True)
+    (tmp_path / "o" / "train.zarr" / "thesis.txt").write_text("years of work")
+    for extra in ((), ("--overwrite",)):
+        message = _one_line_error(
+            runner.invoke(main, _generate(bank, str(tmp_path / "o"), "--splits", "train", *extra))
+        )
+        assert (
+            "train.zarr is a folder that holds other files, not a Zarr store; choose another --out" in message
+        )
+    assert [p.name for p in (tmp_path / "o" / "train.zarr").iterdir()] == ["thesis.txt"]
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "train.zarr").write_text("a file")
+    message = _one_line_error(runner.invoke(main, _generate(bank, str(tmp_path / "f"), "--splits", "train")))
+    assert "train.zarr is a file, not a store or folder" in message
+    (tmp_path / "e" / "train.zarr").mkdir(parents=True)  # an empty folder is a fine place for a store
+    assert runner.invoke(main, _generate(bank, str(tmp_path / "e"), "--splits", "train")).exit_code == 0
+
+
 def test_unreachable_s3_endpoint_fails_fast_with_one_line(bank: Bank, tmp_path) -> None:
     """Used to retry for seconds to minutes and print a 270-line traceback."""
     pytest.importorskip("s3fs")

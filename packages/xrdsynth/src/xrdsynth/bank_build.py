@@ -13,6 +13,7 @@ import zarr
 from .bank import BANK_FORMAT, Bank, BankError, PartFileError, PartStore, assemble, compute_chunk
 from .cluster import dask_client, run_tasks
 from .config import BankConfig
+from .store import StoreError, refuse_foreign_target
 
 if TYPE_CHECKING:
     from .structures import SourceItem
@@ -115,6 +116,10 @@ def build_bank(
         raise ValueError(f"the sources {list(sources)} contain no structures{detail}")
     build_key = compute_build_key(items, config, seed, skipped_sources)
 
+    try:
+        refuse_foreign_target(url, storage_options)
+    except StoreError as exc:
+        raise BankError(str(exc)) from None
     exists, attrs = _existing_state(url, storage_options)
     if exists and attrs:
         if attrs.get("complete") and attrs.get("build_key") == build_key and not overwrite:

@@ -24,6 +24,7 @@ from .store import (
     config_fingerprint,
     create_store,
     read_attrs,
+    refuse_foreign_target,
     row_bytes,
     write_shard,
 )
@@ -168,6 +169,7 @@ def generate_split(
     layout = _layout(bank, n_samples, config)
     identity = _identity(bank, split, n_samples, config)
     fingerprint = config_fingerprint(identity)
+    refuse_foreign_target(url, storage_options)
     existing = read_attrs(url, storage_options)
     if (
         existing is not None

@@ -64,6 +64,32 @@ def _compressor(dtype: str) -> BloscCodec:
     return BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle", typesize=np.dtype(dtype).itemsize)
 
 
+def refuse_foreign_target(url: str, storage_options: dict | None = None, *, option: str = "--out") -> None:
+    """Refuse to write a store at `url` where something other than a Zarr store lies: an ordinary file, or a
+    folder that holds files but no ``zarr.json``. Stores are created with ``mode="w"``, which empties the folder
+    first, so without this check a user's folder named as ``--out`` would be deleted. An existing Zarr store is
+    left to the callers' own checks (its format, its config, --resume / --overwrite); a target that cannot be
+    listed is left to the write, which reports it."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        if not fs.exists(path):
+            return
+        is_dir = fs.isdir(path)
+        store = is_dir and fs.exists(f"{path.rstrip('/')}/zarr.json")
+        holds = is_dir and not store and bool(fs.ls(path))
+    except Exception:  # noqa: BLE001 - unreachable or unlistable: the write itself reports it
+        return
+    if not is_dir:
+        raise StoreError(f"{url} is a file, not a store or folder; choose another {option}")
+    if holds:
+        raise StoreError(
+            f"{url} is a folder that holds other files, not a Zarr store; choose another {option} (xrdsynth "
+            "replaces only its own stores, and only with --overwrite; it never empties another folder)"
+        )
+
+
 def create_store(
     url: str,
     layout: StoreLayout,
