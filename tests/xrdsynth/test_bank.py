@@ -272,6 +272,23 @@ def test_a_users_folder_or_file_at_out_is_refused_before_any_work(cif_dir, tmp_p
     assert not (tmp_path / "bank.txt.parts").exists()  # refused before any chunk was computed
 
 
+def test_two_sources_with_one_file_name_keep_both_structures(tmp_path) -> None:
+    """Ids of files are their paths inside the source: a second source's different file under the same name gets
+    its folder's name in front (the shared set's robocrys and aflow both hold AB_oP8_62_c_c.cif: FeB and SnS),
+    while one folder given twice is still one structure and a duplicate."""
+    if not SHARED.exists():
+        pytest.skip(f"shared structures not found at {SHARED}")
+    for folder in ("robocrys", "aflow"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(SHARED / folder / "AB_oP8_62_c_c.cif", tmp_path / folder)
+    sources = [str(tmp_path / "robocrys"), str(tmp_path / "aflow"), f"{tmp_path}/./robocrys/"]
+    bank = build_bank(sources, str(tmp_path / "b.zarr"), BankConfig(), seed=0, workers=0)
+    ids = list(bank.group["entries/id"][:])
+    formulas = list(bank.group["entries/reduced_formula"][:])
+    assert ids == ["AB_oP8_62_c_c", "aflow/AB_oP8_62_c_c"] and formulas == ["FeB", "SnS"]
+    assert [s.reason for s in bank.skipped] == ["duplicate id AB_oP8_62_c_c"]
+
+
 def test_open_refuses_wrong_format_version(built: Bank, tmp_path) -> None:
     copy = tmp_path / "copy.zarr"
     shutil.copytree(built.url, copy)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import zarr
@@ -27,6 +30,42 @@ def _existing_state(url: str, storage_options: dict | None) -> tuple[bool, dict]
     except Exception:  # noqa: BLE001 - nothing there (or unreadable): treat as absent
         return False, {}
     return True, dict(group.attrs)
+
+
+def distinct_ids(items: Sequence[SourceItem]) -> list[SourceItem]:
+    """The items with an id that another item read from a different input already has renamed
+    ``<source folder's name>/<id>`` (``aflow/AB_oP8_62_c_c``; a number is added while that is taken too).
+
+    Ids of files are their paths inside their source, so two sources can hold different structures under one
+    name (robocrys's and aflow's ``AB_oP8_62_c_c.cif``: FeB and SnS). The first keeps its id, so a bank's other
+    ids do not change; the same input listed twice keeps one id and stays a duplicate (assemble drops it)."""
+    from .structures import input_file
+
+    first: dict[str, tuple[str, str]] = {}
+    taken = {it.entry_id for it in items}
+    renamed = []
+    for it in items:
+        path = input_file(it)
+        if path is None:  # generated: equal ids are equal crystals
+            renamed.append(it)
+            continue
+        # The same input however its path was written: the real file, and the block, row or member within it.
+        inside = it.locator[len(path) :] if it.locator.startswith(path) else it.locator
+        if first.setdefault(it.entry_id, (os.path.realpath(path), inside)) == (
+            os.path.realpath(path),
+            inside,
+        ):
+            renamed.append(it)
+            continue
+        folder = Path(it.source.rstrip("/\\")).name or it.source
+        new_id, k = f"{folder}/{it.entry_id}", 1
+        while new_id in taken:
+            k += 1
+            new_id = f"{folder}-{k}/{it.entry_id}"
+        taken.add(new_id)
+        log.info("%s: id %s is another input's; this one is %s", it.locator, it.entry_id, new_id)
+        renamed.append(replace(it, entry_id=new_id))
+    return renamed
 
 
 def compute_build_key(
@@ -114,6 +153,7 @@ def build_bank(
     if not items:
         detail = "".join(f"\n  {s['reason']}" for s in skipped_sources)
         raise ValueError(f"the sources {list(sources)} contain no structures{detail}")
+    items = distinct_ids(items)
     build_key = compute_build_key(items, config, seed, skipped_sources)
 
     try:
