@@ -205,6 +205,16 @@ def test_bad_recipe_config_fails_before_work(bank: Bank, tmp_path) -> None:
     )
     assert result.exit_code != 0 and "phase_count_probabilities" in result.output
     assert not (tmp_path / "o").exists()
+    for recipe in ('"lab"', "null", "[1]"):  # a preset's name where the fields go: with and without --engine
+        cfg.write_text(f'{{"recipe": {recipe}}}')
+        for extra in ((), ("--engine", "lut")):
+            message = _one_line_error(
+                CliRunner().invoke(main, _generate(bank, str(tmp_path / "o"), "--config", str(cfg), *extra))
+            )
+            assert "recipe must be an object of recipe fields" in message and "--recipe" in message
+    cfg.write_text('{"shard_size": 100}')  # the default 256-row chunks do not tile it: the fix is named
+    message = CliRunner().invoke(main, _generate(bank, str(tmp_path / "o"), "--config", str(cfg))).output
+    assert "chunk_rows (256) must divide shard_size (100): set chunk_rows to 100" in message
     missing = CliRunner().invoke(
         main,
         [
@@ -228,7 +238,13 @@ def test_counts_parse_like_people_write_them() -> None:
     assert parse_count("250k") == 250_000
     assert parse_count("1e6") == 1_000_000
     assert parse_count("20_000") == 20_000
-    for option, value in (("--n", "0"), ("--n-eval", "-1"), ("--n", "1.5")):
+    for option, value in (
+        ("--n", "0"),
+        ("--n-eval", "-1"),
+        ("--n", "1.5"),
+        ("--n", "inf"),
+        ("--n-eval", "nan"),
+    ):
         args = ["mixtures", "generate", "--bank", "absent.zarr", "--out", "o", "--n", "100", option, value]
         result = CliRunner().invoke(main, args)  # the count is checked before the bank is opened
         assert (
@@ -736,3 +752,16 @@ def test_bad_lab_recipe_is_refused_with_the_field_named(bank: Bank, tmp_path, re
     result = CliRunner().invoke(main, _generate(bank, str(out), "--recipe", "lab", "--config", str(cfg)))
     assert result.exit_code != 0 and "Traceback" not in result.output and not out.exists()
     assert "recipe" in result.output and named in result.output, result.output
+
+
+def test_an_unreachable_scheduler_is_named_with_the_fix() -> None:
+    import dask
+
+    from xrdsynth.cluster import dask_client
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with pytest.raises(
+            ValueError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:1 .*--scheduler"
+        ):
+            with dask_client(0, "tcp://127.0.0.1:1"):
+                pass

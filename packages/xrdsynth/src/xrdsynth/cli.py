@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -326,7 +327,7 @@ def parse_count(text: str) -> int:
         value = float(t) * scale
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a count; use e.g. 20000, 250k, 10M or 1e6") from None
-    if value < 1 or value != int(value):
+    if not math.isfinite(value) or value < 1 or value != int(value):
         raise click.BadParameter(f"{text!r} must be a positive whole number of samples")
     return int(value)
 
@@ -467,17 +468,19 @@ def mixtures_generate(
     }
     fields.update({k: v for k, v in overrides.items() if v is not None})
     if shard_size and "chunk_rows" not in fields:
-        import math
-
-        # Inner chunks must tile the shard: the largest divisor of both it and the default chunk.
-        fields["chunk_rows"] = math.gcd(shard_size, GenerateConfig.model_fields["chunk_rows"].default)
-    if engine:
-        fields.setdefault("recipe", {})["engine"] = engine
+        # Inner chunks must tile the shard: its largest divisor up to the default chunk (250 for 1000, not 8).
+        default = GenerateConfig.model_fields["chunk_rows"].default
+        fields["chunk_rows"] = max(d for d in range(1, min(shard_size, default) + 1) if shard_size % d == 0)
+    recipe = fields.get("recipe", {})
+    if engine and isinstance(recipe, dict):
+        recipe = {**recipe, "engine": engine}
     try:
-        fields["recipe"] = recipe_fields(recipe_name, fields.get("recipe", {}))
+        fields["recipe"] = recipe_fields(recipe_name, recipe)
         config = GenerateConfig(**fields)
     except ValidationError as exc:
         _fail(_validation_message(exc))
+    except ValueError as exc:  # a recipe that is not an object of fields, an unknown preset
+        _fail(str(exc))
     wanted = tuple(s.strip() for s in splits.split(",") if s.strip())
     unknown = set(wanted) - {"train", "val", "test", "in_library"}
     if unknown:

@@ -27,7 +27,14 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler)
+        except (OSError, TimeoutError) as exc:
+            raise ValueError(
+                f"cannot reach the Dask scheduler at {scheduler} ({type(exc).__name__}: {exc}); start it "
+                "(`dask scheduler`, or your cluster's launcher), check the address, or drop --scheduler to run "
+                "on this machine"
+            ) from None
         try:
             yield client
         finally:

@@ -833,6 +833,11 @@ def recipe_fields(name: str, overrides: dict) -> dict:
     merged field by field), not yet validated."""
     if name not in RECIPE_PRESETS:
         raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPE_PRESETS)}")
+    if not isinstance(overrides, dict):
+        raise ValueError(
+            f"recipe must be an object of recipe fields, got {overrides!r}; choose a preset with --recipe "
+            f'({" or ".join(RECIPE_PRESETS)}) and give fields as {{"recipe": {{"zero_shift_deg": [-0.05, 0.05]}}}}'
+        )
     fields = {**RECIPE_PRESETS[name], **overrides}
     lab_overrides = overrides.get("lab")
     if isinstance(lab_overrides, dict) and "lab" in RECIPE_PRESETS[name]:
@@ -895,5 +900,11 @@ class GenerateConfig(_Strict):
     @model_validator(mode="after")
     def _chunks_divide_shards(self) -> GenerateConfig:
         if self.shard_size % self.chunk_rows:
-            raise ValueError(f"chunk_rows ({self.chunk_rows}) must divide shard_size ({self.shard_size})")
+            fits = max(
+                d for d in range(1, min(self.shard_size, self.chunk_rows) + 1) if self.shard_size % d == 0
+            )
+            raise ValueError(
+                f"chunk_rows ({self.chunk_rows}) must divide shard_size ({self.shard_size}): set chunk_rows to "
+                f"{fits} (the largest divisor up to it) or shard_size to a multiple of {self.chunk_rows}"
+            )
         return self
