@@ -288,8 +288,16 @@ def test_inspect_and_plot(bank: Bank, tmp_path) -> None:
         plain.output
     )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "check the --bank path" in plain.output  # --bank was given: not "give it with --bank"
     bad = runner.invoke(main, ["mixtures", "plot", str(tmp_path / "train.zarr"), "--index", "999"])
     assert bad.exit_code != 0 and "outside" in bad.output
+    # A path without a suffix is reported as the PNG written; a folder that is not there is refused.
+    plot = ["mixtures", "plot", str(tmp_path / "train.zarr"), "--index", "5", "--out"]
+    bare = runner.invoke(main, [*plot, str(tmp_path / "bare")])
+    assert bare.exit_code == 0 and f"wrote {tmp_path / 'bare.png'}" in bare.output
+    assert (tmp_path / "bare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    nowhere = _one_line_error(runner.invoke(main, [*plot, str(tmp_path / "nodir" / "p.png")]))
+    assert f"the folder {tmp_path / 'nodir'} does not exist or is not a folder" in nowhere
 
 
 def test_xrdmodels_reads_what_xrdsynth_writes(bank: Bank, tmp_path) -> None:

@@ -55,7 +55,8 @@ def _validation_message(exc: ValidationError) -> str:
     return "invalid configuration:\n" + "\n".join(lines)
 
 
-def _load_config_file(path: str | None) -> dict[str, Any]:
+def _load_config_file(path: str | None, example: str) -> dict[str, Any]:
+    """The fields of a --config JSON file; `example` is a valid object for the command, shown when it is not one."""
     if path is None:
         return {}
     try:
@@ -65,7 +66,7 @@ def _load_config_file(path: str | None) -> dict[str, Any]:
     if not isinstance(fields, dict):
         _fail(
             f"config file {path} holds a JSON {type(fields).__name__}; it must hold one object of fields, "
-            'e.g. {"seed": 1, "recipe": {"engine": "lut"}} (docs/config.md)'
+            f"e.g. {example} (docs/config.md)"
         )
     return fields
 
@@ -248,7 +249,7 @@ def bank_build(
     """
     from .bank_build import build_bank
 
-    fields = _load_config_file(config_file)
+    fields = _load_config_file(config_file, '{"chunk_size": 64, "grid": {"n_bins": 4096}}')
     overrides = {
         "wavelength": wavelength,
         "symprec": symprec,
@@ -459,7 +460,7 @@ def mixtures_generate(
     from .generate import generate_all
     from .store import StoreError
 
-    fields = _load_config_file(config_file)
+    fields = _load_config_file(config_file, '{"seed": 1, "recipe": {"engine": "lut"}}')
     overrides = {
         "seed": seed,
         "shard_size": shard_size,

@@ -273,8 +273,13 @@ def _checked_pool(bank: Bank, split: str, config: GenerateConfig) -> np.ndarray:
     if len(pool) < max_k:
         raise BankError(
             f"the bank's {pool_name} pool has {len(pool)} materials; mixtures of up to "
-            f"{max_k} distinct phases need at least that many. Add structures to the bank "
-            "or lower recipe.phase_count_probabilities for large K."
+            f"{max_k} distinct phases need at least that many. Add structures to the bank"
+            + (
+                f", leave the split out (--splits without {split}) or rebuild the bank with a larger share for "
+                f"{pool_name} (--split-fractions)"
+                if len(pool) == 0
+                else " or lower recipe.phase_count_probabilities for large K."
+            )
         )
     return pool
 

@@ -112,7 +112,16 @@ def plot_sample(
     """PNG of one sample: its pattern, the measurement window, and each phase's sticks in its own colour.
     ``storage_options`` apply to each of the store and the bank that is a remote URL. Returns the PNG's path
     and, where the plot has no sticks, why (the bank could not be opened, or is not the one the store was
-    written from): the sticks are optional, so the plot is drawn without them."""
+    written from): the sticks are optional, so the plot is drawn without them. A ``png`` without a suffix gets
+    ``.png`` (as matplotlib writes it); a ``png`` whose folder does not exist is refused before anything is read."""
+    from pathlib import Path
+
+    if not Path(png).suffix:
+        png = f"{png}.png"
+    if not Path(png).resolve().parent.is_dir():
+        raise ValueError(
+            f"--out {png}: the folder {Path(png).parent} does not exist or is not a folder; create it"
+        )
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,13 +151,14 @@ def plot_sample(
     from .bank import Bank
 
     bank, no_sticks = None, None
+    fix = "check the --bank path" if bank_url else "give it with --bank"
     bank_url = bank_url or a["bank_url"]
     try:
         bank = Bank.open(bank_url, remote_options(bank_url, storage_options))
     except Exception as exc:  # noqa: BLE001 - sticks are optional: any failure is reported, the plot drawn
         # Bank.open's own errors name the bank already; others (a library's) may not.
         named = "" if bank_url in str(exc) else f" {bank_url}"
-        no_sticks = f"the bank{named} could not be opened ({type(exc).__name__}: {exc}); give it with --bank"
+        no_sticks = f"the bank{named} could not be opened ({type(exc).__name__}: {exc}); {fix}"
     else:
         if bank.fingerprint != a["bank_fingerprint"]:
             no_sticks = (
