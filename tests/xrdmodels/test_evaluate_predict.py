@@ -379,6 +379,13 @@ def test_labels_table_rows_without_a_file_or_repeated_and_unknown_sets(tmp_path)
     labels.write_text("set;file;spacegroups\ns;a.xy;225\n")
     with pytest.raises(ValueError, match="its header reads as one column: separate the columns with commas"):
         read_labelled(labels)
+    # The file's own wavelength is used; a row that says another is warned about, as predict warns for --wavelength.
+    (tmp_path / "mo.xy").write_text("# wavelength: 0.7093\n" + (tmp_path / "a.xy").read_text())
+    labels.write_text("set,file,spacegroups,wavelength_angstrom\ns,mo.xy,225,1.5406\ns,a.xy,225,1.5406\n")
+    read, _ = read_labelled(labels)
+    assert [item.wavelength_angstrom for item in read] == [0.7093, 1.5406]
+    assert read[0].warnings == [f"using the file's wavelength 0.7093 Å; its row of {labels} says 1.5406 Å"]
+    assert read[1].warnings == []
 
 
 def test_score_measured_lists_every_failure_and_takes_the_file_size_limit(tmp_path) -> None:

@@ -259,6 +259,11 @@ def test_inspect_and_plot(bank: Bank, tmp_path) -> None:
     out = runner.invoke(main, ["mixtures", "inspect", str(tmp_path / "train.zarr")])
     assert out.exit_code == 0, out.output
     assert "K* histogram" in out.output and "zero_shift_deg" in out.output
+    folder = _one_line_error(runner.invoke(main, ["mixtures", "inspect", str(tmp_path)]))
+    assert f"it is a folder of stores (train.zarr): name one, e.g. {tmp_path}/train.zarr" in folder
+    assert "`xrdsynth bank info` describes it" in _one_line_error(
+        runner.invoke(main, ["mixtures", "inspect", bank.url])
+    )
     png = tmp_path / "s.png"
     plot = runner.invoke(
         main, ["mixtures", "plot", str(tmp_path / "train.zarr"), "--index", "5", "--out", str(png)]

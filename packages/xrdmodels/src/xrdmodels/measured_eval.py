@@ -35,6 +35,7 @@ from .config import (
 )
 from .measured import MeasuredPattern, read_pattern
 from .measured.common import DEFAULT_MAX_PATTERN_BYTES, WAVELENGTH_PLAUSIBLE_ANGSTROM
+from .measured.grid import WAVELENGTH_CONFLICT_REL_TOL
 from .predict import DEFAULT_PRIOR_WEIGHT, Ranker, check_expected_phases, check_threshold
 
 HIT_KS = (1, 3, 5, 10)
@@ -180,6 +181,19 @@ def _labelled_wavelength(row: dict[str, str], labels_csv: str | Path) -> float:
     return wavelength
 
 
+def _row_conflict(row: dict[str, str], pattern: MeasuredPattern, labels_csv: str | Path) -> list[str]:
+    """A warning when the file states a wavelength (which is used) and its row gives another, as predict warns
+    for a --wavelength that contradicts the file."""
+    try:
+        stated = float((row.get("wavelength_angstrom") or "").strip())
+    except ValueError:
+        return []
+    own = pattern.wavelength_angstrom
+    if own is None or math.isclose(stated, own, rel_tol=WAVELENGTH_CONFLICT_REL_TOL):
+        return []
+    return [f"using the file's wavelength {own:.6g} Å; its row of {labels_csv} says {stated:g} Å"]
+
+
 @dataclass
 class LabelledPattern:
     """One row of a labels table with its file read."""
@@ -190,6 +204,7 @@ class LabelledPattern:
     wavelength_angstrom: float  # the file's own, else the row's `wavelength_angstrom`
     phases: list[set[int]]  # acceptable space groups per phase (:func:`parse_phases`)
     extra: set[int]  # groups of minor phases, `extra_or_trace` (:func:`parse_groups`)
+    warnings: list[str] = field(default_factory=list)  # the row's wavelength contradicting the file's
 
 
 def _labels_text(path: Path) -> str:
@@ -274,7 +289,11 @@ def read_labelled(
         except (ValueError, OSError) as exc:
             failures.append((str(path), str(exc)))
             continue
-        read.append(LabelledPattern(row, path, pattern, wavelength, phases, extra))
+        read.append(
+            LabelledPattern(
+                row, path, pattern, wavelength, phases, extra, _row_conflict(row, pattern, labels_csv)
+            )
+        )
     return read, failures
 
 
@@ -344,7 +363,12 @@ def score_measured(
         except ValueError as exc:
             failures.append((str(item.path), str(exc)))
             continue
-        warnings, library_ranked, combined_ranked, neighbour_ranked = list(pred.warnings), None, None, None
+        warnings, library_ranked, combined_ranked, neighbour_ranked = (
+            [*item.warnings, *pred.warnings],
+            None,
+            None,
+            None,
+        )
         combined_predicted = None
         if ranker.library is not None:
             try:

@@ -185,10 +185,10 @@ def bank() -> None:
     type=int,
 )
 @click.option(
-    "--deduplicate",
-    is_flag=True,
+    "--deduplicate/--no-deduplicate",
     default=None,
-    help="Drop near-duplicates across sources (StructureMatcher).",
+    help="Drop near-duplicates across sources (StructureMatcher); --no-deduplicate overrides a config's true "
+    "(default off).",
 )
 @_config_option(
     "--chunk-size",

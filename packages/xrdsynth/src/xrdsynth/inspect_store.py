@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import zarr
@@ -34,9 +35,25 @@ def open_store(url: str, storage_options: dict | None = None) -> zarr.Group:
     try:
         root = zarr.open_group(url, mode="r", storage_options=options)
     except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"no mixture store at {url} ({exc})") from exc
+        folder = local_path(url)
+        stores = (
+            sorted(p.name for p in Path(folder).glob("*.zarr")) if folder and Path(folder).is_dir() else []
+        )
+        hint = (
+            f"; it is a folder of stores ({', '.join(stores)}): name one, e.g. {url}/{stores[0]}"
+            if stores
+            else ""
+        )
+        raise ValueError(f"no mixture store at {url} ({exc}){hint}") from exc
     if root.attrs.get("format") != MIXTURE_FORMAT:
-        raise ValueError(f"{url} is not an xrdsynth mixture store (format {root.attrs.get('format')!r})")
+        hint = (
+            "; it is a bank: `xrdsynth bank info` describes it"
+            if root.attrs.get("format") == "xrdsynth.bank"
+            else ""
+        )
+        raise ValueError(
+            f"{url} is not an xrdsynth mixture store (format {root.attrs.get('format')!r}){hint}"
+        )
     if root.attrs.get("format_version") != MIXTURE_FORMAT_VERSION:
         raise ValueError(
             f"{url} has mixture format version {root.attrs.get('format_version')}; "
@@ -114,8 +131,6 @@ def plot_sample(
     and, where the plot has no sticks, why (the bank could not be opened, or is not the one the store was
     written from): the sticks are optional, so the plot is drawn without them. A ``png`` without a suffix gets
     ``.png`` (as matplotlib writes it); a ``png`` whose folder does not exist is refused before anything is read."""
-    from pathlib import Path
-
     if not Path(png).suffix:
         png = f"{png}.png"
     if not Path(png).resolve().parent.is_dir():
