@@ -376,6 +376,15 @@ def test_labels_table_rows_without_a_file_or_repeated_and_unknown_sets(tmp_path)
     ]
     with pytest.raises(ValueError, match=r"no row of set 'S', 'u'; its sets are s, t"):
         read_labelled(labels, sets=["S", "s", "u"])
+    # A repeat of a row that failed is read: the file is scored once, not zero times.
+    labels.write_text("set,file,spacegroups,wavelength_angstrom\ns,a.xy,xx,1.5406\ns,a.xy,62,1.5406\n")
+    read, failures = read_labelled(labels)
+    assert [(item.path.name, item.phases) for item in read] == [("a.xy", [{62}])]
+    assert len(failures) == 1 and "line 2" in failures[0][0]
+    # A short row lacks the set column (None): the unknown-set message still lists the sets.
+    labels.write_text("file,spacegroups,wavelength_angstrom,set\na.xy,62,1.5406\na.xy,62,1.5406,t\n")
+    with pytest.raises(ValueError, match=r"no row of set 'u'; its sets are \(empty\), t"):
+        read_labelled(labels, sets=["u"])
     labels.write_text("set;file;spacegroups\ns;a.xy;225\n")
     with pytest.raises(ValueError, match="its header reads as one column: separate the columns with commas"):
         read_labelled(labels)

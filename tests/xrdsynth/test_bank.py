@@ -281,12 +281,21 @@ def test_two_sources_with_one_file_name_keep_both_structures(tmp_path) -> None:
     for folder in ("robocrys", "aflow"):
         (tmp_path / folder).mkdir()
         shutil.copy(SHARED / folder / "AB_oP8_62_c_c.cif", tmp_path / folder)
-    sources = [str(tmp_path / "robocrys"), str(tmp_path / "aflow"), f"{tmp_path}/./robocrys/"]
+    sources = [
+        str(tmp_path / "robocrys"),
+        str(tmp_path / "aflow"),
+        f"{tmp_path}/./robocrys/",
+        f"{tmp_path}/aflow/",
+    ]
     bank = build_bank(sources, str(tmp_path / "b.zarr"), BankConfig(), seed=0, workers=0)
     ids = list(bank.group["entries/id"][:])
     formulas = list(bank.group["entries/reduced_formula"][:])
     assert ids == ["AB_oP8_62_c_c", "aflow/AB_oP8_62_c_c"] and formulas == ["FeB", "SnS"]
-    assert [s.reason for s in bank.skipped] == ["duplicate id AB_oP8_62_c_c"]
+    # Each folder listed twice: the renamed input keeps its new id the second time, so both are duplicates.
+    assert [s.reason for s in bank.skipped] == [
+        "duplicate id AB_oP8_62_c_c",
+        "duplicate id aflow/AB_oP8_62_c_c",
+    ]
 
 
 def test_open_refuses_wrong_format_version(built: Bank, tmp_path) -> None:

@@ -170,6 +170,7 @@ def test_killed_run_resumes_to_identical_store(bank: Bank, tmp_path) -> None:
         (["--n", "ten"], "not a count"),
         (["--n", "0"], "positive"),
         (["--shard-size", "0"], "shard_size"),
+        (["--shard-size", "-5"], "shard_size"),
         (["--splits", "train,holdout"], "holdout"),
     ],
 )
@@ -646,8 +647,17 @@ def test_a_users_folder_or_file_at_the_target_is_never_emptied(bank: Bank, tmp_p
     (tmp_path / "f" / "train.zarr").write_text("a file")
     message = _one_line_error(runner.invoke(main, _generate(bank, str(tmp_path / "f"), "--splits", "train")))
     assert "train.zarr is a file, not a store or folder" in message
-    (tmp_path / "e" / "train.zarr").mkdir(parents=True)  # an empty folder is a fine place for a store
+    (tmp_path / "e" / "train.zarr").mkdir(parents=True)  # an empty folder is a fine place for a store,
+    (tmp_path / "e" / "train.zarr" / ".DS_Store").write_bytes(b"\0")  # and so is one of hidden files only
     assert runner.invoke(main, _generate(bank, str(tmp_path / "e"), "--splits", "train")).exit_code == 0
+    # Every split is checked before any is written.
+    (tmp_path / "v" / "val.zarr").mkdir(parents=True)
+    (tmp_path / "v" / "val.zarr" / "notes.txt").write_text("mine")
+    message = _one_line_error(
+        runner.invoke(main, _generate(bank, str(tmp_path / "v"), "--splits", "train,val"))
+    )
+    assert "val.zarr is a folder that holds other files" in message
+    assert not (tmp_path / "v" / "train.zarr").exists()
 
 
 def test_unreachable_s3_endpoint_fails_fast_with_one_line(bank: Bank, tmp_path) -> None:

@@ -319,7 +319,6 @@ def evaluate_cmd(
     click.echo(f"evaluate: table.md, results.csv, results.json, strata.csv and figures in {out_dir}")
 
 
-#: --threshold of `predict` and `score-measured`.
 _max_file_mb_option = click.option(
     "--max-file-mb",
     type=click.FloatRange(min=0, min_open=True),
@@ -327,6 +326,7 @@ _max_file_mb_option = click.option(
     show_default=True,
     help="Refuse a file (or the zip members read from a .rasx/.brml) larger than this many MiB.",
 )
+#: --threshold of `predict` and `score-measured`.
 _threshold_option = click.option(
     "--threshold",
     default=None,

@@ -189,7 +189,11 @@ def _row_conflict(row: dict[str, str], pattern: MeasuredPattern, labels_csv: str
     except ValueError:
         return []
     own = pattern.wavelength_angstrom
-    if own is None or math.isclose(stated, own, rel_tol=WAVELENGTH_CONFLICT_REL_TOL):
+    if (
+        own is None
+        or not math.isfinite(stated)
+        or math.isclose(stated, own, rel_tol=WAVELENGTH_CONFLICT_REL_TOL)
+    ):
         return []
     return [f"using the file's wavelength {own:.6g} Å; its row of {labels_csv} says {stated:g} Å"]
 
@@ -256,11 +260,12 @@ def read_labelled(
         )
     # reader.line_num: the file line a row ends on (a quoted field may span lines, blank lines are skipped).
     every_row = [(reader.line_num, r) for r in reader]
-    unknown = [name for name in sets or [] if name not in {r["set"] for _, r in every_row}]
+    present = {r["set"] or "" for _, r in every_row}  # a short row lacks the column: None
+    unknown = [name for name in sets or [] if name not in present]
     if unknown:
         raise ValueError(
             f"{labels_csv}: no row of set {', '.join(map(repr, unknown))}; its sets are "
-            f"{', '.join(sorted({r['set'] for _, r in every_row})) or 'none (no rows)'}"
+            f"{', '.join(name or '(empty)' for name in sorted(present)) or 'none (no rows)'}"
         )
     rows = [(line, r) for line, r in every_row if not sets or r["set"] in sets]
     read, failures, first_line = [], [], {}
@@ -275,7 +280,6 @@ def read_labelled(
                 (where, f"repeats line {first_line[key]}'s file in set {row['set']!r}: scored once")
             )
             continue
-        first_line[key] = line
         try:
             phases = parse_phases(row.get("spacegroups_accept") or "", row["spacegroups"] or "")
             extra = parse_groups("extra_or_trace", row.get("extra_or_trace") or "")
@@ -289,6 +293,7 @@ def read_labelled(
         except (ValueError, OSError) as exc:
             failures.append((str(path), str(exc)))
             continue
+        first_line[key] = line  # only a row that reads: a bad first row does not hide a good repeat
         read.append(
             LabelledPattern(
                 row, path, pattern, wavelength, phases, extra, _row_conflict(row, pattern, labels_csv)

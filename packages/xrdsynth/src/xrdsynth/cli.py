@@ -468,7 +468,7 @@ def mixtures_generate(
         "n_eval": n_eval,
     }
     fields.update({k: v for k, v in overrides.items() if v is not None})
-    if shard_size and "chunk_rows" not in fields:
+    if shard_size and shard_size >= 1 and "chunk_rows" not in fields:  # below 1 the config's check names it
         # Inner chunks must tile the shard: its largest divisor up to the default chunk (250 for 1000, not 8).
         default = GenerateConfig.model_fields["chunk_rows"].default
         fields["chunk_rows"] = max(d for d in range(1, min(shard_size, default) + 1) if shard_size % d == 0)

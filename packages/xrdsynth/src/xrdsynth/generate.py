@@ -474,6 +474,10 @@ def generate_all(
         check_local_folder(folder, bank, sizes, config, resume and not overwrite)
     else:
         check_remote_reachable(out, storage_options)
+    for split in sizes:  # every split before any is written
+        refuse_foreign_target(
+            f"{out.rstrip('/')}/{split}.zarr", None if folder is not None else storage_options
+        )
     reports = []
     with dask_client(workers, scheduler) as client:
         for split in splits:

@@ -68,8 +68,8 @@ def refuse_foreign_target(url: str, storage_options: dict | None = None, *, opti
     """Refuse to write a store at `url` where something other than a Zarr store lies: an ordinary file, or a
     folder that holds files but no ``zarr.json``. Stores are created with ``mode="w"``, which empties the folder
     first, so without this check a user's folder named as ``--out`` would be deleted. An existing Zarr store is
-    left to the callers' own checks (its format, its config, --resume / --overwrite); a target that cannot be
-    listed is left to the write, which reports it."""
+    left to the callers' own checks (its format, its config, --resume / --overwrite); a folder of hidden files
+    only counts as empty; a target that cannot be listed is left to the write, which reports it."""
     import fsspec
 
     try:
@@ -78,7 +78,14 @@ def refuse_foreign_target(url: str, storage_options: dict | None = None, *, opti
             return
         is_dir = fs.isdir(path)
         store = is_dir and fs.exists(f"{path.rstrip('/')}/zarr.json")
-        holds = is_dir and not store and bool(fs.ls(path))
+        # Hidden files (.DS_Store, a file manager's) alone do not make a folder the user's.
+        holds = (
+            is_dir
+            and not store
+            and any(
+                not str(p).rstrip("/").rsplit("/", 1)[-1].startswith(".") for p in fs.ls(path, detail=False)
+            )
+        )
     except Exception:  # noqa: BLE001 - unreachable or unlistable: the write itself reports it
         return
     if not is_dir:
