@@ -72,6 +72,16 @@ def _threshold(text: str | None) -> float | str | None:
     return value
 
 
+def _make_writable_folder(folder: str, what: str) -> None:
+    """Create `folder` (with its parents) and check that it is writable, or fail naming `what` goes there."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError("permission denied")
+    except OSError as exc:
+        _fail(f"cannot write {what} {folder}: {exc}")
+
+
 def _naming(file: str, error: str) -> str:
     """A per-file error with its file named once (readers' messages already start with it)."""
     return error if error.startswith(file) else f"{file}: {error}"
@@ -534,13 +544,8 @@ def predict_cmd(
     from .predict import format_prediction, predict_files, to_json
 
     wl = _wavelength(wavelength)
-    if plot_dir is not None:
-        try:  # before predicting, so that an unwritable folder does not lose the predictions
-            Path(plot_dir).mkdir(parents=True, exist_ok=True)
-            if not os.access(plot_dir, os.W_OK):
-                raise PermissionError("permission denied")
-        except OSError as exc:
-            _fail(f"cannot write the plots to --plot {plot_dir}: {exc}")
+    if plot_dir is not None:  # before predicting, so that an unwritable folder does not lose the predictions
+        _make_writable_folder(plot_dir, "the plots to --plot")
     try:
         predictions, failures, skipped = predict_files(
             checkpoint,
@@ -652,12 +657,7 @@ def score_measured_cmd(
     from .measured_eval import score_measured, write
 
     created = not Path(out_dir).exists()
-    try:  # before scoring, so that an unwritable folder does not lose the scores
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        if not os.access(out_dir, os.W_OK):
-            raise PermissionError("permission denied")
-    except OSError as exc:
-        _fail(f"cannot write the scores to --out {out_dir}: {exc}")
+    _make_writable_folder(out_dir, "the scores to --out")  # before scoring, so that the scores are not lost
 
     def fail_and_tidy(message: str) -> None:
         if created:
