@@ -393,6 +393,29 @@ def test_xrdml_omega_only_scan_is_refused(tmp_path: Path) -> None:
         read_pattern(path)
 
 
+def test_xrdml_wavelength_that_is_not_a_number_is_named(tmp_path: Path) -> None:
+    """A <kAlpha1> that is not a number leaves the file without a wavelength; the message says what it holds,
+    and --wavelength still reads it."""
+    from xrdmodels.measured.grid import measurement_wavelength
+
+    two_theta, intensity = _reference_scan(50)
+    path = tmp_path / "typo.xrdml"
+    path.write_text(
+        _xrdml(
+            f'<positions axis="2Theta" unit="deg"><startPosition>{two_theta[0]}</startPosition>'
+            f"<endPosition>{two_theta[-1]}</endPosition></positions>",
+            '<counts unit="counts">' + " ".join(repr(float(c)) for c in intensity) + "</counts>",
+        ).replace(f">{CU_KA1}<", ">1,5406<")
+    )
+    pattern = read_pattern(path)
+    assert pattern.wavelength_angstrom is None
+    with pytest.raises(
+        MeasuredFormatError, match=r"states no wavelength .*\(its <kAlpha1> is '1,5406', not a number\)"
+    ):
+        measurement_wavelength(pattern, None)
+    assert measurement_wavelength(pattern, 1.5406) == (1.5406, [])
+
+
 def test_gsas_fxye_with_instrument_parameter_file(tmp_path: Path) -> None:
     two_theta, intensity = _reference_scan(120, start=2.0, step=0.002)
     (tmp_path / "11bmb.instprm").write_text(

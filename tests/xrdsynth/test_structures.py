@@ -297,6 +297,8 @@ def test_random_listing_forms() -> None:
     for bad in ("random:0", "random:x", "random:1:0-3", "random:1:231", "random:1:a-b"):
         with pytest.raises(ValueError, match="random"):
             list_items(bad)
+    with pytest.raises(ValueError, match=r"the range '5-1' runs backwards; write it low-high \(1-5\)"):
+        list_items("random:1:5-1")
 
 
 def _load_all(items: list[SourceItem], seed: int) -> list[tuple[str, list[list[float]], list[str]]]:

@@ -104,9 +104,11 @@ def measurement_wavelength(
     """
     measured = wavelength_angstrom if wavelength_angstrom is not None else pattern.wavelength_angstrom
     if measured is None:
+        unreadable = pattern.metadata.get("wavelength_unreadable")
         raise MeasuredFormatError(
             pattern.source,
-            "the file states no wavelength and none was given",
+            "the file states no wavelength and none was given"
+            + (f" (its {unreadable})" if unreadable else ""),
             "Give it with --wavelength on the command line (e.g. --wavelength 1.5406 or CuKa1) or "
             "wavelength_angstrom= in Python (1.5406 for Cu Kα1, 0.7093 for Mo Kα1)",
         )

@@ -116,6 +116,9 @@ def read_xrdml(path: Path, max_bytes: int) -> MeasuredPattern:
         for name in ("kAlpha1", "kAlpha2", "kBeta", "ratioKAlpha2KAlpha1"):
             element = xml_child(used, name)
             lines[name] = float_or_none(element.text) if element is not None else None
+            if element is not None and lines[name] is None and (element.text or "").strip():
+                # Kept, so that "states no wavelength" can say what the file holds instead.
+                metadata["wavelength_unreadable"] = f"<{name}> is {element.text.strip()!r}, not a number"
     wavelength, wave_meta = wavelength_metadata(
         lines.get("kAlpha1"), lines.get("kAlpha2"), lines.get("ratioKAlpha2KAlpha1")
     )

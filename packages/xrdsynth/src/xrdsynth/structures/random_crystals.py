@@ -52,6 +52,10 @@ def _parse_groups(text: str, source: str) -> list[int]:
             raise ValueError(
                 f"source {source!r}: bad space-group list entry {part!r}; use e.g. '1-10' or '2,14,225'"
             ) from None
+        if bounds[0] > bounds[1]:
+            raise ValueError(
+                f"source {source!r}: the range {part!r} runs backwards; write it low-high ({bounds[1]}-{bounds[0]})"
+            )
         if not 1 <= bounds[0] <= bounds[1] <= 230:
             raise ValueError(f"source {source!r}: space groups must lie in 1-230, got {part!r}")
         groups.update(range(bounds[0], bounds[1] + 1))
