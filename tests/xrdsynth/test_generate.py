@@ -213,6 +213,13 @@ def test_bad_recipe_config_fails_before_work(bank: Bank, tmp_path) -> None:
                 CliRunner().invoke(main, _generate(bank, str(tmp_path / "o"), "--config", str(cfg), *extra))
             )
             assert "recipe must be an object of recipe fields" in message and "--recipe" in message
+    # A misspelt field, top level or nested, gets the closest name; the file is named, a field's option too.
+    cfg.write_text('{"recipe": {"zero_shift_degg": [0, 0.1]}, "sed": 3, "shard_size": 0}')
+    message = CliRunner().invoke(main, _generate(bank, str(tmp_path / "o"), "--config", str(cfg))).output
+    assert f"invalid configuration (--config {cfg} and the options)" in message
+    assert "recipe.zero_shift_degg: Extra inputs are not permitted; did you mean zero_shift_deg?" in message
+    assert "sed: Extra inputs are not permitted; did you mean seed?" in message
+    assert "shard_size (--shard-size)" in message
     cfg.write_text('{"shard_size": 100}')  # the default 256-row chunks do not tile it: the fix is named
     message = CliRunner().invoke(main, _generate(bank, str(tmp_path / "o"), "--config", str(cfg))).output
     assert "chunk_rows (256) must divide shard_size (100): set chunk_rows to 100" in message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -14,10 +15,14 @@ from pydantic import BaseModel, ValidationError
 
 from .config import CU_KA_ANGSTROM, RECIPE_PRESETS, BankConfig, GenerateConfig, RecipeConfig, recipe_fields
 
+_OPTION_OF_FIELD: dict[str, str] = {}
+"""The command-line option that sets each config field (`_config_option`), for error messages."""
+
 
 def _config_option(*param_decls: str, model: type[BaseModel], field: str, help: str, **kwargs: Any):
     """A click option that overrides config field `field` of `model`; its help ends with the field's default,
     read from the model so that the two cannot disagree."""
+    _OPTION_OF_FIELD[field] = param_decls[0]
     default = model.model_fields[field].default
     if isinstance(default, bool):
         shown = "on" if default else "off"
@@ -44,15 +49,34 @@ def _fail(message: str) -> None:
     raise click.ClickException(message)
 
 
-def _validation_message(exc: ValidationError) -> str:
+def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names of the (nested) model an error location's last part belongs to."""
+    for name in loc[:-1]:
+        info = model.model_fields.get(str(name))
+        inner = getattr(info, "annotation", None)
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return []
+        model = inner
+    return list(model.model_fields)
+
+
+def _validation_message(exc: ValidationError, model: type[BaseModel], config_file: str | None) -> str:
+    """One line per error, naming the option that sets the field where there is one, and the closest known name
+    for a misspelt field."""
     lines = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "config"
         # An unknown field's value is not shown: it may be a credential under a misspelt name.
         hidden = not err["loc"] or isinstance(err.get("input"), dict) or err["type"] == "extra_forbidden"
         got = "" if hidden else f" (got {err.get('input')!r})"
-        lines.append(f"  {field}: {err['msg']}{got}")
-    return "invalid configuration:\n" + "\n".join(lines)
+        option = _OPTION_OF_FIELD.get(field)
+        line = f"  {field}{f' ({option})' if option else ''}: {err['msg']}{got}"
+        if err["type"] == "extra_forbidden" and err["loc"]:
+            close = difflib.get_close_matches(str(err["loc"][-1]), _known_fields(model, err["loc"]), n=1)
+            line += f"; did you mean {close[0]}?" if close else ""
+        lines.append(line)
+    source = f" (--config {config_file} and the options)" if config_file else ""
+    return f"invalid configuration{source}:\n" + "\n".join(lines)
 
 
 def _load_config_file(path: str | None, example: str) -> dict[str, Any]:
@@ -265,7 +289,7 @@ def bank_build(
     try:
         config = BankConfig(**fields)
     except ValidationError as exc:
-        _fail(_validation_message(exc))
+        _fail(_validation_message(exc, BankConfig, config_file))
     try:
         result = build_bank(
             list(sources),
@@ -479,7 +503,7 @@ def mixtures_generate(
         fields["recipe"] = recipe_fields(recipe_name, recipe)
         config = GenerateConfig(**fields)
     except ValidationError as exc:
-        _fail(_validation_message(exc))
+        _fail(_validation_message(exc, GenerateConfig, config_file))
     except ValueError as exc:  # a recipe that is not an object of fields, an unknown preset
         _fail(str(exc))
     wanted = tuple(s.strip() for s in splits.split(",") if s.strip())
