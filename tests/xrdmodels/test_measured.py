@@ -335,6 +335,13 @@ def _xrdml(positions_xml: str, data_xml: str, namespace: str = "2.1") -> str:
 """
 
 
+def _start_end_positions(two_theta: np.ndarray) -> str:
+    return (
+        f'<positions axis="2Theta" unit="deg"><startPosition>{two_theta[0]}</startPosition>'
+        f"<endPosition>{two_theta[-1]}</endPosition></positions>"
+    )
+
+
 def test_xrdml_list_positions_with_counting_times_and_attenuation(tmp_path: Path) -> None:
     two_theta, intensity = _reference_scan(50)
     times = np.linspace(1.0, 2.0, two_theta.size)
@@ -366,8 +373,7 @@ def test_xrdml_schema_1_intensities_are_not_attenuation_corrected_twice(tmp_path
     path = tmp_path / "old.xrdml"
     path.write_text(
         _xrdml(
-            f'<positions axis="2Theta" unit="deg"><startPosition>{two_theta[0]}</startPosition>'
-            f"<endPosition>{two_theta[-1]}</endPosition></positions>",
+            _start_end_positions(two_theta),
             "<commonCountingTime>2.0</commonCountingTime><beamAttenuationFactors>"
             + " ".join("3" for _ in intensity)
             + '</beamAttenuationFactors><intensities unit="counts">'
@@ -402,8 +408,7 @@ def test_xrdml_wavelength_that_is_not_a_number_is_named(tmp_path: Path) -> None:
     path = tmp_path / "typo.xrdml"
     path.write_text(
         _xrdml(
-            f'<positions axis="2Theta" unit="deg"><startPosition>{two_theta[0]}</startPosition>'
-            f"<endPosition>{two_theta[-1]}</endPosition></positions>",
+            _start_end_positions(two_theta),
             '<counts unit="counts">' + " ".join(repr(float(c)) for c in intensity) + "</counts>",
         ).replace(f">{CU_KA1}<", ">1,5406<")
     )
