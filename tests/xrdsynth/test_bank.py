@@ -610,3 +610,17 @@ def test_displacement_parameters_reach_the_bank_and_can_be_turned_off(tmp_path) 
                 structure, scaled=True, two_theta_range=(5.0, 120.0)
             )
             np.testing.assert_allclose(bank.peaks(index)[2], reference.y, rtol=1e-9, atol=1e-9)
+
+
+def test_the_energy_filter_can_be_switched_off_over_a_config(tmp_path) -> None:
+    config = tmp_path / "bank.json"
+    config.write_text('{"max_e_above_hull_ev_per_atom": 0.05}')
+    args = ["bank", "build", "--source", "random:1:1-2", "--workers", "0", "--config", str(config)]
+    result = CliRunner().invoke(
+        main, [*args, "--out", str(tmp_path / "b.zarr"), "--max-e-above-hull", "none"]
+    )
+    assert result.exit_code == 0, result.output
+    stored = zarr.open_group(str(tmp_path / "b.zarr"), mode="r").attrs["config"]
+    assert stored["max_e_above_hull_ev_per_atom"] is None
+    bad = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "c.zarr"), "--max-e-above-hull", "low"])
+    assert bad.exit_code == 1 and "--max-e-above-hull 'low': give a number, or 'none'" in bad.output

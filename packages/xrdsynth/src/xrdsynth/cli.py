@@ -35,6 +35,16 @@ def _config_option(*param_decls: str, model: type[BaseModel], field: str, help: 
     return click.option(*param_decls, default=None, help=f"{help} (default {shown}).", **kwargs)
 
 
+def _optional_float(text: str, option: str) -> float | None:
+    """A number, or None for 'none' / 'off' (a filter switched off, also over a config file's value)."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        _fail(f"{option} {text!r}: give a number, or 'none' to switch the filter off")
+
+
 def _split_fractions(text: str | None) -> tuple[float, ...] | None:
     """``--split-fractions`` as numbers (the config checks their count and sum)."""
     if not text:
@@ -184,8 +194,9 @@ def bank() -> None:
     "--max-e-above-hull",
     model=BankConfig,
     field="max_e_above_hull_ev_per_atom",
-    help="Drop entries whose metadata give e_above_hull above this, in eV/atom, as in paper A.1",
-    type=float,
+    help="Drop entries whose metadata give e_above_hull above this, in eV/atom, as in paper A.1; 'none' keeps "
+    "every entry",
+    metavar="EV|none",
 )
 @_config_option(
     "--split-fractions",
@@ -286,6 +297,8 @@ def bank_build(
         "split_fractions": _split_fractions(split_fractions),
     }
     fields.update({k: v for k, v in overrides.items() if v is not None})
+    if max_e_above_hull is not None:
+        fields["max_e_above_hull_ev_per_atom"] = _optional_float(max_e_above_hull, "--max-e-above-hull")
     try:
         config = BankConfig(**fields)
     except ValidationError as exc:
