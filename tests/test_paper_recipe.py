@@ -96,7 +96,7 @@ def test_paper_script_splits_by_material_and_trains_in_fp32(tmp_path: Path) -> N
     argvs = _run_paper_script(tmp_path)
     params = _bank_build_params(argvs)
     assert params["group_polymorphs"] is False  # A.1: 95/2.5/2.5 by material, not by reduced formula
-    assert params["max_e_above_hull"] == 0.1
+    assert float(params["max_e_above_hull"]) == 0.1  # the option takes a number or "none"
     defaults = BankConfig()
     assert defaults.split_fractions == A1_SPLIT and defaults.wavelength_angstrom == pytest.approx(1.54184)
     assert (defaults.grid.two_theta_min_deg, defaults.grid.two_theta_max_deg, defaults.grid.n_bins) == (
