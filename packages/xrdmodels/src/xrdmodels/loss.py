@@ -139,14 +139,13 @@ def trace_mask(labels: Tensor, phase_weight: Tensor, weight_below: float) -> Ten
     """(B, 230) float: 0 for a group held only by trace phases (mixture weight < `weight_below`), else 1.
 
     labels: (B, P) space groups, 0 = padding; phase_weight: (B, P) mixture weights (sum 1 over the phases)."""
-    _check_labels(labels)
     if phase_weight.shape != labels.shape:
         raise ValueError(f"phase_weight {tuple(phase_weight.shape)} must match labels {tuple(labels.shape)}")
-    trace = phase_weight < weight_below
-    only_trace = labels_to_multi_hot(torch.where(trace, labels, 0)) * (
-        1 - labels_to_multi_hot(torch.where(trace, 0, labels))
-    )
-    return 1 - only_trace
+    present = labels_to_multi_hot(labels)
+    # Each group's heaviest phase (column 0 collects the padding and is dropped, as in labels_to_multi_hot).
+    heaviest = torch.zeros(labels.shape[0], N_SPACE_GROUPS + 1, device=labels.device)
+    heaviest.scatter_reduce_(1, labels.long(), phase_weight.to(heaviest), reduce="amax")
+    return 1 - present * (heaviest[:, 1:] < weight_below).to(present)
 
 
 def model_loss(

@@ -41,8 +41,8 @@ def distinct_ids(items: Sequence[SourceItem]) -> list[SourceItem]:
     ids do not change; the same input listed twice keeps one id and stays a duplicate (assemble drops it)."""
     from .structures import input_file
 
-    first: dict[str, tuple[str, str]] = {}
-    given: dict[tuple[str, str, str], str] = {}  # (id, file, inside) -> the id given, for inputs listed again
+    assigned: dict[tuple[str, str, str], str] = {}  # (id, real file, part inside it) -> the id it gets
+    owned: set[str] = set()
     taken = {it.entry_id for it in items}
     renamed = []
     for it in items:
@@ -51,24 +51,21 @@ def distinct_ids(items: Sequence[SourceItem]) -> list[SourceItem]:
             renamed.append(it)
             continue
         # The same input however its path was written: the real file, and the block, row or member within it.
-        where = (
-            os.path.realpath(path),
-            it.locator[len(path) :] if it.locator.startswith(path) else it.locator,
-        )
-        if first.setdefault(it.entry_id, where) == where:
-            renamed.append(it)
-            continue
-        new_id = given.get((it.entry_id, *where))
-        if new_id is None:
-            folder = Path(it.source.rstrip("/\\")).name or it.source
-            new_id, k = f"{folder}/{it.entry_id}", 1
-            while new_id in taken:
-                k += 1
-                new_id = f"{folder}-{k}/{it.entry_id}"
-            taken.add(new_id)
-            given[(it.entry_id, *where)] = new_id
-            log.info("%s: id %s is another input's; this one is %s", it.locator, it.entry_id, new_id)
-        renamed.append(replace(it, entry_id=new_id))
+        inside = it.locator[len(path) :] if it.locator.startswith(path) else it.locator
+        key = (it.entry_id, os.path.realpath(path), inside)
+        if key not in assigned:
+            new_id, k = it.entry_id, 1
+            if it.entry_id in owned:
+                folder = Path(it.source.rstrip("/\\")).name or it.source
+                new_id = f"{folder}/{it.entry_id}"
+                while new_id in taken:
+                    k += 1
+                    new_id = f"{folder}-{k}/{it.entry_id}"
+                taken.add(new_id)
+                log.info("%s: id %s is another input's; this one is %s", it.locator, it.entry_id, new_id)
+            owned.add(it.entry_id)
+            assigned[key] = new_id
+        renamed.append(it if assigned[key] == it.entry_id else replace(it, entry_id=assigned[key]))
     return renamed
 
 

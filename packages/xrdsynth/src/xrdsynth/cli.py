@@ -13,7 +13,15 @@ from typing import Any
 import click
 from pydantic import BaseModel, ValidationError
 
-from .config import CU_KA_ANGSTROM, RECIPE_PRESETS, BankConfig, GenerateConfig, RecipeConfig, recipe_fields
+from .config import (
+    CU_KA_ANGSTROM,
+    RECIPE_PRESETS,
+    BankConfig,
+    GenerateConfig,
+    RecipeConfig,
+    recipe_fields,
+    tiling_chunk_rows,
+)
 
 _OPTION_OF_FIELD: dict[str, str] = {}
 """The command-line option that sets each config field (`_config_option`), for error messages."""
@@ -507,8 +515,9 @@ def mixtures_generate(
     fields.update({k: v for k, v in overrides.items() if v is not None})
     if shard_size and shard_size >= 1 and "chunk_rows" not in fields:  # below 1 the config's check names it
         # Inner chunks must tile the shard: its largest divisor up to the default chunk (250 for 1000, not 8).
-        default = GenerateConfig.model_fields["chunk_rows"].default
-        fields["chunk_rows"] = max(d for d in range(1, min(shard_size, default) + 1) if shard_size % d == 0)
+        fields["chunk_rows"] = tiling_chunk_rows(
+            shard_size, GenerateConfig.model_fields["chunk_rows"].default
+        )
     recipe = fields.get("recipe", {})
     if engine and isinstance(recipe, dict):
         recipe = {**recipe, "engine": engine}

@@ -874,6 +874,11 @@ def check_recipe_on_grid(recipe: RecipeConfig, grid: GridConfig, wavelength_angs
         )
 
 
+def tiling_chunk_rows(shard_size: int, limit: int) -> int:
+    """The largest chunk of at most `limit` rows that tiles a shard of `shard_size` rows (250 for 1000 and 256)."""
+    return max(d for d in range(1, min(shard_size, limit) + 1) if shard_size % d == 0)
+
+
 class GenerateConfig(_Strict):
     """`xrdsynth mixtures generate`: the recipe plus how samples are seeded, sized and stored."""
 
@@ -900,11 +905,9 @@ class GenerateConfig(_Strict):
     @model_validator(mode="after")
     def _chunks_divide_shards(self) -> GenerateConfig:
         if self.shard_size % self.chunk_rows:
-            fits = max(
-                d for d in range(1, min(self.shard_size, self.chunk_rows) + 1) if self.shard_size % d == 0
-            )
             raise ValueError(
                 f"chunk_rows ({self.chunk_rows}) must divide shard_size ({self.shard_size}): set chunk_rows to "
-                f"{fits} (the largest divisor up to it) or shard_size to a multiple of {self.chunk_rows}"
+                f"{tiling_chunk_rows(self.shard_size, self.chunk_rows)} (the largest divisor up to it) or "
+                f"shard_size to a multiple of {self.chunk_rows}"
             )
         return self

@@ -169,7 +169,6 @@ def generate_split(
     layout = _layout(bank, n_samples, config)
     identity = _identity(bank, split, n_samples, config)
     fingerprint = config_fingerprint(identity)
-    refuse_foreign_target(url, storage_options)
     existing = read_attrs(url, storage_options)
     if (
         existing is not None

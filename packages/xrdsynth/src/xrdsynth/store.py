@@ -106,7 +106,9 @@ def create_store(
     material_spacegroups: np.ndarray,
     storage_options: dict | None = None,
 ) -> zarr.Group:
-    """Create an empty store: every array allocated (no shard written yet) and the attributes set."""
+    """Create an empty store: every array allocated (no shard written yet) and the attributes set. Refused where
+    a user's folder or file lies (`refuse_foreign_target`): mode="w" empties the folder."""
+    refuse_foreign_target(url, storage_options)
     root = zarr.open_group(url, mode="w", storage_options=storage_options)
     root.attrs.update({"format": MIXTURE_FORMAT, "format_version": MIXTURE_FORMAT_VERSION, "complete": False})
     n, s, c = layout.n_samples, layout.shard_size, layout.chunk_rows
