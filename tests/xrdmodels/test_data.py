@@ -123,6 +123,30 @@ def test_refuses_unknown_format_version(tmp_path: Path) -> None:
         ShardStream(url, 4)
 
 
+def test_the_bank_is_found_from_the_store_when_its_recorded_path_is_relative_to_another_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bank_url is recorded as typed (relative to where `mixtures generate` ran); bank_path_from_store, the bank's
+    path from the store's folder, finds it from anywhere while the two stay together (docs/formats.md)."""
+    run = tmp_path / "run"
+    (run / "bank.zarr").mkdir(parents=True)
+    url = str(run / "mixtures" / "train.zarr")
+    spec = StoreSpec(n_samples=40, shard_size=16, chunk_rows=8)
+    write_store(url, spec, attrs={"bank_url": "run/bank.zarr", "bank_path_from_store": "../../bank.zarr"})
+    monkeypatch.chdir(tmp_path)  # where it was written: the recorded path holds
+    assert MixtureStore(url).bank_url == "run/bank.zarr"
+    monkeypatch.chdir(run / "mixtures")  # elsewhere: through the store
+    assert Path(MixtureStore(url).bank_url).resolve() == (run / "bank.zarr").resolve()
+    (run / "bank.zarr").rmdir()  # found nowhere: the recorded path, for the error to name
+    assert MixtureStore(url).bank_url == "run/bank.zarr"
+    write_store(
+        str(tmp_path / "s3.zarr"), spec, attrs={"bank_url": "s3://b/bank.zarr", "bank_path_from_store": None}
+    )
+    assert MixtureStore(str(tmp_path / "s3.zarr")).bank_url == "s3://b/bank.zarr"
+    write_store(str(tmp_path / "old.zarr"), spec)  # written before the attribute existed
+    assert MixtureStore(str(tmp_path / "old.zarr")).bank_url == "memory://bank"
+
+
 def test_refuses_other_formats_and_missing_stores(tmp_path: Path) -> None:
     url = str(tmp_path / "bank.zarr")
     write_store(url, StoreSpec(n_samples=40, shard_size=16, chunk_rows=8), attrs={"format": "xrdsynth.bank"})

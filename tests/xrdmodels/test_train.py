@@ -714,12 +714,10 @@ def test_phase_memory_keeps_the_banks_training_phases_in_every_checkpoint(stores
     assert load_checkpoint(out / "last.pt")["phase_memory"]["phase_ids"] == expected["phase_ids"]
     train(make_config(stores, tmp_path / "plain", max_steps=2), progress=False)
     assert "phase_memory" not in load_checkpoint(tmp_path / "plain" / "last.pt")  # off by default
-    store = SimpleNamespace(url="mem.zarr", attrs={}, storage_options=None)
+    store = SimpleNamespace(url="mem.zarr", bank_url=None, storage_options=None)
     with pytest.raises(ValueError, match="mem.zarr records no bank_url.*xrdmodels add-memory"):
         train_module.training_memory(store, None, 1.5406)
-    store = SimpleNamespace(
-        url="mem.zarr", attrs={"bank_url": str(tmp_path / "nowhere.zarr")}, storage_options=None
-    )
+    store = SimpleNamespace(url="mem.zarr", bank_url=str(tmp_path / "nowhere.zarr"), storage_options=None)
     with pytest.raises(ValueError, match="phase_memory: the bank of mem.zarr: .*nowhere.zarr"):
         grid = SimpleNamespace(two_theta_min_deg=5.0, two_theta_max_deg=90.0, n_bins=512)
         train_module.training_memory(store, grid, 1.5406)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -311,6 +312,30 @@ def test_inspect_and_plot(bank: Bank, tmp_path) -> None:
     assert (tmp_path / "bare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     nowhere = _one_line_error(runner.invoke(main, [*plot, str(tmp_path / "nodir" / "p.png")]))
     assert f"the folder {tmp_path / 'nodir'} does not exist or is not a folder" in nowhere
+
+
+def test_a_relative_bank_is_found_from_another_folder(bank: Bank, tmp_path, monkeypatch) -> None:
+    """`--bank` typed relative to the folder the command ran in is recorded as typed, and beside it the bank's path
+    from the store's folder, through which `mixtures plot` and xrdmodels (phase memory) find the bank elsewhere."""
+    from xrdmodels.data import MixtureStore
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copytree(bank.url, run / "bank.zarr")
+    monkeypatch.chdir(tmp_path)
+    args = ["mixtures", "generate", "--bank", "run/bank.zarr", "--out", "run/mixtures", "--n", "64"]
+    result = CliRunner().invoke(main, [*args, "--workers", "0", "--splits", "train"])
+    assert result.exit_code == 0, result.output
+    store = run / "mixtures" / "train.zarr"
+    attrs = zarr.open_group(str(store), mode="r").attrs
+    assert attrs["bank_url"] == "run/bank.zarr" and attrs["bank_path_from_store"] == "../../bank.zarr"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert Path(MixtureStore(str(store)).bank_url).resolve() == (run / "bank.zarr").resolve()
+    plot = CliRunner().invoke(main, ["mixtures", "plot", str(store), "--index", "3", "--out", "p.png"])
+    assert plot.exit_code == 0 and "no sticks" not in plot.output, plot.output
+    assert (elsewhere / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_xrdmodels_reads_what_xrdsynth_writes(bank: Bank, tmp_path) -> None:
@@ -665,6 +690,27 @@ def test_a_users_folder_or_file_at_the_target_is_never_emptied(bank: Bank, tmp_p
     )
     assert "val.zarr is a folder that holds other files" in message
     assert not (tmp_path / "v" / "train.zarr").exists()
+
+
+def test_the_remains_of_an_interrupted_overwrite_are_written_over(bank: Bank, tmp_path) -> None:
+    """--overwrite empties the store's folder in no set order; stopped midway it leaves member folders without the
+    root zarr.json. The next run writes a new store there, where a folder of the user's is still refused."""
+    runner = CliRunner()
+    out = tmp_path / "o"
+    assert runner.invoke(main, _generate(bank, str(out), "--splits", "train")).exit_code == 0
+    store = out / "train.zarr"
+    (store / "zarr.json").unlink()  # what rmtree may remove first
+    shutil.rmtree(store / "pattern")
+    (store / "params" / "zarr.json").unlink()
+    result = runner.invoke(main, _generate(bank, str(out), "--splits", "train"))
+    assert result.exit_code == 0, result.output
+    assert zarr.open_group(str(store), mode="r").attrs["complete"]
+    # A folder named like a member but holding a file of the user's is not a remnant.
+    (out / "val.zarr" / "params").mkdir(parents=True)
+    (out / "val.zarr" / "params" / "fit.txt").write_text("mine")
+    message = _one_line_error(runner.invoke(main, _generate(bank, str(out), "--splits", "val")))
+    assert "val.zarr is a folder that holds other files" in message
+    assert (out / "val.zarr" / "params" / "fit.txt").read_text() == "mine"
 
 
 def test_unreachable_s3_endpoint_fails_fast_with_one_line(bank: Bank, tmp_path) -> None:

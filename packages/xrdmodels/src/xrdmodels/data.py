@@ -10,14 +10,16 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import torch
 import zarr
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .config import N_SPACE_GROUPS
+from .config import N_SPACE_GROUPS, is_local_url
 
 MIXTURE_FORMAT = "xrdsynth.mixtures"
 SUPPORTED_VERSIONS = (1,)
@@ -124,6 +126,22 @@ class MixtureStore:
     @property
     def n_shards(self) -> int:
         return -(-self.n_samples // self.shard_size)
+
+    @property
+    def bank_url(self) -> str | None:
+        """The bank the store was written from (None if it records none): `bank_url` as recorded where that is a
+        URL, an absolute path or a relative one that exists from here, else the bank found through
+        `bank_path_from_store` (its path relative to the store's folder, written where both are local) when it
+        exists there, so a store read from another folder than it was written in still finds its bank."""
+        recorded = self.attrs.get("bank_url")
+        relative = self.attrs.get("bank_path_from_store")
+        if not recorded or not relative or not is_local_url(recorded) or not is_local_url(self.url):
+            return recorded
+        bank = Path(fsspec.core.split_protocol(recorded)[1])
+        if bank.is_absolute() or bank.exists():
+            return recorded
+        moved = Path(fsspec.core.split_protocol(self.url)[1]) / relative
+        return str(moved) if moved.exists() else recorded
 
     def complete_shards(self) -> np.ndarray:
         """Indices of the shards whose `shard_complete` flag is set (as of opening), ascending."""

@@ -204,7 +204,7 @@ def training_memory(
     """
     from .neighbours import bank_memory
 
-    bank = store.attrs.get("bank_url")
+    bank = store.bank_url
     fix = "set phase_memory to false, or add a memory to a checkpoint later with `xrdmodels add-memory`"
     if not bank:
         raise ValueError(f"{store.url} records no bank_url, so phase_memory has no bank to read; {fix}")

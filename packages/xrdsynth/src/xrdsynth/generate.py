@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,6 +204,7 @@ def generate_split(
                 },
                 "wavelength_angstrom": bank.wavelength_angstrom,
                 "bank_url": bank.url,
+                "bank_path_from_store": bank_path_from_store(bank.url, url),
                 "n_shards": layout.n_shards,
                 "max_phases": MAX_PHASES,
             },
@@ -323,6 +326,28 @@ def local_path(url: str) -> Path | None:
 
     protocol, path = fsspec.core.split_protocol(url)
     return Path(path) if protocol in (None, "file", "local") else None
+
+
+def bank_path_from_store(bank_url: str, store_url: str) -> str | None:
+    """The bank's path relative to the store's folder when both are local (None otherwise): `bank_url` is
+    recorded as typed, relative to the folder the command ran in, so a reader elsewhere finds the bank through
+    this, as long as the two were not moved apart (docs/formats.md)."""
+    bank, store = local_path(bank_url), local_path(store_url)
+    if bank is None or store is None:
+        return None
+    return os.path.relpath(bank.resolve(), store.resolve())
+
+
+def recorded_bank(store_url: str, attrs: Mapping[str, Any]) -> str:
+    """The bank a mixture store was written from: its `bank_url` where that is a URL, an absolute path or a
+    relative one that exists from here, else the store's `bank_path_from_store` resolved from the store's folder
+    when that exists (a store read from another folder than it was written in), else `bank_url` as recorded."""
+    bank_url = str(attrs["bank_url"])
+    bank, store, relative = local_path(bank_url), local_path(store_url), attrs.get("bank_path_from_store")
+    if bank is None or bank.is_absolute() or bank.exists() or store is None or not relative:
+        return bank_url
+    moved = store / relative
+    return str(moved) if moved.exists() else bank_url
 
 
 def _one_line(exc: BaseException) -> str:

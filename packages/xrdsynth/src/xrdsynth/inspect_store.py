@@ -164,10 +164,11 @@ def plot_sample(
     ids = np.asarray(root["materials"]["id"][:])
 
     from .bank import Bank
+    from .generate import recorded_bank
 
     bank, no_sticks = None, None
     fix = "check the --bank path" if bank_url else "give it with --bank"
-    bank_url = bank_url or a["bank_url"]
+    bank_url = bank_url or recorded_bank(url, a)
     try:
         bank = Bank.open(bank_url, remote_options(bank_url, storage_options))
     except Exception as exc:  # noqa: BLE001 - sticks are optional: any failure is reported, the plot drawn

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,8 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from .config import MAX_PHASES
+
+log = logging.getLogger(__name__)
 
 MIXTURE_FORMAT = "xrdsynth.mixtures"
 MIXTURE_FORMAT_VERSION = 1
@@ -64,12 +67,39 @@ def _compressor(dtype: str) -> BloscCodec:
     return BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle", typesize=np.dtype(dtype).itemsize)
 
 
+#: Top-level members of xrdsynth's stores: a mixture store's arrays and groups, and a bank's groups. A folder
+#: holding nothing else, and nothing but Zarr metadata and chunks below them, is what an interrupted ``mode="w"``
+#: leaves of one of our stores (it removes the tree in no set order, ``zarr.json`` perhaps first).
+STORE_MEMBERS = frozenset(
+    {"pattern", "params", "materials", "shard_complete", *LABEL_ARRAYS, "entries", "peaks", "profile"}
+)
+
+
+def _is_store_remnant(fs: Any, path: str, names: list[str]) -> bool:
+    """Whether a folder without ``zarr.json`` holding `names` (its non-hidden entries) is a half-removed store of
+    ours: every entry a `STORE_MEMBERS` folder, every file below them a ``zarr.json`` or a chunk (under ``c/``)."""
+    if not names or any(name not in STORE_MEMBERS for name in names):
+        return False
+    root = path.rstrip("/")
+    for name in names:
+        member = f"{root}/{name}"
+        if not fs.isdir(member):
+            return False
+        for file in fs.find(member):
+            inner = str(file)[len(member) :].strip("/").split("/")
+            if inner[-1] != "zarr.json" and "c" not in inner[:-1]:
+                return False
+    return True
+
+
 def refuse_foreign_target(url: str, storage_options: dict | None = None, *, option: str = "--out") -> None:
     """Refuse to write a store at `url` where something other than a Zarr store lies: an ordinary file, or a
     folder that holds files but no ``zarr.json``. Stores are created with ``mode="w"``, which empties the folder
     first, so without this check a user's folder named as ``--out`` would be deleted. An existing Zarr store is
     left to the callers' own checks (its format, its config, --resume / --overwrite); a folder of hidden files
-    only counts as empty; a target that cannot be listed is left to the write, which reports it."""
+    only counts as empty, and so do the remains of one of our stores whose removal was interrupted (an
+    --overwrite stopped while it emptied the folder); a target that cannot be listed is left to the write, which
+    reports it."""
     import fsspec
 
     try:
@@ -79,18 +109,25 @@ def refuse_foreign_target(url: str, storage_options: dict | None = None, *, opti
         is_dir = fs.isdir(path)
         store = is_dir and fs.exists(f"{path.rstrip('/')}/zarr.json")
         # Hidden files (.DS_Store, a file manager's) alone do not make a folder the user's.
-        holds = (
-            is_dir
-            and not store
-            and any(
-                not str(p).rstrip("/").rsplit("/", 1)[-1].startswith(".") for p in fs.ls(path, detail=False)
-            )
+        names = (
+            [
+                name
+                for name in (str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+                if not name.startswith(".")
+            ]
+            if is_dir and not store
+            else []
         )
+        remnant = bool(names) and _is_store_remnant(fs, path, names)
     except Exception:  # noqa: BLE001 - unreachable or unlistable: the write itself reports it
         return
     if not is_dir:
         raise StoreError(f"{url} is a file, not a store or folder; choose another {option}")
-    if holds:
+    if remnant:
+        log.warning(
+            "%s holds the remains of an interrupted store (no zarr.json); writing a new one over it", url
+        )
+    elif names:
         raise StoreError(
             f"{url} is a folder that holds other files, not a Zarr store; choose another {option} (xrdsynth "
             "replaces only its own stores, and only with --overwrite; it never empties another folder)"
