@@ -311,6 +311,20 @@ def test_text_header_wavelength_forms(tmp_path: Path) -> None:
     mono.write_text(f"# Cu Ka1 = 1.540598\n{body}\n")
     assert read_pattern(mono).wavelength_angstrom == pytest.approx(1.540598)
     assert read_pattern(mono).metadata["wavelength_kind"] == "K-alpha1"
+    # A PANalytical CSV export's header: comma after the name, the ratio named by its two lines.
+    csv_rows = "\n".join(f"{x},{y}" for x, y in zip(two_theta, intensity, strict=True))
+    panalytical = tmp_path / "highscore.csv"
+    panalytical.write_text(
+        "[Measurement conditions]\nAnode material,Cu\nK-Alpha1 wavelength,1.5405980\n"
+        "K-Alpha2 wavelength,1.5444260\nRatio K-Alpha2/K-Alpha1,0.5\nMonochromator used,NO\n"
+        f"[Scan points]\nAngle,Intensity\n{csv_rows}\n"
+    )
+    assert read_pattern(panalytical).wavelength_angstrom == pytest.approx((1.540598 + 0.5 * 1.544426) / 1.5)
+    for header in ("# Wavelength (nm): 0.154056", "# wavelength = 0.154056 nm"):  # nm said is nm
+        (tmp_path / "nm.xy").write_text(f"{header}\n{body}\n")
+        assert read_pattern(tmp_path / "nm.xy").wavelength_angstrom == pytest.approx(1.54056)
+    (tmp_path / "cols.xy").write_text(f"# wavelength 2theta intensity\n{body}\n")  # a column list, not λ = 2
+    assert read_pattern(tmp_path / "cols.xy").wavelength_angstrom is None
 
 
 def _xrdml(positions_xml: str, data_xml: str, namespace: str = "2.1") -> str:
@@ -399,6 +413,36 @@ def test_xrdml_omega_only_scan_is_refused(tmp_path: Path) -> None:
         read_pattern(path)
 
 
+def test_xrdml_reads_the_first_completed_two_theta_scan_and_names_the_others(tmp_path: Path) -> None:
+    """A rocking scan, then an aborted 2θ scan, then the completed one: the completed 2θ scan is read (as
+    xrayutilities skips aborted scans) and the note, which predict repeats as a warning, names the others."""
+    two_theta, intensity = _reference_scan()
+    counts = '<counts unit="counts">' + " ".join(repr(float(c)) for c in intensity) + "</counts>"
+    text = _xrdml(_start_end_positions(two_theta), counts)
+    scan_start = text.index("    <scan ")
+    rocking = (
+        '<scan appendNumber="0" mode="Continuous" scanAxis="Omega" status="Completed"><dataPoints>'
+        '<positions axis="2Theta" unit="deg"><commonPosition>30</commonPosition></positions>'
+        '<counts unit="counts">1 2 3 4</counts></dataPoints></scan>\n'
+    )
+    aborted = (
+        '<scan appendNumber="1" mode="Continuous" scanAxis="Gonio" status="Aborted"><dataPoints>'
+        + _start_end_positions(np.array([10.0, 10.1, 10.2]))
+        + '<counts unit="counts">7 8 9</counts></dataPoints></scan>\n'
+    )
+    path = tmp_path / "three.xrdml"
+    path.write_text(text[:scan_start] + rocking + aborted + text[scan_start:])
+    pattern = read_pattern(path)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    np.testing.assert_allclose(pattern.intensity, intensity, rtol=1e-12)
+    assert pattern.metadata["scans_in_file"] == "3" and pattern.metadata["scan_read"] == "2"
+    assert pattern.metadata["reader_notes"] == (
+        "the file holds 3 scans; scan 3 (Gonio, Completed) was read, the first completed one that steps 2θ, not "
+        "1 (Omega, Completed), 2 (Gonio, Aborted): export a scan on its own to read another"
+    )
+    assert "the file holds 3 scans" in " ".join(raw_signal_warnings(pattern))
+
+
 def test_xrdml_wavelength_that_is_not_a_number_is_named(tmp_path: Path) -> None:
     """A <kAlpha1> that is not a number leaves the file without a wavelength; the message says what it holds,
     and --wavelength still reads it."""
@@ -447,6 +491,24 @@ def test_gsas_fxye_calibrated_wavelength_comment(tmp_path: Path) -> None:
     path = tmp_path / "scan.fxye"
     path.write_text(f"title\n# 0.4579 Calibrated wavelength\nBANK 1 20 20 CONS 200 1 0 0 FXYE\n{rows}\n")
     assert read_pattern(path).wavelength_angstrom == pytest.approx(0.4579)
+
+
+def test_gsas_time_of_flight_banks_are_refused_and_later_banks_named(tmp_path: Path) -> None:
+    rows = "\n".join(f"{2000 + 10 * i:.1f} 50.0 7.0" for i in range(20))
+    tof = tmp_path / "tof.fxye"
+    tof.write_text(f"neutrons\nBANK 1 20 20 SLOG 2000.0 17000.0 0.0144 0 FXYE\n{rows}\n")
+    with pytest.raises(MeasuredFormatError, match=r"tof.fxye: bank bin type 'SLOG' is time of flight"):
+        read_pattern(tof)
+    two_theta, intensity = _reference_scan(20, start=2.0, step=0.01)
+    body = "\n".join(f"{100 * x:.3f} {y:.2f} 1.0" for x, y in zip(two_theta, intensity, strict=True))
+    bank = "BANK {} 20 20 CONS 200 1 0 0 FXYE\n"
+    two = tmp_path / "two.fxye"
+    two.write_text(f"title\n{bank.format(1)}{body}\n{bank.format(2)}{body}\n")
+    pattern = read_pattern(two)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    assert pattern.metadata["reader_notes"] == (
+        "the file holds 2 banks; the first was read: export a bank on its own to read another"
+    )
 
 
 def _fixed(values: list[float], width: int, per_line: int) -> str:
@@ -530,11 +592,56 @@ def test_rigaku_rasx_first_scan_with_kalpha1_wave_type(tmp_path: Path) -> None:
     assert pattern.metadata["wavelength_kind"] == "K-alpha1"
 
 
-def _brml(tmp_path: Path, two_theta: np.ndarray, counts: np.ndarray, time_s: float) -> Path:
+def test_rigaku_files_read_their_first_two_theta_scan(tmp_path: Path) -> None:
+    """An omega scan ahead of the 2θ scan, in a .ras and in a .rasx: the 2θ scan is read, the other named."""
+    two_theta, intensity = _reference_scan(30)
+    rows = "\n".join(f"{x:.4f} {y:.4f} 1" for x, y in zip(two_theta, intensity, strict=True))
+
+    def ras_scan(axis: str, data: str) -> str:
+        return (
+            f'*RAS_HEADER_START\n*HW_XG_WAVE_LENGTH_ALPHA1 "{CU_KA1}"\n*MEAS_SCAN_AXIS_X "{axis}"\n'
+            f"*RAS_HEADER_END\n*RAS_INT_START\n{data}\n*RAS_INT_END\n"
+        )
+
+    ras = tmp_path / "two.ras"
+    ras.write_text("*RAS_DATA_START\n" + ras_scan("Omega", "1 5 1\n2 6 1") + ras_scan("TwoThetaOmega", rows))
+    rasx = tmp_path / "two.rasx"
+    with zipfile.ZipFile(rasx, "w") as archive:
+        for k, (axis, data) in enumerate((("Omega", "1\t5\t1\n2\t6\t1"), ("TwoThetaTheta", rows))):
+            archive.writestr(f"Data{k}/Profile{k}.txt", data)
+            archive.writestr(
+                f"Data{k}/MesurementConditions{k}.xml",
+                "<MeasurementConditions><ScanInformation><AxisName>"
+                f"{axis}</AxisName></ScanInformation></MeasurementConditions>",
+            )
+    for path, unit in ((ras, "scan"), (rasx, "data set")):
+        pattern = read_pattern(path)
+        np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+        np.testing.assert_allclose(pattern.intensity, intensity, rtol=1e-6)
+        assert pattern.metadata["reader_notes"] == (
+            f"the file holds 2 {unit}s; {unit} 2 was read, the first that steps 2θ: export a {unit} on its own to "
+            "read another"
+        )
+    only_omega = tmp_path / "omega.ras"
+    only_omega.write_text("*RAS_DATA_START\n" + ras_scan("Omega", "1 5 1\n2 6 1"))
+    with pytest.raises(MeasuredFormatError, match="omega.ras: scan axis is 'Omega', not a 2θ axis"):
+        read_pattern(only_omega)
+
+
+def _brml(
+    tmp_path: Path,
+    two_theta: np.ndarray,
+    counts: np.ndarray,
+    time_s: float,
+    absorber: np.ndarray | None = None,
+    channels: int = 1,
+    scans: int = 1,
+) -> Path:
     # Real BRML rows: time, absorption factor, 2theta, theta, three other drives, then the counts (column 7).
+    absorber = np.ones_like(counts) if absorber is None else absorber
     datums = "".join(
-        f"<Datum>{time_s},1,{x:.4f},{x / 2:.4f},0,0,0,{c:g}</Datum>"
-        for x, c in zip(two_theta, counts, strict=True)
+        f"<Datum>{time_s},{a:g},{x:.4f},{x / 2:.4f},0,0,0,{c:g}</Datum>"
+        for x, c, a in zip(two_theta, counts, absorber, strict=True)
     )
     xsi = 'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
     raw = f"""<?xml version="1.0"?><RawData {xsi}>
@@ -553,17 +660,20 @@ def _brml(tmp_path: Path, two_theta: np.ndarray, counts: np.ndarray, time_s: flo
 <RawDataView xsi:type="VaryingRawDataView" Start="2" Length="5"><Varying>
 <FieldDefinitions FieldName="TwoTheta" AxisId="TwoTheta"/><FieldDefinitions FieldName="Theta" AxisId="Theta"/>
 </Varying></RawDataView>
-<RawDataView xsi:type="RecordedRawDataView" Start="7" Length="1"><Recording LogicName="ScanCounter">
+<RawDataView xsi:type="RecordedRawDataView" Start="7" Length="{channels}"><Recording LogicName="ScanCounter">
 <Unit Base="Counts"/></Recording></RawDataView>
 </DataViews></DataRoute></DataRoutes></RawData>"""
+    members = [f"Experiment0/RawData{k}.xml" for k in range(scans)]
     container = (
-        '<?xml version="1.0"?><DataContainer><RawDataReferenceList><string>Experiment0/RawData0.xml</string>'
-        "</RawDataReferenceList></DataContainer>"
+        '<?xml version="1.0"?><DataContainer><RawDataReferenceList>'
+        + "".join(f"<string>{m}</string>" for m in members)
+        + "</RawDataReferenceList></DataContainer>"
     )
     path = tmp_path / "scan.brml"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("Experiment0/DataContainer.xml", container)
-        archive.writestr("Experiment0/RawData0.xml", raw)
+        for member in members:
+            archive.writestr(member, raw)
     return path
 
 
@@ -575,6 +685,23 @@ def test_bruker_brml_columns_from_data_views(tmp_path: Path) -> None:
     np.testing.assert_allclose(pattern.intensity, counts / 0.5, rtol=1e-12)
     assert pattern.metadata["format"] == "brml"
     assert pattern.wavelength_angstrom == pytest.approx((CU_KA1 + 0.5 * CU_KA2) / 1.5)
+
+
+def test_bruker_brml_absorber_is_already_in_the_counts(tmp_path: Path) -> None:
+    """The AbsorptionFactor column records an absorber the stored counts already include (a real file's counts run
+    smoothly across a switch from 1 to 8.3; GSAS-II does not apply it): not multiplied again."""
+    two_theta, intensity = _reference_scan(70)
+    counts = np.round(intensity)
+    absorber = np.where(intensity > np.percentile(intensity, 90), 8.3, 1.0)
+    pattern = read_pattern(_brml(tmp_path, two_theta, counts, time_s=1.0, absorber=absorber))
+    np.testing.assert_allclose(pattern.intensity, counts, rtol=1e-12)
+    two = read_pattern(_brml(tmp_path, two_theta, counts, time_s=1.0, scans=2))
+    np.testing.assert_allclose(two.intensity, counts, rtol=1e-12)
+    assert two.metadata["reader_notes"].startswith(
+        "the file holds 2 scans (Experiment0/RawData0.xml, Experiment0/RawData1.xml); the first was read"
+    )
+    with pytest.raises(MeasuredFormatError, match=r"scan.brml: .*records 1280 detector channels per point"):
+        read_pattern(_brml(tmp_path, two_theta, counts, time_s=1.0, channels=1280))
 
 
 def _raw_v3(two_theta: np.ndarray, intensity: np.ndarray, ratio: float) -> bytes:
@@ -606,6 +733,13 @@ def test_bruker_raw_version_3(tmp_path: Path) -> None:
     monochromated = tmp_path / "mono.raw"
     monochromated.write_bytes(_raw_v3(two_theta, intensity, ratio=0.0))
     assert read_pattern(monochromated).wavelength_angstrom == pytest.approx(CU_KA1)
+    assert "reader_notes" not in pattern.metadata
+    two_ranges = bytearray(_raw_v3(two_theta, intensity, ratio=0.5))
+    struct.pack_into("<I", two_ranges, 12, 2)
+    (tmp_path / "two.raw").write_bytes(bytes(two_ranges))
+    assert read_pattern(tmp_path / "two.raw").metadata["reader_notes"] == (
+        "the file holds 2 ranges; the first was read: export a range on its own to read another"
+    )
 
 
 def _raw_v4_range(scan_type: str, two_theta: np.ndarray, intensity: np.ndarray) -> bytes:
@@ -646,6 +780,17 @@ def test_bruker_raw_version_4_skips_non_2theta_ranges(tmp_path: Path) -> None:
     assert pattern.metadata["raw_sampleid"] == "corundum"
     assert pattern.metadata["anode"] == "Cu"
     assert pattern.wavelength_angstrom == pytest.approx((CU_KA1 + 0.5 * CU_KA2) / 1.5)
+    assert pattern.metadata["reader_notes"] == (
+        "the file holds 2 ranges (Rocking Curve, Locked Coupled); range 2 was read, the first 2θ one: export a "
+        "range on its own to read another"
+    )
+    # DIFFRAC.SUITE names the coupled scan "Coupled TwoTheta/Theta".
+    suite = tmp_path / "suite.raw"
+    suite.write_bytes(
+        bytes(head) + bytes(source) + _raw_v4_range("Coupled TwoTheta/Theta", two_theta, intensity)
+    )
+    np.testing.assert_allclose(read_pattern(suite).two_theta_deg, two_theta, atol=1e-9)
+    assert "reader_notes" not in read_pattern(suite).metadata
 
 
 def _uxd(ranges: list[tuple[str, str, list[str]]], file_keys: str = "") -> str:
@@ -704,6 +849,32 @@ def test_bruker_uxd_paired_and_counts_only_ranges(tmp_path: Path) -> None:
     no_step.write_text(_uxd([("COUPLED", "_START=10\n_COUNTS", ["1 2 3"])]))
     with pytest.raises(MeasuredFormatError, match="nostep.uxd: a _COUNTS/_CPS range without"):
         read_pattern(no_step)
+
+
+def test_bruker_uxd_two_theta_printed_rounded_is_placed_by_the_header(tmp_path: Path) -> None:
+    """XCH prints the 2θ column to 4 significant digits (xylib's BT86.UXD: 9.985, 10.00, 10.02 at a 0.015592°
+    step), so above 100° angles repeat (119.3, 119.3, 119.4); the header's _START + i·_STEPSIZE is the axis."""
+    step, n = 0.015592, 7504
+    two_theta = 3.0 + step * np.arange(n)
+    counts = 200 + np.arange(n) % 7
+    rows = [f"{float(f'{x:.4g}'):.4g}\t{c}" for x, c in zip(two_theta, counts, strict=True)]
+    keys = f"_STEPSIZE={step}\n_START=3.000000\n_2THETA=3.000000\n_2THETACOUNTS"
+    path = tmp_path / "bt86.uxd"
+    path.write_text(_uxd([("COUPLED", keys, rows)], f"_WL1={CU_KA1}"))
+    pattern = read_pattern(path)
+    np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
+    np.testing.assert_array_equal(pattern.intensity, counts)
+    assert pattern.metadata["uxd_two_theta"].startswith("_START + i·_STEPSIZE")
+    # A column that the header does not describe is kept as it is (and here refused for its repeated angle).
+    shifted = tmp_path / "other.uxd"
+    shifted.write_text(_uxd([("COUPLED", keys.replace("_START=3.000000", "_START=2.0"), rows)]))
+    with pytest.raises(MeasuredFormatError, match="other.uxd: 2θ 100 occurs twice"):
+        read_pattern(shifted)
+    second = tmp_path / "second.uxd"
+    second.write_text(_uxd([("COUPLED", keys, rows[:50]), ("COUPLED", keys, rows[:50])]))
+    assert read_pattern(second).metadata["reader_notes"] == (
+        "the file holds 2 ranges; range 1 was read, the first 2θ one: export a range on its own to read another"
+    )
 
 
 def _udf(two_theta: np.ndarray, counts: np.ndarray, end: float) -> str:

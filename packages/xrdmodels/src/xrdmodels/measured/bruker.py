@@ -24,10 +24,12 @@ import numpy as np
 
 from .common import (
     BOM_AND_BLANKS,
+    SEPARATORS,
     BoundedArchive,
     FileFormat,
     MeasuredFormatError,
     MeasuredPattern,
+    add_reader_note,
     columns_to_pattern,
     counts_from_lines,
     float_or_none,
@@ -66,8 +68,12 @@ def _xml_value(root: ET.Element, name: str) -> float | None:
 def read_brml(path: Path, max_bytes: int) -> MeasuredPattern:
     """Bruker BRML: zip; ``Experiment*/DataContainer.xml`` lists ``RawData*.xml``; the measured
     ``DataRoute`` holds one comma-separated ``Datum`` per point whose columns are located from
-    ``DataViews`` (``MeasuredTime``, ``AbsorptionFactor``, the varying view's ``TwoTheta`` field, the
-    recorded counts). Intensity = counts x absorption factor / measured time (counts per second)."""
+    ``DataViews`` (``MeasuredTime``, the varying view's ``TwoTheta`` field, the recorded counts). Intensity =
+    counts / measured time (counts per second). The ``AbsorptionFactor`` column records an absorber already
+    applied to the stored counts: across a switch of it (1 to 8.3 over a strong peak) a real file's stored
+    series runs smoothly and counts / factor are whole numbers, and GSAS-II's BRML importer does not apply it
+    either. A recorded view of more than one channel (a position-sensitive detector's frame per point) is
+    refused; of several scans (``RawData*.xml``) the first is read and the others named in the notes."""
     try:
         with zipfile.ZipFile(path) as zipped:
             archive = BoundedArchive(path, zipped, max_bytes)
@@ -104,7 +110,7 @@ def read_brml(path: Path, max_bytes: int) -> MeasuredPattern:
         start = int(view.get("Start", "0"))
         kind = view.get(_XSI_TYPE, "")
         logic = view.get("LogicName", "")
-        if logic in ("MeasuredTime", "AbsorptionFactor"):
+        if logic == "MeasuredTime":
             columns[logic] = start
         elif kind.endswith("VaryingRawDataView"):
             for offset, definition in enumerate(xml_descendants(view, "FieldDefinitions")):
@@ -112,6 +118,14 @@ def read_brml(path: Path, max_bytes: int) -> MeasuredPattern:
                 if axis == "TwoTheta":
                     columns["TwoTheta"] = start + offset
         elif kind.endswith("RecordedRawDataView"):
+            channels = int(view.get("Length", "1") or "1")
+            if channels != 1:
+                raise MeasuredFormatError(
+                    path,
+                    f"{raw_names[0]} records {channels} detector channels per point (a position-sensitive "
+                    "detector's frame, not a profile)",
+                    "Export the integrated 2θ scan (DIFFRAC.EVA: export as .xy or .raw) and read that",
+                )
             columns.setdefault("Counts", start)
     if "Counts" not in columns:
         raise MeasuredFormatError(
@@ -133,8 +147,6 @@ def read_brml(path: Path, max_bytes: int) -> MeasuredPattern:
         )
     data = np.asarray([row[:width] for row in table], dtype=np.float64)
     intensity = data[:, columns["Counts"]].copy()
-    if "AbsorptionFactor" in columns:
-        intensity *= data[:, columns["AbsorptionFactor"]]
     metadata: dict[str, str] = {"intensity_unit": "counts"}
     if "MeasuredTime" in columns and np.all(data[:, columns["MeasuredTime"]] > 0):
         intensity /= data[:, columns["MeasuredTime"]]
@@ -166,6 +178,12 @@ def read_brml(path: Path, max_bytes: int) -> MeasuredPattern:
     wavelength, wave_meta = wavelength_metadata(kalpha1, kalpha2, ratio)
     metadata.update(wave_meta)
     metadata["raw_data_member"] = raw_names[0]
+    if len(raw_names) > 1:
+        add_reader_note(
+            metadata,
+            f"the file holds {len(raw_names)} scans ({', '.join(raw_names)}); the first was read: export a scan "
+            "on its own to read another",
+        )
     return columns_to_pattern(path, np.column_stack([two_theta, intensity]), wavelength, metadata)
 
 
@@ -229,11 +247,23 @@ def _read_raw_v3(path: Path, data: bytes) -> MeasuredPattern:
         time_per_step_s=repr(time_per_step),
         sample=_cstring(data[326:386]),
     )
+    if n_ranges > 1:
+        add_reader_note(
+            metadata,
+            f"the file holds {n_ranges} ranges; the first was read: export a range on its own to read another",
+        )
     two_theta = start + step * np.arange(steps)
     return columns_to_pattern(path, np.column_stack([two_theta, intensity]), wavelength, metadata)
 
 
-_RAW4_TWO_THETA_SCANS = ("Locked Coupled", "Unlocked Coupled", "Detector Scan")
+_RAW4_TWO_THETA_WORDS = ("coupled", "twotheta", "2theta", "detector")
+"""Words of the RAW4 scan types that step 2θ: DIFFRAC plus's Locked Coupled, Unlocked Coupled and Detector Scan,
+DIFFRAC.SUITE's Coupled TwoTheta/Theta and TwoTheta (a rocking curve, an omega or a still PSD range has none)."""
+
+
+def _raw4_steps_two_theta(scan_type: str) -> bool:
+    name = scan_type.lower().replace(" ", "")
+    return any(word in name for word in _RAW4_TWO_THETA_WORDS)
 
 
 def _read_raw_v4(path: Path, data: bytes) -> MeasuredPattern:
@@ -263,7 +293,8 @@ def _read_raw_v4(path: Path, data: bytes) -> MeasuredPattern:
             metadata.update(wave_meta)
             metadata["anode"] = _cstring(data[offset + 116 : offset + 120])
         offset += length
-    scan_types = []
+    scan_types: list[str] = []
+    table: np.ndarray | None = None
     while offset + 160 <= len(data):
         (kind,) = _unpack(path, data, "<I", offset, "range header")
         if kind not in (0, 160):
@@ -274,17 +305,27 @@ def _read_raw_v4(path: Path, data: bytes) -> MeasuredPattern:
         record_size, supplementary = _unpack(path, data, "<II", offset + 136, "range header")
         data_offset = offset + 160 + supplementary
         scan_types.append(scan_type)
-        if scan_type in _RAW4_TWO_THETA_SCANS:
+        if table is None and _raw4_steps_two_theta(scan_type):
             intensity = _raw_intensities(path, data, data_offset, steps, record_size)
             metadata.update(scan_type=scan_type, time_per_step_s=repr(time_per_step))
-            two_theta = start + step * np.arange(steps)
-            return columns_to_pattern(path, np.column_stack([two_theta, intensity]), wavelength, metadata)
+            table = np.column_stack([start + step * np.arange(steps), intensity])
+            read = len(scan_types)
         offset = data_offset + steps * (record_size or 4)
-    raise MeasuredFormatError(
-        path,
-        f"no 2θ range (scan types found: {scan_types or 'none'})",
-        f"Only {', '.join(_RAW4_TWO_THETA_SCANS)} ranges are powder patterns",
-    )
+    if table is None:
+        raise MeasuredFormatError(
+            path,
+            f"no 2θ range (scan types found: {scan_types or 'none'})",
+            "Only ranges that step 2θ (Locked or Unlocked Coupled, Coupled TwoTheta/Theta, TwoTheta, Detector Scan) "
+            "are powder patterns",
+        )
+    if len(scan_types) > 1:
+        metadata["ranges_in_file"] = str(len(scan_types))
+        add_reader_note(
+            metadata,
+            f"the file holds {len(scan_types)} ranges ({', '.join(scan_types)}); range {read} was read, the first "
+            "2θ one: export a range on its own to read another",
+        )
+    return columns_to_pattern(path, table, wavelength, metadata)
 
 
 def read_bruker_raw(path: Path, max_bytes: int) -> MeasuredPattern:
@@ -327,6 +368,17 @@ def _uxd_float(path: Path, keys: dict[str, str], key: str) -> float | None:
     return value
 
 
+def _half_last_digit(number: str) -> float:
+    """Half a unit of the last printed digit of a number written as text (0.05 for "119.3", 0.5 for "100",
+    0.005 for "1.23e1"): how far the value it stands for may lie from it."""
+    mantissa, _, exponent = number.lower().partition("e")
+    try:
+        power = int(exponent) if exponent else 0
+    except ValueError:
+        power = 0
+    return 0.5 * 10.0 ** (power - len(mantissa.partition(".")[2]))
+
+
 def read_uxd(path: Path, max_bytes: int) -> MeasuredPattern:
     """Bruker UXD text (module docstring); ``max_bytes`` was checked against the file's size by the caller."""
     seen: dict[str, str] = {}  # every key so far, later values replacing earlier ones
@@ -336,6 +388,7 @@ def read_uxd(path: Path, max_bytes: int) -> MeasuredPattern:
     rows: list[tuple[int, str]] = []
     chosen: dict[str, str] | None = None
     paired, unit = False, "counts"
+    ended, later_ranges = False, 0
     with path.open(encoding="latin-1") as handle:
         for line_no, raw in enumerate(handle, start=1):
             line = raw.strip(BOM_AND_BLANKS)
@@ -346,11 +399,13 @@ def read_uxd(path: Path, max_bytes: int) -> MeasuredPattern:
                     header.append(line.lstrip("; "))
                 continue
             if not line.startswith("_"):
-                if chosen is not None:
+                if chosen is not None and not ended:
                     rows.append((line_no, line))
                 continue
-            if chosen is not None:
-                break  # the range read has ended
+            if chosen is not None:  # the range read has ended; later ones are only counted
+                ended = True
+                later_ranges += bool(_UXD_MARKER.fullmatch(line))
+                continue
             marker = _UXD_MARKER.fullmatch(line)
             if marker:
                 drive = range_keys.get("DRIVE", "").upper()
@@ -373,13 +428,23 @@ def read_uxd(path: Path, max_bytes: int) -> MeasuredPattern:
         )
     if not rows:
         raise MeasuredFormatError(path, "the 2θ range holds no data rows", "Is this a complete UXD file?")
+    start = _uxd_float(path, chosen, "START")
+    if start is None:
+        start = _uxd_float(path, chosen, "2THETA")
+    step = _uxd_float(path, chosen, "STEPSIZE")
+    axis_from_header = False
     if paired:
         data = parse_numeric_rows(path, rows, "UXD data")
+        if start is not None and step is not None and step > 0 and data.shape[1] >= 2:
+            # Converters such as Bruker's XCH print the 2θ column to 4 significant digits (119.3, 119.3,
+            # 119.4 at a 0.0156° step): where every printed angle is the header's start + i·step rounded as
+            # printed, the header's axis is the measured one.
+            grid = start + step * np.arange(data.shape[0])
+            printed = np.array([_half_last_digit(SEPARATORS.split(text.strip())[0]) for _, text in rows])
+            if printed.size == grid.size and np.all(np.abs(data[:, 0] - grid) <= printed + 1e-6 * step):
+                axis_from_header = bool(np.any(data[:, 0] != grid))
+                data[:, 0] = grid
     else:
-        start = _uxd_float(path, chosen, "START")
-        if start is None:
-            start = _uxd_float(path, chosen, "2THETA")
-        step = _uxd_float(path, chosen, "STEPSIZE")
         if start is None or step is None or not step > 0:
             raise MeasuredFormatError(
                 path,
@@ -389,6 +454,16 @@ def read_uxd(path: Path, max_bytes: int) -> MeasuredPattern:
         intensity = counts_from_lines(path, rows, "UXD data")
         data = np.column_stack([start + step * np.arange(intensity.size), intensity])
     wavelength, metadata = _uxd_wavelength(path, seen)
+    if later_ranges:
+        add_reader_note(
+            metadata,
+            f"the file holds {len(drives) + later_ranges} ranges; range {len(drives)} was read, the first 2θ "
+            "one: export a range on its own to read another",
+        )
+    if axis_from_header:
+        metadata["uxd_two_theta"] = (
+            "_START + i·_STEPSIZE (the file's 2θ column, printed rounded, agrees with it)"
+        )
     metadata.update(intensity_unit=unit, uxd_range=f"{len(drives)} ({drives[-1]})")
     for key in ("SAMPLE", "ANODE", "STEPTIME"):
         if key in seen:

@@ -168,25 +168,39 @@ def stated_wavelength(value: float | None) -> tuple[float | None, dict[str, str]
 
 
 def wavelength_from_header(lines: list[str]) -> tuple[float | None, dict[str, str]]:
-    """Find a wavelength stated in free-text header/comment lines (``Ka1=``, ``wavelength:``, ``lambda``)."""
+    """Find a wavelength stated in free-text header/comment lines: ``Ka1=``, ``K-Alpha1 wavelength,`` (a
+    PANalytical CSV export) with Kα2 and the ``Ratio K-Alpha2/K-Alpha1`` beside it, else ``wavelength``,
+    ``lambda`` or ``λ`` with a value; in Å unless nm is stated (``Wavelength (nm): 0.154056``, ``0.154 nm``)."""
     text = "\n".join(lines)
 
     def find(pattern: str) -> float | None:
         match = re.search(pattern, text, flags=re.IGNORECASE)
         if match is None:
             return None
-        value = float(match.group(1))
+        value = float(match.group("value"))
+        if "nm" in (match.group("unit_before") or "").lower() or match.group("unit_after"):
+            value *= 10.0
         low, high = WAVELENGTH_PLAUSIBLE_ANGSTROM
         return value if low < value < high else None
 
     kalpha = r"k\s*-?\s*(?:a|α|alpha)\s*-?\s*"
-    kalpha1 = find(kalpha + r"1\s*[=:]\s*" + NUMBER_PATTERN)
+    # A number that ends where a word would go on ("wavelength 2theta" states no wavelength), unless that word is
+    # a unit (1.5406A, 0.154nm).
+    number = r"(?P<value>\d+\.\d*|\.\d+|\d+)(?=\s|$|[^\w.]|nm\b|å|a\b|angstrom)\s*(?P<unit_after>nm\b)?"
+    value = r"(?:\s*wavelength)?\s*(?:\((?P<unit_before>[^)]*)\))?\s*[=:,]\s*" + number
+    kalpha1 = find(kalpha + "1" + value)
     if kalpha1 is not None:
-        kalpha2 = find(kalpha + r"2\s*[=:]\s*" + NUMBER_PATTERN)
-        ratio_match = re.search(r"ratio\s*[=:]\s*" + NUMBER_PATTERN, text, flags=re.IGNORECASE)
+        kalpha2 = find(kalpha + "2" + value)
+        ratio_match = re.search(
+            r"ratio(?:\s*" + kalpha + r"2\s*/\s*" + kalpha + r"1)?\s*[=:,]\s*" + NUMBER_PATTERN,
+            text,
+            flags=re.IGNORECASE,
+        )
         ratio = float(ratio_match.group(1)) if ratio_match else None
         return wavelength_metadata(kalpha1, kalpha2, ratio)
-    return stated_wavelength(find(r"(?:wavelength|lambda|λ)\s*(?:\([^)]*\))?\s*[=:]?\s*" + NUMBER_PATTERN))
+    return stated_wavelength(
+        find(r"(?:wavelength|lambda|λ)\s*(?:\((?P<unit_before>[^)]*)\))?\s*[=:,]?\s*" + number)
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -278,6 +292,13 @@ READER_NOTES = "reader_notes"
 """``metadata`` key of what a reader changed or left out while reading a file (one note per line), which the
 prediction repeats as warnings."""
 _ROWS_PER_BLOCK = 16384
+
+
+def add_reader_note(metadata: dict[str, str], note: str) -> None:
+    """Append one note (one line) to ``metadata["reader_notes"]``."""
+    metadata[READER_NOTES] = "\n".join(filter(None, [metadata.get(READER_NOTES, ""), note]))
+
+
 _TO_SPACES = str.maketrans(",;\t", "   ")
 _DECIMAL_COMMA_TO_SPACES = str.maketrans(",;\t", ".  ")
 
@@ -422,7 +443,11 @@ def columns_to_pattern(
         raise MeasuredFormatError(
             path,
             f"{table.shape[1]} column{'s' if table.shape[1] != 1 else ''} per data line",
-            "Expected 2θ and intensity, optionally a third column of errors; export those columns only",
+            "Expected 2θ and intensity, optionally a third column of errors; export those columns only (a line "
+            "of one angle followed by several consecutive intensities, as some Rigaku and Philips text exports "
+            "write, needs converting to one 2θ and one intensity per line)"
+            if table.shape[1] > 3
+            else "Expected 2θ and intensity, optionally a third column of errors; export those columns only",
         )
     two_theta, intensity = table[:, 0], table[:, 1]
     steps = np.diff(two_theta)

@@ -15,6 +15,7 @@ from .common import (
     FileFormat,
     MeasuredFormatError,
     MeasuredPattern,
+    add_reader_note,
     columns_to_pattern,
     float_or_none,
     parse_numeric_rows,
@@ -117,7 +118,13 @@ def read_gsas(path: Path, max_bytes: int) -> MeasuredPattern:
 
     bank = lines[bank_index].split()
     metadata["bank"] = " ".join(bank)
-    metadata["banks_in_file"] = str(sum(1 for line in lines if line.startswith("BANK")))
+    banks = sum(1 for line in lines if line.startswith("BANK"))
+    metadata["banks_in_file"] = str(banks)
+    if banks > 1:
+        add_reader_note(
+            metadata,
+            f"the file holds {banks} banks; the first was read: export a bank on its own to read another",
+        )
     try:
         n_channels, bin_type = int(bank[2]), bank[4]
         start_cdeg, step_cdeg = float(bank[5]), float(bank[6])
@@ -129,6 +136,14 @@ def read_gsas(path: Path, max_bytes: int) -> MeasuredPattern:
         ) from None
     data_type = bank[-1].upper() if bank[-1].upper() in ("FXYE", "FXY", "ESD", "STD", "ALT") else "STD"
     metadata["gsas_data_type"] = data_type
+    if bin_type.upper() != "CONS":
+        # SLOG, RALF, TIME_MAP: the bank's x is a neutron time of flight in µs, not 2θ (GSAS manual; GSAS-II's
+        # FXYE importer reads such banks as time of flight).
+        raise MeasuredFormatError(
+            path,
+            f"bank bin type {bin_type!r} is time of flight, not constant-step 2θ (CONS)",
+            "Only angle-dispersive 2θ patterns are read; export a constant-wavelength (CONS) bank",
+        )
     body: list[tuple[int, str]] = []
     for offset, line in enumerate(lines[bank_index + 1 :], start=bank_index + 2):
         if line.startswith(("BANK", "TIME_MAP")):
@@ -143,12 +158,6 @@ def read_gsas(path: Path, max_bytes: int) -> MeasuredPattern:
             raise MeasuredFormatError(path, "FXY/FXYE rows need 2θ and intensity", "The bank is corrupt")
         two_theta, intensity = table[:, 0] / 100.0, table[:, 1]
     elif data_type in ("ESD", "STD"):
-        if bin_type != "CONS":
-            raise MeasuredFormatError(
-                path,
-                f"{data_type} bank with bin type {bin_type!r}",
-                "Only constant-step (CONS) 2θ banks are supported; export as FXYE",
-            )
         values: list[float] = []
         for line_no, line in body:
             # ESD records: intensity (8) + esd (8); STD records: count (2) + intensity (6).

@@ -19,6 +19,7 @@ from .common import (
     MeasuredFormatError,
     MeasuredPattern,
     NumericRows,
+    add_reader_note,
     columns_to_pattern,
     float_or_none,
     local_name,
@@ -57,30 +58,56 @@ def _rigaku_wavelength(values: dict[str, str]) -> tuple[float | None, dict[str, 
     return wavelength, meta
 
 
-def _check_rigaku_axis(path: Path, axis: str) -> None:
-    if axis and not re.search(r"(?:two|2)\s*-?\s*theta|2θ", axis, flags=re.IGNORECASE):
-        raise MeasuredFormatError(
-            path,
-            f"scan axis is {axis!r}, not a 2θ axis",
-            "Only 2θ (TwoThetaOmega, TwoTheta...) scans are patterns",
+def _is_two_theta_axis(axis: str) -> bool:
+    """A scan axis that steps 2θ (TwoThetaOmega, TwoTheta, 2-Theta, 2θ...), or none stated."""
+    return not axis or bool(re.search(r"(?:two|2)\s*-?\s*theta|2θ", axis, flags=re.IGNORECASE))
+
+
+def _chosen_scan(path: Path, axes: list[str], unit: str) -> int:
+    """The first scan of a file whose axis steps 2θ; a file without one is refused, naming its axes."""
+    for index, axis in enumerate(axes):
+        if _is_two_theta_axis(axis):
+            return index
+    raise MeasuredFormatError(
+        path,
+        f"scan axis is {', '.join(map(repr, axes))}, not a 2θ axis"
+        if len(axes) == 1
+        else f"none of its {len(axes)} {unit}s steps 2θ (axes {', '.join(map(repr, axes))})",
+        "Only 2θ (TwoThetaOmega, TwoTheta...) scans are patterns",
+    )
+
+
+def _note_other_scans(metadata: dict[str, str], count: int, read: int, unit: str) -> None:
+    if count > 1:
+        metadata["scans_in_file"] = str(count)
+        add_reader_note(
+            metadata,
+            f"the file holds {count} {unit}s; {unit} {read + 1} was read, the first that steps 2θ: export a "
+            f"{unit} on its own to read another",
         )
 
 
 def read_ras(path: Path, max_bytes: int) -> MeasuredPattern:
-    """Rigaku RAS: ``*KEY "value"`` header lines, data between ``*RAS_INT_START`` and ``*RAS_INT_END``
-    (first scan); rows starting with '#' are comments. ``max_bytes`` was checked against the file's size
-    by the caller."""
+    """Rigaku RAS: per scan ``*KEY "value"`` header lines, then data between ``*RAS_INT_START`` and
+    ``*RAS_INT_END``; rows starting with '#' are comments. The first scan whose axis steps 2θ is read.
+    ``max_bytes`` was checked against the file's size by the caller."""
     lines = path.read_text(encoding="latin-1").splitlines()
+    scans: list[tuple[dict[str, str], list[tuple[int, str]]]] = []
     header: dict[str, str] = {}
     rows: list[tuple[int, str]] = []
     in_data = False
     for line_no, raw in enumerate(lines, start=1):
         line = raw.strip()
+        if line.startswith("*RAS_HEADER_START"):
+            header = {}
+            continue
         if line.startswith("*RAS_INT_START"):
-            in_data = True
+            in_data, rows = True, []
             continue
         if line.startswith("*RAS_INT_END"):
-            break
+            scans.append((header, rows))
+            in_data = False
+            continue
         if in_data:
             if line and not line.startswith("#"):
                 rows.append((line_no, line))
@@ -88,10 +115,15 @@ def read_ras(path: Path, max_bytes: int) -> MeasuredPattern:
         match = re.match(r'^\*(\S+)\s+"?(.*?)"?\s*$', line)
         if match and match.group(1) not in header:
             header[match.group(1)] = match.group(2)
-    if not rows:
+    if in_data:  # a file cut short keeps the rows of its last scan
+        scans.append((header, rows))
+    scans = [scan for scan in scans if scan[1]]
+    if not scans:
         raise MeasuredFormatError(
             path, "no data rows after *RAS_INT_START", "Is this a complete Rigaku RAS file?"
         )
+    read = _chosen_scan(path, [h.get("MEAS_SCAN_AXIS_X", "") for h, _ in scans], "scan")
+    header, rows = scans[read]
     two_theta, intensity = _rigaku_columns(path, parse_numeric_rows(path, rows, "RAS data"), "RAS data")
     wavelength, metadata = _rigaku_wavelength(header)
     for key in (
@@ -103,17 +135,33 @@ def read_ras(path: Path, max_bytes: int) -> MeasuredPattern:
     ):
         if key in header:
             metadata[key] = header[key]
-    scans = sum(1 for line in lines if line.strip().startswith("*RAS_INT_START"))
-    if scans > 1:
-        metadata["scans_in_file"] = str(scans)
-    _check_rigaku_axis(path, metadata.get("MEAS_SCAN_AXIS_X", ""))
+    _note_other_scans(metadata, len(scans), read, "scan")
     return columns_to_pattern(path, np.column_stack([two_theta, intensity]), wavelength, metadata)
+
+
+def _rasx_values(path: Path, archive: BoundedArchive, names: list[str], profile: str) -> dict[str, str]:
+    """The measurement conditions of a profile's folder (``Data<k>/MesurementConditions<k>.xml``) as leaf
+    element texts and Key/Value pairs; empty without that member."""
+    folder = profile.rsplit("/", 1)[0]
+    conditions = [n for n in names if n.startswith(folder + "/") and "Conditions" in n]
+    values: dict[str, str] = {}
+    if not conditions:
+        return values
+    root = parse_xml(path, archive.read(conditions[0]), conditions[0])
+    for node in root.iter():
+        if node.text and node.text.strip() and len(node) == 0:
+            values.setdefault(local_name(node.tag), node.text.strip())
+    for pair in xml_descendants(root, "Pair"):
+        key, value = xml_child(pair, "Key"), xml_child(pair, "Value")
+        if key is not None and value is not None and key.text:
+            values.setdefault(key.text.strip(), (value.text or "").strip())
+    return values
 
 
 def read_rasx(path: Path, max_bytes: int) -> MeasuredPattern:
     """Rigaku RASX: zip with ``Data<k>/Profile<k>.txt`` (tab-separated rows ``x intensity attenuation``)
-    and ``Data<k>/MesurementConditions<k>.xml`` (sic); the lowest-numbered scan is read. The members read
-    may unpack to ``max_bytes`` in all."""
+    and ``Data<k>/MesurementConditions<k>.xml`` (sic); the lowest-numbered scan whose axis steps 2θ is read.
+    The members read may unpack to ``max_bytes`` in all."""
     try:
         with zipfile.ZipFile(path) as zipped:
             archive = BoundedArchive(path, zipped, max_bytes)
@@ -121,10 +169,9 @@ def read_rasx(path: Path, max_bytes: int) -> MeasuredPattern:
             profiles = sorted((n for n in names if _RASX_PROFILE.fullmatch(n)), key=numbered)
             if not profiles:
                 raise MeasuredFormatError(path, "no Data*/Profile*.txt member", "Is this a Rigaku RASX file?")
-            profile = profiles[0]
-            folder = profile.rsplit("/", 1)[0]
-            conditions = [n for n in names if n.startswith(folder + "/") and "Conditions" in n]
-            condition_xml = archive.read(conditions[0]) if conditions else None
+            conditions = [_rasx_values(path, archive, names, p) for p in profiles]
+            read = _chosen_scan(path, [c.get("AxisName", "") for c in conditions], "data set")
+            profile, values = profiles[read], conditions[read]
             rows = NumericRows(path, profile)
             with archive.text_lines(profile) as lines:
                 for line_no, line in enumerate(lines, start=1):
@@ -136,21 +183,11 @@ def read_rasx(path: Path, max_bytes: int) -> MeasuredPattern:
         raise MeasuredFormatError(
             path, "not a valid zip archive", "A .rasx file is a zip; export it again"
         ) from None
-    values: dict[str, str] = {}
-    if condition_xml is not None:
-        root = parse_xml(path, condition_xml, conditions[0])
-        for node in root.iter():
-            if node.text and node.text.strip() and len(node) == 0:
-                values.setdefault(local_name(node.tag), node.text.strip())
-        for pair in xml_descendants(root, "Pair"):
-            key, value = xml_child(pair, "Key"), xml_child(pair, "Value")
-            if key is not None and value is not None and key.text:
-                values.setdefault(key.text.strip(), (value.text or "").strip())
     wavelength, metadata = _rigaku_wavelength(values)
     metadata["profile_member"] = profile
     if "AxisName" in values:
         metadata["scan_axis"] = values["AxisName"]
-        _check_rigaku_axis(path, values["AxisName"])
+    _note_other_scans(metadata, len(profiles), read, "data set")
     return columns_to_pattern(path, np.column_stack([two_theta, intensity]), wavelength, metadata)
 
 

@@ -13,6 +13,7 @@ from .common import (
     FileFormat,
     MeasuredFormatError,
     MeasuredPattern,
+    add_reader_note,
     float_or_none,
     floats,
     local_name,
@@ -40,11 +41,44 @@ def _per_point(path: Path, points: ET.Element, listed_name: str, common_name: st
     return np.full(n, 1.0 if value is None else value)
 
 
+def _scan_two_theta(path: Path, points: ET.Element, n: int) -> np.ndarray | None:
+    """The 2θ of each of a scan's n points (from a list or start/end), or None where the scan does not vary 2θ
+    (a rocking curve, an omega scan: their 2Theta position is one common value)."""
+    for positions in xml_children(points, "positions"):
+        if positions.get("axis") != "2Theta":
+            continue
+        listed = xml_child(positions, "listPositions")
+        start, end = xml_child(positions, "startPosition"), xml_child(positions, "endPosition")
+        if listed is not None:
+            return floats(path, listed.text, "<listPositions>")
+        if start is not None and end is not None:
+            first, last = float_or_none(start.text), float_or_none(end.text)
+            if first is None or last is None:
+                raise MeasuredFormatError(
+                    path, "non-numeric 2Theta start/end position", "The file is corrupt"
+                )
+            return np.linspace(first, last, n)
+    return None
+
+
+def _scan_intensity(path: Path, points: ET.Element) -> tuple[np.ndarray, bool]:
+    """(the values of a scan's points, whether they are raw counts (2.x) rather than intensities (1.x))."""
+    counts_element = xml_child(points, "intensities")
+    raw_counts = counts_element is None
+    if raw_counts:
+        counts_element = xml_child(points, "counts")
+    if counts_element is None:
+        raise MeasuredFormatError(path, "no <intensities> or <counts> in the scan", "The scan holds no data")
+    return floats(path, counts_element.text, "<counts>/<intensities>"), raw_counts
+
+
 def read_xrdml(path: Path, max_bytes: int) -> MeasuredPattern:
     """XRDML: 2θ from ``positions axis="2Theta"`` (start/end or list), ``intensities`` (1.x, already
     attenuation-corrected) or ``counts`` (2.x, multiplied here by the beam attenuation factors), divided by
-    the counting time when given (result in counts per second). The first scan with data points is read;
-    the file itself is the only input (``max_bytes`` was checked against its size by the caller)."""
+    the counting time when given (result in counts per second). Of several scans, the first that varies 2θ and
+    was completed is read (else the first that varies 2θ: an aborted scan keeps what it measured), as
+    xrayutilities skips aborted scans; the others are named in the reader's notes. The file itself is the only
+    input (``max_bytes`` was checked against its size by the caller)."""
     root = parse_xml(path, path.read_bytes())
     if local_name(root.tag) != "xrdMeasurements":
         raise MeasuredFormatError(
@@ -56,42 +90,29 @@ def read_xrdml(path: Path, max_bytes: int) -> MeasuredPattern:
     ]
     if not scans:
         raise MeasuredFormatError(path, "no <scan> with <dataPoints>", "The measurement holds no data")
-    scan = scans[0]
+    candidates = []  # (index, scan, 2θ, intensity, raw counts) of the scans that vary 2θ
+    for index, candidate in enumerate(scans):
+        candidate_points = xml_child(candidate, "dataPoints")
+        assert candidate_points is not None
+        values, raw = _scan_intensity(path, candidate_points)
+        positions = _scan_two_theta(path, candidate_points, values.size)
+        if positions is not None:
+            candidates.append((index, candidate, positions, values, raw))
+    if not candidates:
+        axes = ", ".join(sorted({repr(s.get("scanAxis")) for s in scans}))
+        raise MeasuredFormatError(
+            path,
+            f"no scan varies 2Theta (scan axis {axes})",
+            "Only 2θ scans (Gonio, 2Theta-Omega, 2Theta) are powder patterns",
+        )
+    completed = [c for c in candidates if c[1].get("status", "Completed") == "Completed"]
+    index, scan, two_theta, intensity, raw_counts = (completed or candidates)[0]
     owner = next(m for m in measurements if any(s is scan for s in m.iter()))
     points = xml_child(scan, "dataPoints")
     assert points is not None
-    counts_element = xml_child(points, "intensities")
-    raw_counts = counts_element is None
-    if raw_counts:
-        counts_element = xml_child(points, "counts")
-    if counts_element is None:
-        raise MeasuredFormatError(path, "no <intensities> or <counts> in the scan", "The scan holds no data")
-    intensity = floats(path, counts_element.text, "<counts>/<intensities>")
     n = intensity.size
     if n < 2:
         raise MeasuredFormatError(path, f"the scan has {n} intensity value(s)", "The scan holds no data")
-
-    two_theta = None
-    for positions in xml_children(points, "positions"):
-        if positions.get("axis") != "2Theta":
-            continue
-        listed = xml_child(positions, "listPositions")
-        start, end = xml_child(positions, "startPosition"), xml_child(positions, "endPosition")
-        if listed is not None:
-            two_theta = floats(path, listed.text, "<listPositions>")
-        elif start is not None and end is not None:
-            first, last = float_or_none(start.text), float_or_none(end.text)
-            if first is None or last is None:
-                raise MeasuredFormatError(
-                    path, "non-numeric 2Theta start/end position", "The file is corrupt"
-                )
-            two_theta = np.linspace(first, last, n)
-    if two_theta is None:
-        raise MeasuredFormatError(
-            path,
-            f"scan axis {scan.get('scanAxis')!r} does not vary 2Theta",
-            "Only 2θ scans (Gonio, 2Theta-Omega, 2Theta) are powder patterns",
-        )
     if two_theta.size != n:
         raise MeasuredFormatError(
             path, f"{two_theta.size} 2Theta positions for {n} intensities", "The file is corrupt"
@@ -126,7 +147,16 @@ def read_xrdml(path: Path, max_bytes: int) -> MeasuredPattern:
     metadata["scan_axis"] = scan.get("scanAxis", "")
     if len(scans) > 1:
         metadata["scans_in_file"] = str(len(scans))
-        metadata["scan_read"] = "0"
+        metadata["scan_read"] = str(index)
+        described = [
+            f"{i + 1} ({s.get('scanAxis', '?')}, {s.get('status', 'no status')})" for i, s in enumerate(scans)
+        ]
+        add_reader_note(
+            metadata,
+            f"the file holds {len(scans)} scans; scan {described[index]} was read, the first completed one that "
+            f"steps 2θ, not {', '.join(d for i, d in enumerate(described) if i != index)}: export a scan on its own "
+            "to read another",
+        )
     order = np.argsort(two_theta, kind="stable")
     return MeasuredPattern(two_theta[order], intensity[order], wavelength, str(path), metadata)
 
