@@ -1049,10 +1049,13 @@ def test_cli_messages_name_the_cli_options(tmp_path) -> None:
     ckpt = make_checkpoint(tmp_path / "m.pt", head="presence")
     pattern = _write_xy(tmp_path / "nowave.xy", _peaks())  # states no wavelength
     runner = CliRunner()
+    # A file that states no wavelength is read as Cu Kα, the laboratory default, and the user is told.
     no_wavelength = runner.invoke(main, ["predict", str(ckpt), str(pattern)])
-    assert no_wavelength.exit_code == 1
-    assert "nowave.xy: the file states no wavelength" in no_wavelength.output
-    assert "--wavelength" in no_wavelength.output
+    assert no_wavelength.exit_code == 0, no_wavelength.output
+    assert "the file states no wavelength: read as Cu Kα (1.54184 Å)" in no_wavelength.output
+    assert "give it with --wavelength" in no_wavelength.output
+    given = runner.invoke(main, ["predict", str(ckpt), str(pattern), "--wavelength", "CuKa"])
+    assert given.exit_code == 0 and "states no wavelength" not in given.output
 
     bad_format = runner.invoke(
         main, ["predict", str(ckpt), str(pattern), "--wavelength", "CuKa", "--format", "spc"]

@@ -127,11 +127,14 @@ def test_sparse_rruff_pattern_is_flagged_mostly_empty() -> None:
     assert dense.warnings == []
 
 
-def test_autoanalyzer_files_state_no_wavelength_and_mapping_demands_one() -> None:
+def test_autoanalyzer_files_state_no_wavelength_and_are_read_as_cu_with_a_warning() -> None:
     pattern = read_pattern(_require_experimental() / "xrd_autoanalyzer" / "MnO.xy")
     assert pattern.wavelength_angstrom is None
-    with pytest.raises(MeasuredFormatError, match="MnO.xy.*wavelength"):
-        to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+    assumed = to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+    stated = to_model_grid(pattern, wavelength_angstrom=CU_KA, model_wavelength_angstrom=CU_KA, **GRID)
+    np.testing.assert_array_equal(assumed.pattern, stated.pattern)
+    assert any(w.startswith("the file states no wavelength: read as Cu Kα") for w in assumed.warnings)
+    assert not any("states no wavelength" in w for w in stated.warnings)
 
 
 def _nist_pairs() -> list[tuple[Path, Path, dict[str, str]]]:
@@ -444,8 +447,8 @@ def test_xrdml_reads_the_first_completed_two_theta_scan_and_names_the_others(tmp
 
 
 def test_xrdml_wavelength_that_is_not_a_number_is_named(tmp_path: Path) -> None:
-    """A <kAlpha1> that is not a number leaves the file without a wavelength; the message says what it holds,
-    and --wavelength still reads it."""
+    """A <kAlpha1> that is not a number leaves the file without a wavelength: it is read as Cu Kα with a warning
+    that says what the file holds, and --wavelength reads it without one."""
     from xrdmodels.measured.grid import measurement_wavelength
 
     two_theta, intensity = _reference_scan(50)
@@ -458,10 +461,11 @@ def test_xrdml_wavelength_that_is_not_a_number_is_named(tmp_path: Path) -> None:
     )
     pattern = read_pattern(path)
     assert pattern.wavelength_angstrom is None
-    with pytest.raises(
-        MeasuredFormatError, match=r"states no wavelength .*\(its <kAlpha1> is '1,5406', not a number\)"
-    ):
-        measurement_wavelength(pattern, None)
+    wavelength, warnings = measurement_wavelength(pattern, None)
+    assert wavelength == 1.54184
+    assert warnings[0].startswith(
+        "the file states no wavelength (its <kAlpha1> is '1,5406', not a number): read as"
+    )
     assert measurement_wavelength(pattern, 1.5406) == (1.5406, [])
 
 

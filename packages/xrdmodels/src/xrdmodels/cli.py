@@ -458,7 +458,8 @@ _memory_cell_scan_option = click.option(
     "--wavelength",
     default=None,
     help="Wavelength in Å, or a line name (Cu, Mo, Co, Fe, Cr or Ag with Ka, Ka1, Ka2 or Kb1, any case: CuKa, "
-    "mokb1; pymatgen's values), when the file does not say; overrides the file when given.",
+    "mokb1; pymatgen's values), when the file does not say; overrides the file when given. A file that states no "
+    "wavelength and has none given is read as Cu Kα (1.54184 Å), with a warning.",
 )
 @click.option(
     "--format",

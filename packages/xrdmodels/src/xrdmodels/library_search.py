@@ -670,7 +670,6 @@ class SpectralLibrary:
 
         Raises:
             MeasuredSignalError: no measurable signal (all zero, flat, mostly negative, no peaks).
-            MeasuredFormatError: no wavelength in the file or the argument.
             ValueError: the pattern does not reach the bank's 2θ range at the bank's wavelength.
         """
         measured_wavelength, warnings = measurement_wavelength(pattern, wavelength_angstrom)

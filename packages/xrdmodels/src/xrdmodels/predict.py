@@ -37,7 +37,7 @@ from .measured import (
     read_pattern,
     to_model_grid,
 )
-from .measured.grid import A1, TrainingRanges
+from .measured.grid import A1, TrainingRanges, measurement_wavelength
 from .metrics import expected_f1_set_size, predicted_set, rank_classes, rescale_presence_odds
 from .neighbours import MEMORY_KEY, NeighbourSearch, ReferencePhases, neighbour_probability
 from .spacegroups import crystal_system, symbol
@@ -366,7 +366,7 @@ def predict_one(
 
     Raises:
         MeasuredSignalError: the pattern holds no measurable signal; nothing is predicted.
-        MeasuredFormatError, ValueError: no wavelength, no overlap with the model grid, threshold < 0.
+        ValueError: no overlap with the model grid, threshold < 0.
     """
     lo, hi, n_bins, model_wavelength = model_grid(state)
     gridded = to_model_grid(
@@ -464,7 +464,7 @@ def predict_one(
     ]
     width = (hi - lo) / n_bins
     window = (lo + gridded.window_bins[0] * width, lo + gridded.window_bins[1] * width)
-    used = wavelength_angstrom or pattern.wavelength_angstrom
+    used, _ = measurement_wavelength(pattern, wavelength_angstrom)
     warnings = list(gridded.warnings) + ([fallback] if fallback else [])
     if prior is None and prior_weight > 0:
         warnings.append(

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..config import preset
-from .common import READER_NOTES, MeasuredFormatError, MeasuredPattern, MeasuredSignalError
+from .common import READER_NOTES, MeasuredPattern, MeasuredSignalError
 
 MAX_TRAINING_WINDOW_START_DEG = 20.0
 """Latest window start seen in training: 2θ_lo ~ U(5°, 20°) (A.1, measurement windowing)."""
@@ -93,25 +93,27 @@ def convert_two_theta_deg(
     return out
 
 
+#: The wavelength a pattern is read at when its file states none and none is given (Å): Cu Kα, the Kα1/Kα2 mean
+#: (pymatgen's "CuKa"). Laboratory powder work is mostly Cu and plain two-column exports rarely say so; the
+#: field's tools assume it likewise (pymatgen's XRDCalculator, XRD-AutoAnalyzer). A warning says it was assumed.
+ASSUMED_WAVELENGTH_ANGSTROM = 1.54184
+
+
 def measurement_wavelength(
     pattern: MeasuredPattern, wavelength_angstrom: float | None
 ) -> tuple[float, list[str]]:
-    """The wavelength the pattern was measured at: ``wavelength_angstrom`` if given, else the file's; and a
-    warning when both are known and disagree.
-
-    Raises:
-        MeasuredFormatError: neither is known.
-    """
+    """The wavelength the pattern was measured at: ``wavelength_angstrom`` if given, else the file's, else
+    :data:`ASSUMED_WAVELENGTH_ANGSTROM` (Cu Kα); and a warning when it was assumed, or when the given and the
+    file's disagree."""
     measured = wavelength_angstrom if wavelength_angstrom is not None else pattern.wavelength_angstrom
     if measured is None:
         unreadable = pattern.metadata.get("wavelength_unreadable")
-        raise MeasuredFormatError(
-            pattern.source,
-            "the file states no wavelength and none was given"
-            + (f" (its {unreadable})" if unreadable else ""),
-            "Give it with --wavelength on the command line (e.g. --wavelength 1.5406 or CuKa1) or "
-            "wavelength_angstrom= in Python (1.5406 for Cu Kα1, 0.7093 for Mo Kα1)",
-        )
+        return ASSUMED_WAVELENGTH_ANGSTROM, [
+            "the file states no wavelength"
+            + (f" (its {unreadable})" if unreadable else "")
+            + f": read as Cu Kα ({ASSUMED_WAVELENGTH_ANGSTROM} Å), the laboratory default; if it was measured "
+            "with another source give it with --wavelength (e.g. MoKa, 0.7093; wavelength_angstrom= in Python)"
+        ]
     if (
         wavelength_angstrom is not None
         and pattern.wavelength_angstrom is not None
@@ -847,7 +849,8 @@ def to_model_grid(
     distribution), a mostly empty pattern (:data:`MOSTLY_EMPTY_FRACTION`), a pattern
     so sparse that its 99th percentile is 0 (then divided by its maximum instead), negative intensities
     (clipped to 0), points dropped by the wavelength conversion, more than 10% of the window bins
-    interpolated, a wavelength option that contradicts the file (by more than 0.1%), strong peaks narrower or
+    interpolated, a wavelength assumed (Cu Kα: neither the file nor the option states one) or an option that
+    contradicts the file (by more than 0.1%), strong peaks narrower or
     wider than the training recipe renders at their angles (:func:`width_warnings`), and the Gaussian width
     added by ``broaden_to_training``.
 
@@ -856,7 +859,6 @@ def to_model_grid(
             :data:`MAJORITY_NEGATIVE_FRACTION` of them negative, or nothing positive or nothing varying
             inside the model's 2θ range; or too little measured: a window narrower than
             :data:`MIN_MEASURED_WINDOW_DEG` or fewer than :data:`MIN_MEASURED_POINTS` points on the grid.
-        MeasuredFormatError: no wavelength in the file or the option.
         ValueError: bad grid arguments, or the measured range does not overlap the grid.
     """
     if not (n_bins >= 1 and two_theta_max_deg > two_theta_min_deg):
