@@ -328,8 +328,9 @@ class PresenceLoss(BaseModel):
         lt=0.5,
         description="A phase whose mixture weight is below this is a trace: its group (unless a heavier phase "
         "shares it) is left out of L_pres, neither to be named nor denied, as score-measured treats a label's "
-        "extra_or_trace groups. 0 (A.5) counts every phase. Not the default: at 0.08 RRUFF rose a little but the NIST "
-        'steel lost its second phase (docs/benchmarks.md, "Trace phases left out of the loss").',
+        "extra_or_trace groups. 0 (A.5) counts every phase. Not the default: at 0.08 the network alone read RRUFF "
+        "better, but at the full budget the model with its memory did not, and the RRUFF pairs and the NIST steel "
+        'lost second phases (docs/benchmarks.md, "Trace phases left out of the loss").',
     )
 
 
