@@ -133,11 +133,15 @@ def test_the_bank_is_found_from_the_store_when_its_recorded_path_is_relative_to_
     url = str(run / "mixtures" / "train.zarr")
     spec = StoreSpec(n_samples=40, shard_size=16, chunk_rows=8)
     write_store(url, spec, attrs={"bank_url": "run/bank.zarr", "bank_path_from_store": "../../bank.zarr"})
-    monkeypatch.chdir(tmp_path)  # where it was written: the recorded path holds
-    assert MixtureStore(url).bank_url == "run/bank.zarr"
-    monkeypatch.chdir(run / "mixtures")  # elsewhere: through the store
+    for here in (tmp_path, run / "mixtures"):  # where it was written, and elsewhere: through the store
+        monkeypatch.chdir(here)
+        assert Path(MixtureStore(url).bank_url).resolve() == (run / "bank.zarr").resolve()
+    (tmp_path / "other" / "run" / "bank.zarr").mkdir(
+        parents=True
+    )  # another bank at the recorded path from here
+    monkeypatch.chdir(tmp_path / "other")
     assert Path(MixtureStore(url).bank_url).resolve() == (run / "bank.zarr").resolve()
-    (run / "bank.zarr").rmdir()  # found nowhere: the recorded path, for the error to name
+    (run / "bank.zarr").rmdir()  # found nowhere beside the store: the recorded path, for the error to name
     assert MixtureStore(url).bank_url == "run/bank.zarr"
     write_store(
         str(tmp_path / "s3.zarr"), spec, attrs={"bank_url": "s3://b/bank.zarr", "bank_path_from_store": None}

@@ -326,8 +326,18 @@ def test_text_header_wavelength_forms(tmp_path: Path) -> None:
     for header in ("# Wavelength (nm): 0.154056", "# wavelength = 0.154056 nm"):  # nm said is nm
         (tmp_path / "nm.xy").write_text(f"{header}\n{body}\n")
         assert read_pattern(tmp_path / "nm.xy").wavelength_angstrom == pytest.approx(1.54056)
-    (tmp_path / "cols.xy").write_text(f"# wavelength 2theta intensity\n{body}\n")  # a column list, not λ = 2
-    assert read_pattern(tmp_path / "cols.xy").wavelength_angstrom is None
+    for header, expected in (
+        ("# wavelength 2theta intensity", None),  # a column list, not λ = 2 Å
+        ("# Radiation: Cu Ka1,2", None),  # the doublet named, not Kα1 = 2 Å
+        ("# Cu Kα1,2 radiation, λ = 1.5418 Å", 1.5418),
+        ("# Mo source, wavelength: 0.7093.", 0.7093),
+        ("# Ka1 = 1.5406Ang", 1.5406),
+        ("# lambda (unmonochromated): 1.5418", 1.5418),  # "nm" inside a word is no unit
+    ):
+        (tmp_path / "h.xy").write_text(f"{header}\n{body}\n")
+        assert read_pattern(tmp_path / "h.xy").wavelength_angstrom == (
+            None if expected is None else pytest.approx(expected)
+        ), header
 
 
 def _xrdml(positions_xml: str, data_xml: str, namespace: str = "2.1") -> str:
@@ -433,22 +443,36 @@ def test_xrdml_reads_the_first_completed_two_theta_scan_and_names_the_others(tmp
         + _start_end_positions(np.array([10.0, 10.1, 10.2]))
         + '<counts unit="counts">7 8 9</counts></dataPoints></scan>\n'
     )
-    path = tmp_path / "three.xrdml"
-    path.write_text(text[:scan_start] + rocking + aborted + text[scan_start:])
+    # A last scan that was stopped before any point was counted does not spoil the others.
+    empty = (
+        '<scan appendNumber="3" mode="Continuous" scanAxis="Gonio" status="Aborted"><dataPoints>'
+        + _start_end_positions(two_theta)
+        + "</dataPoints></scan>\n"
+    )
+    scan_end = text.index("</scan>") + len("</scan>\n")
+    path = tmp_path / "four.xrdml"
+    path.write_text(
+        text[:scan_start] + rocking + aborted + text[scan_start:scan_end] + empty + text[scan_end:]
+    )
     pattern = read_pattern(path)
     np.testing.assert_allclose(pattern.two_theta_deg, two_theta, atol=1e-9)
     np.testing.assert_allclose(pattern.intensity, intensity, rtol=1e-12)
-    assert pattern.metadata["scans_in_file"] == "3" and pattern.metadata["scan_read"] == "2"
+    assert pattern.metadata["scans_in_file"] == "4" and pattern.metadata["scan_read"] == "3"
     assert pattern.metadata["reader_notes"] == (
-        "the file holds 3 scans; scan 3 (Gonio, Completed) was read, the first completed one that steps 2θ, not "
-        "1 (Omega, Completed), 2 (Gonio, Aborted): export a scan on its own to read another"
+        "the file holds 4 scans; scan 3 (Gonio, Completed) was read, the first completed one that steps 2θ and "
+        "reads, not 1 (Omega, Completed), 2 (Gonio, Aborted), 4 (Gonio, Aborted): export a scan on its own to "
+        "read another"
     )
-    assert "the file holds 3 scans" in " ".join(raw_signal_warnings(pattern))
+    assert "the file holds 4 scans" in " ".join(raw_signal_warnings(pattern))
+    only_empty = tmp_path / "empty.xrdml"
+    only_empty.write_text(text[:scan_start] + empty + text[scan_end:])
+    with pytest.raises(MeasuredFormatError, match="empty.xrdml: no <intensities> or <counts> in the scan"):
+        read_pattern(only_empty)
 
 
 def test_xrdml_wavelength_that_is_not_a_number_is_named(tmp_path: Path) -> None:
-    """A <kAlpha1> that is not a number leaves the file without a wavelength: it is read as Cu Kα with a warning
-    that says what the file holds, and --wavelength reads it without one."""
+    """A <kAlpha1> that is not a number leaves the file without a wavelength, but it says it has one: refused
+    (nothing assumed), saying what it holds; --wavelength reads it."""
     from xrdmodels.measured.grid import measurement_wavelength
 
     two_theta, intensity = _reference_scan(50)
@@ -461,11 +485,11 @@ def test_xrdml_wavelength_that_is_not_a_number_is_named(tmp_path: Path) -> None:
     )
     pattern = read_pattern(path)
     assert pattern.wavelength_angstrom is None
-    wavelength, warnings = measurement_wavelength(pattern, None)
-    assert wavelength == 1.54184
-    assert warnings[0].startswith(
-        "the file states no wavelength (its <kAlpha1> is '1,5406', not a number): read as"
-    )
+    with pytest.raises(
+        MeasuredFormatError,
+        match=r"typo.xrdml: the file's wavelength cannot be read \(its <kAlpha1> is '1,5406'",
+    ):
+        measurement_wavelength(pattern, None)
     assert measurement_wavelength(pattern, 1.5406) == (1.5406, [])
 
 
@@ -706,6 +730,21 @@ def test_bruker_brml_absorber_is_already_in_the_counts(tmp_path: Path) -> None:
     )
     with pytest.raises(MeasuredFormatError, match=r"scan.brml: .*records 1280 detector channels per point"):
         read_pattern(_brml(tmp_path, two_theta, counts, time_s=1.0, channels=1280))
+    with pytest.raises(MeasuredFormatError, match=r"scan.brml: a <RawDataView> has Length='x', not a whole"):
+        read_pattern(_brml(tmp_path, two_theta, counts, time_s=1.0, channels="x"))  # type: ignore[arg-type]
+    # Another recorded channel (a temperature, two values a point) ahead of the counter is not the counts.
+    path = _brml(tmp_path, two_theta, counts, time_s=1.0)
+    with zipfile.ZipFile(path) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    members["Experiment0/RawData0.xml"] = members["Experiment0/RawData0.xml"].replace(
+        b"<DataViews>",
+        b'<DataViews><RawDataView xsi:type="RecordedRawDataView" Start="3" Length="2">'
+        b'<Recording LogicName="Temperature"><Unit Base="Celsius"/></Recording></RawDataView>',
+    )
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    np.testing.assert_allclose(read_pattern(path).intensity, counts, rtol=1e-12)
 
 
 def _raw_v3(two_theta: np.ndarray, intensity: np.ndarray, ratio: float) -> bytes:

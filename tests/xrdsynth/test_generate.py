@@ -705,12 +705,14 @@ def test_the_remains_of_an_interrupted_overwrite_are_written_over(bank: Bank, tm
     result = runner.invoke(main, _generate(bank, str(out), "--splits", "train"))
     assert result.exit_code == 0, result.output
     assert zarr.open_group(str(store), mode="r").attrs["complete"]
-    # A folder named like a member but holding a file of the user's is not a remnant.
-    (out / "val.zarr" / "params").mkdir(parents=True)
-    (out / "val.zarr" / "params" / "fit.txt").write_text("mine")
-    message = _one_line_error(runner.invoke(main, _generate(bank, str(out), "--splits", "val")))
-    assert "val.zarr is a folder that holds other files" in message
-    assert (out / "val.zarr" / "params" / "fit.txt").read_text() == "mine"
+    # A folder named like a member but holding a file of the user's is not a remnant, even in a folder named c.
+    for mine in ("params/fit.txt", "pattern/drafts/c/2024/paper.tex"):
+        (out / "val.zarr" / mine).parent.mkdir(parents=True, exist_ok=True)
+        (out / "val.zarr" / mine).write_text("mine")
+        message = _one_line_error(runner.invoke(main, _generate(bank, str(out), "--splits", "val")))
+        assert "val.zarr is a folder that holds other files" in message
+        assert (out / "val.zarr" / mine).read_text() == "mine"
+        shutil.rmtree(out / "val.zarr")
 
 
 def test_unreachable_s3_endpoint_fails_fast_with_one_line(bank: Bank, tmp_path) -> None:

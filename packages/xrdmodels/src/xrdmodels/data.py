@@ -130,18 +130,17 @@ class MixtureStore:
     @property
     def bank_url(self) -> str | None:
         """The bank the store was written from (None if it records none): `bank_url` as recorded where that is a
-        URL, an absolute path or a relative one that exists from here, else the bank found through
-        `bank_path_from_store` (its path relative to the store's folder, written where both are local) when it
-        exists there, so a store read from another folder than it was written in still finds its bank."""
+        URL or an absolute path; for a relative one (relative to where the store was written), the bank found
+        through `bank_path_from_store` (its path from the store's folder, written where both are local) where a
+        bank is there, else `bank_url` as recorded, so a store read from another folder finds its own bank."""
         recorded = self.attrs.get("bank_url")
         relative = self.attrs.get("bank_path_from_store")
         if not recorded or not relative or not is_local_url(recorded) or not is_local_url(self.url):
             return recorded
-        bank = Path(fsspec.core.split_protocol(recorded)[1])
-        if bank.is_absolute() or bank.exists():
+        if Path(fsspec.core.split_protocol(recorded)[1]).is_absolute():
             return recorded
-        moved = Path(fsspec.core.split_protocol(self.url)[1]) / relative
-        return str(moved) if moved.exists() else recorded
+        beside = Path(fsspec.core.split_protocol(self.url)[1]) / relative
+        return str(beside) if beside.exists() else recorded
 
     def complete_shards(self) -> np.ndarray:
         """Indices of the shards whose `shard_complete` flag is set (as of opening), ascending."""

@@ -670,6 +670,7 @@ class SpectralLibrary:
 
         Raises:
             MeasuredSignalError: no measurable signal (all zero, flat, mostly negative, no peaks).
+            MeasuredFormatError: the file states a wavelength that cannot be read and none was given.
             ValueError: the pattern does not reach the bank's 2θ range at the bank's wavelength.
         """
         measured_wavelength, warnings = measurement_wavelength(pattern, wavelength_angstrom)

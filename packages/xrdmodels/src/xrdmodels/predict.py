@@ -366,7 +366,8 @@ def predict_one(
 
     Raises:
         MeasuredSignalError: the pattern holds no measurable signal; nothing is predicted.
-        ValueError: no overlap with the model grid, threshold < 0.
+        MeasuredFormatError, ValueError: an unreadable wavelength in the file and none given, no overlap with
+            the model grid, threshold < 0.
     """
     lo, hi, n_bins, model_wavelength = model_grid(state)
     gridded = to_model_grid(

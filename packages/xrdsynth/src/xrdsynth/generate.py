@@ -335,19 +335,22 @@ def bank_path_from_store(bank_url: str, store_url: str) -> str | None:
     bank, store = local_path(bank_url), local_path(store_url)
     if bank is None or store is None:
         return None
-    return os.path.relpath(bank.resolve(), store.resolve())
+    try:
+        return os.path.relpath(bank.resolve(), store.resolve())
+    except ValueError:  # on two Windows drives there is no relative path
+        return None
 
 
 def recorded_bank(store_url: str, attrs: Mapping[str, Any]) -> str:
-    """The bank a mixture store was written from: its `bank_url` where that is a URL, an absolute path or a
-    relative one that exists from here, else the store's `bank_path_from_store` resolved from the store's folder
-    when that exists (a store read from another folder than it was written in), else `bank_url` as recorded."""
+    """The bank a mixture store was written from: its `bank_url` where that is a URL or an absolute path; for a
+    relative one, the store's `bank_path_from_store` resolved from the store's folder where a bank is there (a
+    relative path from elsewhere could name another folder's bank), else `bank_url` as recorded."""
     bank_url = str(attrs["bank_url"])
     bank, store, relative = local_path(bank_url), local_path(store_url), attrs.get("bank_path_from_store")
-    if bank is None or bank.is_absolute() or bank.exists() or store is None or not relative:
+    if bank is None or bank.is_absolute() or store is None or not relative:
         return bank_url
-    moved = store / relative
-    return str(moved) if moved.exists() else bank_url
+    beside = store / relative
+    return str(beside) if beside.exists() else bank_url
 
 
 def _one_line(exc: BaseException) -> str:

@@ -75,9 +75,17 @@ STORE_MEMBERS = frozenset(
 )
 
 
+def _is_zarr_file(parts: list[str]) -> bool:
+    """Whether a file, as its path's parts below a store member, is Zarr's: a ``zarr.json``, or a chunk (the
+    default chunk key ``c/<i>/<j>...``: nothing but whole numbers after the ``c``)."""
+    if parts[-1] == "zarr.json":
+        return True
+    return "c" in parts and all(p.isdigit() for p in parts[len(parts) - parts[::-1].index("c") :])
+
+
 def _is_store_remnant(fs: Any, path: str, names: list[str]) -> bool:
     """Whether a folder without ``zarr.json`` holding `names` (its non-hidden entries) is a half-removed store of
-    ours: every entry a `STORE_MEMBERS` folder, every file below them a ``zarr.json`` or a chunk (under ``c/``)."""
+    ours: every entry a `STORE_MEMBERS` folder, every file below them Zarr's (`_is_zarr_file`)."""
     if not names or any(name not in STORE_MEMBERS for name in names):
         return False
     root = path.rstrip("/")
@@ -86,8 +94,7 @@ def _is_store_remnant(fs: Any, path: str, names: list[str]) -> bool:
         if not fs.isdir(member):
             return False
         for file in fs.find(member):
-            inner = str(file)[len(member) :].strip("/").split("/")
-            if inner[-1] != "zarr.json" and "c" not in inner[:-1]:
+            if not _is_zarr_file(str(file)[len(member) :].strip("/").split("/")):
                 return False
     return True
 

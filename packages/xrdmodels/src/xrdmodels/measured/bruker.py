@@ -65,6 +65,17 @@ def _xml_value(root: ET.Element, name: str) -> float | None:
     return None
 
 
+def _view_int(path: Path, view: ET.Element, name: str, default: int) -> int:
+    """A ``RawDataView``'s integer attribute (``Start``, ``Length``), or a format error naming it."""
+    text = view.get(name)
+    try:
+        return default if text is None else int(text)
+    except ValueError:
+        raise MeasuredFormatError(
+            path, f"a <RawDataView> has {name}={text!r}, not a whole number", "The BRML raw data are corrupt"
+        ) from None
+
+
 def read_brml(path: Path, max_bytes: int) -> MeasuredPattern:
     """Bruker BRML: zip; ``Experiment*/DataContainer.xml`` lists ``RawData*.xml``; the measured
     ``DataRoute`` holds one comma-separated ``Datum`` per point whose columns are located from
@@ -106,8 +117,9 @@ def read_brml(path: Path, max_bytes: int) -> MeasuredPattern:
         )
     route = measured[0] if len(measured) == 1 else routes[0]
     columns: dict[str, int] = {}
+    recorded: list[tuple[int, int, bool]] = []  # (start, channels, holds counts) of each recorded view
     for view in xml_descendants(route, "RawDataView"):
-        start = int(view.get("Start", "0"))
+        start = _view_int(path, view, "Start", 0)
         kind = view.get(_XSI_TYPE, "")
         logic = view.get("LogicName", "")
         if logic == "MeasuredTime":
@@ -118,15 +130,22 @@ def read_brml(path: Path, max_bytes: int) -> MeasuredPattern:
                 if axis == "TwoTheta":
                     columns["TwoTheta"] = start + offset
         elif kind.endswith("RecordedRawDataView"):
-            channels = int(view.get("Length", "1") or "1")
-            if channels != 1:
-                raise MeasuredFormatError(
-                    path,
-                    f"{raw_names[0]} records {channels} detector channels per point (a position-sensitive "
-                    "detector's frame, not a profile)",
-                    "Export the integrated 2θ scan (DIFFRAC.EVA: export as .xy or .raw) and read that",
-                )
-            columns.setdefault("Counts", start)
+            # Beside the counter a route may record other channels (temperature, humidity): the counter is the
+            # view whose unit is counts or whose recording is a counter, else the first.
+            counts = any(u.get("Base", "").lower() == "counts" for u in xml_descendants(view, "Unit")) or any(
+                "counter" in r.get("LogicName", "").lower() for r in xml_descendants(view, "Recording")
+            )
+            recorded.append((start, _view_int(path, view, "Length", 1), counts))
+    if recorded:
+        start, channels, _ = next((r for r in recorded if r[2]), recorded[0])
+        if channels != 1:
+            raise MeasuredFormatError(
+                path,
+                f"{raw_names[0]} records {channels} detector channels per point (a position-sensitive "
+                "detector's frame at each point, or a still scan's channels; not read)",
+                "Export the integrated 2θ scan (DIFFRAC.EVA: export as .xy or .raw) and read that",
+            )
+        columns["Counts"] = start
     if "Counts" not in columns:
         raise MeasuredFormatError(
             path, "no recorded-counts column in DataViews", "The BRML raw data are incomplete"
@@ -295,6 +314,7 @@ def _read_raw_v4(path: Path, data: bytes) -> MeasuredPattern:
         offset += length
     scan_types: list[str] = []
     table: np.ndarray | None = None
+    read = 0
     while offset + 160 <= len(data):
         (kind,) = _unpack(path, data, "<I", offset, "range header")
         if kind not in (0, 160):
@@ -304,6 +324,8 @@ def _read_raw_v4(path: Path, data: bytes) -> MeasuredPattern:
         steps, time_per_step = _unpack(path, data, "<If", offset + 88, "range header")
         record_size, supplementary = _unpack(path, data, "<II", offset + 136, "range header")
         data_offset = offset + 160 + supplementary
+        if not steps and not scan_type:
+            break  # zero padding after the last range
         scan_types.append(scan_type)
         if table is None and _raw4_steps_two_theta(scan_type):
             intensity = _raw_intensities(path, data, data_offset, steps, record_size)

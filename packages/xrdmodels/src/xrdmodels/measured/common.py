@@ -178,16 +178,20 @@ def wavelength_from_header(lines: list[str]) -> tuple[float | None, dict[str, st
         if match is None:
             return None
         value = float(match.group("value"))
-        if "nm" in (match.group("unit_before") or "").lower() or match.group("unit_after"):
+        if re.search(r"\bnm\b", match.group("unit_before") or "", flags=re.IGNORECASE) or match.group(
+            "unit_after"
+        ):
             value *= 10.0
         low, high = WAVELENGTH_PLAUSIBLE_ANGSTROM
         return value if low < value < high else None
 
     kalpha = r"k\s*-?\s*(?:a|α|alpha)\s*-?\s*"
     # A number that ends where a word would go on ("wavelength 2theta" states no wavelength), unless that word is
-    # a unit (1.5406A, 0.154nm).
-    number = r"(?P<value>\d+\.\d*|\.\d+|\d+)(?=\s|$|[^\w.]|nm\b|å|a\b|angstrom)\s*(?P<unit_after>nm\b)?"
-    value = r"(?:\s*wavelength)?\s*(?:\((?P<unit_before>[^)]*)\))?\s*[=:,]\s*" + number
+    # a unit (1.5406A, 1.5406Ang, 0.154nm); a full stop may end it.
+    number = r"(?P<value>\d+\.\d*|\.\d+|\d+)(?=\s|$|[^\w.]|\.(?!\d)|nm\b|å|a\b|ang)\s*(?P<unit_after>nm\b)?"
+    # "Ka1 = 1.5406", or a PANalytical CSV's "K-Alpha1 wavelength,1.5405980": a comma only after the word, as
+    # "Cu Ka1,2" names the doublet.
+    value = r"(?:\s*wavelength\s*(?:\((?P<unit_before>[^)]*)\))?\s*[=:,]|\s*[=:])\s*" + number
     kalpha1 = find(kalpha + "1" + value)
     if kalpha1 is not None:
         kalpha2 = find(kalpha + "2" + value)
@@ -440,14 +444,15 @@ def columns_to_pattern(
 ) -> MeasuredPattern:
     """Check a (rows, 2 or 3) table of 2θ, intensity[, error] and orient it as ascending 2θ."""
     if table.shape[1] not in (2, 3):
+        several = (
+            " (a line of one angle followed by several consecutive intensities, as some Rigaku and Philips text "
+            "exports write, needs converting to one 2θ and one intensity per line)"
+        )
         raise MeasuredFormatError(
             path,
             f"{table.shape[1]} column{'s' if table.shape[1] != 1 else ''} per data line",
-            "Expected 2θ and intensity, optionally a third column of errors; export those columns only (a line "
-            "of one angle followed by several consecutive intensities, as some Rigaku and Philips text exports "
-            "write, needs converting to one 2θ and one intensity per line)"
-            if table.shape[1] > 3
-            else "Expected 2θ and intensity, optionally a third column of errors; export those columns only",
+            "Expected 2θ and intensity, optionally a third column of errors; export those columns only"
+            + (several if table.shape[1] > 3 else ""),
         )
     two_theta, intensity = table[:, 0], table[:, 1]
     steps = np.diff(two_theta)

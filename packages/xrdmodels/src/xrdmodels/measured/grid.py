@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..config import preset
-from .common import READER_NOTES, MeasuredPattern, MeasuredSignalError
+from .common import READER_NOTES, MeasuredFormatError, MeasuredPattern, MeasuredSignalError
 
 MAX_TRAINING_WINDOW_START_DEG = 20.0
 """Latest window start seen in training: 2θ_lo ~ U(5°, 20°) (A.1, measurement windowing)."""
@@ -104,15 +104,26 @@ def measurement_wavelength(
 ) -> tuple[float, list[str]]:
     """The wavelength the pattern was measured at: ``wavelength_angstrom`` if given, else the file's, else
     :data:`ASSUMED_WAVELENGTH_ANGSTROM` (Cu Kα); and a warning when it was assumed, or when the given and the
-    file's disagree."""
+    file's disagree.
+
+    Raises:
+        MeasuredFormatError: none is given and the file states one that cannot be read (a ``<kAlpha1>`` of
+            ``1,5406``): that file says it is not Cu by default, so nothing is assumed.
+    """
     measured = wavelength_angstrom if wavelength_angstrom is not None else pattern.wavelength_angstrom
     if measured is None:
         unreadable = pattern.metadata.get("wavelength_unreadable")
+        if unreadable:
+            raise MeasuredFormatError(
+                pattern.source,
+                f"the file's wavelength cannot be read (its {unreadable})",
+                "Give it with --wavelength on the command line (e.g. --wavelength 1.5406 or CuKa1) or "
+                "wavelength_angstrom= in Python",
+            )
         return ASSUMED_WAVELENGTH_ANGSTROM, [
-            "the file states no wavelength"
-            + (f" (its {unreadable})" if unreadable else "")
-            + f": read as Cu Kα ({ASSUMED_WAVELENGTH_ANGSTROM} Å), the laboratory default; if it was measured "
-            "with another source give it with --wavelength (e.g. MoKa, 0.7093; wavelength_angstrom= in Python)"
+            f"the file states no wavelength: read as Cu Kα ({ASSUMED_WAVELENGTH_ANGSTROM} Å), the laboratory "
+            "default; if it was measured with another source give it with --wavelength (e.g. MoKa, 0.7093; "
+            "wavelength_angstrom= in Python)"
         ]
     if (
         wavelength_angstrom is not None
@@ -859,6 +870,7 @@ def to_model_grid(
             :data:`MAJORITY_NEGATIVE_FRACTION` of them negative, or nothing positive or nothing varying
             inside the model's 2θ range; or too little measured: a window narrower than
             :data:`MIN_MEASURED_WINDOW_DEG` or fewer than :data:`MIN_MEASURED_POINTS` points on the grid.
+        MeasuredFormatError: the file states a wavelength that cannot be read and none was given.
         ValueError: bad grid arguments, or the measured range does not overlap the grid.
     """
     if not (n_bins >= 1 and two_theta_max_deg > two_theta_min_deg):

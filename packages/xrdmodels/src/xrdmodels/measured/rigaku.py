@@ -78,6 +78,7 @@ def _chosen_scan(path: Path, axes: list[str], unit: str) -> int:
 
 
 def _note_other_scans(metadata: dict[str, str], count: int, read: int, unit: str) -> None:
+    """Name the scan read (0-based `read`, counted 1-based in the note) where a file holds `count` of them."""
     if count > 1:
         metadata["scans_in_file"] = str(count)
         add_reader_note(
@@ -117,12 +118,13 @@ def read_ras(path: Path, max_bytes: int) -> MeasuredPattern:
             header[match.group(1)] = match.group(2)
     if in_data:  # a file cut short keeps the rows of its last scan
         scans.append((header, rows))
-    scans = [scan for scan in scans if scan[1]]
-    if not scans:
+    # A scan without rows cannot be read, but keeps its place in the count.
+    axes = [h.get("MEAS_SCAN_AXIS_X", "") if r else "(no data rows)" for h, r in scans]
+    if not any(r for _, r in scans):
         raise MeasuredFormatError(
             path, "no data rows after *RAS_INT_START", "Is this a complete Rigaku RAS file?"
         )
-    read = _chosen_scan(path, [h.get("MEAS_SCAN_AXIS_X", "") for h, _ in scans], "scan")
+    read = _chosen_scan(path, axes, "scan")
     header, rows = scans[read]
     two_theta, intensity = _rigaku_columns(path, parse_numeric_rows(path, rows, "RAS data"), "RAS data")
     wavelength, metadata = _rigaku_wavelength(header)
@@ -169,9 +171,19 @@ def read_rasx(path: Path, max_bytes: int) -> MeasuredPattern:
             profiles = sorted((n for n in names if _RASX_PROFILE.fullmatch(n)), key=numbered)
             if not profiles:
                 raise MeasuredFormatError(path, "no Data*/Profile*.txt member", "Is this a Rigaku RASX file?")
-            conditions = [_rasx_values(path, archive, names, p) for p in profiles]
-            read = _chosen_scan(path, [c.get("AxisName", "") for c in conditions], "data set")
-            profile, values = profiles[read], conditions[read]
+            conditions: list[dict[str, str] | None] = []
+            problems: list[MeasuredFormatError] = []  # one data set's unreadable conditions spoil only it
+            for candidate in profiles:
+                try:
+                    conditions.append(_rasx_values(path, archive, names, candidate))
+                except MeasuredFormatError as exc:
+                    conditions.append(None)
+                    problems.append(exc)
+            if problems and all(c is None for c in conditions):
+                raise problems[0]
+            axes = [c.get("AxisName", "") if c is not None else "(unreadable conditions)" for c in conditions]
+            read = _chosen_scan(path, axes, "data set")
+            profile, values = profiles[read], conditions[read] or {}
             rows = NumericRows(path, profile)
             with archive.text_lines(profile) as lines:
                 for line_no, line in enumerate(lines, start=1):

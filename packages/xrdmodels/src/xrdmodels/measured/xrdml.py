@@ -90,15 +90,33 @@ def read_xrdml(path: Path, max_bytes: int) -> MeasuredPattern:
     ]
     if not scans:
         raise MeasuredFormatError(path, "no <scan> with <dataPoints>", "The measurement holds no data")
-    candidates = []  # (index, scan, 2θ, intensity, raw counts) of the scans that vary 2θ
+    candidates = []  # (index, scan, 2θ, intensity, raw counts) of the scans that vary 2θ and read
+    problems: list[MeasuredFormatError] = []  # why the 2θ scans that did not read did not
     for index, candidate in enumerate(scans):
         candidate_points = xml_child(candidate, "dataPoints")
         assert candidate_points is not None
-        values, raw = _scan_intensity(path, candidate_points)
-        positions = _scan_two_theta(path, candidate_points, values.size)
-        if positions is not None:
-            candidates.append((index, candidate, positions, values, raw))
+        try:
+            values, raw = _scan_intensity(path, candidate_points)
+            positions = _scan_two_theta(path, candidate_points, values.size)
+            if positions is None:
+                continue
+            if values.size < 2:
+                raise MeasuredFormatError(
+                    path, f"the scan has {values.size} intensity value(s)", "The scan holds no data"
+                )
+            if positions.size != values.size:
+                raise MeasuredFormatError(
+                    path,
+                    f"{positions.size} 2Theta positions for {values.size} intensities",
+                    "The file is corrupt",
+                )
+        except MeasuredFormatError as exc:
+            problems.append(exc)
+            continue
+        candidates.append((index, candidate, positions, values, raw))
     if not candidates:
+        if problems:
+            raise problems[0]
         axes = ", ".join(sorted({repr(s.get("scanAxis")) for s in scans}))
         raise MeasuredFormatError(
             path,
@@ -111,12 +129,6 @@ def read_xrdml(path: Path, max_bytes: int) -> MeasuredPattern:
     points = xml_child(scan, "dataPoints")
     assert points is not None
     n = intensity.size
-    if n < 2:
-        raise MeasuredFormatError(path, f"the scan has {n} intensity value(s)", "The scan holds no data")
-    if two_theta.size != n:
-        raise MeasuredFormatError(
-            path, f"{two_theta.size} 2Theta positions for {n} intensities", "The file is corrupt"
-        )
 
     metadata: dict[str, str] = {"intensity_unit": "counts"}
     if raw_counts:
@@ -147,15 +159,15 @@ def read_xrdml(path: Path, max_bytes: int) -> MeasuredPattern:
     metadata["scan_axis"] = scan.get("scanAxis", "")
     if len(scans) > 1:
         metadata["scans_in_file"] = str(len(scans))
-        metadata["scan_read"] = str(index)
+        metadata["scan_read"] = str(index + 1)
         described = [
             f"{i + 1} ({s.get('scanAxis', '?')}, {s.get('status', 'no status')})" for i, s in enumerate(scans)
         ]
         add_reader_note(
             metadata,
             f"the file holds {len(scans)} scans; scan {described[index]} was read, the first completed one that "
-            f"steps 2θ, not {', '.join(d for i, d in enumerate(described) if i != index)}: export a scan on its own "
-            "to read another",
+            f"steps 2θ and reads, not {', '.join(d for i, d in enumerate(described) if i != index)}: export a scan "
+            "on its own to read another",
         )
     order = np.argsort(two_theta, kind="stable")
     return MeasuredPattern(two_theta[order], intensity[order], wavelength, str(path), metadata)
