@@ -717,10 +717,24 @@ def test_phase_memory_keeps_the_banks_training_phases_in_every_checkpoint(stores
     store = SimpleNamespace(url="mem.zarr", bank_url=None, storage_options=None)
     with pytest.raises(ValueError, match="mem.zarr records no bank_url.*xrdmodels add-memory"):
         train_module.training_memory(store, None, 1.5406)
-    store = SimpleNamespace(url="mem.zarr", bank_url=str(tmp_path / "nowhere.zarr"), storage_options=None)
+    store = SimpleNamespace(
+        url="mem.zarr", bank_url=str(tmp_path / "nowhere.zarr"), attrs={}, storage_options=None
+    )
     with pytest.raises(ValueError, match="phase_memory: the bank of mem.zarr: .*nowhere.zarr"):
         grid = SimpleNamespace(two_theta_min_deg=5.0, two_theta_max_deg=90.0, n_bins=512)
         train_module.training_memory(store, grid, 1.5406)
+    # A bank rebuilt at the store's bank path is not the one the mixtures came from.
+    model_grid = SimpleNamespace(
+        **{k: state["model_config"][k] for k in ("two_theta_min_deg", "two_theta_max_deg")}
+    )
+    model_grid.n_bins = state["model_config"]["n_bins"]
+    store = SimpleNamespace(
+        url="mem.zarr", bank_url=bank, attrs={"bank_fingerprint": "0ther"}, storage_options=None
+    )
+    with pytest.raises(
+        ValueError, match=r"bank.zarr \(fingerprint \w+\) is not the bank the mixtures were written"
+    ):
+        train_module.training_memory(store, model_grid, state["data"]["wavelength_angstrom"])
 
 
 def test_keep_step_checkpoints_keeps_the_newest_across_a_resume(stores, tmp_path):

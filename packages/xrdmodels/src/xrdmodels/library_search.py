@@ -458,7 +458,11 @@ class SpectralLibrary:
         profiles: float32 (M, n_bins), the stored clean profiles; :meth:`templates` gives the search templates.
         reflections: the phases' reflections for the axis-by-axis refinement (None for a bank without them).
         splits: str (M,), per phase its split in the bank (``entries/split``: train, val or test), or None.
+        fingerprint: the bank's ``fingerprint`` attribute (what mixture stores record as ``bank_fingerprint``),
+            or None.
     """
+
+    fingerprint: str | None = None
 
     def __init__(
         self,
@@ -543,6 +547,8 @@ class SpectralLibrary:
         )
         # Only the axis-by-axis refinement needs the reflections: read them when it first asks.
         library._reflection_reader = partial(_read_reflections, group, keep)
+        fingerprint = group.attrs.get("fingerprint")
+        library.fingerprint = None if fingerprint is None else str(fingerprint)
         return library
 
     @property

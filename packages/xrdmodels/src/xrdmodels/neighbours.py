@@ -236,20 +236,27 @@ def bank_memory(
     split: str,
     grid: tuple[float, float, int, float],
     storage_options: dict | None = None,
+    fingerprint: str | None = None,
 ) -> tuple[ReferencePhases, dict[str, Any]]:
     """A model's memory of ``bank``'s read phases of ``split`` (``all``: every read phase), checked against the
     model's ``grid``: the phases and their checkpoint entry (:meth:`ReferencePhases.to_checkpoint`).
-    ``storage_options``: fsspec options of a remote ``bank`` (:meth:`SpectralLibrary.open`).
+    ``storage_options``: fsspec options of a remote ``bank`` (:meth:`SpectralLibrary.open`). ``fingerprint``: the
+    bank a training store records (``bank_fingerprint``), which the bank read must be where both are known.
 
     Raises:
         LibraryFormatError: ``bank`` is not a usable bank store.
-        ValueError: an unknown split, a bank that records no splits or holds no read phase of ``split``, or a
-            bank on another grid than the model's.
+        ValueError: an unknown split, a bank that records no splits or holds no read phase of ``split``, a bank
+            on another grid than the model's, or another bank than ``fingerprint`` names.
     """
     if split not in MEMORY_SPLITS:
         raise ValueError(f"split {split!r} is not one of {', '.join(MEMORY_SPLITS)}")
     library = SpectralLibrary.open(bank, storage_options)
     where = redact_url(bank)
+    if fingerprint and library.fingerprint and library.fingerprint != fingerprint:
+        raise ValueError(
+            f"{where} (fingerprint {library.fingerprint}) is not the bank the mixtures were written from "
+            f"({fingerprint}): it was rebuilt or replaced since"
+        )
     if split == "all":
         keep = np.ones(len(library), dtype=bool)
     elif library.splits is None:

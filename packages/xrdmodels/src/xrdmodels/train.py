@@ -215,7 +215,13 @@ def training_memory(
         wavelength_angstrom,
     )
     try:
-        references, entry = bank_memory(bank, "train", grid, remote_options(bank, store.storage_options))
+        references, entry = bank_memory(
+            bank,
+            "train",
+            grid,
+            remote_options(bank, store.storage_options),
+            store.attrs.get("bank_fingerprint"),
+        )
     except ValueError as exc:
         raise ValueError(f"phase_memory: the bank of {store.url}: {exc}; {fix}") from None
     log.info("phase memory: %d training phases of %s in every checkpoint", len(references), references.source)
