@@ -17,9 +17,10 @@ from reference_f1 import expected_f1_size_by_counting
 from store_factory import StoreSpec, write_store
 
 from xrdmodels.checkpoint import load_checkpoint
-from xrdmodels.cli import _LINES_ANGSTROM, _wavelength, main
+from xrdmodels.cli import _wavelength, main
 from xrdmodels.config import preset
 from xrdmodels.data import MixtureStore, to_batch
+from xrdmodels.measured.common import LINES_ANGSTROM
 from xrdmodels.measured_eval import (
     MeasuredScore,
     markdown,
@@ -436,10 +437,10 @@ def test_predict_refuses_an_unwritable_plot_folder_before_predicting(tmp_path) -
 def test_wavelength_lines_agree_with_pymatgen() -> None:
     from pymatgen.analysis.diffraction.xrd import WAVELENGTHS
 
-    assert set(_LINES_ANGSTROM) == set(WAVELENGTHS)
-    for name, value in _LINES_ANGSTROM.items():
+    assert set(LINES_ANGSTROM) == set(WAVELENGTHS)
+    for name, value in LINES_ANGSTROM.items():
         assert value == pytest.approx(WAVELENGTHS[name], abs=1e-6)
-    assert np.isfinite(list(_LINES_ANGSTROM.values())).all()
+    assert np.isfinite(list(LINES_ANGSTROM.values())).all()
     assert _wavelength(" mokb1") == _wavelength("MoKb1") == WAVELENGTHS["MoKb1"]  # names in any case
     assert _wavelength("0.7093") == 0.7093
 

@@ -127,8 +127,19 @@ def test_sparse_rruff_pattern_is_flagged_mostly_empty() -> None:
     assert dense.warnings == []
 
 
-def test_autoanalyzer_files_state_no_wavelength_and_are_read_as_cu_with_a_warning() -> None:
+def test_autoanalyzer_files_name_their_anode_only() -> None:
+    """'# radiation: Cu K-alpha (repo default...)': no number, but the anode: its Kα mean."""
     pattern = read_pattern(_require_experimental() / "xrd_autoanalyzer" / "MnO.xy")
+    assert pattern.wavelength_angstrom == CU_KA
+    assert pattern.metadata["wavelength_kind"] == "K-alpha weighted mean of the anode the header names"
+
+
+def test_a_file_that_states_no_wavelength_is_read_as_cu_with_a_warning(tmp_path: Path) -> None:
+    two_theta, intensity = _reference_scan()
+    (tmp_path / "plain.xy").write_text(
+        "\n".join(f"{x} {y}" for x, y in zip(two_theta, intensity, strict=True))
+    )
+    pattern = read_pattern(tmp_path / "plain.xy")
     assert pattern.wavelength_angstrom is None
     assumed = to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
     stated = to_model_grid(pattern, wavelength_angstrom=CU_KA, model_wavelength_angstrom=CU_KA, **GRID)
@@ -328,11 +339,14 @@ def test_text_header_wavelength_forms(tmp_path: Path) -> None:
         assert read_pattern(tmp_path / "nm.xy").wavelength_angstrom == pytest.approx(1.54056)
     for header, expected in (
         ("# wavelength 2theta intensity", None),  # a column list, not λ = 2 Å
-        ("# Radiation: Cu Ka1,2", None),  # the doublet named, not Kα1 = 2 Å
+        ("# Radiation: Cu Ka1,2", CU_KA),  # the doublet named: Cu's Kα mean, not Kα1 = 2 Å
         ("# Cu Kα1,2 radiation, λ = 1.5418 Å", 1.5418),
         ("# Mo source, wavelength: 0.7093.", 0.7093),
         ("# Ka1 = 1.5406Ang", 1.5406),
         ("# lambda (unmonochromated): 1.5418", 1.5418),  # "nm" inside a word is no unit
+        ('\'Id: "" Operator: "Lab" Anode: "Co" Scantype: "Coupled TwoTheta/Theta"', 1.79026),  # EVA
+        ("Anode material,Mo", 0.71073),  # the anode named, no number: its Kα mean
+        ("# Sample: FeKaolinite", None),
     ):
         (tmp_path / "h.xy").write_text(f"{header}\n{body}\n")
         assert read_pattern(tmp_path / "h.xy").wavelength_angstrom == (

@@ -15,7 +15,6 @@ import click
 from pydantic import ValidationError
 
 from .config import (
-    CU_KA_ANGSTROM,
     DEFAULT_EXPECTED_PHASES,
     DEFAULT_LIBRARY_CELL_SCAN,
     DEFAULT_MEMORY_CELL_SCAN,
@@ -23,6 +22,7 @@ from .config import (
     MAX_PHASES,
     parse_storage_options,
 )
+from .measured.common import LINES_ANGSTROM
 
 
 def _fail(message: str) -> None:
@@ -699,35 +699,7 @@ def score_measured_cmd(
     click.echo(f"score-measured: {len(scores)} files scored, {len(failures)} failed -> {out_dir}")
 
 
-_LINES_ANGSTROM = {
-    # pymatgen's table (pymatgen.analysis.diffraction.xrd.WAVELENGTHS, which xrdsynth's bank uses; the tests
-    # compare): Kα the weighted doublet, then Kα1, Kα2 and Kβ1.
-    "CuKa": CU_KA_ANGSTROM,
-    "CuKa1": 1.54056,
-    "CuKa2": 1.54439,
-    "CuKb1": 1.39222,
-    "MoKa": 0.71073,
-    "MoKa1": 0.70930,
-    "MoKa2": 0.71359,
-    "MoKb1": 0.63229,
-    "CoKa": 1.79026,
-    "CoKa1": 1.78896,
-    "CoKa2": 1.79285,
-    "CoKb1": 1.63079,
-    "FeKa": 1.93735,
-    "FeKa1": 1.93604,
-    "FeKa2": 1.93998,
-    "FeKb1": 1.75661,
-    "CrKa": 2.29100,
-    "CrKa1": 2.28970,
-    "CrKa2": 2.29361,
-    "CrKb1": 2.08487,
-    "AgKa": 0.560885,
-    "AgKa1": 0.559421,
-    "AgKa2": 0.563813,
-    "AgKb1": 0.497082,
-}
-_LINES_BY_LOWER = {name.lower(): value for name, value in _LINES_ANGSTROM.items()}
+_LINES_BY_LOWER = {name.lower(): value for name, value in LINES_ANGSTROM.items()}
 
 
 def _wavelength(text: str | None) -> float | None:
@@ -738,7 +710,7 @@ def _wavelength(text: str | None) -> float | None:
     try:
         value = float(text)
     except ValueError:
-        _fail(f"--wavelength {text!r}: give Å or one of {', '.join(_LINES_ANGSTROM)} (any case)")
+        _fail(f"--wavelength {text!r}: give Å or one of {', '.join(LINES_ANGSTROM)} (any case)")
     if not 0.05 <= value <= 5:
         _fail(f"--wavelength {value} Å is outside the X-ray range 0.05-5 Å")
     return value

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import CU_KA_ANGSTROM
+
 DEFAULT_MAX_PATTERN_BYTES = 64 * 2**20
 """Largest file (or sum of zip members read) accepted as one pattern: 64 MiB, about 3 million lines of
 '2θ intensity' text, far beyond a powder scan; it bounds the memory of the XML readers, which need several
@@ -27,6 +29,37 @@ WAVELENGTH_PLAUSIBLE_ANGSTROM = (0.05, 5.0)
 WEIGHTED_MEAN = "K-alpha weighted mean"
 KALPHA1 = "K-alpha1"
 STATED = "stated"
+ANODE_NAMED = "K-alpha weighted mean of the anode the header names"
+LINES_ANGSTROM = {
+    # pymatgen's table (pymatgen.analysis.diffraction.xrd.WAVELENGTHS, which xrdsynth's bank uses; the tests
+    # compare): Kα the weighted doublet, then Kα1, Kα2 and Kβ1.
+    "CuKa": CU_KA_ANGSTROM,
+    "CuKa1": 1.54056,
+    "CuKa2": 1.54439,
+    "CuKb1": 1.39222,
+    "MoKa": 0.71073,
+    "MoKa1": 0.70930,
+    "MoKa2": 0.71359,
+    "MoKb1": 0.63229,
+    "CoKa": 1.79026,
+    "CoKa1": 1.78896,
+    "CoKa2": 1.79285,
+    "CoKb1": 1.63079,
+    "FeKa": 1.93735,
+    "FeKa1": 1.93604,
+    "FeKa2": 1.93998,
+    "FeKb1": 1.75661,
+    "CrKa": 2.29100,
+    "CrKa1": 2.28970,
+    "CrKa2": 2.29361,
+    "CrKb1": 2.08487,
+    "AgKa": 0.560885,
+    "AgKa1": 0.559421,
+    "AgKa2": 0.563813,
+    "AgKb1": 0.497082,
+}
+"""X-ray tube lines in Å by name (``CuKa``, ``MoKa1``, ...), for ``--wavelength`` and for headers that name an
+anode without a number."""
 
 
 class MeasuredFormatError(ValueError):
@@ -170,7 +203,8 @@ def stated_wavelength(value: float | None) -> tuple[float | None, dict[str, str]
 def wavelength_from_header(lines: list[str]) -> tuple[float | None, dict[str, str]]:
     """Find a wavelength stated in free-text header/comment lines: ``Ka1=``, ``K-Alpha1 wavelength,`` (a
     PANalytical CSV export) with Kα2 and the ``Ratio K-Alpha2/K-Alpha1`` beside it, else ``wavelength``,
-    ``lambda`` or ``λ`` with a value; in Å unless nm is stated (``Wavelength (nm): 0.154056``, ``0.154 nm``)."""
+    ``lambda`` or ``λ`` with a value, in Å unless nm is stated (``Wavelength (nm): 0.154056``, ``0.154 nm``);
+    else, where the header names the anode (``Anode: "Co"``, ``Cu K-alpha``), that anode's Kα mean."""
     text = "\n".join(lines)
 
     def find(pattern: str) -> float | None:
@@ -202,9 +236,23 @@ def wavelength_from_header(lines: list[str]) -> tuple[float | None, dict[str, st
         )
         ratio = float(ratio_match.group(1)) if ratio_match else None
         return wavelength_metadata(kalpha1, kalpha2, ratio)
-    return stated_wavelength(
+    stated = stated_wavelength(
         find(r"(?:wavelength|lambda|λ)\s*(?:\((?P<unit_before>[^)]*)\))?\s*[=:,]?\s*" + number)
     )
+    if stated[0] is not None:
+        return stated
+    # No number, but the anode named ("Anode: \"Co\"" in a DIFFRAC.EVA export, "Anode material,Mo", "Cu K-alpha"):
+    # its Kα mean, which is what a lab tube without a monochromator gives.
+    anode = re.search(
+        r"\banode(?:\s+material)?\s*[:=,]?\s*[\"']?(cu|co|mo|fe|cr|ag)\b|\b(cu|co|mo|fe|cr|ag)[\s-]*k[\s-]*(?:alpha|α|a)"
+        r"(?![b-z])",
+        text,
+        flags=re.IGNORECASE,
+    )
+    if anode is None:
+        return None, {}
+    name = (anode.group(1) or anode.group(2)).capitalize()
+    return LINES_ANGSTROM[f"{name}Ka"], {"wavelength_kind": ANODE_NAMED, "anode": name}
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import preset
+from ..config import CU_KA_ANGSTROM, preset
 from .common import READER_NOTES, MeasuredFormatError, MeasuredPattern, MeasuredSignalError
 
 MAX_TRAINING_WINDOW_START_DEG = 20.0
@@ -96,7 +96,7 @@ def convert_two_theta_deg(
 #: The wavelength a pattern is read at when its file states none and none is given (Å): Cu Kα, the Kα1/Kα2 mean
 #: (pymatgen's "CuKa"). Laboratory powder work is mostly Cu and plain two-column exports rarely say so; the
 #: field's tools assume it likewise (pymatgen's XRDCalculator, XRD-AutoAnalyzer). A warning says it was assumed.
-ASSUMED_WAVELENGTH_ANGSTROM = 1.54184
+ASSUMED_WAVELENGTH_ANGSTROM = CU_KA_ANGSTROM
 
 
 def measurement_wavelength(
