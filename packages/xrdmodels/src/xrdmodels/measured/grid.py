@@ -668,9 +668,9 @@ def resample(
     """(n_bins,) float64 values, 0 outside ``window``: each window bin gets the average over the bin (over
     its measured part at the ends of the range) of the linear interpolation of the points, so a peak's area
     is kept whatever its width and however the points fall in the bins, as in training, where every bin
-    holds the integral of the profile over it (docs/physics.md). With two or more points per bin that is
-    the bin average of the measured curve; a bin with fewer gets (about) the interpolation at its centre, and
-    a warning says so when more than :data:`INTERPOLATED_WARNING_FRACTION` of the window has fewer."""
+    holds the integral of the profile over it (docs/physics.md). With points in a bin that is the bin average
+    of the measured curve; a bin with none (a step coarser than the bin) gets the interpolation across it, and
+    a warning says so when more than :data:`INTERPOLATED_WARNING_FRACTION` of the window has none."""
     first, end = window
     bin_index = np.floor((two_theta_deg - two_theta_min_deg) / bin_width_deg).astype(np.int64)
     on_grid = (bin_index >= 0) & (bin_index < n_bins)
@@ -680,8 +680,8 @@ def resample(
     integral = integral_of_interpolant(two_theta_deg, intensity, edges)
     values = np.zeros(n_bins, dtype=np.float64)
     values[first:end] = np.diff(integral) / np.diff(edges)
-    averaged = counts[first:end] >= 2
-    n_interpolated = int(np.count_nonzero(~averaged))
+    # One point in a bin is measured there (a 0.05° step on 0.056° bins): only empty bins are interpolated.
+    n_interpolated = int(np.count_nonzero(counts[first:end] == 0))
     if n_interpolated > INTERPOLATED_WARNING_FRACTION * (end - first):
         return values, [
             f"{n_interpolated} of {end - first} window bins were interpolated: the measurement step is "
