@@ -730,8 +730,8 @@ def test_bruker_brml_columns_from_data_views(tmp_path: Path) -> None:
 
 
 def test_bruker_brml_absorber_is_already_in_the_counts(tmp_path: Path) -> None:
-    """The AbsorptionFactor column records an absorber the stored counts already include (a real file's counts run
-    smoothly across a switch from 1 to 8.3; GSAS-II does not apply it): not multiplied again."""
+    """The AbsorptionFactor column records an absorber the stored counts already include (a public BRML reader
+    reports a real file whose counts run smoothly across a switch from 1 to 8.3; GSAS-II does not apply it): not multiplied again."""
     two_theta, intensity = _reference_scan(70)
     counts = np.round(intensity)
     absorber = np.where(intensity > np.percentile(intensity, 90), 8.3, 1.0)

@@ -81,8 +81,9 @@ def read_brml(path: Path, max_bytes: int) -> MeasuredPattern:
     ``DataRoute`` holds one comma-separated ``Datum`` per point whose columns are located from
     ``DataViews`` (``MeasuredTime``, the varying view's ``TwoTheta`` field, the recorded counts). Intensity =
     counts / measured time (counts per second). The ``AbsorptionFactor`` column records an absorber already
-    applied to the stored counts: across a switch of it (1 to 8.3 over a strong peak) a real file's stored
-    series runs smoothly and counts / factor are whole numbers, and GSAS-II's BRML importer does not apply it
+    applied to the stored counts: a public BRML reader reports, from a real file of its own (not in this repo),
+    a stored series that runs smoothly across a switch of it (1 to 8.3 over a strong peak) with counts / factor
+    whole numbers, and GSAS-II's BRML importer does not apply it
     either. A recorded view of more than one channel (a position-sensitive detector's frame per point) is
     refused; of several scans (``RawData*.xml``) the first is read and the others named in the notes."""
     try:

@@ -171,19 +171,23 @@ def read_rasx(path: Path, max_bytes: int) -> MeasuredPattern:
             profiles = sorted((n for n in names if _RASX_PROFILE.fullmatch(n)), key=numbered)
             if not profiles:
                 raise MeasuredFormatError(path, "no Data*/Profile*.txt member", "Is this a Rigaku RASX file?")
-            conditions: list[dict[str, str] | None] = []
-            problems: list[MeasuredFormatError] = []  # one data set's unreadable conditions spoil only it
+            # Conditions are read in order until a data set steps 2θ; one that does not parse spoils only itself.
+            axes: list[str] = []
+            problems: list[MeasuredFormatError] = []
             for candidate in profiles:
                 try:
-                    conditions.append(_rasx_values(path, archive, names, candidate))
+                    values = _rasx_values(path, archive, names, candidate)
                 except MeasuredFormatError as exc:
-                    conditions.append(None)
                     problems.append(exc)
-            if problems and all(c is None for c in conditions):
+                    axes.append("(unreadable conditions)")
+                    continue
+                axes.append(values.get("AxisName", ""))
+                if _is_two_theta_axis(axes[-1]):
+                    break
+            if len(problems) == len(profiles):
                 raise problems[0]
-            axes = [c.get("AxisName", "") if c is not None else "(unreadable conditions)" for c in conditions]
             read = _chosen_scan(path, axes, "data set")
-            profile, values = profiles[read], conditions[read] or {}
+            profile = profiles[read]
             rows = NumericRows(path, profile)
             with archive.text_lines(profile) as lines:
                 for line_no, line in enumerate(lines, start=1):

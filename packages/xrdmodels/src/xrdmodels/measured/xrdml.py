@@ -90,7 +90,9 @@ def read_xrdml(path: Path, max_bytes: int) -> MeasuredPattern:
     ]
     if not scans:
         raise MeasuredFormatError(path, "no <scan> with <dataPoints>", "The measurement holds no data")
-    candidates = []  # (index, scan, 2θ, intensity, raw counts) of the scans that vary 2θ and read
+    # Scans are read in order until the first completed one that steps 2θ and reads; the first that steps 2θ and
+    # reads is kept in case none was completed.
+    chosen = None  # (index, scan, 2θ, intensity, raw counts)
     problems: list[MeasuredFormatError] = []  # why the 2θ scans that did not read did not
     for index, candidate in enumerate(scans):
         candidate_points = xml_child(candidate, "dataPoints")
@@ -113,8 +115,12 @@ def read_xrdml(path: Path, max_bytes: int) -> MeasuredPattern:
         except MeasuredFormatError as exc:
             problems.append(exc)
             continue
-        candidates.append((index, candidate, positions, values, raw))
-    if not candidates:
+        completed = candidate.get("status", "Completed") == "Completed"
+        if chosen is None or completed:
+            chosen = (index, candidate, positions, values, raw)
+        if completed:
+            break
+    if chosen is None:
         if problems:
             raise problems[0]
         axes = ", ".join(sorted({repr(s.get("scanAxis")) for s in scans}))
@@ -123,8 +129,7 @@ def read_xrdml(path: Path, max_bytes: int) -> MeasuredPattern:
             f"no scan varies 2Theta (scan axis {axes})",
             "Only 2θ scans (Gonio, 2Theta-Omega, 2Theta) are powder patterns",
         )
-    completed = [c for c in candidates if c[1].get("status", "Completed") == "Completed"]
-    index, scan, two_theta, intensity, raw_counts = (completed or candidates)[0]
+    index, scan, two_theta, intensity, raw_counts = chosen
     owner = next(m for m in measurements if any(s is scan for s in m.iter()))
     points = xml_child(scan, "dataPoints")
     assert points is not None
