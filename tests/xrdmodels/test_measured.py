@@ -347,6 +347,15 @@ def test_text_header_wavelength_forms(tmp_path: Path) -> None:
         ('\'Id: "" Operator: "Lab" Anode: "Co" Scantype: "Coupled TwoTheta/Theta"', 1.79026),  # EVA
         ("Anode material,Mo", 0.71073),  # the anode named, no number: its Kα mean
         ("# Sample: FeKaolinite", None),
+        ("# Wavelength [Å]: 0.7093", 0.7093),  # a unit in brackets, as in parentheses
+        ("# lambda [nm] 0.07093", 0.7093),
+        ("# Mo Ka1 radiation", 0.70930),  # one line of the anode named: that line, not the doublet's mean
+        ("# Radiation: Cu K-alpha1 (Ge monochromator)", 1.54056),
+        ("# Co Ka2 only", 1.79285),
+        ("# Cu Ka1+2", CU_KA),  # the doublet, however it is joined
+        ("# Cu K-alpha1/alpha2", CU_KA),
+        ("# Cu Ka1 and Ka2", CU_KA),
+        ("# Cu Ka12", None),  # no line of that name
     ):
         (tmp_path / "h.xy").write_text(f"{header}\n{body}\n")
         assert read_pattern(tmp_path / "h.xy").wavelength_angstrom == (

@@ -29,6 +29,9 @@ peak positions of the measurement, ``metadata["wavelength_kind"]`` says which on
   :data:`~xrdmodels.config.CU_KA_ANGSTROM`, the paper's λ in (A.1)) puts its peaks at.
 * ``"K-alpha1"`` when only Kα1 is known or the ratio is 0 (monochromated data).
 * ``"stated"`` when the file states one wavelength (synchrotron, text headers).
+* ``"K-alpha weighted mean of the anode the header names"`` when a header names an anode but no number
+  (``Anode: "Co"``, ``Cu K-alpha``): that anode's Kα mean; ``"the line of the anode the header names"`` when
+  it names one line (``Mo Ka1``): that line (:data:`~xrdmodels.measured.common.LINES_ANGSTROM`).
 
 The Kα1/Kα2/ratio values themselves are kept in ``metadata`` (``wavelength_kalpha1_angstrom``, ...). The
 experimental set's ``all_labels.csv`` lists Kα1 for doublet data; pass it as ``wavelength_angstrom`` to

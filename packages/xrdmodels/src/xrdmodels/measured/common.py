@@ -30,6 +30,7 @@ WEIGHTED_MEAN = "K-alpha weighted mean"
 KALPHA1 = "K-alpha1"
 STATED = "stated"
 ANODE_NAMED = "K-alpha weighted mean of the anode the header names"
+LINE_NAMED = "the line of the anode the header names"
 LINES_ANGSTROM = {
     # pymatgen's table (pymatgen.analysis.diffraction.xrd.WAVELENGTHS, which xrdsynth's bank uses; the tests
     # compare): Kα the weighted doublet, then Kα1, Kα2 and Kβ1.
@@ -203,8 +204,9 @@ def stated_wavelength(value: float | None) -> tuple[float | None, dict[str, str]
 def wavelength_from_header(lines: list[str]) -> tuple[float | None, dict[str, str]]:
     """Find a wavelength stated in free-text header/comment lines: ``Ka1=``, ``K-Alpha1 wavelength,`` (a
     PANalytical CSV export) with Kα2 and the ``Ratio K-Alpha2/K-Alpha1`` beside it, else ``wavelength``,
-    ``lambda`` or ``λ`` with a value, in Å unless nm is stated (``Wavelength (nm): 0.154056``, ``0.154 nm``);
-    else, where the header names the anode (``Anode: "Co"``, ``Cu K-alpha``), that anode's Kα mean."""
+    ``lambda`` or ``λ`` with a value, in Å unless nm is stated (``Wavelength (nm): 0.154056``, ``[nm]``,
+    ``0.154 nm``); else, where the header names the anode (``Anode: "Co"``, ``Cu K-alpha``), that anode's Kα mean,
+    or the line it names (``Mo Ka1``)."""
     text = "\n".join(lines)
 
     def find(pattern: str) -> float | None:
@@ -225,7 +227,9 @@ def wavelength_from_header(lines: list[str]) -> tuple[float | None, dict[str, st
     number = r"(?P<value>\d+\.\d*|\.\d+|\d+)(?=\s|$|[^\w.]|\.(?!\d)|nm\b|å|a\b|ang)\s*(?P<unit_after>nm\b)?"
     # "Ka1 = 1.5406", or a PANalytical CSV's "K-Alpha1 wavelength,1.5405980": a comma only after the word, as
     # "Cu Ka1,2" names the doublet.
-    value = r"(?:\s*wavelength\s*(?:\((?P<unit_before>[^)]*)\))?\s*[=:,]|\s*[=:])\s*" + number
+    # A unit before the value in parentheses or brackets: "Wavelength (nm):", "Wavelength [Å]:".
+    unit_before = r"(?:[(\[](?P<unit_before>[^)\]]*)[)\]])?"
+    value = r"(?:\s*wavelength\s*" + unit_before + r"\s*[=:,]|\s*[=:])\s*" + number
     kalpha1 = find(kalpha + "1" + value)
     if kalpha1 is not None:
         kalpha2 = find(kalpha + "2" + value)
@@ -236,22 +240,26 @@ def wavelength_from_header(lines: list[str]) -> tuple[float | None, dict[str, st
         )
         ratio = float(ratio_match.group(1)) if ratio_match else None
         return wavelength_metadata(kalpha1, kalpha2, ratio)
-    stated = stated_wavelength(
-        find(r"(?:wavelength|lambda|λ)\s*(?:\((?P<unit_before>[^)]*)\))?\s*[=:,]?\s*" + number)
-    )
+    stated = stated_wavelength(find(r"(?:wavelength|lambda|λ)\s*" + unit_before + r"\s*[=:,]?\s*" + number))
     if stated[0] is not None:
         return stated
     # No number, but the anode named ("Anode: \"Co\"" in a DIFFRAC.EVA export, "Anode material,Mo", "Cu K-alpha"):
-    # its Kα mean, which is what a lab tube without a monochromator gives.
+    # its Kα mean, which is what a lab tube without a monochromator gives; where the header names one line of it
+    # ("Mo Ka1 radiation", "Cu K-alpha1 (Ge monochromator)"), that line ("Cu Ka1,2" names the doublet: the mean).
     anode = re.search(
-        r"\banode(?:\s+material)?\s*[:=,]?\s*[\"']?(cu|co|mo|fe|cr|ag)\b|\b(cu|co|mo|fe|cr|ag)[\s-]*k[\s-]*(?:alpha|α|a)"
-        r"(?![b-z])",
+        r"\banode(?:\s+material)?\s*[:=,]?\s*[\"']?(?P<anode>cu|co|mo|fe|cr|ag)\b"
+        r"|\b(?P<tube>cu|co|mo|fe|cr|ag)[\s-]*"
+        + kalpha
+        + r"(?:1\s*(?:[,+/&]|and)\s*(?:k?\s*-?\s*(?:a|α|alpha)\s*-?\s*)?2|(?P<line>[12]))?(?![b-z\d])",
         text,
         flags=re.IGNORECASE,
     )
     if anode is None:
         return None, {}
-    name = (anode.group(1) or anode.group(2)).capitalize()
+    name = (anode.group("anode") or anode.group("tube")).capitalize()
+    if anode.group("line"):
+        line = f"{name}Ka{anode.group('line')}"
+        return LINES_ANGSTROM[line], {"wavelength_kind": LINE_NAMED, "anode": name, "line": line}
     return LINES_ANGSTROM[f"{name}Ka"], {"wavelength_kind": ANODE_NAMED, "anode": name}
 
 
