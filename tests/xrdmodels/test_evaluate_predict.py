@@ -829,6 +829,10 @@ def test_the_set_size_reads_the_probabilities_at_the_expected_number_of_phases(t
     }
     assert predict_module.training_mean_phases(state) == 3.0
     assert predict_module.training_mean_phases(_fixed_state()) == pytest.approx(2.4)
+    assert (
+        predict_module.training_max_phases(state) == 3
+        and predict_module.training_max_phases(_fixed_state()) == 5
+    )
     with pytest.raises(ValueError, match="my.pt: its training recipe's phase_count_probabilities"):
         predict_module.training_mean_phases({"data": {"recipe": {"phase_count_probabilities": "x"}}}, "my.pt")
     for bad in ("0.5", "6", "many"):
@@ -1112,3 +1116,46 @@ def test_paired_changes_count_each_file_once_per_direction() -> None:
     assert paired_changes(base, other, 1) == (1, 2)  # gained file 3; lost files 1 and 4
     assert paired_changes(base, other, 3) == (1, 2)  # gained file 3; lost files 2 and 4
     assert paired_changes(base, base, 3) == (0, 0)
+
+
+def test_the_expected_f1_set_is_no_larger_than_a_training_mixture(tmp_path, monkeypatch) -> None:
+    """A checkpoint trained on single-phase patterns only (K* = 1): read at 5 phases per sample, FIXED_PRESENCE's
+    probabilities call for a set of 3 under A.1's mix (the test above), yet no training label named more than one
+    group, so the set keeps one; the ranking is the same."""
+    import xrdmodels.predict as predict_module
+
+    state = {
+        **_fixed_state(),
+        "data": {**_fixed_state()["data"], "recipe": {"phase_count_probabilities": [1, 0, 0, 0, 0]}},
+    }
+    monkeypatch.setattr(
+        predict_module, "load_model", lambda checkpoint, device="cpu": (FixedPresenceModel(), state)
+    )
+    (tmp_path / "fixed.pt").write_bytes(b"not read: load_model is replaced")
+    pattern = _write_xy(tmp_path / "sample.xy", _peaks())
+    result = CliRunner().invoke(
+        main,
+        [
+            "predict",
+            str(tmp_path / "fixed.pt"),
+            str(pattern),
+            "--wavelength",
+            "CuKa",
+            "--expected-phases",
+            "5",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "at most as many groups as a training mixture's most phases" in result.output
+    chosen = json.loads(
+        CliRunner()
+        .invoke(
+            main,
+            ["predict", str(tmp_path / "fixed.pt"), str(pattern), "--wavelength", "CuKa", "--json"]
+            + ["--expected-phases", "5"],
+        )
+        .stdout
+    )["predictions"][0]
+    assert len(chosen["predicted_set"]) == 1 and chosen["predicted_set"] == [
+        chosen["ranked"][0]["spacegroup"]
+    ]

@@ -531,3 +531,13 @@ def test_expected_f1_of_all_230_groups_against_counting() -> None:
     assert M.expected_f1_set_size(q) == expected_f1_size_by_counting(q) == int(np.argmax(values)) + 1
     # Flat, small probabilities call for large sets: every group, when all 230 are equally unlikely.
     assert M.expected_f1_set_size(np.full(230, 0.02)) == 230
+    # At most max_size: the best k among the first max_size, as counted.
+    assert M.expected_f1_set_size(np.full(230, 0.02), max_size=5) == 5
+    assert M.expected_f1_set_size(q, max_size=1) == 1
+    flat = np.full(40, 0.1)
+    sizes = {m: M.expected_f1_set_size(flat, max_size=m) for m in (3, 10, 40)}
+    assert sizes == {
+        m: int(np.argmax([expected_f1_by_counting(flat, k) for k in range(1, m + 1)])) + 1 for m in sizes
+    }
+    with pytest.raises(ValueError, match="max_size must be at least 1"):
+        M.expected_f1_set_size(q, max_size=0)

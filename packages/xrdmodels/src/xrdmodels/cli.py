@@ -342,11 +342,12 @@ _threshold_option = click.option(
     default=None,
     metavar="NUMBER|validation",
     callback=lambda ctx, param, value: _threshold(value),
-    help="Presence threshold or slot gate: as many groups as have probability (the `probability` column) >= it form the predicted set, "
+    help="Presence threshold or slot gate: as many groups as reach it (a presence model's probability, the "
+    "`probability` column; a phase-cluster model's slot gate, the paper's slot union) form the predicted set, "
     "taken from the top of the ranking; 'validation' takes the one the checkpoint chose on validation (the "
     "paper's operating point, A.1.7). Default: the size of highest expected F1 under the model's probabilities "
     "(xrdmodels.metrics.expected_f1_set_size; for a phase-cluster model, the chance that some slot holds each "
-    "group).",
+    "group), at most the most phases of a training mixture (5).",
 )
 
 
@@ -535,7 +536,8 @@ def predict_cmd(
     memory of its training phases (`xrdmodels add-memory`) also by how surely the training phase it sees nearest
     the pattern names each group, and that phase is shown (--no-memory: the network alone). The predicted set is
     the top of that ranking: as many groups as give the highest expected F1 under the model's probabilities (read
-    at --expected-phases phases per sample), or, with --threshold, as many as score >= it (--threshold validation: the paper's read-out at the checkpoint's
+    at --expected-phases phases per sample; at most as many as a training mixture's most phases), or, with
+    --threshold, as many as reach it (--threshold validation: the paper's read-out at the checkpoint's
     validation threshold or gate). With --library, a search of the bank's phases ranks its space
     groups beside the model's (xrdmodels.library_search), and a third ranking combines the two
     (xrdmodels.combined), whose top, as many groups as the predicted set, is the combined set (the answer to read

@@ -576,7 +576,8 @@ def _set_rule_text(scores: list[MeasuredScore]) -> str:
             phases = sorted({s.expected_phases for s in scores if s.set_rule == rule and s.expected_phases})
             texts.append(
                 "the size of highest expected F1 under the model's probabilities (the default), read at "
-                f"{' / '.join(f'{p:g}' for p in phases) or '?'} phases per sample (--expected-phases)"
+                f"{' / '.join(f'{p:g}' for p in phases) or '?'} phases per sample (--expected-phases), at most a "
+                "training mixture's most phases"
             )
         else:
             thresholds = sorted(

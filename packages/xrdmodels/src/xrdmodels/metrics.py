@@ -160,14 +160,17 @@ def predicted_set(scores: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(scores) >= threshold
 
 
-def expected_f1_set_size(probability: np.ndarray) -> int:
-    """How many groups from the top of a ranking form the set of highest expected F1 for one pattern.
+def expected_f1_set_size(probability: np.ndarray, max_size: int | None = None) -> int:
+    """How many groups from the top of a ranking form the set of highest expected F1 for one pattern, at most
+    ``max_size`` (default: no limit).
 
     ``probability``: (G,) each group's probability of being present, in the ranking's order (for a presence model
     ranked by them alone, descending). Taking the groups as independent, the expected F1 of the top k is computed
     exactly (the decision-theoretic approach to F-measures: Lewis 1995; Jansche 2007; Ye, Chai, Lee & Chieu,
     ICML 2012): no threshold, the size follows from the probabilities themselves. Returns the smallest k >= 1
-    that maximises it: a pattern sent for identification holds at least one phase.
+    that maximises it: a pattern sent for identification holds at least one phase. ``predict`` passes the most
+    phases of a training mixture as ``max_size``: where the probabilities are flat (a scan far narrower than the
+    training windows, a noisy one) the unbounded optimum can name dozens of groups, more than any training label.
 
     With N the number of groups present, E[F1(k)] = E[2·TP / (k + N)] = Σ_{i<=k} q_i E[2 / (k + 1 + N_{-i})], and
     1 / a = ∫_0^1 t^(a-1) dt turns each expectation into an integral of a probability generating function:
@@ -175,9 +178,11 @@ def expected_f1_set_size(probability: np.ndarray) -> int:
     is a polynomial of degree < 2G, which Gauss-Legendre quadrature on G nodes integrates exactly.
 
     Raises:
-        ValueError: no groups, or a probability outside [0, 1].
+        ValueError: no groups, a probability outside [0, 1], or ``max_size`` < 1.
     """
-    return int(np.argmax(expected_f1_of_top_k(probability))) + 1
+    if max_size is not None and max_size < 1:
+        raise ValueError(f"max_size must be at least 1, got {max_size}")
+    return int(np.argmax(expected_f1_of_top_k(probability)[:max_size])) + 1
 
 
 def expected_f1_of_top_k(probability: np.ndarray) -> np.ndarray:

@@ -256,9 +256,9 @@ def check_expected_phases(expected_phases: Any) -> float | str:
     )
 
 
-def training_mean_phases(state: dict[str, Any], checkpoint: str = "the checkpoint") -> float:
-    """Mean number of phases in the checkpoint's training mixtures, Σ k·P(K* = k) of its recorded recipe's
-    ``phase_count_probabilities`` (``data.recipe``); A.1's 2.4 where it records no recipe.
+def training_phase_counts(state: dict[str, Any], checkpoint: str = "the checkpoint") -> np.ndarray:
+    """P(K* = k), k = 1..K, of the checkpoint's training mixtures: its recorded recipe's
+    ``phase_count_probabilities`` (``data.recipe``), normalised; A.1's where it records no recipe.
 
     Raises:
         ValueError: the recorded probabilities are malformed; the message names ``checkpoint``.
@@ -280,7 +280,28 @@ def training_mean_phases(state: dict[str, Any], checkpoint: str = "the checkpoin
             f"{checkpoint}: its training recipe's phase_count_probabilities (data.recipe) must be 1 to {MAX_PHASES} "
             "non-negative numbers that do not all vanish; the file was altered or not written by xrdmodels train"
         )
-    return float(np.arange(1, probabilities.size + 1) @ probabilities / probabilities.sum())
+    return probabilities / probabilities.sum()
+
+
+def training_mean_phases(state: dict[str, Any], checkpoint: str = "the checkpoint") -> float:
+    """Mean number of phases in the checkpoint's training mixtures, Σ k·P(K* = k) (:func:`training_phase_counts`;
+    A.1's 2.4 where it records no recipe).
+
+    Raises:
+        ValueError: the recorded probabilities are malformed; the message names ``checkpoint``.
+    """
+    probabilities = training_phase_counts(state, checkpoint)
+    return float(np.arange(1, probabilities.size + 1) @ probabilities)
+
+
+def training_max_phases(state: dict[str, Any], checkpoint: str = "the checkpoint") -> int:
+    """Most phases in one of the checkpoint's training mixtures (the largest k of P(K* = k) > 0): no training
+    label named more space groups, so the expected-F1 set is never larger.
+
+    Raises:
+        ValueError: the recorded probabilities are malformed; the message names ``checkpoint``.
+    """
+    return int(np.flatnonzero(training_phase_counts(state, checkpoint) > 0)[-1]) + 1
 
 
 #: ``threshold`` (``--threshold``) that asks for the checkpoint's validation operating point (:func:`operating_point`).
@@ -350,8 +371,10 @@ def predict_one(
     calibrated probability n_g (:func:`~xrdmodels.neighbours.neighbour_probability`), p_g where it passes 1, as
     the combined ranking does with a library (:mod:`xrdmodels.combined`). The predicted set is the top of the
     ranking. Its size: with ``threshold`` (a number, or "validation": the checkpoint's validation threshold or
-    gate, the paper's operating point), as many groups as score >= the threshold; else the size of highest
-    expected F1 (:func:`~xrdmodels.metrics.expected_f1_set_size`) under 1 - (1 - q_g)(1 - n_g), read along the
+    gate, the paper's operating point), as many groups as reach the threshold (a presence model's probability, a
+    phase-cluster model's slot gate: :func:`~xrdmodels.evaluate.set_scores`); else the size of highest
+    expected F1 (:func:`~xrdmodels.metrics.expected_f1_set_size`) under 1 - (1 - q_g)(1 - n_g), at most
+    :func:`training_max_phases` groups, read along the
     ranking at w = 0 so that the prior's weight changes which groups but not how many; q_g the presence
     probability, or for a phase-cluster model the chance that some slot holds the group (its noisy-or
     ``set_probs``), read under ``expected_phases`` phases per sample instead of the training mixtures' mean
@@ -428,7 +451,9 @@ def predict_one(
         # Only the network's probabilities carry the training mixtures' count of phases; the memory's do not, so
         # with a memory the sequence along the ranking need not fall everywhere: the size is read along it anyway.
         read = rescale_presence_odds(present, phases_read / trained)
-        n_present = expected_f1_set_size(noisy_or(read, remembered)[rank_classes(unhedged[None])[0]])
+        n_present = expected_f1_set_size(
+            noisy_or(read, remembered)[rank_classes(unhedged[None])[0]], max_size=training_max_phases(state)
+        )
     else:
         set_rule = "threshold"
         n_present = int(predicted_set(scores, threshold).sum())
@@ -718,9 +743,10 @@ def format_prediction(pred: Prediction) -> str:
     chosen = ", ".join(f"{s} ({symbol(s)})" for s in pred.predicted_set) or "none"
     how = (
         "the top of the ranking with the highest expected F1 under the model's probabilities, read at "
-        f"{pred.expected_phases:g} phases per sample"
+        f"{pred.expected_phases:g} phases per sample, at most as many groups as a training mixture's most phases"
         if pred.set_rule == "expected-f1"
-        else f"the top of the ranking, as many groups as have probability >= {pred.threshold:g}"
+        else f"the top of the ranking, as many groups as reach {pred.threshold:g} "
+        + ("(slot gate)" if pred.slots is not None else "(probability)")
     )
     lines.append(f"  predicted set ({how}): {chosen}")
     if pred.prior_weight > 0:
