@@ -5,9 +5,11 @@ or the logs."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,7 @@ from xrdmodels.checkpoint import (
 )
 from xrdmodels.checkpoint import main as checkpoint_main
 from xrdmodels.cli import main as cli_main
-from xrdmodels.config import TrainConfig, preset, redact_storage_options, redact_url
+from xrdmodels.config import TrainConfig, preset, redact_log_record, redact_storage_options, redact_url
 from xrdmodels.data import MixtureStore
 from xrdmodels.models.model import SpaceGroupModel
 from xrdmodels.predict import predict_files
@@ -450,3 +452,29 @@ def test_redaction_of_options_and_urls():
     ) == {"headers": {}, "anon": True}
     assert redact_url("https://user:pw@host:9000/bucket/x.zarr") == "https://***@host:9000/bucket/x.zarr"
     assert redact_url("s3://bucket/x.zarr") == "s3://bucket/x.zarr"
+    # Any text: every URL's user:password masked, nothing else touched; log lines through the CLI's filter.
+    text = "no mixture store at http://bob:TrainPW@h:9/m.zarr (see /tmp/a@b)"
+    assert redact_url(text) == "no mixture store at http://***@h:9/m.zarr (see /tmp/a@b)"
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "reading %s", ("https://a:b@h/s.zarr",), None)
+    assert redact_log_record(record) and record.getMessage() == "reading https://***@h/s.zarr"
+
+
+def test_a_store_url_with_credentials_is_masked_in_the_error(tmp_path) -> None:
+    """`xrdmodels train` on an unreachable store named with user:password: the message names it masked."""
+    with socket.socket() as sock:  # a port that was just free and now has no listener
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = tmp_path / "c.json"
+    config.write_text(
+        json.dumps(
+            {"model_preset": "cpu", "out_dir": str(tmp_path / "o"), "total_steps": 2, "warmup_steps": 1}
+        )
+    )
+    result = CliRunner().invoke(
+        cli_main,
+        ["train", "--config", str(config), f"train_store=http://bob:TrainPW@127.0.0.1:{port}/m.zarr"],
+    )
+    assert result.exit_code != 0
+    assert "TrainPW" not in result.output and f"http://***@127.0.0.1:{port}/m.zarr" in result.output, (
+        result.output
+    )

@@ -843,3 +843,57 @@ def test_an_unreachable_scheduler_is_named_with_the_fix() -> None:
         ):
             with dask_client(0, "tcp://127.0.0.1:1"):
                 pass
+
+
+def test_a_bank_url_with_credentials_is_used_but_never_written_or_printed(bank: Bank, tmp_path) -> None:
+    """A bank served over HTTP with user:password in its URL: the mixtures are made from it, the store records the
+    URL masked (`***@`), and neither the command's output nor any file of the store holds the password; an
+    unreachable one fails naming the URL masked (docs/security.md)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(Path(bank.url).parent))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        url = f"http://alice:S3cretPW@127.0.0.1:{port}/{Path(bank.url).name}"
+        args = ["mixtures", "generate", "--bank", url, "--out", str(tmp_path / "m"), "--n", "128"]
+        result = CliRunner().invoke(
+            main, [*args, "--workers", "0", "--splits", "train", "--shard-size", "64"]
+        )
+    finally:
+        server.shutdown()
+    assert result.exit_code == 0, result.output
+    root = zarr.open_group(str(tmp_path / "m" / "train.zarr"), mode="r")
+    assert root.attrs["bank_url"] == f"http://***@127.0.0.1:{port}/{Path(bank.url).name}"
+    assert root.attrs["bank_fingerprint"] == bank.fingerprint
+    assert "S3cretPW" not in result.output
+    assert not [p for p, data in store_files(tmp_path / "m").items() if b"S3cretPW" in data]
+    with socket.socket() as sock:  # a port that was just free and now has no listener
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    refused = CliRunner().invoke(
+        main,
+        ["mixtures", "generate", "--bank", f"http://alice:S3cretPW@127.0.0.1:{closed}/bank.zarr"]
+        + ["--out", str(tmp_path / "n"), "--n", "128", "--workers", "0"],
+    )
+    message = _one_line_error(refused)
+    assert f"http://***@127.0.0.1:{closed}/bank.zarr" in message and "S3cretPW" not in message
+
+
+def test_log_lines_and_messages_mask_url_credentials() -> None:
+    import logging
+
+    from xrdsynth.config import redact_log_record, redact_url
+
+    text = "copying s3://key:secret@bucket/a.zarr and http://u:p@h:9/b.zarr?x=1 to /tmp/c@d and mail@host"
+    assert (
+        redact_url(text)
+        == "copying s3://***@bucket/a.zarr and http://***@h:9/b.zarr?x=1 to /tmp/c@d and mail@host"
+    )
+    assert redact_url("http://h/path@x") == "http://h/path@x" and redact_url(None) is None
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "reading %s", ("https://a:b@h/s.zarr",), None)
+    assert redact_log_record(record) and record.getMessage() == "reading https://***@h/s.zarr"

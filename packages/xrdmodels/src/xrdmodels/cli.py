@@ -21,12 +21,19 @@ from .config import (
     DEFAULT_PRIOR_WEIGHT,
     MAX_PHASES,
     parse_storage_options,
+    redact_log_record,
+    redact_url,
 )
 from .measured.common import LINES_ANGSTROM
 
 
+def _echo(message: str = "", **kwargs: Any) -> None:
+    """click.echo with user:password masked in every URL the text names (docs/security.md)."""
+    click.echo(redact_url(message), **kwargs)
+
+
 def _fail(message: str) -> None:
-    raise click.ClickException(message)
+    raise click.ClickException(redact_url(message))
 
 
 def _storage_option(help_text: str):
@@ -171,6 +178,8 @@ def load_config_file(path: str | None) -> dict[str, Any]:
 def main(verbose: bool) -> None:
     """Train, evaluate and apply space-group models on multi-phase powder XRD (paper A.2-A.8)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redact_log_record)
 
 
 @main.command("train")
@@ -236,7 +245,7 @@ def train_cmd(config_file: str | None, resume: bool, overrides: tuple[str, ...])
         else "no validation store"
     )
     resume = "; continue with --resume" if summary.get("out_of_time") or summary["interrupted"] else ""
-    click.echo(f"train: {state} at step {summary['step']}, {best} -> {summary['out_dir']}{resume}")
+    _echo(f"train: {state} at step {summary['step']}, {best} -> {summary['out_dir']}{resume}")
     if summary["interrupted"]:
         # 128 + SIGINT, as shells report a Ctrl-C: scripts and pipelines must not take an interrupted run for a
         # finished one (a max_minutes stop is planned and exits 0).
@@ -325,8 +334,8 @@ def evaluate_cmd(
         )
     except (StoreFormatError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    click.echo(markdown_table(rows))
-    click.echo(f"evaluate: table.md, results.csv, results.json, strata.csv and figures in {out_dir}")
+    _echo(markdown_table(rows))
+    _echo(f"evaluate: table.md, results.csv, results.json, strata.csv and figures in {out_dir}")
 
 
 _max_file_mb_option = click.option(
@@ -572,14 +581,14 @@ def predict_cmd(
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     if as_json:
-        click.echo(to_json(predictions, failures, skipped))
+        _echo(to_json(predictions, failures, skipped))
     else:
         for p in predictions:
-            click.echo(format_prediction(p) + "\n")
+            _echo(format_prediction(p) + "\n")
         for f, err in failures:
-            click.echo(f"could not predict {_naming(f, err)}", err=True)
+            _echo(f"could not predict {_naming(f, err)}", err=True)
     if skipped:
-        click.echo(
+        _echo(
             f"left out {len(skipped)} file(s) of the named folders that are not patterns by content or extension: "
             f"{', '.join(skipped)} (name a file directly to read it as two-column text)",
             err=True,
@@ -695,10 +704,10 @@ def score_measured_cmd(
             f"no file of {labels_csv} could be scored: {shown + more if failures else 'it has no rows'}"
         )
     write(scores, failures, out_dir)
-    click.echo((Path(out_dir) / "measured.md").read_text())
+    _echo((Path(out_dir) / "measured.md").read_text())
     for f, err in failures:
-        click.echo(f"could not score {_naming(f, err)}", err=True)
-    click.echo(f"score-measured: {len(scores)} files scored, {len(failures)} failed -> {out_dir}")
+        _echo(f"could not score {_naming(f, err)}", err=True)
+    _echo(f"score-measured: {len(scores)} files scored, {len(failures)} failed -> {out_dir}")
 
 
 _LINES_BY_LOWER = {name.lower(): value for name, value in LINES_ANGSTROM.items()}
@@ -737,7 +746,7 @@ def ensemble_cmd(manifest, checkpoints) -> None:
         written = write_manifest(manifest, list(checkpoints), load_member=load_model)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    click.echo(f"ensemble: {len(checkpoints)} members -> {written}")
+    _echo(f"ensemble: {len(checkpoints)} members -> {written}")
 
 
 @main.command("add-memory")
@@ -765,7 +774,7 @@ def add_memory_cmd(checkpoint, bank, out, split, storage_option) -> None:
         n = add_memory(checkpoint, bank, out, split=split, storage_options=_storage_options(storage_option))
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    click.echo(f"add-memory: {n:,} phases of the {split} split -> {out}")
+    _echo(f"add-memory: {n:,} phases of the {split} split -> {out}")
 
 
 if __name__ == "__main__":

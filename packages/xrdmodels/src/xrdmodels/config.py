@@ -7,9 +7,10 @@ A.4 phase clustering, A.5 training objective. Fields the paper leaves open say s
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -570,14 +571,25 @@ def remote_options(url: str, storage_options: dict | None) -> dict | None:
     return None if is_local_url(url) else (storage_options or None)
 
 
+_URL_USER_INFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
+
+
 def redact_url(url: Any) -> Any:
-    """A store URL with any user name and password (scheme://user:password@host/...) replaced by `***`."""
+    """A store URL, or any text naming URLs (a message, a log line), with each URL's user name and password
+    (scheme://user:password@host/...) replaced by `***`; anything but a string unchanged."""
     if not isinstance(url, str) or "@" not in url or "://" not in url:
         return url
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+    return _URL_USER_INFO.sub(r"\g<scheme>***@", url)
+
+
+def redact_log_record(record: logging.LogRecord) -> bool:
+    """A logging filter (``handler.addFilter``) that masks user:password in the URLs a log line names
+    (:func:`redact_url`); it keeps every record."""
+    message = record.getMessage()
+    redacted = redact_url(message)
+    if redacted != message:
+        record.msg, record.args = redacted, ()
+    return True
 
 
 def redact_train_config(fields: dict[str, Any]) -> dict[str, Any]:

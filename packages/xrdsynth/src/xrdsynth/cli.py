@@ -20,6 +20,8 @@ from .config import (
     GenerateConfig,
     RecipeConfig,
     recipe_fields,
+    redact_log_record,
+    redact_url,
     tiling_chunk_rows,
 )
 
@@ -63,8 +65,13 @@ def _split_fractions(text: str | None) -> tuple[float, ...] | None:
         _fail(f"--split-fractions {text!r}: give three numbers separated by commas, such as 0.95,0.025,0.025")
 
 
+def _echo(message: str = "", **kwargs: Any) -> None:
+    """click.echo with user:password masked in every URL the text names (docs/security.md)."""
+    click.echo(redact_url(message), **kwargs)
+
+
 def _fail(message: str) -> None:
-    raise click.ClickException(message)
+    raise click.ClickException(redact_url(message))
 
 
 def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -118,6 +125,8 @@ def _load_config_file(path: str | None, example: str) -> dict[str, Any]:
 def main(verbose: bool) -> None:
     """Synthetic powder XRD: a bank of exact single-phase patterns, then augmented multi-phase mixtures."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redact_log_record)
 
 
 def _storage_option(help_text: str):
@@ -325,7 +334,7 @@ def bank_build(
         )
     except ValueError as exc:
         _fail(str(exc))
-    click.echo(result.summary())
+    _echo(result.summary())
     same_options = " and the same --storage-option" if storage_option else ""
     if len(result) == 0:
         _fail(
@@ -337,7 +346,7 @@ def bank_build(
         if result.skipped
         else ""
     )
-    click.echo(f"bank: {len(result)} entries, {len(result.skipped)} skipped{skipped} -> {out}")
+    _echo(f"bank: {len(result)} entries, {len(result.skipped)} skipped{skipped} -> {out}")
 
 
 @bank.command("info")
@@ -357,10 +366,10 @@ def bank_info(bank_url: str, show_skipped: bool, storage_option: tuple[str, ...]
         b = Bank.open(bank_url, options)
     except (BankError, StoreError) as exc:
         _fail(str(exc))
-    click.echo(b.summary(), nl=False)
+    _echo(b.summary(), nl=False)
     if show_skipped:
         for s in b.skipped:
-            click.echo(f"  {s.provenance}: {s.reason}")
+            _echo(f"  {s.provenance}: {s.reason}")
 
 
 def parse_count(text: str) -> int:
@@ -556,7 +565,7 @@ def mixtures_generate(
             if r.stored_bytes and r.uncompressed_bytes
             else ""
         )
-        click.echo(
+        _echo(
             f"{r.split}: {r.n_samples} samples, {r.shards_written} shards written, {r.shards_skipped} reused, "
             f"{r.seconds:.1f} s{size} -> {r.url}"
         )
@@ -570,7 +579,7 @@ def mixtures_inspect(store_url: str, storage_option: tuple[str, ...]) -> None:
     from .inspect_store import describe_store
 
     try:
-        click.echo(describe_store(store_url, _storage_options(storage_option)), nl=False)
+        _echo(describe_store(store_url, _storage_options(storage_option)), nl=False)
     except ValueError as exc:
         _fail(str(exc))
 
@@ -603,8 +612,8 @@ def mixtures_plot(
     except ValueError as exc:
         _fail(str(exc))
     if no_sticks:
-        click.echo(f"warning: the plot has no sticks: {no_sticks}", err=True)
-    click.echo(f"wrote {path}")
+        _echo(f"warning: the plot has no sticks: {no_sticks}", err=True)
+    _echo(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ why it departs from it. Units are in the field names or docstrings.
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Literal
+import re
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -911,3 +913,25 @@ class GenerateConfig(_Strict):
                 f"shard_size to a multiple of {self.chunk_rows}"
             )
         return self
+
+
+_URL_USER_INFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
+
+
+def redact_url(url: Any) -> Any:
+    """A store URL, or any text naming URLs (a message, a log line), with each URL's user name and password
+    (scheme://user:password@host/...) replaced by `***`; anything but a string unchanged. Credentials are used to
+    reach a store, never written into one or logged (docs/security.md)."""
+    if not isinstance(url, str) or "@" not in url or "://" not in url:
+        return url
+    return _URL_USER_INFO.sub(r"\g<scheme>***@", url)
+
+
+def redact_log_record(record: logging.LogRecord) -> bool:
+    """A logging filter (``handler.addFilter``) that masks user:password in the URLs a log line names
+    (:func:`redact_url`); it keeps every record."""
+    message = record.getMessage()
+    redacted = redact_url(message)
+    if redacted != message:
+        record.msg, record.args = redacted, ()
+    return True

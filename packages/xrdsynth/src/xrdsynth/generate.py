@@ -17,7 +17,14 @@ import numpy as np
 
 from .bank import Bank, BankError
 from .cluster import dask_client, run_tasks
-from .config import MAX_PHASES, GenerateConfig, GridConfig, RecipeConfig, check_recipe_on_grid
+from .config import (
+    MAX_PHASES,
+    GenerateConfig,
+    GridConfig,
+    RecipeConfig,
+    check_recipe_on_grid,
+    redact_url,
+)
 from .store import (
     LABEL_ARRAYS,
     StoreError,
@@ -203,7 +210,7 @@ def generate_split(
                     "n_bins": grid.n_bins,
                 },
                 "wavelength_angstrom": bank.wavelength_angstrom,
-                "bank_url": bank.url,
+                "bank_url": redact_url(bank.url),
                 "bank_path_from_store": bank_path_from_store(bank.url, url),
                 "n_shards": layout.n_shards,
                 "max_phases": MAX_PHASES,
