@@ -799,3 +799,40 @@ def test_shared_bgmn_templates_carry_their_b_values() -> None:
     b_by_label = dict(zip(tags["_atom_site_label"], tags["_atom_site_B_iso_or_equiv"], strict=True))
     for site in entry.structure:
         assert site.properties["U11_cif"] == pytest.approx(float(b_by_label[site.label]) / (8 * np.pi**2))
+
+
+def test_one_bad_file_or_line_is_one_skipped_entry_not_a_lost_source(tmp_path: Path, monkeypatch) -> None:
+    """A broken link, a CIF that cannot be read and a JSONL line that is not JSON each become one item that
+    load_entry reports; the source's other structures are listed and built (they used to drop the whole source)."""
+    import xrdsynth.structures.cif_files as cif_files
+
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    CifWriter(_nacl()).write_file(folder / "a_nacl.cif")
+    CifWriter(_rutile()).write_file(folder / "b_rutile.cif")
+    CifWriter(_nacl()).write_file(folder / "c_locked.cif")
+    (folder / "d_broken.cif").symlink_to(tmp_path / "nowhere.cif")
+    reading = cif_files._read_text
+
+    def refuse_locked(path):
+        if Path(path).name == "c_locked.cif":
+            raise PermissionError(13, "Permission denied", str(path))
+        return reading(path)
+
+    monkeypatch.setattr(cif_files, "_read_text", refuse_locked)
+    for source in (str(folder), str(folder / "*.cif")):
+        items = list_items(source)
+        assert [i.entry_id for i in items] == ["a_nacl", "b_rutile", "c_locked", "d_broken"], source
+        assert load_entry(items[0]).structure.composition.reduced_formula == "NaCl"
+        for bad, why in ((items[2], "Permission denied"), (items[3], "No such file")):
+            with pytest.raises(StructureError, match=why):
+                load_entry(bad)
+    lines = tmp_path / "set.jsonl"
+    lines.write_text(
+        json.dumps(_nacl().as_dict()) + '\n{"structure": {"trunc\n' + json.dumps(_rutile().as_dict())
+    )
+    items = list_items(str(lines))
+    assert [i.entry_id for i in items] == ["set#L1", "set#L2", "set#L3"]
+    with pytest.raises(StructureError, match=r"set\.jsonl#L2: invalid JSON"):
+        load_entry(items[1])
+    assert load_entry(items[2]).structure.composition.reduced_formula == "TiO2"

@@ -32,8 +32,13 @@ MAX_CIF_BYTES = 64 * 2**20
 
 def list_directory(source: str, root: Path) -> list[SourceItem]:
     """Every ``*.cif`` below ``root``, in the order of their relative paths; ids are those paths."""
+    # A link that leads nowhere is listed too, so that load_entry reports it rather than it vanishing unnoticed.
     files = sorted(
-        (p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(_CIF_SUFFIXES)),
+        (
+            p
+            for p in root.rglob("*")
+            if (p.is_file() or (p.is_symlink() and not p.exists())) and p.name.lower().endswith(_CIF_SUFFIXES)
+        ),
         key=lambda p: p.relative_to(root).as_posix(),
     )
     if not files:
@@ -58,8 +63,9 @@ def _list_cif_file(source: str, path: Path, relative: Path) -> list[SourceItem]:
     id_stem = _strip_cif(relative)
     try:
         text = _read_text(path)
-    except StructureError:
-        # Too large to read: one item, so that load_entry reports it as a skipped input.
+    except (StructureError, *READ_ERRORS):
+        # Too large or unreadable (no permission, a broken link): one item, so that load_entry reports it as a
+        # skipped input and the source's other files are built.
         return [SourceItem(source, "cif", str(path), id_stem)]
     return block_items(source, "cif", str(path), id_stem, text)
 

@@ -38,8 +38,9 @@ def _list_jsonl(source: str, path: Path, relative: Path) -> list[SourceItem]:
     for line_no, line in _jsonl_lines(path):
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"source {source!r}: {path}#L{line_no} is not valid JSON ({exc.msg})") from None
+        except json.JSONDecodeError:
+            # One bad line is one skipped entry (load_entry names it), not the loss of the file's other records.
+            record = None
         items.append(
             SourceItem(source, "jsonl", f"{path}#L{line_no}", record_id(record, f"{stem}#L{line_no}"))
         )

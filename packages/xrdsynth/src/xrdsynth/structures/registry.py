@@ -39,10 +39,12 @@ def list_items(source: str, *, seed: int = 0) -> list[SourceItem]:
     """List the structures named by one ``--source`` string without parsing them.
 
     ``seed`` only enters the ids of ``random:`` and ``random-ionic:`` sources. Raises ``ValueError`` naming the
-    source and :data:`ACCEPTED_FORMS` for a nonexistent path or unknown format, and naming the source for a file or
-    archive that cannot be read, a CSV without a ``cif`` column, invalid JSON, or duplicate ids in one
-    source. Single files and archive members too large to read (``MAX_CIF_BYTES``) are still listed,
-    as one item each, so that :func:`load_entry` reports them as skipped entries.
+    source and :data:`ACCEPTED_FORMS` for a nonexistent path or unknown format, and naming the source for a
+    records file or archive that cannot be read, a CSV without a ``cif`` column, a ``.json`` file that is not
+    JSON, or duplicate ids in one source. CIF files and archive members too large (``MAX_CIF_BYTES``) or
+    impossible to read (no permission, a link that leads nowhere) and JSONL lines that are not JSON are still
+    listed, as one item each, so that :func:`load_entry` reports them as skipped entries and the source's
+    other structures are built.
     """
     text = source.strip()
     named = next((named for named in NAMED_SOURCES if named.matches(text)), None)
@@ -95,7 +97,10 @@ def _list_path(source: str, text: str) -> list[SourceItem]:
     if os.path.isdir(text):
         return cif_files.list_directory(source, Path(text))
     if any(ch in text for ch in "*?["):
-        matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if os.path.isfile(p))
+        # A broken link is listed too (load_entry reports it), as in a directory.
+        matches = sorted(
+            Path(p) for p in glob.glob(text, recursive=True) if os.path.isfile(p) or not os.path.exists(p)
+        )
         if not matches:
             raise ValueError(f"source {source!r}: glob pattern matches no files; accepted: {ACCEPTED_FORMS}")
         base = Path(_glob_base(text))
