@@ -303,6 +303,28 @@ def test_resume_mid_epoch_is_exact_and_replaces_metrics_logged_after_the_checkpo
     assert_same_weights(weights(out / "last.pt"), weights(reference / "last.pt"))
 
 
+def test_a_stop_off_the_validation_schedule_changes_neither_best_pt_nor_metrics_after_resume(
+    stores, tmp_path
+):
+    """max_steps below total_steps validates at the stop (logged), but only the val_every schedule picks best.pt,
+    and the resumed run drops the rows only that stop logged: best.pt and metrics.csv as an uninterrupted run's."""
+    fields = {"val_store": stores["val"], "val_every": 4, "val_max_batches": 2, "log_every": 2}
+    reference, out = tmp_path / "reference", tmp_path / "stopped"
+    train(make_config(stores, reference, **fields), progress=False)
+    stopped = train(make_config(stores, out, max_steps=7, **fields), progress=False)
+    assert stopped["step"] == 7 and read_metrics(out)["val/micro_f1"][-1][0] == 7  # validated at the stop
+    train(make_config(stores, out, **fields), resume=True, progress=False)
+
+    def rows(run: Path) -> dict[str, list[tuple[int, float]]]:
+        return {k: v for k, v in read_metrics(run).items() if k != "train/samples_per_s"}
+
+    assert rows(out) == rows(reference)
+    assert [step for step, _ in read_metrics(out)["val/micro_f1"]] == [4, 8, REF_STEPS]  # REF_STEPS: 10
+    best, expected = load_checkpoint(out / "best.pt"), load_checkpoint(reference / "best.pt")
+    assert best["step"] == expected["step"]
+    assert_same_weights(best["model"], expected["model"])
+
+
 @pytest.mark.parametrize("split_step", [5, EPOCH_BATCHES], ids=["mid-epoch", "epoch-end"])
 def test_resume_with_dataloader_workers_is_exact(stores, reference_runs, tmp_path, split_step):
     reference = reference_runs(2)
@@ -526,6 +548,14 @@ def test_cli_train_with_overrides(stores, tmp_path):
     assert result.exit_code == 0, result.output
     assert "finished at step 2" in result.output
     assert load_checkpoint(out / "last.pt")["model_config"]["head"] == "presence"
+    # With a validation store but no validation on the val_every schedule yet, the line says so.
+    validated = CliRunner().invoke(
+        cli_main,
+        ["train", "--config", str(config_file), f"out_dir={tmp_path / 'v'}", "max_steps=2"]
+        + [f"val_store={stores['val']}", "val_every=100", "val_max_batches=1"],
+    )
+    assert validated.exit_code == 0, validated.output
+    assert "finished at step 2, not validated on the val_every schedule yet" in validated.output
 
 
 @pytest.mark.parametrize(

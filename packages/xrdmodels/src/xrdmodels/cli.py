@@ -242,6 +242,8 @@ def train_cmd(config_file: str | None, resume: bool, overrides: tuple[str, ...])
     best = (
         f"best val micro-F1 {summary['best_val_micro_f1']:.4f}"
         if summary["best_val_micro_f1"] >= 0
+        else "not validated on the val_every schedule yet"
+        if config.val_store
         else "no validation store"
     )
     resume = "; continue with --resume" if summary.get("out_of_time") or summary["interrupted"] else ""

@@ -399,7 +399,8 @@ class TrainConfig(BaseModel):
     max_minutes: float | None = Field(
         None,
         gt=0,
-        description="Also stop after this many minutes of wall time: validate, save last.pt; --resume goes on. "
+        description="Also stop after this many minutes of wall time: validate (logged; best.pt keeps to the "
+        "val_every schedule), save last.pt; --resume goes on. "
         "Not in the paper (a budget for demos and shared machines).",
     )
     grad_clip: float = Field(1.0, gt=0, description="Clip gradients to this global L2 norm (A.6: 1.0).")
@@ -431,7 +432,12 @@ class TrainConfig(BaseModel):
 
     # --- validation, checkpoints, logs ---
     val_every: int = Field(
-        2000, gt=0, description="Validate every this many steps, and at max_steps (A.6: 2,000)."
+        2000,
+        gt=0,
+        description="Validate every this many steps, and at max_steps (A.6: 2,000). The validations every "
+        "val_every steps and at total_steps choose best.pt; one at an earlier stop (max_steps, max_minutes) is "
+        "logged, and writes best.pt only where no scheduled one has yet, so that a resumed run ends with the "
+        "best.pt of an uninterrupted one.",
     )
     val_max_batches: int | None = Field(
         None,

@@ -12,7 +12,8 @@ DataLoader gets its own `torch.Generator`, so creating an iterator never draws f
 dropout uses.
 
 Files in `out_dir` (none holds credentials, docs/security.md): `config.json`, `metrics.csv` (step, split,
-name, value), `last.pt`, `best.pt` (highest validation micro-F1, A.6), `step-NNNNNNNN.pt` every
+name, value), `last.pt`, `best.pt` (highest validation micro-F1 on the
+`val_every` schedule, A.6), `step-NNNNNNNN.pt` every
 `checkpoint_every` steps (only the newest `keep_step_checkpoints` of them, when set), and `tensorboard/`.
 metrics.csv rows: split "train" every `log_every` steps (loss of the step's batch averaged over ranks, the lr
 that step used, grad_norm = global L2 norm before clipping, samples_per_s over the interval, and slot_diversity
@@ -72,11 +73,19 @@ def seed_everything(seed: int) -> None:
 class MetricsLog:
     """metrics.csv (step, split, name, value) plus TensorBoard scalars, written by the main rank only.
 
-    On resume from step S, rows after S (logged by the interrupted run after its last checkpoint) are dropped,
-    so every step appears once and the file matches an uninterrupted run's.
+    On resume from step S, rows after S (logged by the interrupted run after its last checkpoint) are dropped, and
+    so are rows at S that only the stop logged (a "train" row off the ``log_every`` schedule, a "val" row off the
+    ``val_every`` one: ``stop_only``), so every step appears once and the file matches an uninterrupted run's.
     """
 
-    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool, resume_step: int | None = None):
+    def __init__(
+        self,
+        out_dir: Path,
+        enabled: bool,
+        tensorboard: bool,
+        resume_step: int | None = None,
+        stop_only: tuple[str, ...] = (),
+    ):
         self.enabled = enabled
         self.path = out_dir / "metrics.csv"
         self.writer = None
@@ -85,7 +94,14 @@ class MetricsLog:
         kept: list[list[str]] = []
         if resume_step is not None and self.path.exists():
             with self.path.open(newline="") as f:
-                kept = [row for row in list(csv.reader(f))[1:] if row and int(row[0]) <= resume_step]
+                kept = [
+                    row
+                    for row in list(csv.reader(f))[1:]
+                    if row
+                    and (
+                        int(row[0]) < resume_step or (int(row[0]) == resume_step and row[1] not in stop_only)
+                    )
+                ]
         self.file = self.path.open("w", newline="")
         self.csv = csv.writer(self.file)
         self.csv.writerow(["step", "split", "name", "value"])
@@ -422,7 +438,19 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
         )
     if config.compile:
         net = torch.compile(net)
-    metrics = MetricsLog(out_dir, rt.is_main, config.tensorboard, resume_step=state.step if resume else None)
+    # Rows at the resumed step that only a stop logged (max_steps below total_steps, max_minutes, Ctrl-C).
+    stop_only = tuple(
+        split
+        for split, every in (("train", config.log_every), ("val", config.val_every))
+        if state.step % every and state.step != config.total_steps
+    )
+    metrics = MetricsLog(
+        out_dir,
+        rt.is_main,
+        config.tensorboard,
+        resume_step=state.step if resume else None,
+        stop_only=stop_only if resume else (),
+    )
     saved_step = state.step if resume else -1
 
     def checkpoint(path: Path) -> None:
@@ -496,8 +524,13 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
                     metrics.log(state.step, "train", values)
                     bar.set_postfix(loss=f"{loss_mean:.4f}", samples_s=f"{rate:.0f}")
 
-                if config.val_store and (state.step % config.val_every == 0 or run_ends):
-                    improved = False
+                # Validations on the schedule (every val_every steps and at total_steps) choose best.pt; one at an
+                # early stop is logged, and writes best.pt only while no scheduled one has (a provisional best,
+                # which the first scheduled validation replaces), so a resumed run ends with an uninterrupted
+                # run's best.pt.
+                scheduled = state.step % config.val_every == 0 or state.step == config.total_steps
+                if config.val_store and (scheduled or run_ends):
+                    improved = provisional = False
                     if rt.is_main:
                         val = evaluate_store(
                             model,
@@ -512,10 +545,11 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
                             "step %d: val micro-F1 %.4f (loss %.4f)", state.step, val["micro_f1"], val["loss"]
                         )
                         state.val_metrics = val
-                        improved = val["micro_f1"] > state.best_val_micro_f1
+                        improved = scheduled and val["micro_f1"] > state.best_val_micro_f1
+                        provisional = not scheduled and state.best_val_micro_f1 < 0
                         if improved:
                             state.best_val_micro_f1, state.best_val_metrics = val["micro_f1"], val
-                    if broadcast(improved, rt):
+                    if broadcast(improved or provisional, rt):
                         checkpoint(out_dir / "best.pt")
                     t_last = time.perf_counter()
                 if state.step % config.checkpoint_every == 0:
