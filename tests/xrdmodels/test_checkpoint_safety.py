@@ -478,3 +478,24 @@ def test_a_store_url_with_credentials_is_masked_in_the_error(tmp_path) -> None:
     assert "TrainPW" not in result.output and f"http://***@127.0.0.1:{port}/m.zarr" in result.output, (
         result.output
     )
+
+
+def test_a_step_checkpoint_copy_killed_midway_leaves_no_file_under_its_name(tmp_path, monkeypatch) -> None:
+    import shutil as shutil_module
+
+    from xrdmodels.checkpoint import copy_checkpoint
+
+    source = tmp_path / "last.pt"
+    source.write_bytes(os.urandom(1 << 20))
+    copy_checkpoint(source, tmp_path / "step-00000004.pt")
+    assert (tmp_path / "step-00000004.pt").read_bytes() == source.read_bytes()
+    assert not list(tmp_path.glob("*.tmp"))
+
+    def killed(src, dst, length=0):
+        dst.write(src.read(1000))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil_module, "copyfileobj", killed)
+    with pytest.raises(KeyboardInterrupt):
+        copy_checkpoint(source, tmp_path / "step-00000008.pt")
+    assert not (tmp_path / "step-00000008.pt").exists()

@@ -508,6 +508,28 @@ def test_store_grid_mismatch_is_a_clear_error(stores, tmp_path):
     assert not (tmp_path / "grid").exists()
 
 
+def test_resume_refuses_a_store_regenerated_at_the_same_url(stores, tmp_path):
+    """The loader position indexes the store's samples: a store rewritten at the checkpoint's URL (another seed or
+    size: another config_fingerprint) is refused, naming both fingerprints."""
+    import shutil
+
+    import zarr
+
+    copy = tmp_path / "train.zarr"
+    shutil.copytree(stores["train"], copy)
+    out = tmp_path / "run"
+    train(make_config({**stores, "train": str(copy)}, out, max_steps=2), progress=False)
+    assert (
+        load_checkpoint(out / "last.pt")["data"]["train_store_fingerprint"]
+        == zarr.open_group(str(copy), mode="r").attrs["config_fingerprint"]
+    )
+    zarr.open_group(str(copy), mode="r+").attrs["config_fingerprint"] = "regenerated"
+    with pytest.raises(
+        ValueError, match=r"cannot resume .*last\.pt: its run read a training store of fingerprint"
+    ):
+        train(make_config({**stores, "train": str(copy)}, out, max_steps=4), resume=True, progress=False)
+
+
 def test_fresh_start_refuses_existing_run_and_resume_needs_one(stores, tmp_path):
     out = tmp_path / "twice"
     train(make_config(stores, out, max_steps=1), progress=False)

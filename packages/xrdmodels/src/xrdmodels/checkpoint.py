@@ -27,6 +27,7 @@ import os
 import pickle
 import random
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,18 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         torch.save(payload, f)
         f.flush()
         os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def copy_checkpoint(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Copy a checkpoint file to ``path`` as :func:`save_checkpoint` writes one: temporary file, fsync, rename, so
+    a kill during the copy never leaves a truncated file under the checkpoint's name."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(source, "rb") as src, tmp.open("wb") as dst:
+        shutil.copyfileobj(src, dst, 16 * 2**20)
+        dst.flush()
+        os.fsync(dst.fileno())
     os.replace(tmp, path)
 
 

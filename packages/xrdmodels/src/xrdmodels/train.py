@@ -27,7 +27,6 @@ import json
 import logging
 import random
 import re
-import shutil
 import signal
 import time
 import warnings
@@ -40,7 +39,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .checkpoint import TrainState, copy_checkpoint, load_checkpoint, save_checkpoint
 from .config import CU_KA_ANGSTROM, ModelConfig, TrainConfig, remote_options
 from .data import MixtureStore, ShardStream, to_batch
 from .distributed import Runtime, any_rank, broadcast, mean_over_ranks, setup_runtime
@@ -370,6 +369,20 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             dist.destroy_process_group()
 
 
+def check_same_store(saved: dict[str, Any], path: Path, store: MixtureStore) -> None:
+    """Raise ValueError, naming ``path`` and the fix, when the training store a checkpoint's run read
+    (``data.train_store_fingerprint``, the store's ``config_fingerprint``) is not the one at the URL now: its
+    loader position would then index other samples. Checkpoints written before the fingerprint was recorded pass."""
+    recorded = saved.get("data", {}).get("train_store_fingerprint")
+    now = store.attrs.get("config_fingerprint")
+    if recorded is not None and recorded != now:
+        raise ValueError(
+            f"cannot resume {path}: its run read a training store of fingerprint {recorded}, and {store.url} now "
+            f"holds one of {now} (regenerated or replaced since); resume on the store it read, or start a new "
+            "run (another out_dir)"
+        )
+
+
 def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
@@ -388,6 +401,8 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
         TrainState.check_resumable(saved, last, config, model_config, rt.world_size)
     stream, loader = build_loader(config, rt)
     check_grid(stream.store, model_config)
+    if saved is not None:
+        check_same_store(saved, last, stream.store)
     wavelength = float(stream.store.attrs.get("wavelength_angstrom", CU_KA_ANGSTROM))
     memory = training_memory(stream.store, model_config, wavelength) if config.phase_memory else None
     if config.val_store and rt.is_main:
@@ -412,6 +427,8 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
             "wavelength_angstrom": wavelength,
             "grid": dict(stream.store.attrs["grid"]),
             "train_store": config.persistable()["train_store"],
+            # What the store holds, not only where: a store regenerated at the same URL is not resumed.
+            "train_store_fingerprint": stream.store.attrs.get("config_fingerprint"),
             # The generating recipe (JSON data, never xrdsynth objects): predict warns against its ranges.
             **({"recipe": stream.store.attrs["recipe"]} if "recipe" in stream.store.attrs else {}),
             # Each group's share of the training phases: predict hedges its ranking of a measured pattern towards it.
@@ -556,7 +573,7 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
                     checkpoint(last)
                     saved_step = state.step
                     if rt.is_main:
-                        shutil.copyfile(last, out_dir / f"step-{state.step:08d}.pt")
+                        copy_checkpoint(last, out_dir / f"step-{state.step:08d}.pt")
                         if config.keep_step_checkpoints is not None:
                             prune_step_checkpoints(out_dir, config.keep_step_checkpoints)
                     t_last = time.perf_counter()
