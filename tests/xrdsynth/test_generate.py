@@ -690,6 +690,10 @@ def test_a_users_folder_or_file_at_the_target_is_never_emptied(bank: Bank, tmp_p
     )
     assert "val.zarr is a folder that holds other files" in message
     assert not (tmp_path / "v" / "train.zarr").exists()
+    # A split named twice is made once (it used to be generated, then refused as existing).
+    twice = runner.invoke(main, _generate(bank, str(tmp_path / "t"), "--splits", "train,train"))
+    assert twice.exit_code == 0, twice.output
+    assert twice.output.count("train.zarr") == 1
 
 
 def test_the_remains_of_an_interrupted_overwrite_are_written_over(bank: Bank, tmp_path) -> None:

@@ -537,7 +537,8 @@ def mixtures_generate(
         _fail(_validation_message(exc, GenerateConfig, config_file))
     except ValueError as exc:  # a recipe that is not an object of fields, an unknown preset
         _fail(str(exc))
-    wanted = tuple(s.strip() for s in splits.split(",") if s.strip())
+    # Each split once, in the order given: a repeated name would generate its store twice (then refuse it).
+    wanted = tuple(dict.fromkeys(s.strip() for s in splits.split(",") if s.strip()))
     unknown = set(wanted) - {"train", "val", "test", "in_library"}
     if unknown:
         _fail(f"unknown split(s) {sorted(unknown)} in --splits; choose from train, val, test, in_library")
