@@ -459,11 +459,42 @@ def test_a_phase_whose_axes_change_apart_is_found_and_its_change_reported(cell_b
     assert all(m.cell_axes is None for m in isotropic)
 
 
-def test_a_bank_without_reflections_warns_that_cells_were_not_refined(bank) -> None:
+def test_a_bank_without_reflections_warns_that_cells_were_not_refined(bank, tmp_path) -> None:
     library = SpectralLibrary.open(bank[0])
     result = library.search(measure([bank[1][3]], [1.0]), refine_axes=True)
     assert any("per-reflection arrays" in w for w in result.warnings), result.warnings
     assert all(m.cell_axes is None for m in result.ranked)
+    # predict's table and JSON and score-measured's files say it too (the library's own warnings were not shown).
+    ckpt = make_checkpoint(tmp_path / "m.pt", wavelength_angstrom=BANK_WAVELENGTH)
+    scan = _write_xy(tmp_path / "scan.xy", measure([bank[1][3]], [1.0], seed=9))
+    base = [
+        "predict",
+        str(ckpt),
+        str(scan),
+        "--wavelength",
+        "CuKa",
+        "--library",
+        bank[0],
+        "--library-refine-axes",
+    ]
+    table = CliRunner().invoke(main, base)
+    assert (
+        table.exit_code == 0 and "warning: the library" in table.output and "per-reflection" in table.output
+    )
+    as_json = json.loads(CliRunner().invoke(main, [*base, "--json"]).stdout)["predictions"][0]
+    assert any("per-reflection arrays" in w for w in as_json["warnings"]), as_json["warnings"]
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        f"set,file,spacegroups,wavelength_angstrom\ndemo,scan.xy,{bank[1][3]['group']},1.54184\n"
+    )
+    scored = CliRunner().invoke(
+        main,
+        ["score-measured", str(ckpt), "--labels", str(labels), "--library", bank[0], "--library-refine-axes"]
+        + ["--out", str(tmp_path / "scored")],
+    )
+    assert scored.exit_code == 0, scored.output
+    files = json.loads((tmp_path / "scored" / "measured.json").read_text())["files"]
+    assert any("per-reflection arrays" in w for w in files[0]["warnings"]), files[0]["warnings"]
 
 
 def test_a_cubic_phase_keeps_its_cell_whole(cell_bank) -> None:

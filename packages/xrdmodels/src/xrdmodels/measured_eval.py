@@ -384,6 +384,7 @@ def score_measured(
                 warnings.append(f"library search failed: {exc}")
             else:
                 library_ranked = [m.spacegroup for m in reading.found.ranked]
+                warnings.extend(reading.warnings_beyond(warnings))
                 similarity = reading.neighbour_similarity
                 if similarity is not None:
                     known = np.flatnonzero(~np.isnan(similarity))

@@ -578,6 +578,11 @@ class LibraryReading:
     combined: list[CombinedGroup]
     combined_set: list[int]
 
+    def warnings_beyond(self, given: list[str]) -> list[str]:
+        """The search's warnings that ``given`` (the model's, for the same pattern) does not already say: what
+        only the library search found (a bank without per-reflection arrays, so no axis-by-axis refinement)."""
+        return [w for w in self.found.warnings if w not in given]
+
 
 @dataclass
 class Ranker:
@@ -934,6 +939,7 @@ def predict_files(
                 pred.combined = reading.combined[:top_k]
                 pred.combined_set = reading.combined_set
                 pred.library = replace(reading.found, ranked=reading.found.ranked[:top_k])
+                pred.warnings.extend(reading.warnings_beyond(pred.warnings))
                 if ranker.neighbour_note:
                     pred.warnings.append(ranker.neighbour_note)
             pred.ranked = pred.ranked[:top_k]
