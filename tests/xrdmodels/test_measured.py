@@ -314,6 +314,32 @@ def test_text_with_a_unicode_byte_order_mark(tmp_path: Path, encoding: str) -> N
     assert pattern.metadata["encoding"] == encoding[:6]
 
 
+def test_a_bad_row_is_named_in_a_descending_scan_too(tmp_path: Path) -> None:
+    """The scan's direction comes from its ends: a repeated angle or a step back in a descending scan is named at
+    its own data row (it used to be reported at row 2, whatever row it was), and so is a row that is not numbers."""
+    angles = np.round(np.arange(80.0, 10.0, -0.02), 4)
+    rows = lambda x, y: "\n".join(f"{a:.4f} {b}" for a, b in zip(x, y, strict=True))  # noqa: E731
+    ones = np.ones_like(angles)
+    repeated = angles.copy()
+    repeated[200] = repeated[199]
+    (tmp_path / "repeated.xy").write_text(rows(repeated, ones))
+    with pytest.raises(MeasuredFormatError, match=r"2θ 76.02 occurs twice \(data rows 200 and 201\)"):
+        read_pattern(tmp_path / "repeated.xy")
+    back = angles.copy()
+    back[300] = back[302]
+    (tmp_path / "back.xy").write_text(rows(back, ones))
+    with pytest.raises(MeasuredFormatError, match=r"not monotonic \(data row 302: 73.96 then 73.98\)"):
+        read_pattern(tmp_path / "back.xy")
+    holes = ones.copy()
+    holes[[50, 60]] = np.nan
+    (tmp_path / "nan.xy").write_text(rows(angles, holes))
+    with pytest.raises(MeasuredFormatError, match=r"data row 51 holds a value that is not a number .*2 row"):
+        read_pattern(tmp_path / "nan.xy")
+    (tmp_path / "down.xy").write_text(rows(angles, ones))
+    pattern = read_pattern(tmp_path / "down.xy")
+    assert pattern.two_theta_deg[0] == pytest.approx(10.02) and np.all(np.diff(pattern.two_theta_deg) > 0)
+
+
 def test_text_header_wavelength_forms(tmp_path: Path) -> None:
     two_theta, intensity = _reference_scan(11)
     body = "\n".join(f"{x} {y}" for x, y in zip(two_theta, intensity, strict=True))

@@ -511,11 +511,22 @@ def columns_to_pattern(
             + (several if table.shape[1] > 3 else ""),
         )
     two_theta, intensity = table[:, 0], table[:, 1]
+    finite = np.isfinite(two_theta) & np.isfinite(intensity)
+    if not finite.all():
+        bad = int(np.argmin(finite))
+        raise MeasuredFormatError(
+            path,
+            f"data row {bad + 1} holds a value that is not a number ({two_theta[bad]:g} {intensity[bad]:g}); "
+            f"{int(np.count_nonzero(~finite))} row(s) in all",
+            "Remove or fix those rows",
+        )
+    # The scan's direction from its ends, so that the first step against it is the one named (a descending scan
+    # with one repeated angle used to be reported at its first row).
+    descending = two_theta[-1] < two_theta[0]
     steps = np.diff(two_theta)
-    if steps.size and np.all(steps < 0):
-        two_theta, intensity = two_theta[::-1], intensity[::-1]
-    elif steps.size and not np.all(steps > 0):
-        bad = int(np.argmax(steps <= 0)) + 1
+    against = np.flatnonzero(steps >= 0 if descending else steps <= 0)
+    if against.size:
+        bad = int(against[0]) + 1
         if two_theta[bad] == two_theta[bad - 1]:
             raise MeasuredFormatError(
                 path,
@@ -529,6 +540,8 @@ def columns_to_pattern(
             f"{two_theta[bad]:g})",
             "The first column must be 2θ in increasing or decreasing order; check the column order",
         )
+    if descending:
+        two_theta, intensity = two_theta[::-1], intensity[::-1]
     return MeasuredPattern(two_theta, intensity, wavelength, str(path), metadata)
 
 
