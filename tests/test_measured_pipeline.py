@@ -181,3 +181,35 @@ def test_the_ablation_table_pairs_every_variant_with_the_first(tmp_path: Path, m
     # Paired on RRUFF: paper loses file 2 at hit@1 and at hit@5, and wins none.
     assert rows["| paper"][1:3] == ["0.333 / 0.333 / 0.333 / 0.333", "+0 −1 (1) / +0 −1 (1)"]
     assert all(len(cells) == len(rows["| model"]) for cells in rows.values())
+
+
+def test_a_stage_reruns_when_its_config_or_an_earlier_stage_changed(tmp_path):
+    """A stage's identity holds the contents of the config it names (the recipes rewrite it per run), and once a
+    stage runs, every later one runs too; an always-run stage counts as a change only where its stores changed."""
+    out, log = tmp_path / "run", tmp_path / "ran.txt"
+    config, store = tmp_path / "train.json", tmp_path / "bank.zarr"
+    store.mkdir()
+    (store / "zarr.json").write_text('{"attributes": {"fingerprint": "a"}}')
+
+    def record(name: str) -> list[str]:
+        return [sys.executable, "-c", f"open({str(log)!r}, 'a').write({name!r} + ' ')"]
+
+    def pipeline(minutes: float) -> str:
+        log.write_text("")
+        config.write_text(json.dumps({"max_minutes": minutes}))
+        stages = Stages(out, "test")
+        stages.run("bank: b", record("bank"), outputs=[store], always=True)
+        stages.run("train: t", [*record("train"), "--config", str(config)])
+        stages.run("score: s", record("score"))
+        return log.read_text().split()
+
+    assert pipeline(3.0) == ["bank", "train", "score"]
+    assert pipeline(3.0) == ["bank"], "nothing changed: the always-run stage runs, the others are reused"
+    assert pipeline(10.0) == ["bank", "train", "score"], "another config retrains, and the scores follow it"
+    (store / "zarr.json").write_text('{"attributes": {"fingerprint": "b"}}')
+    stages = Stages(out, "test")
+    rewrite = [sys.executable, "-c", f"open({str(store / 'zarr.json')!r}, 'w').write('rebuilt')"]
+    log.write_text("")
+    stages.run("bank: b", rewrite, outputs=[store], always=True)
+    stages.run("train: t", [*record("train"), "--config", str(config)])
+    assert log.read_text().split() == ["train"], "a bank that changed under the run retrains"

@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
             "--workers",
             str(args.workers),
         ],
+        outputs=[bank],
         always=True,
     )
     stages.run(
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             str(args.workers),
             "--resume",
         ],
+        outputs=[mixtures],
         always=True,
     )
     stages.run(

@@ -300,6 +300,7 @@ def main(argv: list[str] | None = None) -> None:
             [xrdsynth, "bank", "build", *sources, "--source", "builtin", "--source",
              f"{args.random_style}:{args.random_per_group}", "--isotypes", str(args.isotypes), "--split-fractions",
              "0.96,0.02,0.02", "--out", str(bank), "--workers", str(args.workers)],
+            outputs=[bank],
             always=True,
         )  # fmt: skip
     recipe_config = out / "configs" / "mixtures.json"
@@ -311,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
         f"mixtures: {name} recipe",
         [xrdsynth, "mixtures", "generate", "--bank", str(bank), "--out", str(mixtures), "--n", args.n_train,
          "--recipe", args.recipe, "--config", str(recipe_config), "--workers", str(args.workers), "--resume"],
+        outputs=[mixtures],
         always=True,
     )  # fmt: skip
     # One model keeps the folder name of the runs before ensembles; members are cnn_presence_0, _1, ...
