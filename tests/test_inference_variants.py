@@ -98,3 +98,40 @@ def test_scaled_d_spacings_follow_braggs_law_and_drop_points_past_90_degrees() -
         smaller.two_theta_deg, 2.0 * np.degrees(np.arcsin(wavelength / (2 * 0.98 * d[:3])))
     )
     np.testing.assert_array_equal(smaller.intensity, [0.0, 1.0, 2.0])
+
+
+def test_a_refused_file_is_a_miss_and_a_run_made_with_bank_names_it(tmp_path, monkeypatch) -> None:
+    """A file the model refuses scored groups 1, 2, 3 ... in order (a hit for group 1); now it ranks nothing.
+    Means over variants use the variants a file was scored in. --bank reads a bank outside the run folder."""
+    from xrdmodels.measured import MeasuredPattern
+
+    pattern = MeasuredPattern(np.array([10.0, 20.0]), np.array([1.0, 2.0]), 1.54184, "f.xy")
+    labelled = [
+        variants.LabelledPattern(
+            {"set": "demo", "file": f"f{g}.xy"}, Path(f"f{g}.xy"), pattern, 1.54184, [{g}], set()
+        )
+        for g in (1, 2)
+    ]
+    scores = np.full((2, 230), np.nan)
+    scores[1] = np.linspace(1.0, 0.0, 230)
+    ranked = variants.scores_of(labelled, scores)
+    assert ranked[0].ranked == [] and ranked[1].ranked[:2] == [1, 2]
+    shifted = np.full((2, 230), np.nan)
+    shifted[0] = np.linspace(0.0, 1.0, 230)
+    mean = variants.mean_of([scores, shifted])
+    np.testing.assert_array_equal(mean[0], shifted[0])
+    np.testing.assert_array_equal(mean[1], scores[1])
+    run = _run_folder(tmp_path / "run")
+    (run / "bank.zarr").rename(tmp_path / "elsewhere.zarr")
+    labels = _labels(tmp_path)
+    ckpt = make_checkpoint(tmp_path / "m.pt", n_bins=256)
+    argv = ["inference_variants.py", str(ckpt), "--run", str(run), "--labels", str(labels), "--shifts"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--scales"])
+    try:
+        variants.main()
+    except SystemExit as stop:
+        assert f"no Zarr store at {run / 'bank.zarr'}" in str(stop)
+    else:
+        raise AssertionError("a run folder without its bank must be refused by name")
+    monkeypatch.setattr(sys, "argv", [*argv, "--scales", "--bank", str(tmp_path / "elsewhere.zarr")])
+    variants.main()

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,10 +53,11 @@ def probabilities(
     checkpoint: str, patterns: list[LabelledPattern], shift_deg: float = 0.0, d_scale: float = 1.0
 ) -> np.ndarray:
     """(files, 230) presence probabilities of the model, each pattern's d-spacings multiplied by `d_scale`
-    (sin θ divided by it; points whose sin θ would pass 1 are dropped), then its 2θ axis moved by `shift_deg`."""
+    (sin θ divided by it; points whose sin θ would pass 1 are dropped), then its 2θ axis moved by `shift_deg`;
+    NaN for a file the model refuses (it then counts as a miss, never as groups 1, 2, 3 ... in order)."""
     model, state = load_model(checkpoint)
     training = training_ranges(state, checkpoint)
-    out = np.zeros((len(patterns), N_GROUPS))
+    out = np.full((len(patterns), N_GROUPS), np.nan)
     for i, item in enumerate(patterns):
         scaled = scale_d_spacings(item.pattern, d_scale)
         moved = dataclasses.replace(scaled, two_theta_deg=scaled.two_theta_deg + shift_deg)
@@ -86,25 +89,42 @@ def scale_d_spacings(pattern: MeasuredPattern, d_scale: float) -> MeasuredPatter
     )
 
 
-def priors(run: Path) -> tuple[np.ndarray, np.ndarray]:
+def priors(run: Path, bank_url: Path) -> tuple[np.ndarray, np.ndarray]:
     """Counts per group (230,) of the training mixtures' phases and of the bank's curated training entries."""
+    for store in (run / "mixtures" / "train.zarr", bank_url):
+        if not (store / "zarr.json").is_file():
+            sys.exit(f"inference_variants: no Zarr store at {store} (--run is the pipeline's output folder; --bank "
+                     "names the bank where the run was made with --bank)")  # fmt: skip
     mixtures = zarr.open_group(str(run / "mixtures" / "train.zarr"), mode="r")
     groups = mixtures["phase_spacegroup"][:PRIOR_ROWS]
     training = np.bincount(groups[groups > 0], minlength=N_GROUPS + 1)[1:].astype(float)
-    entries = zarr.open_group(str(run / "bank.zarr"), mode="r")["entries"]
+    entries = zarr.open_group(str(bank_url), mode="r")["entries"]
     curated = (~entries["synthetic"][:]) & (np.array([str(x) for x in entries["split"][:]]) == "train")
     bank = np.bincount(entries["spacegroup_number"][:][curated], minlength=N_GROUPS + 1)[1:].astype(float)
     return training, bank
 
 
 def scores_of(patterns: list[LabelledPattern], scores: np.ndarray) -> list[MeasuredScore]:
-    """Each file ranked by its (230,) scores, highest first."""
+    """Each file ranked by its (230,) scores, highest first; a file with scores that are not numbers (refused by
+    the model) ranks nothing, a miss."""
     return [
         MeasuredScore(
-            item.row["set"], item.row["file"], item.phases, (np.argsort(-s, kind="stable") + 1).tolist(), []
+            item.row["set"],
+            item.row["file"],
+            item.phases,
+            (np.argsort(-s, kind="stable") + 1).tolist() if np.isfinite(s).all() else [],
+            [],
         )
         for item, s in zip(patterns, scores, strict=True)
     ]
+
+
+def mean_of(variants: list[np.ndarray]) -> np.ndarray:
+    """The mean of several (files, 230) probabilities over the variants that a file was scored in (NaN where
+    none: a miss)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a file refused in every variant: its NaN is kept
+        return np.nanmean(variants, axis=0)
 
 
 def row_of(name: str, scored: list[MeasuredScore], base: list[MeasuredScore]) -> str:
@@ -134,6 +154,11 @@ def main() -> None:
     )
     parser.add_argument("checkpoints", nargs="+", help="checkpoints of one run; the first is the baseline")
     parser.add_argument("--run", type=Path, required=True, help="the measured pipeline's output folder")
+    parser.add_argument(
+        "--bank",
+        type=Path,
+        help="the run's bank (default RUN/bank.zarr; a run made with --bank names it there)",
+    )
     parser.add_argument("--labels", type=Path, default=LABELS, help="labels table of the measured files")
     parser.add_argument("--shifts", type=float, nargs="*", default=[0.05, 0.1], help="2θ shifts in degrees")
     parser.add_argument(
@@ -146,7 +171,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args()
 
-    training, bank = priors(args.run)
+    training, bank = priors(args.run, args.bank or args.run / "bank.zarr")
     patterns, failures = read_labelled(args.labels)
     for file, reason in failures:
         print(f"skipped {file}: {reason}")
@@ -165,17 +190,17 @@ def main() -> None:
         lines.append(
             row_of(
                 f"mean of {len(per_checkpoint)} checkpoints",
-                scores_of(patterns, np.mean(per_checkpoint, 0)),
+                scores_of(patterns, mean_of(per_checkpoint)),
                 base,
             )
         )
     for shift in args.shifts:
         moved = [probabilities(args.checkpoints[0], patterns, s) for s in (-shift, shift)]
-        mean = np.mean([base_probs, *moved], axis=0)
+        mean = mean_of([base_probs, *moved])
         lines.append(row_of(f"mean over 2θ shifts 0, ±{shift}°", scores_of(patterns, mean), base))
     for scale in args.scales:
         scaled = [probabilities(args.checkpoints[0], patterns, d_scale=1.0 + e) for e in (-scale, scale)]
-        mean = np.mean([base_probs, *scaled], axis=0)
+        mean = mean_of([base_probs, *scaled])
         lines.append(row_of(f"mean over d-spacing scalings 1, 1 ± {scale}", scores_of(patterns, mean), base))
     training_prior = training / training.sum()
     eps = 1e-6
