@@ -12,9 +12,9 @@ checkpoint and store how often each space group is ranked first and within the t
 are in the top 3, both by the model's scores alone and as `xrdmodels predict` ranks them for users (label-prior
 hedge, w = 2). The default structures are the NIST duplex steel's two phases (BGMN's austenite and ferrite, from
 ../shared/data/structures), which is how docs/benchmarks.md ("Related phases in a mixture") found that the model
-misses the ferrite on its own training materials, not only on the measured scans. With several `--mixture`s
-each gets its own bank and stores (a folder of `--work` named after its structures), and the last lines give the
-mean of "all in top 3" over them: the screens of docs/benchmarks.md ("The second phase: three screens").
+misses the ferrite on its own training materials, not only on the measured scans. Each mixture gets its own
+bank and stores (a folder of `--work` named after its structures); with several `--mixture`s the last lines give
+the mean of "all in top 3" over them: the screens of docs/benchmarks.md ("The second phase: three screens").
 
 The mixtures use the checkpoint's training recipe only as far as the `lab` preset does: what it measures is
 whether the phases can be told apart where they overlap, not the measured scans' texture.
@@ -46,7 +46,14 @@ DEFAULT_CIFS = [
 
 
 def _run(args: list[str]) -> None:
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+    """Run one xrdsynth command; its error (on stderr) stays on the terminal, and a failure stops the script with
+    the command named, not a traceback."""
+    try:
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+    except subprocess.CalledProcessError as exc:
+        sys.exit(
+            f"pair_check: {' '.join(args[:3])} ... failed (exit {exc.returncode}); see its message above"
+        )
 
 
 def build_stores(
@@ -152,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(2)
     stores = []
     for cifs in mixtures:
-        work = args.work if len(mixtures) == 1 else args.work / "-".join(c.stem for c in cifs)
+        # A folder per set of structures, so that another call with other structures builds its own bank.
+        work = args.work / "-".join(c.stem for c in cifs)
         work.mkdir(parents=True, exist_ok=True)
         stores.append(build_stores(cifs, args.n, args.defocus, args.seed, work, args.dirichlet_alpha))
     for checkpoint in args.checkpoints:
