@@ -315,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     print(text)
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
 
 

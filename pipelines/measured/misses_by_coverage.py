@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,19 @@ from xrdmodels.spacegroups import crystal_system
 
 
 def read_counts(bank: Path, split: str | None) -> np.ndarray:
-    """(231,) read (non-synthetic) entries per space group, of one split or of all."""
+    """(231,) read (non-synthetic) entries per space group, of one split or of all; exits naming a missing bank
+    or a split the bank does not have."""
+    if not (bank / "zarr.json").is_file():
+        sys.exit(f"misses_by_coverage: no bank store at {bank} (--bank)")
     entries = zarr.open_group(str(bank), mode="r")["entries"]
     read = ~entries["synthetic"][:]
     if split is not None:
-        read &= np.array([str(x) for x in entries["split"][:]]) == split
+        splits = np.array([str(x) for x in entries["split"][:]])
+        if split not in set(splits):
+            sys.exit(
+                f"misses_by_coverage: {bank} has no split {split!r}; its splits: {', '.join(sorted(set(splits)))}"
+            )
+        read &= splits == split
     return np.bincount(entries["spacegroup_number"][:][read], minlength=231)
 
 

@@ -282,6 +282,19 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--ensemble must be at least 1, got {args.ensemble}")
     if args.without and args.recipe != "lab":
         parser.error("--without removes effects of the lab recipe; use it with --recipe lab")
+    bank_options = [
+        option
+        for option, value, default in (
+            ("--random-per-group", args.random_per_group, RANDOM_PER_GROUP),
+            ("--random-style", args.random_style, RANDOM_STYLE),
+            ("--isotypes", args.isotypes, ISOTYPES),
+        )
+        if value != default
+    ]
+    if args.bank and bank_options:
+        parser.error(
+            f"{', '.join(bank_options)} shape the bank this pipeline builds; --bank reuses a built one"
+        )
     if not (SHARED / "structures").exists() or not (SHARED / "experimental").exists():
         sys.exit(f"measured: this pipeline needs ../shared/data (structures and experimental) at {SHARED}")
     name = args.recipe + "".join(f"-no-{e}" for e in sorted(args.without))

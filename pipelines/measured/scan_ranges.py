@@ -69,7 +69,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model, state = load_model(args.checkpoint)
     training = training_ranges(state, args.checkpoint)
-    labelled, failures = read_labelled(args.labels, sets=[args.set], limit=args.limit)
+    try:
+        labelled, failures = read_labelled(args.labels, sets=[args.set], limit=args.limit)
+    except (
+        OSError,
+        ValueError,
+    ) as exc:  # a missing table, a set it does not hold (the message lists its sets)
+        parser.error(str(exc))
     for path, reason in failures:
         print(f"unreadable: {path}: {reason}")
     print(f"{len(labelled)} files of {args.set}, {args.checkpoint}, prior weight {args.prior_weight:g}\n")
