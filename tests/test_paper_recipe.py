@@ -123,3 +123,29 @@ def test_paper_script_offers_the_stricter_formula_split(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert bad.returncode == 2 and "SPLIT must be" in bad.stderr
+
+
+def test_paper_script_passes_the_endpoint_everywhere_and_runs_data_stages_on_node_0_only(
+    tmp_path: Path,
+) -> None:
+    """S3_ENDPOINT reaches the mixtures, each training (a storage_options override TrainConfig parses) and the
+    evaluation; another node (NODE_RANK 1) trains only, where every node used to build the bank and data."""
+    from xrdmodels.cli import apply_overrides
+    from xrdmodels.config import TrainConfig
+
+    endpoint = "http://minio:9000"
+    (tmp_path / "head").mkdir()
+    argvs = _run_paper_script(tmp_path / "head", S3_ENDPOINT=endpoint)
+    programs = [a[:2] for a in argvs]
+    assert ["xrdsynth", "bank"] in programs and ["xrdmodels", "evaluate"] in programs
+    for argv in argvs:
+        if argv[0] == "torchrun":
+            overrides = [a for a in argv if a.startswith("storage_options.")]
+            config_path = Path(argv[argv.index("--config") + 1])
+            fields = apply_overrides(json.loads(config_path.read_text()), tuple(overrides))
+            assert TrainConfig(**fields).storage_options == {"client_kwargs": {"endpoint_url": endpoint}}
+        elif argv[:2] in (["xrdsynth", "mixtures"], ["xrdmodels", "evaluate"]):
+            assert argv[argv.index("--storage-option") + 1] == f"endpoint_url={endpoint}"
+    (tmp_path / "other").mkdir()
+    other = _run_paper_script(tmp_path / "other", NODE_RANK="1", NNODES="2")
+    assert [a[0] for a in other] == ["torchrun"] * 3

@@ -624,3 +624,12 @@ def test_the_energy_filter_can_be_switched_off_over_a_config(tmp_path) -> None:
     assert stored["max_e_above_hull_ev_per_atom"] is None
     bad = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "c.zarr"), "--max-e-above-hull", "low"])
     assert bad.exit_code == 1 and "--max-e-above-hull 'low': give a number, or 'none'" in bad.output
+    # Asked for, on structures that give no e_above_hull, the filter removes nothing: the build says so.
+    unfiltered = CliRunner().invoke(
+        main, [*args, "--out", str(tmp_path / "d.zarr"), "--max-e-above-hull", "0.1"]
+    )
+    assert unfiltered.exit_code == 0, unfiltered.output
+    assert "warning: --max-e-above-hull 0.1 removed nothing: no entry's metadata give e_above_hull" in (
+        unfiltered.output
+    )
+    assert "removed nothing" not in result.output

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from .config import (
@@ -335,6 +336,14 @@ def bank_build(
     except ValueError as exc:
         _fail(str(exc))
     _echo(result.summary())
+    limit = config.max_e_above_hull_ev_per_atom
+    if max_e_above_hull is not None and limit is not None and len(result):
+        if np.isnan(result.column("e_above_hull_ev_per_atom")).all():
+            _echo(
+                f"warning: --max-e-above-hull {limit:g} removed nothing: no entry's metadata give e_above_hull "
+                "(CIF files carry none; give the structures as CSV or JSON records with an e_above_hull field)",
+                err=True,
+            )
     same_options = " and the same --storage-option" if storage_option else ""
     if len(result) == 0:
         _fail(

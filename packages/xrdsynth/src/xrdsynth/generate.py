@@ -232,11 +232,11 @@ def generate_split(
             s,
             (
                 ShardJob(
-                    url=url,
+                    url=absolute_url(url),
                     storage_options=storage_options,
                     layout=layout,
                     shard=s,
-                    bank_url=bank.url,
+                    bank_url=absolute_url(bank.url),
                     bank_fingerprint=bank.fingerprint,
                     bank_storage_options=bank.storage_options,
                     grid=bank.grid,
@@ -333,6 +333,13 @@ def local_path(url: str) -> Path | None:
 
     protocol, path = fsspec.core.split_protocol(url)
     return Path(path) if protocol in (None, "file", "local") else None
+
+
+def absolute_url(url: str) -> str:
+    """A local path made absolute (a remote URL as it is): what a shard job names, so that a Dask worker on
+    another machine or in another folder (`--scheduler`, a shared filesystem) reads and writes the same files."""
+    path = local_path(url)
+    return url if path is None else str(path.resolve())
 
 
 def bank_path_from_store(bank_url: str, store_url: str) -> str | None:
