@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -120,3 +121,25 @@ def _stores_state(paths: list[Path]) -> str:
             digest.update(str(meta).encode())
             digest.update(meta.read_bytes() if meta.is_file() else b"missing")
     return digest.hexdigest()
+
+
+def resume_or_restart(config_path: Path) -> list[str]:
+    """`xrdmodels train`'s resume flag for the training config at `config_path`: ["--resume"] where its `out_dir`
+    holds a run of that config (its config.json agrees on every field the config sets: an interrupted run goes
+    on); a run of another config (another budget or schedule) is moved aside to `<out_dir>.replaced`, replacing
+    an older one there, and [] trains afresh, as resuming it would continue the old run under a changed schedule."""
+    config = json.loads(Path(config_path).read_text())
+    run_dir = Path(config["out_dir"])
+    if not (run_dir / "last.pt").exists():
+        return []
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        saved = None
+    if isinstance(saved, dict) and all(saved.get(key) == value for key, value in config.items()):
+        return ["--resume"]
+    aside = run_dir.with_name(run_dir.name + ".replaced")
+    shutil.rmtree(aside, ignore_errors=True)
+    run_dir.rename(aside)
+    print(f"   {run_dir} holds a run of another config: moved to {aside}; training afresh", flush=True)
+    return []

@@ -213,3 +213,22 @@ def test_a_stage_reruns_when_its_config_or_an_earlier_stage_changed(tmp_path):
     stages.run("bank: b", rewrite, outputs=[store], always=True)
     stages.run("train: t", [*record("train"), "--config", str(config)])
     assert log.read_text().split() == ["train"], "a bank that changed under the run retrains"
+
+
+def test_a_training_of_another_config_restarts_and_an_interrupted_one_resumes(tmp_path):
+    """The pipelines add --resume only where the run folder holds a run of the same config: another budget moves
+    the old run aside (resuming it would continue it under a changed schedule)."""
+    from stages import resume_or_restart
+
+    run_dir = tmp_path / "models" / "cnn"
+    config = {"out_dir": str(run_dir), "total_steps": 1000, "max_minutes": 3.0}
+    path = tmp_path / "cnn.json"
+    path.write_text(json.dumps(config))
+    assert resume_or_restart(path) == []  # nothing trained yet
+    run_dir.mkdir(parents=True)
+    (run_dir / "last.pt").write_bytes(b"x")
+    (run_dir / "config.json").write_text(json.dumps({**config, "lr": 0.001, "seed": 0}))  # as train saves it
+    assert resume_or_restart(path) == ["--resume"]  # an interrupted run of this config goes on
+    path.write_text(json.dumps({**config, "total_steps": 3000, "max_minutes": 10.0}))
+    assert resume_or_restart(path) == []
+    assert not run_dir.exists() and (tmp_path / "models" / "cnn.replaced" / "last.pt").exists()

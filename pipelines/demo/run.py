@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
-from stages import Stages  # noqa: E402
+from stages import Stages, resume_or_restart  # noqa: E402
 
 BIN = Path(sys.executable).parent
 EXPERIMENTAL = REPO.parent / "shared" / "data" / "experimental"
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, head in (("phase_cluster", "phase_cluster"), ("presence", "presence")):
         cfg = train_config(out, name, head, args.train_minutes)
         run_dir = out / "models" / name
-        resume = ["--resume"] if (run_dir / "last.pt").exists() else []
+        resume = resume_or_restart(cfg)
         stages.run(
             f"train {name}: cpu-preset Transformer, {args.train_minutes:g} min on CPU",
             [xrdmodels, "train", "--config", str(cfg), *resume],

@@ -46,7 +46,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
-from stages import Stages  # noqa: E402
+from stages import Stages, resume_or_restart  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SHARED = REPO.parent / "shared" / "data"
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
         config_path = out / "configs" / f"{member}.json"
         config_path.write_text(json.dumps({**config, **budget}, indent=2))
         checkpoints.append(Path(config["out_dir"]) / "last.pt")
-        resume = ["--resume"] if checkpoints[-1].exists() else []
+        resume = resume_or_restart(config_path)
         argvs.append([xrdmodels, "train", "--config", str(config_path), *resume])
     what = "an ensemble of " + str(args.ensemble) if args.ensemble > 1 else "a"
     stages.run_together(

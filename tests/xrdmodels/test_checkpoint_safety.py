@@ -453,6 +453,7 @@ def test_redaction_of_options_and_urls():
     assert redact_url("https://user:pw@host:9000/bucket/x.zarr") == "https://***@host:9000/bucket/x.zarr"
     assert redact_url("s3://bucket/x.zarr") == "s3://bucket/x.zarr"
     # Any text: every URL's user:password masked, nothing else touched; log lines through the CLI's filter.
+    assert redact_url("s3://user:p@ss@host/b/x") == "s3://***@host/b/x"  # an @ in the password is masked too
     text = "no mixture store at http://bob:TrainPW@h:9/m.zarr (see /tmp/a@b)"
     assert redact_url(text) == "no mixture store at http://***@h:9/m.zarr (see /tmp/a@b)"
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "reading %s", ("https://a:b@h/s.zarr",), None)

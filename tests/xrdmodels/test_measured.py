@@ -335,6 +335,12 @@ def test_a_bad_row_is_named_in_a_descending_scan_too(tmp_path: Path) -> None:
     (tmp_path / "nan.xy").write_text(rows(angles, holes))
     with pytest.raises(MeasuredFormatError, match=r"data row 51 holds a value that is not a number .*2 row"):
         read_pattern(tmp_path / "nan.xy")
+    appended = np.concatenate(
+        [np.arange(20.0, 80.0, 0.02), np.arange(10.0, 15.0, 0.02)]
+    )  # ends below its start
+    (tmp_path / "appended.xy").write_text(rows(appended, np.ones_like(appended)))
+    with pytest.raises(MeasuredFormatError, match=r"not monotonic \(data row 3001: 79.98 then 10\)"):
+        read_pattern(tmp_path / "appended.xy")
     (tmp_path / "down.xy").write_text(rows(angles, ones))
     pattern = read_pattern(tmp_path / "down.xy")
     assert pattern.two_theta_deg[0] == pytest.approx(10.02) and np.all(np.diff(pattern.two_theta_deg) > 0)
@@ -381,7 +387,14 @@ def test_text_header_wavelength_forms(tmp_path: Path) -> None:
         ("# Cu Ka1+2", CU_KA),  # the doublet, however it is joined
         ("# Cu K-alpha1/alpha2", CU_KA),
         ("# Cu Ka1 and Ka2", CU_KA),
-        ("# Cu Ka12", None),  # no line of that name
+        ("# Cu Ka12", CU_KA),  # the doublet
+        ("# Mo Ka12", 0.71073),
+        ("# Cu Ka 2-Theta scan", CU_KA),  # a digit apart from the name, or numeric after it, names no line
+        ("# Co Kα 2θ (deg)", 1.79026),
+        ("# Tube Cu Ka 2 kW", CU_KA),
+        ("# Radiation: Cu Ka 1.5418 A", CU_KA),
+        ("# Cu Ka2 stripped", 1.54056),  # Kα2 taken out of the data leaves Kα1
+        ("# Cu Ka1, 40 kV", 1.54056),
     ):
         (tmp_path / "h.xy").write_text(f"{header}\n{body}\n")
         assert read_pattern(tmp_path / "h.xy").wavelength_angstrom == (

@@ -769,6 +769,9 @@ def test_phase_memory_keeps_the_banks_training_phases_in_every_checkpoint(stores
     store = SimpleNamespace(url="mem.zarr", bank_url=None, storage_options=None)
     with pytest.raises(ValueError, match="mem.zarr records no bank_url.*xrdmodels add-memory"):
         train_module.training_memory(store, None, 1.5406)
+    masked = SimpleNamespace(url="mem.zarr", bank_url="http://***@h/bank.zarr", storage_options=None)
+    with pytest.raises(ValueError, match=r"credentials in its URL.*xrdmodels add-memory.*BANK"):
+        train_module.training_memory(masked, None, 1.5406)
     store = SimpleNamespace(
         url="mem.zarr", bank_url=str(tmp_path / "nowhere.zarr"), attrs={}, storage_options=None
     )

@@ -899,5 +899,9 @@ def test_log_lines_and_messages_mask_url_credentials() -> None:
         == "copying s3://***@bucket/a.zarr and http://***@h:9/b.zarr?x=1 to /tmp/c@d and mail@host"
     )
     assert redact_url("http://h/path@x") == "http://h/path@x" and redact_url(None) is None
+    assert redact_url("s3://user:p@ss@host/b/x") == "s3://***@host/b/x"  # an @ in the password is masked too
+    assert redact_url("http://host?x=y@z") == "http://host?x=y@z"  # a query is not the authority
+    malformed = logging.LogRecord("x", logging.INFO, __file__, 1, "x %s %s", (1,), None)
+    assert redact_log_record(malformed)  # a bad log call stays logging's to report, never raised here
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "reading %s", ("https://a:b@h/s.zarr",), None)
     assert redact_log_record(record) and record.getMessage() == "reading https://***@h/s.zarr"

@@ -827,6 +827,8 @@ def test_one_bad_file_or_line_is_one_skipped_entry_not_a_lost_source(tmp_path: P
         for bad, why in ((items[2], "Permission denied"), (items[3], "No such file")):
             with pytest.raises(StructureError, match=why):
                 load_entry(bad)
+    (folder / "notes.txt").symlink_to(tmp_path / "gone.txt")  # a broken link of another kind is no structure
+    assert [i.entry_id for i in list_items(str(folder / "*"))][-1] == "d_broken"
     lines = tmp_path / "set.jsonl"
     lines.write_text(
         json.dumps(_nacl().as_dict()) + '\n{"structure": {"trunc\n' + json.dumps(_rutile().as_dict())

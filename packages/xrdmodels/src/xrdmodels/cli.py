@@ -358,7 +358,8 @@ _threshold_option = click.option(
     "taken from the top of the ranking; 'validation' takes the one the checkpoint chose on validation (the "
     "paper's operating point, A.1.7). Default: the size of highest expected F1 under the model's probabilities "
     "(xrdmodels.metrics.expected_f1_set_size; for a phase-cluster model, the chance that some slot holds each "
-    "group), at most the most phases of a training mixture (5).",
+    "group), at most the most phases of one of the checkpoint's training mixtures (5 under A.1 and the lab "
+    "recipe).",
 )
 
 

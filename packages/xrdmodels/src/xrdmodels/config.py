@@ -577,7 +577,8 @@ def remote_options(url: str, storage_options: dict | None) -> dict | None:
     return None if is_local_url(url) else (storage_options or None)
 
 
-_URL_USER_INFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
+# Up to the last @ of the authority (which ends at the first /, ?, # or blank): a password may hold an @ itself.
+_URL_USER_INFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s\"'<>]*@")
 
 
 def redact_url(url: Any) -> Any:
@@ -591,7 +592,10 @@ def redact_url(url: Any) -> Any:
 def redact_log_record(record: logging.LogRecord) -> bool:
     """A logging filter (``handler.addFilter``) that masks user:password in the URLs a log line names
     (:func:`redact_url`); it keeps every record."""
-    message = record.getMessage()
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a malformed log call is logging's to report, not the filter's to raise
+        return True
     redacted = redact_url(message)
     if redacted != message:
         record.msg, record.args = redacted, ()

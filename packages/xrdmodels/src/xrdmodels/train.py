@@ -109,7 +109,8 @@ class MetricsLog:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            purge = None if resume_step is None else resume_step + 1
+            # The stop's own rows at the resumed step go too where both were off the schedule.
+            purge = None if resume_step is None else resume_step + (len(stop_only) < 2)
             self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=purge)
 
     def log(self, step: int, split: str, values: dict[str, float]) -> None:
@@ -223,6 +224,12 @@ def training_memory(
     fix = "set phase_memory to false, or add a memory to a checkpoint later with `xrdmodels add-memory`"
     if not bank:
         raise ValueError(f"{store.url} records no bank_url, so phase_memory has no bank to read; {fix}")
+    if "://***@" in bank:
+        raise ValueError(
+            f"{store.url} records its bank as {bank}: the bank was reached with credentials in its URL, which a store "
+            f"never keeps, so phase_memory cannot read it; {fix} BANK (the bank's URL as you reach it), or give "
+            "the credentials through storage_options or the environment instead of the URL"
+        )
     grid = (
         model_config.two_theta_min_deg,
         model_config.two_theta_max_deg,
@@ -369,13 +376,16 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             dist.destroy_process_group()
 
 
-def check_same_store(saved: dict[str, Any], path: Path, store: MixtureStore) -> None:
-    """Raise ValueError, naming ``path`` and the fix, when the training store a checkpoint's run read
-    (``data.train_store_fingerprint``, the store's ``config_fingerprint``) is not the one at the URL now: its
-    loader position would then index other samples. Checkpoints written before the fingerprint was recorded pass."""
-    recorded = saved.get("data", {}).get("train_store_fingerprint")
+def check_same_store(saved: dict[str, Any], path: Path, store: MixtureStore, train_store: str) -> None:
+    """Raise ValueError, naming ``path`` and the fix, when the store at the checkpoint's training URL
+    (``train_store``, as persisted) is not the one its run read (``data.train_store_fingerprint``, the store's
+    ``config_fingerprint``): its loader position would then index other samples. A run resumed on another URL is
+    :meth:`TrainState.check_resumable`'s (a warning), and checkpoints written before the fingerprint was recorded
+    pass."""
+    data = saved.get("data", {})
+    recorded = data.get("train_store_fingerprint")
     now = store.attrs.get("config_fingerprint")
-    if recorded is not None and recorded != now:
+    if recorded is not None and data.get("train_store") == train_store and recorded != now:
         raise ValueError(
             f"cannot resume {path}: its run read a training store of fingerprint {recorded}, and {store.url} now "
             f"holds one of {now} (regenerated or replaced since); resume on the store it read, or start a new "
@@ -402,7 +412,7 @@ def _train(config: TrainConfig, rt: Runtime, resume: bool, progress: bool) -> di
     stream, loader = build_loader(config, rt)
     check_grid(stream.store, model_config)
     if saved is not None:
-        check_same_store(saved, last, stream.store)
+        check_same_store(saved, last, stream.store, config.persistable()["train_store"])
     wavelength = float(stream.store.attrs.get("wavelength_angstrom", CU_KA_ANGSTROM))
     memory = training_memory(stream.store, model_config, wavelength) if config.phase_memory else None
     if config.val_store and rt.is_main:

@@ -338,7 +338,8 @@ def bank_build(
     _echo(result.summary())
     limit = config.max_e_above_hull_ev_per_atom
     if max_e_above_hull is not None and limit is not None and len(result):
-        if np.isnan(result.column("e_above_hull_ev_per_atom")).all():
+        removed = any("e_above_hull" in s.reason for s in result.skipped)
+        if not removed and np.isnan(result.column("e_above_hull_ev_per_atom")).all():
             _echo(
                 f"warning: --max-e-above-hull {limit:g} removed nothing: no entry's metadata give e_above_hull "
                 "(CIF files carry none; give the structures as CSV or JSON records with an e_above_hull field)",

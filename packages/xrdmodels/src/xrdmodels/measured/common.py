@@ -245,12 +245,14 @@ def wavelength_from_header(lines: list[str]) -> tuple[float | None, dict[str, st
         return stated
     # No number, but the anode named ("Anode: \"Co\"" in a DIFFRAC.EVA export, "Anode material,Mo", "Cu K-alpha"):
     # its Kα mean, which is what a lab tube without a monochromator gives; where the header names one line of it
-    # ("Mo Ka1 radiation", "Cu K-alpha1 (Ge monochromator)"), that line ("Cu Ka1,2" names the doublet: the mean).
+    # ("Mo Ka1 radiation", "Cu K-alpha1 (Ge monochromator)"), that line: its digit written against the name, with
+    # nothing numeric after it ("Cu Ka 2-Theta", "Cu Ka 2 kW" and "Ka 1.5418" name no line; "Cu Ka1,2", "Ka12" and
+    # "Ka1+Ka2" name the doublet: the mean). Kα2 stripped from the data leaves Kα1.
     anode = re.search(
         r"\banode(?:\s+material)?\s*[:=,]?\s*[\"']?(?P<anode>cu|co|mo|fe|cr|ag)\b"
-        r"|\b(?P<tube>cu|co|mo|fe|cr|ag)[\s-]*"
-        + kalpha
-        + r"(?:1\s*(?:[,+/&]|and)\s*(?:k?\s*-?\s*(?:a|α|alpha)\s*-?\s*)?2|(?P<line>[12]))?(?![b-z\d])",
+        r"|\b(?P<tube>cu|co|mo|fe|cr|ag)[\s-]*k\s*-?\s*(?:alpha|α|a)"
+        r"(?:-?(?:12|1\s*(?:[,+/&]|and)\s*(?:k?\s*-?\s*(?:alpha|α|a)\s*-?\s*)?2)"
+        r"|-?(?P<line>[12])(?!\d|\.\d|[θ°-])(?P<stripped>\s*(?:stripped|removed|subtracted|eliminated))?)?(?![b-z])",
         text,
         flags=re.IGNORECASE,
     )
@@ -258,7 +260,8 @@ def wavelength_from_header(lines: list[str]) -> tuple[float | None, dict[str, st
         return None, {}
     name = (anode.group("anode") or anode.group("tube")).capitalize()
     if anode.group("line"):
-        line = f"{name}Ka{anode.group('line')}"
+        number = "1" if anode.group("stripped") else anode.group("line")
+        line = f"{name}Ka{number}"
         return LINES_ANGSTROM[line], {"wavelength_kind": LINE_NAMED, "anode": name, "line": line}
     return LINES_ANGSTROM[f"{name}Ka"], {"wavelength_kind": ANODE_NAMED, "anode": name}
 
@@ -520,10 +523,11 @@ def columns_to_pattern(
             f"{int(np.count_nonzero(~finite))} row(s) in all",
             "Remove or fix those rows",
         )
-    # The scan's direction from its ends, so that the first step against it is the one named (a descending scan
-    # with one repeated angle used to be reported at its first row).
-    descending = two_theta[-1] < two_theta[0]
+    # The scan's direction from most of its steps, so that the first step against it is the one named (a
+    # descending scan with one repeated angle used to be reported at its first row; a second scan appended to a
+    # first is named where it starts).
     steps = np.diff(two_theta)
+    descending = bool(np.median(steps) < 0)
     against = np.flatnonzero(steps >= 0 if descending else steps <= 0)
     if against.size:
         bad = int(against[0]) + 1

@@ -97,9 +97,11 @@ def _list_path(source: str, text: str) -> list[SourceItem]:
     if os.path.isdir(text):
         return cif_files.list_directory(source, Path(text))
     if any(ch in text for ch in "*?["):
-        # A broken link is listed too (load_entry reports it), as in a directory.
+        # A broken .cif link is listed too (load_entry reports it), as in a directory.
         matches = sorted(
-            Path(p) for p in glob.glob(text, recursive=True) if os.path.isfile(p) or not os.path.exists(p)
+            Path(p)
+            for p in glob.glob(text, recursive=True)
+            if os.path.isfile(p) or (not os.path.exists(p) and p.lower().endswith(".cif"))
         )
         if not matches:
             raise ValueError(f"source {source!r}: glob pattern matches no files; accepted: {ACCEPTED_FORMS}")
