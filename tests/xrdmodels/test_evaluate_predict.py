@@ -464,7 +464,13 @@ class FixedSlotModel(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.config = SimpleNamespace(head="phase_cluster", encoder="transformer")
+        self.config = SimpleNamespace(
+            head="phase_cluster",
+            encoder="transformer",
+            n_bins=N_BINS,
+            two_theta_min_deg=5.0,
+            two_theta_max_deg=120.0,
+        )
         self.logits = torch.log(torch.tensor(FIXED_SLOTS, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
@@ -644,7 +650,9 @@ class FixedPresenceModel(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.config = SimpleNamespace(head="presence", encoder="cnn")
+        self.config = SimpleNamespace(
+            head="presence", encoder="cnn", n_bins=N_BINS, two_theta_min_deg=5.0, two_theta_max_deg=120.0
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
         return ModelOutput(set_probs=torch.tensor(FIXED_PRESENCE, dtype=torch.float32).expand(x.shape[0], -1))
@@ -1159,3 +1167,59 @@ def test_the_expected_f1_set_is_no_larger_than_a_training_mixture(tmp_path, monk
     assert len(chosen["predicted_set"]) == 1 and chosen["predicted_set"] == [
         chosen["ranked"][0]["spacegroup"]
     ]
+
+
+def test_evaluate_keeps_two_runs_apart_and_checks_everything_before_scoring(tmp_path, stores) -> None:
+    """Two runs' models/cnn/last.pt got one table row (same default name); a second, missing checkpoint was found
+    only after the first was scored; a store on another grid or at another anode was scored without a word."""
+    first = tmp_path / "run_a" / "models" / "cnn" / "last.pt"
+    second = tmp_path / "run_b" / "models" / "cnn" / "last.pt"
+    for path in (first, second):
+        path.parent.mkdir(parents=True)
+        make_checkpoint(path)
+    out = tmp_path / "eval"
+    both = CliRunner().invoke(
+        main, ["evaluate", str(first), str(second), "--store", f"test={stores['test']}", "--out", str(out)]
+    )
+    assert both.exit_code == 0, both.output
+    rows = [line for line in (out / "table.md").read_text().splitlines() if line.startswith("| Transformer")]
+    assert len(rows) == 2 and "run_a/models/cnn/last.pt" in rows[0] and "run_b/models/cnn/last.pt" in rows[1]
+    missing = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(first),
+            str(tmp_path / "typo.pt"),
+            "--store",
+            f"test={stores['test']}",
+            "--out",
+            str(tmp_path / "m"),
+        ],
+    )
+    assert missing.exit_code != 0 and "typo.pt" in missing.output and not (tmp_path / "m").exists()
+    twice = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(first),
+            str(second),
+            "--store",
+            f"test={stores['test']}",
+            "--out",
+            str(tmp_path / "n"),
+        ]
+        + ["--name", "same", "--name", "same"],
+    )
+    assert twice.exit_code != 0 and "--name must be different" in twice.output
+    other_grid = make_checkpoint(tmp_path / "wide.pt", n_bins=2 * N_BINS)
+    refused = CliRunner().invoke(
+        main, ["evaluate", str(other_grid), "--store", f"test={stores['test']}", "--out", str(tmp_path / "g")]
+    )
+    assert (
+        refused.exit_code != 0 and "to evaluate, use stores generated on the model's grid" in refused.output
+    )
+    molybdenum = make_checkpoint(tmp_path / "mo.pt", wavelength_angstrom=0.71073)
+    refused = CliRunner().invoke(
+        main, ["evaluate", str(molybdenum), "--store", f"test={stores['test']}", "--out", str(tmp_path / "w")]
+    )
+    assert refused.exit_code != 0 and "trained on patterns at 0.71073 Å" in refused.output

@@ -971,6 +971,18 @@ def test_a_checkpoint_remembers_its_training_phases(tmp_path, bank) -> None:
     )
     assert empty.exit_code != 0 and "holds no read phase of the val split" in empty.output
     assert not (tmp_path / "x.pt").exists()
+    # A checkpoint whose training store is readable takes only that store's bank (it took any bank before).
+    import zarr
+
+    trained_on = tmp_path / "train.zarr"
+    zarr.open_group(str(trained_on), mode="w").attrs.update(
+        {"format": "xrdsynth.mixtures", "format_version": 1, "bank_fingerprint": "another-bank"}
+    )
+    state = load_checkpoint(on_grid)
+    state["data"] = {**state["data"], "train_store": str(trained_on)}
+    save_checkpoint(tmp_path / "s.pt", state)
+    other = CliRunner().invoke(main, ["add-memory", str(tmp_path / "s.pt"), url, str(tmp_path / "x.pt")])
+    assert other.exit_code != 0 and "is not the bank the mixtures were written from" in other.output
 
 
 def test_remote_banks_and_stores_are_read_with_storage_options(

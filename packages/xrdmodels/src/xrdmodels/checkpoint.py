@@ -522,17 +522,35 @@ def add_memory(
     it (:func:`xrdmodels.predict.predict_one`). Training writes the same entry with ``phase_memory`` on
     (:class:`~xrdmodels.config.TrainConfig`). Returns the number of phases kept.
 
+    The bank must be the one the model's training store was written from (its ``bank_fingerprint``) where that
+    store can still be read; where it cannot, the bank is taken as given, with a warning.
+
     Raises:
         LibraryFormatError: `bank` is not a usable bank store.
-        ValueError: the bank is not on the model's grid, records no splits, or holds no read phase of `split`.
+        ValueError: the bank is not on the model's grid, records no splits, holds no read phase of `split`, or is
+            not the training store's bank.
     """
+    import zarr
+
     from .config import remote_options
     from .neighbours import MEMORY_KEY, bank_memory
     from .predict import model_grid
 
     state = load_checkpoint(source)
+    train_store = state.get("data", {}).get("train_store")
+    fingerprint = None
+    try:
+        attrs = zarr.open_group(
+            train_store, mode="r", storage_options=remote_options(train_store, storage_options)
+        ).attrs
+        fingerprint = attrs.get("bank_fingerprint")
+    except Exception:  # noqa: BLE001 - moved, remote or gone: the bank cannot be checked, which is said below
+        log.warning(
+            "%s: its training store %s cannot be read, so %s is not checked against the bank the model learned "
+            "from", source, redact_url(train_store), redact_url(bank)
+        )  # fmt: skip
     references, state[MEMORY_KEY] = bank_memory(
-        bank, split, model_grid(state), remote_options(bank, storage_options)
+        bank, split, model_grid(state), remote_options(bank, storage_options), fingerprint
     )
     save_checkpoint(destination, state)
     return len(references)

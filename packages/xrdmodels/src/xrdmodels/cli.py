@@ -356,7 +356,7 @@ _threshold_option = click.option(
     help="Presence threshold or slot gate: as many groups as reach it (a presence model's probability, the "
     "`probability` column; a phase-cluster model's slot gate, the paper's slot union) form the predicted set, "
     "taken from the top of the ranking; 'validation' takes the one the checkpoint chose on validation (the "
-    "paper's operating point, A.1.7). Default: the size of highest expected F1 under the model's probabilities "
+    "paper's operating point, A.1.7; an ensemble's: the mean of its members', not one chosen for their average). Default: the size of highest expected F1 under the model's probabilities "
     "(xrdmodels.metrics.expected_f1_set_size; for a phase-cluster model, the chance that some slot holds each "
     "group), at most the most phases of one of the checkpoint's training mixtures (5 under A.1 and the lab "
     "recipe).",

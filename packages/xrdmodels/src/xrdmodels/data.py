@@ -19,7 +19,7 @@ import torch
 import zarr
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .config import N_SPACE_GROUPS, is_local_url
+from .config import N_SPACE_GROUPS, ModelConfig, is_local_url
 
 MIXTURE_FORMAT = "xrdsynth.mixtures"
 SUPPORTED_VERSIONS = (1,)
@@ -492,3 +492,19 @@ class ShardStream(IterableDataset):
                 yield to_batch(batch, n_bins)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def check_grid(store: MixtureStore, model_config: ModelConfig) -> None:
+    """Raise ValueError when the store's 2θ grid is not the one the model was built for (A.1)."""
+    grid = store.grid
+    if (grid.n_bins, grid.two_theta_min_deg, grid.two_theta_max_deg) != (
+        model_config.n_bins,
+        model_config.two_theta_min_deg,
+        model_config.two_theta_max_deg,
+    ):
+        raise ValueError(
+            f"{store.url} has a grid of {grid.n_bins} bins over {grid.two_theta_min_deg}-{grid.two_theta_max_deg}° "
+            f"2θ but the model expects {model_config.n_bins} bins over {model_config.two_theta_min_deg}-"
+            f"{model_config.two_theta_max_deg}°; to train, set model_overrides.n_bins / two_theta_min_deg / "
+            "two_theta_max_deg to the store's grid; to evaluate, use stores generated on the model's grid"
+        )

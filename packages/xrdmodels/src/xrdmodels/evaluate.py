@@ -20,7 +20,7 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .config import ModelConfig, remote_options
-from .data import MixtureStore, to_batch
+from .data import MixtureStore, check_grid, to_batch
 from .ensemble import PresenceEnsemble, ensemble_state, is_manifest, read_manifest
 from .metrics import (
     TABLE1_COLUMNS,
@@ -141,6 +141,18 @@ def method_name(model_config: ModelConfig) -> str:
     )
 
 
+def method_names(kinds: list[str], checkpoints: list[str]) -> list[str]:
+    """Table rows' names: each model's kind and its checkpoint's folder and file, with as many more parent
+    folders as tell every checkpoint apart (two runs' models/cnn_presence/last.pt), numbered where even the full
+    paths are the same."""
+    paths = [Path(c).absolute().parts for c in checkpoints]
+    for depth in range(2, max(len(p) for p in paths) + 1):
+        names = [f"{kind} [{'/'.join(p[-depth:])}]" for kind, p in zip(kinds, paths, strict=True)]
+        if len(set(names)) == len(names):
+            return names
+    return [f"{name} #{i + 1}" for i, name in enumerate(names)]
+
+
 def evaluate_checkpoints(
     checkpoints: list[str],
     stores: dict[str, str],
@@ -154,16 +166,40 @@ def evaluate_checkpoints(
 ) -> list[dict[str, Any]]:
     """Evaluate every checkpoint on every store; write table.md, results.csv, results.json and figures.
     ``storage_options``: fsspec options used for each store that is a remote URL."""
+    # Every store and checkpoint path is checked before any model is scored: a typo fails at once, not minutes in.
+    opened = {split: MixtureStore(url, remote_options(url, storage_options)) for split, url in stores.items()}
+    absent = [c for c in checkpoints if not Path(c).exists()]
+    if absent:
+        raise FileNotFoundError(f"no checkpoint at {', '.join(map(str, absent))}")
+    if names and len(set(names)) != len(names):
+        raise ValueError(f"--name must be different for each checkpoint: {names} repeats one")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     strata_rows: list[dict[str, Any]] = []
-    for i, ckpt in enumerate(checkpoints):
-        model, state = load_model(ckpt, device)
-        kind = method_name(model.config)
-        if isinstance(model, PresenceEnsemble):
-            kind = f"ensemble of {len(model.members)} {kind}"
-        method = names[i] if names else f"{kind} [{Path(ckpt).parent.name}/{Path(ckpt).name}]"
+    loaded = [load_model(ckpt, device) for ckpt in checkpoints]
+    kinds = [
+        f"ensemble of {len(model.members)} {method_name(model.config)}"
+        if isinstance(model, PresenceEnsemble)
+        else method_name(model.config)
+        for model, _ in loaded
+    ]
+    methods = names or method_names(kinds, checkpoints)
+    for ckpt, (model, state), method in zip(checkpoints, loaded, methods, strict=True):
+        trained_at = state.get("data", {}).get("wavelength_angstrom")
+        for store in opened.values():
+            check_grid(store, model.config)
+            measured_at = store.attrs.get("wavelength_angstrom")
+            # Another anode, not another line of one: Cu Kα1 and Cu Kα's mean differ by 0.08%, Cu and Co by 16%.
+            if (
+                trained_at
+                and measured_at
+                and abs(float(measured_at) - float(trained_at)) > 0.01 * float(trained_at)
+            ):
+                raise ValueError(
+                    f"{store.url} holds patterns at {measured_at} Å, and {ckpt} was trained on patterns at {trained_at} "
+                    "Å: evaluate on stores generated at the model's wavelength"
+                )
         for split, url in stores.items():
             pred = predict_store(
                 model,

@@ -41,7 +41,7 @@ from torch import nn
 
 from .checkpoint import TrainState, copy_checkpoint, load_checkpoint, save_checkpoint
 from .config import CU_KA_ANGSTROM, ModelConfig, TrainConfig, remote_options
-from .data import MixtureStore, ShardStream, to_batch
+from .data import MixtureStore, ShardStream, check_grid, to_batch
 from .distributed import Runtime, any_rank, broadcast, mean_over_ranks, setup_runtime
 from .loss import model_loss
 from .metrics import gate_sweep, threshold_sweep
@@ -180,22 +180,6 @@ def autocast(config: TrainConfig, device: torch.device) -> AbstractContextManage
     if config.precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
-
-
-def check_grid(store: MixtureStore, model_config: ModelConfig) -> None:
-    """Raise ValueError when the store's 2θ grid is not the one the model was built for (A.1)."""
-    grid = store.grid
-    if (grid.n_bins, grid.two_theta_min_deg, grid.two_theta_max_deg) != (
-        model_config.n_bins,
-        model_config.two_theta_min_deg,
-        model_config.two_theta_max_deg,
-    ):
-        raise ValueError(
-            f"{store.url} has a grid of {grid.n_bins} bins over {grid.two_theta_min_deg}-{grid.two_theta_max_deg}° "
-            f"2θ but the model expects {model_config.n_bins} bins over {model_config.two_theta_min_deg}-"
-            f"{model_config.two_theta_max_deg}°; set model_overrides.n_bins / two_theta_min_deg / "
-            "two_theta_max_deg to the store's grid, or regenerate the store on the model's grid"
-        )
 
 
 def prune_step_checkpoints(out_dir: Path, keep: int) -> None:
