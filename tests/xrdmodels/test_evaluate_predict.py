@@ -93,8 +93,35 @@ def test_evaluate_matches_metrics_on_a_direct_forward_pass(tmp_path, stores, hea
         expected = gate_sweep(torch.softmax(output.slot_logits, -1).numpy(), targets).best.f1
     row = next(r for r in results["results"] if r["split"] == "test")
     assert row["micro_f1"] == pytest.approx(expected, abs=1e-6)
-    strata = {s["stratum"] for s in results["strata"] if s["split"] == "test"}
-    assert {"K*=1", "K*=2"} <= strata and any("min_fraction" in s for s in strata)
+    strata = {s["stratum"]: s for s in results["strata"] if s["split"] == "test"}
+    assert {"K*=1", "K*=2", "min_fraction<=0.10", "min_fraction>0.10"} <= set(strata)
+    # Fig. A3 crosses K with the minimum-fraction split: each crossed stratum is recounted by hand (and a presence
+    # model's micro-F1 recomputed at the split's threshold), and the two fractions of one K add up to that K.
+    rows = store.read_rows(0, store.n_samples)
+    n_phases = np.asarray(rows["n_phases"]).astype(int)
+    weights = np.asarray(rows["phase_weight"], dtype=np.float64)
+    slots = np.arange(weights.shape[1])[None, :] < n_phases[:, None]
+    fractions = weights / np.where(slots, weights, 0.0).sum(axis=1, keepdims=True)
+    low = np.where(slots, fractions, np.inf).min(axis=1) <= 0.10
+    predicted = output.set_probs.numpy() >= row["threshold"]
+    crossed = 0
+    for k in range(1, 6):
+        for fraction, is_low in (("<=0.10", True), (">0.10", False)):
+            mask = (n_phases == k) & (low == is_low)
+            name = f"K*={k}, min_fraction{fraction}"
+            if not mask.any():
+                assert name not in strata
+                continue
+            crossed += 1
+            r = strata[name]
+            assert (r["phases"], r["min_fraction"], r["n_samples"]) == (k, fraction, int(mask.sum()))
+            if head == "presence":
+                tp = (predicted[mask] & targets[mask]).sum()
+                assert r["micro_f1"] == pytest.approx(2 * tp / (predicted[mask].sum() + targets[mask].sum()))
+        if f"K*={k}" in strata:
+            halves = [r["n_samples"] for r in strata.values() if r["phases"] == k and r["min_fraction"]]
+            assert sum(halves) == strata[f"K*={k}"]["n_samples"]
+    assert crossed >= 3
 
 
 def test_several_checkpoints_share_one_table(tmp_path, stores) -> None:
@@ -1223,3 +1250,24 @@ def test_evaluate_keeps_two_runs_apart_and_checks_everything_before_scoring(tmp_
         main, ["evaluate", str(molybdenum), "--store", f"test={stores['test']}", "--out", str(tmp_path / "w")]
     )
     assert refused.exit_code != 0 and "trained on patterns at 0.71073 Å" in refused.output
+
+
+def test_a_reused_out_folder_keeps_no_figure_of_an_earlier_evaluate(tmp_path, stores) -> None:
+    """Figures are drawn only from what the run has: an earlier evaluate's Fig. A1 in the same --out used to stay,
+    passing for the next models' training curve."""
+    first = tmp_path / "a" / "model.pt"
+    second = tmp_path / "b" / "model.pt"
+    for ckpt in (first, second):
+        ckpt.parent.mkdir()
+        make_checkpoint(ckpt)
+    (first.parent / "metrics.csv").write_text(
+        "step,split,name,value\n10,val,micro_f1,0.2\n20,val,micro_f1,0.3\n"
+    )
+    out = tmp_path / "eval"
+    for ckpt, has_curve in ((first, True), (second, False)):
+        result = CliRunner().invoke(
+            main, ["evaluate", str(ckpt), "--store", f"test={stores['test']}", "--out", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+        assert (out / "fig_a1_val_micro_f1.png").exists() == has_curve
+        assert (out / "fig_a3_strata.png").stat().st_size > 0

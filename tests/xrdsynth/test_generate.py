@@ -20,9 +20,10 @@ from click.testing import CliRunner
 from xrdsynth.bank import Bank
 from xrdsynth.bank_build import build_bank
 from xrdsynth.cli import main, parse_count
-from xrdsynth.config import BankConfig, GenerateConfig, RecipeConfig
+from xrdsynth.config import MAX_PHASES, BankConfig, GenerateConfig, RecipeConfig, recipe_preset
 from xrdsynth.generate import generate_all, generate_split, split_sizes
-from xrdsynth.store import StoreError
+from xrdsynth.inspect_store import describe_store
+from xrdsynth.store import PER_PHASE_PARAMETERS, StoreError
 
 BIN = Path(sys.executable).parent
 
@@ -623,6 +624,35 @@ def test_disk_check_counts_only_what_resume_still_has_to_write(bank: Bank, tmp_p
     for out in (tmp_path / "notes.txt", tmp_path / "notes.txt" / "sub"):
         with pytest.raises(StoreError, match=r"notes\.txt is a file, and the stores need a folder"):
             generate_all(bank.url, str(out), 256, config, splits=("train",), workers=0)
+
+
+def test_inspect_summarises_per_phase_parameters_over_present_phases_only(bank: Bank, tmp_path) -> None:
+    """Per-phase parameters (PER_PHASE_PARAMETERS) over present phases, every other one over every written row:
+    `mixtures inspect` once took a per-sample (N, c) coefficient array for phase slots and left (N, 5, 3) texture
+    axes unmasked. The list itself is checked against the store: in a one-phase row, a per-phase parameter's
+    empty slots hold one padding value, and only per-phase parameters have that shape and padding."""
+    recipe = recipe_preset("lab", phase_count_probabilities=(0.5, 0.5, 0.0, 0.0, 0.0))
+    config = GenerateConfig(shard_size=64, chunk_rows=32, n_eval=64, recipe=recipe)
+    (report,) = generate_all(bank.url, str(tmp_path), 128, config, splits=("train",), workers=0)
+    root = zarr.open_group(report.url, mode="r")
+    k = root["n_phases"][:]
+    present = np.arange(MAX_PHASES)[None, :] < k[:, None]
+    single = k == 1
+    padded = set()
+    for name in root["params"].array_keys():
+        v = root["params"][name][:]
+        if v.ndim >= 2 and v.shape[1] == MAX_PHASES and len(np.unique(v[single][:, 1:])) == 1:
+            padded.add(name)
+    assert padded == PER_PHASE_PARAMETERS & set(root["params"].array_keys())
+    assert {"texture_axis", "lattice_strain", "microstrain"} <= padded
+    assert "background_coefficients" not in padded
+    text = describe_store(report.url)
+    for name in root["params"].array_keys():
+        v = root["params"][name][:]
+        v = v[present] if name in PER_PHASE_PARAMETERS else v
+        line = next(row for row in text.splitlines() if row.split()[:1] == [name])
+        expected = [float(f"{x:.5g}") for x in (v.min(), v.mean(), v.max())]
+        assert [float(x) for x in line.split()[1:]] == pytest.approx(expected, rel=1e-9), name
 
 
 def test_inspect_explains_an_unfinished_store(bank: Bank, tmp_path) -> None:

@@ -4,7 +4,7 @@ For every checkpoint and every store (in-library and out-of-library test by defa
 precision / recall / F1 at the best threshold (presence models: 101 thresholds in [0, 1]) or gate
 (phase-cluster models: slot-union rule, gates 0.10..0.90 step 0.02, also reported at gate 0.5), cover@K,
 recall@K and IoU for K = K*, 3K*, 5K*, and the same split into strata by K* and by minimum phase fraction
-<= 10 %. It writes table.md (Table-1 shaped), results.csv, results.json and PNG figures.
+<= 10 %, alone and crossed (Fig. A3). It writes table.md (Table-1 shaped), results.csv, results.json and PNG figures.
 """
 
 from __future__ import annotations
@@ -114,8 +114,30 @@ def predict_store(
     )
 
 
-def score(pred: StorePredictions) -> tuple[EvaluationResult, dict[str, EvaluationResult | None]]:
-    """Split-level result and the Fig. A3 strata, each stratum at the split's operating threshold/gate."""
+def fig_a3_strata(n_phases: np.ndarray, phase_weight: np.ndarray) -> list[tuple[dict[str, Any], np.ndarray]]:
+    """Fig. A3's strata as (fields, sample mask): the number of phases K alone, the minimum phase fraction alone
+    (<= or > LOW_FRACTION_CUTOFF), and the two crossed, which is what the paper's figure plots (one line per
+    fraction stratum over K). Fields: `stratum` (its name), `phases` (K or None), `min_fraction` ("<=0.10",
+    ">0.10" or None)."""
+    by_k = strata_by_phase_count(n_phases)
+    by_fraction = strata_by_low_fraction(n_phases, phase_weight)
+    out: list[tuple[dict[str, Any], np.ndarray]] = []
+    for k, mask in by_k.items():
+        out.append(({"stratum": f"K*={k}", "phases": k, "min_fraction": None}, mask))
+    for key, mask in by_fraction.items():
+        out.append(({"stratum": key, "phases": None, "min_fraction": key.removeprefix("min_fraction")}, mask))
+    for k, k_mask in by_k.items():
+        for key, f_mask in by_fraction.items():
+            fraction = key.removeprefix("min_fraction")
+            out.append(
+                ({"stratum": f"K*={k}, {key}", "phases": k, "min_fraction": fraction}, k_mask & f_mask)
+            )
+    return out
+
+
+def score(pred: StorePredictions) -> tuple[EvaluationResult, list[tuple[dict[str, Any], EvaluationResult]]]:
+    """Split-level result and the Fig. A3 strata (`fig_a3_strata`, empty ones left out), each stratum at the
+    split's operating threshold/gate."""
     if pred.slot_probs is not None:
         result = evaluate_slot_union(pred.slot_probs, pred.targets)
         op = [result.sweep.best_threshold]
@@ -129,9 +151,11 @@ def score(pred: StorePredictions) -> tuple[EvaluationResult, dict[str, Evaluatio
         def ev(m):
             return evaluate_presence(pred.scores[m], pred.targets[m], thresholds=op)
 
-    strata: dict[str, np.ndarray] = {f"K*={k}": m for k, m in strata_by_phase_count(pred.n_phases).items()}
-    strata.update(strata_by_low_fraction(pred.n_phases, pred.phase_weight))
-    return result, evaluate_strata(strata, ev)
+    strata = fig_a3_strata(pred.n_phases, pred.phase_weight)
+    results = evaluate_strata({fields["stratum"]: mask for fields, mask in strata}, ev)
+    return result, [
+        (fields, r) for (fields, _), r in zip(strata, results.values(), strict=True) if r is not None
+    ]
 
 
 def method_name(model_config: ModelConfig) -> str:
@@ -177,7 +201,12 @@ def evaluate_checkpoints(
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     strata_rows: list[dict[str, Any]] = []
-    loaded = [load_model(ckpt, device) for ckpt in checkpoints]
+    # Rows are named from every model's kind, so all are loaded first; of each checkpoint only the model and the
+    # two entries read below are kept, not its copy of the weights and its optimizer state (3x the weights).
+    loaded = []
+    for ckpt in checkpoints:
+        model, state = load_model(ckpt, device)
+        loaded.append((model, {"data": state.get("data", {}), "step": state.get("step")}))
     kinds = [
         f"ensemble of {len(model.members)} {method_name(model.config)}"
         if isinstance(model, PresenceEnsemble)
@@ -186,7 +215,7 @@ def evaluate_checkpoints(
     ]
     methods = names or method_names(kinds, checkpoints)
     for ckpt, (model, state), method in zip(checkpoints, loaded, methods, strict=True):
-        trained_at = state.get("data", {}).get("wavelength_angstrom")
+        trained_at = state["data"].get("wavelength_angstrom")
         for store in opened.values():
             check_grid(store, model.config)
             measured_at = store.attrs.get("wavelength_angstrom")
@@ -212,22 +241,21 @@ def evaluate_checkpoints(
             result, strata = score(pred)
             row = table1_row(result, method, split)
             row["checkpoint"] = str(ckpt)
-            row["step"] = state.get("step")
+            row["step"] = state["step"]
             row["n_samples"] = len(pred.targets)
             if pred.slot_diversity is not None:
                 row["slot_diversity"] = pred.slot_diversity
             rows.append(row)
-            for key, r in strata.items():
-                if r is not None:
-                    strata_rows.append(
-                        {
-                            "method": method,
-                            "split": split,
-                            "stratum": key,
-                            "n_samples": int(r.ranking[1].n_samples),
-                            **{k: v for k, v in table1_row(r, method, split).items() if k in TABLE1_COLUMNS},
-                        }
-                    )
+            for fields, r in strata:
+                strata_rows.append(
+                    {
+                        "method": method,
+                        "split": split,
+                        **fields,
+                        "n_samples": int(r.ranking[1].n_samples),
+                        **{k: v for k, v in table1_row(r, method, split).items() if k in TABLE1_COLUMNS},
+                    }
+                )
     write_report(rows, strata_rows, out)
     plot_training_curves(checkpoints, out)
     plot_strata(strata_rows, out / "fig_a3_strata.png")
@@ -306,39 +334,61 @@ def plot_training_curves(checkpoints: list[str], out: Path) -> None:
             ax.legend(fontsize=8)
             fig.tight_layout()
             fig.savefig(out / fname, dpi=110)
+        else:
+            # An earlier evaluate's figure in a reused --out would pass for these models'.
+            (out / fname).unlink(missing_ok=True)
         plt.close(fig)
 
 
 def plot_strata(strata_rows: list[dict[str, Any]], png: Path) -> None:
-    """Fig. A3: micro-F1 per stratum (K* and minimum phase fraction), one group of bars per method and split."""
+    """Fig. A3: each Table 1 metric (a row of panels) against the number of phases K, one column of panels per
+    split, one colour per method; solid where the mixture's minimum phase fraction exceeds 10%, dashed where it
+    does not (the crossed strata of `fig_a3_strata`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not strata_rows:
+    crossed = [r for r in strata_rows if r.get("phases") is not None and r.get("min_fraction") is not None]
+    if not crossed:
+        png.unlink(missing_ok=True)
         return
-    keys = list(dict.fromkeys(r["stratum"] for r in strata_rows))
-    groups = list(dict.fromkeys((r["method"], r["split"]) for r in strata_rows))
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(keys) * max(1, len(groups)) ** 0.5), 4))
-    width = 0.8 / len(groups)
-    for g, (method, split) in enumerate(groups):
-        vals = [
-            next(
-                (
-                    r["micro_f1"]
-                    for r in strata_rows
-                    if r["method"] == method and r["split"] == split and r["stratum"] == k
-                ),
-                np.nan,
-            )
-            for k in keys
-        ]
-        ax.bar(np.arange(len(keys)) + g * width, vals, width, label=f"{method} — {split}")
-    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, keys, rotation=20)
-    ax.set_ylabel("micro-F1")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    splits = list(dict.fromkeys(r["split"] for r in crossed))
+    methods = list(dict.fromkeys(r["method"] for r in crossed))
+    fractions = sorted(dict.fromkeys(r["min_fraction"] for r in crossed), key=lambda f: f.startswith("<="))
+    fig, axes = plt.subplots(
+        len(TABLE1_COLUMNS),
+        len(splits),
+        figsize=(4.5 * len(splits), 2.2 * len(TABLE1_COLUMNS)),
+        squeeze=False,
+    )
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for col, split in enumerate(splits):
+        for row, metric in enumerate(TABLE1_COLUMNS):
+            ax = axes[row][col]
+            for m, method in enumerate(methods):
+                for fraction in fractions:
+                    points = sorted(
+                        (r["phases"], r[metric])
+                        for r in crossed
+                        if r["split"] == split and r["method"] == method and r["min_fraction"] == fraction
+                    )
+                    if points:
+                        ks, values = zip(*points, strict=True)
+                        ax.plot(
+                            ks, values, marker="o", ms=3, color=colours[m % len(colours)],
+                            linestyle="--" if fraction.startswith("<=") else "-",
+                            label=f"{method}, min fraction {fraction}",
+                        )  # fmt: skip
+            ax.set_xticks(sorted({r["phases"] for r in crossed}))
+            ax.set_ylim(0, 1)
+            ax.set_ylabel(metric)
+            if row == 0:
+                ax.set_title(split)
+            if row == len(TABLE1_COLUMNS) - 1:
+                ax.set_xlabel("number of phases K")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", fontsize=7)
+    fig.tight_layout(rect=(0.0, 0.03 * len(labels) / len(TABLE1_COLUMNS) + 0.02, 1.0, 1.0))
     fig.savefig(png, dpi=110)
     plt.close(fig)

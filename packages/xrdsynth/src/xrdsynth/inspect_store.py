@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from .store import MIXTURE_FORMAT, MIXTURE_FORMAT_VERSION, completed_shards
+from .config import MAX_PHASES
+from .store import MIXTURE_FORMAT, MIXTURE_FORMAT_VERSION, PER_PHASE_PARAMETERS, completed_shards
 
 
 def remote_options(url: str, storage_options: dict | None) -> dict | None:
@@ -114,10 +115,11 @@ def _describe(url: str, root: zarr.Group) -> str:
     if len(w):
         out.write(f"  phase weight: min {w[w > 0].min():.3f}, max {w.max():.3f}\n")
     out.write("  parameters (min / mean / max over written samples; per-phase ones over present phases):\n")
+    present = np.arange(MAX_PHASES)[None, :] < n_phases[:, None]
     for name in sorted(root["params"].array_keys()):
         v = np.asarray(root["params"][name][:])[written]
-        if v.ndim == 2:
-            v = v[np.arange(v.shape[1])[None, :] < n_phases[:, None]]
+        if name in PER_PHASE_PARAMETERS:
+            v = v[present]
         if v.size:
             out.write(f"    {name:32s} {v.min():12.5g} {v.mean():12.5g} {v.max():12.5g}\n")
     return out.getvalue()

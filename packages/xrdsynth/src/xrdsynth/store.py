@@ -34,6 +34,25 @@ LABEL_ARRAYS: dict[str, tuple[str, tuple[int, ...]]] = {
     "phase_weight": ("float32", (MAX_PHASES,)),
 }
 
+#: Sampled parameters (``params/<name>``) held per phase slot, (N, MAX_PHASES, ...): slots at and past a row's
+#: ``n_phases`` are padding. Every other parameter is per sample, (N,) or (N, c) coefficients, whose c may
+#: equal MAX_PHASES by chance, so the shape alone cannot tell them apart.
+PER_PHASE_PARAMETERS = frozenset(
+    {
+        "orientation_applied",
+        "orientation_strength",
+        "orientation_coefficients",
+        "microstrain",
+        "crystallite_size_nm",
+        "texture_r",
+        "texture_axis",
+        "lattice_strain",
+        "debye_waller_b_a2",
+        "intensity_log_sd",
+        "intensity_seed",
+    }
+)
+
 
 class StoreError(ValueError):
     """A mixture store that cannot be used as asked (wrong format, other config, incomplete)."""
