@@ -139,8 +139,9 @@ def render_lab_clean(
                 tan_i = np.tan(theta_instrument)
                 caglioti = np.maximum(u * tan_i**2 + v * tan_i + w, 0.0)
                 fwhm_gauss = np.sqrt(np.degrees(strain * np.tan(theta)) ** 2 + jacobian**2 * caglioti)
-                fwhm_lorentz = np.degrees(
-                    config.scherrer_k * model_wavelength / 10 / (size_nm * np.cos(theta))
+                # Scherrer in the instrument frame, at the line's own wavelength, carried onto the grid by J.
+                fwhm_lorentz = jacobian * np.degrees(
+                    config.scherrer_k * wavelength / 10 / (size_nm * np.cos(theta_instrument))
                 )
                 fwhm, eta = tch(fwhm_gauss, fwhm_lorentz)
                 # Axial divergence: the aberration (1/√t - 1) on t = ε/ε_m ∈ (0, 1], ε_m = -A·cot2θ', is 2(1 - u)

@@ -383,6 +383,36 @@ def test_kbeta_line_has_its_position_and_share():
     assert area_beta / area_alpha1 == pytest.approx(0.02, rel=2e-3)
 
 
+@pytest.mark.parametrize("anode", ["Cu", "Mo"])
+def test_each_line_has_the_scherrer_width_of_its_own_wavelength(anode):
+    """Scherrer's FWHM K·λ_i/(L cosθ'_i) belongs to the instrument frame, where line i has its own wavelength; on
+    the model grid it is J times that. A Kβ line is ~10% narrower than the Kα1 formula at its angle would make it."""
+    from xrdsynth import _profile_kernels as kernels
+
+    grid = kernels.BinGrid(lo_deg=20.0, bin_width_deg=0.0005, span_deg=80.0)
+    n_bins = 160_000
+    constants = kernels.RecipeConstants(0, 3, 0.85, 1.2, 4.0, 0.9, CU_MODEL_ANGSTROM / 10)
+    crystallite_nm = 10.0
+    _, size_deg = kernels.phase_width_factors(0.0, crystallite_nm, constants)
+    kalpha_mean, *lines = anode_lines_angstrom(anode)
+    q = kalpha_mean / CU_MODEL_ANGSTROM
+    theta = np.radians(30.0)
+    for wavelength in lines:
+        rho = wavelength / kalpha_mean
+        out = np.zeros(n_bins)
+        kernels.render_lab_line(
+            out, np.empty(n_bins + 1 + kernels.EDGE_PAD), 0, n_bins, grid, 1.0, np.tan(theta), 1 / np.cos(theta),
+            np.sin(theta), 60.0, rho, q, 0.0, 0.0, 0.0, 0.0, 0.0, size_deg, 0.0, 0.0, 0.0, 1e-12,
+        )  # fmt: skip
+        above = np.flatnonzero(out >= out.max() / 2)
+        fwhm = (above[-1] - above[0] + 1) * grid.bin_width_deg
+        sin_model = rho * np.sin(theta)
+        sin_instrument = q * sin_model
+        jacobian = np.sqrt(1 - sin_instrument**2) / (q * np.sqrt(1 - sin_model**2))
+        scherrer = np.degrees(0.9 * wavelength / 10 / (crystallite_nm * np.sqrt(1 - sin_instrument**2)))
+        assert fwhm == pytest.approx(jacobian * scherrer, abs=2 * grid.bin_width_deg), (anode, wavelength)
+
+
 def test_kalpha1_monochromator_rejects_kbeta():
     config = isolated(
         lab={"monochromatic_probability": 1.0, "kbeta_probability": 1.0, "kbeta_ratio": (0.02, 0.02)}

@@ -949,7 +949,7 @@ def render_lab_line(
 ) -> None:
     """One beam line of one stick in the lab frame (docs/physics.md, "The lab recipe"): model angle
     sinθ_i = ρ sinθ, instrument angle sinθ' = q sinθ_i, instrument widths and shifts scaled by
-    J = cosθ' / (q cosθ_i), convolved with the axial aberration when A = `axial_deg` > 0 (`add_axial_line`)
+    J = cosθ' / (q cosθ_i), the Scherrer width by ρ, convolved with the axial aberration when A = `axial_deg` > 0 (`add_axial_line`)
     and with the defocusing box of B = `box_deg` when B > 0 (`add_line`); lines beyond 2θ = 180° in either
     frame are skipped. Exact engine only."""
     if line_ratio == 1.0:
@@ -976,9 +976,11 @@ def render_lab_line(
         cos_i = math.sqrt(1.0 - sin_i * sin_i)
         tan_i = sin_i / cos_i
         jacobian = cos_i * sec_m / wavelength_ratio
+    # Scherrer's K·λ_i/(L cosθ'_i) in the instrument frame is J·that = ρ·K·λ_m/(L cosθ_i) here: the line's own λ.
     gauss_fwhm, lorentz_fwhm = stick_gauss_lorentz_fwhm(
-        tan_m, sec_m, strain_deg, size_deg, tan_i, jacobian, caglioti_u_deg2, caglioti_v_deg2, caglioti_w_deg2
-    )
+        tan_m, sec_m, strain_deg, size_deg * line_ratio, tan_i, jacobian, caglioti_u_deg2, caglioti_v_deg2,
+        caglioti_w_deg2,
+    )  # fmt: skip
     center += jacobian * (zero_shift_deg + displacement_deg * cos_i)
     box = jacobian * box_deg
     if axial_deg != 0.0:

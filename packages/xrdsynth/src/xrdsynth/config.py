@@ -229,13 +229,18 @@ Range = tuple[float, float]
 # X-ray tube anodes of the lab recipe. Line wavelengths (Å) come from pymatgen's table (Bearden 1967 values, as
 # in International Tables C 4.2.2): Kα1, Kα2, Kβ1 and the 2:1-weighted Kα mean a reader assumes for a doublet.
 ANODES = ("Cu", "Co", "Mo", "Fe", "Cr", "Ag")
+# pymatgen's table gives Co Kβ1 as 1.63079 Å; Bearden's value is 1.62079 Å (7,649.4 eV: 12,398.42 / 7,649.4), the
+# table's every other line agreeing with its energy to 6e-5 Å.
+_LINE_CORRECTIONS_ANGSTROM = {"CoKb1": 1.62079}
 
 
 def anode_lines_angstrom(anode: str) -> tuple[float, float, float, float]:
-    """(Kα mean, Kα1, Kα2, Kβ1) wavelengths in Å of a tube anode (pymatgen's WAVELENGTHS table)."""
+    """(Kα mean, Kα1, Kα2, Kβ1) wavelengths in Å of a tube anode (pymatgen's WAVELENGTHS table, with
+    `_LINE_CORRECTIONS_ANGSTROM`)."""
     from pymatgen.analysis.diffraction.xrd import WAVELENGTHS
 
-    return tuple(float(WAVELENGTHS[f"{anode}{line}"]) for line in ("Ka", "Ka1", "Ka2", "Kb1"))  # type: ignore[return-value]
+    table = {**WAVELENGTHS, **_LINE_CORRECTIONS_ANGSTROM}
+    return tuple(float(table[f"{anode}{line}"]) for line in ("Ka", "Ka1", "Ka2", "Kb1"))  # type: ignore[return-value]
 
 
 class LabConfig(_Strict):
