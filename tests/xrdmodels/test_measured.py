@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import struct
 import tracemalloc
 import zipfile
@@ -1703,6 +1704,69 @@ def test_width_warnings_and_broadening_of_mapped_patterns() -> None:
     assert any("peaks wider than any in training" in w and "from 0.71073 Å" in w for w in wide.warnings), (
         wide.warnings
     )
+
+
+def test_background_subtracted_scan_with_a_negative_offset_is_clipped_not_refused() -> None:
+    """A background-subtracted export's noise sits around 0: a residual offset of a tenth of the noise makes most
+    of its baseline negative. Its peaks still point up, so it is clipped and predicted (the lab recipe trains on
+    such patterns); only a pattern whose strongest excursion points down is refused."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0.0, 8.0, _DEGENERATE_DEG.size)
+    subtracted = 1000.0 * _gaussian_pattern(_DEGENERATE_DEG, [28.4, 47.3, 56.1], 0.1) + noise
+    for offset in (0.0, -1.0, -2.0):
+        pattern = MeasuredPattern(_DEGENERATE_DEG, subtracted + offset, CU_KA, "subtracted", {})
+        negative = np.count_nonzero(pattern.intensity < 0) / pattern.intensity.size
+        gridded = to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+        assert gridded.pattern.min() >= 0 and gridded.pattern.max() > 0
+        assert any("clipped to 0" in w for w in gridded.warnings)
+        if offset < 0:
+            assert negative > 0.5
+    # Flipped, under half of it is negative (the offset lifts the noise), yet the peaks point down.
+    flipped = MeasuredPattern(_DEGENERATE_DEG, -(subtracted - 2.0), CU_KA, "flipped", {})
+    assert np.count_nonzero(flipped.intensity < 0) < 0.5 * flipped.intensity.size
+    with pytest.raises(MeasuredSignalError, match="the strongest excursion points down"):
+        to_model_grid(flipped, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+
+
+def test_a_gap_in_the_scan_is_named_with_its_range() -> None:
+    """An 8° hole (50-58°, 8% of the window's bins) used to be filled by a straight line without a word: the
+    interpolation warning counts empty bins over the whole window only. A uniformly coarse step leaves short runs
+    of empty bins, which are not gaps."""
+    two_theta = np.arange(10.0, 110.0, 0.02)
+    holed = two_theta[(two_theta < 50.0) | (two_theta > 58.0)]
+    pattern = MeasuredPattern(
+        holed, 10.0 + _gaussian_pattern(holed, [28.4, 47.3, 76.1], 0.1), CU_KA, "holed", {}
+    )
+    gridded = to_model_grid(pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID)
+    (gap,) = [w for w in gridded.warnings if "gap" in w]
+    lo, hi = map(float, re.search(r"the widest ([\d.]+)-([\d.]+) deg", gap).groups())
+    assert "1 gap(s)" in gap and lo == pytest.approx(50.0, abs=0.1) and hi == pytest.approx(58.0, abs=0.1), (
+        gap
+    )
+    coarse = np.arange(10.0, 110.0, 0.12)
+    pattern = MeasuredPattern(
+        coarse, 10.0 + _gaussian_pattern(coarse, [28.4, 47.3], 0.3), CU_KA, "coarse", {}
+    )
+    warnings = to_model_grid(
+        pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, **GRID
+    ).warnings
+    assert any("interpolated" in w for w in warnings) and not any("gap" in w for w in warnings)
+
+
+def test_a_pattern_is_divided_by_the_percentile_its_model_was_trained_with() -> None:
+    two_theta = np.arange(10.0, 110.0, 0.02)
+    pattern = MeasuredPattern(
+        two_theta, 10.0 + _gaussian_pattern(two_theta, [28.4, 47.3], 0.1), CU_KA, "p", {}
+    )
+    for percentile in (99.0, 95.0):
+        training = TrainingRanges.from_recipe({"normalization_percentile": percentile})
+        gridded = to_model_grid(
+            pattern, wavelength_angstrom=None, model_wavelength_angstrom=CU_KA, training=training, **GRID
+        )
+        first, end = gridded.window_bins
+        assert np.quantile(gridded.pattern[first:end], percentile / 100) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="normalization_percentile must be in \\(0, 100\\]"):
+        TrainingRanges.from_recipe({"normalization_percentile": 0.0})
 
 
 def _recipe_dict(name: str, **overrides) -> dict:

@@ -675,7 +675,7 @@ class SpectralLibrary:
         (0: as measured).
 
         Raises:
-            MeasuredSignalError: no measurable signal (all zero, flat, mostly negative, no peaks).
+            MeasuredSignalError: no measurable signal (all zero, flat, peaks pointing down, no peaks).
             MeasuredFormatError: the file states a wavelength that cannot be read and none was given.
             ValueError: the pattern does not reach the bank's 2θ range at the bank's wavelength.
         """

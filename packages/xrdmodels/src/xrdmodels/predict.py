@@ -180,7 +180,8 @@ def model_grid(state: dict[str, Any]) -> tuple[float, float, int, float]:
 
 def training_ranges(state: dict[str, Any], checkpoint: str = "the checkpoint") -> TrainingRanges:
     """The ranges of the recipe the checkpoint's model was trained on (``data.recipe``, recorded from the
-    training store), which the measured-data warnings compare with; :data:`~xrdmodels.measured.grid.A1`
+    training store), which the measured-data warnings compare with and whose normalisation percentile a
+    measured pattern is divided by; :data:`~xrdmodels.measured.grid.A1`
     for a checkpoint that records none (trained before it was recorded).
 
     Raises:

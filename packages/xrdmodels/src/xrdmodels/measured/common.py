@@ -72,7 +72,7 @@ class MeasuredFormatError(ValueError):
 
 
 class MeasuredSignalError(MeasuredFormatError):
-    """The file was read but holds no measurable diffraction signal (all zero, flat, mostly negative), so a
+    """The file was read but holds no measurable diffraction signal (all zero, flat, peaks pointing down), so a
     prediction on it would be meaningless."""
 
 

@@ -41,7 +41,13 @@ MIN_MEASURED_POINTS = 10
 MOSTLY_EMPTY_FRACTION = 0.5
 """A gridded pattern is 'mostly empty' when more than this fraction of its in-window bins are zero."""
 MAJORITY_NEGATIVE_FRACTION = 0.5
-"""A pattern with more than this fraction of negative intensities is refused; fewer are clipped to 0."""
+"""A pattern whose strongest excursion is negative (its peaks point down: |min| > max, or |min| = max with more
+than this fraction of its intensities negative) is refused; otherwise negative values are clipped to 0, however
+many (a background-subtracted export's noise sits around 0, so a small residual offset makes most of its
+baseline negative)."""
+GAP_WARNING_DEG = 0.5
+"""A run of window bins without a measured point wider than this (degrees 2θ on the model grid, several peak
+widths) is a gap in the scan, warned about with its range: it is filled by a straight line."""
 INTERPOLATED_WARNING_FRACTION = 0.1
 """More than this fraction of interpolated window bins earns a warning (the measurement is coarser)."""
 WAVELENGTH_CONFLICT_REL_TOL = 1e-3
@@ -55,8 +61,8 @@ class GriddedPattern:
     """A measured pattern on the model grid, normalised as in training (A.1, normalization).
 
     Attributes:
-        pattern: (n_bins,) float32; 0 outside the window, inside it clipped at 0 and divided by the 99th
-            percentile of the in-window values.
+        pattern: (n_bins,) float32; 0 outside the window, inside it clipped at 0 and divided by the training
+            recipe's percentile (A.1: 99th) of the in-window values.
         window_bins: half-open bin range [first bin inside the measured range, first bin after it).
         warnings: human-readable reasons to distrust a prediction on this pattern.
     """
@@ -239,6 +245,8 @@ class TrainingRanges:
         caglioti_u_deg2, caglioti_v_deg2, caglioti_w_deg2: (min, max) Caglioti U, V, W (base + increment).
         instrument_wavelength_ratios: q = λ_anode/λ_model of every anode drawn with probability > 0; (1.0,)
             when the instrument measures at the model wavelength (A.1).
+        normalization_percentile: the in-window percentile patterns were divided by (A.1: 99), which
+            :func:`to_model_grid` divides a measured pattern by too.
         description: how messages name the recipe.
     """
 
@@ -252,6 +260,7 @@ class TrainingRanges:
     caglioti_v_deg2: tuple[float, float]
     caglioti_w_deg2: tuple[float, float]
     instrument_wavelength_ratios: tuple[float, ...] = (1.0,)
+    normalization_percentile: float = 99.0
     description: str = field(default="the training recipe", compare=False)
 
     @property
@@ -306,6 +315,9 @@ class TrainingRanges:
         dv = _recipe_range(recipe, "instrument_dv_deg2", A1.caglioti_v_deg2)
         dw = _recipe_range(recipe, "instrument_dw_deg2", A1.caglioti_w_deg2)
         log_size = _recipe_range(recipe, "crystallite_size_log10_nm", (2.0, 2.4))
+        percentile = _recipe_number(recipe, "normalization_percentile", 99.0)
+        if not 0.0 < percentile <= 100.0:
+            raise ValueError(f"recipe field normalization_percentile must be in (0, 100], got {percentile}")
         return cls(
             max_window_start_deg=_recipe_range(
                 recipe, "window_low_deg", (5.0, MAX_TRAINING_WINDOW_START_DEG)
@@ -321,6 +333,7 @@ class TrainingRanges:
             caglioti_v_deg2=(base_v + dv[0], base_v + dv[1]),
             caglioti_w_deg2=(base_w + dw[0], base_w + dw[1]),
             instrument_wavelength_ratios=ratios,
+            normalization_percentile=percentile,
         )
 
 
@@ -681,13 +694,30 @@ def resample(
     values = np.zeros(n_bins, dtype=np.float64)
     values[first:end] = np.diff(integral) / np.diff(edges)
     # One point in a bin is measured there (a 0.05° step on 0.056° bins): only empty bins are interpolated.
-    n_interpolated = int(np.count_nonzero(counts[first:end] == 0))
+    empty = counts[first:end] == 0
+    n_interpolated = int(np.count_nonzero(empty))
+    warnings = []
     if n_interpolated > INTERPOLATED_WARNING_FRACTION * (end - first):
-        return values, [
+        warnings.append(
             f"{n_interpolated} of {end - first} window bins were interpolated: the measurement step is "
             f"coarser than the grid's {bin_width_deg:.4f} deg bins there"
-        ]
-    return values, []
+        )
+    # Runs of empty bins: starts and ends where the padded mask changes.
+    change = np.flatnonzero(np.diff(np.concatenate([[False], empty, [False]]).astype(np.int8)))
+    gaps = [
+        (a, b)
+        for a, b in zip(change[::2], change[1::2], strict=True)
+        if (b - a) * bin_width_deg > GAP_WARNING_DEG
+    ]
+    if gaps:
+        a, b = max(gaps, key=lambda gap: gap[1] - gap[0])
+        lo, hi = (two_theta_min_deg + (first + i) * bin_width_deg for i in (a, b))
+        warnings.append(
+            f"the scan has {len(gaps)} gap(s) without a measured point wider than {GAP_WARNING_DEG} deg, the "
+            f"widest {lo:.2f}-{hi:.2f} deg on the model grid: a straight line fills them, so no peak there can be "
+            "seen (training patterns have none)"
+        )
+    return values, warnings
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -695,10 +725,12 @@ def resample(
 # --------------------------------------------------------------------------------------------------------
 
 
-def normalise(values: np.ndarray, window: tuple[int, int], *, source: str, where: str) -> list[str]:
+def normalise(
+    values: np.ndarray, window: tuple[int, int], *, source: str, where: str, percentile: float = 99.0
+) -> list[str]:
     """Normalise the window of ``values`` in place as in training (A.1): clipped at 0, then divided by the
-    99th percentile (``numpy.quantile``, linear) of the in-window values, or by their maximum (with a
-    warning) when fewer than 1% of the bins hold signal and that percentile is 0.
+    ``percentile`` (training's, A.1: 99th; ``numpy.quantile``, linear) of the in-window values, or by their
+    maximum (with a warning) when that percentile is 0 (too few bins hold signal).
 
     Raises:
         MeasuredSignalError: nothing in the window is positive or varies; the message names ``source`` and
@@ -714,13 +746,13 @@ def normalise(values: np.ndarray, window: tuple[int, int], *, source: str, where
             "Check the wavelength (--wavelength on the command line, wavelength_angstrom= in Python) and that "
             "the second column holds the measured intensities",
         )
-    scale = float(np.quantile(values[inside], 0.99))
+    scale = float(np.quantile(values[inside], percentile / 100.0))
     warnings: list[str] = []
     if scale <= 0:
         n_window = window[1] - window[0]
         warnings.append(
             f"only {int(np.count_nonzero(values[inside]))} of {n_window} in-window bins hold signal: the "
-            "99th percentile used to normalise in training (A.1) is 0, so the pattern was divided by its "
+            f"{percentile:g}th percentile used to normalise in training (A.1) is 0, so the pattern was divided by its "
             "maximum instead; a prediction on so sparse a pattern is unreliable"
         )
         scale = peak
@@ -752,13 +784,14 @@ def raw_signal_warnings(pattern: MeasuredPattern) -> list[str]:
             "Check that the file holds the measured counts (not an empty scan or a blank column); nothing "
             "was predicted",
         )
-    if n_negative > MAJORITY_NEGATIVE_FRACTION * n_points:
+    highest, lowest = float(intensity.max()), float(intensity.min())
+    mostly_negative = n_negative > MAJORITY_NEGATIVE_FRACTION * n_points
+    if -lowest > highest or (mostly_negative and -lowest >= highest):
         raise MeasuredSignalError(
             pattern.source,
             f"{n_negative} of {n_points} intensities ({100 * n_negative / n_points:.0f}%) are negative, which "
-            "counts cannot be",
-            "Check the column order and the sign of the intensities, or redo an over-subtracted background; "
-            "nothing was predicted",
+            f"counts cannot be, and the strongest excursion points down ({lowest:g} against a highest {highest:g})",
+            "Check the column order and the sign of the intensities; nothing was predicted",
         )
     if intensity.max() == intensity.min():
         raise MeasuredSignalError(
@@ -834,8 +867,8 @@ def to_model_grid(
 
     Steps:
 
-    1. Wavelength: ``wavelength_angstrom`` if given, else ``pattern.wavelength_angstrom``; both None is an
-       error. When it differs from ``model_wavelength_angstrom`` every 2θ goes through its d-spacing
+    1. Wavelength: ``wavelength_angstrom`` if given, else ``pattern.wavelength_angstrom``; with neither, Cu Kα
+       (1.54184 Å) with a warning (:func:`measurement_wavelength`). When it differs from ``model_wavelength_angstrom`` every 2θ goes through its d-spacing
        (:func:`convert_two_theta_deg`); points the model wavelength cannot reach are dropped. With
        ``lp_correction`` (default) the intensities are re-weighted to the model wavelength's
        Lorentz-polarisation factor, per degree of model 2θ so that peak areas carry over
@@ -848,8 +881,9 @@ def to_model_grid(
        at min + (i + 0.5) width): each bin in the measured range holds the average over the bin of the
        linear interpolation of the points (:func:`resample`), so peak areas are kept as in training.
     3. Window: the bins whose centre lies inside the measured 2θ range (wholly or mostly inside).
-    4. Normalisation (A.1): 0 outside the window; inside, clipped at 0 and divided by the 99th percentile
-       (``numpy.quantile``, linear) of the in-window values when that is > 0.
+    4. Normalisation (A.1): 0 outside the window; inside, clipped at 0 and divided by the training recipe's
+       percentile (``training.normalization_percentile``, A.1: 99th; ``numpy.quantile``, linear) of the
+       in-window values when that is > 0.
 
     Warnings compare the pattern with ``training``, the ranges of the recipe the model was trained on
     (:meth:`TrainingRanges.from_recipe` of the recipe its checkpoint records; default :data:`A1`, the paper's,
@@ -860,14 +894,14 @@ def to_model_grid(
     distribution), a mostly empty pattern (:data:`MOSTLY_EMPTY_FRACTION`), a pattern
     so sparse that its 99th percentile is 0 (then divided by its maximum instead), negative intensities
     (clipped to 0), points dropped by the wavelength conversion, more than 10% of the window bins
-    interpolated, a wavelength assumed (Cu Kα: neither the file nor the option states one) or an option that
+    interpolated, a gap in the scan wider than :data:`GAP_WARNING_DEG`, a wavelength assumed (Cu Kα: neither the file nor the option states one) or an option that
     contradicts the file (by more than 0.1%), strong peaks narrower or
     wider than the training recipe renders at their angles (:func:`width_warnings`), and the Gaussian width
     added by ``broaden_to_training``.
 
     Raises:
-        MeasuredSignalError: no measurable signal: every intensity 0, all equal, more than
-            :data:`MAJORITY_NEGATIVE_FRACTION` of them negative, or nothing positive or nothing varying
+        MeasuredSignalError: no measurable signal: every intensity 0, all equal, the peaks pointing down
+            (:data:`MAJORITY_NEGATIVE_FRACTION`), or nothing positive or nothing varying
             inside the model's 2θ range; or too little measured: a window narrower than
             :data:`MIN_MEASURED_WINDOW_DEG` or fewer than :data:`MIN_MEASURED_POINTS` points on the grid.
         MeasuredFormatError: the file states a wavelength that cannot be read and none was given.
@@ -921,6 +955,8 @@ def to_model_grid(
         f"inside the model's 2θ range {two_theta_min_deg:g}-{two_theta_max_deg:g} deg (measured {measured_range} "
         f"at {model_wavelength_angstrom} Å)"
     )
-    warnings += normalise(values, window, source=pattern.source, where=where)
+    warnings += normalise(
+        values, window, source=pattern.source, where=where, percentile=training.normalization_percentile
+    )
     warnings += coverage_warnings(values, window, two_theta_min_deg, two_theta_max_deg, training)
     return GriddedPattern(values.astype(np.float32), window, warnings)
