@@ -154,3 +154,35 @@ def test_cli_writes_a_manifest_that_predict_and_evaluate_read(tmp_path):
     assert predicted.exit_code == 0, predicted.output
     ranked = json.loads(predicted.stdout)["predictions"][0]["ranked"]
     assert [r["probability"] for r in ranked] == sorted((r["probability"] for r in ranked), reverse=True)
+
+
+def test_the_ensemble_threshold_is_chosen_on_a_validation_store(tmp_path):
+    """`--val-store` records the ensemble's own operating threshold, the micro-F1 optimum of its averaged
+    probabilities (recomputed here by brute force over A.7's 101 thresholds), which the members' mean (0.3 and
+    0.5 give 0.4, what a manifest without one reads) need not be."""
+    paths = [str(_checkpoint(tmp_path / f"s{k}.pt", k, threshold=t)) for k, t in ((0, 0.3), (1, 0.5))]
+    store = str(tmp_path / "val.zarr")
+    spec = StoreSpec(n_samples=64, n_bins=N_BINS, shard_size=64, chunk_rows=16)
+    write_store(store, spec, seed=1, realistic=True)
+    manifest = tmp_path / "e.json"
+    result = CliRunner().invoke(main, ["ensemble", str(manifest), *paths, "--val-store", store])
+    assert result.exit_code == 0, result.output
+    recorded = json.loads(manifest.read_text())["best_threshold"]
+    assert f"threshold {recorded:.2f} chosen on {store}" in result.output
+    pred = predict_store(load_model(manifest)[0], store)
+
+    def micro_f1(threshold: float) -> float:
+        chosen = pred.scores >= threshold
+        return 2 * (chosen & pred.targets).sum() / (chosen.sum() + pred.targets.sum())
+
+    assert micro_f1(recorded) == pytest.approx(max(micro_f1(t) for t in np.linspace(0.0, 1.0, 101)))
+    assert load_model(manifest)[1]["val_metrics"]["best_threshold"] == recorded
+    plain = tmp_path / "plain.json"
+    assert CliRunner().invoke(main, ["ensemble", str(plain), *paths]).exit_code == 0
+    assert "best_threshold" not in json.loads(plain.read_text())
+    assert load_model(plain)[1]["val_metrics"]["best_threshold"] == pytest.approx(0.4)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**json.loads(manifest.read_text()), "best_threshold": 1.5}))
+    with pytest.raises(ManifestError, match="best_threshold") as info:
+        load_model(bad)
+    assert str(bad) in str(info.value)

@@ -356,7 +356,8 @@ _threshold_option = click.option(
     help="Presence threshold or slot gate: as many groups as reach it (a presence model's probability, the "
     "`probability` column; a phase-cluster model's slot gate, the paper's slot union) form the predicted set, "
     "taken from the top of the ranking; 'validation' takes the one the checkpoint chose on validation (the "
-    "paper's operating point, A.1.7; an ensemble's: the mean of its members', not one chosen for their average). Default: the size of highest expected F1 under the model's probabilities "
+    "paper's operating point, A.1.7; an ensemble's: the one `xrdmodels ensemble --val-store` chose for its average, "
+    "else the mean of its members'). Default: the size of highest expected F1 under the model's probabilities "
     "(xrdmodels.metrics.expected_f1_set_size; for a phase-cluster model, the chance that some slot holds each "
     "group), at most the most phases of one of the checkpoint's training mixtures (5 under A.1 and the lab "
     "recipe).",
@@ -733,7 +734,17 @@ def _wavelength(text: str | None) -> float | None:
 @main.command("ensemble")
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.argument("checkpoints", nargs=-1, required=True, metavar="CHECKPOINT...")
-def ensemble_cmd(manifest, checkpoints) -> None:
+@click.option(
+    "--val-store",
+    metavar="URL",
+    default=None,
+    help="Validation mixture store (e.g. DATA/mixtures/val.zarr) on which the ensemble's own operating threshold "
+    "is chosen (best micro-F1 of its averaged probabilities over A.7's 101 thresholds) and recorded in the "
+    "manifest; without it the threshold is the mean of the members' validation thresholds, which an average of "
+    "probabilities need not share.",
+)
+@_storage_option("a remote --val-store URL (s3://...)")
+def ensemble_cmd(manifest, checkpoints, val_store, storage_option) -> None:
     """Write MANIFEST (a .json file) naming CHECKPOINTs read as one model: evaluate, predict and score-measured
     take the manifest in place of a checkpoint and average the members' presence probabilities (a deep ensemble;
     xrdmodels.ensemble, docs/formats.md "Ensemble manifests"). add-memory takes each member on its own.
@@ -742,14 +753,27 @@ def ensemble_cmd(manifest, checkpoints) -> None:
     different seeds); they are loaded and checked before the manifest is written. Members below the manifest's
     folder are stored relative to it, so the folder can be moved as a whole.
     """
-    from .ensemble import write_manifest
-    from .evaluate import load_model
+    from .config import remote_options
+    from .data import MixtureStore, check_grid
+    from .ensemble import PresenceEnsemble, ensemble_state, write_manifest
+    from .evaluate import load_model, predict_store
+    from .metrics import evaluate_presence
 
     try:
-        written = write_manifest(manifest, list(checkpoints), load_member=load_model)
+        loaded = [load_model(c) for c in checkpoints]
+        ensemble_state(manifest, [Path(c) for c in checkpoints], [state for _, state in loaded])
+        threshold = None
+        if val_store is not None:
+            options = remote_options(val_store, _storage_options(storage_option))
+            ensemble = PresenceEnsemble([model for model, _ in loaded]).eval()
+            check_grid(MixtureStore(val_store, options), ensemble.config)
+            pred = predict_store(ensemble, val_store, storage_options=options)
+            threshold = evaluate_presence(pred.scores, pred.targets).sweep.best_threshold
+        written = write_manifest(manifest, list(checkpoints), best_threshold=threshold)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    _echo(f"ensemble: {len(checkpoints)} members -> {written}")
+    chosen = f", threshold {threshold:.2f} chosen on {val_store}" if threshold is not None else ""
+    _echo(f"ensemble: {len(checkpoints)} members -> {written}{chosen}")
 
 
 @main.command("add-memory")

@@ -67,9 +67,18 @@ def read_manifest(path: str | os.PathLike) -> list[Path]:
     Raises:
         FileNotFoundError: no file at ``path``.
         ManifestError: not JSON, another format or version, no members, a member that is not a string or is
-            itself a manifest; the message names the file.
+            itself a manifest, a ``best_threshold`` outside [0, 1]; the message names the file.
     """
-    path = Path(path)
+    return _read(Path(path))[0]
+
+
+def manifest_threshold(path: str | os.PathLike) -> float | None:
+    """The ensemble's own operating threshold, chosen on a validation store by ``xrdmodels ensemble
+    --val-store`` (best micro-F1 of the averaged probabilities, A.7); None when the manifest records none."""
+    return _read(Path(path))[1]
+
+
+def _read(path: Path) -> tuple[list[Path], float | None]:
     if not path.is_file():
         raise FileNotFoundError(f"no ensemble manifest at {path}")
     try:
@@ -95,16 +104,23 @@ def read_manifest(path: str | os.PathLike) -> list[Path]:
     nested = [str(m) for m in resolved if is_manifest(m)]
     if nested:
         raise ManifestError(f"{path}: members must be checkpoints, not manifests: {', '.join(nested)}")
-    return resolved
+    threshold = manifest.get("best_threshold")
+    if threshold is not None and not (
+        isinstance(threshold, int | float) and not isinstance(threshold, bool) and 0.0 <= threshold <= 1.0
+    ):
+        raise ManifestError(f'{path}: "best_threshold" must be a probability in [0, 1], got {threshold!r}')
+    return resolved, None if threshold is None else float(threshold)
 
 
 def write_manifest(
     path: str | os.PathLike,
     members: list[str | os.PathLike],
     load_member: Callable[[Path], tuple[nn.Module, dict[str, Any]]] | None = None,
+    best_threshold: float | None = None,
 ) -> Path:
     """Write a manifest naming ``members``, each stored relative to the manifest's folder when it lies below
-    it (so that the folder can be moved as a whole), else as an absolute path.
+    it (so that the folder can be moved as a whole), else as an absolute path, and the ensemble's own
+    ``best_threshold`` when one was chosen on a validation store.
 
     With ``load_member`` (e.g. :func:`xrdmodels.evaluate.load_model`) every member is loaded and the members are
     checked against each other (:func:`ensemble_state`) before anything is written.
@@ -126,15 +142,28 @@ def write_manifest(
     for member in members:
         full = Path(member).resolve()
         names.append(str(full.relative_to(folder)) if full.is_relative_to(folder) else str(full))
-    manifest = {"format": ENSEMBLE_FORMAT, "format_version": ENSEMBLE_FORMAT_VERSION, "members": names}
+    manifest: dict[str, Any] = {
+        "format": ENSEMBLE_FORMAT,
+        "format_version": ENSEMBLE_FORMAT_VERSION,
+        "members": names,
+    }
+    if best_threshold is not None:
+        manifest["best_threshold"] = float(best_threshold)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return path
 
 
-def ensemble_state(manifest: str | os.PathLike, members: list[Path], states: list[dict[str, Any]]) -> dict:
+def ensemble_state(
+    manifest: str | os.PathLike,
+    members: list[Path],
+    states: list[dict[str, Any]],
+    own_threshold: float | None = None,
+) -> dict:
     """The checkpoint contents an ensemble stands on: the first member's, after checking that every member is
-    a presence model on the same grid, wavelength and training recipe. The operating threshold is the mean of
+    a presence model on the same grid, wavelength and training recipe. The operating threshold is the
+    manifest's own (``own_threshold``: its ``best_threshold``, chosen on a validation store) where it records
+    one, else the mean of
     the members' validation thresholds; ``step`` is None and ``members`` lists each member's path and step.
 
     Raises:
@@ -163,7 +192,9 @@ def ensemble_state(manifest: str | os.PathLike, members: list[Path], states: lis
     merged["members"] = [
         {"checkpoint": str(m), "step": s.get("step")} for m, s in zip(members, states, strict=True)
     ]
-    if all(t is not None for t in thresholds):
+    if own_threshold is not None:
+        merged["val_metrics"] = {"best_threshold": own_threshold}
+    elif all(t is not None for t in thresholds):
         merged["val_metrics"] = {"best_threshold": float(sum(thresholds) / len(thresholds))}
     else:
         merged.pop("val_metrics", None)

@@ -21,7 +21,7 @@ import torch
 from .checkpoint import load_checkpoint
 from .config import ModelConfig, remote_options
 from .data import MixtureStore, check_grid, to_batch
-from .ensemble import PresenceEnsemble, ensemble_state, is_manifest, read_manifest
+from .ensemble import PresenceEnsemble, ensemble_state, is_manifest, manifest_threshold, read_manifest
 from .metrics import (
     TABLE1_COLUMNS,
     EvaluationResult,
@@ -48,7 +48,7 @@ def load_model(
     if is_manifest(checkpoint):
         paths = read_manifest(checkpoint)
         loaded = [load_model(p, device) for p in paths]
-        state = ensemble_state(checkpoint, paths, [s for _, s in loaded])
+        state = ensemble_state(checkpoint, paths, [s for _, s in loaded], manifest_threshold(checkpoint))
         return PresenceEnsemble([m for m, _ in loaded]).to(device).eval(), state
     state = load_checkpoint(checkpoint, map_location=device)
     model = SpaceGroupModel(ModelConfig(**state["model_config"]))
@@ -389,6 +389,6 @@ def plot_strata(strata_rows: list[dict[str, Any]], png: Path) -> None:
                 ax.set_xlabel("number of phases K")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", fontsize=7)
-    fig.tight_layout(rect=(0.0, 0.03 * len(labels) / len(TABLE1_COLUMNS) + 0.02, 1.0, 1.0))
+    fig.tight_layout(rect=(0.0, 0.012 * len(labels) + 0.03, 1.0, 1.0))
     fig.savefig(png, dpi=110)
     plt.close(fig)
