@@ -181,6 +181,19 @@ def test_the_ensemble_threshold_is_chosen_on_a_validation_store(tmp_path):
     assert CliRunner().invoke(main, ["ensemble", str(plain), *paths]).exit_code == 0
     assert "best_threshold" not in json.loads(plain.read_text())
     assert load_model(plain)[1]["val_metrics"]["best_threshold"] == pytest.approx(0.4)
+    # Members trained at another anode's wavelength than the store's, a name that is not .json (refused before
+    # any member is loaded, so before minutes of prediction): nothing is written.
+    molybdenum = [
+        str(make_checkpoint(tmp_path / f"mo{k}.pt", seed=k, wavelength_angstrom=0.71073, recipe=RECIPE))
+        for k in range(2)
+    ]
+    other = CliRunner().invoke(
+        main, ["ensemble", str(tmp_path / "mo.json"), *molybdenum, "--val-store", store]
+    )
+    assert other.exit_code != 0 and "trained on patterns at 0.71073 Å" in other.output
+    misnamed = CliRunner().invoke(main, ["ensemble", str(tmp_path / "e.jsn"), str(tmp_path / "absent.pt")])
+    assert misnamed.exit_code != 0 and "must end in .json" in misnamed.output
+    assert not (tmp_path / "mo.json").exists() and not (tmp_path / "e.jsn").exists()
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**json.loads(manifest.read_text()), "best_threshold": 1.5}))
     with pytest.raises(ManifestError, match="best_threshold") as info:

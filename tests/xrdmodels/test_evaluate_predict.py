@@ -476,6 +476,8 @@ def test_wavelength_lines_agree_with_pymatgen_and_the_synthesis() -> None:
     for anode in synthesis.ANODES:
         lines = [LINES_ANGSTROM[f"{anode}{line}"] for line in ("Ka", "Ka1", "Ka2", "Kb1")]
         assert lines == pytest.approx(synthesis.anode_lines_angstrom(anode), abs=1e-6)
+    for name, value in LINES_ANGSTROM.items():  # a bank's or recipe's `wavelength` given by name
+        assert synthesis.resolve_wavelength(name) == pytest.approx(value, abs=1e-6)
     ratio = {a: LINES_ANGSTROM[f"{a}Kb1"] / LINES_ANGSTROM[f"{a}Ka1"] for a in ("Fe", "Co", "Cu")}
     assert ratio["Fe"] > ratio["Co"] > ratio["Cu"]
     assert WAVELENGTHS["CoKb1"] / WAVELENGTHS["CoKa1"] > ratio["Fe"]  # pymatgen's value breaks the order

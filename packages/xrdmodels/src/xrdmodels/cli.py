@@ -754,19 +754,28 @@ def ensemble_cmd(manifest, checkpoints, val_store, storage_option) -> None:
     folder are stored relative to it, so the folder can be moved as a whole.
     """
     from .config import remote_options
-    from .data import MixtureStore, check_grid
-    from .ensemble import PresenceEnsemble, ensemble_state, write_manifest
+    from .data import MixtureStore, check_grid, check_wavelength
+    from .ensemble import PresenceEnsemble, check_manifest_names, ensemble_state, write_manifest
     from .evaluate import load_model, predict_store
     from .metrics import evaluate_presence
 
     try:
-        loaded = [load_model(c) for c in checkpoints]
-        ensemble_state(manifest, [Path(c) for c in checkpoints], [state for _, state in loaded])
+        check_manifest_names(Path(manifest), list(checkpoints))
+        options = remote_options(val_store, _storage_options(storage_option)) if val_store else None
+        store = MixtureStore(val_store, options) if val_store else None
+        models, states = [], []
+        for checkpoint in checkpoints:
+            model, state = load_model(checkpoint)
+            models.append(model)
+            # The checks read the configs and metadata; the weights' copy and the optimizer state are let go.
+            states.append({k: v for k, v in state.items() if k not in ("model", "optimizer")})
+        merged = ensemble_state(manifest, [Path(c) for c in checkpoints], states)
         threshold = None
-        if val_store is not None:
-            options = remote_options(val_store, _storage_options(storage_option))
-            ensemble = PresenceEnsemble([model for model, _ in loaded]).eval()
-            check_grid(MixtureStore(val_store, options), ensemble.config)
+        if store is not None:
+            ensemble = PresenceEnsemble(models).eval()
+            check_grid(store, ensemble.config)
+            trained_at = merged.get("data", {}).get("wavelength_angstrom")
+            check_wavelength(store, float(trained_at) if trained_at else None, checkpoints[0])
             pred = predict_store(ensemble, val_store, storage_options=options)
             threshold = evaluate_presence(pred.scores, pred.targets).sweep.best_threshold
         written = write_manifest(manifest, list(checkpoints), best_threshold=threshold)

@@ -494,6 +494,22 @@ class ShardStream(IterableDataset):
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+def check_wavelength(store: MixtureStore, trained_at_angstrom: float | None, checkpoint: str) -> None:
+    """Raise ValueError when the store's patterns are at another anode's wavelength than the one the
+    ``checkpoint``'s model was trained at (more than 1% apart; either unrecorded passes)."""
+    measured_at = store.attrs.get("wavelength_angstrom")
+    # Another anode, not another line of one: Cu Kα1 and Cu Kα's mean differ by 0.08%, Cu and Co by 16%.
+    if (
+        trained_at_angstrom
+        and measured_at
+        and abs(float(measured_at) - trained_at_angstrom) > 0.01 * trained_at_angstrom
+    ):
+        raise ValueError(
+            f"{store.url} holds patterns at {measured_at} Å, and {checkpoint} was trained on patterns at "
+            f"{trained_at_angstrom} Å: use stores generated at the model's wavelength"
+        )
+
+
 def check_grid(store: MixtureStore, model_config: ModelConfig) -> None:
     """Raise ValueError when the store's 2θ grid is not the one the model was built for (A.1)."""
     grid = store.grid

@@ -112,6 +112,16 @@ def _read(path: Path) -> tuple[list[Path], float | None]:
     return resolved, None if threshold is None else float(threshold)
 
 
+def check_manifest_names(path: Path, members: list[str | os.PathLike]) -> None:
+    """Raise ManifestError when ``path`` does not end in .json or a member is itself a manifest: what can be
+    refused before any member is loaded."""
+    if not is_manifest(path):
+        raise ManifestError(f"{path}: an ensemble manifest's name must end in .json")
+    nested = [str(m) for m in members if is_manifest(m)]
+    if nested:
+        raise ManifestError(f"{path}: members must be checkpoints, not manifests: {', '.join(nested)}")
+
+
 def write_manifest(
     path: str | os.PathLike,
     members: list[str | os.PathLike],
@@ -130,11 +140,7 @@ def write_manifest(
         FileNotFoundError, CheckpointError: from ``load_member``.
     """
     path = Path(path)
-    if not is_manifest(path):
-        raise ManifestError(f"{path}: an ensemble manifest's name must end in .json")
-    nested = [str(m) for m in members if is_manifest(m)]
-    if nested:
-        raise ManifestError(f"{path}: members must be checkpoints, not manifests: {', '.join(nested)}")
+    check_manifest_names(path, members)
     if load_member is not None:
         ensemble_state(path, [Path(m) for m in members], [load_member(Path(m))[1] for m in members])
     folder = path.parent.resolve()

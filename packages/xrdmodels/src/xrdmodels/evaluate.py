@@ -20,7 +20,7 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .config import ModelConfig, remote_options
-from .data import MixtureStore, check_grid, to_batch
+from .data import MixtureStore, check_grid, check_wavelength, to_batch
 from .ensemble import PresenceEnsemble, ensemble_state, is_manifest, manifest_threshold, read_manifest
 from .metrics import (
     TABLE1_COLUMNS,
@@ -218,17 +218,7 @@ def evaluate_checkpoints(
         trained_at = state["data"].get("wavelength_angstrom")
         for store in opened.values():
             check_grid(store, model.config)
-            measured_at = store.attrs.get("wavelength_angstrom")
-            # Another anode, not another line of one: Cu Kα1 and Cu Kα's mean differ by 0.08%, Cu and Co by 16%.
-            if (
-                trained_at
-                and measured_at
-                and abs(float(measured_at) - float(trained_at)) > 0.01 * float(trained_at)
-            ):
-                raise ValueError(
-                    f"{store.url} holds patterns at {measured_at} Å, and {ckpt} was trained on patterns at {trained_at} "
-                    "Å: evaluate on stores generated at the model's wavelength"
-                )
+            check_wavelength(store, float(trained_at) if trained_at else None, str(ckpt))
         for split, url in stores.items():
             pred = predict_store(
                 model,
@@ -387,8 +377,13 @@ def plot_strata(strata_rows: list[dict[str, Any]], png: Path) -> None:
                 ax.set_title(split)
             if row == len(TABLE1_COLUMNS) - 1:
                 ax.set_xlabel("number of phases K")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", fontsize=7)
+    # Every panel's lines, once each: a method or fraction may be missing from the first split (e.g. only K = 1).
+    entries = {}
+    for ax in fig.axes:
+        handles, labels = ax.get_legend_handles_labels()
+        entries.update(zip(labels, handles, strict=True))
+    labels = list(entries)
+    fig.legend(list(entries.values()), labels, loc="lower center", fontsize=7, handlelength=4)
     fig.tight_layout(rect=(0.0, 0.012 * len(labels) + 0.03, 1.0, 1.0))
     fig.savefig(png, dpi=110)
     plt.close(fig)

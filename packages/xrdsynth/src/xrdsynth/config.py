@@ -46,14 +46,13 @@ def resolve_wavelength(wavelength: str | float) -> float:
         try:
             value = float(wavelength)
         except ValueError:
-            from pymatgen.analysis.diffraction.xrd import WAVELENGTHS
-
-            if wavelength not in WAVELENGTHS:
-                known = ", ".join(sorted(WAVELENGTHS))
+            lines = _line_table()
+            if wavelength not in lines:
+                known = ", ".join(sorted(lines))
                 raise ValueError(
                     f"unknown X-ray line {wavelength!r}; use a value in Å or one of: {known}"
                 ) from None
-            value = float(WAVELENGTHS[wavelength])
+            value = float(lines[wavelength])
     if not 0.05 <= value <= 5.0:
         raise ValueError(f"wavelength {value} Å is outside the plausible X-ray range 0.05-5 Å")
     return value
@@ -234,12 +233,17 @@ ANODES = ("Cu", "Co", "Mo", "Fe", "Cr", "Ag")
 _LINE_CORRECTIONS_ANGSTROM = {"CoKb1": 1.62079}
 
 
-def anode_lines_angstrom(anode: str) -> tuple[float, float, float, float]:
-    """(Kα mean, Kα1, Kα2, Kβ1) wavelengths in Å of a tube anode (pymatgen's WAVELENGTHS table, with
-    `_LINE_CORRECTIONS_ANGSTROM`)."""
+def _line_table() -> dict[str, float]:
+    """X-ray lines in Å by name (``CuKa``, ``CoKb1``, ...): pymatgen's WAVELENGTHS with
+    `_LINE_CORRECTIONS_ANGSTROM`."""
     from pymatgen.analysis.diffraction.xrd import WAVELENGTHS
 
-    table = {**WAVELENGTHS, **_LINE_CORRECTIONS_ANGSTROM}
+    return {**WAVELENGTHS, **_LINE_CORRECTIONS_ANGSTROM}
+
+
+def anode_lines_angstrom(anode: str) -> tuple[float, float, float, float]:
+    """(Kα mean, Kα1, Kα2, Kβ1) wavelengths in Å of a tube anode (`_line_table`)."""
+    table = _line_table()
     return tuple(float(table[f"{anode}{line}"]) for line in ("Ka", "Ka1", "Ka2", "Kb1"))  # type: ignore[return-value]
 
 

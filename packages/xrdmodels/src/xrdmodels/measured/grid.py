@@ -41,10 +41,13 @@ MIN_MEASURED_POINTS = 10
 MOSTLY_EMPTY_FRACTION = 0.5
 """A gridded pattern is 'mostly empty' when more than this fraction of its in-window bins are zero."""
 MAJORITY_NEGATIVE_FRACTION = 0.5
-"""A pattern whose strongest excursion is negative (its peaks point down: |min| > max, or |min| = max with more
-than this fraction of its intensities negative) is refused; otherwise negative values are clipped to 0, however
-many (a background-subtracted export's noise sits around 0, so a small residual offset makes most of its
-baseline negative)."""
+"""A pattern whose strongest excursions are negative (its peaks point down: the :data:`EXTREME_RANK`-th lowest
+value's magnitude above the as-ranked highest, or equal to it with more than this fraction of its intensities
+negative) is refused; otherwise negative values are clipped to 0, however many (a background-subtracted
+export's noise sits around 0, so a small residual offset makes most of its baseline negative)."""
+EXTREME_RANK = 3
+"""Which way a pattern's peaks point is read from its k-th lowest and k-th highest values, k this or 0.1% of the
+points if more, so that one dropout (-9999) or one cosmic-ray spike does not decide it."""
 GAP_WARNING_DEG = 0.5
 """A run of window bins without a measured point wider than this (degrees 2θ on the model grid, several peak
 widths) is a gap in the scan, warned about with its range: it is filled by a straight line."""
@@ -770,8 +773,10 @@ def raw_signal_warnings(pattern: MeasuredPattern) -> list[str]:
     repeat what the reader noted about the file (``metadata["reader_notes"]``: a footer left out, decimal
     commas, an encoding).
 
-    Counts cannot be negative: a few negative values come from background subtraction and noise, a majority
-    from a sign error or a wrong column, so those are refused rather than clipped into an empty pattern.
+    Counts cannot be negative: negative values from background subtraction and noise (however many: a residual
+    offset below 0 makes most of a subtracted baseline negative) are clipped, but peaks pointing down come from a
+    sign error or a wrong column and are refused rather than clipped into an empty pattern
+    (:data:`MAJORITY_NEGATIVE_FRACTION`).
     """
     notes = pattern.metadata.get(READER_NOTES, "").splitlines()
     intensity = pattern.intensity
@@ -784,13 +789,21 @@ def raw_signal_warnings(pattern: MeasuredPattern) -> list[str]:
             "Check that the file holds the measured counts (not an empty scan or a blank column); nothing "
             "was predicted",
         )
-    highest, lowest = float(intensity.max()), float(intensity.min())
+    # The k-th most extreme values, not the single ones: a dropout written as -9999 or one cosmic-ray spike must
+    # not decide which way the peaks point.
+    k = max(EXTREME_RANK, n_points // 1000)
+    if n_points >= 2 * k:
+        ordered = np.partition(intensity, (k - 1, n_points - k))
+        lowest, highest = float(ordered[k - 1]), float(ordered[n_points - k])
+    else:
+        lowest, highest = float(intensity.min()), float(intensity.max())
     mostly_negative = n_negative > MAJORITY_NEGATIVE_FRACTION * n_points
     if -lowest > highest or (mostly_negative and -lowest >= highest):
         raise MeasuredSignalError(
             pattern.source,
             f"{n_negative} of {n_points} intensities ({100 * n_negative / n_points:.0f}%) are negative, which "
-            f"counts cannot be, and the strongest excursion points down ({lowest:g} against a highest {highest:g})",
+            f"counts cannot be, and the strongest excursions point down (the {k}th lowest value {lowest:g} against "
+            f"the {k}th highest {highest:g})",
             "Check the column order and the sign of the intensities; nothing was predicted",
         )
     if intensity.max() == intensity.min():
@@ -892,7 +905,7 @@ def to_model_grid(
     window shorter than the shortest training window (in degrees or as a fraction of the grid), a window that
     starts after the latest training start or ends before the earliest training end (outside the training
     distribution), a mostly empty pattern (:data:`MOSTLY_EMPTY_FRACTION`), a pattern
-    so sparse that its 99th percentile is 0 (then divided by its maximum instead), negative intensities
+    so sparse that its normalisation percentile is 0 (then divided by its maximum instead), negative intensities
     (clipped to 0), points dropped by the wavelength conversion, more than 10% of the window bins
     interpolated, a gap in the scan wider than :data:`GAP_WARNING_DEG`, a wavelength assumed (Cu Kα: neither the file nor the option states one) or an option that
     contradicts the file (by more than 0.1%), strong peaks narrower or
