@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "pipelines" / "paper"
 
-# Appendix A.6 (optimisation) and A.1 (split), as printed in the paper.
+# Appendix A.6 (optimisation) and the split of section 2.2, as printed in the paper.
 A6 = {
     "batch_size": 256,
     "lr": 1e-4,
@@ -97,6 +97,7 @@ def test_paper_script_splits_by_material_and_trains_in_fp32(tmp_path: Path) -> N
     params = _bank_build_params(argvs)
     assert params["group_polymorphs"] is False  # A.1: 95/2.5/2.5 by material, not by reduced formula
     assert float(params["max_e_above_hull"]) == 0.1  # the option takes a number or "none"
+    assert params["displacement_parameters"] is False  # A.1: pymatgen's XRDCalculator, atoms at rest
     defaults = BankConfig()
     assert defaults.split_fractions == A1_SPLIT and defaults.wavelength_angstrom == pytest.approx(1.54184)
     assert (defaults.grid.two_theta_min_deg, defaults.grid.two_theta_max_deg, defaults.grid.n_bins) == (

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from xrdmodels import N_SPACE_GROUPS, ModelConfig, SpaceGroupModel, model_loss, preset
+from xrdmodels.metrics import slot_set_scores
 from xrdmodels.models.encoders import TokenCNNEncoder, TransformerEncoder, apply_rope, rope_tables
 from xrdmodels.models.frontend import CNNFrontEnd
 from xrdmodels.models.heads import (
@@ -302,7 +303,10 @@ def test_slot_union_scores_reproduce_the_thresholded_rule() -> None:
     logits[0, :, 17] = 20.0  # every slot votes for class 17: the score is the largest of their gates
     probs = logits.double().softmax(-1).numpy()
     scores = slot_union_scores(logits).numpy()
-    for tau in (0.1, 0.5, 0.9):
+    # At τ = 0 too (an unvoted class once scored 0, so every class was predicted), and the whole ranking is
+    # metrics.slot_set_scores', the numpy read-out evaluate and predict use.
+    np.testing.assert_allclose(scores, slot_set_scores(probs), atol=1e-6)
+    for tau in (0.0, 0.1, 0.5, 0.9):
         for b in range(6):
             expected = {int(np.argmax(probs[b, k, :230])) for k in range(5) if 1 - probs[b, k, 230] >= tau}
             got = {int(c) for c in np.flatnonzero(scores[b] >= tau)}

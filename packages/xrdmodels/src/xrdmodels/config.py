@@ -150,7 +150,10 @@ class ModelConfig(BaseModel):
         18, gt=0, description="Transformer layers, or residual blocks of the token CNN (same depth) (A.3)."
     )
     n_heads: int = Field(
-        12, gt=0, description="Attention heads of self-attention (A.3) and of the slot cross-attention (A.4)."
+        12,
+        gt=0,
+        description="Attention heads of self-attention (A.3) and of the slot cross-attention (A.4 gives none; "
+        "the encoder's are used).",
     )
     ffn_dim: int = Field(
         4096,
@@ -381,7 +384,9 @@ class TrainConfig(BaseModel):
     )
     lr: float = Field(1e-4, gt=0, description="AdamW peak learning rate (A.6).")
     weight_decay: float = Field(
-        1e-2, ge=0, description="AdamW weight decay, applied to all parameters (A.6)."
+        1e-2,
+        ge=0,
+        description="AdamW weight decay (A.6), applied to all parameters (A.6 does not say which).",
     )
     betas: tuple[float, float] = Field(
         (0.9, 0.999), description="AdamW betas; PyTorch defaults, not stated in A.6."

@@ -231,6 +231,13 @@ def bank() -> None:
     help="Keep all entries of one reduced formula in the same split",
 )
 @_config_option(
+    "--displacement-parameters/--no-displacement-parameters",
+    model=BankConfig,
+    field="displacement_parameters",
+    help="Damp each atom's scattering by the displacement parameters (U or B) its CIF lists; off diffracts atoms "
+    "at rest, as pymatgen's XRDCalculator and the paper's bank (A.1) do",
+)
+@_config_option(
     "--isotypes",
     model=BankConfig,
     field="isotypes_per_structure",
@@ -284,6 +291,7 @@ def bank_build(
     split_fractions,
     split_seed,
     group_polymorphs,
+    displacement_parameters,
     isotypes,
     deduplicate,
     chunk_size,
@@ -309,6 +317,7 @@ def bank_build(
         "max_e_above_hull_ev_per_atom": max_e_above_hull,
         "split_seed": split_seed,
         "group_polymorphs": group_polymorphs,
+        "displacement_parameters": displacement_parameters,
         "isotypes_per_structure": isotypes,
         "deduplicate": deduplicate,
         "chunk_size": chunk_size,

@@ -125,7 +125,8 @@ class BankConfig(_Strict):
         description="Cells with more volume per site (Å³) are skipped as absurd (nearly empty).",
     )
     split_fractions: tuple[float, float, float] = Field(
-        (0.95, 0.025, 0.025), description="train / val / test fractions by material (A.1)."
+        (0.95, 0.025, 0.025),
+        description="train / val / test fractions by material (section 2.2: 'ratios of 0.95, 0.025, and 0.025').",
     )
     split_seed: int = Field(0, ge=0, description="Seed of the deterministic id -> split hash.")
     group_polymorphs: bool = Field(
@@ -602,7 +603,8 @@ class RecipeConfig(_Strict):
         2,
         ge=0,
         le=8,
-        description="Fourier pairs sin/cos(k π t), k = 1..n, of the envelope basis (A.1: 'a few').",
+        description="Fourier pairs sin/cos(k π t), k = 1..n, of the envelope basis (A.1: 'a small number of "
+        "Fourier terms'; 2 is this toolkit's reading).",
     )
     preferred_orientation_clip: Range = Field(
         (0.85, 1.2), description="The unit-mean envelope is clipped to this range (A.1)."
@@ -900,7 +902,8 @@ class GenerateConfig(_Strict):
     n_eval: int | None = Field(
         None,
         ge=1,
-        description="Samples in each of val, test and in-library; None = 2.5/95 of the train size (A.1 ratio).",
+        description="Samples in each of val, test and in-library; None = 2.5/95 of the train size (section 2.2's "
+        "ratio, read as applying to the mixtures as well as to the materials).",
     )
     shard_size: int = Field(
         4096, ge=1, le=1 << 20, description="Samples per shard: one Dask task, one object per array."

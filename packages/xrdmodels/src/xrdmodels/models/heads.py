@@ -5,6 +5,8 @@ Class layout: space group s (1..230) is class index s - 1; slot distributions ad
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -139,14 +141,18 @@ def slot_union_scores(slot_logits: Tensor) -> Tensor:
     """Scores (B, 230) that reproduce the paper's slot-union rule (A.7) under any gate threshold τ.
 
     Each slot votes for its most probable space group (NONE excluded) with its gate g_k; a class scores the
-    largest gate voting for it, 0 if none. Then {c : score_c >= τ} is exactly the A.7 prediction set
-    "argmax class of every slot whose gate reaches τ" (space-group confidence threshold 0).
+    largest gate voting for it, and a class no slot votes for max_k π_{k,c} - 1 < 0 (as
+    `xrdmodels.metrics.slot_set_scores`: below every voted class, never predicted at τ >= 0). Then
+    {c : score_c >= τ} is exactly the A.7 prediction set "argmax class of every slot whose gate reaches τ"
+    (space-group confidence threshold 0), for every τ >= 0.
     """
     probs = slot_logits.float().softmax(dim=-1)
     gates = 1.0 - probs[..., NONE_CLASS]
-    best_class = probs[..., :N_SPACE_GROUPS].argmax(dim=-1)
-    scores = torch.zeros(*slot_logits.shape[:-2], N_SPACE_GROUPS, device=slot_logits.device)
-    return scores.scatter_reduce(-1, best_class, gates, reduce="amax")
+    group_probs = probs[..., :N_SPACE_GROUPS]
+    best_class = group_probs.argmax(dim=-1)
+    unvoted = group_probs.amax(dim=-2) - 1.0
+    votes = torch.full_like(unvoted, -math.inf).scatter_reduce(-1, best_class, gates, reduce="amax")
+    return torch.where(torch.isfinite(votes), votes, unvoted)
 
 
 def slot_noisy_or_probs(slot_logits: Tensor) -> Tensor:
